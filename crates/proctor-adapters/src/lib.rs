@@ -1,0 +1,1 @@
+//! Adapters that move run payloads to processors and bring envelopes back.

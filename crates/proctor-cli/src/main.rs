@@ -1,0 +1,2 @@
+//! The proctor command-line interface.
+fn main() {}

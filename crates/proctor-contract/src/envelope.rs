@@ -1,0 +1,245 @@
+//! Envelopes: the one JSON document every run answers with, whatever the adapter or mode.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{CanonError, ErrorCode, Mode, OutputEntry, WorldPath};
+
+/// Run metadata of a success envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessMeta {
+    /// The image the processor ran from (`sha256:…` image ID or pinned digest).
+    pub image_digest: String,
+    /// Sorted `k=v;…` fingerprint of the environment.
+    pub env_fingerprint: String,
+    /// Wall time of the run inside the processor.
+    pub duration_ms: u64,
+    /// The mode it ran in.
+    pub mode: Mode,
+}
+
+/// Run metadata of an error envelope; the image is unknown when the run failed before one
+/// was chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorMeta {
+    /// The image, when one had been chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// The fingerprint, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_fingerprint: Option<String>,
+    /// Wall time until the failure.
+    pub duration_ms: u64,
+    /// The mode requested.
+    pub mode: Mode,
+}
+
+/// A successful run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessEnvelope {
+    /// Always `"success"`.
+    pub status: SuccessStatus,
+    /// The execution's id.
+    pub execution_id: String,
+    /// Every output, sorted by path (the index's entries).
+    pub outputs: Vec<OutputEntry>,
+    /// `{write_prefix}outputs.json`.
+    pub index_path: WorldPath,
+    /// Run metadata.
+    pub meta: SuccessMeta,
+}
+
+/// The code and message of a failed run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// The canonical code.
+    pub code: ErrorCode,
+    /// The message, starting with the code's stable fragment.
+    pub message: String,
+}
+
+/// A failed run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorEnvelope {
+    /// Always `"error"`.
+    pub status: ErrorStatus,
+    /// The execution's id.
+    pub execution_id: String,
+    /// What went wrong.
+    pub error: ErrorBody,
+    /// Run metadata.
+    pub meta: ErrorMeta,
+}
+
+/// The literal `"success"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SuccessStatus {
+    /// `"success"`.
+    #[serde(rename = "success")]
+    Success,
+}
+
+/// The literal `"error"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorStatus {
+    /// `"error"`.
+    #[serde(rename = "error")]
+    Error,
+}
+
+/// A success or error envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Envelope {
+    /// `status: "success"`.
+    Success(SuccessEnvelope),
+    /// `status: "error"`.
+    Error(ErrorEnvelope),
+}
+
+impl Envelope {
+    /// An error envelope for `error`.
+    pub fn error(
+        execution_id: &str,
+        error: &CanonError,
+        mode: Mode,
+        duration_ms: u64,
+        image_digest: Option<String>,
+    ) -> Envelope {
+        Envelope::Error(ErrorEnvelope {
+            status: ErrorStatus::Error,
+            execution_id: execution_id.to_owned(),
+            error: ErrorBody { code: error.code(), message: error.message() },
+            meta: ErrorMeta { image_digest, env_fingerprint: None, duration_ms, mode },
+        })
+    }
+
+    /// A success envelope.
+    pub fn success(
+        execution_id: &str,
+        outputs: Vec<OutputEntry>,
+        index_path: WorldPath,
+        meta: SuccessMeta,
+    ) -> Envelope {
+        Envelope::Success(SuccessEnvelope {
+            status: SuccessStatus::Success,
+            execution_id: execution_id.to_owned(),
+            outputs,
+            index_path,
+            meta,
+        })
+    }
+
+    /// Validates a JSON value as an envelope: exactly the fields above, no others, with
+    /// canonical, sorted output paths. Anything else is `ERR_ENVELOPE`.
+    pub fn validate(value: &Value) -> Result<Envelope, CanonError> {
+        let invalid = |why: String| CanonError::new(ErrorCode::Envelope, why);
+        let status = value.get("status").and_then(Value::as_str);
+        let envelope = match status {
+            Some("success") => Envelope::Success(
+                serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?,
+            ),
+            Some("error") => Envelope::Error(
+                serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?,
+            ),
+            _ => return Err(invalid("status must be \"success\" or \"error\"".to_owned())),
+        };
+        match &envelope {
+            Envelope::Success(success) => {
+                if success.outputs.windows(2).any(|pair| pair[0].path >= pair[1].path) {
+                    return Err(invalid("outputs must be sorted by path, no duplicates".into()));
+                }
+            }
+            Envelope::Error(error) => {
+                if !error.error.message.contains(error.error.code.fragment()) {
+                    return Err(invalid("error message lacks its code's fragment".into()));
+                }
+            }
+        }
+        Ok(envelope)
+    }
+
+    /// Parses and validates envelope bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Envelope, CanonError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            CanonError::new(ErrorCode::Envelope, format!("not JSON: {e}"))
+        })?;
+        Envelope::validate(&value)
+    }
+
+    /// The execution id.
+    pub fn execution_id(&self) -> &str {
+        match self {
+            Envelope::Success(success) => &success.execution_id,
+            Envelope::Error(error) => &error.execution_id,
+        }
+    }
+
+    /// One line of compact JSON.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("an envelope always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn success() -> Value {
+        json!({
+            "status": "success",
+            "execution_id": "e1",
+            "outputs": [
+                {"path": "/artifacts/o/e1/outputs/a.txt", "cid": "b3:00", "size_bytes": 3, "mime": "text/plain"},
+                {"path": "/artifacts/o/e1/outputs/b.json", "cid": "b3:01", "size_bytes": 2, "mime": "application/json"}
+            ],
+            "index_path": "/artifacts/o/e1/outputs.json",
+            "meta": {"image_digest": "sha256:ab", "env_fingerprint": "mode=mock", "duration_ms": 5, "mode": "mock"}
+        })
+    }
+
+    #[test]
+    fn accepts_and_round_trips_envelopes() {
+        let envelope = Envelope::validate(&success()).unwrap();
+        let again: Value = serde_json::from_str(&envelope.to_json_line()).unwrap();
+        assert_eq!(again, success());
+        let error = Envelope::error(
+            "e1",
+            &CanonError::new(ErrorCode::Inputs, "/params"),
+            Mode::Mock,
+            1,
+            None,
+        );
+        let value: Value = serde_json::from_str(&error.to_json_line()).unwrap();
+        assert_eq!(Envelope::validate(&value).unwrap(), error);
+        assert_eq!(value["error"]["code"], "ERR_INPUTS");
+    }
+
+    #[test]
+    fn rejects_anything_else() {
+        let mut extra = success();
+        extra["extra"] = json!(1);
+        let mut unsorted = success();
+        unsorted["outputs"].as_array_mut().unwrap().reverse();
+        let mut bad_status = success();
+        bad_status["status"] = json!("ok");
+        let mut missing_meta = success();
+        missing_meta["meta"].as_object_mut().unwrap().remove("image_digest");
+        let mut bad_mode = success();
+        bad_mode["meta"]["mode"] = json!("dry");
+        let mut bad_path = success();
+        bad_path["index_path"] = json!("/tmp/outputs.json");
+        let bad_error = json!({"status":"error","execution_id":"e","error":{"code":"ERR_INPUTS","message":"nope"},"meta":{"duration_ms":1,"mode":"mock"}});
+        for value in [extra, unsorted, bad_status, missing_meta, bad_mode, bad_path, bad_error] {
+            assert_eq!(Envelope::validate(&value).unwrap_err().code(), ErrorCode::Envelope, "{value}");
+        }
+        assert_eq!(Envelope::from_slice(b"<html>").unwrap_err().code(), ErrorCode::Envelope);
+    }
+}

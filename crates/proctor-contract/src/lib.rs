@@ -1,0 +1,29 @@
+//! The proctor contract: every rule of the wire format, as pure functions.
+//!
+//! This crate does no I/O. The orchestrator (CLI, adapters) and the processor SDK both
+//! depend on it, so a rule written here holds on both sides of the wire.
+
+mod envelope;
+mod error;
+mod hashing;
+mod index;
+mod mode;
+mod payload;
+mod processor_ref;
+mod receipt;
+mod redact;
+mod world_path;
+
+pub use envelope::{Envelope, ErrorBody, ErrorEnvelope, ErrorMeta, SuccessEnvelope, SuccessMeta};
+pub use error::{CanonError, ErrorCode, EXIT_USAGE};
+pub use hashing::{HASH_SCHEMA, InputsHash, canonical_json, cid, env_fingerprint, inputs_hash};
+pub use index::{OutputEntry, OutputsIndex};
+pub use mode::{Mode, ci_guard};
+pub use payload::{Health, PAYLOAD_SCHEMA, RunPayload};
+pub use processor_ref::ProcessorRef;
+pub use receipt::{Receipt, Usage};
+pub use redact::Redactor;
+pub use world_path::{
+    EXECUTION_ID_PLACEHOLDER, Facet, MAX_PATH_BYTES, MAX_SEGMENT_BYTES, SelectorKind, WorldPath,
+    WritePrefix,
+};

@@ -1,0 +1,1 @@
+//! The processor registry: registry.yaml files, input schemas, pins and secrets.

@@ -1,0 +1,1 @@
+//! Processor SDK: serves the HTTP contract and writes outputs, index and receipts.

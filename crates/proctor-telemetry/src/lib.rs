@@ -1,0 +1,1 @@
+//! Structured JSON logging with redaction of every string field.

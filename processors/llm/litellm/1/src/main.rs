@@ -1,0 +1,2 @@
+//! The llm/litellm@1 processor.
+fn main() {}

@@ -1,0 +1,2 @@
+//! The text/stats@1 processor.
+fn main() {}
