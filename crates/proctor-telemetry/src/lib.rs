@@ -1,1 +1,194 @@
-//! Structured JSON logging with redaction of every string field.
+//! Structured JSON logging: one JSON object per line on stderr, every string field
+//! redacted.
+//!
+//! **Invariant:** nothing here writes to stdout, so a `--json` caller's stdout carries only
+//! its envelope.
+
+use std::fmt;
+use std::io::Write;
+
+use proctor_contract::Redactor;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+/// Installs the global subscriber: events at `max_level` or more severe are written to
+/// stderr as JSON lines, with every string run through `redactor`.
+///
+/// A second call is a no-op (the first subscriber stays).
+pub fn init(redactor: Redactor, max_level: Level) {
+    let layer = JsonLines { redactor, max_level, sink: Sink::Stderr };
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+}
+
+/// A redactor that knows the values of secret-looking environment variables (names ending
+/// in `_KEY`, `_TOKEN`, `_SECRET`, `_PASSWORD`, or containing `SECRET`), plus those of
+/// `extra_names`.
+pub fn redactor_from_env(extra_names: &[String]) -> Redactor {
+    redactor_for_vars(std::env::vars(), extra_names)
+}
+
+fn redactor_for_vars(
+    vars: impl Iterator<Item = (String, String)>,
+    extra_names: &[String],
+) -> Redactor {
+    let looks_secret = |name: &str| {
+        let upper = name.to_ascii_uppercase();
+        ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD"].iter().any(|end| upper.ends_with(end))
+            || upper.contains("SECRET")
+            || extra_names.iter().any(|extra| extra == name)
+    };
+    Redactor::new(vars.filter(|(name, _)| looks_secret(name)).map(|(_, value)| value))
+}
+
+enum Sink {
+    Stderr,
+    #[cfg(test)]
+    Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>),
+}
+
+struct JsonLines {
+    redactor: Redactor,
+    max_level: Level,
+    sink: Sink,
+}
+
+impl<S: Subscriber> Layer<S> for JsonLines {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+        *metadata.level() <= self.max_level
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let metadata = event.metadata();
+        let mut fields = Map::new();
+        let timestamp = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        fields.insert("ts".to_owned(), Value::String(timestamp));
+        fields.insert("level".to_owned(), Value::String(metadata.level().as_str().to_lowercase()));
+        fields.insert("target".to_owned(), Value::String(metadata.target().to_owned()));
+        event.record(&mut FieldVisitor { fields: &mut fields, redactor: &self.redactor });
+        let mut line = serde_json::to_vec(&Value::Object(fields)).unwrap_or_default();
+        line.push(b'\n');
+        match &self.sink {
+            Sink::Stderr => {
+                let _ = std::io::stderr().lock().write_all(&line);
+            }
+            #[cfg(test)]
+            Sink::Buffer(buffer) => buffer.lock().unwrap().extend_from_slice(&line),
+        }
+    }
+}
+
+struct FieldVisitor<'a> {
+    fields: &'a mut Map<String, Value>,
+    redactor: &'a Redactor,
+}
+
+impl FieldVisitor<'_> {
+    fn insert(&mut self, field: &Field, value: Value) {
+        let name = if field.name() == "message" { "msg" } else { field.name() };
+        self.fields.insert(name.to_owned(), value);
+    }
+}
+
+impl Visit for FieldVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let redacted = self.redactor.redact(value).into_owned();
+        self.insert(field, Value::String(redacted));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        let redacted = self.redactor.redact(&text).into_owned();
+        self.insert(field, Value::String(redacted));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.insert(field, Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.insert(field, Value::from(value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.insert(field, Value::from(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.insert(field, Value::Bool(value));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let redacted = self.redactor.redact(&value.to_string()).into_owned();
+        self.insert(field, Value::String(redacted));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn capture(redactor: Redactor, emit: impl FnOnce()) -> Vec<Value> {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let layer = JsonLines { redactor, max_level: Level::INFO, sink: Sink::Buffer(buffer.clone()) };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit);
+        let bytes = buffer.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("every line is JSON"))
+            .collect()
+    }
+
+    #[test]
+    fn writes_one_json_object_per_event() {
+        let lines = capture(Redactor::default(), || {
+            tracing::info!(event = "execution.start", execution_id = "e1", attempt = 1u64, "started");
+            tracing::debug!("filtered out");
+        });
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["event"], "execution.start");
+        assert_eq!(lines[0]["execution_id"], "e1");
+        assert_eq!(lines[0]["attempt"], 1);
+        assert_eq!(lines[0]["msg"], "started");
+        assert_eq!(lines[0]["level"], "info");
+    }
+
+    #[test]
+    fn redacts_every_string_field() {
+        let redactor = Redactor::new(["s3cr3t-value".to_owned()]);
+        let lines = capture(redactor, || {
+            tracing::warn!(
+                header = "Authorization: Bearer abcdef",
+                url = %"https://u:p@host/x",
+                "leaked s3cr3t-value"
+            );
+        });
+        let text = lines[0].to_string();
+        assert!(!text.contains("abcdef") && !text.contains("u:p@") && !text.contains("s3cr3t"));
+        assert_eq!(lines[0]["msg"], "leaked [REDACTED]");
+    }
+
+    #[test]
+    fn env_redactor_masks_secret_looking_variables() {
+        let vars = [
+            ("OPENAI_API_KEY", "alpha-value-1"),
+            ("MODAL_TOKEN", "beta-value-2"),
+            ("MY_SECRET_THING", "gamma-value-3"),
+            ("CUSTOM", "delta-value-4"),
+            ("HOME", "/root/home-dir"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let redactor = redactor_for_vars(vars.into_iter(), &["CUSTOM".to_owned()]);
+        assert_eq!(
+            redactor.redact("alpha-value-1 beta-value-2 gamma-value-3 delta-value-4 /root/home-dir"),
+            "[REDACTED] [REDACTED] [REDACTED] [REDACTED] /root/home-dir"
+        );
+    }
+}
