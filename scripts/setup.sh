@@ -68,3 +68,114 @@ YAML
     || { tail -n 30 "$STATE_DIR/registry.log" >&2; exit 1; }
 fi
 log "registry answers at http://$REGISTRY_ADDR/v2/"
+
+# --- S3-compatible object storage (proctor-store's S3 tests) -------------------------------
+# moto's server mode (PyPI), pinned, in its own virtualenv under the state dir; it speaks the
+# S3 REST API (path-style, ListObjectsV2, multipart, S3 error codes) on loopback, accepts
+# SigV4-signed requests without checking signatures, and keeps objects in memory, so it stops
+# with the machine and starts empty. Skipped when something already answers there.
+S3_ADDR="${PROCTOR_TEST_S3:-127.0.0.1:9000}"
+MOTO_VERSION="5.2.5"
+MOTO_VENV="$STATE_DIR/moto-$MOTO_VERSION"
+
+s3_answers() { curl -sS -o /dev/null --max-time 2 "http://$S3_ADDR/"; }
+
+if ! s3_answers >/dev/null 2>&1; then
+  if [[ ! -x "$MOTO_VENV/bin/moto_server" ]]; then
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+      log "installing python3-venv"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+    fi
+    log "installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
+    rm -rf "$MOTO_VENV"
+    python3 -m venv "$MOTO_VENV"
+    "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  fi
+  log "starting moto_server (S3) on $S3_ADDR"
+  nohup "$MOTO_VENV/bin/moto_server" -H "${S3_ADDR%:*}" -p "${S3_ADDR##*:}" \
+    >"$STATE_DIR/moto.log" 2>&1 &
+  wait_for "moto_server" 60 s3_answers || { tail -n 30 "$STATE_DIR/moto.log" >&2; exit 1; }
+fi
+log "S3-compatible server answers at http://$S3_ADDR/"
+
+# --- PostgreSQL (proctor-ledger's PostgreSQL tests) ----------------------------------------
+# Debian's postgresql package and a throwaway cluster owned by the postgres user under the
+# state dir: loopback only, trust auth (no password exists), fsync off (test data only), C
+# collation. The tests create and drop one database per test. Skipped when a server answers.
+PG_PORT="${PROCTOR_TEST_PG_PORT:-55432}"
+PG_DIR="$STATE_DIR/pg"
+
+pg_bin_dir() { find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
+pg_answers() { "$(pg_bin_dir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
+
+if [[ ! -x "$(pg_bin_dir)/initdb" ]]; then
+  log "installing postgresql"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+PG_BIN="$(pg_bin_dir)"
+
+if ! pg_answers >/dev/null 2>&1; then
+  mkdir -p "$PG_DIR"
+  chown postgres:postgres "$PG_DIR"
+  chmod 700 "$PG_DIR"
+  if [[ ! -s "$PG_DIR/data/PG_VERSION" ]]; then
+    log "initializing a PostgreSQL cluster in $PG_DIR/data"
+    rm -rf "$PG_DIR/data"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust \
+      --encoding=UTF8 --locale=C >"$PG_DIR/initdb.log" 2>&1 \
+      || { tail -n 30 "$PG_DIR/initdb.log" >&2; exit 1; }
+  fi
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    start >/dev/null || { tail -n 30 "$PG_DIR/postgres.log" >&2; exit 1; }
+  wait_for "PostgreSQL" 30 pg_answers || { tail -n 30 "$PG_DIR/postgres.log" >&2; exit 1; }
+fi
+log "PostgreSQL answers at 127.0.0.1:$PG_PORT (user postgres, trust auth on loopback)"
+
+# --- Cross-compilation prerequisites for `proctor build` (linux/amd64 + linux/arm64) -------
+# Processor images are static binaries FROM scratch. The amd64 one needs the static glibc
+# (libc6-dev); the arm64 one is cross-compiled with the Rust target aarch64-unknown-linux-gnu,
+# Debian's cross gcc (linker, and C compiler for crates that build C) and its static glibc.
+cross_packages=()
+[[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || cross_packages+=(libc6-dev)
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || cross_packages+=(gcc-aarch64-linux-gnu)
+[[ -f /usr/aarch64-linux-gnu/lib/libc.a ]] || cross_packages+=(libc6-dev-arm64-cross)
+if ((${#cross_packages[@]})); then
+  log "installing ${cross_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${cross_packages[@]}" >/dev/null
+fi
+if command -v rustup >/dev/null 2>&1 \
+  && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+  log "adding the Rust target aarch64-unknown-linux-gnu"
+  rustup target add aarch64-unknown-linux-gnu
+fi
+log "cross toolchain for linux/arm64: aarch64-linux-gnu-gcc $(aarch64-linux-gnu-gcc -dumpversion)"
+
+# --- Modal client (proctor-deploy's tests and `proctor deploy --target modal`) -------------
+# The `modal` package from PyPI, pinned, into the python3 on PATH so that both `python3 -c
+# 'import modal'` (the tests import generated apps with it; no token or network needed) and
+# the `modal` command work. Debian's own python3 refuses plain pip installs, hence the
+# fallback. Skipped when modal is already importable.
+MODAL_VERSION="1.6.4"
+
+if ! python3 -c 'import modal' >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    log "installing python3-pip"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
+  fi
+  log "installing modal==$MODAL_VERSION"
+  python3 -m pip install -q --disable-pip-version-check "modal==$MODAL_VERSION" 2>/dev/null \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages \
+      "modal==$MODAL_VERSION"
+fi
+command -v modal >/dev/null 2>&1 || { log "the modal command is not on PATH"; exit 1; }
+log "modal $(python3 -c 'import modal; print(modal.__version__)') importable, $(command -v modal)"

@@ -2,6 +2,19 @@
 //!
 //! **Invariant:** adapters never parse provider payloads and never write receipts; they
 //! validate envelopes, check the index path and the image digest, and clean up.
+//!
+//! [`LocalAdapter`] runs processors in containers of the local Docker engine. Engine types
+//! (bollard) stay inside this crate: its public API speaks in image IDs, references and
+//! [`CanonError`]s.
+
+mod cleanup;
+mod container;
+mod envelope_check;
+mod image_build;
+mod image_pin;
+mod local;
+mod platform;
+mod transport;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,6 +23,10 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use proctor_contract::{CanonError, Envelope, RunPayload};
 use proctor_registry::ProcessorSpec;
+
+pub use image_build::{BuiltImage, ImageBuild};
+pub use local::{LABEL_EXECUTION_ID, LABEL_REF, LocalAdapter};
+pub use platform::host_platform;
 
 /// Where the image for a run comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,10 +38,17 @@ pub enum ImageSource {
         /// The Cargo workspace root that builds the processor binary.
         workspace_root: PathBuf,
     },
-    /// Run the pinned reference `REGISTRY/REPO@sha256:…` for the host platform.
+    /// Run the pinned reference `REGISTRY/REPO@sha256:…` for the host platform; pulled when
+    /// absent locally. The pinned digest is the expected `meta.image_digest`.
     Pinned {
         /// The full pinned reference.
         reference: String,
+    },
+    /// Run an image already in the local engine, by its ID (`sha256:…`, e.g. what
+    /// [`LocalAdapter::build_image`] returned); the ID is the expected `meta.image_digest`.
+    Local {
+        /// The image ID.
+        image_id: String,
     },
 }
 
@@ -39,7 +63,8 @@ pub struct Invocation {
     pub image: ImageSource,
     /// Host directory mounted at `/artifacts`.
     pub artifacts_root: PathBuf,
-    /// Limit for the whole run, start-up included.
+    /// Limit for the run, from container creation to the envelope (building or pulling the
+    /// image is not counted).
     pub timeout: Duration,
     /// Environment for the processor: secrets and pass-through variables (`real` mode
     /// only; empty in `mock`).

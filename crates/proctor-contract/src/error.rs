@@ -72,6 +72,16 @@ error_codes! {
     Build => ("ERR_BUILD", "image build failed", 31),
     Provider => ("ERR_PROVIDER", "provider failed", 32),
     OutputWrite => ("ERR_OUTPUT_WRITE", "output write failed", 33),
+    Interrupted => ("ERR_INTERRUPTED", "run interrupted", 34),
+    BudgetExceeded => ("ERR_BUDGET_EXCEEDED", "budget exceeded", 40),
+    LeaseConflict => ("ERR_LEASE_CONFLICT", "write path leased by another execution", 41),
+    Ledger => ("ERR_LEDGER", "ledger error", 42),
+    LedgerChain => ("ERR_LEDGER_CHAIN", "ledger chain broken", 43),
+    Push => ("ERR_PUSH", "push failed", 50),
+    RegistryUnreachable => ("ERR_REGISTRY_UNREACHABLE", "registry unreachable", 51),
+    Pin => ("ERR_PIN", "pin refused", 52),
+    Deploy => ("ERR_DEPLOY", "deploy failed", 60),
+    DeployTarget => ("ERR_DEPLOY_TARGET", "no deploy target configured", 61),
 }
 
 impl fmt::Display for ErrorCode {

@@ -116,3 +116,47 @@ pub struct Example {
     /// The inputs payload.
     pub inputs: Value,
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A valid `registry.yaml` for `text/stats@1`, the base every negative case mutates.
+    pub(crate) const SAMPLE_YAML: &str = r#"ref: text/stats@1
+description: Word and line counts of a text.
+build: {context: ".", dockerfile: Dockerfile, port: 8000, cargo_package: processor-text-stats}
+image: {index: null, platforms: {amd64: null, arm64: null}}
+runtime: {cpu: 0.5, memory_gb: 0.25, timeout_s: 30, gpu: null}
+secrets: {required: []}
+env: []
+inputs:
+  type: object
+  additionalProperties: false
+  required: [schema, params]
+  properties:
+    schema: {const: v1}
+    params:
+      type: object
+      properties:
+        n: {type: integer, minimum: 0}
+outputs:
+  - {path: stats.json, mime: application/json}
+  - {path: text/normalized.txt, mime: text/plain}
+examples:
+  smoke: {description: Empty params., inputs: {schema: v1, params: {}}}
+"#;
+
+    /// [`SAMPLE_YAML`], parsed.
+    pub(crate) fn sample_spec() -> ProcessorSpec {
+        serde_yaml_ng::from_str(SAMPLE_YAML).unwrap()
+    }
+
+    #[test]
+    fn sample_parses_and_unknown_keys_are_refused() {
+        assert_eq!(sample_spec().processor_ref.to_string(), "text/stats@1");
+        let extra = SAMPLE_YAML.replace("env: []", "env: []\nextra: 1");
+        assert!(serde_yaml_ng::from_str::<ProcessorSpec>(&extra).is_err());
+        let nested = SAMPLE_YAML.replace("port: 8000", "port: 8000, user: root");
+        assert!(serde_yaml_ng::from_str::<ProcessorSpec>(&nested).is_err());
+    }
+}

@@ -1,1 +1,58 @@
-//! Processor SDK: serves the HTTP contract and writes outputs, index and receipts.
+//! Processor SDK: a processor is a thin `main` plus a [`Provider`]; the SDK serves the
+//! HTTP contract and writes outputs, the outputs index and receipts.
+//!
+//! ```no_run
+//! use proctor_sdk::{Context, ProcessorDefinition, ProviderError, ProviderOutput, ProviderResult};
+//!
+//! fn provide(_: &Context, inputs: serde_json::Value) -> Result<ProviderResult, ProviderError> {
+//!     let text = inputs["text"].as_str().ok_or_else(|| ProviderError::inputs("`text` is missing"))?;
+//!     Ok(ProviderResult {
+//!         outputs: vec![ProviderOutput::text("upper.txt", text.to_uppercase())],
+//!         processor_info: "example/upper@1".to_owned(),
+//!         usage: Default::default(),
+//!     })
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let processor_ref = "example/upper@1".parse().expect("a valid ref");
+//!     proctor_sdk::serve_main(ProcessorDefinition::new(processor_ref, provide))
+//! }
+//! ```
+//!
+//! The HTTP contract (`PROCTOR_PORT`, `PROCTOR_BIND`, `PROCTOR_IMAGE_DIGEST`,
+//! `PROCTOR_ARTIFACTS_ROOT`):
+//! - `GET /healthz` answers [`proctor_contract::Health`].
+//! - `POST /run` takes a [`proctor_contract::RunPayload`] as `application/json` and answers
+//!   an envelope: 200 on success; 415 for another content type; 400 for a body that is not
+//!   a valid payload for this processor, a bad write prefix, a missing secret (`real`), or
+//!   inputs the provider refuses; 500 for outputs that are invalid or cannot be written;
+//!   502 when the provider fails.
+//! - `POST /run-stream` checks the request the same way (same error answers), then answers
+//!   `text/event-stream`: `progress` events (`{"stage":…}`), then one `done` event whose
+//!   data is the envelope.
+//!
+//! **Architecture Invariant:** the SDK, not the adapter, writes every file of a run —
+//! outputs under `{write_prefix}outputs/`, `{write_prefix}outputs.json`, and the receipt
+//! at `{write_prefix}receipt.json` and `/artifacts/execution/{execution_id}/receipt.json` —
+//! each atomically, and all of them or none.
+
+mod artifacts;
+mod config;
+mod error;
+mod provider;
+mod run;
+mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{
+    DEFAULT_PORT, ENV_ARTIFACTS_ROOT, ENV_BIND, ENV_IMAGE_DIGEST, ENV_PORT, ServerConfig,
+    UNKNOWN_IMAGE_DIGEST,
+};
+pub use error::SdkError;
+pub use provider::{
+    Context, ProcessorDefinition, Provider, ProviderError, ProviderFuture, ProviderOutput,
+    ProviderResult,
+};
+pub use rand_chacha::ChaCha20Rng;
+pub use server::{serve, serve_main, serve_on, shutdown_signal};

@@ -1,2 +1,5 @@
-//! The text/stats@1 processor.
-fn main() {}
+//! The text/stats@1 processor binary.
+
+fn main() -> std::process::ExitCode {
+    proctor_sdk::serve_main(processor_text_stats::definition())
+}

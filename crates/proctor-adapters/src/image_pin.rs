@@ -1,0 +1,97 @@
+//! Running a pinned image: `REGISTRY/REPO@sha256:…`, pulled by digest when absent locally,
+//! and verified to carry that digest before any container starts.
+
+use bollard::Docker;
+use bollard::query_parameters::CreateImageOptionsBuilder;
+use futures_util::StreamExt;
+use proctor_contract::{CanonError, ErrorCode};
+
+use crate::local::{engine_error, is_not_found};
+
+/// A pinned image present in the local engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PinnedImage {
+    /// The local image ID to create the container from.
+    pub(crate) image_id: String,
+    /// The pinned manifest digest, `sha256:…`: the expected `meta.image_digest`.
+    pub(crate) digest: String,
+}
+
+/// The `sha256:…` digest of a pinned reference; anything without a real digest is
+/// `ERR_IMAGE_UNPINNED`.
+pub(crate) fn pinned_digest(reference: &str) -> Result<&str, CanonError> {
+    let digest = reference.rsplit_once('@').map(|(_, digest)| digest).unwrap_or_default();
+    let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+    let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !valid || hex.bytes().all(|b| b == b'0') {
+        return Err(CanonError::new(
+            ErrorCode::ImageUnpinned,
+            format!("`{reference}` is not REGISTRY/REPO@sha256:<64 hex>; pin a digest or pass --build"),
+        ));
+    }
+    Ok(digest)
+}
+
+/// Makes sure the pinned image is present (pulling it by digest if not) and carries the
+/// pinned digest.
+pub(crate) async fn ensure_pinned_image(docker: &Docker, reference: &str) -> Result<PinnedImage, CanonError> {
+    let digest = pinned_digest(reference)?.to_owned();
+    let image = match docker.inspect_image(reference).await {
+        Ok(image) => image,
+        Err(error) if is_not_found(&error) => {
+            pull(docker, reference).await?;
+            docker
+                .inspect_image(reference)
+                .await
+                .map_err(|error| engine_error(&format!("inspecting pulled image {reference}"), error))?
+        }
+        Err(error) => return Err(engine_error(&format!("inspecting image {reference}"), error)),
+    };
+    let suffix = format!("@{digest}");
+    let carries_digest =
+        image.repo_digests.iter().flatten().any(|repo_digest| repo_digest.ends_with(&suffix));
+    let image_id = image.id.unwrap_or_default();
+    if !carries_digest || image_id.is_empty() {
+        return Err(CanonError::new(
+            ErrorCode::ImageDrift,
+            format!("local image for {reference} does not carry the pinned digest {digest}"),
+        ));
+    }
+    Ok(PinnedImage { image_id, digest })
+}
+
+/// Pulls `reference` by digest.
+async fn pull(docker: &Docker, reference: &str) -> Result<(), CanonError> {
+    tracing::info!(event = "image.pull", reference = %reference);
+    let options = CreateImageOptionsBuilder::default().from_image(reference).build();
+    let mut progress = docker.create_image(Some(options), None, None);
+    while let Some(item) = progress.next().await {
+        item.map_err(|error| {
+            CanonError::new(ErrorCode::AdapterInvocation, format!("pulling {reference} failed: {error}"))
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_of_a_pinned_reference() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let reference = format!("127.0.0.1:5000/proctor/text-stats@{digest}");
+        assert_eq!(pinned_digest(&reference).unwrap(), digest);
+    }
+
+    #[test]
+    fn unpinned_references_are_refused() {
+        let zeros = format!("r/x@sha256:{}", "0".repeat(64));
+        let upper = format!("r/x@sha256:{}", "AB".repeat(32));
+        for reference in ["r/x:latest", "r/x@sha256:abc", "r/x", zeros.as_str(), upper.as_str()] {
+            let err = pinned_digest(reference).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::ImageUnpinned, "{reference}");
+            assert!(err.message().starts_with("image not pinned"), "{err}");
+        }
+    }
+}

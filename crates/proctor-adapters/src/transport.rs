@@ -1,0 +1,123 @@
+//! HTTP to a processor, over its unix socket (`mock`) or a loopback port (`real`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use proctor_contract::{CanonError, ErrorCode, Health, ProcessorRef, RunPayload};
+
+/// First pause between two `/healthz` attempts; doubled after each, up to
+/// [`MAX_HEALTH_BACKOFF`].
+const FIRST_HEALTH_BACKOFF: Duration = Duration::from_millis(2);
+/// Longest pause between two `/healthz` attempts.
+const MAX_HEALTH_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait for one `/healthz` answer before trying again.
+const HEALTH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest envelope accepted from a processor.
+const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where a processor's HTTP server answers, seen from the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// A unix socket on the host (the container has no network).
+    Socket(PathBuf),
+    /// `127.0.0.1:<port>`.
+    Loopback(u16),
+}
+
+/// A failed `/run` request: the transport broke before a whole answer arrived.
+#[derive(Debug)]
+pub(crate) struct TransportError(pub(crate) String);
+
+/// An HTTP client bound to one processor.
+pub(crate) struct ProcessorClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl ProcessorClient {
+    /// A client for `endpoint`; proxies are never used.
+    pub(crate) fn new(endpoint: &Endpoint) -> Result<ProcessorClient, CanonError> {
+        let builder = reqwest::Client::builder().no_proxy();
+        let (builder, base_url) = match endpoint {
+            Endpoint::Socket(path) => (builder.unix_socket(path.clone()), "http://processor".to_owned()),
+            Endpoint::Loopback(port) => (builder, format!("http://127.0.0.1:{port}")),
+        };
+        let http = builder.build().map_err(|error| {
+            CanonError::new(ErrorCode::AdapterInvocation, format!("cannot build the HTTP client: {error}"))
+        })?;
+        Ok(ProcessorClient { http, base_url })
+    }
+
+    /// Polls `GET /healthz` with a short, growing backoff until the processor answers
+    /// healthy as `expected`. Unbounded: the caller bounds it (run timeout, container exit).
+    pub(crate) async fn wait_healthy(&self, expected: &ProcessorRef) -> Result<(), CanonError> {
+        let url = format!("{}/healthz", self.base_url);
+        let mut backoff = FIRST_HEALTH_BACKOFF;
+        loop {
+            let answer = self.http.get(&url).timeout(HEALTH_ATTEMPT_TIMEOUT).send().await;
+            if let Ok(response) = answer
+                && response.status().is_success()
+            {
+                let bytes = response.bytes().await.unwrap_or_default();
+                return check_health(&bytes, expected);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_HEALTH_BACKOFF);
+        }
+    }
+
+    /// Posts the payload to `/run` and returns the status and body (at most
+    /// [`MAX_ENVELOPE_BYTES`]).
+    pub(crate) async fn post_run(&self, payload: &RunPayload) -> Result<(u16, Vec<u8>), TransportError> {
+        let url = format!("{}/run", self.base_url);
+        let transport = |error: reqwest::Error| TransportError(format!("POST /run: {error}"));
+        let mut response = self.http.post(url).json(payload).send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_ENVELOPE_BYTES {
+                return Err(TransportError(format!(
+                    "POST /run: answer larger than {MAX_ENVELOPE_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+}
+
+/// Checks a `/healthz` answer: a [`Health`] document naming the expected processor.
+fn check_health(bytes: &[u8], expected: &ProcessorRef) -> Result<(), CanonError> {
+    let invalid = |why: String| CanonError::new(ErrorCode::AdapterInvocation, format!("/healthz: {why}"));
+    let health: Health =
+        serde_json::from_slice(bytes).map_err(|error| invalid(format!("not a health document: {error}")))?;
+    if !health.ok {
+        return Err(invalid("processor reports ok=false".to_owned()));
+    }
+    if &health.processor_ref != expected {
+        return Err(invalid(format!(
+            "processor answers as {}, expected {expected}",
+            health.processor_ref
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_must_name_the_expected_processor() {
+        let expected: ProcessorRef = "text/stats@1".parse().unwrap();
+        let good = br#"{"ok":true,"image_digest":"sha256:ab","ref":"text/stats@1"}"#;
+        assert!(check_health(good, &expected).is_ok());
+        let other = br#"{"ok":true,"image_digest":"sha256:ab","ref":"llm/litellm@1"}"#;
+        let not_ok = br#"{"ok":false,"image_digest":"sha256:ab","ref":"text/stats@1"}"#;
+        for bytes in [&other[..], &not_ok[..], b"<html>"] {
+            let err = check_health(bytes, &expected).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::AdapterInvocation);
+            assert!(err.message().contains("/healthz"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The test harness: each test gets its own temp dir as the working directory and a clean
+//! environment; a failed expectation prints the command, its directory, the directory's
+//! files, stdout and stderr.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// Host variables a run may need to find its tools (the build adapter runs cargo); `CI`
+/// and everything else is left out unless a test sets it.
+const PASSED_THROUGH: &[&str] = &[
+    "PATH",
+    "HOME",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "DOCKER_HOST",
+];
+
+/// The workspace's own registry root.
+pub fn workspace_registry() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processors")
+}
+
+/// A valid `registry.yaml` for `text/stats@1` with one required secret, one pass-through
+/// variable and [`PINNED`] for both platforms. Tests mutate it with `str::replace`.
+pub const FIXTURE_YAML: &str = r#"ref: text/stats@1
+description: Word and line counts of a text.
+build: {context: ".", dockerfile: Dockerfile, port: 8000, cargo_package: processor-text-stats}
+image:
+  index: null
+  platforms:
+    amd64: 127.0.0.1:5000/text-stats@sha256:3f1c9e0b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6
+    arm64: 127.0.0.1:5000/text-stats@sha256:3f1c9e0b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6
+runtime: {cpu: 0.5, memory_gb: 0.25, timeout_s: 30, gpu: null}
+secrets: {required: [FIXTURE_API_KEY]}
+env: [FIXTURE_BASE_URL]
+inputs:
+  type: object
+  additionalProperties: false
+  required: [schema, params]
+  properties:
+    schema: {const: v1}
+    params:
+      type: object
+      properties:
+        n: {type: integer, minimum: 0}
+outputs:
+  - {path: stats.json, mime: application/json}
+  - {path: text/normalized.txt, mime: text/plain}
+examples:
+  smoke: {description: Empty params., inputs: {schema: v1, params: {}}}
+"#;
+
+/// The pinned reference [`FIXTURE_YAML`] uses.
+pub const PINNED: &str = "127.0.0.1:5000/text-stats@sha256:3f1c9e0b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
+
+/// [`FIXTURE_YAML`] with `pin` (YAML text) for both platforms.
+pub fn fixture_pinned_to(pin: &str) -> String {
+    let yaml = FIXTURE_YAML.replace(&format!("amd64: {PINNED}"), &format!("amd64: {pin}"));
+    let yaml = yaml.replace(&format!("arm64: {PINNED}"), &format!("arm64: {pin}"));
+    assert_ne!(yaml, FIXTURE_YAML, "the fixture must hold PINNED");
+    yaml
+}
+
+/// A test's private directory.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    /// A fresh, empty directory.
+    pub fn new() -> TestDir {
+        TestDir {
+            dir: tempfile::Builder::new()
+                .prefix("proctor-cli-it-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `contents` to `relative`, creating parents.
+    pub fn write(&self, relative: &str, contents: &str) -> PathBuf {
+        let path = self.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Writes a registry at `./processors` holding `text/stats@1` as `yaml`.
+    pub fn fixture_registry(&self, yaml: &str) -> PathBuf {
+        self.write("processors/text/stats/1/registry.yaml", yaml);
+        self.path().join("processors")
+    }
+
+    /// Every file below the directory, relative, sorted.
+    pub fn files(&self) -> Vec<String> {
+        files_below(self.path())
+    }
+
+    /// `proctor` with `args`, run in this directory with a clean environment.
+    pub fn proctor(&self, args: &[&str]) -> Proctor {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_proctor"));
+        command
+            .args(args)
+            .current_dir(self.path())
+            .env_clear()
+            .stdin(Stdio::null());
+        for name in PASSED_THROUGH {
+            if let Ok(value) = std::env::var(name) {
+                command.env(name, value);
+            }
+        }
+        Proctor {
+            command,
+            dir: self.path().to_path_buf(),
+        }
+    }
+}
+
+/// A `proctor` command about to run.
+pub struct Proctor {
+    command: Command,
+    dir: PathBuf,
+}
+
+impl Proctor {
+    /// Sets an environment variable.
+    pub fn env(mut self, name: &str, value: &str) -> Proctor {
+        self.command.env(name, value);
+        self
+    }
+
+    /// Runs it to completion.
+    pub fn run(mut self) -> Run {
+        let output = self.command.output().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+            description: format!("{:?}\ncwd: {}", self.command, self.dir.display()),
+            files: files_below(&self.dir),
+        }
+    }
+}
+
+/// Every file below `root`, relative, sorted.
+fn files_below(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(root, root, &mut files);
+    files.sort();
+    files
+}
+
+/// A finished `proctor` command.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    description: String,
+    files: Vec<String>,
+}
+
+impl Run {
+    /// Everything about the run, for failure messages.
+    pub fn report(&self) -> String {
+        let mut text = String::new();
+        let _ = writeln!(text, "command: {}", self.description);
+        let _ = writeln!(text, "exit code: {}", self.code);
+        let _ = writeln!(text, "files: {:#?}", self.files);
+        let _ = writeln!(text, "--- stdout ---\n{}", self.stdout);
+        let _ = writeln!(text, "--- stderr ---\n{}", self.stderr);
+        text
+    }
+
+    /// Asserts `condition`, printing the run when it fails.
+    #[track_caller]
+    pub fn check(&self, condition: bool, what: &str) -> &Run {
+        assert!(condition, "{what}\n{}", self.report());
+        self
+    }
+
+    /// Asserts the exit code.
+    #[track_caller]
+    pub fn exits(&self, code: i32) -> &Run {
+        self.check(self.code == code, &format!("expected exit code {code}"))
+    }
+
+    /// Stdout as exactly one JSON line.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        let lines: Vec<&str> = self.stdout.lines().collect();
+        self.check(
+            lines.len() == 1 && self.stdout.ends_with('\n'),
+            "stdout must be exactly one line",
+        );
+        serde_json::from_str(lines[0])
+            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.report()))
+    }
+
+    /// Stderr as JSON log lines (each line must be a JSON object).
+    #[track_caller]
+    pub fn logs(&self) -> Vec<Value> {
+        self.stderr
+            .lines()
+            .map(|line| match serde_json::from_str::<Value>(line) {
+                Ok(value @ Value::Object(_)) => value,
+                _ => panic!(
+                    "stderr line is not a JSON object: {line:?}\n{}",
+                    self.report()
+                ),
+            })
+            .collect()
+    }
+
+    /// The log lines whose `event` is `name`.
+    #[track_caller]
+    pub fn events(&self, name: &str) -> Vec<Value> {
+        self.logs()
+            .into_iter()
+            .filter(|line| line["event"] == name)
+            .collect()
+    }
+
+    /// Asserts a canonical error: exit code, and under `--json` an error envelope with the
+    /// code, its fragment and `detail` in the message. Returns the message.
+    #[track_caller]
+    pub fn fails_with(&self, code: proctor_contract::ErrorCode, detail: &str) -> String {
+        self.exits(code.exit_code());
+        let envelope = self.json();
+        self.check(envelope["status"] == "error", "status must be error");
+        self.check(
+            envelope["error"]["code"] == code.as_str(),
+            &format!("code must be {code}"),
+        );
+        let message = envelope["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.check(
+            message.starts_with(code.fragment()),
+            "message must start with the fragment",
+        );
+        self.check(
+            message.contains(detail),
+            &format!("message must contain {detail:?}"),
+        );
+        self.check(
+            proctor_contract::Envelope::validate(&envelope).is_ok(),
+            "the error envelope must validate",
+        );
+        message
+    }
+}

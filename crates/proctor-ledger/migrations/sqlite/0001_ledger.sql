@@ -1,0 +1,71 @@
+-- The ledger schema on SQLite. Keep it equivalent to migrations/postgres/0001_ledger.sql:
+-- same tables, columns, constraints and indexes; only the dialect differs (STRICT tables,
+-- INTEGER for 64-bit integers, substr() instead of right()).
+--
+-- Timestamps are UTC RFC 3339 text with milliseconds (`2026-01-02T03:04:05.678Z`): fixed
+-- width, so text order is time order on both backends. Amounts are integer micro-USD.
+-- Hashes are lowercase hex BLAKE3 digests (64 characters).
+
+-- One row per plan: its budget, what is reserved and spent against it, and the head of its
+-- event chain (the last seq and its this_hash), which lets verification notice rows removed
+-- from the tail of the chain.
+CREATE TABLE plans (
+    key TEXT NOT NULL PRIMARY KEY CHECK (length(key) > 0),
+    budget_micro_usd INTEGER CHECK (budget_micro_usd IS NULL OR budget_micro_usd >= 0),
+    reserved_micro_usd INTEGER NOT NULL DEFAULT 0 CHECK (reserved_micro_usd >= 0),
+    spent_micro_usd INTEGER NOT NULL DEFAULT 0 CHECK (spent_micro_usd >= 0),
+    head_seq INTEGER NOT NULL DEFAULT 0 CHECK (head_seq >= 0),
+    head_hash TEXT NOT NULL CHECK (length(head_hash) = 64),
+    created_at TEXT NOT NULL,
+    CONSTRAINT plans_within_budget CHECK (
+        budget_micro_usd IS NULL OR reserved_micro_usd + spent_micro_usd <= budget_micro_usd
+    )
+) STRICT;
+
+-- One row per execution recorded by `proctor run`.
+CREATE TABLE executions (
+    execution_id TEXT NOT NULL PRIMARY KEY,
+    plan TEXT NOT NULL REFERENCES plans (key),
+    processor_ref TEXT NOT NULL,
+    mode TEXT NOT NULL CHECK (mode IN ('mock', 'real')),
+    write_prefix TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'success', 'failure')),
+    image_digest TEXT,
+    error_code TEXT,
+    reserved_micro_usd INTEGER NOT NULL DEFAULT 0 CHECK (reserved_micro_usd >= 0),
+    spent_micro_usd INTEGER CHECK (spent_micro_usd IS NULL OR spent_micro_usd >= 0),
+    started_at TEXT NOT NULL,
+    settled_at TEXT,
+    CONSTRAINT executions_settled_iff_not_running CHECK ((status = 'running') = (settled_at IS NULL))
+) STRICT;
+
+CREATE INDEX executions_by_plan ON executions (plan);
+
+-- The hash chain of each plan: seq runs 1, 2, 3, … without gaps;
+-- this_hash = BLAKE3(prev_hash bytes || payload), payload being JCS (RFC 8785) text;
+-- the prev_hash of seq 1 is 32 zero bytes. The primary key is UNIQUE (plan, seq).
+CREATE TABLE events (
+    plan TEXT NOT NULL REFERENCES plans (key),
+    seq INTEGER NOT NULL CHECK (seq >= 1),
+    kind TEXT NOT NULL,
+    execution_id TEXT,
+    payload TEXT NOT NULL,
+    prev_hash TEXT NOT NULL CHECK (length(prev_hash) = 64),
+    this_hash TEXT NOT NULL CHECK (length(this_hash) = 64),
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (plan, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX events_by_execution ON events (execution_id) WHERE execution_id IS NOT NULL;
+
+-- Write-path leases: a selector is an exact world path or a prefix (ending in `/`) that
+-- covers everything below it. Held by one execution until released or expired.
+CREATE TABLE leases (
+    selector TEXT NOT NULL PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('exact', 'prefix')),
+    holder TEXT NOT NULL,
+    plan TEXT NOT NULL REFERENCES plans (key),
+    acquired_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    CONSTRAINT leases_kind_matches_selector CHECK ((kind = 'prefix') = (substr(selector, -1) = '/'))
+) STRICT;

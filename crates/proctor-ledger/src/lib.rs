@@ -1,0 +1,33 @@
+//! The proctor ledger: plans, executions and hash-chained events on SQLite (embedded, the
+//! default) or PostgreSQL (shared by a team), with budgets and write-path leases.
+//!
+//! Every change appends an event to its plan's chain:
+//! `this_hash = BLAKE3(prev_hash bytes || JCS(payload))`, the first `prev_hash` being 32
+//! zero bytes, so [`Ledger::verify_chain`] finds any edited, deleted, inserted or reordered
+//! row. Both backends share one schema (`migrations/sqlite`, `migrations/postgres`) and
+//! one code path through sqlx's `Any` driver.
+//!
+//! A run, as `proctor run --plan KEY` records it:
+//! [`Ledger::record_start`], [`Ledger::reserve`] (refused with `ERR_BUDGET_EXCEEDED`),
+//! [`Ledger::acquire_lease`] on the write prefix (refused with `ERR_LEASE_CONFLICT`), the
+//! invocation, [`LeaseGuard::release`], [`Ledger::settle`], [`Ledger::record_settle`].
+//!
+//! **Architecture Invariant:** the ledger knows nothing of containers, adapters or
+//! storage; it records what the CLI tells it and checks only its own consistency.
+
+mod budget;
+mod clock;
+mod error;
+mod event;
+mod executions;
+mod leases;
+mod ledger;
+mod verify;
+
+pub use budget::Plan;
+pub use error::{LedgerError, Result};
+pub use event::{Appended, Event, EventKind, GENESIS_HASH, NewEvent};
+pub use executions::{Execution, ExecutionSettle, ExecutionStart, ExecutionStatus, Outcome};
+pub use leases::{Lease, LeaseGuard, selectors_overlap};
+pub use ledger::{Backend, DEFAULT_LEDGER_URL, Ledger};
+pub use verify::{BreakReason, ChainBreak, ChainReport};

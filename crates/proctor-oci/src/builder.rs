@@ -1,0 +1,134 @@
+//! `build`: compiles the processor for each platform and writes a multi-arch OCI image
+//! layout, ready for `push`. No container engine is involved.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use proctor_contract::{CanonError, ErrorCode, ProcessorRef};
+
+use crate::compile::{CompileJob, compile};
+use crate::image::{ImageSettings, image_index, platform_image};
+use crate::layout::write_layout;
+use crate::platform::Platform;
+use crate::progress::steps_bar;
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// The processor, e.g. `text/stats@1`; its version becomes the image tag.
+    pub processor_ref: ProcessorRef,
+    /// The Cargo package of the processor binary (`build.cargo_package` in registry.yaml).
+    pub cargo_package: String,
+    /// The port the processor listens on (`build.port`), exposed by the image.
+    pub port: u16,
+    /// The Cargo workspace root the package is built in.
+    pub workspace_root: PathBuf,
+    /// The platforms to build; a pin needs [`Platform::ALL`].
+    pub platforms: Vec<Platform>,
+    /// The OCI image layout directory to write, see [`crate::layout_dir`].
+    pub layout_dir: PathBuf,
+    /// Draw a progress bar on stderr (only when stderr is a terminal).
+    pub show_progress: bool,
+}
+
+/// A built multi-arch image, written as an OCI image layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The layout directory.
+    pub layout_dir: PathBuf,
+    /// The digest of the image index, `sha256:…`.
+    pub index_digest: String,
+    /// One entry per platform, in [`Platform::ALL`] order.
+    pub platforms: Vec<BuiltPlatform>,
+}
+
+/// One platform of a built image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltPlatform {
+    /// The platform.
+    pub platform: Platform,
+    /// The digest of the platform's image manifest, `sha256:…`.
+    pub manifest_digest: String,
+    /// The statically linked binary the image holds as `/processor`.
+    pub binary: PathBuf,
+    /// Time spent in `cargo build` for this platform.
+    pub compile_time: Duration,
+}
+
+/// Compiles `request.cargo_package` as a static binary for each platform and writes the
+/// image layout: per platform a single-layer image (`/processor`, user 65532, the port
+/// exposed), plus an image index listing them. The same sources give the same digests.
+///
+/// Errors: `ERR_BUILD` with cargo's failure, a missing toolchain (and its fix), or a
+/// binary that is not statically linked for its platform.
+pub fn build(request: &BuildRequest) -> Result<BuiltImage, CanonError> {
+    let mut platforms = request.platforms.clone();
+    platforms.sort();
+    platforms.dedup();
+    if platforms.is_empty() {
+        return Err(CanonError::new(ErrorCode::Build, "no platform to build"));
+    }
+    let started = Instant::now();
+    tracing::info!(event = "oci.build.start", processor_ref = %request.processor_ref);
+    let bar = steps_bar(platforms.len() as u64 * 2 + 1, request.show_progress);
+    let settings = ImageSettings {
+        processor_ref: &request.processor_ref,
+        port: request.port,
+    };
+    let mut images = Vec::new();
+    let mut built = Vec::new();
+    for platform in platforms {
+        bar.set_message(format!(
+            "compiling {} for {platform}",
+            request.cargo_package
+        ));
+        let compile_started = Instant::now();
+        let job = CompileJob {
+            workspace_root: &request.workspace_root,
+            cargo_package: &request.cargo_package,
+            platform,
+        };
+        // Cargo draws its own progress on stderr meanwhile.
+        let binary = bar.suspend(|| compile(job))?;
+        let compile_time = compile_started.elapsed();
+        bar.inc(1);
+        bar.set_message(format!("assembling the {platform} image"));
+        let bytes = std::fs::read(&binary).map_err(|err| {
+            CanonError::new(
+                ErrorCode::Build,
+                format!("reading {}: {err}", binary.display()),
+            )
+        })?;
+        let image = platform_image(&bytes, platform, settings)?;
+        bar.inc(1);
+        tracing::info!(
+            event = "oci.build.platform",
+            platform = %platform,
+            manifest_digest = %image.manifest.digest,
+            compile_ms = compile_time.as_millis() as u64,
+        );
+        built.push(BuiltPlatform {
+            platform,
+            manifest_digest: image.manifest.digest.to_string(),
+            binary,
+            compile_time,
+        });
+        images.push(image);
+    }
+    bar.set_message("writing the image layout");
+    let index = image_index(&images)?;
+    write_layout(&request.layout_dir, &request.processor_ref, &index, &images)?;
+    bar.inc(1);
+    bar.finish_and_clear();
+    tracing::info!(
+        event = "oci.build.settle",
+        processor_ref = %request.processor_ref,
+        index_digest = %index.digest,
+        duration_ms = started.elapsed().as_millis() as u64,
+    );
+    Ok(BuiltImage {
+        layout_dir: request.layout_dir.clone(),
+        index_digest: index.digest.to_string(),
+        platforms: built,
+    })
+}

@@ -1,0 +1,340 @@
+//! Compiles a processor's statically linked binary for one platform with `cargo build
+//! --target`, cross-linking with Debian's `<triple>-gcc` when the platform is not the host's.
+//!
+//! Cargo's own output goes to stderr; its JSON messages (read from stdout) name the binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use proctor_contract::{CanonError, ErrorCode};
+use serde::Deserialize;
+
+use crate::platform::Platform;
+
+/// Rust flags that link the C runtime statically, so the binary runs `FROM scratch`.
+const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
+
+/// What to compile.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CompileJob<'a> {
+    /// The Cargo workspace root.
+    pub(crate) workspace_root: &'a Path,
+    /// The binary package, e.g. `processor-text-stats`.
+    pub(crate) cargo_package: &'a str,
+    /// The platform to compile for.
+    pub(crate) platform: Platform,
+}
+
+/// Builds the job's binary and returns its path, after checking that it is a statically
+/// linked ELF executable for the job's platform.
+pub(crate) fn compile(job: CompileJob<'_>) -> Result<PathBuf, CanonError> {
+    check_toolchain(job.platform)?;
+    let mut command = cargo_command(job);
+    let mut child = command
+        .spawn()
+        .map_err(|err| build_error(job, format!("cannot start cargo: {err}")))?;
+    let mut executables = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line =
+                line.map_err(|err| build_error(job, format!("reading cargo output: {err}")))?;
+            if let Some(path) = executable_of(&line) {
+                executables.push(path);
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|err| build_error(job, format!("waiting for cargo: {err}")))?;
+    if !status.success() {
+        return Err(build_error(
+            job,
+            format!("cargo build exited with {status}; see its output above"),
+        ));
+    }
+    let [binary] = executables.as_slice() else {
+        return Err(build_error(
+            job,
+            format!(
+                "expected exactly one binary from the package, cargo built {}",
+                executables.len()
+            ),
+        ));
+    };
+    let bytes = std::fs::read(binary)
+        .map_err(|err| build_error(job, format!("reading {}: {err}", binary.display())))?;
+    check_static_elf(&bytes, job.platform)
+        .map_err(|why| build_error(job, format!("{}: {why}", binary.display())))?;
+    Ok(binary.clone())
+}
+
+fn cargo_command(job: CompileJob<'_>) -> Command {
+    let target = job.platform.rust_target();
+    let target_env = target.to_uppercase().replace('-', "_");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(job.workspace_root)
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
+        .args(["-p", job.cargo_package, "--target", target])
+        // Global flags would override the per-target ones and drop `+crt-static`.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env(
+            format!("CARGO_TARGET_{target_env}_RUSTFLAGS"),
+            STATIC_RUSTFLAGS,
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if !job.platform.is_host() {
+        let gcc = format!("{}-gcc", job.platform.gnu_triple());
+        let ar = format!("{}-ar", job.platform.gnu_triple());
+        let cc_env = target.replace('-', "_");
+        command
+            .env(format!("CARGO_TARGET_{target_env}_LINKER"), &gcc)
+            .env(format!("CC_{cc_env}"), &gcc)
+            .env(format!("AR_{cc_env}"), &ar);
+    }
+    command
+}
+
+/// Refuses early, with the fix, when the Rust target or the cross linker is missing.
+fn check_toolchain(platform: Platform) -> Result<(), CanonError> {
+    let missing = |what: String| {
+        CanonError::new(
+            ErrorCode::Build,
+            format!("{platform}: {what} is missing; run scripts/setup.sh"),
+        )
+    };
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let libdir = Command::new(rustc)
+        .args([
+            "--print",
+            "target-libdir",
+            "--target",
+            platform.rust_target(),
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
+    if !libdir.is_some_and(|dir| dir.is_dir()) {
+        return Err(missing(format!(
+            "the Rust target {}",
+            platform.rust_target()
+        )));
+    }
+    if !platform.is_host() {
+        let gcc = format!("{}-gcc", platform.gnu_triple());
+        if !on_path(&gcc) {
+            return Err(missing(format!("the cross linker {gcc}")));
+        }
+    }
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn build_error(job: CompileJob<'_>, detail: String) -> CanonError {
+    CanonError::new(
+        ErrorCode::Build,
+        format!("{} for {}: {detail}", job.cargo_package, job.platform),
+    )
+}
+
+/// One line of `cargo build --message-format=json`, reduced to what names a binary.
+#[derive(Deserialize)]
+struct CargoMessage {
+    reason: String,
+    #[serde(default)]
+    target: Option<CargoTarget>,
+    #[serde(default)]
+    executable: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct CargoTarget {
+    kind: Vec<String>,
+}
+
+/// The executable a `compiler-artifact` message announces for a `bin` target, if any.
+fn executable_of(line: &str) -> Option<PathBuf> {
+    let message: CargoMessage = serde_json::from_str(line).ok()?;
+    let is_bin = message
+        .target
+        .is_some_and(|target| target.kind.iter().any(|k| k == "bin"));
+    if message.reason == "compiler-artifact" && is_bin {
+        message.executable
+    } else {
+        None
+    }
+}
+
+/// Checks that `bytes` is a 64-bit little-endian ELF executable for `platform` with no
+/// program interpreter (`PT_INTERP`), i.e. statically linked.
+fn check_static_elf(bytes: &[u8], platform: Platform) -> Result<(), String> {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    if bytes.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1]) {
+        return Err("not a 64-bit little-endian ELF file".to_owned());
+    }
+    let machine = u16_at(18).ok_or("truncated ELF header")?;
+    if machine != platform.elf_machine() {
+        return Err(format!(
+            "ELF machine {machine} is not {}",
+            platform.architecture()
+        ));
+    }
+    let table = u64_at(32).and_then(|offset| usize::try_from(offset).ok());
+    let (Some(table), Some(entry_size), Some(entries)) = (table, u16_at(54), u16_at(56)) else {
+        return Err("truncated ELF header".to_owned());
+    };
+    for index in 0..usize::from(entries) {
+        let kind = u32_at(table + index * usize::from(entry_size))
+            .ok_or("truncated ELF program headers")?;
+        if kind == PT_INTERP {
+            return Err(
+                "dynamically linked (has a program interpreter); expected static".to_owned(),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ELF64 header with one program header of `kind`.
+    fn elf(machine: u16, kind: u32) -> Vec<u8> {
+        let mut bytes = vec![0u8; 64 + 56];
+        bytes[..6].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1]);
+        bytes[18..20].copy_from_slice(&machine.to_le_bytes());
+        bytes[32..40].copy_from_slice(&64u64.to_le_bytes());
+        bytes[54..56].copy_from_slice(&56u16.to_le_bytes());
+        bytes[56..58].copy_from_slice(&1u16.to_le_bytes());
+        bytes[64..68].copy_from_slice(&kind.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn accepts_static_elf_of_the_right_machine() {
+        assert_eq!(check_static_elf(&elf(183, 1), Platform::Arm64), Ok(()));
+        assert_eq!(check_static_elf(&elf(62, 1), Platform::Amd64), Ok(()));
+    }
+
+    #[test]
+    fn refuses_dynamic_foreign_or_broken_binaries() {
+        assert!(
+            check_static_elf(&elf(62, 3), Platform::Amd64)
+                .unwrap_err()
+                .contains("dynamically")
+        );
+        assert!(
+            check_static_elf(&elf(62, 1), Platform::Arm64)
+                .unwrap_err()
+                .contains("arm64")
+        );
+        assert!(check_static_elf(b"#!/bin/sh\n", Platform::Amd64).is_err());
+        assert!(check_static_elf(&elf(62, 1)[..40], Platform::Amd64).is_err());
+    }
+
+    #[test]
+    fn finds_bin_artifacts_only() {
+        let bin = r#"{"reason":"compiler-artifact","target":{"kind":["bin"]},"executable":"/t/p"}"#;
+        let lib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"]},"executable":null}"#;
+        let done = r#"{"reason":"build-finished","success":true}"#;
+        assert_eq!(executable_of(bin), Some(PathBuf::from("/t/p")));
+        assert_eq!(executable_of(lib), None);
+        assert_eq!(executable_of(done), None);
+        assert_eq!(executable_of("not json"), None);
+    }
+
+    #[test]
+    fn cross_builds_set_linker_and_c_compiler() {
+        let Some(foreign) = Platform::ALL.into_iter().find(|p| !p.is_host()) else {
+            return;
+        };
+        let job = CompileJob {
+            workspace_root: Path::new("/w"),
+            cargo_package: "p",
+            platform: foreign,
+        };
+        let command = cargo_command(job);
+        let value = |key: String| {
+            command
+                .get_envs()
+                .find(|(k, _)| **k == *key)
+                .and_then(|(_, v)| v)
+                .map(|v| v.to_string_lossy().into_owned())
+        };
+        let target_env = foreign.rust_target().to_uppercase().replace('-', "_");
+        let cc_env = foreign.rust_target().replace('-', "_");
+        let gcc = format!("{}-gcc", foreign.gnu_triple());
+        let ar = format!("{}-ar", foreign.gnu_triple());
+        assert_eq!(
+            value(format!("CARGO_TARGET_{target_env}_RUSTFLAGS")).as_deref(),
+            Some(STATIC_RUSTFLAGS)
+        );
+        assert_eq!(
+            value(format!("CARGO_TARGET_{target_env}_LINKER")),
+            Some(gcc.clone())
+        );
+        assert_eq!(value(format!("CC_{cc_env}")), Some(gcc));
+        assert_eq!(value(format!("AR_{cc_env}")), Some(ar));
+        assert!(
+            command
+                .get_envs()
+                .any(|(k, v)| k == "RUSTFLAGS" && v.is_none())
+        );
+    }
+
+    #[test]
+    fn native_builds_use_the_default_linker() {
+        let host = Platform::ALL.into_iter().find(|p| p.is_host()).unwrap();
+        let job = CompileJob {
+            workspace_root: Path::new("/w"),
+            cargo_package: "p",
+            platform: host,
+        };
+        let command = cargo_command(job);
+        assert!(
+            !command
+                .get_envs()
+                .any(|(k, _)| k.to_string_lossy().ends_with("_LINKER"))
+        );
+        let args: Vec<_> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--target", host.rust_target()])
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! Multi-arch processor images, from source to a pin in `registry.yaml`:
+//!
+//! 1. [`build`] cross-compiles the processor's static binary for linux/amd64 and linux/arm64
+//!    and writes byte-reproducible single-layer OCI images plus an image index to an OCI
+//!    image layout directory ([`layout_dir`]) — no container engine needed;
+//! 2. [`push`] uploads that layout to a distribution registry under
+//!    `HOST/OWNER/REPO/<ns>-<name>` ([`RegistryTarget`]), tagged with the processor version;
+//! 3. [`pin`] reads the index back, checks both platforms resolve, and writes the digests into
+//!    the processor's `registry.yaml`, changing nothing else in the file.
+//!
+//! **Architecture Invariant:** this crate talks to registries through the distribution API
+//! (oci-client) and to cargo; it never drives a container engine and never prints — progress
+//! bars go to stderr, and only on a terminal. Credentials are never logged.
+
+mod builder;
+mod compile;
+mod credentials;
+mod image;
+mod layout;
+mod pin;
+mod pin_file;
+mod platform;
+mod progress;
+mod push;
+mod remote;
+mod target;
+
+pub use builder::{BuildRequest, BuiltImage, BuiltPlatform, build};
+pub use credentials::{PASSWORD_ENV, USERNAME_ENV};
+pub use layout::layout_dir;
+pub use pin::{IndexReference, IndexSource, Pins, pin, resolve_pins};
+pub use platform::{Platform, UnknownPlatform};
+pub use push::{PushedImage, push};
+pub use target::{ImageRepository, InvalidRegistry, RegistryTarget};

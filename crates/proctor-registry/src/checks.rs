@@ -1,0 +1,296 @@
+//! The per-run checks a registry entry answers: inputs against the schema, required secrets
+//! against the environment, and the pinned image for a platform.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::LazyLock;
+
+use proctor_contract::{CanonError, ErrorCode};
+use regex::Regex;
+use serde_json::Value;
+
+use crate::ProcessorSpec;
+
+/// A pinned reference: `REGISTRY/REPO@sha256:<64 lowercase hex>`, no tag.
+static PINNED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[a-z0-9][a-z0-9._-]*)+@sha256:[0-9a-f]{64}$")
+        .expect("the pinned-reference pattern compiles")
+});
+
+/// A platform an image can be pinned for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// linux/amd64.
+    Amd64,
+    /// linux/arm64.
+    Arm64,
+}
+
+impl Platform {
+    /// The platform of a CPU architecture as Rust names it (`x86_64`, `aarch64`).
+    pub fn from_arch(arch: &str) -> Option<Platform> {
+        match arch {
+            "x86_64" => Some(Platform::Amd64),
+            "aarch64" => Some(Platform::Arm64),
+            _ => None,
+        }
+    }
+
+    /// The platform this program was built for, when images exist for it.
+    pub fn host() -> Option<Platform> {
+        Platform::from_arch(std::env::consts::ARCH)
+    }
+
+    /// The key in `image.platforms`: `amd64` or `arm64`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Amd64 => "amd64",
+            Platform::Arm64 => "arm64",
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compiles a JSON Schema, explaining why it is not one.
+pub(crate) fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::validator_for(schema).map_err(|error| error.to_string())
+}
+
+/// Why `instance` fails `validator`, naming the first failing JSON pointer; `None` when
+/// it is valid. Instance values are masked so inputs never leak into messages.
+pub(crate) fn schema_violation(
+    validator: &jsonschema::Validator,
+    instance: &Value,
+) -> Option<String> {
+    let mut errors = validator.iter_errors(instance);
+    let first = errors.next()?;
+    let pointer = first.instance_path();
+    let location = if pointer.is_empty() {
+        "at the root".to_owned()
+    } else {
+        format!("at `{pointer}`")
+    };
+    let more = errors.count();
+    let tail = if more == 0 {
+        String::new()
+    } else {
+        format!(" (and {more} more)")
+    };
+    Some(format!("{location}: {}{tail}", first.masked()))
+}
+
+/// Validates an inputs payload against the processor's schema: `ERR_INPUTS` naming the
+/// failing JSON pointer (the instance path).
+pub fn validate_inputs(spec: &ProcessorSpec, inputs: &Value) -> Result<(), CanonError> {
+    let validator = compile_schema(&spec.inputs).map_err(|why| {
+        CanonError::new(
+            ErrorCode::Registry,
+            format!(
+                "{}: inputs schema does not compile: {why}",
+                spec.processor_ref
+            ),
+        )
+    })?;
+    match schema_violation(&validator, inputs) {
+        None => Ok(()),
+        Some(why) => Err(CanonError::new(
+            ErrorCode::Inputs,
+            format!("{why}; see `proctor registry show {}`", spec.processor_ref),
+        )),
+    }
+}
+
+/// Looks up every required secret with `lookup` (the environment, usually) and returns
+/// them by name; an absent or empty one is `ERR_MISSING_SECRET` naming it. Values never
+/// appear in errors.
+pub fn check_secrets(
+    spec: &ProcessorSpec,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, CanonError> {
+    let mut found = BTreeMap::new();
+    let mut missing = Vec::new();
+    for name in &spec.secrets.required {
+        match lookup(name).filter(|value| !value.is_empty()) {
+            Some(value) => {
+                found.insert(name.clone(), value);
+            }
+            None => missing.push(name.as_str()),
+        }
+    }
+    if missing.is_empty() {
+        Ok(found)
+    } else {
+        Err(CanonError::new(
+            ErrorCode::MissingSecret,
+            format!(
+                "{} (needed by {} in real mode; set it in the environment)",
+                missing.join(", "),
+                spec.processor_ref
+            ),
+        ))
+    }
+}
+
+/// The pinned reference `REGISTRY/REPO@sha256:<64 hex>` for `platform`; a missing pin, a
+/// placeholder or a tag instead of a digest is `ERR_IMAGE_UNPINNED`.
+pub fn pinned_reference(spec: &ProcessorSpec, platform: Platform) -> Result<String, CanonError> {
+    let unpinned = |why: String| {
+        CanonError::new(
+            ErrorCode::ImageUnpinned,
+            format!(
+                "{} for {platform}: {why}; pin a digest in registry.yaml or pass --build",
+                spec.processor_ref
+            ),
+        )
+    };
+    let pin = match platform {
+        Platform::Amd64 => &spec.image.platforms.amd64,
+        Platform::Arm64 => &spec.image.platforms.arm64,
+    };
+    let Some(reference) = pin else {
+        return Err(unpinned("no digest in image.platforms".to_owned()));
+    };
+    if !PINNED.is_match(reference) {
+        let last_segment = reference.rsplit('/').next().unwrap_or_default();
+        let why = if !reference.contains('@') && last_segment.contains(':') {
+            "is a tag, not a digest"
+        } else {
+            "is not REGISTRY/REPO@sha256:<64 hex>"
+        };
+        return Err(unpinned(format!("`{reference}` {why}")));
+    }
+    if reference.ends_with(&"0".repeat(64)) {
+        return Err(unpinned(format!("`{reference}` is a placeholder digest")));
+    }
+    Ok(reference.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::spec::tests::sample_spec;
+
+    const DIGEST: &str = "3f1c9e0b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
+
+    #[test]
+    fn inputs_matching_the_schema_pass() {
+        let spec = sample_spec();
+        assert!(validate_inputs(&spec, &json!({"schema": "v1", "params": {}})).is_ok());
+        assert!(validate_inputs(&spec, &json!({"schema": "v1", "params": {"n": 3}})).is_ok());
+    }
+
+    #[test]
+    fn inputs_failing_the_schema_name_the_pointer() {
+        let spec = sample_spec();
+        let err =
+            validate_inputs(&spec, &json!({"schema": "v1", "params": {"n": "three"}})).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Inputs);
+        assert!(
+            err.message()
+                .starts_with("invalid inputs payload: at `/params/n`"),
+            "{err}"
+        );
+        assert!(
+            !err.message().contains("three"),
+            "instance values are masked: {err}"
+        );
+        let err = validate_inputs(&spec, &json!([])).unwrap_err();
+        assert!(err.message().contains("at the root"), "{err}");
+        let err =
+            validate_inputs(&spec, &json!({"schema": "v2", "params": {}, "x": 1})).unwrap_err();
+        assert!(err.message().contains("more)"), "{err}");
+    }
+
+    #[test]
+    fn present_secrets_are_returned_by_name() {
+        let mut spec = sample_spec();
+        spec.secrets.required = vec!["API_KEY".into()];
+        let found = check_secrets(&spec, |name| (name == "API_KEY").then(|| "v4lue".into()));
+        assert_eq!(
+            found.unwrap().get("API_KEY").map(String::as_str),
+            Some("v4lue")
+        );
+        spec.secrets.required.clear();
+        assert!(check_secrets(&spec, |_| None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn missing_or_empty_secrets_are_named_without_values() {
+        let mut spec = sample_spec();
+        spec.secrets.required = vec!["API_KEY".into(), "OTHER_TOKEN".into()];
+        let err = check_secrets(&spec, |name| (name == "API_KEY").then(String::new)).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::MissingSecret);
+        assert!(
+            err.message()
+                .starts_with("missing required secret: API_KEY, OTHER_TOKEN")
+        );
+        let err =
+            check_secrets(&spec, |name| (name == "API_KEY").then(|| "s3cr3t".into())).unwrap_err();
+        assert!(err.message().contains("OTHER_TOKEN") && !err.message().contains("s3cr3t"));
+    }
+
+    #[test]
+    fn pinned_digests_are_returned() {
+        let mut spec = sample_spec();
+        let amd = format!("127.0.0.1:5000/text-stats@sha256:{DIGEST}");
+        let arm = format!("ghcr.io/acme/text-stats@sha256:{DIGEST}");
+        spec.image.platforms.amd64 = Some(amd.clone());
+        spec.image.platforms.arm64 = Some(arm.clone());
+        assert_eq!(pinned_reference(&spec, Platform::Amd64).unwrap(), amd);
+        assert_eq!(pinned_reference(&spec, Platform::Arm64).unwrap(), arm);
+    }
+
+    #[test]
+    fn missing_placeholder_and_tagged_pins_are_unpinned() {
+        let cases = [
+            (None, "no digest"),
+            (
+                Some("REGISTRY/REPO@sha256:<64 hex>".to_owned()),
+                "is not REGISTRY/REPO",
+            ),
+            (
+                Some(format!("registry/repo@sha256:{}", "0".repeat(64))),
+                "placeholder",
+            ),
+            (Some("127.0.0.1:5000/text-stats:1.0".to_owned()), "is a tag"),
+            (
+                Some(format!("127.0.0.1:5000/text-stats:1@sha256:{DIGEST}")),
+                "is not REGISTRY",
+            ),
+            (
+                Some(format!("text-stats@sha256:{DIGEST}")),
+                "is not REGISTRY",
+            ),
+            (
+                Some("registry/repo@sha256:abc".to_owned()),
+                "is not REGISTRY",
+            ),
+        ];
+        for (pin, why) in cases {
+            let mut spec = sample_spec();
+            spec.image.platforms.amd64 = pin.clone();
+            let err = pinned_reference(&spec, Platform::Amd64).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::ImageUnpinned, "{pin:?}");
+            assert!(
+                err.message()
+                    .starts_with("image not pinned: text/stats@1 for amd64")
+            );
+            assert!(err.message().contains(why), "{pin:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn platforms_follow_the_architecture() {
+        assert_eq!(Platform::from_arch("x86_64"), Some(Platform::Amd64));
+        assert_eq!(Platform::from_arch("aarch64"), Some(Platform::Arm64));
+        assert_eq!(Platform::from_arch("riscv64"), None);
+        assert_eq!(Platform::Arm64.to_string(), "arm64");
+    }
+}

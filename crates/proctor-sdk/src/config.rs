@@ -1,0 +1,161 @@
+//! Server configuration, read from the container's environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::SdkError;
+
+/// Listen port variable; default [`DEFAULT_PORT`].
+pub const ENV_PORT: &str = "PROCTOR_PORT";
+/// Listen address variable; default `0.0.0.0`.
+pub const ENV_BIND: &str = "PROCTOR_BIND";
+/// The image digest or ID the container was started from.
+pub const ENV_IMAGE_DIGEST: &str = "PROCTOR_IMAGE_DIGEST";
+/// The directory backing world `/artifacts/`; default `/artifacts`.
+pub const ENV_ARTIFACTS_ROOT: &str = "PROCTOR_ARTIFACTS_ROOT";
+/// The port a processor listens on when [`ENV_PORT`] is unset.
+pub const DEFAULT_PORT: u16 = 8000;
+/// The digest reported when [`ENV_IMAGE_DIGEST`] is unset (a processor run outside a
+/// container).
+pub const UNKNOWN_IMAGE_DIGEST: &str = "unknown";
+
+/// How a processor server runs.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: IpAddr,
+    /// Port to listen on.
+    pub port: u16,
+    /// Reported by `/healthz`, envelopes and receipts.
+    pub image_digest: String,
+    /// Filesystem directory backing world `/artifacts/`.
+    pub artifacts_root: PathBuf,
+    /// The process environment; secrets and pass-through variables are taken from it in
+    /// `real` mode only.
+    pub environment: BTreeMap<String, String>,
+}
+
+impl ServerConfig {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<ServerConfig, SdkError> {
+        ServerConfig::from_vars(std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        }))
+    }
+
+    /// Reads the configuration from the given variables (the process environment, or a
+    /// test's).
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ServerConfig, SdkError> {
+        let environment: BTreeMap<String, String> = vars.into_iter().collect();
+        let var = |name: &str| environment.get(name).filter(|value| !value.is_empty());
+        let invalid = |name: &'static str, value: &str, reason: String| SdkError::Config {
+            name,
+            value: value.to_owned(),
+            reason,
+        };
+        let port = match var(ENV_PORT) {
+            Some(raw) => raw
+                .parse()
+                .map_err(|e| invalid(ENV_PORT, raw, format!("{e}")))?,
+            None => DEFAULT_PORT,
+        };
+        let bind = match var(ENV_BIND) {
+            Some(raw) => raw
+                .parse()
+                .map_err(|e| invalid(ENV_BIND, raw, format!("{e}")))?,
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let image_digest = var(ENV_IMAGE_DIGEST)
+            .cloned()
+            .unwrap_or_else(|| UNKNOWN_IMAGE_DIGEST.to_owned());
+        let artifacts_root =
+            PathBuf::from(var(ENV_ARTIFACTS_ROOT).map_or("/artifacts", String::as_str));
+        Ok(ServerConfig {
+            bind,
+            port,
+            image_digest,
+            artifacts_root,
+            environment,
+        })
+    }
+
+    /// `bind:port`.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// The non-empty value of variable `name`.
+    pub(crate) fn var(&self, name: &str) -> Option<&str> {
+        self.environment
+            .get(name)
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("bind", &self.bind)
+            .field("port", &self.port)
+            .field("image_digest", &self.image_digest)
+            .field("artifacts_root", &self.artifacts_root)
+            .field(
+                "environment",
+                &format_args!("[{} variables]", self.environment.len()),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_unset() {
+        let config = ServerConfig::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.socket_addr().to_string(), "0.0.0.0:8000");
+        assert_eq!(config.image_digest, "unknown");
+        assert_eq!(config.artifacts_root, PathBuf::from("/artifacts"));
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let config = ServerConfig::from_vars(vars(&[
+            ("PROCTOR_PORT", "9001"),
+            ("PROCTOR_BIND", "127.0.0.1"),
+            ("PROCTOR_IMAGE_DIGEST", "sha256:ab"),
+            ("PROCTOR_ARTIFACTS_ROOT", "/tmp/a"),
+            ("OPENAI_API_KEY", "sk-very-secret"),
+        ]))
+        .unwrap();
+        assert_eq!(config.socket_addr().to_string(), "127.0.0.1:9001");
+        assert_eq!(config.image_digest, "sha256:ab");
+        assert_eq!(config.artifacts_root, PathBuf::from("/tmp/a"));
+        assert_eq!(config.var("OPENAI_API_KEY"), Some("sk-very-secret"));
+        assert!(!format!("{config:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn refuses_bad_port_and_bind() {
+        for pairs in [
+            [("PROCTOR_PORT", "eighty")],
+            [("PROCTOR_BIND", "localhost")],
+        ] {
+            let err = ServerConfig::from_vars(vars(&pairs)).unwrap_err();
+            assert!(err.to_string().contains(pairs[0].0), "{err}");
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! One run, from request bytes to envelope: validate the payload, call the provider, check
+//! its outputs, then write outputs, index and receipts — all or nothing — and answer.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use futures_util::FutureExt;
+use proctor_contract::{
+    CanonError, Envelope, ErrorCode, Mode, OutputsIndex, PAYLOAD_SCHEMA, Receipt, RunPayload,
+    SuccessMeta, WorldPath, WritePrefix, cid, env_fingerprint, inputs_hash,
+};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use crate::artifacts::{PlannedFile, check_layout, write_all};
+use crate::{Context, ProcessorDefinition, ProviderError, ServerConfig};
+
+/// Longest accepted execution id.
+const MAX_EXECUTION_ID_BYTES: usize = 128;
+
+/// What a run answers: an HTTP status and the envelope that is the body.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// 200 on success; 4xx/5xx with an error envelope otherwise.
+    pub(crate) status: StatusCode,
+    /// The envelope.
+    pub(crate) envelope: Envelope,
+}
+
+/// Steps of a run, reported as SSE `progress` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// The payload was valid.
+    Accepted,
+    /// The provider was called.
+    ProviderStarted,
+    /// The provider returned outputs.
+    ProviderFinished,
+    /// Outputs, index and receipts are on disk.
+    OutputsWritten,
+}
+
+impl Stage {
+    /// The stage's name in progress events.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Stage::Accepted => "accepted",
+            Stage::ProviderStarted => "provider_started",
+            Stage::ProviderFinished => "provider_finished",
+            Stage::OutputsWritten => "outputs_written",
+        }
+    }
+}
+
+/// A payload that passed every check, ready to run.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    payload: RunPayload,
+    prefix: WritePrefix,
+    started: Instant,
+}
+
+impl Accepted {
+    /// The execution's id.
+    pub(crate) fn execution_id(&self) -> &str {
+        &self.payload.execution_id
+    }
+
+    /// The mode requested.
+    pub(crate) fn mode(&self) -> Mode {
+        self.payload.mode
+    }
+
+    /// When the request arrived.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+}
+
+/// A failed step: the status to answer with and the canonical error.
+struct Failure {
+    status: StatusCode,
+    error: CanonError,
+}
+
+impl Failure {
+    fn new(status: StatusCode, error: CanonError) -> Failure {
+        Failure { status, error }
+    }
+
+    fn inputs(status: StatusCode, detail: impl Into<String>) -> Failure {
+        Failure::new(status, CanonError::new(ErrorCode::Inputs, detail))
+    }
+}
+
+/// Runs payloads for one processor.
+#[derive(Debug)]
+pub(crate) struct Runner {
+    config: ServerConfig,
+    definition: ProcessorDefinition,
+}
+
+impl Runner {
+    /// A runner for `definition` configured by `config`.
+    pub(crate) fn new(config: ServerConfig, definition: ProcessorDefinition) -> Runner {
+        Runner { config, definition }
+    }
+
+    /// The server configuration.
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The processor.
+    pub(crate) fn definition(&self) -> &ProcessorDefinition {
+        &self.definition
+    }
+
+    /// Checks a request: JSON content type (else 415), a JSON body (else 400), a valid
+    /// `RunPayload` for this processor with schema `v1`, a usable execution id and a valid
+    /// write prefix (else 400). Errors come back as finished outcomes.
+    pub(crate) fn accept(
+        &self,
+        content_type: Option<&str>,
+        body: Result<&[u8], String>,
+        started: Instant,
+    ) -> Result<Accepted, Box<Outcome>> {
+        let parsed: Option<Value> = body
+            .as_ref()
+            .ok()
+            .and_then(|b| serde_json::from_slice(b).ok());
+        let hint_id = parsed
+            .as_ref()
+            .and_then(|v| v.get("execution_id"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let hint_mode = parsed
+            .as_ref()
+            .and_then(|v| v.get("mode"))
+            .and_then(Value::as_str)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_default();
+        self.validate(content_type, body, parsed)
+            .map_err(|failure| Box::new(self.fail(&hint_id, hint_mode, started, None, failure)))
+            .map(|(payload, prefix)| Accepted {
+                payload,
+                prefix,
+                started,
+            })
+    }
+
+    fn validate(
+        &self,
+        content_type: Option<&str>,
+        body: Result<&[u8], String>,
+        parsed: Option<Value>,
+    ) -> Result<(RunPayload, WritePrefix), Failure> {
+        let media_type = content_type.unwrap_or_default();
+        let essence = media_type.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(Failure::inputs(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content type must be application/json, not `{media_type}`"),
+            ));
+        }
+        let body = body.map_err(|e| {
+            Failure::inputs(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
+        })?;
+        let value = match parsed {
+            Some(value) => value,
+            None => {
+                let why = serde_json::from_slice::<Value>(body)
+                    .err()
+                    .map(|e| e.to_string());
+                return Err(Failure::inputs(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not JSON: {}", why.unwrap_or_default()),
+                ));
+            }
+        };
+        let payload: RunPayload = serde_json::from_value(value)
+            .map_err(|e| Failure::inputs(StatusCode::BAD_REQUEST, format!("run payload: {e}")))?;
+        if payload.schema != PAYLOAD_SCHEMA {
+            return Err(Failure::inputs(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "run payload schema must be `{PAYLOAD_SCHEMA}`, not `{}`",
+                    payload.schema
+                ),
+            ));
+        }
+        if payload.processor_ref != *self.definition.processor_ref() {
+            return Err(Failure::inputs(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "payload is for `{}` but this processor is `{}`",
+                    payload.processor_ref,
+                    self.definition.processor_ref()
+                ),
+            ));
+        }
+        check_execution_id(&payload.execution_id)
+            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e))?;
+        if !payload.inputs.is_object() {
+            return Err(Failure::inputs(
+                StatusCode::BAD_REQUEST,
+                "inputs must be a JSON object",
+            ));
+        }
+        let prefix = WritePrefix::from_expanded(&payload.write_prefix)
+            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e))?;
+        Ok((payload, prefix))
+    }
+
+    /// Runs an accepted payload to its envelope, reporting each stage to `progress`.
+    pub(crate) async fn execute(
+        &self,
+        accepted: Accepted,
+        progress: &(dyn Fn(Stage) + Send + Sync),
+    ) -> Outcome {
+        let Accepted {
+            payload,
+            prefix,
+            started,
+        } = accepted;
+        progress(Stage::Accepted);
+        tracing::info!(
+            event = "run.start",
+            execution_id = %payload.execution_id,
+            processor_ref = %payload.processor_ref,
+            mode = %payload.mode,
+        );
+        let secrets = self.secrets_for(payload.mode);
+        let secret_names: Vec<&str> = secrets.keys().map(String::as_str).collect();
+        let fingerprint = env_fingerprint([
+            ("image_digest", self.config.image_digest.as_str()),
+            ("mode", payload.mode.as_str()),
+            ("ref", &payload.processor_ref.to_string()),
+            ("secrets", &secret_names.join(",")),
+        ]);
+        let execution_id = payload.execution_id.clone();
+        let mode = payload.mode;
+        match self
+            .produce(payload, &prefix, secrets, &fingerprint, started, progress)
+            .await
+        {
+            Ok(envelope) => {
+                tracing::info!(
+                    event = "run.settle",
+                    execution_id = %execution_id,
+                    duration_ms = duration_ms(started),
+                );
+                Outcome {
+                    status: StatusCode::OK,
+                    envelope,
+                }
+            }
+            Err(failure) => self.fail(&execution_id, mode, started, Some(fingerprint), failure),
+        }
+    }
+
+    /// An error outcome, logged.
+    fn fail(
+        &self,
+        execution_id: &str,
+        mode: Mode,
+        started: Instant,
+        fingerprint: Option<String>,
+        failure: Failure,
+    ) -> Outcome {
+        tracing::warn!(
+            event = "run.fail",
+            execution_id = %execution_id,
+            code = %failure.error.code(),
+            message = %failure.error.message(),
+            status = failure.status.as_u16(),
+        );
+        let mut envelope = Envelope::error(
+            execution_id,
+            &failure.error,
+            mode,
+            duration_ms(started),
+            Some(self.config.image_digest.clone()),
+        );
+        if let Envelope::Error(error) = &mut envelope {
+            error.meta.env_fingerprint = fingerprint;
+        }
+        Outcome {
+            status: failure.status,
+            envelope,
+        }
+    }
+
+    /// The required secrets present in the environment; none in `mock` mode.
+    fn secrets_for(&self, mode: Mode) -> BTreeMap<String, String> {
+        if mode == Mode::Mock {
+            return BTreeMap::new();
+        }
+        self.definition
+            .required_secrets()
+            .iter()
+            .filter_map(|name| Some((name.clone(), self.config.var(name)?.to_owned())))
+            .collect()
+    }
+
+    async fn produce(
+        &self,
+        payload: RunPayload,
+        prefix: &WritePrefix,
+        secrets: BTreeMap<String, String>,
+        fingerprint: &str,
+        started: Instant,
+        progress: &(dyn Fn(Stage) + Send + Sync),
+    ) -> Result<Envelope, Failure> {
+        if payload.mode == Mode::Real
+            && let Some(missing) = self
+                .definition
+                .required_secrets()
+                .iter()
+                .find(|name| !secrets.contains_key(*name))
+        {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                CanonError::new(ErrorCode::MissingSecret, missing.clone()),
+            ));
+        }
+        let env: BTreeMap<String, String> = self
+            .definition
+            .passthrough_env()
+            .iter()
+            .filter_map(|name| Some((name.clone(), self.config.var(name)?.to_owned())))
+            .collect();
+        let hash = inputs_hash(&payload.inputs);
+        let context = Context::new(
+            payload.execution_id.clone(),
+            payload.processor_ref.clone(),
+            payload.mode,
+            hash.clone(),
+            secrets,
+            env,
+        );
+
+        progress(Stage::ProviderStarted);
+        let result = AssertUnwindSafe(self.definition.provider().run(&context, payload.inputs))
+            .catch_unwind()
+            .await
+            .map_err(|_| {
+                Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    CanonError::new(ErrorCode::Provider, "the provider panicked"),
+                )
+            })?
+            .map_err(|error| match error {
+                ProviderError::Inputs(detail) => Failure::inputs(StatusCode::BAD_REQUEST, detail),
+                ProviderError::Failed(detail) => Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    CanonError::new(ErrorCode::Provider, detail),
+                ),
+            })?;
+        progress(Stage::ProviderFinished);
+
+        let invalid_output = |error| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, error);
+        let mut files = Vec::with_capacity(result.outputs.len() + 3);
+        let mut entries = Vec::with_capacity(result.outputs.len());
+        for output in result.outputs {
+            let path = prefix.output_path(&output.path).map_err(invalid_output)?;
+            check_media_type(&path, &output.mime).map_err(invalid_output)?;
+            entries.push((
+                path.to_string(),
+                cid(&output.bytes),
+                output.bytes.len() as u64,
+                output.mime,
+            ));
+            files.push(PlannedFile {
+                path,
+                bytes: output.bytes,
+            });
+        }
+        let index = OutputsIndex::build(entries).map_err(invalid_output)?;
+        let duration_ms = duration_ms(started);
+        let receipt = Receipt {
+            execution_id: payload.execution_id.clone(),
+            processor_ref: payload.processor_ref.clone(),
+            image_digest: self.config.image_digest.clone(),
+            env_fingerprint: fingerprint.to_owned(),
+            inputs_hash: hash.value,
+            hash_schema: hash.hash_schema,
+            outputs_index: prefix.index_path(),
+            processor_info: result.processor_info,
+            usage: result.usage,
+            timestamp_utc: timestamp_utc(),
+            duration_ms,
+            mode: payload.mode,
+        };
+        let receipt_bytes = receipt.to_bytes();
+        let execution_receipt =
+            WorldPath::execution_receipt(&payload.execution_id).map_err(invalid_output)?;
+        files.push(PlannedFile {
+            path: prefix.index_path(),
+            bytes: index.to_bytes(),
+        });
+        files.push(PlannedFile {
+            path: prefix.receipt_path(),
+            bytes: receipt_bytes.clone(),
+        });
+        files.push(PlannedFile {
+            path: execution_receipt,
+            bytes: receipt_bytes,
+        });
+        let files = check_layout(files).map_err(invalid_output)?;
+
+        let root = self.config.artifacts_root.clone();
+        tokio::task::spawn_blocking(move || write_all(&root, &files))
+            .await
+            .map_err(|e| {
+                invalid_output(CanonError::new(
+                    ErrorCode::OutputWrite,
+                    format!("writer stopped: {e}"),
+                ))
+            })?
+            .map_err(invalid_output)?;
+        progress(Stage::OutputsWritten);
+
+        Ok(Envelope::success(
+            &payload.execution_id,
+            index.outputs,
+            prefix.index_path(),
+            SuccessMeta {
+                image_digest: self.config.image_digest.clone(),
+                env_fingerprint: fingerprint.to_owned(),
+                duration_ms,
+                mode: payload.mode,
+            },
+        ))
+    }
+}
+
+/// Milliseconds since `started`.
+pub(crate) fn duration_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Now, as RFC 3339 UTC with milliseconds (`2026-01-01T00:00:00.000Z`).
+fn timestamp_utc() -> String {
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+/// An execution id becomes one path segment: 1–128 bytes of `[A-Za-z0-9._-]`, not `.` or
+/// `..`.
+fn check_execution_id(execution_id: &str) -> Result<(), CanonError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let valid = !execution_id.is_empty()
+        && execution_id.len() <= MAX_EXECUTION_ID_BYTES
+        && execution_id.chars().all(allowed)
+        && execution_id != "."
+        && execution_id != "..";
+    if valid {
+        Ok(())
+    } else {
+        Err(CanonError::new(
+            ErrorCode::Inputs,
+            format!(
+                "execution_id must be 1-{MAX_EXECUTION_ID_BYTES} characters of [A-Za-z0-9._-]: `{execution_id}`"
+            ),
+        ))
+    }
+}
+
+/// A media type is `type/subtype` with optional parameters, printable ASCII only.
+fn check_media_type(path: &WorldPath, mime: &str) -> Result<(), CanonError> {
+    let essence = mime.split(';').next().unwrap_or_default();
+    let valid = essence
+        .split_once('/')
+        .is_some_and(|(kind, sub)| !kind.is_empty() && !sub.is_empty())
+        && mime.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+    if valid {
+        Ok(())
+    } else {
+        Err(CanonError::new(
+            ErrorCode::Provider,
+            format!("output `{path}` has invalid media type `{mime}`"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_ids_are_single_safe_segments() {
+        for good in ["e1", "0f8e6c2a-1b2c-4d5e-8f90-123456789abc", "a.b_c"] {
+            assert!(check_execution_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(129)] {
+            assert_eq!(
+                check_execution_id(bad).unwrap_err().code(),
+                ErrorCode::Inputs,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn media_types_need_type_and_subtype() {
+        let path = WorldPath::parse("/artifacts/a").unwrap();
+        for good in [
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "application/vnd.x+json",
+        ] {
+            assert!(check_media_type(&path, good).is_ok(), "{good}");
+        }
+        for bad in ["", "text", "/plain", "text/", "text/plain\n"] {
+            assert!(check_media_type(&path, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let stamp = timestamp_utc();
+        assert_eq!(stamp.len(), "2026-01-01T00:00:00.000Z".len(), "{stamp}");
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "{stamp}"
+        );
+    }
+}

@@ -1,0 +1,516 @@
+//! The HTTP contract against an in-process server on 127.0.0.1 with a temporary artifacts
+//! root (`proctor_sdk::testing`). Needs nothing outside the process.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use proctor_contract::{Envelope, ErrorCode, Health, Mode, OutputsIndex, Usage, WorldPath};
+use proctor_sdk::testing::{TEST_IMAGE_DIGEST, TestServer};
+use proctor_sdk::{
+    Context, ProcessorDefinition, ProviderError, ProviderOutput, ProviderResult, ServerConfig,
+};
+use rand_chacha::rand_core::Rng;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const REF: &str = "test/echo@1";
+
+/// Writes the files listed in `inputs.files`; reports what the context showed when
+/// `inputs.context` is true; fails as `inputs.fail` says.
+fn echo(context: &Context, inputs: Value) -> Result<ProviderResult, ProviderError> {
+    match inputs["fail"].as_str() {
+        Some("inputs") => return Err(ProviderError::inputs("`fail` asked for it")),
+        Some("provider") => return Err(ProviderError::failed("upstream said no")),
+        Some("panic") => panic!("asked to panic"),
+        _ => {}
+    }
+    let mut outputs = Vec::new();
+    for file in inputs["files"].as_array().into_iter().flatten() {
+        outputs.push(ProviderOutput::new(
+            file["path"].as_str().unwrap_or_default(),
+            file["text"]
+                .as_str()
+                .unwrap_or_default()
+                .as_bytes()
+                .to_vec(),
+            file["mime"].as_str().unwrap_or("text/plain"),
+        ));
+    }
+    if inputs["context"] == json!(true) {
+        let seen = json!({
+            "mode": context.mode(),
+            "secrets": context.secret_names().collect::<Vec<_>>(),
+            "token": context.secret("TEST_TOKEN"),
+            "base_url": context.env("TEST_BASE_URL"),
+            "random": context.seeded_rng().next_u64(),
+        });
+        outputs.push(ProviderOutput::json("context.json", &seen)?);
+    }
+    Ok(ProviderResult {
+        outputs,
+        processor_info: "echo".to_owned(),
+        usage: Usage::from([("calls".to_owned(), 1)]),
+    })
+}
+
+fn definition() -> ProcessorDefinition {
+    ProcessorDefinition::new(REF.parse().unwrap(), echo)
+        .with_required_secrets(["TEST_TOKEN"])
+        .with_passthrough_env(["TEST_BASE_URL"])
+}
+
+async fn start(env: &[(&str, &str)]) -> TestServer {
+    TestServer::start(definition(), env).await
+}
+
+fn files_inputs() -> Value {
+    json!({
+        "schema": "v1",
+        "files": [
+            {"path": "text/b.txt", "text": "bee\n"},
+            {"path": "a.json", "text": "{}\n", "mime": "application/json"},
+        ],
+        "context": true,
+    })
+}
+
+fn world(path: &str) -> WorldPath {
+    WorldPath::parse(path).unwrap()
+}
+
+fn error_code(envelope: &Envelope) -> ErrorCode {
+    match envelope {
+        Envelope::Error(error) => error.error.code,
+        Envelope::Success(success) => panic!("expected an error, got {success:?}"),
+    }
+}
+
+#[tokio::test]
+async fn healthz_reports_digest_and_ref() {
+    let server = start(&[]).await;
+    let response = server
+        .client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    let health: Health = response.json().await.unwrap();
+    assert!(health.ok);
+    assert_eq!(health.image_digest, TEST_IMAGE_DIGEST);
+    assert_eq!(health.processor_ref.to_string(), REF);
+}
+
+#[tokio::test]
+async fn run_writes_outputs_index_and_identical_receipts() {
+    let server = start(&[]).await;
+    let envelope = server.run_ok("e1", Mode::Mock, files_inputs()).await;
+    let prefix = "/artifacts/outputs/test/e1/";
+    assert_eq!(
+        envelope.index_path.as_str(),
+        format!("{prefix}outputs.json")
+    );
+    let paths: Vec<&str> = envelope.outputs.iter().map(|o| o.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/artifacts/outputs/test/e1/outputs/a.json",
+            "/artifacts/outputs/test/e1/outputs/context.json",
+            "/artifacts/outputs/test/e1/outputs/text/b.txt",
+        ]
+    );
+    for output in &envelope.outputs {
+        let bytes = server.read(&output.path);
+        assert_eq!(proctor_contract::cid(&bytes), output.cid);
+        assert_eq!(bytes.len() as u64, output.size_bytes);
+    }
+    assert_eq!(envelope.outputs[0].mime, "application/json");
+    assert_eq!(envelope.outputs[2].mime, "text/plain");
+    assert_eq!(server.output(&envelope, "text/b.txt"), b"bee\n");
+    assert!(
+        server
+            .artifacts_root()
+            .join("outputs/test/e1/outputs/text/b.txt")
+            .is_file()
+    );
+
+    let index = server.read(&envelope.index_path);
+    assert_eq!(
+        index,
+        OutputsIndex {
+            outputs: envelope.outputs.clone()
+        }
+        .to_bytes()
+    );
+
+    let receipt = server.receipt(&envelope);
+    let fingerprint = "image_digest=sha256:test;mode=mock;ref=test/echo@1;secrets=";
+    assert_eq!(envelope.meta.env_fingerprint, fingerprint);
+    assert_eq!(envelope.meta.image_digest, TEST_IMAGE_DIGEST);
+    assert_eq!(envelope.meta.mode, Mode::Mock);
+    assert_eq!(receipt.env_fingerprint, fingerprint);
+    assert_eq!(receipt.image_digest, TEST_IMAGE_DIGEST);
+    assert_eq!(receipt.execution_id, "e1");
+    assert_eq!(receipt.processor_ref.to_string(), REF);
+    assert_eq!(
+        receipt.inputs_hash,
+        proctor_contract::inputs_hash(&files_inputs()).value
+    );
+    assert_eq!(receipt.hash_schema, "jcs-blake3-v1");
+    assert_eq!(receipt.outputs_index, envelope.index_path);
+    assert_eq!(receipt.processor_info, "echo");
+    assert_eq!(receipt.usage["calls"], 1);
+    assert_eq!(receipt.duration_ms, envelope.meta.duration_ms);
+    assert_eq!(receipt.mode, Mode::Mock);
+    assert!(receipt.timestamp_utc.ends_with('Z'));
+    assert!(!server.listing().iter().any(|name| name.ends_with(".tmp")));
+}
+
+#[tokio::test]
+async fn same_inputs_twice_give_identical_bytes_cids_and_stable_receipts() {
+    let server = start(&[]).await;
+    let reordered: Value = serde_json::from_str(
+        r#"{"context":true,"files":[{"path":"text/b.txt","text":"bee\n"},{"mime":"application/json","text":"{}\n","path":"a.json"}],"schema":"v1"}"#,
+    )
+    .unwrap();
+    let first = server.run_ok("run-a", Mode::Mock, files_inputs()).await;
+    let second = server.run_ok("run-b", Mode::Mock, reordered).await;
+    assert_eq!(first.outputs.len(), second.outputs.len());
+    for (a, b) in first.outputs.iter().zip(&second.outputs) {
+        assert_eq!(a.cid, b.cid);
+        assert_eq!(server.read(&a.path), server.read(&b.path));
+    }
+    let (receipt_a, receipt_b) = (server.receipt(&first), server.receipt(&second));
+    assert_ne!(receipt_a.execution_id, receipt_b.execution_id);
+    assert_eq!(receipt_a.stable_part(), receipt_b.stable_part());
+}
+
+#[tokio::test]
+async fn mock_gets_no_secrets_even_when_the_environment_has_them() {
+    let env = [
+        ("TEST_TOKEN", "tok-1234567890"),
+        ("TEST_BASE_URL", "http://127.0.0.1:9"),
+    ];
+    let server = start(&env).await;
+    let inputs = json!({"context": true});
+
+    let mock = server.run_ok("m1", Mode::Mock, inputs.clone()).await;
+    let seen: Value = serde_json::from_slice(&server.output(&mock, "context.json")).unwrap();
+    assert_eq!(seen["secrets"], json!([]));
+    assert_eq!(seen["token"], Value::Null);
+    assert_eq!(seen["base_url"], Value::Null);
+    assert!(mock.meta.env_fingerprint.ends_with("secrets="));
+
+    let real = server.run_ok("r1", Mode::Real, inputs).await;
+    let seen: Value = serde_json::from_slice(&server.output(&real, "context.json")).unwrap();
+    assert_eq!(seen["secrets"], json!(["TEST_TOKEN"]));
+    assert_eq!(seen["token"], "tok-1234567890");
+    assert_eq!(seen["base_url"], "http://127.0.0.1:9");
+    assert_eq!(
+        real.meta.env_fingerprint,
+        "image_digest=sha256:test;mode=real;ref=test/echo@1;secrets=TEST_TOKEN"
+    );
+    let receipt = server.read(&world("/artifacts/execution/r1/receipt.json"));
+    assert!(
+        !String::from_utf8(receipt)
+            .unwrap()
+            .contains("tok-1234567890")
+    );
+}
+
+#[tokio::test]
+async fn real_mode_without_the_secret_is_refused_before_the_provider() {
+    let server = start(&[]).await;
+    let (status, envelope) = server.run("r2", Mode::Real, files_inputs()).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&envelope), ErrorCode::MissingSecret);
+    let Envelope::Error(error) = &envelope else {
+        unreachable!()
+    };
+    assert!(
+        error
+            .error
+            .message
+            .contains("missing required secret: TEST_TOKEN")
+    );
+    assert!(error.meta.env_fingerprint.is_some());
+    assert!(server.listing().is_empty());
+}
+
+#[tokio::test]
+async fn escaping_output_paths_are_refused_and_nothing_is_written() {
+    let server = start(&[]).await;
+    for (path, code) in [
+        ("../x", ErrorCode::DotSegments),
+        ("a/../../x", ErrorCode::DotSegments),
+        ("/etc/x", ErrorCode::BadPath),
+        ("a%2Fb", ErrorCode::DecodedSlash),
+        ("dir/", ErrorCode::SelectorKindMismatch),
+    ] {
+        let inputs =
+            json!({"files": [{"path": "ok.txt", "text": "fine"}, {"path": path, "text": "x"}]});
+        let (status, got, _) = server.run_err("esc", Mode::Mock, inputs).await;
+        assert_eq!((status, got), (500, code), "{path}");
+        assert!(
+            server.listing().is_empty(),
+            "{path}: {:?}",
+            server.listing()
+        );
+    }
+}
+
+#[tokio::test]
+async fn duplicate_outputs_are_refused_with_no_files() {
+    let server = start(&[]).await;
+    for (a, b) in [("a.txt", "a.txt"), ("caf%C3%A9", "café"), ("x//y", "x/y")] {
+        let inputs = json!({"files": [{"path": a, "text": "1"}, {"path": b, "text": "2"}]});
+        let (status, code, message) = server.run_err("dup", Mode::Mock, inputs).await;
+        assert_eq!((status, code), (500, ErrorCode::OutputDuplicate), "{a} {b}");
+        assert!(message.contains("duplicate output after canonicalization"));
+    }
+    let inputs = json!({"files": [{"path": "a", "text": "1"}, {"path": "a/b", "text": "2"}]});
+    let (_, code, _) = server.run_err("dup", Mode::Mock, inputs).await;
+    assert_eq!(code, ErrorCode::BadPath);
+    assert!(server.listing().is_empty());
+}
+
+#[tokio::test]
+async fn bad_requests_get_error_envelopes() {
+    let server = start(&[]).await;
+    let good = server.payload("bad", Mode::Mock, files_inputs());
+
+    let response = server
+        .client()
+        .post(server.url("/run"))
+        .header("content-type", "text/plain")
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+    let envelope = Envelope::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(error_code(&envelope), ErrorCode::Inputs);
+    assert_eq!(envelope.execution_id(), "bad");
+
+    let response = server
+        .client()
+        .post(server.url("/run-stream"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let envelope = Envelope::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(error_code(&envelope), ErrorCode::Inputs);
+
+    let mutate = |key: &str, value: Value| {
+        let mut body = good.clone();
+        body[key] = value;
+        body
+    };
+    let mut unknown_field = good.clone();
+    unknown_field["extra"] = json!(1);
+    let mut no_inputs = good.clone();
+    no_inputs.as_object_mut().unwrap().remove("inputs");
+    for (body, code) in [
+        (mutate("schema", json!("v2")), ErrorCode::Inputs),
+        (mutate("ref", json!("other/thing@1")), ErrorCode::Inputs),
+        (mutate("ref", json!("not a ref")), ErrorCode::Inputs),
+        (mutate("mode", json!("dry")), ErrorCode::Inputs),
+        (mutate("execution_id", json!("../up")), ErrorCode::Inputs),
+        (mutate("inputs", json!([1])), ErrorCode::Inputs),
+        (unknown_field, ErrorCode::Inputs),
+        (no_inputs, ErrorCode::Inputs),
+        (
+            mutate("write_prefix", json!("/tmp/x/")),
+            ErrorCode::BadFacet,
+        ),
+        (
+            mutate("write_prefix", json!("/streams/x/")),
+            ErrorCode::WritePrefix,
+        ),
+        (
+            mutate("write_prefix", json!("/artifacts/../x/")),
+            ErrorCode::DotSegments,
+        ),
+        (
+            mutate("write_prefix", json!("/artifacts/a%2Fb/")),
+            ErrorCode::DecodedSlash,
+        ),
+    ] {
+        for path in ["/run", "/run-stream"] {
+            let (status, envelope) = server.post(path, &body).await;
+            assert_eq!(status, 400, "{path} {body}");
+            assert_eq!(error_code(&envelope), code, "{path} {body}");
+        }
+    }
+    assert!(server.listing().is_empty());
+}
+
+#[tokio::test]
+async fn write_prefix_without_trailing_slash_is_normalized() {
+    let server = start(&[]).await;
+    let mut body = server.payload("noslash", Mode::Mock, files_inputs());
+    body["write_prefix"] = json!("/artifacts/outputs/demo/noslash");
+    let (status, envelope) = server.post("/run", &body).await;
+    assert_eq!(status, 200);
+    let Envelope::Success(success) = envelope else {
+        panic!("{envelope:?}")
+    };
+    assert_eq!(
+        success.index_path.as_str(),
+        "/artifacts/outputs/demo/noslash/outputs.json"
+    );
+}
+
+#[tokio::test]
+async fn provider_failures_become_error_envelopes_with_no_files() {
+    let server = start(&[]).await;
+    for (fail, status, code) in [
+        ("inputs", 400, ErrorCode::Inputs),
+        ("provider", 502, ErrorCode::Provider),
+        ("panic", 500, ErrorCode::Provider),
+    ] {
+        let inputs = json!({"files": [{"path": "a.txt", "text": "a"}], "fail": fail});
+        let (got_status, got_code, _) = server.run_err("fail", Mode::Mock, inputs).await;
+        assert_eq!((got_status, got_code), (status, code), "{fail}");
+    }
+    assert!(server.listing().is_empty());
+}
+
+#[tokio::test]
+async fn a_write_failure_midway_leaves_no_partial_files() {
+    let server = start(&[]).await;
+    let blocker = server.artifacts_root().join("execution/w1/receipt.json");
+    fs::create_dir_all(&blocker).unwrap();
+    let (status, code, _) = server.run_err("w1", Mode::Mock, files_inputs()).await;
+    assert_eq!((status, code), (500, ErrorCode::OutputWrite));
+    assert_eq!(
+        server.listing(),
+        ["execution", "execution/w1", "execution/w1/receipt.json"]
+    );
+}
+
+/// Parses an SSE body into `(event, data)` pairs, skipping comments.
+fn sse_events(body: &str) -> Vec<(String, String)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut fields = BTreeMap::new();
+            for line in block.lines().filter(|line| !line.starts_with(':')) {
+                let (name, value) = line.split_once(':')?;
+                fields.insert(
+                    name.to_owned(),
+                    value.strip_prefix(' ').unwrap_or(value).to_owned(),
+                );
+            }
+            Some((
+                fields.remove("event")?,
+                fields.remove("data").unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn run_stream_sends_progress_then_one_done() {
+    let server = start(&[]).await;
+    let body = server.payload("s1", Mode::Mock, files_inputs());
+    let response = server
+        .client()
+        .post(server.url("/run-stream"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let events = sse_events(&response.text().await.unwrap());
+    let (last, progress) = events.split_last().unwrap();
+    assert_eq!(last.0, "done");
+    assert!(
+        progress.iter().all(|(event, _)| event == "progress"),
+        "{events:?}"
+    );
+    let stages: Vec<String> = progress
+        .iter()
+        .map(|(_, data)| {
+            let data: Value = serde_json::from_str(data).unwrap();
+            data["stage"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "accepted",
+            "provider_started",
+            "provider_finished",
+            "outputs_written"
+        ]
+    );
+    let Envelope::Success(envelope) = Envelope::from_slice(last.1.as_bytes()).unwrap() else {
+        panic!("{last:?}")
+    };
+    assert_eq!(envelope.execution_id, "s1");
+    assert!(server.fs_path(&envelope.index_path).is_file());
+
+    let body = server.payload("s2", Mode::Mock, json!({"fail": "provider"}));
+    let response = server
+        .client()
+        .post(server.url("/run-stream"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(&response.text().await.unwrap());
+    assert_eq!(
+        events.iter().filter(|(event, _)| event == "done").count(),
+        1
+    );
+    let done = &events.last().unwrap().1;
+    assert_eq!(
+        error_code(&Envelope::from_slice(done.as_bytes()).unwrap()),
+        ErrorCode::Provider
+    );
+}
+
+#[tokio::test]
+async fn serve_on_stops_when_asked() {
+    let artifacts = tempfile::tempdir().unwrap();
+    let root = (
+        "PROCTOR_ARTIFACTS_ROOT".to_owned(),
+        artifacts.path().display().to_string(),
+    );
+    let config = ServerConfig::from_vars([root]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(proctor_sdk::serve_on(
+        listener,
+        config,
+        definition(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        health.json::<Health>().await.unwrap().image_digest,
+        "unknown"
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,301 @@
+//! The local filesystem store: world path `/artifacts/x/y` is the file `{root}/x/y`, the
+//! layout processors see under `/artifacts`.
+//!
+//! Writes go to a temporary file in the target's directory (named with
+//! [`TEMP_FILE_PREFIX`]), are flushed to disk, then renamed over the target, so a reader
+//! never sees a part. Nothing below the root is followed through a symbolic link: a
+//! container that writes the root cannot make the host read or write elsewhere.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use proctor_contract::{SelectorKind, WorldPath};
+
+use crate::store::{canonical_from_relative, require};
+use crate::{ArtifactStore, ObjectInfo, StoreError};
+
+/// File names starting with this are writes in progress; listings skip them.
+const TEMP_FILE_PREFIX: &str = ".proctor-tmp-";
+
+/// An artifact store in a local directory that backs world `/artifacts/`.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    /// A store rooted at `root` (made absolute against the current directory). The
+    /// directory is created by the first write.
+    pub fn new(root: impl Into<PathBuf>) -> FsStore {
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        FsStore { root }
+    }
+
+    /// The directory that backs `/artifacts/`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path below the root (`x/y` for `/artifacts/x/y`, empty for `/artifacts/`).
+    fn below_root(path: &WorldPath) -> &str {
+        path.as_str()
+            .strip_prefix("/artifacts/")
+            .unwrap_or_default()
+    }
+
+    /// Runs blocking filesystem work off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        operation: &'static str,
+        path: &WorldPath,
+        work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|join| StoreError::Io {
+                operation,
+                path: path.to_string(),
+                source: io::Error::other(join),
+            })?
+    }
+}
+
+/// What a path below the root turned out to be, walking it without following links.
+enum Entry {
+    /// Nothing there (or a parent is missing or a regular file).
+    Missing,
+    /// A regular file of this size.
+    File(u64),
+    /// A directory.
+    Dir,
+}
+
+/// Looks at `{root}/{below}` one component at a time, refusing symbolic links and special
+/// files anywhere below the root.
+fn inspect(root: &Path, below: &str, world: &WorldPath) -> Result<Entry, StoreError> {
+    let mut current = root.to_path_buf();
+    let segments: Vec<&str> = below.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.is_empty() {
+        return match fs::metadata(root) {
+            Ok(meta) if meta.is_dir() => Ok(Entry::Dir),
+            Ok(_) => Err(StoreError::NotRegular {
+                path: world.clone(),
+            }),
+            Err(e) if is_missing(&e) => Ok(Entry::Missing),
+            Err(e) => Err(io_error("stat", world, e)),
+        };
+    }
+    for (i, segment) in segments.iter().enumerate() {
+        current.push(segment);
+        let meta = match fs::symlink_metadata(&current) {
+            Ok(meta) => meta,
+            Err(e) if is_missing(&e) => return Ok(Entry::Missing),
+            Err(e) => return Err(io_error("stat", world, e)),
+        };
+        let last = i + 1 == segments.len();
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            if last {
+                return Ok(Entry::Dir);
+            }
+        } else if kind.is_file() {
+            return Ok(if last {
+                Entry::File(meta.len())
+            } else {
+                Entry::Missing
+            });
+        } else {
+            return Err(StoreError::NotRegular {
+                path: world.clone(),
+            });
+        }
+    }
+    Ok(Entry::Missing)
+}
+
+fn is_missing(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+fn io_error(operation: &'static str, path: &WorldPath, source: io::Error) -> StoreError {
+    StoreError::Io {
+        operation,
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `target` through a flushed temporary file and a rename.
+fn write_atomically(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = target
+        .parent()
+        .ok_or_else(|| io::Error::other("target has no parent"))?;
+    fs::create_dir_all(dir)?;
+    let temp = dir.join(format!(
+        "{TEMP_FILE_PREFIX}{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, target)?;
+        File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        // Best effort: the temporary file may not exist, and the write error matters more.
+        let _ = fs::remove_file(&temp);
+    }
+    written
+}
+
+/// Collects every regular file below `dir` (whose world prefix is `prefix`), skipping
+/// links, special files, writes in progress and names that are not canonical.
+fn walk(dir: &Path, prefix: &str, found: &mut Vec<ObjectInfo>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let kind = entry.file_type()?;
+        let relative = format!("{prefix}{name}");
+        if kind.is_dir() {
+            walk(&entry.path(), &format!("{relative}/"), found)?;
+        } else if kind.is_file()
+            && !name.starts_with(TEMP_FILE_PREFIX)
+            && let Some(path) = canonical_from_relative(&relative)
+        {
+            found.push(ObjectInfo {
+                path,
+                size_bytes: entry.metadata()?.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ArtifactStore for FsStore {
+    fn location(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn put(&self, path: &WorldPath, bytes: Bytes) -> Result<(), StoreError> {
+        require(path, SelectorKind::Exact)?;
+        let (root, world) = (self.root.clone(), path.clone());
+        let size_bytes = bytes.len();
+        Self::blocking("put", path, move || {
+            let below = Self::below_root(&world);
+            let parent = below.rsplit_once('/').map_or("", |(dir, _)| dir);
+            if let Entry::File(_) = inspect(&root, parent, &world)? {
+                return Err(io_error(
+                    "put",
+                    &world,
+                    io::Error::other("a parent is a file"),
+                ));
+            }
+            write_atomically(&root.join(below), &bytes).map_err(|e| io_error("put", &world, e))
+        })
+        .await?;
+        tracing::debug!(store = %self.location(), path = %path, size_bytes, "store.put");
+        Ok(())
+    }
+
+    async fn get(&self, path: &WorldPath) -> Result<Bytes, StoreError> {
+        require(path, SelectorKind::Exact)?;
+        let (root, world) = (self.root.clone(), path.clone());
+        Self::blocking("get", path, move || {
+            let below = Self::below_root(&world);
+            match inspect(&root, below, &world)? {
+                Entry::File(_) => match fs::read(root.join(below)) {
+                    Ok(bytes) => Ok(Bytes::from(bytes)),
+                    Err(e) if is_missing(&e) => Err(StoreError::NotFound { path: world }),
+                    Err(e) => Err(io_error("get", &world, e)),
+                },
+                Entry::Missing | Entry::Dir => Err(StoreError::NotFound { path: world }),
+            }
+        })
+        .await
+    }
+
+    async fn head(&self, path: &WorldPath) -> Result<ObjectInfo, StoreError> {
+        require(path, SelectorKind::Exact)?;
+        let (root, world) = (self.root.clone(), path.clone());
+        Self::blocking("head", path, move || {
+            match inspect(&root, Self::below_root(&world), &world)? {
+                Entry::File(size_bytes) => Ok(ObjectInfo {
+                    path: world,
+                    size_bytes,
+                }),
+                Entry::Missing | Entry::Dir => Err(StoreError::NotFound { path: world }),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &WorldPath) -> Result<Vec<ObjectInfo>, StoreError> {
+        require(prefix, SelectorKind::Prefix)?;
+        let (root, world) = (self.root.clone(), prefix.clone());
+        Self::blocking("list", prefix, move || {
+            let below = Self::below_root(&world);
+            let mut found = Vec::new();
+            if let Entry::Dir = inspect(&root, below, &world)? {
+                walk(&root.join(below), world.relative(), &mut found)
+                    .map_err(|e| io_error("list", &world, e))?;
+            }
+            found.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &WorldPath) -> Result<(), StoreError> {
+        require(path, SelectorKind::Exact)?;
+        let (root, world) = (self.root.clone(), path.clone());
+        Self::blocking("delete", path, move || {
+            let below = Self::below_root(&world);
+            match inspect(&root, below, &world)? {
+                Entry::File(_) => match fs::remove_file(root.join(below)) {
+                    Err(e) if !is_missing(&e) => Err(io_error("delete", &world, e)),
+                    _ => Ok(()),
+                },
+                Entry::Missing | Entry::Dir => Ok(()),
+            }
+        })
+        .await?;
+        tracing::debug!(store = %self.location(), path = %path, "store.delete");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_world_paths_below_the_root() {
+        let path = WorldPath::parse("/artifacts/x/y").unwrap();
+        assert_eq!(FsStore::below_root(&path), "x/y");
+        assert_eq!(
+            FsStore::below_root(&WorldPath::parse("/artifacts/").unwrap()),
+            ""
+        );
+    }
+
+    #[test]
+    fn relative_roots_become_absolute() {
+        let store = FsStore::new("some/dir");
+        assert!(store.root().is_absolute());
+        assert!(store.location().starts_with("file:///"));
+        assert!(store.location().ends_with("/some/dir"));
+    }
+}

@@ -1,0 +1,283 @@
+//! llm/litellm@1 served in-process (`proctor_sdk::testing`), checked against its own
+//! `registry.yaml`; `real` mode talks to a fake OpenAI-compatible server on 127.0.0.1 that
+//! each test starts and stops. Needs nothing outside the process.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use proctor_contract::{ErrorCode, Mode, SuccessEnvelope};
+use proctor_sdk::testing::TestServer;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const KEY: &str = "sk-test-0123456789abcdefghijklmn";
+
+fn registry() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/registry.yaml");
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn example(name: &str) -> Value {
+    registry()["examples"][name]["inputs"].clone()
+}
+
+/// Requests the fake endpoint received: the Authorization header and the JSON body.
+type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+/// A fake `/v1/chat/completions` answering `status` and `answer`; stops when the returned
+/// sender drops.
+async fn fake_endpoint(
+    status: StatusCode,
+    answer: Value,
+) -> (SocketAddr, Seen, oneshot::Sender<()>) {
+    let seen = Seen::default();
+    let handler = move |State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<Value>| {
+        let answer = answer.clone();
+        async move {
+            let authorization = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            seen.lock().unwrap().push((authorization, body));
+            (status, Json(answer))
+        }
+    };
+    let app = Router::new()
+        .route("/v1/chat/completions", post(handler))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (addr, seen, stop)
+}
+
+fn completion_answer() -> Value {
+    json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "fake-model-1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Receipts prove what ran."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+    })
+}
+
+/// A processor whose environment holds the key and points at the fake endpoint.
+async fn start_with_endpoint(addr: SocketAddr) -> TestServer {
+    let base_url = format!("http://{addr}/v1");
+    let env = [
+        ("OPENAI_API_KEY", KEY),
+        ("OPENAI_BASE_URL", base_url.as_str()),
+    ];
+    TestServer::start(processor_llm_litellm::definition(), &env).await
+}
+
+fn text(server: &TestServer, envelope: &SuccessEnvelope, relative: &str) -> String {
+    String::from_utf8(server.output(envelope, relative)).unwrap()
+}
+
+#[test]
+fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
+    let registry = registry();
+    let definition = processor_llm_litellm::definition();
+    assert_eq!(registry["ref"], definition.processor_ref().to_string());
+    assert_eq!(registry["build"]["cargo_package"], env!("CARGO_PKG_NAME"));
+    assert_eq!(
+        registry["secrets"]["required"],
+        json!(definition.required_secrets())
+    );
+    assert_eq!(registry["env"], json!(definition.passthrough_env()));
+    assert_eq!(
+        registry["image"],
+        json!({"index": null, "platforms": {"amd64": null, "arm64": null}})
+    );
+    assert_eq!(example("smoke"), json!({"schema": "v1", "params": {}}));
+    let schema = jsonschema::validator_for(&registry["inputs"]).unwrap();
+    for (name, example) in registry["examples"].as_object().unwrap() {
+        assert!(schema.is_valid(&example["inputs"]), "example {name}");
+    }
+    assert!(!schema.is_valid(&json!({"schema": "v1"})));
+    assert!(!schema.is_valid(&json!({"schema": "v1", "params": {"messages": []}})));
+    assert!(!schema.is_valid(&json!({"schema": "v1", "params": {"top_k": 1}})));
+}
+
+#[tokio::test]
+async fn smoke_example_in_mock_writes_the_declared_outputs_without_network() {
+    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, completion_answer()).await;
+    let server = start_with_endpoint(addr).await;
+    let envelope = server.run_ok("smoke", Mode::Mock, example("smoke")).await;
+
+    let mut declared: Vec<(String, String)> = registry()["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                format!("outputs/{}", o["path"].as_str().unwrap()),
+                o["mime"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    declared.sort();
+    let written: Vec<(String, String)> = envelope
+        .outputs
+        .iter()
+        .map(|o| {
+            let relative = o
+                .path
+                .as_str()
+                .strip_prefix("/artifacts/outputs/test/smoke/")
+                .unwrap();
+            (relative.to_owned(), o.mime.clone())
+        })
+        .collect();
+    assert_eq!(written, declared);
+
+    let reply = text(&server, &envelope, "text/response.txt");
+    assert!(
+        reply.starts_with(
+            "Mock reply from mock-gpt to 1 message(s). You said: \"Hello from proctor\"."
+        ),
+        "{reply}"
+    );
+    let metadata: Value =
+        serde_json::from_slice(&server.output(&envelope, "metadata.json")).unwrap();
+    assert_eq!(metadata["model"], "mock-gpt");
+    assert_eq!(metadata["finish_reason"], "stop");
+    assert_eq!(metadata["prompt_tokens"], 3);
+    let receipt = server.receipt(&envelope);
+    assert_eq!(receipt.usage["prompt_tokens"], 3);
+    assert_eq!(
+        receipt.usage["total_tokens"],
+        receipt.usage["prompt_tokens"] + receipt.usage["completion_tokens"]
+    );
+    assert_eq!(receipt.processor_info, "llm/litellm@1 mock model=mock-gpt");
+    assert!(envelope.meta.env_fingerprint.ends_with(";secrets="));
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "mock mode called the endpoint"
+    );
+}
+
+#[tokio::test]
+async fn mock_replies_are_byte_stable_and_follow_the_messages() {
+    let server = TestServer::start(processor_llm_litellm::definition(), &[]).await;
+    let first = server.run_ok("chat-1", Mode::Mock, example("chat")).await;
+    let second = server.run_ok("chat-2", Mode::Mock, example("chat")).await;
+    for (a, b) in first.outputs.iter().zip(&second.outputs) {
+        assert_eq!(
+            (&a.cid, server.read(&a.path)),
+            (&b.cid, server.read(&b.path))
+        );
+    }
+    assert_eq!(
+        server.receipt(&first).stable_part(),
+        server.receipt(&second).stable_part()
+    );
+    let reply = text(&server, &first, "text/response.txt");
+    assert!(
+        reply.contains("gpt-4o-mini to 2 message(s)")
+            && reply.contains("What does a receipt prove?"),
+        "{reply}"
+    );
+
+    let mut other = example("chat");
+    other["params"]["messages"][1]["content"] = json!("Something else entirely?");
+    let third = server.run_ok("chat-3", Mode::Mock, other).await;
+    assert_ne!(text(&server, &third, "text/response.txt"), reply);
+}
+
+#[tokio::test]
+async fn real_mode_calls_the_endpoint_with_the_key_and_returns_text_and_usage() {
+    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, completion_answer()).await;
+    let server = start_with_endpoint(addr).await;
+    let envelope = server.run_ok("real-1", Mode::Real, example("chat")).await;
+
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    let (authorization, body) = &requests[0];
+    assert_eq!(
+        authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["messages"], example("chat")["params"]["messages"]);
+    assert_eq!(body["temperature"], 0.0);
+    assert_eq!(body["max_tokens"], 64);
+
+    assert_eq!(
+        text(&server, &envelope, "text/response.txt"),
+        "Receipts prove what ran."
+    );
+    let metadata: Value =
+        serde_json::from_slice(&server.output(&envelope, "metadata.json")).unwrap();
+    assert_eq!(
+        metadata,
+        json!({"model": "fake-model-1", "finish_reason": "stop", "prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10})
+    );
+    let receipt = server.receipt(&envelope);
+    assert_eq!(receipt.usage["prompt_tokens"], 7);
+    assert_eq!(receipt.usage["completion_tokens"], 3);
+    assert_eq!(receipt.usage["total_tokens"], 10);
+    assert_eq!(
+        receipt.processor_info,
+        "llm/litellm@1 real model=fake-model-1"
+    );
+    assert!(
+        envelope
+            .meta
+            .env_fingerprint
+            .ends_with(";secrets=OPENAI_API_KEY")
+    );
+    for file in server.listing() {
+        let path = server.artifacts_root().join(&file);
+        if path.is_file() {
+            assert!(
+                !std::fs::read_to_string(&path).unwrap().contains(KEY),
+                "{file} holds the key"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn real_mode_needs_model_and_messages() {
+    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, completion_answer()).await;
+    let server = start_with_endpoint(addr).await;
+    let (status, code, message) = server.run_err("real-2", Mode::Real, example("smoke")).await;
+    assert_eq!((status, code), (400, ErrorCode::Inputs));
+    assert!(message.contains("params.model"), "{message}");
+    assert!(seen.lock().unwrap().is_empty());
+    assert!(server.listing().is_empty());
+}
+
+#[tokio::test]
+async fn endpoint_errors_are_err_provider_and_never_quote_the_key() {
+    let answer = json!({"error": {"message": format!("Incorrect API key provided: {KEY}")}});
+    let (addr, _seen, _stop) = fake_endpoint(StatusCode::UNAUTHORIZED, answer).await;
+    let server = start_with_endpoint(addr).await;
+    let (status, code, message) = server.run_err("real-3", Mode::Real, example("chat")).await;
+    assert_eq!((status, code), (502, ErrorCode::Provider));
+    assert!(message.contains("401"), "{message}");
+    assert!(message.contains("Incorrect API key provided"), "{message}");
+    assert!(!message.contains(KEY), "{message}");
+    assert!(server.listing().is_empty());
+}
+
+#[tokio::test]
+async fn real_mode_without_the_key_is_err_missing_secret() {
+    let server = TestServer::start(processor_llm_litellm::definition(), &[]).await;
+    let (status, code, message) = server.run_err("real-4", Mode::Real, example("chat")).await;
+    assert_eq!((status, code), (400, ErrorCode::MissingSecret));
+    assert!(message.contains("OPENAI_API_KEY"), "{message}");
+}

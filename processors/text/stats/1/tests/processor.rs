@@ -1,0 +1,152 @@
+//! text/stats@1 served in-process (`proctor_sdk::testing`), checked against its own
+//! `registry.yaml`. Needs nothing outside the process.
+
+use proctor_contract::{Mode, inputs_hash};
+use proctor_sdk::testing::TestServer;
+use serde_json::{Value, json};
+
+fn registry() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/registry.yaml");
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn example(name: &str) -> Value {
+    registry()["examples"][name]["inputs"].clone()
+}
+
+async fn start() -> TestServer {
+    TestServer::start(processor_text_stats::definition(), &[]).await
+}
+
+#[test]
+fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
+    let registry = registry();
+    let definition = processor_text_stats::definition();
+    assert_eq!(registry["ref"], definition.processor_ref().to_string());
+    assert_eq!(registry["build"]["cargo_package"], env!("CARGO_PKG_NAME"));
+    assert_eq!(
+        registry["secrets"]["required"],
+        json!(definition.required_secrets())
+    );
+    assert_eq!(registry["env"], json!(definition.passthrough_env()));
+    assert_eq!(
+        registry["image"],
+        json!({"index": null, "platforms": {"amd64": null, "arm64": null}})
+    );
+    let schema = jsonschema::validator_for(&registry["inputs"]).unwrap();
+    for (name, example) in registry["examples"].as_object().unwrap() {
+        assert!(schema.is_valid(&example["inputs"]), "example {name}");
+    }
+    assert!(!schema.is_valid(&json!({"schema": "v1"})));
+    assert!(!schema.is_valid(&json!({"schema": "v1", "text": "x", "extra": 1})));
+}
+
+#[tokio::test]
+async fn smoke_example_writes_the_declared_outputs_in_both_modes_alike() {
+    let server = start().await;
+    let mock = server
+        .run_ok("smoke-mock", Mode::Mock, example("smoke"))
+        .await;
+    let real = server
+        .run_ok("smoke-real", Mode::Real, example("smoke"))
+        .await;
+    let declared: Vec<(String, String)> = registry()["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                format!("outputs/{}", o["path"].as_str().unwrap()),
+                o["mime"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut declared_sorted = declared.clone();
+    declared_sorted.sort();
+    let written: Vec<(String, String)> = mock
+        .outputs
+        .iter()
+        .map(|o| {
+            let relative = o
+                .path
+                .as_str()
+                .strip_prefix("/artifacts/outputs/test/smoke-mock/")
+                .unwrap();
+            (relative.to_owned(), o.mime.clone())
+        })
+        .collect();
+    assert_eq!(written, declared_sorted);
+    let cids = |envelope: &proctor_contract::SuccessEnvelope| -> Vec<String> {
+        envelope.outputs.iter().map(|o| o.cid.clone()).collect()
+    };
+    assert_eq!(cids(&mock), cids(&real));
+    assert_eq!(
+        server.receipt(&mock).inputs_hash,
+        inputs_hash(&example("smoke")).value
+    );
+}
+
+#[tokio::test]
+async fn outputs_hold_counts_normalized_text_and_a_frequency_table() {
+    let server = start().await;
+    let envelope = server.run_ok("counts", Mode::Mock, example("smoke")).await;
+    let stats: Value = serde_json::from_slice(&server.output(&envelope, "stats.json")).unwrap();
+    assert_eq!(stats["lines"], 2);
+    assert_eq!(stats["words"], 12);
+    assert_eq!(stats["unique_words"], 9);
+    assert_eq!(stats["chars"], 60);
+    assert_eq!(stats["top_words"][0], json!({"word": "the", "count": 3}));
+    assert_eq!(stats["top_words"][1], json!({"word": "dog", "count": 2}));
+    assert_eq!(
+        String::from_utf8(server.output(&envelope, "normalized.txt")).unwrap(),
+        "the quick brown fox jumps over the lazy dog. the dog sleeps.\n"
+    );
+    let csv = String::from_utf8(server.output(&envelope, "words.csv")).unwrap();
+    assert!(
+        csv.starts_with("word,count\nthe,3\ndog,2\nbrown,1\n"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 10);
+    assert_eq!(server.receipt(&envelope).usage["input_bytes"], 60);
+
+    let top = server.run_ok("top", Mode::Mock, example("top_three")).await;
+    let stats: Value = serde_json::from_slice(&server.output(&top, "stats.json")).unwrap();
+    let words: Vec<&str> = stats["top_words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["word"].as_str().unwrap())
+        .collect();
+    assert_eq!(words, ["d", "c", "b"]);
+}
+
+#[tokio::test]
+async fn same_inputs_give_the_same_bytes_and_stable_receipt() {
+    let server = start().await;
+    let first = server.run_ok("twice-1", Mode::Mock, example("smoke")).await;
+    let second = server.run_ok("twice-2", Mode::Mock, example("smoke")).await;
+    for (a, b) in first.outputs.iter().zip(&second.outputs) {
+        assert_eq!(
+            (&a.cid, server.read(&a.path)),
+            (&b.cid, server.read(&b.path))
+        );
+    }
+    assert_eq!(
+        server.receipt(&first).stable_part(),
+        server.receipt(&second).stable_part()
+    );
+}
+
+#[tokio::test]
+async fn unusable_inputs_are_err_inputs() {
+    let server = start().await;
+    for inputs in [
+        json!({"schema": "v1"}),
+        json!({"schema": "v2", "text": "x"}),
+        json!({"schema": "v1", "text": 3}),
+    ] {
+        let (status, code, _) = server.run_err("bad", Mode::Mock, inputs).await;
+        assert_eq!((status, code.as_str()), (400, "ERR_INPUTS"));
+    }
+    assert!(server.listing().is_empty());
+}
