@@ -22,7 +22,11 @@ pub(crate) struct ContainerGuard {
 impl ContainerGuard {
     /// A guard for the container that will be named `name`.
     pub(crate) fn new(docker: Docker, name: String) -> ContainerGuard {
-        ContainerGuard { docker, name, armed: true }
+        ContainerGuard {
+            docker,
+            name,
+            armed: true,
+        }
     }
 
     /// The container's name.
@@ -55,7 +59,10 @@ impl Drop for ContainerGuard {
             }
             Err(_) => {
                 std::thread::spawn(move || {
-                    if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
                         runtime.block_on(removal);
                     }
                 });
@@ -73,7 +80,10 @@ fn is_removal_in_progress(error: &bollard::errors::Error) -> bool {
 /// Force-removes `name` with its anonymous volumes; a container that is already gone is
 /// fine.
 async fn force_remove(docker: &Docker, name: &str) -> Result<(), CanonError> {
-    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
     match docker.remove_container(name, Some(options)).await {
         Ok(()) => {
             tracing::debug!(event = "container.removed", container = %name);

@@ -86,7 +86,9 @@ impl LocalOptions {
         serde_json::from_value(value.clone()).map_err(|error| {
             CanonError::new(
                 ErrorCode::AdapterInvocation,
-                format!("invalid local adapter options: {error}; known: network (bridge|host), labels"),
+                format!(
+                    "invalid local adapter options: {error}; known: network (bridge|host), labels"
+                ),
             )
         })
     }
@@ -176,13 +178,28 @@ pub(crate) fn create_body(settings: &ContainerSettings<'_>) -> ContainerCreateBo
         }
     }
     if invocation.payload.mode == Mode::Real {
-        env.extend(invocation.env.iter().map(|(name, value)| format!("{name}={value}")));
+        env.extend(
+            invocation
+                .env
+                .iter()
+                .map(|(name, value)| format!("{name}={value}")),
+        );
     }
     host_config.mounts = Some(mounts);
-    let mut labels: HashMap<String, String> =
-        settings.options.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    labels.insert(LABEL_EXECUTION_ID.to_owned(), invocation.payload.execution_id.clone());
-    labels.insert(LABEL_REF.to_owned(), invocation.payload.processor_ref.to_string());
+    let mut labels: HashMap<String, String> = settings
+        .options
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(
+        LABEL_EXECUTION_ID.to_owned(),
+        invocation.payload.execution_id.clone(),
+    );
+    labels.insert(
+        LABEL_REF.to_owned(),
+        invocation.payload.processor_ref.to_string(),
+    );
     ContainerCreateBody {
         image: Some(settings.image_id.to_owned()),
         user: Some(format!("{}:{}", settings.user.0, settings.user.1)),
@@ -251,7 +268,9 @@ examples: {}
                 write_prefix: "/artifacts/o/e1/".into(),
             },
             spec,
-            image: ImageSource::Local { image_id: "sha256:ab".into() },
+            image: ImageSource::Local {
+                image_id: "sha256:ab".into(),
+            },
             artifacts_root: PathBuf::from("/a"),
             timeout: Duration::from_secs(5),
             env: BTreeMap::from([("OPENAI_API_KEY".into(), "sk-x".into())]),
@@ -282,7 +301,10 @@ examples: {}
         ] {
             let body = body(&invocation(mode), network);
             let host = body.host_config.as_ref().unwrap();
-            assert_eq!(host.security_opt.as_deref(), Some(&["no-new-privileges".to_owned()][..]));
+            assert_eq!(
+                host.security_opt.as_deref(),
+                Some(&["no-new-privileges".to_owned()][..])
+            );
             assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
             assert_eq!(host.readonly_rootfs, Some(true));
             assert_eq!(host.memory, Some(256 * 1024 * 1024));
@@ -322,10 +344,21 @@ examples: {}
         let bridge = body(&invocation(Mode::Real), Network::Bridge);
         let host = bridge.host_config.as_ref().unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("bridge"));
-        let bindings = host.port_bindings.as_ref().unwrap()["8000/tcp"].as_ref().unwrap();
+        let bindings = host.port_bindings.as_ref().unwrap()["8000/tcp"]
+            .as_ref()
+            .unwrap();
         assert_eq!(bindings[0].host_ip.as_deref(), Some("127.0.0.1"));
-        assert_eq!(bridge.exposed_ports.as_deref(), Some(&["8000/tcp".to_owned()][..]));
-        assert!(bridge.env.as_ref().unwrap().contains(&"OPENAI_API_KEY=sk-x".to_owned()));
+        assert_eq!(
+            bridge.exposed_ports.as_deref(),
+            Some(&["8000/tcp".to_owned()][..])
+        );
+        assert!(
+            bridge
+                .env
+                .as_ref()
+                .unwrap()
+                .contains(&"OPENAI_API_KEY=sk-x".to_owned())
+        );
 
         let host_network = body(&invocation(Mode::Real), Network::Host { port: 4100 });
         let host = host_network.host_config.as_ref().unwrap();
@@ -338,17 +371,33 @@ examples: {}
 
     #[test]
     fn options_are_strict_and_mock_has_no_network_choice() {
-        assert_eq!(LocalOptions::parse(&json!(null)).unwrap(), LocalOptions::default());
+        assert_eq!(
+            LocalOptions::parse(&json!(null)).unwrap(),
+            LocalOptions::default()
+        );
         let host = LocalOptions::parse(&json!({"network": "host"})).unwrap();
-        assert_eq!(host.network_option(Mode::Real).unwrap(), Some(NetworkOption::Host));
+        assert_eq!(
+            host.network_option(Mode::Real).unwrap(),
+            Some(NetworkOption::Host)
+        );
         let err = host.network_option(Mode::Mock).unwrap_err();
         assert_eq!(err.code(), ErrorCode::AdapterInvocation);
         let default = LocalOptions::default();
-        assert_eq!(default.network_option(Mode::Real).unwrap(), Some(NetworkOption::Bridge));
+        assert_eq!(
+            default.network_option(Mode::Real).unwrap(),
+            Some(NetworkOption::Bridge)
+        );
         assert_eq!(default.network_option(Mode::Mock).unwrap(), None);
-        for bad in [json!({"netwrk": "host"}), json!({"network": "none"}), json!([1])] {
+        for bad in [
+            json!({"netwrk": "host"}),
+            json!({"network": "none"}),
+            json!([1]),
+        ] {
             let err = LocalOptions::parse(&bad).unwrap_err();
-            assert!(err.message().contains("invalid local adapter options"), "{err}");
+            assert!(
+                err.message().contains("invalid local adapter options"),
+                "{err}"
+            );
         }
     }
 

@@ -17,7 +17,10 @@ pub(crate) fn check_envelope(
 ) -> Result<Envelope, CanonError> {
     let invocation = |why: String| CanonError::new(ErrorCode::AdapterInvocation, why);
     let envelope = Envelope::from_slice(body).map_err(|error| {
-        invocation(format!("processor answered HTTP {status} without a valid envelope: {}", error.detail()))
+        invocation(format!(
+            "processor answered HTTP {status} without a valid envelope: {}",
+            error.detail()
+        ))
     })?;
     if envelope.execution_id() != payload.execution_id {
         return Err(invocation(format!(
@@ -38,8 +41,15 @@ pub(crate) fn check_envelope(
         )));
     }
     let outputs_dir = prefix.outputs_dir();
-    if let Some(stray) = success.outputs.iter().find(|output| !outputs_dir.covers(&output.path)) {
-        return Err(invocation(format!("output {} lies outside {outputs_dir}", stray.path)));
+    if let Some(stray) = success
+        .outputs
+        .iter()
+        .find(|output| !outputs_dir.covers(&output.path))
+    {
+        return Err(invocation(format!(
+            "output {} lies outside {outputs_dir}",
+            stray.path
+        )));
     }
     if success.meta.image_digest != expected_digest {
         return Err(CanonError::new(
@@ -105,7 +115,11 @@ mod tests {
         for body in [&b"<html>"[..], b"{}", b""] {
             let err = check_envelope(200, body, &payload(), DIGEST).unwrap_err();
             assert_eq!(err.code(), ErrorCode::AdapterInvocation);
-            assert!(err.message().starts_with("adapter invocation failed: processor answered HTTP 200"), "{err}");
+            assert!(
+                err.message()
+                    .starts_with("adapter invocation failed: processor answered HTTP 200"),
+                "{err}"
+            );
         }
     }
 
@@ -119,11 +133,21 @@ mod tests {
 
         let mut stray = success();
         stray["outputs"][0]["path"] = json!("/artifacts/o/e1/receipt.json");
-        assert!(check(&stray).unwrap_err().message().contains("lies outside"));
+        assert!(
+            check(&stray)
+                .unwrap_err()
+                .message()
+                .contains("lies outside")
+        );
 
         let mut other_run = success();
         other_run["execution_id"] = json!("e2");
-        assert!(check(&other_run).unwrap_err().message().contains("execution e2"));
+        assert!(
+            check(&other_run)
+                .unwrap_err()
+                .message()
+                .contains("execution e2")
+        );
     }
 
     #[test]

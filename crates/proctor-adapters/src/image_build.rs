@@ -56,16 +56,24 @@ pub struct BuiltImage {
 }
 
 /// Builds the processor's binary, then its image, in the engine behind `docker`.
-pub(crate) async fn build_image(docker: &Docker, build: &ImageBuild<'_>) -> Result<BuiltImage, CanonError> {
+pub(crate) async fn build_image(
+    docker: &Docker,
+    build: &ImageBuild<'_>,
+) -> Result<BuiltImage, CanonError> {
     let started = Instant::now();
     let processor_ref = &build.spec.processor_ref;
     let binary = compile_binary(build).await?;
     let context_dir = build.processor_dir.join(&build.spec.build.context);
     let dockerfile = build.spec.build.dockerfile.clone();
-    let context = tokio::task::spawn_blocking(move || context_tar(&context_dir, &dockerfile, &binary))
-        .await
-        .map_err(|error| build_error(format!("packing the build context failed: {error}")))??;
-    let tag = format!("proctor/{}:{}", processor_ref.image_name(), processor_ref.version());
+    let context =
+        tokio::task::spawn_blocking(move || context_tar(&context_dir, &dockerfile, &binary))
+            .await
+            .map_err(|error| build_error(format!("packing the build context failed: {error}")))??;
+    let tag = format!(
+        "proctor/{}:{}",
+        processor_ref.image_name(),
+        processor_ref.version()
+    );
     let labels = HashMap::from([(LABEL_REF.to_owned(), processor_ref.to_string())]);
     let options = BuildImageOptionsBuilder::default()
         .dockerfile(&build.spec.build.dockerfile)
@@ -77,13 +85,22 @@ pub(crate) async fn build_image(docker: &Docker, build: &ImageBuild<'_>) -> Resu
         .build();
     let mut output = Tail::default();
     let mut image_id = None;
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(Bytes::from(context))));
+    let mut stream = docker.build_image(
+        options,
+        None,
+        Some(bollard::body_full(Bytes::from(context))),
+    );
     while let Some(item) = stream.next().await {
         let info = item.map_err(|error| {
-            build_error(format!("docker build of {tag} failed: {error}{}", output.render()))
+            build_error(format!(
+                "docker build of {tag} failed: {error}{}",
+                output.render()
+            ))
         })?;
         if let Some(text) = info.stream {
-            text.lines().filter(|line| !line.trim().is_empty()).for_each(|line| output.push(line));
+            text.lines()
+                .filter(|line| !line.trim().is_empty())
+                .for_each(|line| output.push(line));
         }
         if let Some(id) = info.aux.and_then(|aux| aux.id) {
             image_id = Some(id);
@@ -96,7 +113,12 @@ pub(crate) async fn build_image(docker: &Docker, build: &ImageBuild<'_>) -> Resu
             .await
             .ok()
             .and_then(|image| image.id)
-            .ok_or_else(|| build_error(format!("docker build of {tag} gave no image ID{}", output.render())))?,
+            .ok_or_else(|| {
+                build_error(format!(
+                    "docker build of {tag} gave no image ID{}",
+                    output.render()
+                ))
+            })?,
     };
     tracing::info!(
         event = "image.built",
@@ -113,9 +135,14 @@ async fn compile_binary(build: &ImageBuild<'_>) -> Result<PathBuf, CanonError> {
     let package = &build.spec.build.cargo_package;
     let target = rust_target(build.platform);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    tracing::info!(event = "image.compile", package = %package, target = %target);
+    tracing::info!(event = "image.compile", package = %package, rust_target = %target);
     let mut child = Command::new(cargo)
-        .args(["build", "--release", "--message-format=json-render-diagnostics", "-p"])
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+            "-p",
+        ])
         .arg(package)
         .args(["--target", target])
         .current_dir(build.workspace_root)
@@ -149,7 +176,8 @@ async fn compile_binary(build: &ImageBuild<'_>) -> Result<PathBuf, CanonError> {
         tail
     };
     let (executables, tail, status) = tokio::join!(messages, diagnostics, child.wait());
-    let status = status.map_err(|error| build_error(format!("waiting for cargo failed: {error}")))?;
+    let status =
+        status.map_err(|error| build_error(format!("waiting for cargo failed: {error}")))?;
     if !status.success() {
         return Err(build_error(format!(
             "cargo build -p {package} --target {target} failed ({status}){}",
@@ -158,7 +186,9 @@ async fn compile_binary(build: &ImageBuild<'_>) -> Result<PathBuf, CanonError> {
     }
     match executables.as_slice() {
         [binary] => Ok(binary.clone()),
-        [] => Err(build_error(format!("cargo build -p {package} produced no binary"))),
+        [] => Err(build_error(format!(
+            "cargo build -p {package} produced no binary"
+        ))),
         _ => Err(build_error(format!(
             "cargo build -p {package} produced {} binaries; a processor package has exactly one",
             executables.len()
@@ -192,7 +222,8 @@ fn context_tar(context_dir: &Path, dockerfile: &str, binary: &Path) -> Result<Ve
         )));
     }
     let mut files = Vec::new();
-    collect_files(context_dir, Path::new(""), &mut files).map_err(|error| io_error(context_dir, error))?;
+    collect_files(context_dir, Path::new(""), &mut files)
+        .map_err(|error| io_error(context_dir, error))?;
     let mut archive = tar::Builder::new(Vec::new());
     for relative in files {
         if relative == Path::new(CONTEXT_BINARY) {
@@ -203,8 +234,11 @@ fn context_tar(context_dir: &Path, dockerfile: &str, binary: &Path) -> Result<Ve
         append_file(&mut archive, &relative, file).map_err(|error| io_error(&path, error))?;
     }
     let file = std::fs::File::open(binary).map_err(|error| io_error(binary, error))?;
-    append_file(&mut archive, Path::new(CONTEXT_BINARY), file).map_err(|error| io_error(binary, error))?;
-    archive.into_inner().map_err(|error| io_error(context_dir, error))
+    append_file(&mut archive, Path::new(CONTEXT_BINARY), file)
+        .map_err(|error| io_error(binary, error))?;
+    archive
+        .into_inner()
+        .map_err(|error| io_error(context_dir, error))
 }
 
 /// Lists regular files under `dir` (relative to the context root), sorted, skipping
@@ -227,7 +261,11 @@ fn collect_files(root: &Path, relative: &Path, files: &mut Vec<PathBuf>) -> std:
 }
 
 /// Appends one file with fixed owner and time; executables keep their execute bits.
-fn append_file(archive: &mut tar::Builder<Vec<u8>>, name: &Path, mut file: std::fs::File) -> std::io::Result<()> {
+fn append_file(
+    archive: &mut tar::Builder<Vec<u8>>,
+    name: &Path,
+    mut file: std::fs::File,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let metadata = file.metadata()?;
     let executable = metadata.permissions().mode() & 0o111 != 0;
@@ -298,7 +336,8 @@ mod tests {
         std::fs::write(root.join("processor"), "stale").unwrap();
         let binary = root.join("built");
         std::fs::write(&binary, "ELF").unwrap();
-        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
 
         let bytes = context_tar(root, "Dockerfile", &binary).unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
@@ -309,13 +348,25 @@ mod tests {
             entry.read_to_string(&mut content).unwrap();
             let header = entry.header();
             let name = entry.path().unwrap().display().to_string();
-            entries.push((name, header.mode().unwrap(), header.mtime().unwrap(), content));
+            entries.push((
+                name,
+                header.mode().unwrap(),
+                header.mtime().unwrap(),
+                content,
+            ));
         }
         let names: Vec<&str> = entries.iter().map(|(name, ..)| name.as_str()).collect();
         assert_eq!(names, ["Dockerfile", "built", "src/main.rs", "processor"]);
-        assert_eq!(entries[3], ("processor".to_owned(), 0o755, 0, "ELF".to_owned()));
+        assert_eq!(
+            entries[3],
+            ("processor".to_owned(), 0o755, 0, "ELF".to_owned())
+        );
         assert_eq!(entries[0].1, 0o644);
-        assert_eq!(context_tar(root, "Dockerfile", &binary).unwrap(), bytes, "packing is deterministic");
+        assert_eq!(
+            context_tar(root, "Dockerfile", &binary).unwrap(),
+            bytes,
+            "packing is deterministic"
+        );
     }
 
     #[test]
@@ -334,7 +385,10 @@ mod tests {
             tail.push(&format!("line {n}"));
         }
         let rendered = tail.render();
-        assert!(rendered.starts_with("; last output:\nline 10\n"), "{rendered}");
+        assert!(
+            rendered.starts_with("; last output:\nline 10\n"),
+            "{rendered}"
+        );
         assert!(rendered.ends_with("line 29"));
     }
 }

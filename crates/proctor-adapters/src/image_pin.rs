@@ -20,13 +20,21 @@ pub(crate) struct PinnedImage {
 /// The `sha256:…` digest of a pinned reference; anything without a real digest is
 /// `ERR_IMAGE_UNPINNED`.
 pub(crate) fn pinned_digest(reference: &str) -> Result<&str, CanonError> {
-    let digest = reference.rsplit_once('@').map(|(_, digest)| digest).unwrap_or_default();
+    let digest = reference
+        .rsplit_once('@')
+        .map(|(_, digest)| digest)
+        .unwrap_or_default();
     let hex = digest.strip_prefix("sha256:").unwrap_or_default();
-    let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !valid || hex.bytes().all(|b| b == b'0') {
         return Err(CanonError::new(
             ErrorCode::ImageUnpinned,
-            format!("`{reference}` is not REGISTRY/REPO@sha256:<64 hex>; pin a digest or pass --build"),
+            format!(
+                "`{reference}` is not REGISTRY/REPO@sha256:<64 hex>; pin a digest or pass --build"
+            ),
         ));
     }
     Ok(digest)
@@ -34,22 +42,32 @@ pub(crate) fn pinned_digest(reference: &str) -> Result<&str, CanonError> {
 
 /// Makes sure the pinned image is present (pulling it by digest if not) and carries the
 /// pinned digest.
-pub(crate) async fn ensure_pinned_image(docker: &Docker, reference: &str) -> Result<PinnedImage, CanonError> {
+pub(crate) async fn ensure_pinned_image(
+    docker: &Docker,
+    reference: &str,
+) -> Result<PinnedImage, CanonError> {
     let digest = pinned_digest(reference)?.to_owned();
     let image = match docker.inspect_image(reference).await {
         Ok(image) => image,
         Err(error) if is_not_found(&error) => {
             pull(docker, reference).await?;
-            docker
-                .inspect_image(reference)
-                .await
-                .map_err(|error| engine_error(&format!("inspecting pulled image {reference}"), error))?
+            docker.inspect_image(reference).await.map_err(|error| {
+                engine_error(&format!("inspecting pulled image {reference}"), error)
+            })?
         }
-        Err(error) => return Err(engine_error(&format!("inspecting image {reference}"), error)),
+        Err(error) => {
+            return Err(engine_error(
+                &format!("inspecting image {reference}"),
+                error,
+            ));
+        }
     };
     let suffix = format!("@{digest}");
-    let carries_digest =
-        image.repo_digests.iter().flatten().any(|repo_digest| repo_digest.ends_with(&suffix));
+    let carries_digest = image
+        .repo_digests
+        .iter()
+        .flatten()
+        .any(|repo_digest| repo_digest.ends_with(&suffix));
     let image_id = image.id.unwrap_or_default();
     if !carries_digest || image_id.is_empty() {
         return Err(CanonError::new(
@@ -63,11 +81,16 @@ pub(crate) async fn ensure_pinned_image(docker: &Docker, reference: &str) -> Res
 /// Pulls `reference` by digest.
 async fn pull(docker: &Docker, reference: &str) -> Result<(), CanonError> {
     tracing::info!(event = "image.pull", reference = %reference);
-    let options = CreateImageOptionsBuilder::default().from_image(reference).build();
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(reference)
+        .build();
     let mut progress = docker.create_image(Some(options), None, None);
     while let Some(item) = progress.next().await {
         item.map_err(|error| {
-            CanonError::new(ErrorCode::AdapterInvocation, format!("pulling {reference} failed: {error}"))
+            CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!("pulling {reference} failed: {error}"),
+            )
         })?;
     }
     Ok(())
@@ -88,7 +111,13 @@ mod tests {
     fn unpinned_references_are_refused() {
         let zeros = format!("r/x@sha256:{}", "0".repeat(64));
         let upper = format!("r/x@sha256:{}", "AB".repeat(32));
-        for reference in ["r/x:latest", "r/x@sha256:abc", "r/x", zeros.as_str(), upper.as_str()] {
+        for reference in [
+            "r/x:latest",
+            "r/x@sha256:abc",
+            "r/x",
+            zeros.as_str(),
+            upper.as_str(),
+        ] {
             let err = pinned_digest(reference).unwrap_err();
             assert_eq!(err.code(), ErrorCode::ImageUnpinned, "{reference}");
             assert!(err.message().starts_with("image not pinned"), "{err}");

@@ -79,5 +79,8 @@ pub trait Adapter: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Runs one invocation and returns the processor's validated envelope.
-    fn invoke<'a>(&'a self, invocation: &'a Invocation) -> BoxFuture<'a, Result<Envelope, CanonError>>;
+    fn invoke<'a>(
+        &'a self,
+        invocation: &'a Invocation,
+    ) -> BoxFuture<'a, Result<Envelope, CanonError>>;
 }

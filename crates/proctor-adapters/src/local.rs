@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder, WaitContainerOptionsBuilder};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, WaitContainerOptionsBuilder,
+};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use proctor_contract::{CanonError, Envelope, ErrorCode, Redactor};
@@ -67,7 +69,9 @@ impl LocalAdapter {
         let unreachable = |error: bollard::errors::Error| {
             CanonError::new(
                 ErrorCode::AdapterInvocation,
-                format!("cannot reach the Docker engine: {error}; is dockerd running? (scripts/setup.sh starts it)"),
+                format!(
+                    "cannot reach the Docker engine: {error}; is dockerd running? (scripts/setup.sh starts it)"
+                ),
             )
         };
         let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
@@ -110,20 +114,32 @@ impl LocalAdapter {
     }
 
     /// Resolves the image, then runs the container within the timeout.
-    async fn run(&self, invocation: &Invocation, resources: &mut RunResources) -> Result<Envelope, CanonError> {
+    async fn run(
+        &self,
+        invocation: &Invocation,
+        resources: &mut RunResources,
+    ) -> Result<Envelope, CanonError> {
         let options = LocalOptions::parse(&invocation.options)?;
         let network = match options.network_option(invocation.payload.mode)? {
             None => Network::None,
             Some(NetworkOption::Bridge) => Network::Bridge,
-            Some(NetworkOption::Host) => Network::Host { port: free_loopback_port()? },
+            Some(NetworkOption::Host) => Network::Host {
+                port: free_loopback_port()?,
+            },
         };
         let image = self.resolve_image(invocation).await?;
         let user = container_user()?;
         let artifacts_root = prepare_artifacts_root(&invocation.artifacts_root, user)?;
-        if network == Network::None {
-            resources.socket_dir = Some(socket_dir(user)?);
-        }
-        let socket_dir = resources.socket_dir.as_ref().map(TempDir::path);
+        let socket_dir = match network {
+            Network::None => Some(resources.socket_dir.insert(socket_dir(user)?).path()),
+            Network::Bridge | Network::Host { .. } => None,
+        };
+        // The bridge's host port is known only once the container has started.
+        let known_endpoint = match (network, socket_dir) {
+            (Network::Host { port }, _) => Some(Endpoint::Loopback(port)),
+            (_, Some(dir)) => Some(Endpoint::Socket(dir.join(SOCKET_NAME))),
+            (_, None) => None,
+        };
         let body = create_body(&ContainerSettings {
             invocation,
             options: &options,
@@ -135,9 +151,13 @@ impl LocalAdapter {
             socket_dir,
         });
         let name = format!("proctor-{}", uuid::Uuid::new_v4().simple());
-        let container = resources.container.insert(ContainerGuard::new(self.docker.clone(), name));
+        let container = resources
+            .container
+            .insert(ContainerGuard::new(self.docker.clone(), name));
         let converse = async {
-            let options = CreateContainerOptionsBuilder::default().name(container.name()).build();
+            let options = CreateContainerOptionsBuilder::default()
+                .name(container.name())
+                .build();
             self.docker
                 .create_container(Some(options), body)
                 .await
@@ -152,12 +172,19 @@ impl LocalAdapter {
                 container = %container.name(),
                 image_id = %image.image_id,
             );
-            let endpoint = match network {
-                Network::None => Endpoint::Socket(socket_dir.unwrap_or(Path::new("")).join(SOCKET_NAME)),
-                Network::Bridge => Endpoint::Loopback(self.published_port(container.name(), invocation).await?),
-                Network::Host { port } => Endpoint::Loopback(port),
+            let endpoint = match known_endpoint {
+                Some(endpoint) => endpoint,
+                None => {
+                    Endpoint::Loopback(self.published_port(container.name(), invocation).await?)
+                }
             };
-            self.converse(container.name(), &endpoint, invocation, &image.expected_digest).await
+            self.converse(
+                container.name(),
+                &endpoint,
+                invocation,
+                &image.expected_digest,
+            )
+            .await
         };
         match tokio::time::timeout(invocation.timeout, converse).await {
             Ok(outcome) => outcome,
@@ -174,7 +201,10 @@ impl LocalAdapter {
     /// The image to start and the digest to expect.
     async fn resolve_image(&self, invocation: &Invocation) -> Result<ResolvedImage, CanonError> {
         match &invocation.image {
-            ImageSource::Build { processor_dir, workspace_root } => {
+            ImageSource::Build {
+                processor_dir,
+                workspace_root,
+            } => {
                 let built = self
                     .build_image(&ImageBuild {
                         spec: &invocation.spec,
@@ -183,31 +213,42 @@ impl LocalAdapter {
                         platform: host_platform()?,
                     })
                     .await?;
-                Ok(ResolvedImage { expected_digest: built.id.clone(), image_id: built.id })
+                Ok(ResolvedImage {
+                    expected_digest: built.id.clone(),
+                    image_id: built.id,
+                })
             }
             ImageSource::Pinned { reference } => {
                 let pinned = ensure_pinned_image(&self.docker, reference).await?;
-                Ok(ResolvedImage { image_id: pinned.image_id, expected_digest: pinned.digest })
+                Ok(ResolvedImage {
+                    image_id: pinned.image_id,
+                    expected_digest: pinned.digest,
+                })
             }
             ImageSource::Local { image_id } => {
-                let image = self
-                    .docker
-                    .inspect_image(image_id)
-                    .await
-                    .map_err(|error| engine_error(&format!("inspecting image {image_id}"), error))?;
+                let image = self.docker.inspect_image(image_id).await.map_err(|error| {
+                    engine_error(&format!("inspecting image {image_id}"), error)
+                })?;
                 if image.id.as_deref() != Some(image_id.as_str()) {
                     return Err(CanonError::new(
                         ErrorCode::AdapterInvocation,
                         format!("`{image_id}` is not a local image ID (sha256:…)"),
                     ));
                 }
-                Ok(ResolvedImage { image_id: image_id.clone(), expected_digest: image_id.clone() })
+                Ok(ResolvedImage {
+                    image_id: image_id.clone(),
+                    expected_digest: image_id.clone(),
+                })
             }
         }
     }
 
     /// The host port the engine published the processor's port on (bridge network).
-    async fn published_port(&self, container: &str, invocation: &Invocation) -> Result<u16, CanonError> {
+    async fn published_port(
+        &self,
+        container: &str,
+        invocation: &Invocation,
+    ) -> Result<u16, CanonError> {
         let details = self
             .docker
             .inspect_container(container, None)
@@ -222,7 +263,10 @@ impl LocalAdapter {
             .flatten()
             .find_map(|binding| binding.host_port.and_then(|port| port.parse().ok()))
             .ok_or_else(|| {
-                CanonError::new(ErrorCode::AdapterInvocation, format!("the engine published no host port for {key}"))
+                CanonError::new(
+                    ErrorCode::AdapterInvocation,
+                    format!("the engine published no host port for {key}"),
+                )
             })
     }
 
@@ -267,8 +311,15 @@ impl LocalAdapter {
     /// Resolves with the container's exit code once it stops; pends forever if the engine
     /// cannot say (the run's timeout still applies).
     async fn exit_code(&self, container: &str) -> i64 {
-        let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
-        match self.docker.wait_container(container, Some(options)).next().await {
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        match self
+            .docker
+            .wait_container(container, Some(options))
+            .next()
+            .await
+        {
             Some(Ok(response)) => response.status_code,
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
             _ => std::future::pending().await,
@@ -276,19 +327,36 @@ impl LocalAdapter {
     }
 
     /// The error for a container that stopped before answering.
-    async fn exited_early(&self, container: &str, code: i64, when: &str, invocation: &Invocation) -> CanonError {
+    async fn exited_early(
+        &self,
+        container: &str,
+        code: i64,
+        when: &str,
+        invocation: &Invocation,
+    ) -> CanonError {
         let logs = self.last_logs(container, invocation).await;
         CanonError::new(
             ErrorCode::AdapterInvocation,
-            format!("{} exited with code {code} {when}{logs}", invocation.payload.processor_ref),
+            format!(
+                "{} exited with code {code} {when}{logs}",
+                invocation.payload.processor_ref
+            ),
         )
     }
 
     /// `"; last log lines:\n…"` with secrets masked, or nothing.
     async fn last_logs(&self, container: &str, invocation: &Invocation) -> String {
-        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(LOG_TAIL_LINES).build();
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(LOG_TAIL_LINES)
+            .build();
         let chunks: Vec<_> = self.docker.logs(container, Some(options)).collect().await;
-        let text: String = chunks.into_iter().filter_map(Result::ok).map(|chunk| chunk.to_string()).collect();
+        let text: String = chunks
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|chunk| chunk.to_string())
+            .collect();
         let text = text.trim_end();
         if text.is_empty() {
             return String::new();
@@ -303,7 +371,10 @@ impl Adapter for LocalAdapter {
         "local"
     }
 
-    fn invoke<'a>(&'a self, invocation: &'a Invocation) -> BoxFuture<'a, Result<Envelope, CanonError>> {
+    fn invoke<'a>(
+        &'a self,
+        invocation: &'a Invocation,
+    ) -> BoxFuture<'a, Result<Envelope, CanonError>> {
         Box::pin(self.invoke_local(invocation))
     }
 }
@@ -319,14 +390,21 @@ async fn ctrl_c() {
 /// proctor's own effective ids (so both sides can write the artifacts root).
 fn container_user() -> Result<(u32, u32), CanonError> {
     let (uid, gid) = effective_ids()?;
-    Ok(if uid == 0 { (UNPRIVILEGED_ID, UNPRIVILEGED_ID) } else { (uid, gid) })
+    Ok(if uid == 0 {
+        (UNPRIVILEGED_ID, UNPRIVILEGED_ID)
+    } else {
+        (uid, gid)
+    })
 }
 
 /// This process's effective uid and gid: the owner of `/proc/self` (procfs gives each
 /// process directory its effective ids).
 fn effective_ids() -> Result<(u32, u32), CanonError> {
     let metadata = std::fs::metadata("/proc/self").map_err(|error| {
-        CanonError::new(ErrorCode::AdapterInvocation, format!("cannot read /proc/self for the user id: {error}"))
+        CanonError::new(
+            ErrorCode::AdapterInvocation,
+            format!("cannot read /proc/self for the user id: {error}"),
+        )
     })?;
     Ok((metadata.uid(), metadata.gid()))
 }
@@ -335,10 +413,15 @@ fn effective_ids() -> Result<(u32, u32), CanonError> {
 /// the root directory itself to the container user so the processor can write under it.
 fn prepare_artifacts_root(root: &Path, user: (u32, u32)) -> Result<PathBuf, CanonError> {
     let failed = |what: &str, error: std::io::Error| {
-        CanonError::new(ErrorCode::AdapterInvocation, format!("artifacts root {}: {what}: {error}", root.display()))
+        CanonError::new(
+            ErrorCode::AdapterInvocation,
+            format!("artifacts root {}: {what}: {error}", root.display()),
+        )
     };
     std::fs::create_dir_all(root).map_err(|error| failed("cannot create it", error))?;
-    let absolute = root.canonicalize().map_err(|error| failed("cannot resolve it", error))?;
+    let absolute = root
+        .canonicalize()
+        .map_err(|error| failed("cannot resolve it", error))?;
     if effective_ids()?.0 == 0 {
         std::os::unix::fs::chown(&absolute, Some(user.0), Some(user.1))
             .map_err(|error| failed("cannot hand it to the container user", error))?;
@@ -349,9 +432,15 @@ fn prepare_artifacts_root(root: &Path, user: (u32, u32)) -> Result<PathBuf, Cano
 /// A fresh private directory for the processor's socket, owned by the container user.
 fn socket_dir(user: (u32, u32)) -> Result<TempDir, CanonError> {
     let failed = |error: std::io::Error| {
-        CanonError::new(ErrorCode::AdapterInvocation, format!("cannot create the socket directory: {error}"))
+        CanonError::new(
+            ErrorCode::AdapterInvocation,
+            format!("cannot create the socket directory: {error}"),
+        )
     };
-    let dir = tempfile::Builder::new().prefix("proctor-run-").tempdir().map_err(failed)?;
+    let dir = tempfile::Builder::new()
+        .prefix("proctor-run-")
+        .tempdir()
+        .map_err(failed)?;
     if effective_ids()?.0 == 0 {
         std::os::unix::fs::chown(dir.path(), Some(user.0), Some(user.1)).map_err(failed)?;
     }
@@ -363,17 +452,31 @@ fn free_loopback_port() -> Result<u16, CanonError> {
     std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
-        .map_err(|error| CanonError::new(ErrorCode::AdapterInvocation, format!("no free loopback port: {error}")))
+        .map_err(|error| {
+            CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!("no free loopback port: {error}"),
+            )
+        })
 }
 
 /// An engine failure while `doing` something.
 pub(crate) fn engine_error(doing: &str, error: bollard::errors::Error) -> CanonError {
-    CanonError::new(ErrorCode::AdapterInvocation, format!("docker engine: {doing}: {error}"))
+    CanonError::new(
+        ErrorCode::AdapterInvocation,
+        format!("docker engine: {doing}: {error}"),
+    )
 }
 
 /// Whether the engine answered 404.
 pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
-    matches!(error, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 #[cfg(test)]

@@ -32,7 +32,10 @@ pub(crate) fn oci_platform(platform: Platform) -> String {
 
 /// The variable that sets `rustflags` for one target (`CARGO_TARGET_<TRIPLE>_RUSTFLAGS`).
 pub(crate) fn rustflags_variable(target: &str) -> String {
-    format!("CARGO_TARGET_{}_RUSTFLAGS", target.to_uppercase().replace('-', "_"))
+    format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        target.to_uppercase().replace('-', "_")
+    )
 }
 
 #[cfg(test)]
@@ -41,7 +44,10 @@ mod tests {
 
     #[test]
     fn host_platform_matches_the_architecture() {
-        assert_eq!(host_platform().ok(), Platform::from_arch(std::env::consts::ARCH));
+        assert_eq!(
+            host_platform().ok(),
+            Platform::from_arch(std::env::consts::ARCH)
+        );
     }
 
     #[test]

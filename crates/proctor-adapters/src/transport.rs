@@ -39,11 +39,17 @@ impl ProcessorClient {
     pub(crate) fn new(endpoint: &Endpoint) -> Result<ProcessorClient, CanonError> {
         let builder = reqwest::Client::builder().no_proxy();
         let (builder, base_url) = match endpoint {
-            Endpoint::Socket(path) => (builder.unix_socket(path.clone()), "http://processor".to_owned()),
+            Endpoint::Socket(path) => (
+                builder.unix_socket(path.clone()),
+                "http://processor".to_owned(),
+            ),
             Endpoint::Loopback(port) => (builder, format!("http://127.0.0.1:{port}")),
         };
         let http = builder.build().map_err(|error| {
-            CanonError::new(ErrorCode::AdapterInvocation, format!("cannot build the HTTP client: {error}"))
+            CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!("cannot build the HTTP client: {error}"),
+            )
         })?;
         Ok(ProcessorClient { http, base_url })
     }
@@ -54,7 +60,12 @@ impl ProcessorClient {
         let url = format!("{}/healthz", self.base_url);
         let mut backoff = FIRST_HEALTH_BACKOFF;
         loop {
-            let answer = self.http.get(&url).timeout(HEALTH_ATTEMPT_TIMEOUT).send().await;
+            let answer = self
+                .http
+                .get(&url)
+                .timeout(HEALTH_ATTEMPT_TIMEOUT)
+                .send()
+                .await;
             if let Ok(response) = answer
                 && response.status().is_success()
             {
@@ -68,10 +79,19 @@ impl ProcessorClient {
 
     /// Posts the payload to `/run` and returns the status and body (at most
     /// [`MAX_ENVELOPE_BYTES`]).
-    pub(crate) async fn post_run(&self, payload: &RunPayload) -> Result<(u16, Vec<u8>), TransportError> {
+    pub(crate) async fn post_run(
+        &self,
+        payload: &RunPayload,
+    ) -> Result<(u16, Vec<u8>), TransportError> {
         let url = format!("{}/run", self.base_url);
         let transport = |error: reqwest::Error| TransportError(format!("POST /run: {error}"));
-        let mut response = self.http.post(url).json(payload).send().await.map_err(transport)?;
+        let mut response = self
+            .http
+            .post(url)
+            .json(payload)
+            .send()
+            .await
+            .map_err(transport)?;
         let status = response.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
@@ -88,9 +108,10 @@ impl ProcessorClient {
 
 /// Checks a `/healthz` answer: a [`Health`] document naming the expected processor.
 fn check_health(bytes: &[u8], expected: &ProcessorRef) -> Result<(), CanonError> {
-    let invalid = |why: String| CanonError::new(ErrorCode::AdapterInvocation, format!("/healthz: {why}"));
-    let health: Health =
-        serde_json::from_slice(bytes).map_err(|error| invalid(format!("not a health document: {error}")))?;
+    let invalid =
+        |why: String| CanonError::new(ErrorCode::AdapterInvocation, format!("/healthz: {why}"));
+    let health: Health = serde_json::from_slice(bytes)
+        .map_err(|error| invalid(format!("not a health document: {error}")))?;
     if !health.ok {
         return Err(invalid("processor reports ok=false".to_owned()));
     }

@@ -12,12 +12,22 @@ use support::{TestRun, faulty_dir, faulty_image, load_spec};
 async fn ctrl_c_interrupts_the_run_and_removes_its_container() {
     let run = TestRun::new().await;
     let spec = load_spec(&faulty_dir());
-    let image = ImageSource::Local { image_id: faulty_image().await };
-    let invocation = run.invocation(&spec, image, Mode::Mock, json!({"schema": "v1", "fault": "hang"}));
+    let image = ImageSource::Local {
+        image_id: faulty_image().await,
+    };
+    let invocation = run.invocation(
+        &spec,
+        image,
+        Mode::Mock,
+        json!({"schema": "v1", "fault": "hang"}),
+    );
     let adapter = LocalAdapter::connect().await.unwrap();
     let task = tokio::spawn(async move { adapter.invoke(&invocation).await });
     // The adapter watches Ctrl-C from its first poll, before it creates the container.
-    assert!(run.await_container_count(1).await, "the run's container never appeared");
+    assert!(
+        run.await_container_count(1).await,
+        "the run's container never appeared"
+    );
     let status = std::process::Command::new("kill")
         .args(["-INT", &std::process::id().to_string()])
         .status()
@@ -27,5 +37,8 @@ async fn ctrl_c_interrupts_the_run_and_removes_its_container() {
     let error = task.await.unwrap().unwrap_err();
     assert_eq!(error.code(), ErrorCode::Interrupted, "{error}");
     assert!(error.message().starts_with("run interrupted"), "{error}");
-    assert!(run.containers().await.is_empty(), "the interrupted run left its container");
+    assert!(
+        run.containers().await.is_empty(),
+        "the interrupted run left its container"
+    );
 }

@@ -6,19 +6,32 @@ mod support;
 
 use std::time::Duration;
 
-use bollard::query_parameters::{PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder};
+use bollard::query_parameters::{
+    PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+};
 use futures_util::StreamExt;
 use proctor_adapters::{Adapter, ImageSource, LocalAdapter};
-use proctor_contract::{CanonError, Envelope, ErrorCode, Mode, OutputsIndex};
+use proctor_contract::{CanonError, Envelope, ErrorCode, Mode, OutputsIndex, Receipt, cid};
 use serde_json::json;
-use support::{TestRun, faulty_dir, faulty_image, load_spec, workspace_root};
+use support::{TestRun, faulty_dir, faulty_image, load_spec, processor_dir, workspace_root};
 
 /// Runs the faulty processor's `fault` in mock mode from the shared image.
 async fn run_fault(run: &TestRun, fault: &str) -> Result<Envelope, CanonError> {
     let spec = load_spec(&faulty_dir());
-    let image = ImageSource::Local { image_id: faulty_image().await };
-    let invocation = run.invocation(&spec, image, Mode::Mock, json!({"schema": "v1", "fault": fault}));
-    LocalAdapter::connect().await.unwrap().invoke(&invocation).await
+    let image = ImageSource::Local {
+        image_id: faulty_image().await,
+    };
+    let invocation = run.invocation(
+        &spec,
+        image,
+        Mode::Mock,
+        json!({"schema": "v1", "fault": fault}),
+    );
+    LocalAdapter::connect()
+        .await
+        .unwrap()
+        .invoke(&invocation)
+        .await
 }
 
 async fn assert_fault(fault: &str, code: ErrorCode, fragment: &str) {
@@ -26,13 +39,18 @@ async fn assert_fault(fault: &str, code: ErrorCode, fragment: &str) {
     let error = run_fault(&run, fault).await.unwrap_err();
     assert_eq!(error.code(), code, "{fault}: {error}");
     assert!(error.message().contains(fragment), "{fault}: {error}");
-    assert!(run.containers().await.is_empty(), "{fault}: a container is left");
+    assert!(
+        run.containers().await.is_empty(),
+        "{fault}: a container is left"
+    );
 }
 
 #[tokio::test]
 async fn well_behaved_mock_run_succeeds_and_writes_its_index() {
     let run = TestRun::new().await;
-    let Envelope::Success(success) = run_fault(&run, "none").await.unwrap() else { panic!("not a success") };
+    let Envelope::Success(success) = run_fault(&run, "none").await.unwrap() else {
+        panic!("not a success")
+    };
     assert_eq!(success.meta.image_digest, faulty_image().await);
     let index = std::fs::read(run.host_path(success.index_path.as_str())).unwrap();
     assert_eq!(OutputsIndex::from_bytes(&index).unwrap().outputs, []);
@@ -41,17 +59,32 @@ async fn well_behaved_mock_run_succeeds_and_writes_its_index() {
 
 #[tokio::test]
 async fn bad_index_path_is_an_adapter_invocation_error() {
-    assert_fault("bad_index_path", ErrorCode::AdapterInvocation, "invalid index_path root").await;
+    assert_fault(
+        "bad_index_path",
+        ErrorCode::AdapterInvocation,
+        "invalid index_path root",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn non_json_answer_is_an_adapter_invocation_error() {
-    assert_fault("non_json", ErrorCode::AdapterInvocation, "without a valid envelope").await;
+    assert_fault(
+        "non_json",
+        ErrorCode::AdapterInvocation,
+        "without a valid envelope",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn wrong_digest_is_image_drift() {
-    assert_fault("wrong_digest", ErrorCode::ImageDrift, "image digest mismatch").await;
+    assert_fault(
+        "wrong_digest",
+        ErrorCode::ImageDrift,
+        "image digest mismatch",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -79,10 +112,22 @@ async fn processor_error_envelopes_pass_through() {
 async fn hang_past_the_timeout_is_a_timeout() {
     let run = TestRun::new().await;
     let spec = load_spec(&faulty_dir());
-    let image = ImageSource::Local { image_id: faulty_image().await };
-    let mut invocation = run.invocation(&spec, image, Mode::Mock, json!({"schema": "v1", "fault": "hang"}));
+    let image = ImageSource::Local {
+        image_id: faulty_image().await,
+    };
+    let mut invocation = run.invocation(
+        &spec,
+        image,
+        Mode::Mock,
+        json!({"schema": "v1", "fault": "hang"}),
+    );
     invocation.timeout = Duration::from_secs(2);
-    let error = LocalAdapter::connect().await.unwrap().invoke(&invocation).await.unwrap_err();
+    let error = LocalAdapter::connect()
+        .await
+        .unwrap()
+        .invoke(&invocation)
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), ErrorCode::Timeout, "{error}");
     assert!(run.containers().await.is_empty());
 }
@@ -91,41 +136,80 @@ async fn hang_past_the_timeout_is_a_timeout() {
 async fn dropping_a_run_removes_its_hardened_container() {
     let run = TestRun::new().await;
     let spec = load_spec(&faulty_dir());
-    let image = ImageSource::Local { image_id: faulty_image().await };
-    let invocation = run.invocation(&spec, image, Mode::Mock, json!({"schema": "v1", "fault": "hang"}));
+    let image = ImageSource::Local {
+        image_id: faulty_image().await,
+    };
+    let invocation = run.invocation(
+        &spec,
+        image,
+        Mode::Mock,
+        json!({"schema": "v1", "fault": "hang"}),
+    );
     let adapter = LocalAdapter::connect().await.unwrap();
     let task = tokio::spawn(async move { adapter.invoke(&invocation).await });
-    assert!(run.await_container_count(1).await, "the run's container never appeared");
+    assert!(
+        run.await_container_count(1).await,
+        "the run's container never appeared"
+    );
 
     let summary = &run.containers().await[0];
-    let details = run.docker.inspect_container(summary.id.as_deref().unwrap(), None).await.unwrap();
+    let details = run
+        .docker
+        .inspect_container(summary.id.as_deref().unwrap(), None)
+        .await
+        .unwrap();
     let host = details.host_config.unwrap();
     assert_eq!(host.network_mode.as_deref(), Some("none"));
     assert_eq!(host.readonly_rootfs, Some(true));
     assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
-    assert_eq!(host.security_opt.as_deref(), Some(&["no-new-privileges".to_owned()][..]));
+    assert_eq!(
+        host.security_opt.as_deref(),
+        Some(&["no-new-privileges".to_owned()][..])
+    );
     assert!(host.port_bindings.unwrap_or_default().is_empty());
     assert_eq!(details.config.unwrap().user.as_deref(), Some("65532:65532"));
 
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
-    assert!(run.await_container_count(0).await, "the dropped run left its container");
+    assert!(
+        run.await_container_count(0).await,
+        "the dropped run left its container"
+    );
 }
 
 #[tokio::test]
 async fn build_path_runs_by_image_id() {
     let run = TestRun::new().await;
-    let cached = faulty_image().await;
     let dir = faulty_dir();
     let spec = load_spec(&dir);
-    let image = ImageSource::Build { processor_dir: dir, workspace_root: workspace_root() };
+    let image = ImageSource::Build {
+        processor_dir: dir,
+        workspace_root: workspace_root(),
+    };
     let invocation = run.invocation(&spec, image, Mode::Mock, json!({"schema": "v1"}));
-    let Envelope::Success(success) = LocalAdapter::connect().await.unwrap().invoke(&invocation).await.unwrap()
-    else {
+    let adapter = LocalAdapter::connect().await.unwrap();
+    let Envelope::Success(success) = adapter.invoke(&invocation).await.unwrap() else {
         panic!("not a success")
     };
-    assert!(success.meta.image_digest.starts_with("sha256:"));
-    assert_eq!(success.meta.image_digest, cached, "an unchanged build reuses the cached image");
+    // The envelope names the image ID the adapter built and started (it checks that), and
+    // that ID is a local image labelled with the processor's ref.
+    let built = run
+        .docker
+        .inspect_image(&success.meta.image_digest)
+        .await
+        .unwrap();
+    assert_eq!(
+        built.id.as_deref(),
+        Some(success.meta.image_digest.as_str())
+    );
+    let labels = built
+        .config
+        .and_then(|config| config.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("proctor.ref").map(String::as_str),
+        Some("testing/faulty@1")
+    );
     assert!(run.containers().await.is_empty());
 }
 
@@ -134,13 +218,25 @@ async fn real_mode_talks_over_loopback_bridge_and_host_networks() {
     for options in [json!({}), json!({"network": "host"})] {
         let run = TestRun::new().await;
         let spec = load_spec(&faulty_dir());
-        let image = ImageSource::Local { image_id: faulty_image().await };
+        let image = ImageSource::Local {
+            image_id: faulty_image().await,
+        };
         let mut invocation = run.invocation(&spec, image, Mode::Real, json!({"schema": "v1"}));
         let mut merged = invocation.options.clone();
-        merged.as_object_mut().unwrap().extend(options.as_object().unwrap().clone());
+        merged
+            .as_object_mut()
+            .unwrap()
+            .extend(options.as_object().unwrap().clone());
         invocation.options = merged;
-        let envelope = LocalAdapter::connect().await.unwrap().invoke(&invocation).await;
-        assert!(matches!(envelope, Ok(Envelope::Success(_))), "{options}: {envelope:?}");
+        let envelope = LocalAdapter::connect()
+            .await
+            .unwrap()
+            .invoke(&invocation)
+            .await;
+        assert!(
+            matches!(envelope, Ok(Envelope::Success(_))),
+            "{options}: {envelope:?}"
+        );
         assert!(run.containers().await.is_empty());
     }
 }
@@ -149,10 +245,17 @@ async fn real_mode_talks_over_loopback_bridge_and_host_networks() {
 async fn mock_refuses_a_network_option_before_any_container() {
     let run = TestRun::new().await;
     let spec = load_spec(&faulty_dir());
-    let image = ImageSource::Local { image_id: faulty_image().await };
+    let image = ImageSource::Local {
+        image_id: faulty_image().await,
+    };
     let mut invocation = run.invocation(&spec, image, Mode::Mock, json!({"schema": "v1"}));
     invocation.options["network"] = json!("host");
-    let error = LocalAdapter::connect().await.unwrap().invoke(&invocation).await.unwrap_err();
+    let error = LocalAdapter::connect()
+        .await
+        .unwrap()
+        .invoke(&invocation)
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), ErrorCode::AdapterInvocation);
     assert!(run.containers().await.is_empty());
 }
@@ -163,14 +266,18 @@ async fn unpinned_and_absent_pins_fail_before_any_container() {
     let spec = load_spec(&faulty_dir());
     let adapter = LocalAdapter::connect().await.unwrap();
 
-    let unpinned = ImageSource::Pinned { reference: "127.0.0.1:5000/proctor-test/faulty:latest".into() };
+    let unpinned = ImageSource::Pinned {
+        reference: "127.0.0.1:5000/proctor-test/faulty:latest".into(),
+    };
     let invocation = run.invocation(&spec, unpinned, Mode::Mock, json!({"schema": "v1"}));
     let error = adapter.invoke(&invocation).await.unwrap_err();
     assert_eq!(error.code(), ErrorCode::ImageUnpinned, "{error}");
     assert!(error.message().starts_with("image not pinned"));
 
     let digest = unpushed_digest(&run.label);
-    let absent = ImageSource::Pinned { reference: format!("127.0.0.1:5000/proctor-test/absent@{digest}") };
+    let absent = ImageSource::Pinned {
+        reference: format!("127.0.0.1:5000/proctor-test/absent@{digest}"),
+    };
     let invocation = run.invocation(&spec, absent, Mode::Mock, json!({"schema": "v1"}));
     let error = adapter.invoke(&invocation).await.unwrap_err();
     assert_eq!(error.code(), ErrorCode::AdapterInvocation, "{error}");
@@ -183,10 +290,20 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
     let run = TestRun::new().await;
     let image_id = faulty_image().await;
     let repository = "127.0.0.1:5000/proctor-test/faulty";
-    let tag_options = TagImageOptionsBuilder::default().repo(repository).tag(&run.label).build();
-    run.docker.tag_image(&image_id, Some(tag_options)).await.unwrap();
+    let tag_options = TagImageOptionsBuilder::default()
+        .repo(repository)
+        .tag(&run.label)
+        .build();
+    run.docker
+        .tag_image(&image_id, Some(tag_options))
+        .await
+        .unwrap();
     let push_options = PushImageOptionsBuilder::default().tag(&run.label).build();
-    let pushed: Vec<_> = run.docker.push_image(repository, Some(push_options), None).collect().await;
+    let pushed: Vec<_> = run
+        .docker
+        .push_image(repository, Some(push_options), None)
+        .collect()
+        .await;
     pushed.into_iter().for_each(|item| {
         item.unwrap();
     });
@@ -202,21 +319,144 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
     // image itself stays (other tests share it under its own tag).
     let untag = RemoveImageOptionsBuilder::default().noprune(true).build();
     let tag = format!("{repository}:{}", run.label);
-    run.docker.remove_image(&tag, Some(untag.clone()), None).await.unwrap();
+    run.docker
+        .remove_image(&tag, Some(untag.clone()), None)
+        .await
+        .unwrap();
     // Some engines keep the digest reference after the tag goes; drop it too if so.
     let _ = run.docker.remove_image(&reference, Some(untag), None).await;
-    assert!(run.docker.inspect_image(&reference).await.is_err(), "the digest is still known locally");
+    assert!(
+        run.docker.inspect_image(&reference).await.is_err(),
+        "the digest is still known locally"
+    );
 
     let spec = load_spec(&faulty_dir());
-    let invocation = run.invocation(&spec, ImageSource::Pinned { reference }, Mode::Mock, json!({"schema": "v1"}));
-    let envelope = LocalAdapter::connect().await.unwrap().invoke(&invocation).await.unwrap();
-    let Envelope::Success(success) = envelope else { panic!("not a success") };
+    let invocation = run.invocation(
+        &spec,
+        ImageSource::Pinned { reference },
+        Mode::Mock,
+        json!({"schema": "v1"}),
+    );
+    let envelope = LocalAdapter::connect()
+        .await
+        .unwrap()
+        .invoke(&invocation)
+        .await
+        .unwrap();
+    let Envelope::Success(success) = envelope else {
+        panic!("not a success")
+    };
     assert_eq!(success.meta.image_digest, digest);
     assert!(run.containers().await.is_empty());
 }
 
 /// A well-formed digest nobody pushed.
 fn unpushed_digest(seed: &str) -> String {
-    let hex: String = seed.bytes().cycle().take(32).map(|b| format!("{b:02x}")).collect();
+    let hex: String = seed
+        .bytes()
+        .cycle()
+        .take(32)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("sha256:{hex}")
+}
+
+/// Two mock runs of a shipped processor's example, the first through `--build` (the only
+/// build of that processor in this binary), the second by the image ID the first ran: both
+/// succeed, write their files under the artifacts root, and agree on every output byte,
+/// CID and the stable part of the receipt.
+async fn shipped_processor_runs_identically(relative: &str, example: &str) {
+    let dir = processor_dir(relative);
+    let spec = load_spec(&dir);
+    let inputs = spec.examples[example].inputs.clone();
+    let run = TestRun::new().await;
+    let adapter = LocalAdapter::connect().await.unwrap();
+    let mut source = ImageSource::Build {
+        processor_dir: dir,
+        workspace_root: workspace_root(),
+    };
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let invocation = run.invocation(&spec, source, Mode::Mock, inputs.clone());
+        let success = match adapter.invoke(&invocation).await {
+            Ok(Envelope::Success(success)) => success,
+            other => panic!("{relative}: {other:?}"),
+        };
+        assert!(
+            run.containers().await.is_empty(),
+            "{relative}: a container is left"
+        );
+        assert!(success.meta.image_digest.starts_with("sha256:"));
+        source = ImageSource::Local {
+            image_id: success.meta.image_digest.clone(),
+        };
+        runs.push((invocation.payload.write_prefix, success));
+    }
+    assert_eq!(runs[0].1.meta.image_digest, runs[1].1.meta.image_digest);
+
+    let mut stable_receipts = Vec::new();
+    let mut contents = Vec::new();
+    for (prefix, success) in &runs {
+        assert!(!success.outputs.is_empty());
+        let index = OutputsIndex::from_bytes(
+            &std::fs::read(run.host_path(success.index_path.as_str())).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            index.outputs, success.outputs,
+            "the index lists the envelope's outputs"
+        );
+        let mut files = Vec::new();
+        for output in &success.outputs {
+            let relative_path = output
+                .path
+                .as_str()
+                .strip_prefix(&format!("{prefix}outputs/"))
+                .unwrap()
+                .to_owned();
+            assert!(
+                spec.outputs
+                    .iter()
+                    .any(|declared| declared.path == relative_path),
+                "{relative_path} undeclared"
+            );
+            let bytes = std::fs::read(run.host_path(output.path.as_str())).unwrap();
+            assert_eq!(cid(&bytes), output.cid);
+            assert_eq!(bytes.len() as u64, output.size_bytes);
+            files.push((
+                relative_path,
+                output.cid.clone(),
+                output.mime.clone(),
+                bytes,
+            ));
+        }
+        contents.push(files);
+        let receipt_bytes = std::fs::read(run.host_path(&format!("{prefix}receipt.json"))).unwrap();
+        let execution_receipt =
+            format!("/artifacts/execution/{}/receipt.json", success.execution_id);
+        assert_eq!(
+            std::fs::read(run.host_path(&execution_receipt)).unwrap(),
+            receipt_bytes
+        );
+        let receipt: Receipt = serde_json::from_slice(&receipt_bytes).unwrap();
+        stable_receipts.push(receipt.stable_part());
+    }
+    assert_eq!(
+        contents[0], contents[1],
+        "{relative}: outputs differ between runs"
+    );
+    assert_eq!(
+        stable_receipts[0], stable_receipts[1],
+        "{relative}: stable receipts differ"
+    );
+}
+
+#[tokio::test]
+async fn text_stats_mock_runs_are_identical() {
+    shipped_processor_runs_identically("processors/text/stats/1", "smoke").await;
+}
+
+#[tokio::test]
+async fn llm_litellm_mock_runs_are_identical() {
+    shipped_processor_runs_identically("processors/llm/litellm/1", "smoke").await;
 }

@@ -24,7 +24,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one processor and print its envelope.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Inspect the processor registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -89,8 +89,8 @@ struct RunArgs {
     /// Adapter-specific options, a JSON object.
     #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
     adapter_opts_json: Option<Value>,
-    /// Limit for the whole run in seconds, start-up included (default: the registry's
-    /// `runtime.timeout_s`).
+    /// Limit for the run in seconds, from container creation to the envelope; image builds
+    /// and pulls are not counted (default: the registry's `runtime.timeout_s`).
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
     /// Print only the envelope, as one line of JSON, on stdout.
@@ -122,7 +122,7 @@ struct RunArgs {
 pub(crate) enum AdapterKind {
     /// The Docker engine on this machine.
     Local,
-    /// Modal's cloud.
+    /// Modal's cloud (not available yet).
     Modal,
 }
 

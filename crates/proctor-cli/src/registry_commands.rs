@@ -123,6 +123,14 @@ fn show_text(entry: &RegisteredProcessor) -> String {
             items.join(", ")
         }
     };
+    // One item per line, aligned under the first.
+    let column = |items: &[String]| {
+        if items.is_empty() {
+            "-".to_owned()
+        } else {
+            items.join(&format!("\n{:14}", ""))
+        }
+    };
     line("ref:", spec.processor_ref.to_string());
     line("description:", spec.description.clone());
     line("file:", entry.file().display().to_string());
@@ -161,7 +169,7 @@ fn show_text(entry: &RegisteredProcessor) -> String {
         .iter()
         .map(|o| format!("{} ({})", o.path, o.mime))
         .collect();
-    line("outputs:", list(&outputs));
+    line("outputs:", column(&outputs));
     let examples: Vec<String> = spec
         .examples
         .iter()
@@ -170,7 +178,7 @@ fn show_text(entry: &RegisteredProcessor) -> String {
             None => name.clone(),
         })
         .collect();
-    line("examples:", list(&examples));
+    line("examples:", column(&examples));
     let schema = serde_json::to_string_pretty(&spec.inputs).unwrap_or_default();
     let _ = writeln!(text, "inputs schema:");
     for schema_line in schema.lines() {

@@ -168,11 +168,15 @@ fn real_mode_env(spec: &ProcessorSpec) -> Result<BTreeMap<String, String>, Canon
     Ok(env)
 }
 
-/// The Cargo workspace that builds processors: the registry root's parent.
+/// The Cargo workspace that builds processors: the nearest ancestor of the registry root
+/// holding a `Cargo.lock`, else the registry root's parent.
 fn workspace_root(registry_root: &Path) -> PathBuf {
-    registry_root
-        .parent()
-        .map_or_else(|| registry_root.to_path_buf(), Path::to_path_buf)
+    let parent = registry_root.parent().unwrap_or(registry_root);
+    parent
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or(parent)
+        .to_path_buf()
 }
 
 /// Hands the invocation to the adapter named by `--adapter` and waits for its envelope.
@@ -190,5 +194,21 @@ fn invoke(kind: AdapterKind, invocation: &Invocation) -> Result<Envelope, CanonE
                 adapter.invoke(invocation).await
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_root_is_the_nearest_directory_with_a_lockfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = dir.path().join("fixtures/processors");
+        std::fs::create_dir_all(&fixtures).unwrap();
+        assert_eq!(workspace_root(&fixtures), dir.path().join("fixtures"));
+        std::fs::write(dir.path().join("Cargo.lock"), "").unwrap();
+        assert_eq!(workspace_root(&fixtures), dir.path());
+        assert_eq!(workspace_root(&dir.path().join("processors")), dir.path());
     }
 }

@@ -61,7 +61,7 @@ pub(crate) fn save_outputs(
 
 #[cfg(test)]
 mod tests {
-    use proctor_contract::{Envelope, Mode, OutputEntry, SuccessMeta, WritePrefix};
+    use proctor_contract::{Envelope, Mode, SuccessMeta, WritePrefix};
 
     use super::*;
 

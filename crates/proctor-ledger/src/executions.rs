@@ -8,8 +8,9 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use crate::error::{LedgerError, Result};
-use crate::event::{Appended, EventKind, NewEvent, object};
+use crate::event::{Appended, Event, EventKind, NewEvent, object};
 use crate::ledger::{Ledger, Locks, from_db, optional_text, text};
+use crate::verify::ChainReport;
 
 /// Where an execution stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -121,7 +122,53 @@ pub struct Execution {
     pub settled_at: Option<String>,
 }
 
+/// What the ledger holds about one execution, for `proctor verify EXECUTION_ID`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecutionEvidence {
+    /// The execution row.
+    pub execution: Execution,
+    /// Its `execution.settle.*` event, once settled.
+    pub settle_event: Option<Event>,
+    /// The verification of its plan's chain.
+    pub chain: ChainReport,
+}
+
+impl ExecutionEvidence {
+    /// Whether the execution is settled and its settle event lies on a valid chain.
+    pub fn is_settled_on_a_valid_chain(&self) -> bool {
+        self.chain.is_valid() && self.settle_event.is_some()
+    }
+}
+
 impl Ledger {
+    /// The execution row, its settle event and its plan's verified chain; `None` for an
+    /// unknown execution.
+    pub async fn execution_evidence(
+        &self,
+        execution_id: &str,
+    ) -> Result<Option<ExecutionEvidence>> {
+        let Some(execution) = self.execution(execution_id).await? else {
+            return Ok(None);
+        };
+        let settle_event = self
+            .events_for_execution(execution_id)
+            .await?
+            .into_iter()
+            .filter(|event| event.plan == execution.plan)
+            .find(|event| {
+                matches!(
+                    event.kind(),
+                    Some(EventKind::ExecutionSettleSuccess | EventKind::ExecutionSettleFailure)
+                )
+            });
+        let chain = self.verify_chain(&execution.plan).await?;
+        Ok(Some(ExecutionEvidence {
+            execution,
+            settle_event,
+            chain,
+        }))
+    }
+
     /// Records an execution's start: its row (status `running`) and `execution.start`, in
     /// one transaction on its plan (created if needed). A known execution id is `ERR_LEDGER`.
     pub async fn record_start(&self, start: &ExecutionStart) -> Result<Appended> {

@@ -5,7 +5,8 @@
 //! Acquiring refuses with `ERR_LEASE_CONFLICT` while another execution holds an overlapping
 //! lease that has not expired; an expired one is taken over (a crashed holder's lease ends
 //! with its TTL). Each acquire and release appends `lease.acquire` / `lease.release` to the
-//! plan the lease was taken under.
+//! plan the lease was taken under. Expiry is judged by the clock of the machine that
+//! acquires, so machines sharing a PostgreSQL ledger need synchronized clocks.
 
 use std::time::Duration;
 

@@ -41,6 +41,8 @@ const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
 /// How many times a write transaction is tried before a transient failure is reported.
 const MAX_ATTEMPTS: u32 = 50;
+/// Events inserted by one `INSERT` statement of a batch (5 parameters each).
+const ROWS_PER_INSERT: usize = 100;
 /// The PostgreSQL advisory lock key that serializes lease changes ("proctor" in ASCII).
 const LEASES_LOCK_KEY: i64 = 0x0070_726f_6374_6f72;
 
@@ -120,7 +122,8 @@ impl Ledger {
         self.backend
     }
 
-    /// Waits for dropped leases to be released, then closes every connection.
+    /// Waits for dropped leases to be released, then closes the connection pool (which
+    /// every clone of this handle shares).
     pub async fn close(self) {
         self.wait_for_dropped_leases().await;
         self.pool.close().await;
@@ -146,10 +149,7 @@ impl Ledger {
         }
         self.retrying(|| async move {
             let mut txn = self.begin_write(plan, Locks::Plan).await?;
-            let mut appended = Vec::with_capacity(events.len());
-            for event in events {
-                appended.push(txn.append(event).await?);
-            }
+            let appended = txn.append_all(events).await?;
             txn.commit().await?;
             Ok(appended)
         })
@@ -205,8 +205,7 @@ impl Ledger {
         let mut broken = None;
         {
             let mut rows = sqlx::query(
-                "SELECT seq, kind, execution_id, payload, prev_hash, this_hash, created_at \
-                 FROM events WHERE plan = $1 ORDER BY seq",
+                "SELECT seq, payload, prev_hash, this_hash FROM events WHERE plan = $1 ORDER BY seq",
             )
             .bind(plan)
             .fetch(&mut *tx);
@@ -414,32 +413,46 @@ impl PlanTxn {
 
     /// Appends `event` after the current head.
     pub(crate) async fn append(&mut self, event: &NewEvent) -> Result<Appended> {
-        let seq = self.head_seq + 1;
-        let payload = event.payload(&self.now);
-        let this = chain_hash(&self.head, &payload);
-        let this_hash = this.to_hex();
-        sqlx::query(
-            "INSERT INTO events (plan, seq, kind, execution_id, payload, prev_hash, this_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(self.key.as_str())
-        .bind(to_db(seq)?)
-        .bind(event.kind().as_str())
-        .bind(event.execution_id())
-        .bind(payload)
-        .bind(self.head.to_hex().as_str())
-        .bind(this_hash.as_str())
-        .bind(self.now.as_str())
-        .execute(&mut *self.tx)
-        .await
-        .map_err(|e| LedgerError::database(format!("appending to plan `{}`", self.key), e))?;
-        self.head_seq = seq;
-        self.head = this;
-        self.head_moved = true;
-        Ok(Appended {
-            seq,
-            this_hash: this_hash.to_string(),
-        })
+        let mut appended = self.append_all(std::slice::from_ref(event)).await?;
+        appended
+            .pop()
+            .ok_or_else(|| LedgerError::ledger("append returned no event"))
+    }
+
+    /// Appends `events` after the current head, in order, with one multi-row `INSERT` per
+    /// [`ROWS_PER_INSERT`] events.
+    pub(crate) async fn append_all(&mut self, events: &[NewEvent]) -> Result<Vec<Appended>> {
+        let mut appended = Vec::with_capacity(events.len());
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            let (mut seq, mut head) = (self.head_seq, self.head);
+            for event in chunk {
+                seq += 1;
+                let payload = event.payload(&self.now);
+                let this = chain_hash(&head, &payload);
+                rows.push((seq, to_db(seq)?, payload, head.to_hex(), this.to_hex()));
+                head = this;
+            }
+            let sql = insert_events_sql(rows.len());
+            let mut insert = sqlx::query(&sql);
+            for (_, seq, payload, prev_hash, this_hash) in &rows {
+                insert = insert
+                    .bind(self.key.as_str())
+                    .bind(*seq)
+                    .bind(payload.as_str())
+                    .bind(prev_hash.as_str())
+                    .bind(this_hash.as_str());
+            }
+            insert.execute(&mut *self.tx).await.map_err(|e| {
+                LedgerError::database(format!("appending to plan `{}`", self.key), e)
+            })?;
+            appended.extend(rows.iter().map(|(seq, _, _, _, this_hash)| Appended {
+                seq: *seq,
+                this_hash: this_hash.to_string(),
+            }));
+            (self.head_seq, self.head, self.head_moved) = (seq, head, true);
+        }
+        Ok(appended)
     }
 
     /// Moves the plan's recorded head to the last appended event and commits.
@@ -459,6 +472,26 @@ impl PlanTxn {
             .await
             .map_err(|e| LedgerError::database(operation(), e))
     }
+}
+
+/// `INSERT INTO events … VALUES ($1, …, $5), ($6, …, $10), …` for `rows` rows.
+fn insert_events_sql(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO events (plan, seq, payload, prev_hash, this_hash) VALUES ");
+    for row in 0..rows {
+        let first = row * 5 + 1;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${first}, ${}, ${}, ${}, ${})",
+            first + 1,
+            first + 2,
+            first + 3,
+            first + 4
+        ));
+    }
+    sql
 }
 
 /// Where a ledger URL points.
@@ -619,12 +652,9 @@ fn event_from_row(row: &AnyRow) -> Result<Event> {
 fn stored_row(row: &AnyRow) -> Result<StoredRow> {
     Ok(StoredRow {
         seq: from_db(row.try_get("seq"), "events.seq")?,
-        kind: text(row, "kind")?,
-        execution_id: optional_text(row, "execution_id")?,
         payload: text(row, "payload")?,
         prev_hash: text(row, "prev_hash")?,
         this_hash: text(row, "this_hash")?,
-        created_at: text(row, "created_at")?,
     })
 }
 
@@ -682,6 +712,15 @@ mod tests {
     }
 
     #[test]
+    fn batch_inserts_number_their_parameters() {
+        assert_eq!(
+            insert_events_sql(2),
+            "INSERT INTO events (plan, seq, payload, prev_hash, this_hash) VALUES \
+             ($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)"
+        );
+    }
+
+    #[test]
     fn migrations_stay_equivalent() {
         let dialect_free = |sql: &str| {
             sql.lines()
@@ -692,6 +731,7 @@ mod tests {
                 .replace(") STRICT, WITHOUT ROWID;", ");")
                 .replace(") STRICT;", ");")
                 .replace("substr(selector, -1)", "right(selector, 1)")
+                .replace("json_extract(payload, '$.", "(payload::jsonb ->> '")
         };
         let sqlite = include_str!("../migrations/sqlite/0001_ledger.sql");
         let postgres = include_str!("../migrations/postgres/0001_ledger.sql");

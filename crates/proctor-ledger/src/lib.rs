@@ -27,7 +27,9 @@ mod verify;
 pub use budget::Plan;
 pub use error::{LedgerError, Result};
 pub use event::{Appended, Event, EventKind, GENESIS_HASH, NewEvent};
-pub use executions::{Execution, ExecutionSettle, ExecutionStart, ExecutionStatus, Outcome};
+pub use executions::{
+    Execution, ExecutionEvidence, ExecutionSettle, ExecutionStart, ExecutionStatus, Outcome,
+};
 pub use leases::{Lease, LeaseGuard, selectors_overlap};
 pub use ledger::{Backend, DEFAULT_LEDGER_URL, Ledger};
 pub use verify::{BreakReason, ChainBreak, ChainReport};

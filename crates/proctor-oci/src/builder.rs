@@ -93,13 +93,7 @@ pub fn build(request: &BuildRequest) -> Result<BuiltImage, CanonError> {
         let compile_time = compile_started.elapsed();
         bar.inc(1);
         bar.set_message(format!("assembling the {platform} image"));
-        let bytes = std::fs::read(&binary).map_err(|err| {
-            CanonError::new(
-                ErrorCode::Build,
-                format!("reading {}: {err}", binary.display()),
-            )
-        })?;
-        let image = platform_image(&bytes, platform, settings)?;
+        let image = platform_image(&binary.bytes, platform, settings)?;
         bar.inc(1);
         tracing::info!(
             event = "oci.build.platform",
@@ -110,7 +104,7 @@ pub fn build(request: &BuildRequest) -> Result<BuiltImage, CanonError> {
         built.push(BuiltPlatform {
             platform,
             manifest_digest: image.manifest.digest.to_string(),
-            binary,
+            binary: binary.path,
             compile_time,
         });
         images.push(image);

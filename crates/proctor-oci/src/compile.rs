@@ -26,9 +26,18 @@ pub(crate) struct CompileJob<'a> {
     pub(crate) platform: Platform,
 }
 
-/// Builds the job's binary and returns its path, after checking that it is a statically
-/// linked ELF executable for the job's platform.
-pub(crate) fn compile(job: CompileJob<'_>) -> Result<PathBuf, CanonError> {
+/// A compiled binary: where cargo left it, and its content as read (and checked) once.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledBinary {
+    /// The path under cargo's target directory.
+    pub(crate) path: PathBuf,
+    /// The executable's bytes.
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Builds the job's binary and reads it, after checking that it is a statically linked ELF
+/// executable for the job's platform.
+pub(crate) fn compile(job: CompileJob<'_>) -> Result<CompiledBinary, CanonError> {
     check_toolchain(job.platform)?;
     let mut command = cargo_command(job);
     let mut child = command
@@ -66,7 +75,10 @@ pub(crate) fn compile(job: CompileJob<'_>) -> Result<PathBuf, CanonError> {
         .map_err(|err| build_error(job, format!("reading {}: {err}", binary.display())))?;
     check_static_elf(&bytes, job.platform)
         .map_err(|why| build_error(job, format!("{}: {why}", binary.display())))?;
-    Ok(binary.clone())
+    Ok(CompiledBinary {
+        path: binary.clone(),
+        bytes,
+    })
 }
 
 fn cargo_command(job: CompileJob<'_>) -> Command {

@@ -12,7 +12,7 @@ use oci_client::{Client, Reference, RegistryOperation};
 use proctor_contract::{CanonError, ErrorCode};
 
 use crate::credentials::registry_auth;
-use crate::target::{ImageRepository, is_loopback_host};
+use crate::target::ImageRepository;
 
 /// How long to wait for a TCP connection before calling the registry unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,7 +28,7 @@ pub(crate) struct Remote {
 impl Remote {
     /// A client for `repository`'s host, with the credentials found for it.
     pub(crate) fn new(repository: &ImageRepository) -> Remote {
-        let protocol = if is_loopback_host(repository.host()) {
+        let protocol = if repository.is_loopback() {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https

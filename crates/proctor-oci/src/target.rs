@@ -63,8 +63,9 @@ impl FromStr for RegistryTarget {
 
     fn from_str(raw: &str) -> Result<RegistryTarget, InvalidRegistry> {
         let (host, namespace) = split_host(raw)?;
+        // Host names are case-insensitive; pinned references spell them in lowercase.
         Ok(RegistryTarget {
-            host: host.to_owned(),
+            host: host.to_ascii_lowercase(),
             namespace: namespace.to_owned(),
         })
     }
@@ -121,7 +122,7 @@ impl FromStr for ImageRepository {
     fn from_str(raw: &str) -> Result<ImageRepository, InvalidRegistry> {
         let (host, path) = split_host(raw)?;
         Ok(ImageRepository {
-            host: host.to_owned(),
+            host: host.to_ascii_lowercase(),
             path: path.to_owned(),
         })
     }
@@ -176,7 +177,7 @@ fn split_host(raw: &str) -> Result<(&str, &str), InvalidRegistry> {
 }
 
 /// Whether `host` (with an optional port) names this machine.
-pub(crate) fn is_loopback_host(host: &str) -> bool {
+fn is_loopback_host(host: &str) -> bool {
     let without_port = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
         None => host.split(':').next().unwrap_or(host),
@@ -243,6 +244,8 @@ mod tests {
             assert!(err.to_string().contains("HOST/OWNER/REPO"), "{raw}");
         }
         assert!("ghcr.io/acme".parse::<RegistryTarget>().is_ok());
+        let upper: RegistryTarget = "GHCR.io/acme/proctor".parse().unwrap();
+        assert_eq!(upper.host(), "ghcr.io");
         assert!(
             "localhost:5000/a_b/c.d/e-f"
                 .parse::<RegistryTarget>()

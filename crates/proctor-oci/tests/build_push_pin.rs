@@ -22,27 +22,13 @@ use proctor_oci::{
     BuildRequest, BuiltImage, IndexReference, IndexSource, Platform, PushedImage, RegistryTarget,
     build, layout_dir, pin, push,
 };
+use proctor_registry::{Platform as RegistryPlatform, Registry, pinned_reference};
 use reqwest::header::HeaderValue;
 use serde_json::json;
 
 const REGISTRY: &str = "127.0.0.1:5000";
 const PROCESSOR_REF: &str = "text/stats@1";
 const PROCESSOR_DIR: &str = "processors/text/stats/1";
-
-/// Used only while the shipped processor has no registry.yaml yet: the same shape.
-const FALLBACK_REGISTRY_YAML: &str = "\
-ref: text/stats@1
-description: Word, line and character counts of a text, plus its normalized form.
-build: {context: \".\", dockerfile: Dockerfile, port: 8000, cargo_package: processor-text-stats}
-image:
-  index: null   # pinned by `proctor pin`
-  platforms:
-    amd64: null
-    arm64: null
-runtime: {cpu: 1.0, memory_gb: 0.5, timeout_s: 60, gpu: null}
-outputs:
-  - {path: stats.json, mime: application/json}
-";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -54,7 +40,7 @@ fn workspace_root() -> PathBuf {
 /// The checked-in registry.yaml of text/stats@1 (never modified: tests pin copies).
 fn shipped_registry_yaml() -> String {
     let path = workspace_root().join(PROCESSOR_DIR).join("registry.yaml");
-    std::fs::read_to_string(path).unwrap_or_else(|_| FALLBACK_REGISTRY_YAML.to_owned())
+    std::fs::read_to_string(path).unwrap()
 }
 
 /// `build.cargo_package` and `build.port` of the shipped registry.yaml.
@@ -93,6 +79,12 @@ fn shared_build() -> &'static BuiltImage {
             let root = tempfile::tempdir().unwrap();
             let layout = layout_dir(root.path(), &PROCESSOR_REF.parse().unwrap());
             let image = build_into(&layout);
+            for platform in &image.platforms {
+                eprintln!(
+                    "compiled {} in {:?}",
+                    platform.platform, platform.compile_time
+                );
+            }
             SharedBuild { _root: root, image }
         })
         .image
@@ -106,10 +98,12 @@ fn unique_target() -> RegistryTarget {
         .unwrap()
 }
 
-/// A temp dir holding a copy of the shipped registry.yaml.
+/// A temp processors tree holding a copy of the shipped registry.yaml at its usual place.
 fn registry_yaml_copy() -> (tempfile::TempDir, PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("registry.yaml");
+    let processor_dir = dir.path().join(PROCESSOR_DIR);
+    std::fs::create_dir_all(&processor_dir).unwrap();
+    let path = processor_dir.join("registry.yaml");
     let text = shipped_registry_yaml();
     std::fs::write(&path, &text).unwrap();
     (dir, path, text)
@@ -175,7 +169,13 @@ async fn build_push_pin_then_docker_pulls_the_pinned_digests() {
         Platform::ALL.to_vec()
     );
     let target = unique_target();
+    let push_started = std::time::Instant::now();
     let pushed = push(&built.layout_dir, &target, false).await.unwrap();
+    eprintln!(
+        "pushed {} in {:?}",
+        pushed.repository,
+        push_started.elapsed()
+    );
     assert_eq!(
         pushed.repository.to_string(),
         format!("{target}/text-stats")
@@ -190,7 +190,7 @@ async fn build_push_pin_then_docker_pulls_the_pinned_digests() {
     assert_eq!(pushed.platforms, built_digests);
     assert!(PushedImage::load(&built.layout_dir).unwrap().is_some());
 
-    let (_dir, registry_yaml, before) = registry_yaml_copy();
+    let (dir, registry_yaml, before) = registry_yaml_copy();
     let pins = pin(&registry_yaml, &pushed.index_source()).await.unwrap();
     let repository = &pushed.repository;
     assert_eq!(pins.index, repository.pinned(&built.index_digest));
@@ -203,15 +203,16 @@ async fn build_push_pin_then_docker_pulls_the_pinned_digests() {
         repository.pinned(&built_digests[&Platform::Arm64])
     );
 
-    // Only the three values changed; the file still parses and says what was pinned.
+    // Only the pinned values changed; the file still parses and says what was pinned.
     let after = std::fs::read_to_string(&registry_yaml).unwrap();
-    let changed: Vec<_> = before
-        .lines()
-        .zip(after.lines())
-        .filter(|(a, b)| a != b)
-        .collect();
-    assert_eq!(changed.len(), 3, "{changed:?}");
     assert_eq!(before.lines().count(), after.lines().count());
+    for (old, new) in before.lines().zip(after.lines()).filter(|(a, b)| a != b) {
+        let pinned = [&pins.index, &pins.amd64, &pins.arm64];
+        assert!(
+            pinned.iter().any(|pin| new.contains(pin.as_str())),
+            "{old} -> {new}"
+        );
+    }
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&after).unwrap();
     assert_eq!(doc["image"]["index"].as_str(), Some(pins.index.as_str()));
     assert_eq!(
@@ -222,6 +223,21 @@ async fn build_push_pin_then_docker_pulls_the_pinned_digests() {
         doc["image"]["platforms"]["arm64"].as_str(),
         Some(pins.arm64.as_str())
     );
+    // The registry crate loads the pinned file and hands out the pins.
+    let registry = Registry::load(&dir.path().join("processors")).unwrap();
+    let spec = registry
+        .get(&PROCESSOR_REF.parse().unwrap())
+        .unwrap()
+        .spec();
+    assert_eq!(
+        pinned_reference(spec, RegistryPlatform::Amd64).unwrap(),
+        pins.amd64
+    );
+    assert_eq!(
+        pinned_reference(spec, RegistryPlatform::Arm64).unwrap(),
+        pins.arm64
+    );
+    assert_eq!(spec.image.index.as_deref(), Some(pins.index.as_str()));
 
     // Pinning again by tag gives the same pins and leaves the file as it is.
     let by_tag = IndexSource {
@@ -392,11 +408,19 @@ async fn a_registry_that_is_down_is_unreachable_for_push_and_pin() {
 async fn pin_refuses_a_registry_yaml_out_of_shape_before_any_network_work() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("registry.yaml");
-    let flow = shipped_registry_yaml().replace(
-        "image:\n",
-        "image: {index: null, platforms: {amd64: null, arm64: null}}\nold_image:\n",
-    );
-    std::fs::write(&path, &flow).unwrap();
+    // The image block without arm64.
+    let out_of_shape: String = shipped_registry_yaml()
+        .lines()
+        .map(|line| {
+            let line = if line.starts_with("image:") {
+                "image: {index: null, platforms: {amd64: null}}"
+            } else {
+                line
+            };
+            format!("{line}\n")
+        })
+        .collect();
+    std::fs::write(&path, &out_of_shape).unwrap();
     // The registry does not matter: the file is refused first.
     let source = IndexSource {
         repository: "127.0.0.1:1/acme/proctor/text-stats".parse().unwrap(),
@@ -405,41 +429,33 @@ async fn pin_refuses_a_registry_yaml_out_of_shape_before_any_network_work() {
     let err = pin(&path, &source).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Pin);
     assert!(err.message().contains("not in the expected shape"), "{err}");
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), flow);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), out_of_shape);
 }
 
 #[test]
 fn building_twice_gives_byte_identical_layouts() {
-    let first = shared_build();
     let root = tempfile::tempdir().unwrap();
-    let second = build_into(&root.path().join("again"));
+    let first = build_into(&root.path().join("first"));
+    let second = build_into(&root.path().join("second"));
     assert_eq!(second.index_digest, first.index_digest);
-    assert_eq!(
-        second
+    let digests = |image: &BuiltImage| {
+        image
             .platforms
             .iter()
-            .map(|p| &p.manifest_digest)
-            .collect::<Vec<_>>(),
-        first
-            .platforms
-            .iter()
-            .map(|p| &p.manifest_digest)
+            .map(|p| p.manifest_digest.clone())
             .collect::<Vec<_>>()
-    );
-    for file in ["oci-layout", "index.json"] {
-        assert_eq!(
-            std::fs::read(first.layout_dir.join(file)).unwrap(),
-            std::fs::read(second.layout_dir.join(file)).unwrap(),
-            "{file}"
-        );
-    }
-    let blobs = |dir: &Path| {
-        let mut names: Vec<_> = std::fs::read_dir(dir.join("blobs/sha256"))
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name())
-            .collect();
+    };
+    assert_eq!(digests(&second), digests(&first));
+    let files = |dir: &Path| {
+        let mut names: Vec<PathBuf> = ["oci-layout", "index.json"].map(PathBuf::from).to_vec();
+        for entry in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+            names.push(Path::new("blobs/sha256").join(entry.unwrap().file_name()));
+        }
         names.sort();
         names
+            .into_iter()
+            .map(|name| (std::fs::read(dir.join(&name)).unwrap(), name))
+            .collect::<Vec<_>>()
     };
-    assert_eq!(blobs(&first.layout_dir), blobs(&second.layout_dir));
+    assert_eq!(files(&first.layout_dir), files(&second.layout_dir));
 }

@@ -243,9 +243,6 @@ fn check_variable_names(spec: &ProcessorSpec) -> Result<(), String> {
 /// Declared outputs are canonical paths relative to `{write_prefix}outputs/`, distinct, with
 /// a `type/subtype` mime.
 fn check_outputs(spec: &ProcessorSpec) -> Result<(), String> {
-    if spec.outputs.is_empty() {
-        return Err("outputs must declare at least one output".into());
-    }
     let prefix = WritePrefix::expand("/artifacts/registry/{execution_id}", "check")
         .map_err(|e| e.to_string())?;
     let outputs_dir = prefix.outputs_dir();

@@ -11,6 +11,9 @@ use crate::SdkError;
 pub const ENV_PORT: &str = "PROCTOR_PORT";
 /// Listen address variable; default `0.0.0.0`.
 pub const ENV_BIND: &str = "PROCTOR_BIND";
+/// Unix socket to listen on instead of `PROCTOR_BIND:PROCTOR_PORT` (set by the local adapter
+/// in `mock` mode, where the container has no network).
+pub const ENV_SOCKET: &str = "PROCTOR_SOCKET";
 /// The image digest or ID the container was started from.
 pub const ENV_IMAGE_DIGEST: &str = "PROCTOR_IMAGE_DIGEST";
 /// The directory backing world `/artifacts/`; default `/artifacts`.

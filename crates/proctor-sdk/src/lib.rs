@@ -20,7 +20,8 @@
 //! ```
 //!
 //! The HTTP contract (`PROCTOR_PORT`, `PROCTOR_BIND`, `PROCTOR_IMAGE_DIGEST`,
-//! `PROCTOR_ARTIFACTS_ROOT`):
+//! `PROCTOR_ARTIFACTS_ROOT`; with `PROCTOR_SOCKET` set, served on that unix socket instead
+//! of a port):
 //! - `GET /healthz` answers [`proctor_contract::Health`].
 //! - `POST /run` takes a [`proctor_contract::RunPayload`] as `application/json` and answers
 //!   an envelope: 200 on success; 415 for another content type; 400 for a body that is not
@@ -46,8 +47,8 @@ mod server;
 pub mod testing;
 
 pub use config::{
-    DEFAULT_PORT, ENV_ARTIFACTS_ROOT, ENV_BIND, ENV_IMAGE_DIGEST, ENV_PORT, ServerConfig,
-    UNKNOWN_IMAGE_DIGEST,
+    DEFAULT_PORT, ENV_ARTIFACTS_ROOT, ENV_BIND, ENV_IMAGE_DIGEST, ENV_PORT, ENV_SOCKET,
+    ServerConfig, UNKNOWN_IMAGE_DIGEST,
 };
 pub use error::SdkError;
 pub use provider::{
@@ -55,4 +56,4 @@ pub use provider::{
     ProviderResult,
 };
 pub use rand_chacha::ChaCha20Rng;
-pub use server::{serve, serve_main, serve_on, shutdown_signal};
+pub use server::{serve, serve_main, serve_on, serve_on_socket, shutdown_signal};

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,9 +19,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::Stream;
 use proctor_contract::{CanonError, Envelope, ErrorCode, Health};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 
+use crate::config::ENV_SOCKET;
 use crate::run::{Accepted, Outcome, Runner, Stage, duration_ms};
 use crate::{ProcessorDefinition, SdkError, ServerConfig};
 
@@ -58,13 +60,17 @@ pub fn serve_main(definition: ProcessorDefinition) -> ExitCode {
     }
 }
 
-/// Serves `definition` on `PROCTOR_BIND:PROCTOR_PORT` with the configuration read from the
-/// environment ([`ServerConfig::from_env`]) until SIGTERM or Ctrl-C.
+/// Serves `definition` on `PROCTOR_BIND:PROCTOR_PORT` (or the unix socket `PROCTOR_SOCKET`
+/// when set) with the configuration read from the environment ([`ServerConfig::from_env`])
+/// until SIGTERM or Ctrl-C.
 pub async fn serve(definition: ProcessorDefinition) -> Result<(), SdkError> {
     serve_with(ServerConfig::from_env()?, definition).await
 }
 
 async fn serve_with(config: ServerConfig, definition: ProcessorDefinition) -> Result<(), SdkError> {
+    if let Some(socket) = config.var(ENV_SOCKET).map(PathBuf::from) {
+        return serve_on_socket(&socket, config, definition, shutdown_signal()).await;
+    }
     let addr = config.socket_addr();
     let listener = TcpListener::bind(addr)
         .await
@@ -87,17 +93,55 @@ pub async fn serve_on(
         processor_ref = %definition.processor_ref(),
         image_digest = %config.image_digest,
     );
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/run", post(run))
-        .route("/run-stream", post(run_stream))
-        .with_state(Arc::new(Runner::new(config, definition)));
-    axum::serve(listener, app)
+    axum::serve(listener, router(config, definition))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(SdkError::Serve)?;
     tracing::info!(event = "server.stopped", addr = %addr);
     Ok(())
+}
+
+/// Serves `definition` on the unix socket `path` (replacing a stale socket file) until
+/// `shutdown` completes, then removes the socket file. The local adapter uses this in `mock` mode, where the container
+/// has no network: it mounts a host directory and sets `PROCTOR_SOCKET`.
+pub async fn serve_on_socket(
+    path: &Path,
+    config: ServerConfig,
+    definition: ProcessorDefinition,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SdkError> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(SdkError::Serve(error));
+        }
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).map_err(SdkError::Serve)?;
+    tracing::info!(
+        event = "server.listening",
+        socket = %path.display(),
+        processor_ref = %definition.processor_ref(),
+        image_digest = %config.image_digest,
+    );
+    let served = axum::serve(listener, router(config, definition))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(SdkError::Serve);
+    if let Err(error) = std::fs::remove_file(path) {
+        tracing::warn!(event = "server.socket_left", socket = %path.display(), %error);
+    }
+    served?;
+    tracing::info!(event = "server.stopped", socket = %path.display());
+    Ok(())
+}
+
+/// The contract's routes, over one shared runner.
+fn router(config: ServerConfig, definition: ProcessorDefinition) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/run", post(run))
+        .route("/run-stream", post(run_stream))
+        .with_state(Arc::new(Runner::new(config, definition)))
 }
 
 /// Completes on SIGTERM (unix) or Ctrl-C.

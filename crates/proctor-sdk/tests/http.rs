@@ -514,3 +514,57 @@ async fn serve_on_stops_when_asked() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn serve_on_socket_answers_over_the_socket_and_removes_it_when_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("processor.sock");
+    fs::write(&socket, b"stale").unwrap();
+    let root = (
+        "PROCTOR_ARTIFACTS_ROOT".to_owned(),
+        dir.path().join("artifacts").display().to_string(),
+    );
+    let config = ServerConfig::from_vars([root]).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let socket = socket.clone();
+        async move {
+            proctor_sdk::serve_on_socket(&socket, config, definition(), async move {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    let client = reqwest::Client::builder()
+        .unix_socket(socket.as_path())
+        .build()
+        .unwrap();
+    let health = loop {
+        // The server binds on its first poll; until then the stale file refuses connections.
+        match client.get("http://processor/healthz").send().await {
+            Ok(response) => break response.json::<Health>().await.unwrap(),
+            Err(error) if server.is_finished() => panic!("the server stopped: {error}"),
+            Err(_) => tokio::task::yield_now().await,
+        }
+    };
+    assert_eq!(health.processor_ref.to_string(), REF);
+    let body = json!({
+        "schema": "v1", "execution_id": "sock-1", "ref": REF, "mode": "mock",
+        "inputs": files_inputs(), "write_prefix": "/artifacts/outputs/test/sock-1/",
+    });
+    let response = client
+        .post("http://processor/run")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        dir.path()
+            .join("artifacts/outputs/test/sock-1/outputs.json")
+            .is_file()
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(!socket.exists());
+}

@@ -4,7 +4,9 @@
 //! OCI registry at 127.0.0.1:5000. Each [`TestRun`] labels its containers
 //! `proctor.test=<unique>`, owns a temporary artifacts root, and force-removes any container
 //! with its label when dropped, so no container outlives its test even when it fails.
-//! Images are built once per test binary and shared ([`faulty_image`], [`processor_image`]).
+//! The faulty processor's image is built once per test process and shared by its tests
+//! ([`faulty_image`]); under nextest (one process per test) the engine's build cache makes
+//! the repeats cheap.
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
@@ -28,7 +30,10 @@ pub(crate) const TEST_LABEL: &str = "proctor.test";
 
 /// The workspace root.
 pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The directory of a processor's `registry.yaml`, relative to the workspace root.
@@ -49,32 +54,32 @@ pub(crate) fn load_spec(dir: &Path) -> ProcessorSpec {
 
 /// A connected engine client for the harness's own checks.
 pub(crate) async fn docker() -> Docker {
-    Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap()
+    Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
 }
 
-/// Builds the image of the processor in `relative` once per test binary per processor.
-pub(crate) async fn processor_image(cell: &'static OnceCell<String>, relative: &str) -> String {
-    cell.get_or_init(|| async {
-        let dir = processor_dir(relative);
-        let spec = load_spec(&dir);
-        let adapter = LocalAdapter::connect().await.unwrap();
-        let root = workspace_root();
-        let build = ImageBuild {
-            spec: &spec,
-            processor_dir: &dir,
-            workspace_root: &root,
-            platform: host_platform().unwrap(),
-        };
-        adapter.build_image(&build).await.unwrap().id
-    })
-    .await
-    .clone()
-}
-
-/// `testing/faulty@1`'s image, built once per test binary.
+/// `testing/faulty@1`'s image, built once per test process.
 pub(crate) async fn faulty_image() -> String {
     static FAULTY: OnceCell<String> = OnceCell::const_new();
-    processor_image(&FAULTY, "fixtures/processors/testing/faulty/1").await
+    FAULTY
+        .get_or_init(|| async {
+            let dir = faulty_dir();
+            let spec = load_spec(&dir);
+            let adapter = LocalAdapter::connect().await.unwrap();
+            let root = workspace_root();
+            let build = ImageBuild {
+                spec: &spec,
+                processor_dir: &dir,
+                workspace_root: &root,
+                platform: host_platform().unwrap(),
+            };
+            adapter.build_image(&build).await.unwrap().id
+        })
+        .await
+        .clone()
 }
 
 /// One test's run context: a unique label, an artifacts root, engine access.
@@ -98,7 +103,13 @@ impl TestRun {
     }
 
     /// An invocation of `spec` in `mode` with `inputs`, labelled for this test.
-    pub(crate) fn invocation(&self, spec: &ProcessorSpec, image: ImageSource, mode: Mode, inputs: Value) -> Invocation {
+    pub(crate) fn invocation(
+        &self,
+        spec: &ProcessorSpec,
+        image: ImageSource,
+        mode: Mode,
+        inputs: Value,
+    ) -> Invocation {
         let execution_id = uuid::Uuid::new_v4().to_string();
         let prefix = WritePrefix::expand("/artifacts/test/{execution_id}", &execution_id).unwrap();
         Invocation {
@@ -128,7 +139,10 @@ impl TestRun {
     /// Every container (running or not) carrying this test's label.
     pub(crate) async fn containers(&self) -> Vec<ContainerSummary> {
         let filters = HashMap::from([("label", vec![format!("{TEST_LABEL}={}", self.label)])]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
         self.docker.list_containers(Some(options)).await.unwrap()
     }
 
@@ -149,12 +163,22 @@ impl Drop for TestRun {
     fn drop(&mut self) {
         let label = self.label.clone();
         let sweep = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async {
                 let docker = docker().await;
                 let filters = HashMap::from([("label", vec![format!("{TEST_LABEL}={label}")])]);
-                let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-                for container in docker.list_containers(Some(options)).await.unwrap_or_default() {
+                let options = ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build();
+                for container in docker
+                    .list_containers(Some(options))
+                    .await
+                    .unwrap_or_default()
+                {
                     let Some(id) = container.id else { continue };
                     let force = RemoveContainerOptionsBuilder::default().force(true).build();
                     let _ = docker.remove_container(&id, Some(force)).await;

@@ -99,7 +99,7 @@ fn show_prints_one_processor_in_full() {
         "image arm64:  not pinned",
         "secrets:      FIXTURE_API_KEY (real mode only)",
         "env:          FIXTURE_BASE_URL (real mode only)",
-        "outputs:      stats.json (application/json), text/normalized.txt (text/plain)",
+        "outputs:      stats.json (application/json)\n              text/normalized.txt (text/plain)",
         "examples:     smoke: Empty params.",
         "inputs schema:",
         "\"additionalProperties\": false",

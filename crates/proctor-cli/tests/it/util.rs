@@ -20,13 +20,13 @@ const PASSED_THROUGH: &[&str] = &[
 ];
 
 /// The workspace's own registry root.
-pub fn workspace_registry() -> PathBuf {
+pub(crate) fn workspace_registry() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processors")
 }
 
 /// A valid `registry.yaml` for `text/stats@1` with one required secret, one pass-through
 /// variable and [`PINNED`] for both platforms. Tests mutate it with `str::replace`.
-pub const FIXTURE_YAML: &str = r#"ref: text/stats@1
+pub(crate) const FIXTURE_YAML: &str = r#"ref: text/stats@1
 description: Word and line counts of a text.
 build: {context: ".", dockerfile: Dockerfile, port: 8000, cargo_package: processor-text-stats}
 image:
@@ -55,10 +55,10 @@ examples:
 "#;
 
 /// The pinned reference [`FIXTURE_YAML`] uses.
-pub const PINNED: &str = "127.0.0.1:5000/text-stats@sha256:3f1c9e0b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
+pub(crate) const PINNED: &str = "127.0.0.1:5000/text-stats@sha256:3f1c9e0b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
 
 /// [`FIXTURE_YAML`] with `pin` (YAML text) for both platforms.
-pub fn fixture_pinned_to(pin: &str) -> String {
+pub(crate) fn fixture_pinned_to(pin: &str) -> String {
     let yaml = FIXTURE_YAML.replace(&format!("amd64: {PINNED}"), &format!("amd64: {pin}"));
     let yaml = yaml.replace(&format!("arm64: {PINNED}"), &format!("arm64: {pin}"));
     assert_ne!(yaml, FIXTURE_YAML, "the fixture must hold PINNED");
@@ -66,13 +66,13 @@ pub fn fixture_pinned_to(pin: &str) -> String {
 }
 
 /// A test's private directory.
-pub struct TestDir {
+pub(crate) struct TestDir {
     dir: tempfile::TempDir,
 }
 
 impl TestDir {
     /// A fresh, empty directory.
-    pub fn new() -> TestDir {
+    pub(crate) fn new() -> TestDir {
         TestDir {
             dir: tempfile::Builder::new()
                 .prefix("proctor-cli-it-")
@@ -82,12 +82,12 @@ impl TestDir {
     }
 
     /// Its path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes `contents` to `relative`, creating parents.
-    pub fn write(&self, relative: &str, contents: &str) -> PathBuf {
+    pub(crate) fn write(&self, relative: &str, contents: &str) -> PathBuf {
         let path = self.path().join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, contents).unwrap();
@@ -95,18 +95,18 @@ impl TestDir {
     }
 
     /// Writes a registry at `./processors` holding `text/stats@1` as `yaml`.
-    pub fn fixture_registry(&self, yaml: &str) -> PathBuf {
+    pub(crate) fn fixture_registry(&self, yaml: &str) -> PathBuf {
         self.write("processors/text/stats/1/registry.yaml", yaml);
         self.path().join("processors")
     }
 
     /// Every file below the directory, relative, sorted.
-    pub fn files(&self) -> Vec<String> {
+    pub(crate) fn files(&self) -> Vec<String> {
         files_below(self.path())
     }
 
     /// `proctor` with `args`, run in this directory with a clean environment.
-    pub fn proctor(&self, args: &[&str]) -> Proctor {
+    pub(crate) fn proctor(&self, args: &[&str]) -> Proctor {
         let mut command = Command::new(env!("CARGO_BIN_EXE_proctor"));
         command
             .args(args)
@@ -126,20 +126,20 @@ impl TestDir {
 }
 
 /// A `proctor` command about to run.
-pub struct Proctor {
+pub(crate) struct Proctor {
     command: Command,
     dir: PathBuf,
 }
 
 impl Proctor {
     /// Sets an environment variable.
-    pub fn env(mut self, name: &str, value: &str) -> Proctor {
+    pub(crate) fn env(mut self, name: &str, value: &str) -> Proctor {
         self.command.env(name, value);
         self
     }
 
     /// Runs it to completion.
-    pub fn run(mut self) -> Run {
+    pub(crate) fn run(mut self) -> Run {
         let output = self.command.output().unwrap();
         Run {
             code: output.status.code().unwrap_or(-1),
@@ -173,17 +173,17 @@ fn files_below(root: &Path) -> Vec<String> {
 }
 
 /// A finished `proctor` command.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
     description: String,
     files: Vec<String>,
 }
 
 impl Run {
     /// Everything about the run, for failure messages.
-    pub fn report(&self) -> String {
+    pub(crate) fn report(&self) -> String {
         let mut text = String::new();
         let _ = writeln!(text, "command: {}", self.description);
         let _ = writeln!(text, "exit code: {}", self.code);
@@ -195,20 +195,20 @@ impl Run {
 
     /// Asserts `condition`, printing the run when it fails.
     #[track_caller]
-    pub fn check(&self, condition: bool, what: &str) -> &Run {
+    pub(crate) fn check(&self, condition: bool, what: &str) -> &Run {
         assert!(condition, "{what}\n{}", self.report());
         self
     }
 
     /// Asserts the exit code.
     #[track_caller]
-    pub fn exits(&self, code: i32) -> &Run {
+    pub(crate) fn exits(&self, code: i32) -> &Run {
         self.check(self.code == code, &format!("expected exit code {code}"))
     }
 
     /// Stdout as exactly one JSON line.
     #[track_caller]
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let lines: Vec<&str> = self.stdout.lines().collect();
         self.check(
             lines.len() == 1 && self.stdout.ends_with('\n'),
@@ -220,7 +220,7 @@ impl Run {
 
     /// Stderr as JSON log lines (each line must be a JSON object).
     #[track_caller]
-    pub fn logs(&self) -> Vec<Value> {
+    pub(crate) fn logs(&self) -> Vec<Value> {
         self.stderr
             .lines()
             .map(|line| match serde_json::from_str::<Value>(line) {
@@ -235,7 +235,7 @@ impl Run {
 
     /// The log lines whose `event` is `name`.
     #[track_caller]
-    pub fn events(&self, name: &str) -> Vec<Value> {
+    pub(crate) fn events(&self, name: &str) -> Vec<Value> {
         self.logs()
             .into_iter()
             .filter(|line| line["event"] == name)
@@ -245,7 +245,7 @@ impl Run {
     /// Asserts a canonical error: exit code, and under `--json` an error envelope with the
     /// code, its fragment and `detail` in the message. Returns the message.
     #[track_caller]
-    pub fn fails_with(&self, code: proctor_contract::ErrorCode, detail: &str) -> String {
+    pub(crate) fn fails_with(&self, code: proctor_contract::ErrorCode, detail: &str) -> String {
         self.exits(code.exit_code());
         let envelope = self.json();
         self.check(envelope["status"] == "error", "status must be error");

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use proctor_deploy::{FUNCTION_NAME, GeneratedApp, ModalNames, ModalTarget, generate_app};
+use proctor_deploy::{
+    ADD_PYTHON, FUNCTION_NAME, GeneratedApp, ModalNames, ModalTarget, generate_app,
+};
 use proctor_registry::{ProcessorSpec, REGISTRY_FILE, Registry};
 use serde_json::{Value, json};
 
@@ -103,16 +105,24 @@ fn assert_app_matches(
     assert_eq!(summary["app_name"], names.app, "{context}");
     assert_eq!(summary["function"], FUNCTION_NAME, "{context}");
     assert_eq!(
-        summary["image"]["from"],
-        format!("FROM {pinned}"),
-        "{context}"
-    );
-    assert_eq!(
         summary["image"]["repr"],
         format!("Image.from_registry('{pinned}')"),
         "{context}"
     );
-    assert_eq!(summary["image"]["add_python"], "3.12", "{context}");
+    assert_eq!(summary["image"]["add_python"], ADD_PYTHON, "{context}");
+    // What Modal would build, per image builder version: the pin first, and no shell step.
+    let dockerfiles = summary["image"]["dockerfiles"].as_object().unwrap();
+    assert_eq!(dockerfiles.len(), 2, "{context}");
+    for commands in dockerfiles.values() {
+        let commands: Vec<&str> = commands
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(commands[0], format!("FROM {pinned}"), "{context}");
+        assert!(!commands.iter().any(|c| c.starts_with("RUN")), "{context}");
+    }
     assert_eq!(
         summary["image"]["registry_secret"],
         json!(target.registry_secret),

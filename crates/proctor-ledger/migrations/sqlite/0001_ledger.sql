@@ -42,17 +42,20 @@ CREATE TABLE executions (
 CREATE INDEX executions_by_plan ON executions (plan);
 
 -- The hash chain of each plan: seq runs 1, 2, 3, … without gaps;
--- this_hash = BLAKE3(prev_hash bytes || payload), payload being JCS (RFC 8785) text;
--- the prev_hash of seq 1 is 32 zero bytes. The primary key is UNIQUE (plan, seq).
+-- this_hash = BLAKE3(prev_hash bytes || payload), payload being JCS (RFC 8785) text of the
+-- whole event body; the prev_hash of seq 1 is 32 zero bytes. The primary key is
+-- UNIQUE (plan, seq). kind, execution_id and created_at are generated from the payload's
+-- `kind`, `execution_id` and `at`: they cannot be edited apart from the hashed payload, and
+-- a payload that is not JSON is refused.
 CREATE TABLE events (
     plan TEXT NOT NULL REFERENCES plans (key),
     seq INTEGER NOT NULL CHECK (seq >= 1),
-    kind TEXT NOT NULL,
-    execution_id TEXT,
     payload TEXT NOT NULL,
     prev_hash TEXT NOT NULL CHECK (length(prev_hash) = 64),
     this_hash TEXT NOT NULL CHECK (length(this_hash) = 64),
-    created_at TEXT NOT NULL,
+    kind TEXT NOT NULL GENERATED ALWAYS AS (json_extract(payload, '$.kind')) STORED,
+    execution_id TEXT GENERATED ALWAYS AS (json_extract(payload, '$.execution_id')) STORED,
+    created_at TEXT NOT NULL GENERATED ALWAYS AS (json_extract(payload, '$.at')) STORED,
     PRIMARY KEY (plan, seq)
 ) STRICT, WITHOUT ROWID;
 

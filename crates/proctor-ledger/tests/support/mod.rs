@@ -14,15 +14,14 @@ const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:55432/postgres
 
 /// The backend a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Sqlite,
     Postgres,
 }
 
 /// A fresh, empty ledger database that disappears with the value.
-pub struct TestDb {
-    pub kind: Kind,
-    pub url: String,
+pub(crate) struct TestDb {
+    pub(crate) url: String,
     _dir: Option<tempfile::TempDir>,
     postgres: Option<PostgresDatabase>,
 }
@@ -33,13 +32,17 @@ struct PostgresDatabase {
 }
 
 impl TestDb {
-    pub async fn new(kind: Kind) -> TestDb {
+    pub(crate) async fn new(kind: Kind) -> TestDb {
         sqlx::any::install_default_drivers();
         match kind {
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("temporary directory");
                 let url = format!("sqlite://{}/state/ledger.db", dir.path().display());
-                TestDb { kind, url, _dir: Some(dir), postgres: None }
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                }
             }
             Kind::Postgres => {
                 let admin_url = std::env::var("PROCTOR_TEST_POSTGRES_URL")
@@ -56,25 +59,27 @@ impl TestDb {
                     .await
                     .expect("create the test database");
                 let _ = admin.close().await;
-                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map_or(admin_url.as_str(), |(base, _)| base);
                 let url = format!("{base}/{name}");
-                TestDb { kind, url, _dir: None, postgres: Some(PostgresDatabase { admin_url, name }) }
+                TestDb {
+                    url,
+                    _dir: None,
+                    postgres: Some(PostgresDatabase { admin_url, name }),
+                }
             }
         }
     }
 
     /// Opens (and on first use migrates) the ledger.
-    pub async fn ledger(&self) -> Ledger {
+    pub(crate) async fn ledger(&self) -> Ledger {
         Ledger::open(&self.url).await.expect("open the ledger")
     }
 
     /// A raw pool on the same database, bypassing the ledger.
-    pub async fn raw(&self) -> AnyPool {
-        let url = match self.kind {
-            Kind::Sqlite => self.url.clone(),
-            Kind::Postgres => self.url.clone(),
-        };
-        AnyPool::connect(&url).await.expect("raw connection")
+    pub(crate) async fn raw(&self) -> AnyPool {
+        AnyPool::connect(&self.url).await.expect("raw connection")
     }
 }
 
@@ -85,12 +90,17 @@ impl Drop for TestDb {
         };
         // Dropping runs on its own thread and runtime, so it works inside or outside Tokio.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let mut admin = AnyConnection::connect(&database.admin_url).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", database.name))
-                    .execute(&mut admin)
-                    .await?;
+                sqlx::query(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    database.name
+                ))
+                .execute(&mut admin)
+                .await?;
                 admin.close().await?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             })

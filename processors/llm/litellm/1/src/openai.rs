@@ -90,12 +90,14 @@ pub(crate) async fn complete(
         .json(&request)
         .send()
         .await
-        .map_err(|e| failed(format!("cannot reach {url}: {e}")))?;
+        .map_err(|e| failed(format!("cannot reach {url}: {}", error_chain(&e))))?;
     let status = response.status();
-    let body = response
-        .text()
-        .await
-        .map_err(|e| failed(format!("cannot read the answer of {url}: {e}")))?;
+    let body = response.text().await.map_err(|e| {
+        failed(format!(
+            "cannot read the answer of {url}: {}",
+            error_chain(&e)
+        ))
+    })?;
     if !status.is_success() {
         let quoted: String = body.chars().take(QUOTED_BODY_CHARS).collect();
         return Err(failed(format!("{url} answered {status}: {quoted}")));
@@ -120,6 +122,17 @@ pub(crate) async fn complete(
             .total_tokens
             .unwrap_or(usage.prompt_tokens + usage.completion_tokens),
     })
+}
+
+/// An error and its causes, `: `-joined (reqwest's own message leaves the cause out).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// An HTTP client trusting the bundled Mozilla roots on top of the system's, so TLS works

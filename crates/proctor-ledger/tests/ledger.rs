@@ -1,0 +1,857 @@
+//! The ledger's test suite, run once on SQLite and once on PostgreSQL.
+//!
+//! Needs: nothing for the `sqlite::` tests; for the `postgres::` tests, the PostgreSQL
+//! server that `scripts/setup.sh` starts on 127.0.0.1:55432 (they fail, never skip, when it
+//! is missing). Every test gets a fresh database and removes it afterwards.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use proctor_contract::{CanonError, ErrorCode, Mode, OutputEntry, WorldPath};
+use proctor_ledger::{
+    BreakReason, EventKind, ExecutionSettle, ExecutionStart, ExecutionStatus, GENESIS_HASH, Ledger,
+    LedgerError, NewEvent, Outcome,
+};
+use sqlx::AnyPool;
+use sqlx::error::ErrorKind;
+use support::TestDb;
+
+/// Generates one test per backend for each suite function.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crate::support::TestDb::new(crate::support::Kind::Sqlite).await;
+                    crate::suite::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crate::support::TestDb::new(crate::support::Kind::Postgres).await;
+                    crate::suite::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_run_is_recorded_and_its_fresh_chain_verifies,
+    executions_are_recorded_and_settled_once,
+    an_edited_payload_breaks_the_chain_at_its_seq,
+    a_deleted_row_breaks_the_chain_at_its_seq,
+    reordered_rows_break_the_chain_at_the_first_moved_seq,
+    edited_columns_and_forged_rows_break_the_chain,
+    eight_concurrent_writers_leave_a_gap_free_valid_chain,
+    a_reservation_past_the_budget_is_refused,
+    the_database_enforces_budget_and_chain_constraints,
+    overlapping_leases_conflict_until_released,
+    expired_leases_are_taken_over_and_dropped_guards_release,
+);
+
+fn start(plan: &str, execution_id: &str) -> ExecutionStart {
+    ExecutionStart {
+        execution_id: execution_id.to_owned(),
+        plan: plan.to_owned(),
+        processor_ref: "llm/litellm@1".to_owned(),
+        mode: Mode::Mock,
+        write_prefix: format!("/artifacts/outputs/demo/{execution_id}/"),
+        image_digest: None,
+    }
+}
+
+fn success(execution_id: &str) -> ExecutionSettle {
+    ExecutionSettle {
+        execution_id: execution_id.to_owned(),
+        outcome: Outcome::Success {
+            index_path: format!("/artifacts/outputs/demo/{execution_id}/outputs.json"),
+            outputs_index_cid: proctor_contract::cid(b"{\"outputs\":[]}"),
+            receipt_cid: proctor_contract::cid(b"receipt"),
+        },
+        image_digest: Some("sha256:abc".to_owned()),
+        duration_ms: 12,
+    }
+}
+
+fn path(raw: &str) -> WorldPath {
+    WorldPath::parse(raw).unwrap()
+}
+
+fn check_event(execution_id: &str, n: usize) -> NewEvent {
+    NewEvent::predicate_check(
+        execution_id,
+        "smoke",
+        n.is_multiple_of(2),
+        &format!("check {n}"),
+    )
+}
+
+/// Appends `n` predicate checks to `plan`, in one batch.
+async fn append_checks(ledger: &Ledger, plan: &str, n: usize) {
+    let events: Vec<NewEvent> = (1..=n).map(|i| check_event("e1", i)).collect();
+    let appended = ledger.append_batch(plan, &events).await.unwrap();
+    assert_eq!(appended.len(), n);
+}
+
+async fn exec(raw: &AnyPool, sql: &str) -> Result<u64, sqlx::Error> {
+    sqlx::query(sql)
+        .execute(raw)
+        .await
+        .map(|done| done.rows_affected())
+}
+
+fn assert_canon(err: LedgerError, code: ErrorCode) -> CanonError {
+    let canon = err.to_canon();
+    assert_eq!(canon.code(), code, "{canon}");
+    assert!(canon.message().contains(code.fragment()), "{canon}");
+    canon
+}
+
+/// The constraint a statement must trip.
+#[derive(Debug, Clone, Copy)]
+enum Violation {
+    Check,
+    Unique,
+}
+
+fn assert_violation(result: Result<u64, sqlx::Error>, violation: Violation, what: &str) {
+    let err = result.expect_err(what);
+    let db_error = err
+        .as_database_error()
+        .unwrap_or_else(|| panic!("{what}: {err}"));
+    let tripped = match violation {
+        Violation::Check => matches!(db_error.kind(), ErrorKind::CheckViolation),
+        Violation::Unique => matches!(db_error.kind(), ErrorKind::UniqueViolation),
+    };
+    assert!(
+        tripped,
+        "{what}: expected a {violation:?} violation, got {db_error}"
+    );
+}
+
+mod suite {
+    use super::*;
+
+    pub(crate) async fn a_run_is_recorded_and_its_fresh_chain_verifies(db: &TestDb) {
+        let ledger = db.ledger().await;
+        let plan = "default";
+        ledger.set_budget(plan, Some(5_000)).await.unwrap();
+        ledger.record_start(&start(plan, "e1")).await.unwrap();
+        ledger.reserve(plan, "e1", 2_000).await.unwrap();
+        let lease = ledger
+            .acquire_lease(
+                plan,
+                &path("/artifacts/outputs/demo/e1/"),
+                "e1",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let output = OutputEntry {
+            path: path("/artifacts/outputs/demo/e1/outputs/text/response.txt"),
+            cid: proctor_contract::cid(b"hello"),
+            size_bytes: 5,
+            mime: "text/plain".to_owned(),
+        };
+        ledger
+            .append(plan, &NewEvent::artifact_produce("e1", &output))
+            .await
+            .unwrap();
+        ledger.append(plan, &check_event("e1", 1)).await.unwrap();
+        assert!(lease.release().await.unwrap());
+        ledger.settle(plan, "e1", 1_500).await.unwrap();
+        let settled = ledger.record_settle(&success("e1")).await.unwrap();
+        assert_eq!(settled.seq, 9);
+
+        let report = ledger.verify_chain(plan).await.unwrap();
+        assert!(report.is_valid(), "{report:?}");
+        assert_eq!((report.verified, report.head_seq), (9, 9));
+        assert_eq!(report.head_hash, settled.this_hash);
+        assert!(report.to_error().is_none());
+
+        let kinds: Vec<_> = ledger
+            .events(plan, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|event| event.kind().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::BudgetSet,
+                EventKind::ExecutionStart,
+                EventKind::BudgetReserve,
+                EventKind::LeaseAcquire,
+                EventKind::ArtifactProduce,
+                EventKind::PredicateCheck,
+                EventKind::LeaseRelease,
+                EventKind::BudgetSettle,
+                EventKind::ExecutionSettleSuccess,
+            ]
+        );
+        let events = ledger.events(plan, 0, 100).await.unwrap();
+        assert_eq!(events[0].prev_hash, GENESIS_HASH);
+        for pair in events.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].this_hash);
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+        }
+        let settle_payload = events[8].payload_json().unwrap();
+        assert_eq!(settle_payload["kind"], "execution.settle.success");
+        assert_eq!(settle_payload["image_digest"], "sha256:abc");
+        assert_eq!(ledger.events(plan, 7, 100).await.unwrap().len(), 2);
+        assert_eq!(ledger.events_for_execution("e1").await.unwrap().len(), 8);
+
+        let execution = ledger.execution("e1").await.unwrap().unwrap();
+        assert_eq!(execution.status, ExecutionStatus::Success);
+        assert_eq!(execution.image_digest.as_deref(), Some("sha256:abc"));
+        assert_eq!(
+            (execution.reserved_micro_usd, execution.spent_micro_usd),
+            (0, Some(1_500))
+        );
+        let plan_row = ledger.plan(plan).await.unwrap().unwrap();
+        assert_eq!(
+            (plan_row.reserved_micro_usd, plan_row.spent_micro_usd),
+            (0, 1_500)
+        );
+        assert_eq!(plan_row.available_micro_usd(), Some(3_500));
+
+        let evidence = ledger.execution_evidence("e1").await.unwrap().unwrap();
+        assert!(evidence.is_settled_on_a_valid_chain());
+        let settle_event = evidence.settle_event.unwrap();
+        assert_eq!(settle_event.seq, 9);
+        assert_eq!(
+            settle_event.payload_json().unwrap()["receipt_cid"],
+            proctor_contract::cid(b"receipt")
+        );
+        assert!(ledger.execution_evidence("nope").await.unwrap().is_none());
+
+        append_checks(&ledger, "other", 3).await;
+        let reports = ledger.verify_all().await.unwrap();
+        let summary: Vec<_> = reports
+            .iter()
+            .map(|r| (r.plan.as_str(), r.verified, r.is_valid()))
+            .collect();
+        assert_eq!(summary, [("default", 9, true), ("other", 3, true)]);
+        assert!(ledger.leases().await.unwrap().is_empty());
+        ledger.close().await;
+    }
+
+    pub(crate) async fn executions_are_recorded_and_settled_once(db: &TestDb) {
+        let ledger = db.ledger().await;
+        ledger.record_start(&start("p", "e1")).await.unwrap();
+        let err = ledger.record_start(&start("p", "e1")).await.unwrap_err();
+        assert!(
+            assert_canon(err, ErrorCode::Ledger)
+                .message()
+                .contains("already recorded")
+        );
+
+        let failure = ExecutionSettle {
+            execution_id: "e1".to_owned(),
+            outcome: Outcome::Failure(CanonError::new(ErrorCode::Timeout, "after 60s")),
+            image_digest: None,
+            duration_ms: 60_000,
+        };
+        ledger.record_settle(&failure).await.unwrap();
+        let err = ledger.record_settle(&success("e1")).await.unwrap_err();
+        assert!(
+            assert_canon(err, ErrorCode::Ledger)
+                .message()
+                .contains("already settled")
+        );
+        let err = ledger.record_settle(&success("nope")).await.unwrap_err();
+        assert!(
+            assert_canon(err, ErrorCode::Ledger)
+                .message()
+                .contains("unknown execution")
+        );
+
+        let execution = ledger.execution("e1").await.unwrap().unwrap();
+        assert_eq!(execution.status, ExecutionStatus::Failure);
+        assert_eq!(execution.error_code.as_deref(), Some("ERR_TIMEOUT"));
+        assert!(execution.settled_at.is_some());
+        let events = ledger.events("p", 0, 10).await.unwrap();
+        assert_eq!(events.len(), 2);
+        let payload = events[1].payload_json().unwrap();
+        assert_eq!(payload["error"]["code"], "ERR_TIMEOUT");
+        assert_eq!(
+            payload["error"]["message"],
+            "execution timed out: after 60s"
+        );
+        assert!(ledger.execution("nope").await.unwrap().is_none());
+
+        let err = ledger.append("p", &check_event("e1", 1)).await.map(|_| ());
+        assert!(err.is_ok());
+        let err = ledger.verify_chain("missing").await.unwrap_err();
+        assert_canon(err, ErrorCode::Ledger);
+        let err = ledger
+            .append("bad key", &check_event("e1", 1))
+            .await
+            .unwrap_err();
+        assert_canon(err, ErrorCode::Ledger);
+    }
+
+    pub(crate) async fn an_edited_payload_breaks_the_chain_at_its_seq(db: &TestDb) {
+        let ledger = db.ledger().await;
+        ledger.record_start(&start("p", "e1")).await.unwrap();
+        append_checks(&ledger, "p", 10).await;
+        ledger.record_settle(&success("e1")).await.unwrap();
+        let evidence = ledger.execution_evidence("e1").await.unwrap().unwrap();
+        assert!(evidence.is_settled_on_a_valid_chain());
+        let raw = db.raw().await;
+        // Seq 4 holds `check 3` (seq 1 is the execution's start).
+        let edited = exec(
+            &raw,
+            "UPDATE events SET payload = replace(payload, 'check 3', 'check 30') WHERE plan = 'p' AND seq = 4",
+        )
+        .await
+        .unwrap();
+        assert_eq!(edited, 1);
+        let report = ledger.verify_chain("p").await.unwrap();
+        let broken = report.broken.clone().unwrap();
+        assert_eq!(broken.seq, 4, "{report:?}");
+        let evidence = ledger.execution_evidence("e1").await.unwrap().unwrap();
+        assert!(!evidence.is_settled_on_a_valid_chain());
+        assert!(
+            matches!(broken.reason, BreakReason::PayloadHashMismatch { .. }),
+            "{report:?}"
+        );
+        assert_eq!(report.verified, 3);
+        let err = report.to_error().unwrap();
+        assert_eq!(err.code(), ErrorCode::LedgerChain);
+        assert!(err.message().contains("seq 4: payload hashes to"), "{err}");
+    }
+
+    pub(crate) async fn a_deleted_row_breaks_the_chain_at_its_seq(db: &TestDb) {
+        let ledger = db.ledger().await;
+        append_checks(&ledger, "p", 10).await;
+        append_checks(&ledger, "q", 10).await;
+        let raw = db.raw().await;
+        assert_eq!(
+            exec(&raw, "DELETE FROM events WHERE plan = 'p' AND seq = 6")
+                .await
+                .unwrap(),
+            1
+        );
+        let broken = ledger.verify_chain("p").await.unwrap().broken.unwrap();
+        assert_eq!(
+            (broken.seq, broken.reason),
+            (6, BreakReason::Gap { next_stored_seq: 7 })
+        );
+
+        assert_eq!(
+            exec(&raw, "DELETE FROM events WHERE plan = 'q' AND seq = 10")
+                .await
+                .unwrap(),
+            1
+        );
+        let broken = ledger.verify_chain("q").await.unwrap().broken.unwrap();
+        assert_eq!(
+            (broken.seq, broken.reason),
+            (10, BreakReason::Truncated { head_seq: 10 })
+        );
+    }
+
+    pub(crate) async fn reordered_rows_break_the_chain_at_the_first_moved_seq(db: &TestDb) {
+        let ledger = db.ledger().await;
+        append_checks(&ledger, "p", 10).await;
+        append_checks(&ledger, "q", 10).await;
+        let raw = db.raw().await;
+        // Swap the positions of seq 3 and seq 4.
+        for sql in [
+            "UPDATE events SET seq = 1000 WHERE plan = 'p' AND seq = 3",
+            "UPDATE events SET seq = 3 WHERE plan = 'p' AND seq = 4",
+            "UPDATE events SET seq = 4 WHERE plan = 'p' AND seq = 1000",
+        ] {
+            assert_eq!(exec(&raw, sql).await.unwrap(), 1, "{sql}");
+        }
+        let broken = ledger.verify_chain("p").await.unwrap().broken.unwrap();
+        assert_eq!(broken.seq, 3);
+        assert!(
+            matches!(broken.reason, BreakReason::PrevHashMismatch { .. }),
+            "{broken:?}"
+        );
+
+        // Swap the contents of seq 7 and seq 8, hashes included, keeping the seqs.
+        for sql in [
+            "UPDATE events SET seq = 1000 WHERE plan = 'q' AND seq = 7",
+            "UPDATE events SET seq = 7 WHERE plan = 'q' AND seq = 8",
+            "UPDATE events SET seq = 8 WHERE plan = 'q' AND seq = 1000",
+        ] {
+            assert_eq!(exec(&raw, sql).await.unwrap(), 1, "{sql}");
+        }
+        let broken = ledger.verify_chain("q").await.unwrap().broken.unwrap();
+        assert_eq!(broken.seq, 7, "{broken:?}");
+    }
+
+    pub(crate) async fn edited_columns_and_forged_rows_break_the_chain(db: &TestDb) {
+        let ledger = db.ledger().await;
+        for plan in ["kind", "forged", "rehashed"] {
+            append_checks(&ledger, plan, 5).await;
+        }
+        let raw = db.raw().await;
+        // The kind, execution_id and created_at columns derive from the hashed payload.
+        for sql in [
+            "UPDATE events SET kind = 'artifact.produce' WHERE plan = 'kind' AND seq = 2",
+            "UPDATE events SET execution_id = 'e9' WHERE plan = 'kind' AND seq = 2",
+            "UPDATE events SET created_at = '2000-01-01T00:00:00.000Z' WHERE plan = 'kind' AND seq = 2",
+            "UPDATE events SET payload = 'not json' WHERE plan = 'kind' AND seq = 2",
+        ] {
+            assert!(exec(&raw, sql).await.is_err(), "{sql}");
+        }
+        let edited = "UPDATE events SET payload = replace(payload, 'predicate.check', 'artifact.produce') \
+                      WHERE plan = 'kind' AND seq = 2";
+        assert_eq!(exec(&raw, edited).await.unwrap(), 1);
+        let relabeled = ledger.events("kind", 1, 1).await.unwrap().remove(0);
+        assert_eq!(relabeled.kind(), Some(EventKind::ArtifactProduce));
+        let broken = ledger.verify_chain("kind").await.unwrap().broken.unwrap();
+        assert_eq!(broken.seq, 2);
+        assert!(
+            matches!(broken.reason, BreakReason::PayloadHashMismatch { .. }),
+            "{broken:?}"
+        );
+
+        // A row appended behind the ledger's back, even with a correct hash link.
+        let last = ledger.events("forged", 4, 1).await.unwrap().remove(0);
+        exec(
+            &raw,
+            &format!(
+                "INSERT INTO events (plan, seq, payload, prev_hash, this_hash) \
+                 VALUES ('forged', 6, '{}', '{}', '{}')",
+                last.payload, last.this_hash, last.this_hash
+            ),
+        )
+        .await
+        .unwrap();
+        let broken = ledger.verify_chain("forged").await.unwrap().broken.unwrap();
+        assert_eq!(
+            (broken.seq, broken.reason),
+            (6, BreakReason::BeyondHead { head_seq: 5 })
+        );
+
+        // An edited payload whose this_hash was recomputed: the next link breaks.
+        let third = ledger.events("rehashed", 2, 1).await.unwrap().remove(0);
+        let forged_payload = third.payload.replace("check 3", "check 33");
+        let prev = blake3::Hash::from_hex(&third.prev_hash).unwrap();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(prev.as_bytes());
+        hasher.update(forged_payload.as_bytes());
+        exec(
+            &raw,
+            &format!(
+                "UPDATE events SET payload = '{forged_payload}', this_hash = '{}' WHERE plan = 'rehashed' AND seq = 3",
+                hasher.finalize().to_hex()
+            ),
+        )
+        .await
+        .unwrap();
+        let broken = ledger
+            .verify_chain("rehashed")
+            .await
+            .unwrap()
+            .broken
+            .unwrap();
+        assert_eq!(broken.seq, 4);
+        assert!(
+            matches!(broken.reason, BreakReason::PrevHashMismatch { .. }),
+            "{broken:?}"
+        );
+    }
+
+    pub(crate) async fn eight_concurrent_writers_leave_a_gap_free_valid_chain(db: &TestDb) {
+        const WRITERS: usize = 8;
+        const PER_WRITER: usize = 1_250;
+        // Migrate once; then every writer has its own handle and connection pool.
+        db.ledger().await.close().await;
+        let mut tasks = Vec::new();
+        for writer in 0..WRITERS {
+            let url = db.url.clone();
+            tasks.push(tokio::spawn(async move {
+                let ledger = Ledger::open(&url).await.unwrap();
+                for n in 0..PER_WRITER {
+                    let execution_id = format!("w{writer}");
+                    ledger
+                        .append("shared", &check_event(&execution_id, n))
+                        .await
+                        .unwrap();
+                }
+                ledger.close().await;
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+
+        let ledger = db.ledger().await;
+        let report = ledger.verify_chain("shared").await.unwrap();
+        assert!(report.is_valid(), "{report:?}");
+        assert_eq!(report.verified, (WRITERS * PER_WRITER) as u64);
+        assert_eq!(report.head_seq, (WRITERS * PER_WRITER) as u64);
+
+        let mut seen = HashSet::new();
+        let mut after = 0;
+        loop {
+            let page = ledger.events("shared", after, 2_000).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for event in &page {
+                let payload = event.payload_json().unwrap();
+                let key = (
+                    event.execution_id.clone().unwrap(),
+                    payload["detail"].to_string(),
+                );
+                assert!(seen.insert(key), "event appended twice: {}", event.payload);
+            }
+        }
+        assert_eq!(seen.len(), WRITERS * PER_WRITER);
+        let raw = db.raw().await;
+        let (count, min, max): (i64, i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), MIN(seq), MAX(seq) FROM events WHERE plan = 'shared'")
+                .fetch_one(&raw)
+                .await
+                .unwrap();
+        assert_eq!((count, min, max), (10_000, 1, 10_000));
+    }
+
+    pub(crate) async fn a_reservation_past_the_budget_is_refused(db: &TestDb) {
+        let ledger = db.ledger().await;
+        let plan = "capped";
+        ledger.set_budget(plan, Some(1_000)).await.unwrap();
+        for execution_id in ["e1", "e2"] {
+            ledger
+                .record_start(&start(plan, execution_id))
+                .await
+                .unwrap();
+        }
+        ledger.reserve(plan, "e1", 600).await.unwrap();
+        let head_before = ledger.plan(plan).await.unwrap().unwrap().head_seq;
+
+        let err = ledger.reserve(plan, "e2", 500).await.unwrap_err();
+        assert!(err.is_budget_exceeded());
+        let canon = assert_canon(err, ErrorCode::BudgetExceeded);
+        assert!(canon.message().contains("plan `capped`"), "{canon}");
+        assert_eq!(
+            canon.code().exit_code(),
+            ErrorCode::BudgetExceeded.exit_code()
+        );
+        let state = ledger.plan(plan).await.unwrap().unwrap();
+        assert_eq!((state.reserved_micro_usd, state.spent_micro_usd), (600, 0));
+        assert_eq!(state.head_seq, head_before, "a refusal appends nothing");
+
+        ledger.settle(plan, "e1", 400).await.unwrap();
+        ledger.reserve(plan, "e2", 500).await.unwrap();
+        let err = ledger.reserve(plan, "e2", 200).await.unwrap_err();
+        assert_canon(err, ErrorCode::BudgetExceeded);
+        let err = ledger.settle(plan, "e2", 700).await.unwrap_err();
+        assert_canon(err, ErrorCode::BudgetExceeded);
+        let err = ledger.set_budget(plan, Some(800)).await.unwrap_err();
+        assert_canon(err, ErrorCode::BudgetExceeded);
+
+        let err = ledger.settle(plan, "e1", 1).await.unwrap_err();
+        assert!(
+            assert_canon(err, ErrorCode::Ledger)
+                .message()
+                .contains("already settled")
+        );
+        let err = ledger.reserve(plan, "ghost", 1).await.unwrap_err();
+        assert!(
+            assert_canon(err, ErrorCode::Ledger)
+                .message()
+                .contains("unknown execution")
+        );
+        ledger
+            .record_start(&start("elsewhere", "e3"))
+            .await
+            .unwrap();
+        let err = ledger.reserve(plan, "e3", 1).await.unwrap_err();
+        assert!(
+            assert_canon(err, ErrorCode::Ledger)
+                .message()
+                .contains("belongs to plan")
+        );
+
+        ledger.settle(plan, "e2", 600).await.unwrap();
+        let state = ledger.plan(plan).await.unwrap().unwrap();
+        assert_eq!(
+            (state.reserved_micro_usd, state.spent_micro_usd),
+            (0, 1_000)
+        );
+        assert_eq!(state.available_micro_usd(), Some(0));
+        ledger.set_budget(plan, None).await.unwrap();
+        ledger.record_start(&start(plan, "e4")).await.unwrap();
+        ledger.reserve(plan, "e4", 1_000_000).await.unwrap();
+        assert!(ledger.verify_chain(plan).await.unwrap().is_valid());
+    }
+
+    pub(crate) async fn the_database_enforces_budget_and_chain_constraints(db: &TestDb) {
+        let ledger = db.ledger().await;
+        ledger.set_budget("p", Some(100)).await.unwrap();
+        ledger.record_start(&start("p", "e1")).await.unwrap();
+        ledger.reserve("p", "e1", 60).await.unwrap();
+        let raw = db.raw().await;
+        let check = Violation::Check;
+        assert_violation(
+            exec(
+                &raw,
+                "UPDATE plans SET reserved_micro_usd = -1 WHERE key = 'p'",
+            )
+            .await,
+            check,
+            "negative reserved",
+        );
+        assert_violation(
+            exec(
+                &raw,
+                "UPDATE plans SET spent_micro_usd = -5 WHERE key = 'p'",
+            )
+            .await,
+            check,
+            "negative spent",
+        );
+        assert_violation(
+            exec(
+                &raw,
+                "UPDATE plans SET spent_micro_usd = 41 WHERE key = 'p'",
+            )
+            .await,
+            check,
+            "reserved + spent over budget",
+        );
+        assert_violation(
+            exec(
+                &raw,
+                "UPDATE plans SET budget_micro_usd = 59 WHERE key = 'p'",
+            )
+            .await,
+            check,
+            "budget under reserved",
+        );
+        assert_violation(
+            exec(
+                &raw,
+                "UPDATE executions SET reserved_micro_usd = -1 WHERE execution_id = 'e1'",
+            )
+            .await,
+            check,
+            "negative execution reservation",
+        );
+        assert_violation(
+            exec(
+                &raw,
+                "UPDATE executions SET spent_micro_usd = -1 WHERE execution_id = 'e1'",
+            )
+            .await,
+            check,
+            "negative execution spend",
+        );
+        assert_violation(
+            exec(
+                &raw,
+                "UPDATE events SET seq = 0 WHERE plan = 'p' AND seq = 1",
+            )
+            .await,
+            check,
+            "seq below 1",
+        );
+        assert_violation(
+            exec(
+                &raw,
+                "UPDATE events SET seq = 2 WHERE plan = 'p' AND seq = 1",
+            )
+            .await,
+            Violation::Unique,
+            "duplicate (plan, seq)",
+        );
+        // The limits themselves are allowed.
+        assert_eq!(
+            exec(
+                &raw,
+                "UPDATE plans SET spent_micro_usd = 40 WHERE key = 'p'"
+            )
+            .await
+            .unwrap(),
+            1
+        );
+        assert_eq!(
+            exec(
+                &raw,
+                "UPDATE plans SET budget_micro_usd = NULL WHERE key = 'p'"
+            )
+            .await
+            .unwrap(),
+            1
+        );
+    }
+
+    pub(crate) async fn overlapping_leases_conflict_until_released(db: &TestDb) {
+        let ledger = db.ledger().await;
+        let minute = Duration::from_secs(60);
+        let held = ledger
+            .acquire_lease("p", &path("/artifacts/outputs/demo/e1/"), "e1", minute)
+            .await
+            .unwrap();
+        assert_eq!(held.lease().holder, "e1");
+        assert!(!held.lease().is_expired());
+
+        for (selector, why) in [
+            (
+                "/artifacts/outputs/demo/e1/outputs/x.json",
+                "exact path inside the prefix",
+            ),
+            (
+                "/artifacts/outputs/demo/e1/outputs/",
+                "prefix inside the prefix",
+            ),
+            ("/artifacts/outputs/demo/", "prefix covering the prefix"),
+            ("/artifacts/outputs/demo/e1/", "the same prefix"),
+        ] {
+            let err = ledger
+                .acquire_lease("p", &path(selector), "e2", minute)
+                .await
+                .unwrap_err();
+            assert!(err.is_lease_conflict(), "{why}: {err}");
+            let canon = assert_canon(err, ErrorCode::LeaseConflict);
+            assert!(
+                canon.message().contains("held by execution `e1`"),
+                "{canon}"
+            );
+        }
+        let sibling = ledger
+            .acquire_lease("p", &path("/artifacts/outputs/demo/e2/"), "e2", minute)
+            .await
+            .unwrap();
+        let exact = ledger
+            .acquire_lease("p", &path("/artifacts/outputs/demo/e1"), "e3", minute)
+            .await
+            .unwrap();
+        // The holder itself may lease inside its prefix and renew it.
+        let inner = ledger
+            .acquire_lease("p", &path("/artifacts/outputs/demo/e1/x"), "e1", minute)
+            .await
+            .unwrap();
+        let renewed = ledger
+            .acquire_lease("p", &path("/artifacts/outputs/demo/e1/"), "e1", minute)
+            .await
+            .unwrap();
+        assert_eq!(ledger.leases().await.unwrap().len(), 4);
+
+        assert!(held.release().await.unwrap());
+        assert!(
+            !renewed.release().await.unwrap(),
+            "already released through the first guard"
+        );
+        assert!(inner.release().await.unwrap());
+        let taken = ledger
+            .acquire_lease("p", &path("/artifacts/outputs/demo/e1/"), "e2", minute)
+            .await
+            .unwrap();
+        assert_eq!(taken.lease().holder, "e2");
+        for guard in [taken, sibling, exact] {
+            assert!(guard.release().await.unwrap());
+        }
+        assert!(ledger.leases().await.unwrap().is_empty());
+        let report = ledger.verify_chain("p").await.unwrap();
+        assert!(report.is_valid(), "{report:?}");
+        let kinds: Vec<_> = ledger
+            .events("p", 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.kind())
+            .collect();
+        let count = |kind| kinds.iter().filter(|k| **k == kind).count();
+        assert_eq!(
+            (
+                count(EventKind::LeaseAcquire),
+                count(EventKind::LeaseRelease)
+            ),
+            (6, 5)
+        );
+    }
+
+    pub(crate) async fn expired_leases_are_taken_over_and_dropped_guards_release(db: &TestDb) {
+        let ledger = db.ledger().await;
+        let prefix = path("/artifacts/outputs/crashed/");
+        // A zero TTL has expired by the time anyone else looks: a crashed holder.
+        let crashed = ledger
+            .acquire_lease("p", &prefix, "e1", Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(crashed.lease().is_expired());
+        let successor = ledger
+            .acquire_lease(
+                "p",
+                &path("/artifacts/outputs/crashed/e2/"),
+                "e2",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let takeover = ledger
+            .events("p", 0, 10)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .payload_json()
+            .unwrap();
+        assert_eq!(takeover["kind"], "lease.acquire");
+        assert_eq!(takeover["taken_over"][0]["holder"], "e1");
+        assert_eq!(
+            takeover["taken_over"][0]["selector"],
+            "/artifacts/outputs/crashed/"
+        );
+        assert!(
+            !crashed.release().await.unwrap(),
+            "the expired lease was taken over"
+        );
+        assert!(!ledger.release_lease(&prefix, "e1").await.unwrap());
+        assert!(successor.release().await.unwrap());
+
+        {
+            let _guard = ledger
+                .acquire_lease(
+                    "p",
+                    &path("/artifacts/outputs/dropped/"),
+                    "e3",
+                    Duration::from_secs(60),
+                )
+                .await
+                .unwrap();
+            // Leaves the scope without an explicit release, as an early return or error would.
+        }
+        ledger.wait_for_dropped_leases().await;
+        assert!(ledger.leases().await.unwrap().is_empty());
+        let released = ledger
+            .events("p", 0, 100)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .payload_json()
+            .unwrap();
+        assert_eq!(released["kind"], "lease.release");
+        assert_eq!(released["reason"], "dropped");
+        ledger
+            .acquire_lease(
+                "p",
+                &path("/artifacts/outputs/dropped/"),
+                "e4",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
+        assert!(ledger.verify_chain("p").await.unwrap().is_valid());
+    }
+}
