@@ -114,8 +114,16 @@ impl Envelope {
         Envelope::Error(ErrorEnvelope {
             status: ErrorStatus::Error,
             execution_id: execution_id.to_owned(),
-            error: ErrorBody { code: error.code(), message: error.message() },
-            meta: ErrorMeta { image_digest, env_fingerprint: None, duration_ms, mode },
+            error: ErrorBody {
+                code: error.code(),
+                message: error.message(),
+            },
+            meta: ErrorMeta {
+                image_digest,
+                env_fingerprint: None,
+                duration_ms,
+                mode,
+            },
         })
     }
 
@@ -147,12 +155,22 @@ impl Envelope {
             Some("error") => Envelope::Error(
                 serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?,
             ),
-            _ => return Err(invalid("status must be \"success\" or \"error\"".to_owned())),
+            _ => {
+                return Err(invalid(
+                    "status must be \"success\" or \"error\"".to_owned(),
+                ));
+            }
         };
         match &envelope {
             Envelope::Success(success) => {
-                if success.outputs.windows(2).any(|pair| pair[0].path >= pair[1].path) {
-                    return Err(invalid("outputs must be sorted by path, no duplicates".into()));
+                if success
+                    .outputs
+                    .windows(2)
+                    .any(|pair| pair[0].path >= pair[1].path)
+                {
+                    return Err(invalid(
+                        "outputs must be sorted by path, no duplicates".into(),
+                    ));
                 }
             }
             Envelope::Error(error) => {
@@ -166,9 +184,8 @@ impl Envelope {
 
     /// Parses and validates envelope bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Envelope, CanonError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            CanonError::new(ErrorCode::Envelope, format!("not JSON: {e}"))
-        })?;
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| CanonError::new(ErrorCode::Envelope, format!("not JSON: {e}")))?;
         Envelope::validate(&value)
     }
 
@@ -231,15 +248,33 @@ mod tests {
         let mut bad_status = success();
         bad_status["status"] = json!("ok");
         let mut missing_meta = success();
-        missing_meta["meta"].as_object_mut().unwrap().remove("image_digest");
+        missing_meta["meta"]
+            .as_object_mut()
+            .unwrap()
+            .remove("image_digest");
         let mut bad_mode = success();
         bad_mode["meta"]["mode"] = json!("dry");
         let mut bad_path = success();
         bad_path["index_path"] = json!("/tmp/outputs.json");
         let bad_error = json!({"status":"error","execution_id":"e","error":{"code":"ERR_INPUTS","message":"nope"},"meta":{"duration_ms":1,"mode":"mock"}});
-        for value in [extra, unsorted, bad_status, missing_meta, bad_mode, bad_path, bad_error] {
-            assert_eq!(Envelope::validate(&value).unwrap_err().code(), ErrorCode::Envelope, "{value}");
+        for value in [
+            extra,
+            unsorted,
+            bad_status,
+            missing_meta,
+            bad_mode,
+            bad_path,
+            bad_error,
+        ] {
+            assert_eq!(
+                Envelope::validate(&value).unwrap_err().code(),
+                ErrorCode::Envelope,
+                "{value}"
+            );
         }
-        assert_eq!(Envelope::from_slice(b"<html>").unwrap_err().code(), ErrorCode::Envelope);
+        assert_eq!(
+            Envelope::from_slice(b"<html>").unwrap_err().code(),
+            ErrorCode::Envelope
+        );
     }
 }

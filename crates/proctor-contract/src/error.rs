@@ -102,7 +102,10 @@ pub struct CanonError {
 impl CanonError {
     /// An error of `code` with a detail; an empty detail gives the bare fragment.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> CanonError {
-        CanonError { code, detail: detail.into() }
+        CanonError {
+            code,
+            detail: detail.into(),
+        }
     }
 
     /// The error's code.
@@ -149,11 +152,17 @@ mod tests {
             err.to_string(),
             "ERR_MISSING_SECRET: missing required secret: OPENAI_API_KEY"
         );
-        assert_eq!(CanonError::new(ErrorCode::Inputs, "").message(), "invalid inputs payload");
+        assert_eq!(
+            CanonError::new(ErrorCode::Inputs, "").message(),
+            "invalid inputs payload"
+        );
     }
 
     #[test]
     fn serializes_as_wire_name() {
-        assert_eq!(serde_json::to_string(&ErrorCode::CiSafety).unwrap(), "\"ERR_CI_SAFETY\"");
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::CiSafety).unwrap(),
+            "\"ERR_CI_SAFETY\""
+        );
     }
 }

@@ -30,7 +30,10 @@ pub struct InputsHash {
 /// Hashes `inputs` as `BLAKE3(JCS(inputs))`.
 pub fn inputs_hash(inputs: &Value) -> InputsHash {
     let digest = blake3::hash(canonical_json(inputs).as_bytes());
-    InputsHash { hash_schema: HASH_SCHEMA.to_owned(), value: digest.to_hex().to_string() }
+    InputsHash {
+        hash_schema: HASH_SCHEMA.to_owned(),
+        value: digest.to_hex().to_string(),
+    }
 }
 
 /// Formats an environment fingerprint: `k=v` pairs sorted by key, joined by `;`.
@@ -39,10 +42,16 @@ pub fn inputs_hash(inputs: &Value) -> InputsHash {
 pub fn env_fingerprint<K: AsRef<str>, V: AsRef<str>>(
     pairs: impl IntoIterator<Item = (K, V)>,
 ) -> String {
-    let mut pairs: Vec<(String, String)> =
-        pairs.into_iter().map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())).collect();
+    let mut pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+        .collect();
     pairs.sort();
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 #[cfg(test)]
@@ -94,9 +103,12 @@ mod tests {
 
     fn reversed_keys(value: &Value) -> Value {
         match value {
-            Value::Object(map) => {
-                Value::Object(map.iter().rev().map(|(k, v)| (k.clone(), reversed_keys(v))).collect())
-            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .rev()
+                    .map(|(k, v)| (k.clone(), reversed_keys(v)))
+                    .collect(),
+            ),
             Value::Array(items) => Value::Array(items.iter().map(reversed_keys).collect()),
             other => other.clone(),
         }

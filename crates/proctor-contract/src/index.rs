@@ -44,9 +44,19 @@ impl OutputsIndex {
                     format!("`{raw_path}` is `{path}` again"),
                 ));
             }
-            by_path.insert(path.clone(), OutputEntry { path, cid, size_bytes, mime });
+            by_path.insert(
+                path.clone(),
+                OutputEntry {
+                    path,
+                    cid,
+                    size_bytes,
+                    mime,
+                },
+            );
         }
-        Ok(OutputsIndex { outputs: by_path.into_values().collect() })
+        Ok(OutputsIndex {
+            outputs: by_path.into_values().collect(),
+        })
     }
 
     /// The compact JSON bytes written to disk.
@@ -60,10 +70,16 @@ impl OutputsIndex {
             .map_err(|e| CanonError::new(ErrorCode::Envelope, format!("outputs index: {e}")))?;
         for pair in index.outputs.windows(2) {
             if pair[0].path == pair[1].path {
-                return Err(CanonError::new(ErrorCode::OutputDuplicate, pair[0].path.to_string()));
+                return Err(CanonError::new(
+                    ErrorCode::OutputDuplicate,
+                    pair[0].path.to_string(),
+                ));
             }
             if pair[0].path > pair[1].path {
-                return Err(CanonError::new(ErrorCode::Envelope, "outputs index is not sorted"));
+                return Err(CanonError::new(
+                    ErrorCode::Envelope,
+                    "outputs index is not sorted",
+                ));
             }
         }
         Ok(index)
@@ -75,12 +91,18 @@ mod tests {
     use super::*;
 
     fn entry(path: &str) -> (String, String, u64, String) {
-        (path.to_owned(), "b3:00".to_owned(), 1, "text/plain".to_owned())
+        (
+            path.to_owned(),
+            "b3:00".to_owned(),
+            1,
+            "text/plain".to_owned(),
+        )
     }
 
     #[test]
     fn sorts_by_path_and_serializes_compactly() {
-        let index = OutputsIndex::build([entry("/artifacts/o/b"), entry("/artifacts/o/a")]).unwrap();
+        let index =
+            OutputsIndex::build([entry("/artifacts/o/b"), entry("/artifacts/o/a")]).unwrap();
         assert_eq!(
             String::from_utf8(index.to_bytes()).unwrap(),
             r#"{"outputs":[{"path":"/artifacts/o/a","cid":"b3:00","size_bytes":1,"mime":"text/plain"},{"path":"/artifacts/o/b","cid":"b3:00","size_bytes":1,"mime":"text/plain"}]}"#
@@ -97,13 +119,19 @@ mod tests {
         ] {
             let err = OutputsIndex::build([entry(a), entry(b)]).unwrap_err();
             assert_eq!(err.code(), ErrorCode::OutputDuplicate);
-            assert!(err.message().contains("duplicate output after canonicalization"));
+            assert!(
+                err.message()
+                    .contains("duplicate output after canonicalization")
+            );
         }
     }
 
     #[test]
     fn unsorted_index_bytes_are_refused() {
         let bytes = br#"{"outputs":[{"path":"/artifacts/b","cid":"b3:0","size_bytes":1,"mime":"x"},{"path":"/artifacts/a","cid":"b3:0","size_bytes":1,"mime":"x"}]}"#;
-        assert_eq!(OutputsIndex::from_bytes(bytes).unwrap_err().code(), ErrorCode::Envelope);
+        assert_eq!(
+            OutputsIndex::from_bytes(bytes).unwrap_err().code(),
+            ErrorCode::Envelope
+        );
     }
 }

@@ -15,7 +15,7 @@ mod redact;
 mod world_path;
 
 pub use envelope::{Envelope, ErrorBody, ErrorEnvelope, ErrorMeta, SuccessEnvelope, SuccessMeta};
-pub use error::{CanonError, ErrorCode, EXIT_USAGE};
+pub use error::{CanonError, EXIT_USAGE, ErrorCode};
 pub use hashing::{HASH_SCHEMA, InputsHash, canonical_json, cid, env_fingerprint, inputs_hash};
 pub use index::{OutputEntry, OutputsIndex};
 pub use mode::{Mode, ci_guard};

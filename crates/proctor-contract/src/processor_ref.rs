@@ -42,11 +42,17 @@ impl ProcessorRef {
 
 fn valid_part(part: &str, max: usize, extra: &[char]) -> bool {
     let mut chars = part.chars();
-    let Some(first) = chars.next() else { return false };
+    let Some(first) = chars.next() else {
+        return false;
+    };
     part.len() <= max
         && (first.is_ascii_lowercase() || first.is_ascii_digit())
         && chars.all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || extra.contains(&c)
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '-'
+                || c == '_'
+                || extra.contains(&c)
         })
 }
 
@@ -60,7 +66,9 @@ impl FromStr for ProcessorRef {
                 format!("`{raw}` {why}; expected ns/name@version, e.g. llm/litellm@1"),
             )
         };
-        let (path, version) = raw.split_once('@').ok_or_else(|| invalid("has no @version"))?;
+        let (path, version) = raw
+            .split_once('@')
+            .ok_or_else(|| invalid("has no @version"))?;
         let (namespace, name) = path.split_once('/').ok_or_else(|| invalid("has no ns/"))?;
         if !valid_part(namespace, 64, &[]) {
             return Err(invalid("has an invalid namespace"));
@@ -105,7 +113,10 @@ mod tests {
     #[test]
     fn parses_valid_refs() {
         let r: ProcessorRef = "llm/litellm@1".parse().unwrap();
-        assert_eq!((r.namespace(), r.name(), r.version()), ("llm", "litellm", "1"));
+        assert_eq!(
+            (r.namespace(), r.name(), r.version()),
+            ("llm", "litellm", "1")
+        );
         assert_eq!(r.to_string(), "llm/litellm@1");
         assert_eq!(r.image_name(), "llm-litellm");
         assert!("text/stats@1.2.0".parse::<ProcessorRef>().is_ok());
@@ -115,8 +126,18 @@ mod tests {
     #[test]
     fn rejects_invalid_refs() {
         for raw in [
-            "", "llm", "llm/litellm", "llm@1", "/litellm@1", "llm/@1", "llm/litellm@",
-            "LLM/litellm@1", "llm/lite llm@1", "llm/litellm@1@2", "llm/a/b@1", "-x/y@1",
+            "",
+            "llm",
+            "llm/litellm",
+            "llm@1",
+            "/litellm@1",
+            "llm/@1",
+            "llm/litellm@",
+            "LLM/litellm@1",
+            "llm/lite llm@1",
+            "llm/litellm@1@2",
+            "llm/a/b@1",
+            "-x/y@1",
             "llm/litellm@.1",
         ] {
             let err = raw.parse::<ProcessorRef>().unwrap_err();

@@ -51,7 +51,10 @@ impl Receipt {
         for volatile in ["timestamp_utc", "duration_ms", "usage", "execution_id"] {
             map.remove(volatile);
         }
-        let index = self.outputs_index.as_str().replace(&self.execution_id, EXECUTION_ID_PLACEHOLDER);
+        let index = self
+            .outputs_index
+            .as_str()
+            .replace(&self.execution_id, EXECUTION_ID_PLACEHOLDER);
         map.insert("outputs_index".to_owned(), Value::String(index));
         value
     }
@@ -90,7 +93,10 @@ mod tests {
         let b = receipt("e2", 2);
         assert_ne!(a, b);
         assert_eq!(a.stable_part(), b.stable_part());
-        assert_eq!(a.stable_part()["outputs_index"], "/artifacts/o/{execution_id}/outputs.json");
+        assert_eq!(
+            a.stable_part()["outputs_index"],
+            "/artifacts/o/{execution_id}/outputs.json"
+        );
         assert!(a.stable_part().get("timestamp_utc").is_none());
     }
 
@@ -99,9 +105,18 @@ mod tests {
         let a = receipt("e1", 1);
         let value: Value = serde_json::from_slice(&a.to_bytes()).unwrap();
         for field in [
-            "execution_id", "processor_ref", "image_digest", "env_fingerprint", "inputs_hash",
-            "hash_schema", "outputs_index", "processor_info", "usage", "timestamp_utc",
-            "duration_ms", "mode",
+            "execution_id",
+            "processor_ref",
+            "image_digest",
+            "env_fingerprint",
+            "inputs_hash",
+            "hash_schema",
+            "outputs_index",
+            "processor_info",
+            "usage",
+            "timestamp_utc",
+            "duration_ms",
+            "mode",
         ] {
             assert!(value.get(field).is_some(), "{field}");
         }

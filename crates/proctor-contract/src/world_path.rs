@@ -109,12 +109,20 @@ impl WorldPath {
 
     /// The facet the path lives in.
     pub fn facet(&self) -> Facet {
-        if self.0.starts_with("/artifacts/") { Facet::Artifacts } else { Facet::Streams }
+        if self.0.starts_with("/artifacts/") {
+            Facet::Artifacts
+        } else {
+            Facet::Streams
+        }
     }
 
     /// Exact or prefix.
     pub fn kind(&self) -> SelectorKind {
-        if self.0.ends_with('/') { SelectorKind::Prefix } else { SelectorKind::Exact }
+        if self.0.ends_with('/') {
+            SelectorKind::Prefix
+        } else {
+            SelectorKind::Exact
+        }
     }
 
     /// Whether this selector covers `other` (a prefix covers everything below it; an exact
@@ -199,8 +207,11 @@ impl WritePrefix {
 
     /// Validates an already expanded prefix (as a processor receives it).
     pub fn from_expanded(expanded: &str) -> Result<WritePrefix, CanonError> {
-        let with_slash =
-            if expanded.ends_with('/') { expanded.to_owned() } else { format!("{expanded}/") };
+        let with_slash = if expanded.ends_with('/') {
+            expanded.to_owned()
+        } else {
+            format!("{expanded}/")
+        };
         let path = WorldPath::parse(&with_slash)?;
         if path.facet() != Facet::Artifacts || path.as_str() == "/artifacts/" {
             return Err(CanonError::new(
@@ -312,7 +323,10 @@ mod tests {
         assert_eq!(code("/artifacts/a%4"), ErrorCode::PercentDecode);
         assert_eq!(code("/artifacts/%FF"), ErrorCode::PercentDecode);
         assert_eq!(code("/artifacts/a%0Ab"), ErrorCode::BadPath);
-        assert_eq!(code(&format!("/artifacts/{}", "a".repeat(256))), ErrorCode::PathTooLong);
+        assert_eq!(
+            code(&format!("/artifacts/{}", "a".repeat(256))),
+            ErrorCode::PathTooLong
+        );
         let long = format!("/artifacts{}", "/abcdefghi".repeat(110));
         assert_eq!(code(&long), ErrorCode::PathTooLong);
     }
@@ -333,8 +347,14 @@ mod tests {
     fn write_prefix_expands_and_normalizes() {
         let prefix = WritePrefix::expand("/artifacts/outputs/demo/{execution_id}", "e1").unwrap();
         assert_eq!(prefix.as_str(), "/artifacts/outputs/demo/e1/");
-        assert_eq!(prefix.index_path().as_str(), "/artifacts/outputs/demo/e1/outputs.json");
-        assert_eq!(prefix.receipt_path().as_str(), "/artifacts/outputs/demo/e1/receipt.json");
+        assert_eq!(
+            prefix.index_path().as_str(),
+            "/artifacts/outputs/demo/e1/outputs.json"
+        );
+        assert_eq!(
+            prefix.receipt_path().as_str(),
+            "/artifacts/outputs/demo/e1/receipt.json"
+        );
         assert_eq!(
             prefix.output_path("text/response.txt").unwrap().as_str(),
             "/artifacts/outputs/demo/e1/outputs/text/response.txt"

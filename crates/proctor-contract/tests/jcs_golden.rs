@@ -14,7 +14,12 @@ fn documents_canonicalize_as_rfc8785_says() {
     assert!(documents.len() >= 3);
     for case in documents {
         let input: Value = serde_json::from_str(case["input"].as_str().unwrap()).unwrap();
-        assert_eq!(canonical_json(&input), case["canonical"].as_str().unwrap(), "{}", case["name"]);
+        assert_eq!(
+            canonical_json(&input),
+            case["canonical"].as_str().unwrap(),
+            "{}",
+            case["name"]
+        );
     }
 }
 
@@ -26,6 +31,10 @@ fn numbers_serialize_as_ecmascript_does() {
     for case in numbers {
         let bits = u64::from_str_radix(case["bits"].as_str().unwrap(), 16).unwrap();
         let value = Value::from(f64::from_bits(bits));
-        assert_eq!(canonical_json(&value), case["canonical"].as_str().unwrap(), "bits {bits:016x}");
+        assert_eq!(
+            canonical_json(&value),
+            case["canonical"].as_str().unwrap(),
+            "bits {bits:016x}"
+        );
     }
 }

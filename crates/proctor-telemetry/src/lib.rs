@@ -21,7 +21,11 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 ///
 /// A second call is a no-op (the first subscriber stays).
 pub fn init(redactor: Redactor, max_level: Level) {
-    let layer = JsonLines { redactor, max_level, sink: Sink::Stderr };
+    let layer = JsonLines {
+        redactor,
+        max_level,
+        sink: Sink::Stderr,
+    };
     let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
 }
 
@@ -38,11 +42,16 @@ fn redactor_for_vars(
 ) -> Redactor {
     let looks_secret = |name: &str| {
         let upper = name.to_ascii_uppercase();
-        ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD"].iter().any(|end| upper.ends_with(end))
+        ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD"]
+            .iter()
+            .any(|end| upper.ends_with(end))
             || upper.contains("SECRET")
             || extra_names.iter().any(|extra| extra == name)
     };
-    Redactor::new(vars.filter(|(name, _)| looks_secret(name)).map(|(_, value)| value))
+    Redactor::new(
+        vars.filter(|(name, _)| looks_secret(name))
+            .map(|(_, value)| value),
+    )
 }
 
 enum Sink {
@@ -65,11 +74,22 @@ impl<S: Subscriber> Layer<S> for JsonLines {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let metadata = event.metadata();
         let mut fields = Map::new();
-        let timestamp = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        let timestamp = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
         fields.insert("ts".to_owned(), Value::String(timestamp));
-        fields.insert("level".to_owned(), Value::String(metadata.level().as_str().to_lowercase()));
-        fields.insert("target".to_owned(), Value::String(metadata.target().to_owned()));
-        event.record(&mut FieldVisitor { fields: &mut fields, redactor: &self.redactor });
+        fields.insert(
+            "level".to_owned(),
+            Value::String(metadata.level().as_str().to_lowercase()),
+        );
+        fields.insert(
+            "target".to_owned(),
+            Value::String(metadata.target().to_owned()),
+        );
+        event.record(&mut FieldVisitor {
+            fields: &mut fields,
+            redactor: &self.redactor,
+        });
         let mut line = serde_json::to_vec(&Value::Object(fields)).unwrap_or_default();
         line.push(b'\n');
         match &self.sink {
@@ -89,7 +109,11 @@ struct FieldVisitor<'a> {
 
 impl FieldVisitor<'_> {
     fn insert(&mut self, field: &Field, value: Value) {
-        let name = if field.name() == "message" { "msg" } else { field.name() };
+        let name = if field.name() == "message" {
+            "msg"
+        } else {
+            field.name()
+        };
         self.fields.insert(name.to_owned(), value);
     }
 }
@@ -136,7 +160,11 @@ mod tests {
 
     fn capture(redactor: Redactor, emit: impl FnOnce()) -> Vec<Value> {
         let buffer = Arc::new(Mutex::new(Vec::new()));
-        let layer = JsonLines { redactor, max_level: Level::INFO, sink: Sink::Buffer(buffer.clone()) };
+        let layer = JsonLines {
+            redactor,
+            max_level: Level::INFO,
+            sink: Sink::Buffer(buffer.clone()),
+        };
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit);
         let bytes = buffer.lock().unwrap().clone();
         String::from_utf8(bytes)
@@ -149,7 +177,12 @@ mod tests {
     #[test]
     fn writes_one_json_object_per_event() {
         let lines = capture(Redactor::default(), || {
-            tracing::info!(event = "execution.start", execution_id = "e1", attempt = 1u64, "started");
+            tracing::info!(
+                event = "execution.start",
+                execution_id = "e1",
+                attempt = 1u64,
+                "started"
+            );
             tracing::debug!("filtered out");
         });
         assert_eq!(lines.len(), 1);
@@ -187,7 +220,8 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let redactor = redactor_for_vars(vars.into_iter(), &["CUSTOM".to_owned()]);
         assert_eq!(
-            redactor.redact("alpha-value-1 beta-value-2 gamma-value-3 delta-value-4 /root/home-dir"),
+            redactor
+                .redact("alpha-value-1 beta-value-2 gamma-value-3 delta-value-4 /root/home-dir"),
             "[REDACTED] [REDACTED] [REDACTED] [REDACTED] /root/home-dir"
         );
     }
