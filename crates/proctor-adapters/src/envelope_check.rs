@@ -3,27 +3,30 @@
 //! The answer must be a valid envelope for this execution. A success must put its index at
 //! `{write_prefix}outputs.json`, list outputs under `{write_prefix}outputs/` only, and name
 //! the image the adapter started. Error envelopes pass through unchanged. The adapter never
-//! looks at output files themselves.
+//! looks at output files themselves. Every adapter applies these same checks; only the code
+//! of a refusal differs (`ERR_ADAPTER_INVOCATION` locally, `ERR_MODAL_INVOCATION` on Modal),
+//! while a different image is always `ERR_IMAGE_DRIFT`.
 
 use proctor_contract::{CanonError, Envelope, ErrorCode, RunPayload, WritePrefix};
 
 /// Validates `body` (answered with HTTP `status`) as the envelope of `payload`'s run from
-/// the image `expected_digest`.
+/// the image `expected_digest`; an answer that fails a check is refused with `refusal`.
 pub(crate) fn check_envelope(
     status: u16,
     body: &[u8],
     payload: &RunPayload,
     expected_digest: &str,
+    refusal: ErrorCode,
 ) -> Result<Envelope, CanonError> {
-    let invocation = |why: String| CanonError::new(ErrorCode::AdapterInvocation, why);
+    let refused = |why: String| CanonError::new(refusal, why);
     let envelope = Envelope::from_slice(body).map_err(|error| {
-        invocation(format!(
+        refused(format!(
             "processor answered HTTP {status} without a valid envelope: {}",
             error.detail()
         ))
     })?;
     if envelope.execution_id() != payload.execution_id {
-        return Err(invocation(format!(
+        return Err(refused(format!(
             "envelope is for execution {}, expected {}",
             envelope.execution_id(),
             payload.execution_id
@@ -35,7 +38,7 @@ pub(crate) fn check_envelope(
     let prefix = WritePrefix::from_expanded(&payload.write_prefix)?;
     let expected_index = prefix.index_path();
     if success.index_path != expected_index {
-        return Err(invocation(format!(
+        return Err(refused(format!(
             "invalid index_path root: {} is not {expected_index}",
             success.index_path
         )));
@@ -46,7 +49,7 @@ pub(crate) fn check_envelope(
         .iter()
         .find(|output| !outputs_dir.covers(&output.path))
     {
-        return Err(invocation(format!(
+        return Err(refused(format!(
             "output {} lies outside {outputs_dir}",
             stray.path
         )));
@@ -94,7 +97,13 @@ mod tests {
     }
 
     fn check(value: &Value) -> Result<Envelope, CanonError> {
-        check_envelope(200, &serde_json::to_vec(value).unwrap(), &payload(), DIGEST)
+        check_envelope(
+            200,
+            &serde_json::to_vec(value).unwrap(),
+            &payload(),
+            DIGEST,
+            ErrorCode::AdapterInvocation,
+        )
     }
 
     #[test]
@@ -113,7 +122,8 @@ mod tests {
     #[test]
     fn refuses_non_envelopes() {
         for body in [&b"<html>"[..], b"{}", b""] {
-            let err = check_envelope(200, body, &payload(), DIGEST).unwrap_err();
+            let err = check_envelope(200, body, &payload(), DIGEST, ErrorCode::AdapterInvocation)
+                .unwrap_err();
             assert_eq!(err.code(), ErrorCode::AdapterInvocation);
             assert!(
                 err.message()

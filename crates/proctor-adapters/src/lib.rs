@@ -5,7 +5,8 @@
 //!
 //! [`LocalAdapter`] runs processors in containers of the local Docker engine. Engine types
 //! (bollard) stay inside this crate: its public API speaks in image IDs, references and
-//! [`CanonError`]s.
+//! [`CanonError`]s. [`ModalAdapter`] runs them on their Modal deployments, found with the
+//! naming convention of `proctor-deploy`, and applies the same envelope checks.
 
 mod cleanup;
 mod container;
@@ -13,6 +14,7 @@ mod envelope_check;
 mod image_build;
 mod image_pin;
 mod local;
+mod modal;
 mod platform;
 mod transport;
 
@@ -26,6 +28,7 @@ use proctor_registry::ProcessorSpec;
 
 pub use image_build::{BuiltImage, ImageBuild};
 pub use local::{LABEL_EXECUTION_ID, LABEL_REF, LocalAdapter};
+pub use modal::ModalAdapter;
 pub use platform::host_platform;
 
 /// Where the image for a run comes from.

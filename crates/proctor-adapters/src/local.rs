@@ -305,7 +305,13 @@ impl LocalAdapter {
                 return Err(self.exited_early(container, code, "while answering /run", invocation).await);
             }
         };
-        check_envelope(status, &body, &invocation.payload, expected_digest)
+        check_envelope(
+            status,
+            &body,
+            &invocation.payload,
+            expected_digest,
+            ErrorCode::AdapterInvocation,
+        )
     }
 
     /// Resolves with the container's exit code once it stops; pends forever if the engine

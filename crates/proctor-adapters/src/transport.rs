@@ -1,4 +1,5 @@
-//! HTTP to a processor, over its unix socket (`mock`) or a loopback port (`real`).
+//! HTTP to a processor, over its unix socket (`mock`) or a loopback port (`real`), and the
+//! bounded body reading every adapter uses.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +14,7 @@ const MAX_HEALTH_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait for one `/healthz` answer before trying again.
 const HEALTH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest envelope accepted from a processor.
-const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where a processor's HTTP server answers, seen from the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,26 +85,31 @@ impl ProcessorClient {
         payload: &RunPayload,
     ) -> Result<(u16, Vec<u8>), TransportError> {
         let url = format!("{}/run", self.base_url);
-        let transport = |error: reqwest::Error| TransportError(format!("POST /run: {error}"));
-        let mut response = self
+        let response = self
             .http
             .post(url)
             .json(payload)
             .send()
             .await
-            .map_err(transport)?;
+            .map_err(|error| TransportError(format!("POST /run: {error}")))?;
         let status = response.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > MAX_ENVELOPE_BYTES {
-                return Err(TransportError(format!(
-                    "POST /run: answer larger than {MAX_ENVELOPE_BYTES} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_body(response)
+            .await
+            .map_err(|why| TransportError(format!("POST /run: {why}")))?;
         Ok((status, body))
     }
+}
+
+/// Reads a whole answer body, at most [`MAX_ENVELOPE_BYTES`]; the error says why not.
+pub(crate) async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|error| error.to_string())? {
+        if body.len() + chunk.len() > MAX_ENVELOPE_BYTES {
+            return Err(format!("answer larger than {MAX_ENVELOPE_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Checks a `/healthz` answer: a [`Health`] document naming the expected processor.

@@ -333,7 +333,9 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
     let spec = load_spec(&faulty_dir());
     let invocation = run.invocation(
         &spec,
-        ImageSource::Pinned { reference },
+        ImageSource::Pinned {
+            reference: reference.clone(),
+        },
         Mode::Mock,
         json!({"schema": "v1"}),
     );
@@ -348,6 +350,8 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
     };
     assert_eq!(success.meta.image_digest, digest);
     assert!(run.containers().await.is_empty());
+    let untag = RemoveImageOptionsBuilder::default().noprune(true).build();
+    let _ = run.docker.remove_image(&reference, Some(untag), None).await;
 }
 
 /// A well-formed digest nobody pushed.

@@ -1,6 +1,6 @@
 //! Command-line arguments, and the validated configuration they become before anything
 //! runs. Parsing here is pure: no file is read and no environment variable is consulted
-//! except the documented `env` fallbacks of path flags.
+//! except the documented `env` fallbacks of flags.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +9,18 @@ use anyhow::Context;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use proctor_contract::Mode;
 use serde_json::Value;
+
+mod lane_args;
+mod ledger_args;
+
+use lane_args::{BuildArgs, LaneCommand, PinArgs, PushArgs};
+pub(crate) use lane_args::{
+    BuildConfig, ImageConfig, LaneConfig, MainLaneConfig, MainStep, PinConfig, PushConfig,
+};
+pub(crate) use ledger_args::{LedgerAction, LedgerConfig, RunLedgerConfig, VerifyConfig};
+use ledger_args::{LedgerCommand, RunLedgerArgs, VerifyArgs};
+
+use crate::lane::Lane;
 
 /// Run containerized processors and keep checkable evidence of every run.
 ///
@@ -28,6 +40,31 @@ enum Command {
     /// Inspect the processor registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Browse the world's artifacts and publish executions to another store.
+    #[command(subcommand)]
+    World(WorldCommand),
+    /// Generate the deploy target's app for pinned processors and deploy it.
+    Deploy(DeployArgs),
+    /// Compare the image each deployment runs with its pin.
+    Drift(DriftArgs),
+    /// Plan the secrets a deploy target must hold.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Show, verify and budget the ledger's plans and their hash-chained events.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Check one execution's evidence: outputs, receipts, ledger records and pin.
+    Verify(VerifyArgs),
+    /// Build a processor's multi-arch image (linux/amd64, linux/arm64) into an OCI layout.
+    Build(BuildArgs),
+    /// Push a built image and its multi-arch index to an OCI registry.
+    Push(PushArgs),
+    /// Pin a pushed image's digests in the processor's registry.yaml.
+    Pin(PinArgs),
+    /// Run a lane's chain: `pr` (smoke runs built from source) or `main` (Build & Pin →
+    /// Acceptance → Deploy → Drift).
+    #[command(subcommand)]
+    Lane(LaneCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +89,13 @@ struct RegistryArgs {
     /// Print one line of JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    registry_root: RegistryRootArg,
+}
+
+/// `--registry-root`, shared by every command that reads the registry.
+#[derive(Debug, Args)]
+struct RegistryRootArg {
     /// The registry root holding `<ns>/<name>/<version>/registry.yaml`.
     #[arg(
         long,
@@ -60,6 +104,162 @@ struct RegistryArgs {
         default_value = "./processors"
     )]
     registry_root: PathBuf,
+}
+
+impl RegistryRootArg {
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
+        absolute(&self.registry_root)
+    }
+}
+
+/// `--artifacts-root`, shared by `run` and the default store of `world`.
+#[derive(Debug, Args)]
+struct ArtifactsRootArg {
+    /// Host directory backing the world's `/artifacts/`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PROCTOR_ARTIFACTS_ROOT",
+        default_value = "./.proctor/artifacts"
+    )]
+    artifacts_root: PathBuf,
+}
+
+impl ArtifactsRootArg {
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
+        absolute(&self.artifacts_root)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum WorldCommand {
+    /// List the artifacts below a world path, with their sizes.
+    Ls {
+        /// A prefix (`/artifacts/outputs/`) or an exact path; an exact path that is a
+        /// directory lists like its prefix.
+        #[arg(value_name = "PREFIX")]
+        selector: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print one line of JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the bytes of one artifact to stdout, as stored.
+    Cat {
+        /// The artifact's world path, e.g. `/artifacts/outputs/demo/<id>/outputs.json`.
+        #[arg(value_name = "PATH")]
+        path: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Copy an execution's outputs, index and receipts to another store.
+    Sync {
+        /// The execution to copy.
+        execution_id: String,
+        /// The destination store, e.g. `s3://bucket/prefix?endpoint=URL`.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The source store (default: the artifacts root).
+        #[arg(long, value_name = "URL")]
+        from: Option<String>,
+        #[command(flatten)]
+        artifacts_root: ArtifactsRootArg,
+        /// Print one line of JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which store `world ls` and `world cat` read.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// The store: `file:///abs/dir`, a directory, or `s3://bucket/prefix?endpoint=URL`
+    /// (credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`). Default: the
+    /// artifacts root.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    #[command(flatten)]
+    artifacts_root: ArtifactsRootArg,
+}
+
+impl StoreArgs {
+    fn resolve(&self) -> anyhow::Result<StoreLocation> {
+        store_location(self.store.as_deref(), &self.artifacts_root)
+    }
+}
+
+/// `--store URL` when given, else the artifacts root.
+fn store_location(
+    given: Option<&str>,
+    artifacts_root: &ArtifactsRootArg,
+) -> anyhow::Result<StoreLocation> {
+    Ok(match given {
+        Some(location) => StoreLocation::Url(location.to_owned()),
+        None => StoreLocation::ArtifactsRoot(artifacts_root.resolve()?),
+    })
+}
+
+/// The deploy targets `--target` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DeployTarget {
+    /// Modal's serverless engine, configured by `PROCTOR_MODAL_*` variables.
+    Modal,
+}
+
+#[derive(Debug, Args)]
+struct DeployArgs {
+    /// Where to deploy.
+    #[arg(long, value_enum)]
+    target: DeployTarget,
+    /// The processor, `ns/name@version` (default: every processor in the registry).
+    #[arg(long = "ref", value_name = "REF")]
+    processor_ref: Option<String>,
+    /// Write and print the generated app without deploying it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print one line of JSON instead of the app source or a summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    registry_root: RegistryRootArg,
+}
+
+#[derive(Debug, Args)]
+struct DriftArgs {
+    /// Where the processors are deployed.
+    #[arg(long, value_enum, default_value_t = DeployTarget::Modal)]
+    target: DeployTarget,
+    /// The processor, `ns/name@version` (default: every processor in the registry).
+    #[arg(long = "ref", value_name = "REF")]
+    processor_ref: Option<String>,
+    /// Seconds to wait for each endpoint's `/healthz`.
+    #[arg(long, value_name = "S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+    /// Print one line of JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    registry_root: RegistryRootArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// List the secrets each processor needs in the target, and which are missing (names
+    /// only).
+    Plan {
+        /// The deploy target.
+        #[arg(long, value_enum)]
+        target: DeployTarget,
+        /// The processor, `ns/name@version` (default: every processor in the registry).
+        #[arg(long = "ref", value_name = "REF")]
+        processor_ref: Option<String>,
+        /// Print one line of JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        registry_root: RegistryRootArg,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -96,25 +296,19 @@ struct RunArgs {
     /// Print only the envelope, as one line of JSON, on stdout.
     #[arg(long)]
     json: bool,
-    /// Host directory backing the world's `/artifacts/`.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "PROCTOR_ARTIFACTS_ROOT",
-        default_value = "./.proctor/artifacts"
-    )]
-    artifacts_root: PathBuf,
-    /// The registry root holding `<ns>/<name>/<version>/registry.yaml`.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "PROCTOR_REGISTRY_ROOT",
-        default_value = "./processors"
-    )]
-    registry_root: PathBuf,
+    #[command(flatten)]
+    artifacts_root: ArtifactsRootArg,
+    #[command(flatten)]
+    registry_root: RegistryRootArg,
     /// After a success, copy the outputs and the index here, mirroring world paths.
     #[arg(long, value_name = "DIR")]
     save_dir: Option<PathBuf>,
+    #[command(flatten)]
+    ledger: RunLedgerArgs,
+    /// The lane whose rules the run follows: `pr` (`--build`, mock only) or `main` (pinned
+    /// images only). Selects no mode.
+    #[arg(long, value_enum, env = "PROCTOR_LANE")]
+    lane: Option<Lane>,
 }
 
 /// The adapters `--adapter` accepts.
@@ -198,6 +392,10 @@ pub(crate) struct RunConfig {
     /// Absolute.
     pub(crate) registry_root: PathBuf,
     pub(crate) save_dir: Option<PathBuf>,
+    /// Where and how the run is recorded.
+    pub(crate) ledger: RunLedgerConfig,
+    /// `--lane` / `PROCTOR_LANE`.
+    pub(crate) lane: Option<Lane>,
 }
 
 /// A validated `proctor registry …`.
@@ -210,11 +408,90 @@ pub(crate) struct RegistryConfig {
     pub(crate) registry_root: PathBuf,
 }
 
+/// Where an artifact store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreLocation {
+    /// The filesystem store at the artifacts root (absolute), the default.
+    ArtifactsRoot(PathBuf),
+    /// A location as given: `file://…`, a directory, or `s3://…`.
+    Url(String),
+}
+
+/// A validated `proctor world …`.
+#[derive(Debug, Clone)]
+pub(crate) enum WorldConfig {
+    /// `world ls`.
+    Ls {
+        /// The selector as given; parsed as a world path when the command runs.
+        selector: String,
+        store: StoreLocation,
+        format: OutputFormat,
+    },
+    /// `world cat`.
+    Cat {
+        /// The path as given; parsed as a world path when the command runs.
+        path: String,
+        store: StoreLocation,
+    },
+    /// `world sync`.
+    Sync {
+        execution_id: String,
+        from: StoreLocation,
+        to: StoreLocation,
+        format: OutputFormat,
+    },
+}
+
+/// A validated `proctor deploy`.
+#[derive(Debug, Clone)]
+pub(crate) struct DeployConfig {
+    pub(crate) target: DeployTarget,
+    /// `--ref` as given; `None` for every processor.
+    pub(crate) processor_ref: Option<String>,
+    pub(crate) dry_run: bool,
+    pub(crate) format: OutputFormat,
+    /// Absolute.
+    pub(crate) registry_root: PathBuf,
+    /// The directory generated apps are written below (the current one), absolute.
+    pub(crate) project_root: PathBuf,
+}
+
+/// A validated `proctor drift`.
+#[derive(Debug, Clone)]
+pub(crate) struct DriftConfig {
+    pub(crate) target: DeployTarget,
+    /// `--ref` as given; `None` for every processor.
+    pub(crate) processor_ref: Option<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) format: OutputFormat,
+    /// Absolute.
+    pub(crate) registry_root: PathBuf,
+}
+
+/// A validated `proctor secrets plan`.
+#[derive(Debug, Clone)]
+pub(crate) struct SecretsPlanConfig {
+    pub(crate) target: DeployTarget,
+    /// `--ref` as given; `None` for every processor.
+    pub(crate) processor_ref: Option<String>,
+    pub(crate) format: OutputFormat,
+    /// Absolute.
+    pub(crate) registry_root: PathBuf,
+}
+
 /// What to do.
 #[derive(Debug, Clone)]
 pub(crate) enum Config {
     Run(Box<RunConfig>),
     Registry(RegistryConfig),
+    World(WorldConfig),
+    Deploy(DeployConfig),
+    Drift(DriftConfig),
+    SecretsPlan(SecretsPlanConfig),
+    Ledger(LedgerConfig),
+    Verify(Box<VerifyConfig>),
+    Image(ImageConfig),
+    Lane(Box<LaneConfig>),
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -246,15 +523,17 @@ impl Cli {
                     .unwrap_or_else(|| Value::Object(Default::default())),
                 timeout: run.timeout.map(Duration::from_secs),
                 format: OutputFormat::from_flag(run.json),
-                artifacts_root: absolute(&run.artifacts_root)?,
-                registry_root: absolute(&run.registry_root)?,
+                artifacts_root: run.artifacts_root.resolve()?,
+                registry_root: run.registry_root.resolve()?,
                 save_dir: run.save_dir,
+                ledger: run.ledger.into_config(),
+                lane: run.lane,
             })),
             Command::Registry(RegistryCommand::List { common }) => {
                 Config::Registry(RegistryConfig {
                     show: None,
                     format: OutputFormat::from_flag(common.json),
-                    registry_root: absolute(&common.registry_root)?,
+                    registry_root: common.registry_root.resolve()?,
                 })
             }
             Command::Registry(RegistryCommand::Show {
@@ -263,8 +542,65 @@ impl Cli {
             }) => Config::Registry(RegistryConfig {
                 show: Some(processor_ref),
                 format: OutputFormat::from_flag(common.json),
-                registry_root: absolute(&common.registry_root)?,
+                registry_root: common.registry_root.resolve()?,
             }),
+            Command::World(WorldCommand::Ls {
+                selector,
+                store,
+                json,
+            }) => Config::World(WorldConfig::Ls {
+                selector,
+                store: store.resolve()?,
+                format: OutputFormat::from_flag(json),
+            }),
+            Command::World(WorldCommand::Cat { path, store }) => Config::World(WorldConfig::Cat {
+                path,
+                store: store.resolve()?,
+            }),
+            Command::World(WorldCommand::Sync {
+                execution_id,
+                to,
+                from,
+                artifacts_root,
+                json,
+            }) => Config::World(WorldConfig::Sync {
+                execution_id,
+                from: store_location(from.as_deref(), &artifacts_root)?,
+                to: StoreLocation::Url(to),
+                format: OutputFormat::from_flag(json),
+            }),
+            Command::Deploy(deploy) => Config::Deploy(DeployConfig {
+                target: deploy.target,
+                processor_ref: deploy.processor_ref,
+                dry_run: deploy.dry_run,
+                format: OutputFormat::from_flag(deploy.json),
+                registry_root: deploy.registry_root.resolve()?,
+                project_root: absolute(Path::new("."))?,
+            }),
+            Command::Drift(drift) => Config::Drift(DriftConfig {
+                target: drift.target,
+                processor_ref: drift.processor_ref,
+                timeout: Duration::from_secs(drift.timeout),
+                format: OutputFormat::from_flag(drift.json),
+                registry_root: drift.registry_root.resolve()?,
+            }),
+            Command::Secrets(SecretsCommand::Plan {
+                target,
+                processor_ref,
+                json,
+                registry_root,
+            }) => Config::SecretsPlan(SecretsPlanConfig {
+                target,
+                processor_ref,
+                format: OutputFormat::from_flag(json),
+                registry_root: registry_root.resolve()?,
+            }),
+            Command::Ledger(ledger) => Config::Ledger(ledger.into_config()),
+            Command::Verify(verify) => Config::Verify(Box::new(verify.into_config()?)),
+            Command::Build(build) => Config::Image(build.into_config()?),
+            Command::Push(push) => Config::Image(push.into_config()?),
+            Command::Pin(pin) => Config::Image(pin.into_config()?),
+            Command::Lane(lane) => Config::Lane(Box::new(lane.into_config()?)),
         })
     }
 
@@ -276,6 +612,18 @@ impl Cli {
             | Command::Registry(RegistryCommand::Show { common, .. }) => {
                 OutputFormat::from_flag(common.json)
             }
+            Command::World(WorldCommand::Ls { json, .. })
+            | Command::World(WorldCommand::Sync { json, .. })
+            | Command::Secrets(SecretsCommand::Plan { json, .. }) => OutputFormat::from_flag(*json),
+            Command::World(WorldCommand::Cat { .. }) => OutputFormat::Human,
+            Command::Deploy(deploy) => OutputFormat::from_flag(deploy.json),
+            Command::Drift(drift) => OutputFormat::from_flag(drift.json),
+            Command::Ledger(ledger) => ledger.format(),
+            Command::Verify(verify) => verify.format(),
+            Command::Build(build) => build.format(),
+            Command::Push(push) => push.format(),
+            Command::Pin(pin) => pin.format(),
+            Command::Lane(lane) => lane.format(),
         }
     }
 }
@@ -370,6 +718,79 @@ mod tests {
         match parse(&["registry", "list"]).unwrap() {
             Config::Registry(config) => assert_eq!(config.show, None),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn world_commands_default_to_the_artifacts_root() {
+        match parse(&["world", "ls", "/artifacts/", "--artifacts-root", "arts"]).unwrap() {
+            Config::World(WorldConfig::Ls {
+                selector,
+                store: StoreLocation::ArtifactsRoot(root),
+                format: OutputFormat::Human,
+            }) => {
+                assert_eq!(selector, "/artifacts/");
+                assert!(root.is_absolute() && root.ends_with("arts"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["world", "cat", "/artifacts/a", "--store", "s3://b/p"]).unwrap() {
+            Config::World(WorldConfig::Cat { path, store }) => {
+                assert_eq!(path, "/artifacts/a");
+                assert_eq!(store, StoreLocation::Url("s3://b/p".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["world", "sync", "e1", "--to", "s3://b", "--json"]).unwrap() {
+            Config::World(WorldConfig::Sync {
+                execution_id,
+                from: StoreLocation::ArtifactsRoot(root),
+                to,
+                format: OutputFormat::Json,
+            }) => {
+                assert_eq!(execution_id, "e1");
+                assert!(root.ends_with(".proctor/artifacts"));
+                assert_eq!(to, StoreLocation::Url("s3://b".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(&["world", "sync", "e1"]).unwrap_err().exit_code(),
+            2,
+            "--to is required"
+        );
+    }
+
+    #[test]
+    fn deploy_target_commands_parse() {
+        match parse(&["deploy", "--target", "modal", "--dry-run"]).unwrap() {
+            Config::Deploy(config) => {
+                assert_eq!(config.target, DeployTarget::Modal);
+                assert_eq!(config.processor_ref, None);
+                assert!(config.dry_run && config.project_root.is_absolute());
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["drift", "--ref", "a/b@1", "--json"]).unwrap() {
+            Config::Drift(config) => {
+                assert_eq!(config.target, DeployTarget::Modal);
+                assert_eq!(config.processor_ref.as_deref(), Some("a/b@1"));
+                assert_eq!(config.timeout, Duration::from_secs(10));
+                assert_eq!(config.format, OutputFormat::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["secrets", "plan", "--target", "modal"]).unwrap() {
+            Config::SecretsPlan(config) => assert_eq!(config.format, OutputFormat::Human),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["deploy", "--dry-run"][..],
+            &["deploy", "--target", "aws"],
+            &["drift", "--timeout", "0"],
+            &["secrets", "plan"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
         }
     }
 }

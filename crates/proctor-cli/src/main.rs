@@ -8,10 +8,19 @@
 //! `--json`, stdout carries exactly one line.
 
 mod args;
+mod async_runtime;
+mod deploy_commands;
+mod image_commands;
+mod lane;
+mod lane_commands;
+mod ledger_commands;
 mod output;
 mod registry_commands;
 mod run;
+mod run_ledger;
 mod save;
+mod verify_command;
+mod world_commands;
 
 use std::process::ExitCode;
 
@@ -59,6 +68,14 @@ fn act(config: Config) -> anyhow::Result<i32> {
             Ok(outcome.exit_code())
         }
         Config::Registry(registry) => Ok(registry_commands::execute(&registry)?),
+        Config::World(world) => world_commands::execute(&world),
+        Config::Deploy(deploy) => deploy_commands::deploy(&deploy),
+        Config::Drift(drift) => deploy_commands::drift(&drift),
+        Config::SecretsPlan(plan) => deploy_commands::secrets_plan(&plan),
+        Config::Ledger(ledger) => ledger_commands::execute(&ledger),
+        Config::Verify(verify) => verify_command::execute(&verify),
+        Config::Image(image) => image_commands::execute(&image),
+        Config::Lane(lane) => lane_commands::execute(&lane),
     }
 }
 

@@ -12,11 +12,13 @@ use crate::run::RunOutcome;
 
 /// Writes `text` to stdout; a broken pipe is not an error.
 pub(crate) fn emit(text: &str) -> io::Result<()> {
+    emit_bytes(text.as_bytes())
+}
+
+/// Writes `bytes` to stdout as they are; a broken pipe is not an error.
+pub(crate) fn emit_bytes(bytes: &[u8]) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
@@ -34,13 +36,48 @@ pub(crate) fn print_run(outcome: &RunOutcome, format: OutputFormat) -> io::Resul
 pub(crate) fn print_error(error: &CanonError, format: OutputFormat) -> io::Result<()> {
     match format {
         OutputFormat::Json => {
-            let body = serde_json::json!({
-                "error": {"code": error.code(), "message": error.message()}
-            });
+            let body = serde_json::json!({"error": error_json(error)});
             emit(&format!("{body}\n"))
         }
         OutputFormat::Human => emit(&format!("error: {error}\n")),
     }
+}
+
+/// Prints a canonical error as one line on stderr, for commands whose stdout carries
+/// data (`world cat`).
+pub(crate) fn print_error_on_stderr(error: &CanonError) {
+    // Nothing is left to tell when stderr itself is closed.
+    let _ = writeln!(io::stderr().lock(), "error: {error}");
+}
+
+/// `{"code","message"}` of a canonical error, for JSON reports that carry one.
+pub(crate) fn error_json(error: &CanonError) -> serde_json::Value {
+    serde_json::json!({"code": error.code(), "message": error.message()})
+}
+
+/// Lays `rows` out as left-aligned columns under `header`, two spaces apart; the last
+/// column is not padded.
+pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header = header.map(str::to_owned);
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            if column + 1 == N {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}  ", width = widths[column]);
+            }
+        }
+        let _ = writeln!(text, "{}", line.trim_end());
+    }
+    text
 }
 
 fn run_summary(outcome: &RunOutcome) -> String {

@@ -7,7 +7,7 @@ use proctor_registry::{Platform, RegisteredProcessor, Registry, pinned_reference
 use serde_json::{Value, json};
 
 use crate::args::{OutputFormat, RegistryConfig};
-use crate::output::{emit, print_error};
+use crate::output::{emit, print_error, table};
 
 /// Lists or shows; returns the exit code (a canonical error's, or 0).
 pub(crate) fn execute(config: &RegistryConfig) -> std::io::Result<i32> {
@@ -66,7 +66,6 @@ fn summary_json(entry: &RegisteredProcessor) -> Value {
 }
 
 fn list_table(registry: &Registry) -> String {
-    let header = ["REF", "PINNED", "SECRETS", "DESCRIPTION"].map(str::to_owned);
     let rows: Vec<[String; 4]> = registry
         .iter()
         .map(|entry| {
@@ -84,26 +83,7 @@ fn list_table(registry: &Registry) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|cell| cell.len());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let mut text = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let _ = writeln!(
-            text,
-            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-        );
-    }
+    let mut text = table(["REF", "PINNED", "SECRETS", "DESCRIPTION"], &rows);
     if rows.is_empty() {
         let _ = writeln!(text, "(no processors under {})", registry.root().display());
     }

@@ -1,8 +1,10 @@
 //! `proctor run`: every check in its fixed order, each before any later work, then the
 //! adapter.
 //!
-//! Order: CI guard → ref → registry → inputs (JSON, then schema) → secrets (`real` only) →
-//! write prefix → image source (pinned digest unless `--build`) → payload → adapter.
+//! Order: CI guard → lane rules ([`crate::lane`]) → ref → registry → inputs (JSON, then
+//! schema) → secrets (`real` only) → write prefix → image source (pinned digest unless
+//! `--build`) → payload → ledger (start, budget reservation, write-prefix lease; see
+//! [`crate::run_ledger`]) → adapter.
 //! Every run logs `execution.start` and then exactly one of `execution.settle` or
 //! `execution.fail`.
 
@@ -96,6 +98,7 @@ pub(crate) fn run(config: &RunConfig) -> RunOutcome {
 /// The checks, in order, then the adapter.
 fn execute(config: &RunConfig, execution_id: &str) -> Result<Envelope, CanonError> {
     ci_guard(config.mode, std::env::var("CI").ok().as_deref())?;
+    crate::lane::check_run(config.lane, config.mode, config.build)?;
     let processor_ref: ProcessorRef = config.processor_ref.parse()?;
     let registry = Registry::load(&config.registry_root)?;
     let entry = registry.get(&processor_ref)?;
@@ -135,7 +138,9 @@ fn execute(config: &RunConfig, execution_id: &str) -> Result<Envelope, CanonErro
         env,
         options: config.adapter_options.clone(),
     };
-    invoke(config.adapter, &invocation)
+    crate::run_ledger::record_run(config, &invocation, |invocation| {
+        invoke(config.adapter, invocation)
+    })
 }
 
 /// The inputs payload, parsed; unreadable or non-JSON input is `ERR_INPUTS`.
@@ -170,7 +175,7 @@ fn real_mode_env(spec: &ProcessorSpec) -> Result<BTreeMap<String, String>, Canon
 
 /// The Cargo workspace that builds processors: the nearest ancestor of the registry root
 /// holding a `Cargo.lock`, else the registry root's parent.
-fn workspace_root(registry_root: &Path) -> PathBuf {
+pub(crate) fn workspace_root(registry_root: &Path) -> PathBuf {
     let parent = registry_root.parent().unwrap_or(registry_root);
     parent
         .ancestors()
@@ -182,19 +187,34 @@ fn workspace_root(registry_root: &Path) -> PathBuf {
 /// Hands the invocation to the adapter named by `--adapter` and waits for its envelope.
 fn invoke(kind: AdapterKind, invocation: &Invocation) -> Result<Envelope, CanonError> {
     let unavailable = |why: String| CanonError::new(ErrorCode::AdapterInvocation, why);
-    match kind {
-        AdapterKind::Modal => Err(unavailable("modal adapter is not available yet".to_owned())),
-        AdapterKind::Local => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| unavailable(format!("local: cannot start the async runtime: {e}")))?;
-            runtime.block_on(async {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            unavailable(format!(
+                "{}: cannot start the async runtime: {e}",
+                kind.as_str()
+            ))
+        })?;
+    runtime.block_on(async {
+        match kind {
+            AdapterKind::Local => {
                 let adapter = LocalAdapter::connect().await?;
                 adapter.invoke(invocation).await
-            })
+            }
+            AdapterKind::Modal => {
+                // The deploy target (`PROCTOR_MODAL_*`) and the proxy-auth token
+                // (`MODAL_PROXY_TOKEN_*`) come from the host environment.
+                let env = std::env::vars_os()
+                    .filter_map(|(name, value)| {
+                        Some((name.into_string().ok()?, value.into_string().ok()?))
+                    })
+                    .collect();
+                let adapter = proctor_adapters::ModalAdapter::from_env(&env)?;
+                adapter.invoke(invocation).await
+            }
         }
-    }
+    })
 }
 
 #[cfg(test)]

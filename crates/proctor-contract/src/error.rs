@@ -82,6 +82,11 @@ error_codes! {
     Pin => ("ERR_PIN", "pin refused", 52),
     Deploy => ("ERR_DEPLOY", "deploy failed", 60),
     DeployTarget => ("ERR_DEPLOY_TARGET", "no deploy target configured", 61),
+    Store => ("ERR_STORE", "artifact store error", 70),
+    NotFound => ("ERR_NOT_FOUND", "artifact not found", 71),
+    Lane => ("ERR_LANE", "lane rule violated", 80),
+    Acceptance => ("ERR_ACCEPTANCE", "acceptance check failed", 81),
+    Verify => ("ERR_VERIFY", "verification failed", 90),
 }
 
 impl fmt::Display for ErrorCode {

@@ -73,8 +73,9 @@ pub enum Outcome {
         index_path: String,
         /// `cid` of the `outputs.json` bytes.
         outputs_index_cid: String,
-        /// `cid` of the `receipt.json` bytes.
-        receipt_cid: String,
+        /// `cid` of the `receipt.json` bytes; `None` when the receipt stayed where the
+        /// processor ran (a remote adapter), out of the recorder's reach.
+        receipt_cid: Option<String>,
     },
     /// A canonical error (its message never carries secret values).
     Failure(CanonError),
@@ -244,16 +245,14 @@ impl Ledger {
                 )));
             }
             let (status, kind, mut fields, error_code) = match &settle.outcome {
-                Outcome::Success { index_path, outputs_index_cid, receipt_cid } => (
-                    ExecutionStatus::Success,
-                    EventKind::ExecutionSettleSuccess,
-                    object(json!({
+                Outcome::Success { index_path, outputs_index_cid, receipt_cid } => {
+                    let mut fields = object(json!({
                         "index_path": index_path,
                         "outputs_index_cid": outputs_index_cid,
-                        "receipt_cid": receipt_cid,
-                    })),
-                    None,
-                ),
+                    }));
+                    insert_optional(&mut fields, "receipt_cid", receipt_cid.as_deref());
+                    (ExecutionStatus::Success, EventKind::ExecutionSettleSuccess, fields, None)
+                }
                 Outcome::Failure(error) => (
                     ExecutionStatus::Failure,
                     EventKind::ExecutionSettleFailure,

@@ -73,7 +73,7 @@ fn success(execution_id: &str) -> ExecutionSettle {
         outcome: Outcome::Success {
             index_path: format!("/artifacts/outputs/demo/{execution_id}/outputs.json"),
             outputs_index_cid: proctor_contract::cid(b"{\"outputs\":[]}"),
-            receipt_cid: proctor_contract::cid(b"receipt"),
+            receipt_cid: Some(proctor_contract::cid(b"receipt")),
         },
         image_digest: Some("sha256:abc".to_owned()),
         duration_ms: 12,

@@ -30,8 +30,9 @@ pub fn init(redactor: Redactor, max_level: Level) {
 }
 
 /// A redactor that knows the values of secret-looking environment variables (names ending
-/// in `_KEY`, `_TOKEN`, `_SECRET`, `_PASSWORD`, or containing `SECRET`), plus those of
-/// `extra_names`.
+/// in `_KEY`, `_TOKEN`, `_TOKEN_ID`, `_SECRET`, `_PASSWORD`, or containing `SECRET`), plus
+/// those of `extra_names`. Token ids count because Modal's proxy-auth token id
+/// (`MODAL_PROXY_TOKEN_ID`) is half a credential.
 pub fn redactor_from_env(extra_names: &[String]) -> Redactor {
     redactor_for_vars(std::env::vars(), extra_names)
 }
@@ -42,7 +43,7 @@ fn redactor_for_vars(
 ) -> Redactor {
     let looks_secret = |name: &str| {
         let upper = name.to_ascii_uppercase();
-        ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD"]
+        ["_KEY", "_TOKEN", "_TOKEN_ID", "_SECRET", "_PASSWORD"]
             .iter()
             .any(|end| upper.ends_with(end))
             || upper.contains("SECRET")
@@ -215,14 +216,16 @@ mod tests {
             ("MODAL_TOKEN", "beta-value-2"),
             ("MY_SECRET_THING", "gamma-value-3"),
             ("CUSTOM", "delta-value-4"),
+            ("MODAL_PROXY_TOKEN_ID", "wk-epsilon-5"),
             ("HOME", "/root/home-dir"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let redactor = redactor_for_vars(vars.into_iter(), &["CUSTOM".to_owned()]);
         assert_eq!(
-            redactor
-                .redact("alpha-value-1 beta-value-2 gamma-value-3 delta-value-4 /root/home-dir"),
-            "[REDACTED] [REDACTED] [REDACTED] [REDACTED] /root/home-dir"
+            redactor.redact(
+                "alpha-value-1 beta-value-2 gamma-value-3 delta-value-4 wk-epsilon-5 /root/home-dir"
+            ),
+            "[REDACTED] [REDACTED] [REDACTED] [REDACTED] [REDACTED] /root/home-dir"
         );
     }
 }

@@ -18,19 +18,19 @@ use crate::util::{Run, TestDir, workspace_registry};
 const TEST_LABEL: &str = "proctor.test";
 
 /// Owns a unique label value; lists and removes the containers carrying it.
-struct ContainerSweep {
+pub(crate) struct ContainerSweep {
     label: String,
 }
 
 impl ContainerSweep {
-    fn new() -> ContainerSweep {
+    pub(crate) fn new() -> ContainerSweep {
         ContainerSweep {
             label: format!("cli-{}", uuid::Uuid::new_v4()),
         }
     }
 
     /// `--adapter-opts-json` that labels the run's container.
-    fn adapter_options(&self) -> String {
+    pub(crate) fn adapter_options(&self) -> String {
         json!({"labels": {TEST_LABEL: self.label}}).to_string()
     }
 
@@ -54,7 +54,7 @@ impl ContainerSweep {
     }
 
     /// IDs of the containers carrying the label, stopped ones included.
-    fn containers(&self) -> Vec<String> {
+    pub(crate) fn containers(&self) -> Vec<String> {
         let filter = format!("{TEST_LABEL}={}", self.label);
         ContainerSweep::with_engine(move |docker| {
             Box::pin(async move {
@@ -88,7 +88,7 @@ impl Drop for ContainerSweep {
 }
 
 /// The `smoke` example inputs of a workspace processor, as `proctor registry show` gives them.
-fn smoke_inputs(dir: &TestDir, processor_ref: &str) -> String {
+pub(crate) fn smoke_inputs(dir: &TestDir, processor_ref: &str) -> String {
     let root = workspace_registry().display().to_string();
     let run = dir
         .proctor(&[

@@ -1,10 +1,21 @@
 //! Integration tests of the `proctor` binary: one test binary, one module per command.
 //!
 //! Needs: the built binary and `cargo` (layering check, and image builds). `local_adapter`
-//! also needs the Docker engine that `scripts/setup.sh` starts; it is not skipped without it.
+//! also needs the Docker engine that `scripts/setup.sh` starts, and `world` its S3-compatible
+//! server on 127.0.0.1:9000; neither is skipped without them. `ledger` and `verify` also need
+//! the engine, and `ledger` the PostgreSQL server on 127.0.0.1:55432. `deploy` serves its own
+//! endpoints on 127.0.0.1. `image` and `lane` also need the OCI registry on 127.0.0.1:5000
+//! and the arm64 cross toolchain (see `oci`).
 
+mod deploy;
+mod image;
+mod lane;
 mod layering;
+mod ledger;
 mod local_adapter;
+mod oci;
 mod registry;
 mod run;
 mod util;
+mod verify;
+mod world;

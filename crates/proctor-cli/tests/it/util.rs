@@ -143,9 +143,49 @@ impl Proctor {
         let output = self.command.output().unwrap();
         Run {
             code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(output.stdout).unwrap(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stdout_bytes: output.stdout,
             stderr: String::from_utf8(output.stderr).unwrap(),
             description: format!("{:?}\ncwd: {}", self.command, self.dir.display()),
+            files: files_below(&self.dir),
+        }
+    }
+}
+
+impl Proctor {
+    /// Starts it without waiting (to signal it while it runs); [`Started::finish`] waits.
+    pub(crate) fn start(mut self) -> Started {
+        self.command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Started {
+            child: self.command.spawn().unwrap(),
+            description: format!("{:?}\ncwd: {}", self.command, self.dir.display()),
+            dir: self.dir,
+        }
+    }
+}
+
+/// A `proctor` command running in the background.
+pub(crate) struct Started {
+    child: std::process::Child,
+    description: String,
+    dir: PathBuf,
+}
+
+impl Started {
+    /// Its process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it to end.
+    pub(crate) fn finish(self) -> Run {
+        let output = self.child.wait_with_output().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stdout_bytes: output.stdout,
+            stderr: String::from_utf8(output.stderr).unwrap(),
+            description: self.description,
             files: files_below(&self.dir),
         }
     }
@@ -175,7 +215,9 @@ fn files_below(root: &Path) -> Vec<String> {
 /// A finished `proctor` command.
 pub(crate) struct Run {
     pub(crate) code: i32,
+    /// Stdout as text (invalid UTF-8 replaced); [`Run::stdout_bytes`] has it as written.
     pub(crate) stdout: String,
+    pub(crate) stdout_bytes: Vec<u8>,
     pub(crate) stderr: String,
     description: String,
     files: Vec<String>,

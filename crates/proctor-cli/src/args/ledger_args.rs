@@ -1,0 +1,301 @@
+//! Arguments of the ledger's commands, and the validated configuration they become: the
+//! ledger flags of `proctor run`, `proctor ledger show|verify|budget` and `proctor verify`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use proctor_ledger::DEFAULT_LEDGER_URL;
+
+use super::{ArtifactsRootArg, OutputFormat, RegistryRootArg, StoreLocation, store_location};
+
+/// `--ledger`, shared by `run`, `ledger …` and `verify`.
+#[derive(Debug, Args)]
+pub(super) struct LedgerUrlArg {
+    /// The ledger: `sqlite://PATH` (relative to the working directory; `sqlite:///abs` for
+    /// an absolute path) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    #[arg(
+        long = "ledger",
+        value_name = "URL",
+        env = "PROCTOR_LEDGER_URL",
+        default_value = DEFAULT_LEDGER_URL
+    )]
+    url: String,
+}
+
+/// The ledger flags of `proctor run`.
+#[derive(Debug, Args)]
+pub(super) struct RunLedgerArgs {
+    /// The plan whose hash chain records the run.
+    #[arg(long, value_name = "KEY", default_value = "default")]
+    plan: String,
+    /// Micro-USD reserved from the plan's budget before the run (refused with
+    /// `ERR_BUDGET_EXCEEDED` when the budget cannot cover it). Mock runs spend nothing;
+    /// real runs that reach the adapter spend their whole reservation.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    reserve_micro_usd: u64,
+    #[command(flatten)]
+    ledger: LedgerUrlArg,
+}
+
+impl RunLedgerArgs {
+    /// The validated configuration.
+    pub(super) fn into_config(self) -> RunLedgerConfig {
+        RunLedgerConfig {
+            url: self.ledger.url,
+            plan: self.plan,
+            reserve_micro_usd: self.reserve_micro_usd,
+        }
+    }
+}
+
+/// `proctor ledger …`.
+#[derive(Debug, Subcommand)]
+pub(super) enum LedgerCommand {
+    /// Show a plan's budget and its events.
+    Show {
+        /// The plan, e.g. `default`.
+        plan: String,
+        /// Print one line of JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ledger: LedgerUrlArg,
+    },
+    /// Recompute hash chains and report the first broken seq of each plan.
+    Verify {
+        /// The plan to verify (default: every plan).
+        plan: Option<String>,
+        /// Print one line of JSON instead of a report.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ledger: LedgerUrlArg,
+    },
+    /// Set or remove a plan's budget (the plan is created when absent).
+    Budget {
+        /// The plan, e.g. `default`.
+        plan: String,
+        /// The budget in micro-USD.
+        #[arg(long, value_name = "N", required_unless_present = "unset")]
+        set: Option<u64>,
+        /// Remove the budget: the plan has no limit.
+        #[arg(long, conflicts_with = "set")]
+        unset: bool,
+        /// Print one line of JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ledger: LedgerUrlArg,
+    },
+}
+
+impl LedgerCommand {
+    /// The validated configuration.
+    pub(super) fn into_config(self) -> LedgerConfig {
+        let (action, json, ledger) = match self {
+            LedgerCommand::Show { plan, json, ledger } => {
+                (LedgerAction::Show { plan }, json, ledger)
+            }
+            LedgerCommand::Verify { plan, json, ledger } => {
+                (LedgerAction::Verify { plan }, json, ledger)
+            }
+            LedgerCommand::Budget {
+                plan,
+                set,
+                unset: _,
+                json,
+                ledger,
+            } => (
+                LedgerAction::Budget {
+                    plan,
+                    budget_micro_usd: set,
+                },
+                json,
+                ledger,
+            ),
+        };
+        LedgerConfig {
+            action,
+            url: ledger.url,
+            format: OutputFormat::from_flag(json),
+        }
+    }
+
+    /// The output format asked for.
+    pub(super) fn format(&self) -> OutputFormat {
+        match self {
+            LedgerCommand::Show { json, .. }
+            | LedgerCommand::Verify { json, .. }
+            | LedgerCommand::Budget { json, .. } => OutputFormat::from_flag(*json),
+        }
+    }
+}
+
+/// `proctor verify EXECUTION_ID`.
+#[derive(Debug, Args)]
+pub(super) struct VerifyArgs {
+    /// The execution to verify.
+    execution_id: String,
+    /// The store holding its artifacts: `file:///abs/dir`, a directory, or
+    /// `s3://bucket/prefix?endpoint=URL` (default: the artifacts root).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Print one line of JSON instead of a report.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    ledger: LedgerUrlArg,
+    #[command(flatten)]
+    artifacts_root: ArtifactsRootArg,
+    #[command(flatten)]
+    registry_root: RegistryRootArg,
+}
+
+impl VerifyArgs {
+    /// The validated configuration.
+    pub(super) fn into_config(self) -> anyhow::Result<VerifyConfig> {
+        Ok(VerifyConfig {
+            store: store_location(self.store.as_deref(), &self.artifacts_root)?,
+            registry_root: self.registry_root.resolve()?,
+            ledger_url: self.ledger.url,
+            format: OutputFormat::from_flag(self.json),
+            execution_id: self.execution_id,
+        })
+    }
+
+    /// The output format asked for.
+    pub(super) fn format(&self) -> OutputFormat {
+        OutputFormat::from_flag(self.json)
+    }
+}
+
+/// How `proctor run` records itself in the ledger.
+#[derive(Debug, Clone)]
+pub(crate) struct RunLedgerConfig {
+    /// `--ledger`.
+    pub(crate) url: String,
+    /// `--plan`.
+    pub(crate) plan: String,
+    /// `--reserve-micro-usd`.
+    pub(crate) reserve_micro_usd: u64,
+}
+
+/// What `proctor ledger` does.
+#[derive(Debug, Clone)]
+pub(crate) enum LedgerAction {
+    /// `ledger show PLAN`.
+    Show { plan: String },
+    /// `ledger verify [PLAN]`; `None` for every plan.
+    Verify { plan: Option<String> },
+    /// `ledger budget PLAN --set N | --unset`; `None` removes the budget.
+    Budget {
+        plan: String,
+        budget_micro_usd: Option<u64>,
+    },
+}
+
+/// A validated `proctor ledger …`.
+#[derive(Debug, Clone)]
+pub(crate) struct LedgerConfig {
+    pub(crate) action: LedgerAction,
+    /// `--ledger`.
+    pub(crate) url: String,
+    pub(crate) format: OutputFormat,
+}
+
+/// A validated `proctor verify`.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifyConfig {
+    pub(crate) execution_id: String,
+    /// Where the artifacts are.
+    pub(crate) store: StoreLocation,
+    /// Absolute; read for the pin of pinned runs.
+    pub(crate) registry_root: PathBuf,
+    /// `--ledger`.
+    pub(crate) ledger_url: String,
+    pub(crate) format: OutputFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Config};
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut argv = vec!["proctor"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| cli.into_config().unwrap())
+    }
+
+    #[test]
+    fn ledger_commands_parse() {
+        match parse(&["ledger", "show", "p1", "--json"]).unwrap() {
+            Config::Ledger(config) => {
+                assert!(matches!(config.action, LedgerAction::Show { plan } if plan == "p1"));
+                assert_eq!(config.format, OutputFormat::Json);
+                assert_eq!(config.url, DEFAULT_LEDGER_URL);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["ledger", "verify", "--ledger", "sqlite:///tmp/l.db"]).unwrap() {
+            Config::Ledger(config) => {
+                assert!(matches!(config.action, LedgerAction::Verify { plan: None }));
+                assert_eq!(config.url, "sqlite:///tmp/l.db");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["ledger", "budget", "p", "--set", "5"]).unwrap() {
+            Config::Ledger(config) => assert!(matches!(
+                config.action,
+                LedgerAction::Budget {
+                    budget_micro_usd: Some(5),
+                    ..
+                }
+            )),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["ledger", "budget", "p", "--unset"]).unwrap() {
+            Config::Ledger(config) => assert!(matches!(
+                config.action,
+                LedgerAction::Budget {
+                    budget_micro_usd: None,
+                    ..
+                }
+            )),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["ledger", "budget", "p"][..],
+            &["ledger", "budget", "p", "--set", "5", "--unset"],
+            &["ledger", "budget", "p", "--set", "-1"],
+            &["ledger", "show"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn verify_defaults_to_the_artifacts_root() {
+        match parse(&["verify", "e1"]).unwrap() {
+            Config::Verify(config) => {
+                assert_eq!(config.execution_id, "e1");
+                assert!(matches!(
+                    config.store,
+                    StoreLocation::ArtifactsRoot(root) if root.is_absolute()
+                ));
+                assert!(config.registry_root.ends_with("processors"));
+                assert_eq!(config.format, OutputFormat::Human);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["verify", "e1", "--store", "s3://b/p", "--json"]).unwrap() {
+            Config::Verify(config) => {
+                assert_eq!(config.store, StoreLocation::Url("s3://b/p".to_owned()));
+                assert_eq!(config.format, OutputFormat::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

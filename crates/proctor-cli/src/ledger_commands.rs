@@ -1,0 +1,274 @@
+//! `proctor ledger show PLAN`, `proctor ledger verify [PLAN]` and `proctor ledger budget
+//! PLAN --set N | --unset`, on the ledger named by `--ledger` (SQLite by default).
+//!
+//! `show` and `verify` only read: they refuse an SQLite ledger file that does not exist
+//! rather than create an empty one. A broken chain is `ERR_LEDGER_CHAIN`, naming the plan
+//! and its first broken seq; every other ledger failure is the ledger's own canonical error.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use proctor_contract::{CanonError, ErrorCode};
+use proctor_ledger::{ChainReport, Event, Ledger, Plan};
+use serde_json::json;
+
+use crate::args::{LedgerAction, LedgerConfig, OutputFormat};
+use crate::async_runtime::block_on;
+use crate::output::{emit, error_json, print_error, table};
+
+/// How many hex characters of a hash the human views show.
+const HASH_PREFIX_LEN: usize = 12;
+/// How many events one read of `ledger show` fetches.
+const EVENTS_PER_PAGE: u32 = 1000;
+
+/// Runs a `ledger` command; returns the exit code (a canonical error's, or 0).
+pub(crate) fn execute(config: &LedgerConfig) -> anyhow::Result<i32> {
+    let rendered = block_on(async {
+        let creates_plans = matches!(config.action, LedgerAction::Budget { .. });
+        let ledger = if creates_plans {
+            open(&config.url).await?
+        } else {
+            open_existing(&config.url).await?
+        };
+        let rendered = match &config.action {
+            LedgerAction::Show { plan } => show(&ledger, plan, config.format).await,
+            LedgerAction::Verify { plan } => verify(&ledger, plan.as_deref(), config.format).await,
+            LedgerAction::Budget {
+                plan,
+                budget_micro_usd,
+            } => budget(&ledger, plan, *budget_micro_usd, config.format).await,
+        };
+        ledger.close().await;
+        rendered
+    })?;
+    match rendered {
+        Ok((text, code)) => {
+            emit(&text)?;
+            Ok(code)
+        }
+        Err(error) => {
+            tracing::error!(event = "ledger.fail", code = %error.code(), message = %error.message());
+            print_error(&error, config.format)?;
+            Ok(error.code().exit_code())
+        }
+    }
+}
+
+/// Opens (creating it when absent) the ledger at `url`.
+pub(crate) async fn open(url: &str) -> Result<Ledger, CanonError> {
+    Ledger::open(url).await.map_err(CanonError::from)
+}
+
+/// Opens the ledger at `url` for reading: an SQLite file that does not exist is
+/// `ERR_LEDGER` instead of a new, empty ledger.
+pub(crate) async fn open_existing(url: &str) -> Result<Ledger, CanonError> {
+    let sqlite_path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"));
+    if let Some(path) = sqlite_path.filter(|path| !path.is_empty() && !Path::new(path).exists()) {
+        return Err(CanonError::new(
+            ErrorCode::Ledger,
+            format!("no ledger at `{path}`; `proctor run` creates it, or pass --ledger URL"),
+        ));
+    }
+    open(url).await
+}
+
+/// The first characters of a hash, for tables.
+pub(crate) fn hash_prefix(hash: &str) -> &str {
+    hash.get(..HASH_PREFIX_LEN).unwrap_or(hash)
+}
+
+/// The plan's budget line and its events, or one JSON line `{"plan", "events"}`.
+async fn show(
+    ledger: &Ledger,
+    plan_key: &str,
+    format: OutputFormat,
+) -> Result<(String, i32), CanonError> {
+    let plan = ledger
+        .plan(plan_key)
+        .await?
+        .ok_or_else(|| CanonError::new(ErrorCode::Ledger, format!("unknown plan `{plan_key}`")))?;
+    let mut events = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |event: &Event| event.seq);
+        let page = ledger.events(plan_key, after, EVENTS_PER_PAGE).await?;
+        let full = page.len() == EVENTS_PER_PAGE as usize;
+        events.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let text = match format {
+        OutputFormat::Json => format!("{}\n", json!({"plan": plan, "events": events})),
+        OutputFormat::Human => {
+            let mut text = plan_summary(&plan);
+            let rows: Vec<[String; 4]> = events
+                .iter()
+                .map(|event| {
+                    [
+                        event.seq.to_string(),
+                        event.kind_name.clone(),
+                        event.execution_id.clone().unwrap_or_else(|| "-".to_owned()),
+                        hash_prefix(&event.this_hash).to_owned(),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                text.push_str("(no events)\n");
+            } else {
+                text.push_str(&table(["SEQ", "KIND", "EXECUTION", "HASH"], &rows));
+            }
+            text
+        }
+    };
+    Ok((text, 0))
+}
+
+/// `plan KEY` and its budget and head lines.
+fn plan_summary(plan: &Plan) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "plan:   {}", plan.key);
+    let amounts = format!(
+        "reserved {}, spent {}",
+        plan.reserved_micro_usd, plan.spent_micro_usd
+    );
+    match (plan.budget_micro_usd, plan.available_micro_usd()) {
+        (Some(budget), Some(available)) => {
+            let _ = writeln!(
+                text,
+                "budget: {budget} micro-USD ({amounts}, available {available})"
+            );
+        }
+        _ => {
+            let _ = writeln!(text, "budget: none ({amounts})");
+        }
+    }
+    let _ = writeln!(
+        text,
+        "head:   seq {} ({})",
+        plan.head_seq,
+        hash_prefix(&plan.head_hash)
+    );
+    text
+}
+
+/// Verifies one plan or every plan; a broken chain answers `ERR_LEDGER_CHAIN`'s exit code
+/// with the report still printed.
+async fn verify(
+    ledger: &Ledger,
+    plan: Option<&str>,
+    format: OutputFormat,
+) -> Result<(String, i32), CanonError> {
+    let reports = match plan {
+        Some(plan) => vec![ledger.verify_chain(plan).await?],
+        None => ledger.verify_all().await?,
+    };
+    let first_break = reports.iter().find_map(ChainReport::to_error);
+    for report in &reports {
+        match &report.broken {
+            None => {
+                tracing::info!(event = "ledger.verify", plan = %report.plan, verified = report.verified, ok = true)
+            }
+            Some(broken) => {
+                tracing::error!(event = "ledger.verify", plan = %report.plan, verified = report.verified, ok = false, broken_seq = broken.seq)
+            }
+        }
+    }
+    let code = first_break
+        .as_ref()
+        .map_or(0, |error| error.code().exit_code());
+    let text = match format {
+        OutputFormat::Json => {
+            let mut body = json!({"ok": first_break.is_none(), "plans": reports});
+            if let Some(error) = &first_break {
+                body["error"] = error_json(error);
+            }
+            format!("{body}\n")
+        }
+        OutputFormat::Human => {
+            let mut text = String::new();
+            if reports.is_empty() {
+                text.push_str("no plans in the ledger\n");
+            }
+            let width = reports.iter().map(|r| r.plan.len()).max().unwrap_or(0);
+            for report in &reports {
+                let _ = match &report.broken {
+                    None => writeln!(
+                        text,
+                        "✓ {:<width$}  {} events verified, head seq {}",
+                        report.plan, report.verified, report.head_seq
+                    ),
+                    Some(broken) => writeln!(
+                        text,
+                        "✗ {:<width$}  broken at seq {}: {}",
+                        report.plan, broken.seq, broken.reason
+                    ),
+                };
+            }
+            if let Some(error) = &first_break {
+                let _ = writeln!(text, "error: {error}");
+            }
+            text
+        }
+    };
+    Ok((text, code))
+}
+
+/// Sets or removes a plan's budget.
+async fn budget(
+    ledger: &Ledger,
+    plan_key: &str,
+    budget_micro_usd: Option<u64>,
+    format: OutputFormat,
+) -> Result<(String, i32), CanonError> {
+    let appended = ledger.set_budget(plan_key, budget_micro_usd).await?;
+    let plan = ledger
+        .plan(plan_key)
+        .await?
+        .ok_or_else(|| CanonError::new(ErrorCode::Ledger, format!("plan `{plan_key}` vanished")))?;
+    tracing::info!(event = "ledger.budget", plan = %plan_key, budget_micro_usd, seq = appended.seq);
+    let text = match format {
+        OutputFormat::Json => format!("{}\n", json!({"plan": plan, "seq": appended.seq})),
+        OutputFormat::Human => plan_summary(&plan),
+    };
+    Ok((text, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_prefixes_are_short_and_total() {
+        assert_eq!(hash_prefix(&"ab".repeat(32)), "abababababab");
+        assert_eq!(hash_prefix("abc"), "abc");
+    }
+
+    #[test]
+    fn budget_lines_show_what_is_left() {
+        let plan = Plan {
+            key: "p".to_owned(),
+            budget_micro_usd: Some(100),
+            reserved_micro_usd: 30,
+            spent_micro_usd: 50,
+            head_seq: 3,
+            head_hash: "f".repeat(64),
+            created_at: String::new(),
+        };
+        let text = plan_summary(&plan);
+        assert!(
+            text.contains("budget: 100 micro-USD (reserved 30, spent 50, available 20)"),
+            "{text}"
+        );
+        assert!(text.contains("head:   seq 3 (ffffffffffff)"), "{text}");
+        let text = plan_summary(&Plan {
+            budget_micro_usd: None,
+            ..plan
+        });
+        assert!(
+            text.contains("budget: none (reserved 30, spent 50)"),
+            "{text}"
+        );
+    }
+}
