@@ -316,7 +316,7 @@ struct RunArgs {
 pub(crate) enum AdapterKind {
     /// The Docker engine on this machine.
     Local,
-    /// Modal's cloud (not available yet).
+    /// A pinned image deployed on Modal (`proctor deploy --target modal`).
     Modal,
 }
 

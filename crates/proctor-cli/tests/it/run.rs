@@ -1,9 +1,9 @@
 //! `proctor run`: each canonical error the CLI raises (code, fragment, exit code), with a
 //! passing case beside each failing one, the order of the checks, and the output contract.
 //!
-//! Runs that pass every check use `--adapter modal`, which ends deterministically in
-//! `ERR_ADAPTER_INVOCATION` until that adapter exists: reaching it proves every earlier
-//! check passed.
+//! Runs that pass every check use `--adapter modal`, which, with no deploy target
+//! configured, ends deterministically in `ERR_DEPLOY_TARGET` without any network: reaching
+//! it proves every earlier check passed.
 
 use proctor_contract::ErrorCode;
 use serde_json::Value;
@@ -57,13 +57,11 @@ fn proctor_run(dir: &TestDir, overrides: &[(&str, &str)], env: &[(&str, &str)]) 
         .run()
 }
 
-/// Asserts the run passed every check and reached the (unavailable) modal adapter.
+/// Asserts the run passed every check and reached the modal adapter, which refuses without
+/// any network because the harness clears the environment: no deploy target is configured.
 #[track_caller]
 fn reaches_adapter(run: &Run) {
-    run.fails_with(
-        ErrorCode::AdapterInvocation,
-        "modal adapter is not available yet",
-    );
+    run.fails_with(ErrorCode::DeployTarget, "no deploy target configured");
 }
 
 #[test]
@@ -131,7 +129,7 @@ fn ci_guard_allows_mock_in_ci_and_real_outside_ci() {
 fn json_output_is_one_envelope_line_and_logs_are_json_lines() {
     let dir = TestDir::new();
     dir.fixture_registry(FIXTURE_YAML);
-    let run = proctor_run(&dir, &[("--build", "")], &[]);
+    let run = proctor_run(&dir, &[], &[]);
     let envelope = run.json();
     reaches_adapter(&run);
     let logs = run.logs();
@@ -324,7 +322,10 @@ fn without_build_the_host_platform_must_be_pinned() {
     let dir = TestDir::new();
     dir.fixture_registry(&fixture_pinned_to("null"));
     proctor_run(&dir, &[], &[]).fails_with(ErrorCode::ImageUnpinned, "no digest");
-    reaches_adapter(&proctor_run(&dir, &[("--build", "")], &[]));
+    // With --build the CLI needs no pin: the run reaches the adapter, and the modal adapter
+    // refuses builds for itself.
+    proctor_run(&dir, &[("--build", "")], &[])
+        .fails_with(ErrorCode::AdapterInvocation, "--build is local-only");
     let placeholder = "'registry.example/text-stats@sha256:<64 hex>'";
     let tagged = "127.0.0.1:5000/text-stats:latest";
     for (pin, why) in [(placeholder, "is not REGISTRY/REPO"), (tagged, "is a tag")] {
@@ -374,7 +375,7 @@ fn the_adapters_answer_for_themselves() {
     let dir = TestDir::new();
     dir.fixture_registry(FIXTURE_YAML);
     let run = proctor_run(&dir, &[("--adapter", "modal"), ("--build", "")], &[]);
-    reaches_adapter(&run);
+    run.fails_with(ErrorCode::AdapterInvocation, "--build is local-only");
     run.check(
         !dir.path().join("artifacts").exists(),
         "a failed invocation leaves nothing",
