@@ -1,19 +1,18 @@
 //! Building a processor image from source (`--build`).
 //!
-//! Three steps: `cargo build --release -p <build.cargo_package> --target <triple>` with
-//! `+crt-static`, run in the workspace root, gives a statically linked binary; a tar build
+//! Three steps: `proctor_oci::compile` (`cargo build --release -p <build.cargo_package>
+//! --target <triple>` with `+crt-static`) gives a statically linked binary; a tar build
 //! context holds the processor's `build.context` files (minus `target/` directories) plus that
 //! binary as `processor`; the engine builds the Dockerfile from that context. The image ID
 //! (`sha256:…`) is what a run starts from and the digest the envelope must report.
 //!
-//! Cargo's output is captured, never written to stdout: each line goes to the `debug` log
-//! and the last lines explain an `ERR_BUILD`. Entries of the context carry fixed owners and
+//! The engine's build output is captured, never written to stdout: the last lines explain an
+//! `ERR_BUILD`. Entries of the context carry fixed owners and
 //! times, so an unchanged binary hits the engine's build cache and yields the same image ID.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Instant;
 
 use bollard::Docker;
@@ -22,11 +21,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use proctor_contract::{CanonError, ErrorCode};
 use proctor_registry::{Platform, ProcessorSpec};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 use crate::local::LABEL_REF;
-use crate::platform::{oci_platform, rust_target, rustflags_variable};
+use crate::platform::{oci_build_platform, oci_platform};
 
 /// How many trailing output lines an `ERR_BUILD` carries.
 const TAIL_LINES: usize = 20;
@@ -130,83 +127,23 @@ pub(crate) async fn build_image(
     Ok(BuiltImage { id, tag })
 }
 
-/// Runs `cargo build` for the processor's package and returns the path of its binary.
+/// Compiles the processor's statically linked binary (the same step `proctor build` takes)
+/// and returns its path.
 async fn compile_binary(build: &ImageBuild<'_>) -> Result<PathBuf, CanonError> {
-    let package = &build.spec.build.cargo_package;
-    let target = rust_target(build.platform);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    tracing::info!(event = "image.compile", package = %package, rust_target = %target);
-    let mut child = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--message-format=json-render-diagnostics",
-            "-p",
-        ])
-        .arg(package)
-        .args(["--target", target])
-        .current_dir(build.workspace_root)
-        .env(rustflags_variable(target), "-C target-feature=+crt-static")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|error| build_error(format!("cannot start cargo: {error}")))?;
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(build_error("cargo's output pipes are missing".to_owned()));
-    };
-    let messages = async {
-        let mut executables = Vec::new();
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            executables.extend(bin_executable(&line));
-        }
-        executables
-    };
-    let diagnostics = async {
-        let mut tail = Tail::default();
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::debug!(event = "image.compile.output", line = %line);
-            tail.push(&line);
-        }
-        tail
-    };
-    let (executables, tail, status) = tokio::join!(messages, diagnostics, child.wait());
-    let status =
-        status.map_err(|error| build_error(format!("waiting for cargo failed: {error}")))?;
-    if !status.success() {
-        return Err(build_error(format!(
-            "cargo build -p {package} --target {target} failed ({status}){}",
-            tail.render()
-        )));
-    }
-    match executables.as_slice() {
-        [binary] => Ok(binary.clone()),
-        [] => Err(build_error(format!(
-            "cargo build -p {package} produced no binary"
-        ))),
-        _ => Err(build_error(format!(
-            "cargo build -p {package} produced {} binaries; a processor package has exactly one",
-            executables.len()
-        ))),
-    }
-}
-
-/// The executable of a `compiler-artifact` message for a `bin` target, if `line` is one.
-fn bin_executable(line: &str) -> Option<PathBuf> {
-    let message: serde_json::Value = serde_json::from_str(line).ok()?;
-    if message.get("reason")?.as_str()? != "compiler-artifact" {
-        return None;
-    }
-    let kinds = message.get("target")?.get("kind")?.as_array()?;
-    if !kinds.iter().any(|kind| kind.as_str() == Some("bin")) {
-        return None;
-    }
-    Some(PathBuf::from(message.get("executable")?.as_str()?))
+    let package = build.spec.build.cargo_package.clone();
+    let workspace_root = build.workspace_root.to_path_buf();
+    let platform = oci_build_platform(build.platform);
+    tracing::info!(event = "image.compile", package = %package, platform = %platform);
+    let compiled = tokio::task::spawn_blocking(move || {
+        proctor_oci::compile(proctor_oci::CompileJob {
+            workspace_root: &workspace_root,
+            cargo_package: &package,
+            platform,
+        })
+    })
+    .await
+    .map_err(|error| build_error(format!("the compile task failed: {error}")))??;
+    Ok(compiled.path)
 }
 
 /// Packs the build context: every file under `context_dir` except `target/` directories
@@ -311,18 +248,6 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_only_bin_executables() {
-        let bin = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"p"},"executable":"/t/p"}"#;
-        let lib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"l"},"executable":null}"#;
-        let script = r#"{"reason":"compiler-artifact","target":{"kind":["custom-build"]},"executable":"/t/b"}"#;
-        let done = r#"{"reason":"build-finished","success":true}"#;
-        assert_eq!(bin_executable(bin), Some(PathBuf::from("/t/p")));
-        for line in [lib, script, done, "not json"] {
-            assert_eq!(bin_executable(line), None, "{line}");
-        }
-    }
 
     #[test]
     fn context_skips_target_dirs_and_adds_the_binary() {

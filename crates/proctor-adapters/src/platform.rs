@@ -17,25 +17,17 @@ pub fn host_platform() -> Result<Platform, CanonError> {
     })
 }
 
-/// The Rust target a statically linked processor binary for `platform` is built for.
-pub(crate) fn rust_target(platform: Platform) -> &'static str {
+/// The OCI platform string, e.g. `linux/amd64`.
+/// The same platform, as `proctor_oci` names it for compiling.
+pub(crate) fn oci_build_platform(platform: Platform) -> proctor_oci::Platform {
     match platform {
-        Platform::Amd64 => "x86_64-unknown-linux-gnu",
-        Platform::Arm64 => "aarch64-unknown-linux-gnu",
+        Platform::Amd64 => proctor_oci::Platform::Amd64,
+        Platform::Arm64 => proctor_oci::Platform::Arm64,
     }
 }
 
-/// The OCI platform string, e.g. `linux/amd64`.
 pub(crate) fn oci_platform(platform: Platform) -> String {
     format!("linux/{}", platform.as_str())
-}
-
-/// The variable that sets `rustflags` for one target (`CARGO_TARGET_<TRIPLE>_RUSTFLAGS`).
-pub(crate) fn rustflags_variable(target: &str) -> String {
-    format!(
-        "CARGO_TARGET_{}_RUSTFLAGS",
-        target.to_uppercase().replace('-', "_")
-    )
 }
 
 #[cfg(test)]
@@ -52,11 +44,14 @@ mod tests {
 
     #[test]
     fn names_targets_platforms_and_variables() {
-        assert_eq!(rust_target(Platform::Amd64), "x86_64-unknown-linux-gnu");
         assert_eq!(oci_platform(Platform::Arm64), "linux/arm64");
         assert_eq!(
-            rustflags_variable("x86_64-unknown-linux-gnu"),
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS"
+            oci_build_platform(Platform::Amd64),
+            proctor_oci::Platform::Amd64
+        );
+        assert_eq!(
+            oci_build_platform(Platform::Arm64).to_string(),
+            "linux/arm64"
         );
     }
 }

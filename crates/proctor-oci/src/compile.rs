@@ -1,8 +1,12 @@
 //! Compiles a processor's statically linked binary for one platform with `cargo build
 //! --target`, cross-linking with Debian's `<triple>-gcc` when the platform is not the host's.
 //!
-//! Cargo's own output goes to stderr; its JSON messages (read from stdout) name the binary.
+//! This is the one place proctor compiles a processor: `proctor build` uses it for both
+//! platforms, and the local adapter's `--build` for the host's. Cargo's JSON messages (read
+//! from stdout) name the binary; its human output is captured, never printed: each line goes
+//! to the `debug` log and the last lines explain an `ERR_BUILD`.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,35 +18,51 @@ use crate::platform::Platform;
 
 /// Rust flags that link the C runtime statically, so the binary runs `FROM scratch`.
 const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
+/// How many trailing lines of cargo's output an `ERR_BUILD` carries.
+const TAIL_LINES: usize = 20;
 
 /// What to compile.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct CompileJob<'a> {
+pub struct CompileJob<'a> {
     /// The Cargo workspace root.
-    pub(crate) workspace_root: &'a Path,
+    pub workspace_root: &'a Path,
     /// The binary package, e.g. `processor-text-stats`.
-    pub(crate) cargo_package: &'a str,
+    pub cargo_package: &'a str,
     /// The platform to compile for.
-    pub(crate) platform: Platform,
+    pub platform: Platform,
 }
 
 /// A compiled binary: where cargo left it, and its content as read (and checked) once.
 #[derive(Debug, Clone)]
-pub(crate) struct CompiledBinary {
+pub struct CompiledBinary {
     /// The path under cargo's target directory.
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     /// The executable's bytes.
-    pub(crate) bytes: Vec<u8>,
+    pub bytes: Vec<u8>,
 }
 
-/// Builds the job's binary and reads it, after checking that it is a statically linked ELF
-/// executable for the job's platform.
-pub(crate) fn compile(job: CompileJob<'_>) -> Result<CompiledBinary, CanonError> {
+/// Builds the job's binary with `cargo build --release --target <triple>` and `+crt-static`,
+/// and reads it, after checking that it is a statically linked ELF executable for the job's
+/// platform. Blocks until cargo is done.
+pub fn compile(job: CompileJob<'_>) -> Result<CompiledBinary, CanonError> {
     check_toolchain(job.platform)?;
     let mut command = cargo_command(job);
     let mut child = command
         .spawn()
         .map_err(|err| build_error(job, format!("cannot start cargo: {err}")))?;
+    let diagnostics = child.stderr.take().map(|stderr| {
+        std::thread::spawn(move || {
+            let mut tail = VecDeque::with_capacity(TAIL_LINES);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                tracing::debug!(event = "image.compile.output", line = %line);
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+            tail
+        })
+    });
     let mut executables = Vec::new();
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
@@ -56,10 +76,17 @@ pub(crate) fn compile(job: CompileJob<'_>) -> Result<CompiledBinary, CanonError>
     let status = child
         .wait()
         .map_err(|err| build_error(job, format!("waiting for cargo: {err}")))?;
+    let tail = diagnostics
+        .and_then(|thread| thread.join().ok())
+        .unwrap_or_default();
     if !status.success() {
+        let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
         return Err(build_error(
             job,
-            format!("cargo build exited with {status}; see its output above"),
+            format!(
+                "cargo build exited with {status}; last output:\n{}",
+                lines.join("\n")
+            ),
         ));
     }
     let [binary] = executables.as_slice() else {
@@ -103,7 +130,7 @@ fn cargo_command(job: CompileJob<'_>) -> Command {
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     if !job.platform.is_host() {
         let gcc = format!("{}-gcc", job.platform.gnu_triple());
         let ar = format!("{}-ar", job.platform.gnu_triple());

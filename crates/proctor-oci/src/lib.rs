@@ -26,6 +26,7 @@ mod remote;
 mod target;
 
 pub use builder::{BuildRequest, BuiltImage, BuiltPlatform, build};
+pub use compile::{CompileJob, CompiledBinary, compile};
 pub use credentials::{PASSWORD_ENV, USERNAME_ENV};
 pub use layout::layout_dir;
 pub use pin::{IndexReference, IndexSource, Pins, pin, resolve_pins};
