@@ -27,7 +27,7 @@ use crate::output::{emit, error_json, table};
 /// The process environment, UTF-8 variables only. The target, the proxy-auth tokens, the
 /// `modal` client (which runs with exactly this environment) and the values of the
 /// registry's pass-through `env` names all come from it.
-fn host_env() -> BTreeMap<String, String> {
+pub(crate) fn host_env() -> BTreeMap<String, String> {
     std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
         .collect()

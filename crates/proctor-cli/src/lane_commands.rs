@@ -18,7 +18,6 @@
 //! deploy target, Deploy fails with `ERR_DEPLOY_TARGET` ("no deploy target configured"):
 //! nothing is ever reported as deployed unless the target said so.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,6 +36,7 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 use crate::args::{Cli, Config, LaneConfig, MainLaneConfig, MainStep, OutputFormat, RunConfig};
+use crate::deploy_commands::host_env;
 use crate::image_commands::{build_layout, built_json, pins_json, pushed_json};
 use crate::lane::Lane;
 use crate::output::{emit, error_json, table};
@@ -768,12 +768,6 @@ fn list(processors: &[ProcessorRef]) -> String {
 
 /// The process environment, UTF-8 variables only: the deploy target, the `modal` client's
 /// credentials and the proxy-auth tokens come from it.
-fn host_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-        .collect()
-}
-
 fn report_json(config: &LaneConfig, report: &ChainReport) -> Value {
     let steps: Vec<Value> = report
         .steps

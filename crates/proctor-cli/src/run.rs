@@ -205,11 +205,7 @@ fn invoke(kind: AdapterKind, invocation: &Invocation) -> Result<Envelope, CanonE
             AdapterKind::Modal => {
                 // The deploy target (`PROCTOR_MODAL_*`) and the proxy-auth token
                 // (`MODAL_PROXY_TOKEN_*`) come from the host environment.
-                let env = std::env::vars_os()
-                    .filter_map(|(name, value)| {
-                        Some((name.into_string().ok()?, value.into_string().ok()?))
-                    })
-                    .collect();
+                let env = crate::deploy_commands::host_env();
                 let adapter = proctor_adapters::ModalAdapter::from_env(&env)?;
                 adapter.invoke(invocation).await
             }
