@@ -3,23 +3,29 @@
 //! This crate does no I/O. The orchestrator (CLI, adapters) and the processor SDK both
 //! depend on it, so a rule written here holds on both sides of the wire.
 
+mod digest;
 mod envelope;
 mod error;
 mod hashing;
+mod image_reference;
 mod index;
 mod mode;
 mod payload;
+mod platform;
 mod processor_ref;
 mod receipt;
 mod redact;
 mod world_path;
 
+pub use digest::{Digest, InvalidDigest};
 pub use envelope::{Envelope, ErrorBody, ErrorEnvelope, ErrorMeta, SuccessEnvelope, SuccessMeta};
 pub use error::{CanonError, EXIT_USAGE, ErrorCode};
 pub use hashing::{HASH_SCHEMA, InputsHash, canonical_json, cid, env_fingerprint, inputs_hash};
+pub use image_reference::{ImageRepository, InvalidReference, PinnedReference};
 pub use index::{OutputEntry, OutputsIndex};
 pub use mode::{Mode, ci_guard};
 pub use payload::{Health, PAYLOAD_SCHEMA, RunPayload};
+pub use platform::{Platform, UnknownPlatform};
 pub use processor_ref::ProcessorRef;
 pub use receipt::{Receipt, Usage};
 pub use redact::Redactor;
