@@ -19,11 +19,13 @@ pub(crate) fn check_envelope(
     refusal: ErrorCode,
 ) -> Result<Envelope, CanonError> {
     let refused = |why: String| CanonError::new(refusal, why);
-    let envelope = Envelope::from_slice(body).map_err(|error| {
-        refused(format!(
+    let envelope = Envelope::from_slice(body).map_err(|error| match error.code() {
+        // Two outputs that are one world path after canonicalization keep their own code.
+        ErrorCode::OutputDuplicate => error,
+        _ => refused(format!(
             "processor answered HTTP {status} without a valid envelope: {}",
             error.detail()
-        ))
+        )),
     })?;
     if envelope.execution_id() != payload.execution_id {
         return Err(refused(format!(

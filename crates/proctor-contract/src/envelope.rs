@@ -62,6 +62,20 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+impl ErrorBody {
+    /// The canonical error this body carries: its code, and its message less the leading
+    /// fragment, so that [`CanonError::message`] gives the message back.
+    pub fn to_canon_error(&self) -> CanonError {
+        let fragment = self.code.fragment();
+        let detail = self
+            .message
+            .strip_prefix(fragment)
+            .map(|rest| rest.strip_prefix(": ").unwrap_or(rest))
+            .unwrap_or(&self.message);
+        CanonError::new(self.code, detail)
+    }
+}
+
 /// A failed run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,14 +177,16 @@ impl Envelope {
         };
         match &envelope {
             Envelope::Success(success) => {
-                if success
-                    .outputs
-                    .windows(2)
-                    .any(|pair| pair[0].path >= pair[1].path)
-                {
-                    return Err(invalid(
-                        "outputs must be sorted by path, no duplicates".into(),
-                    ));
+                for pair in success.outputs.windows(2) {
+                    if pair[0].path == pair[1].path {
+                        return Err(CanonError::new(
+                            ErrorCode::OutputDuplicate,
+                            format!("`{}` is listed twice", pair[0].path),
+                        ));
+                    }
+                    if pair[0].path > pair[1].path {
+                        return Err(invalid("outputs must be sorted by path".into()));
+                    }
                 }
             }
             Envelope::Error(error) => {
@@ -275,6 +291,20 @@ mod tests {
         assert_eq!(
             Envelope::from_slice(b"<html>").unwrap_err().code(),
             ErrorCode::Envelope
+        );
+    }
+
+    #[test]
+    fn outputs_equal_after_normalization_are_duplicates() {
+        let mut twins = success();
+        twins["outputs"][0]["path"] = json!("/artifacts/o/e1/outputs/caf\u{e9}.txt");
+        twins["outputs"][1]["path"] = json!("/artifacts/o/e1/outputs/cafe\u{301}.txt");
+        let error = Envelope::validate(&twins).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::OutputDuplicate, "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("duplicate output after canonicalization")
         );
     }
 }

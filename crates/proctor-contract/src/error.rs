@@ -73,6 +73,7 @@ error_codes! {
     Provider => ("ERR_PROVIDER", "provider failed", 32),
     OutputWrite => ("ERR_OUTPUT_WRITE", "output write failed", 33),
     Interrupted => ("ERR_INTERRUPTED", "run interrupted", 34),
+    Evidence => ("ERR_EVIDENCE", "evidence does not match the run", 35),
     BudgetExceeded => ("ERR_BUDGET_EXCEEDED", "budget exceeded", 40),
     LeaseConflict => ("ERR_LEASE_CONFLICT", "write path leased by another execution", 41),
     Ledger => ("ERR_LEDGER", "ledger error", 42),

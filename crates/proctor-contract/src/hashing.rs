@@ -14,7 +14,40 @@ pub fn canonical_json(value: &Value) -> String {
 
 /// The content id of `bytes`: `b3:` followed by the lowercase hex BLAKE3 digest.
 pub fn cid(bytes: &[u8]) -> String {
-    format!("b3:{}", blake3::hash(bytes).to_hex())
+    let mut hasher = CidHasher::default();
+    hasher.update(bytes);
+    hasher.finish()
+}
+
+/// A content id computed chunk by chunk, for bytes that are streamed; gives [`cid`] of
+/// their concatenation.
+#[derive(Debug, Clone, Default)]
+pub struct CidHasher {
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl CidHasher {
+    /// Adds the next chunk.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        self.len += chunk.len() as u64;
+    }
+
+    /// How many bytes were added.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no byte was added.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The content id, `b3:…`.
+    pub fn finish(&self) -> String {
+        format!("b3:{}", self.hasher.finalize().to_hex())
+    }
 }
 
 /// The hash of an inputs payload, independent of key order and formatting.
