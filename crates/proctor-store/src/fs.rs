@@ -8,14 +8,17 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use proctor_contract::{SelectorKind, WorldPath};
+use tokio_util::io::ReaderStream;
 
 use crate::store::{canonical_from_relative, require};
-use crate::{ArtifactStore, ObjectInfo, StoreError};
+use crate::{ArtifactStore, ByteStream, ObjectInfo, StoreError};
 
 /// File names starting with this are writes in progress; listings skip them.
 const TEMP_FILE_PREFIX: &str = ".proctor-tmp-";
@@ -131,6 +134,9 @@ fn io_error(operation: &'static str, path: &WorldPath, source: io::Error) -> Sto
     }
 }
 
+/// The mode of every file the store writes.
+const READ_ONLY_MODE: u32 = 0o444;
+
 /// Writes `bytes` to `target` through a flushed temporary file and a rename.
 fn write_atomically(target: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = target
@@ -147,6 +153,8 @@ fn write_atomically(target: &Path, bytes: &[u8]) -> io::Result<()> {
             .create_new(true)
             .open(&temp)?;
         file.write_all(bytes)?;
+        // Committed evidence is read-only: changing it is a new write, never an edit.
+        file.set_permissions(fs::Permissions::from_mode(READ_ONLY_MODE))?;
         file.sync_all()?;
         fs::rename(&temp, target)?;
         File::open(dir)?.sync_all()
@@ -225,6 +233,30 @@ impl ArtifactStore for FsStore {
             }
         })
         .await
+    }
+
+    async fn get_stream(&self, path: &WorldPath) -> Result<ByteStream, StoreError> {
+        require(path, SelectorKind::Exact)?;
+        let (root, world) = (self.root.clone(), path.clone());
+        let file = Self::blocking("get", path, move || {
+            let below = Self::below_root(&world);
+            match inspect(&root, below, &world)? {
+                Entry::File(_) => OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(root.join(below))
+                    .map_err(|e| match is_missing(&e) {
+                        true => StoreError::NotFound { path: world },
+                        false => io_error("get", &world, e),
+                    }),
+                Entry::Missing | Entry::Dir => Err(StoreError::NotFound { path: world }),
+            }
+        })
+        .await?;
+        let world = path.clone();
+        Ok(ReaderStream::new(tokio::fs::File::from_std(file))
+            .map_err(move |e| io_error("get", &world, e))
+            .boxed())
     }
 
     async fn head(&self, path: &WorldPath) -> Result<ObjectInfo, StoreError> {

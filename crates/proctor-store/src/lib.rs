@@ -28,7 +28,7 @@ pub use error::StoreError;
 pub use fs::FsStore;
 pub use open::{open, open_with_env};
 pub use s3::{S3Options, S3Store};
-pub use store::{ArtifactStore, ObjectInfo};
+pub use store::{ArtifactStore, ByteStream, ObjectInfo};
 pub use sync::{SyncReport, sync_execution};
 pub use verify::{Check, VerifyReport, verify_execution};
 pub use world::{cat, ls};

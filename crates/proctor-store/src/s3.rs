@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt as _, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use proctor_contract::{SelectorKind, WorldPath};
 
 use crate::store::{canonical_from_relative, require};
-use crate::{ArtifactStore, ObjectInfo, StoreError};
+use crate::{ArtifactStore, ByteStream, ObjectInfo, StoreError};
 
 /// Everything needed to reach a bucket. `Debug` hides the secrets.
 #[derive(Clone)]
@@ -58,6 +58,7 @@ impl fmt::Debug for S3Options {
 }
 
 /// An artifact store in an S3-compatible bucket.
+#[derive(Clone)]
 pub struct S3Store {
     inner: Arc<dyn ObjectStore>,
     bucket: String,
@@ -244,6 +245,20 @@ impl ArtifactStore for S3Store {
             .bytes()
             .await
             .map_err(|e| self.map_error("get", path, e))
+    }
+
+    async fn get_stream(&self, path: &WorldPath) -> Result<ByteStream, StoreError> {
+        require(path, SelectorKind::Exact)?;
+        let result = self
+            .inner
+            .get(&self.key(path)?)
+            .await
+            .map_err(|e| self.map_error("get", path, e))?;
+        let (store, world) = (self.clone(), path.clone());
+        Ok(result
+            .into_stream()
+            .map_err(move |e| store.map_error("get", &world, e))
+            .boxed())
     }
 
     async fn head(&self, path: &WorldPath) -> Result<ObjectInfo, StoreError> {

@@ -4,10 +4,14 @@ use std::fmt;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use proctor_contract::{CanonError, ErrorCode, Facet, SelectorKind, WorldPath};
 use serde::Serialize;
 
 use crate::StoreError;
+
+/// A stream of an object's bytes, chunk by chunk.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
 
 /// One stored artifact, as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,6 +40,10 @@ pub trait ArtifactStore: fmt::Debug + Send + Sync {
 
     /// Reads the artifact at the exact path `path`.
     async fn get(&self, path: &WorldPath) -> Result<Bytes, StoreError>;
+
+    /// The bytes at `path` as a stream of chunks, for copies that must not hold a whole
+    /// file in memory; errors as [`ArtifactStore::get`].
+    async fn get_stream(&self, path: &WorldPath) -> Result<ByteStream, StoreError>;
 
     /// The size of the artifact at the exact path `path`, without reading it.
     async fn head(&self, path: &WorldPath) -> Result<ObjectInfo, StoreError>;
