@@ -1,11 +1,19 @@
 //! Structured JSON logging: one JSON object per line on stderr, every string field
 //! redacted.
 //!
+//! The redactor knows the secret-looking variables of the environment from the start
+//! ([`redactor_from_env`]); a run's own secret and pass-through values are added while the
+//! process runs, through [`KnownSecrets::register_secret_values`], and every line written
+//! afterwards masks them whatever their variables are called. The same [`KnownSecrets`]
+//! gives the redactor for what leaves the process other than as a log line (a printed
+//! envelope, a ledger payload), so logs and evidence mask the same values.
+//!
 //! **Invariant:** nothing here writes to stdout, so a `--json` caller's stdout carries only
 //! its envelope.
 
 use std::fmt;
 use std::io::Write;
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use proctor_contract::Redactor;
 use serde_json::{Map, Value};
@@ -16,17 +24,73 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
-/// Installs the global subscriber: events at `max_level` or more severe are written to
-/// stderr as JSON lines, with every string run through `redactor`.
+/// The process-wide secrets, read by the subscriber [`init`] installs.
+static KNOWN_SECRETS: LazyLock<KnownSecrets> = LazyLock::new(KnownSecrets::default);
+
+/// The secret values a process knows, shared by everything that redacts: the log
+/// subscriber and whoever prints or records text. Clones share one set; values are only
+/// ever added.
+#[derive(Debug, Clone, Default)]
+pub struct KnownSecrets {
+    redactor: Arc<RwLock<Arc<Redactor>>>,
+}
+
+impl KnownSecrets {
+    /// Adds secret values — a run's secrets and pass-through variables, whatever their
+    /// names. Every log line written afterwards, and every [`KnownSecrets::redactor`] taken
+    /// afterwards, masks them.
+    pub fn register_secret_values(&self, values: impl IntoIterator<Item = String>) {
+        let mut current = self
+            .redactor
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::make_mut(&mut *current).extend(values);
+    }
+
+    /// A redactor masking every value registered so far, for text that leaves the process
+    /// other than as a log line (a printed envelope, ledger payloads).
+    pub fn redactor(&self) -> Redactor {
+        Redactor::clone(&self.snapshot())
+    }
+
+    /// Adds every value `redactor` masks.
+    fn merge(&self, redactor: &Redactor) {
+        let mut current = self
+            .redactor
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::make_mut(&mut *current).merge(redactor);
+    }
+
+    /// The current redactor, without copying it.
+    fn snapshot(&self) -> Arc<Redactor> {
+        Arc::clone(&self.redactor.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The process-wide [`KnownSecrets`]: the ones the subscriber installed by [`init`] reads.
+/// A run registers its secret and pass-through values here, and redacts what it prints or
+/// records with [`KnownSecrets::redactor`].
+pub fn known_secrets() -> KnownSecrets {
+    KNOWN_SECRETS.clone()
+}
+
+/// Adds the values `redactor` masks to [`known_secrets`], and installs the global
+/// subscriber: events at `max_level` or more severe are written to stderr as JSON lines,
+/// with every string redacted by what [`known_secrets`] knows at the time. Returns
+/// [`known_secrets`].
 ///
-/// A second call is a no-op (the first subscriber stays).
-pub fn init(redactor: Redactor, max_level: Level) {
+/// A second call only adds `redactor`'s values (the first subscriber stays).
+pub fn init(redactor: Redactor, max_level: Level) -> KnownSecrets {
+    let secrets = known_secrets();
+    secrets.merge(&redactor);
     let layer = JsonLines {
-        redactor,
+        secrets: secrets.clone(),
         max_level,
         sink: Sink::Stderr,
     };
     let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+    secrets
 }
 
 /// A redactor that knows the values of secret-looking environment variables (names ending
@@ -62,7 +126,7 @@ enum Sink {
 }
 
 struct JsonLines {
-    redactor: Redactor,
+    secrets: KnownSecrets,
     max_level: Level,
     sink: Sink,
 }
@@ -87,9 +151,10 @@ impl<S: Subscriber> Layer<S> for JsonLines {
             "target".to_owned(),
             Value::String(metadata.target().to_owned()),
         );
+        let redactor = self.secrets.snapshot();
         event.record(&mut FieldVisitor {
             fields: &mut fields,
-            redactor: &self.redactor,
+            redactor: &redactor,
         });
         let mut line = serde_json::to_vec(&Value::Object(fields)).unwrap_or_default();
         line.push(b'\n');
@@ -159,10 +224,10 @@ mod tests {
 
     use super::*;
 
-    fn capture(redactor: Redactor, emit: impl FnOnce()) -> Vec<Value> {
+    fn capture(secrets: &KnownSecrets, emit: impl FnOnce()) -> Vec<Value> {
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let layer = JsonLines {
-            redactor,
+            secrets: secrets.clone(),
             max_level: Level::INFO,
             sink: Sink::Buffer(buffer.clone()),
         };
@@ -177,7 +242,7 @@ mod tests {
 
     #[test]
     fn writes_one_json_object_per_event() {
-        let lines = capture(Redactor::default(), || {
+        let lines = capture(&KnownSecrets::default(), || {
             tracing::info!(
                 event = "execution.start",
                 execution_id = "e1",
@@ -196,8 +261,9 @@ mod tests {
 
     #[test]
     fn redacts_every_string_field() {
-        let redactor = Redactor::new(["s3cr3t-value".to_owned()]);
-        let lines = capture(redactor, || {
+        let secrets = KnownSecrets::default();
+        secrets.merge(&Redactor::new(["s3cr3t-value".to_owned()]));
+        let lines = capture(&secrets, || {
             tracing::warn!(
                 header = "Authorization: Bearer abcdef",
                 url = %"https://u:p@host/x",
@@ -207,6 +273,49 @@ mod tests {
         let text = lines[0].to_string();
         assert!(!text.contains("abcdef") && !text.contains("u:p@") && !text.contains("s3cr3t"));
         assert_eq!(lines[0]["msg"], "leaked [REDACTED]");
+    }
+
+    #[test]
+    fn values_registered_while_running_are_masked_from_then_on() {
+        let secrets = KnownSecrets::default();
+        let lines = capture(&secrets, || {
+            tracing::info!(value = "plain-value-1", "before plain-value-1");
+            secrets.register_secret_values(["plain-value-1".to_owned()]);
+            tracing::info!(value = "plain-value-1", "after plain-value-1");
+            tracing::info!(url = %"https://u:plain-value-1@host/", count = 3u64);
+        });
+        assert_eq!(lines[0]["msg"], "before plain-value-1");
+        assert_eq!(lines[1]["msg"], "after [REDACTED]");
+        assert_eq!(lines[1]["value"], "[REDACTED]");
+        assert_eq!(lines[2]["url"], "https://[REDACTED]@host/");
+        assert_eq!(lines[2]["count"], 3);
+    }
+
+    #[test]
+    fn clones_share_the_values_and_the_redactor_knows_them() {
+        let secrets = KnownSecrets::default();
+        let before = secrets.redactor();
+        secrets
+            .clone()
+            .register_secret_values(["pass-through-value".to_owned()]);
+        assert_eq!(
+            secrets.redactor().redact("a pass-through-value"),
+            "a [REDACTED]"
+        );
+        assert_eq!(
+            before.redact("a pass-through-value"),
+            "a pass-through-value"
+        );
+        assert!(!format!("{secrets:?}").contains("pass-through-value"));
+    }
+
+    #[test]
+    fn the_process_wide_secrets_are_one_set() {
+        known_secrets().register_secret_values(["process-wide-value".to_owned()]);
+        assert_eq!(
+            known_secrets().redactor().redact("process-wide-value"),
+            "[REDACTED]"
+        );
     }
 
     #[test]
