@@ -32,6 +32,11 @@
 //!   `text/event-stream`: `progress` events (`{"stage":…}`), then one `done` event whose
 //!   data is the envelope.
 //!
+//! An error envelope's message, and the `run.fail` line that logs it, never carry the values
+//! of the processor's secrets and pass-through variables, whatever the mode: its detail is
+//! redacted, then cut to 4 KiB. A provider that quotes its upstream redacts before it cuts
+//! ([`Context::redactor`]).
+//!
 //! **Architecture Invariant:** the SDK, not the adapter, writes every file of a run —
 //! outputs under `{write_prefix}outputs/`, `{write_prefix}outputs.json`, and the receipt
 //! at `{write_prefix}receipt.json` and `/artifacts/execution/{execution_id}/receipt.json` —

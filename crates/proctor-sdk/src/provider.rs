@@ -39,8 +39,10 @@ pub enum ProviderError {
     /// The inputs are unusable; answered as `ERR_INPUTS` (HTTP 400).
     #[error("{0}")]
     Inputs(String),
-    /// The provider or its upstream failed; answered as `ERR_PROVIDER` (HTTP 502). The text
-    /// must not carry secret values (see [`Context::redactor`]).
+    /// The provider or its upstream failed; answered as `ERR_PROVIDER` (HTTP 502). The SDK
+    /// masks the processor's secret and pass-through values in it, but only the provider
+    /// knows where its upstream's text was cut: redact before cutting
+    /// ([`Context::redactor`]).
     #[error("{0}")]
     Failed(String),
 }
@@ -191,10 +193,11 @@ impl Context {
         ChaCha20Rng::from_seed(seed)
     }
 
-    /// A redactor masking this run's secret values, for text that leaves the provider
-    /// (error messages quoting an upstream answer).
+    /// A redactor masking this run's secret and pass-through values (and every shape of
+    /// credential), for text that leaves the provider: error messages quoting an upstream
+    /// answer. Redact before cutting ([`Redactor::truncate_redacted`]).
     pub fn redactor(&self) -> Redactor {
-        Redactor::new(self.secrets.values().cloned())
+        Redactor::new(self.secrets.values().chain(self.env.values()).cloned())
     }
 }
 
@@ -318,9 +321,10 @@ mod tests {
         assert_eq!(real.env("BASE_URL"), Some("http://x"));
         assert!(!format!("{real:?}").contains("sk-secret-value"));
         assert_eq!(
-            real.redactor().redact("key sk-secret-value"),
-            "key [REDACTED]"
+            real.redactor().redact("key sk-secret-value at http://x/v1"),
+            "key [REDACTED] at [REDACTED]/v1"
         );
+        assert_eq!(mock.redactor().redact("sk-secret-value"), "sk-secret-value");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use futures_util::FutureExt;
 use proctor_contract::{
-    CanonError, Envelope, ErrorCode, Mode, OutputsIndex, PAYLOAD_SCHEMA, Receipt, RunPayload,
-    SuccessMeta, WorldPath, WritePrefix, cid, env_fingerprint, inputs_hash,
+    CanonError, Envelope, ErrorCode, Mode, OutputsIndex, PAYLOAD_SCHEMA, Receipt, Redactor,
+    RunPayload, SuccessMeta, WorldPath, WritePrefix, cid, env_fingerprint, inputs_hash,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -20,6 +20,8 @@ use crate::{Context, ProcessorDefinition, ProviderError, ServerConfig};
 
 /// Longest accepted execution id.
 const MAX_EXECUTION_ID_BYTES: usize = 128;
+/// Longest detail of an error envelope's message, in bytes, counted after redaction.
+const MAX_ERROR_DETAIL_BYTES: usize = 4096;
 
 /// What a run answers: an HTTP status and the envelope that is the body.
 #[derive(Debug)]
@@ -101,12 +103,27 @@ impl Failure {
 pub(crate) struct Runner {
     config: ServerConfig,
     definition: ProcessorDefinition,
+    /// Masks the values of the processor's secrets and pass-through variables found in
+    /// the environment, whatever the mode, in every error it answers.
+    redactor: Redactor,
 }
 
 impl Runner {
     /// A runner for `definition` configured by `config`.
     pub(crate) fn new(config: ServerConfig, definition: ProcessorDefinition) -> Runner {
-        Runner { config, definition }
+        let redactor = Redactor::new(
+            definition
+                .required_secrets()
+                .iter()
+                .chain(definition.passthrough_env())
+                .filter_map(|name| config.var(name))
+                .map(str::to_owned),
+        );
+        Runner {
+            config,
+            definition,
+            redactor,
+        }
     }
 
     /// The server configuration.
@@ -263,7 +280,21 @@ impl Runner {
         }
     }
 
-    /// An error outcome, logged.
+    /// The outcome of a run whose task stopped before answering (an SDK panic).
+    pub(crate) fn stopped(
+        &self,
+        execution_id: &str,
+        mode: Mode,
+        started: Instant,
+        why: impl std::fmt::Display,
+    ) -> Outcome {
+        let error = CanonError::new(ErrorCode::Provider, format!("run stopped: {why}"));
+        let failure = Failure::new(StatusCode::INTERNAL_SERVER_ERROR, error);
+        self.fail(execution_id, mode, started, None, failure)
+    }
+
+    /// An error outcome, logged. Its detail — often the provider's or its upstream's
+    /// words — is redacted, then cut to [`MAX_ERROR_DETAIL_BYTES`].
     fn fail(
         &self,
         execution_id: &str,
@@ -272,16 +303,21 @@ impl Runner {
         fingerprint: Option<String>,
         failure: Failure,
     ) -> Outcome {
+        let error = CanonError::new(
+            failure.error.code(),
+            self.redactor
+                .truncate_redacted(failure.error.detail(), MAX_ERROR_DETAIL_BYTES),
+        );
         tracing::warn!(
             event = "run.fail",
             execution_id = %execution_id,
-            code = %failure.error.code(),
-            message = %failure.error.message(),
+            code = %error.code(),
+            message = %error.message(),
             status = failure.status.as_u16(),
         );
         let mut envelope = Envelope::error(
             execution_id,
-            &failure.error,
+            &error,
             mode,
             duration_ms(started),
             Some(self.config.image_digest.clone()),
@@ -440,7 +476,7 @@ impl Runner {
 }
 
 /// Milliseconds since `started`.
-pub(crate) fn duration_ms(started: Instant) -> u64 {
+fn duration_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -12,25 +12,27 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::Stream;
-use proctor_contract::{CanonError, Envelope, ErrorCode, Health};
+use proctor_contract::Health;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 
 use crate::config::ENV_SOCKET;
-use crate::run::{Accepted, Outcome, Runner, Stage, duration_ms};
+use crate::run::{Accepted, Outcome, Runner, Stage};
 use crate::{ProcessorDefinition, SdkError, ServerConfig};
 
 /// Largest accepted request body.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// Initializes JSON logging (secret values redacted), then serves `definition` as
-/// [`serve`] does until SIGTERM or Ctrl-C. The whole `main` of a processor.
+/// Initializes JSON logging — the values of the processor's secrets and pass-through
+/// variables redacted, panics logged as `process.panic` rather than printed raw — then
+/// serves `definition` as [`serve`] does until SIGTERM or Ctrl-C. The whole `main` of a
+/// processor.
 pub fn serve_main(definition: ProcessorDefinition) -> ExitCode {
     let config = match ServerConfig::from_env() {
         Ok(config) => config,
@@ -39,8 +41,19 @@ pub fn serve_main(definition: ProcessorDefinition) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let redactor = proctor_telemetry::redactor_from_env(definition.required_secrets());
-    proctor_telemetry::init(redactor, tracing::Level::INFO);
+    let declared: Vec<String> = definition
+        .required_secrets()
+        .iter()
+        .chain(definition.passthrough_env())
+        .cloned()
+        .collect();
+    proctor_telemetry::init(
+        proctor_telemetry::redactor_from_env(&declared),
+        tracing::Level::INFO,
+    );
+    std::panic::set_hook(Box::new(|panic| {
+        tracing::error!(event = "process.panic", panic = %panic);
+    }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -204,21 +217,12 @@ async fn execute_detached(
     let execution_id = accepted.execution_id().to_owned();
     let mode = accepted.mode();
     let started = accepted.started();
-    let image_digest = runner.config().image_digest.clone();
-    let task = tokio::spawn(async move { runner.execute(accepted, &progress).await });
-    task.await.unwrap_or_else(|error| {
-        let error = CanonError::new(ErrorCode::Provider, format!("run stopped: {error}"));
-        Outcome {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            envelope: Envelope::error(
-                &execution_id,
-                &error,
-                mode,
-                duration_ms(started),
-                Some(image_digest),
-            ),
-        }
-    })
+    let task = tokio::spawn({
+        let runner = Arc::clone(&runner);
+        async move { runner.execute(accepted, &progress).await }
+    });
+    task.await
+        .unwrap_or_else(|error| runner.stopped(&execution_id, mode, started, error))
 }
 
 async fn run(State(runner): State<Arc<Runner>>, headers: HeaderMap, body: Body) -> Response {

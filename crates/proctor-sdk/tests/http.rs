@@ -2,7 +2,9 @@
 //! root (`proctor_sdk::testing`). Needs nothing outside the process.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs;
+use std::sync::{Arc, Mutex};
 
 use proctor_contract::{Envelope, ErrorCode, Health, Mode, OutputsIndex, Usage, WorldPath};
 use proctor_sdk::testing::{TEST_IMAGE_DIGEST, TestServer};
@@ -12,15 +14,20 @@ use proctor_sdk::{
 use rand_chacha::rand_core::Rng;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use tracing_subscriber::layer::SubscriberExt;
 
 const REF: &str = "test/echo@1";
 
 /// Writes the files listed in `inputs.files`; reports what the context showed when
-/// `inputs.context` is true; fails as `inputs.fail` says.
+/// `inputs.context` is true; fails as `inputs.fail` says, a provider failure quoting
+/// `inputs.upstream` when given.
 fn echo(context: &Context, inputs: Value) -> Result<ProviderResult, ProviderError> {
     match inputs["fail"].as_str() {
         Some("inputs") => return Err(ProviderError::inputs("`fail` asked for it")),
-        Some("provider") => return Err(ProviderError::failed("upstream said no")),
+        Some("provider") => {
+            let upstream = inputs["upstream"].as_str().unwrap_or("upstream said no");
+            return Err(ProviderError::failed(upstream));
+        }
         Some("panic") => panic!("asked to panic"),
         _ => {}
     }
@@ -567,4 +574,85 @@ async fn serve_on_socket_answers_over_the_socket_and_removes_it_when_stopped() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
     assert!(!socket.exists());
+}
+
+/// The processor's secret and pass-through values, as its environment holds them.
+const TOKEN: &str = "tok-1234567890";
+const BASE_URL: &str = "http://127.0.0.1:9/v1";
+
+/// An upstream answer quoting the token (as is and percent-encoded), the base URL, URL
+/// credentials and a bearer token.
+fn leaky_upstream() -> String {
+    format!(
+        "upstream said: bad key {TOKEN} for {BASE_URL}/chat?key=tok%2D1234567890 \
+         (redirected to https://leak-user:leak-pass-77@up.example/v1); \
+         sent Authorization: Bearer leak-bearer-5521"
+    )
+}
+
+/// Every leaked piece of [`leaky_upstream`].
+const LEAKED: [&str; 5] = [
+    TOKEN,
+    BASE_URL,
+    "tok%2D1234567890",
+    "leak-pass-77",
+    "leak-bearer-5521",
+];
+
+/// Log events emitted on this thread, each as `name=value` pairs.
+#[derive(Clone, Default)]
+struct Recorded(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorded {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut line = String::new();
+        event.record(
+            &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                let _ = write!(line, "{}={value:?} ", field.name());
+            },
+        );
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+#[tokio::test]
+async fn provider_errors_and_their_logs_never_carry_the_processors_values() {
+    let recorded = Recorded::default();
+    let subscriber = tracing_subscriber::registry().with(recorded.clone());
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let server = start(&[("TEST_TOKEN", TOKEN), ("TEST_BASE_URL", BASE_URL)]).await;
+    let inputs = json!({"fail": "provider", "upstream": leaky_upstream()});
+    for mode in [Mode::Mock, Mode::Real] {
+        let (status, code, message) = server.run_err("leak", mode, inputs.clone()).await;
+        assert_eq!((status, code), (502, ErrorCode::Provider));
+        assert!(message.starts_with("provider failed: upstream said: bad key [REDACTED] for [REDACTED]/chat?key=[REDACTED]"), "{message}");
+        for leaked in LEAKED {
+            assert!(!message.contains(leaked), "{mode}: {leaked} in {message}");
+        }
+    }
+    let lines = recorded.0.lock().unwrap().clone();
+    let failures: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("run.fail"))
+        .collect();
+    assert_eq!(failures.len(), 2, "{lines:#?}");
+    assert!(failures[0].contains("upstream said"), "{failures:?}");
+    for line in &lines {
+        for leaked in LEAKED {
+            assert!(!line.contains(leaked), "{leaked} logged: {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn long_provider_errors_are_redacted_before_they_are_cut() {
+    let server = start(&[("TEST_TOKEN", TOKEN)]).await;
+    // The token starts just before the 4 KiB limit: cut first, its beginning would stay.
+    let upstream = format!("{}{TOKEN}{}", "x".repeat(4090), "y".repeat(100));
+    let inputs = json!({"fail": "provider", "upstream": upstream});
+    let (_, code, message) = server.run_err("long", Mode::Mock, inputs).await;
+    assert_eq!(code, ErrorCode::Provider);
+    let detail = message.strip_prefix("provider failed: ").unwrap();
+    assert!(detail.len() <= 4096, "{} bytes", detail.len());
+    assert_eq!(detail, format!("{}…", "x".repeat(4090)));
 }
