@@ -7,7 +7,9 @@
 //!   messages to one user message [`MOCK_PROMPT`]. The reply is derived from the messages
 //!   through the inputs-seeded generator, so the same inputs give the same bytes.
 //! - `real`: `POST {OPENAI_BASE_URL or https://api.openai.com/v1}/chat/completions` with
-//!   `Authorization: Bearer $OPENAI_API_KEY`; `model` and `messages` are required.
+//!   `Authorization: Bearer $OPENAI_API_KEY`; `model` and `messages` are required. A
+//!   `user:pass@` in `OPENAI_BASE_URL` is dropped: the key is the only credential sent, and
+//!   no error quotes the userinfo.
 //!
 //! Outputs: `text/response.txt` (the reply) and `metadata.json` (model, finish reason,
 //! token counts); usage carries `prompt_tokens`, `completion_tokens`, `total_tokens`.

@@ -11,8 +11,9 @@ use crate::{API_KEY_SECRET, BASE_URL_VAR, Completion, DEFAULT_BASE_URL, Message,
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Limit for the whole call; the runtime timeout of the run bounds it further.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
-/// How much of an error answer's body an error message quotes, in characters.
-const QUOTED_BODY_CHARS: usize = 500;
+/// How much of an error answer's body an error message quotes, in bytes, counted after
+/// redaction.
+const QUOTED_BODY_BYTES: usize = 500;
 
 /// The request body.
 #[derive(Debug, Serialize)]
@@ -58,7 +59,8 @@ struct TokenUsage {
     total_tokens: Option<u64>,
 }
 
-/// Calls the endpoint. Error messages are redacted of the key and of URL credentials.
+/// Calls the endpoint with the key as a bearer token. Error messages are redacted of the
+/// key, of the base URL and of any credentials, before anything is cut.
 pub(crate) async fn complete(
     context: &Context,
     params: Params,
@@ -72,8 +74,12 @@ pub(crate) async fn complete(
     let key = context
         .secret(API_KEY_SECRET)
         .ok_or_else(|| ProviderError::failed(format!("{API_KEY_SECRET} is not available")))?;
-    let base_url = context.env(BASE_URL_VAR).unwrap_or(DEFAULT_BASE_URL);
-    let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+    let base_url =
+        base_url_without_userinfo(context.env(BASE_URL_VAR).unwrap_or(DEFAULT_BASE_URL))?;
+    let url = format!(
+        "{}/chat/completions",
+        base_url.as_str().trim_end_matches('/')
+    );
     let redactor = context.redactor();
     let failed = |what: String| ProviderError::failed(redactor.redact(&what));
 
@@ -99,7 +105,7 @@ pub(crate) async fn complete(
         ))
     })?;
     if !status.is_success() {
-        let quoted: String = body.chars().take(QUOTED_BODY_CHARS).collect();
+        let quoted = redactor.truncate_redacted(&body, QUOTED_BODY_BYTES);
         return Err(failed(format!("{url} answered {status}: {quoted}")));
     }
     let answer: ChatResponse = serde_json::from_str(&body)
@@ -122,6 +128,26 @@ pub(crate) async fn complete(
             .total_tokens
             .unwrap_or(usage.prompt_tokens + usage.completion_tokens),
     })
+}
+
+/// The endpoint's base URL without its userinfo. Credentials in `OPENAI_BASE_URL` would
+/// make the client send them as Basic authentication in place of the key, and would be
+/// quoted in error messages; the key is the only credential sent. Errors quote neither the
+/// value nor its userinfo.
+fn base_url_without_userinfo(value: &str) -> Result<reqwest::Url, ProviderError> {
+    let invalid = |why: String| ProviderError::failed(format!("{BASE_URL_VAR} {why}"));
+    let mut url =
+        reqwest::Url::parse(value).map_err(|e| invalid(format!("is not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "must be an http or https URL, not {}",
+            url.scheme()
+        )));
+    }
+    url.set_username("")
+        .and_then(|()| url.set_password(None))
+        .map_err(|()| invalid("has no host".to_owned()))?;
+    Ok(url)
 }
 
 /// An error and its causes, `: `-joined (reqwest's own message leaves the cause out).

@@ -74,11 +74,12 @@ fn completion_answer() -> Value {
 
 /// A processor whose environment holds the key and points at the fake endpoint.
 async fn start_with_endpoint(addr: SocketAddr) -> TestServer {
-    let base_url = format!("http://{addr}/v1");
-    let env = [
-        ("OPENAI_API_KEY", KEY),
-        ("OPENAI_BASE_URL", base_url.as_str()),
-    ];
+    start_with_base_url(&format!("http://{addr}/v1")).await
+}
+
+/// A processor whose environment holds the key and `base_url`.
+async fn start_with_base_url(base_url: &str) -> TestServer {
+    let env = [("OPENAI_API_KEY", KEY), ("OPENAI_BASE_URL", base_url)];
     TestServer::start(processor_llm_litellm::definition(), &env).await
 }
 
@@ -280,4 +281,76 @@ async fn real_mode_without_the_key_is_err_missing_secret() {
     let (status, code, message) = server.run_err("real-4", Mode::Real, example("chat")).await;
     assert_eq!((status, code), (400, ErrorCode::MissingSecret));
     assert!(message.contains("OPENAI_API_KEY"), "{message}");
+}
+
+/// Credentials a base URL may carry; they must never be sent nor quoted.
+const PROXY_USER: &str = "proxy-user";
+const PROXY_PASSWORD: &str = "proxy-pass-4711";
+
+#[tokio::test]
+async fn userinfo_in_the_base_url_is_dropped_and_only_the_key_is_sent() {
+    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, completion_answer()).await;
+    let server =
+        start_with_base_url(&format!("http://{PROXY_USER}:{PROXY_PASSWORD}@{addr}/v1")).await;
+    server
+        .run_ok("userinfo-1", Mode::Real, example("chat"))
+        .await;
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].0.as_deref(),
+        Some(format!("Bearer {KEY}").as_str()),
+        "the key, not Basic credentials from the URL"
+    );
+}
+
+#[tokio::test]
+async fn errors_never_quote_the_base_urls_userinfo() {
+    let answer = json!({"error": {"message": "proxy refused"}});
+    let (addr, _seen, _stop) = fake_endpoint(StatusCode::BAD_GATEWAY, answer).await;
+    let closed = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    for (endpoint, said) in [(addr, "proxy refused"), (closed, "cannot reach")] {
+        let server = start_with_base_url(&format!(
+            "http://{PROXY_USER}:{PROXY_PASSWORD}@{endpoint}/v1"
+        ))
+        .await;
+        let (status, code, message) = server
+            .run_err("userinfo-2", Mode::Real, example("chat"))
+            .await;
+        assert_eq!((status, code), (502, ErrorCode::Provider), "{message}");
+        assert!(message.contains(said), "{message}");
+        assert!(
+            !message.contains(PROXY_USER) && !message.contains(PROXY_PASSWORD),
+            "{message}"
+        );
+    }
+    let server = start_with_base_url(&format!("ftp://{PROXY_USER}:{PROXY_PASSWORD}@{addr}/")).await;
+    let (_, code, message) = server
+        .run_err("userinfo-3", Mode::Real, example("chat"))
+        .await;
+    assert_eq!(code, ErrorCode::Provider);
+    assert!(
+        message.contains("must be an http or https URL"),
+        "{message}"
+    );
+    assert!(!message.contains(PROXY_PASSWORD), "{message}");
+}
+
+#[tokio::test]
+async fn error_bodies_are_redacted_before_they_are_cut() {
+    // The key starts 10 bytes before the 500-byte quote ends: cut first, "sk-test-01" would
+    // stay, too short for any pattern and no longer the key.
+    let prefix = r#"{"error":{"message":""#;
+    let padding = "x".repeat(490 - prefix.len());
+    let answer = json!({"error": {"message": format!("{padding}{KEY}")}});
+    assert_eq!(answer.to_string().find(KEY), Some(490));
+    let (addr, _seen, _stop) = fake_endpoint(StatusCode::UNAUTHORIZED, answer).await;
+    let server = start_with_endpoint(addr).await;
+    let (_, code, message) = server.run_err("cut-1", Mode::Real, example("chat")).await;
+    assert_eq!(code, ErrorCode::Provider);
+    assert!(message.ends_with(&format!("{padding}…")), "{message}");
+    assert!(!message.contains(&KEY[..6]), "{message}");
 }
