@@ -21,12 +21,15 @@ use crate::platform::Platform;
 
 /// The path of the processor binary inside the image.
 pub(crate) const ENTRYPOINT: &str = "/processor";
-/// The user the processor runs as: non-root, matching the Dockerfiles.
+/// The user the processor runs as: non-root.
 pub(crate) const USER: &str = "65532:65532";
 /// The fixed creation time of every image (the Unix epoch), for reproducibility.
 pub(crate) const CREATED: &str = "1970-01-01T00:00:00Z";
-/// The label carrying the processor ref.
+/// The OCI annotation, and image label, carrying the processor ref.
 pub(crate) const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
+/// The image label carrying the processor ref under the name the local adapter gives it on
+/// containers and looks images up by.
+pub const REF_LABEL: &str = "proctor.ref";
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// One content-addressed blob.
@@ -85,7 +88,7 @@ pub(crate) struct PlatformImage {
 /// What goes into every image, besides the binary.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ImageSettings<'a> {
-    /// The processor ref, recorded as the image title.
+    /// The processor ref, recorded as the image title and the [`REF_LABEL`] label.
     pub(crate) processor_ref: &'a ProcessorRef,
     /// The port the processor listens on.
     pub(crate) port: u16,
@@ -105,10 +108,13 @@ pub(crate) fn platform_image(
         .exposed_ports(vec![format!("{}/tcp", settings.port)])
         .env(vec![PATH_ENV.to_owned()])
         .entrypoint(vec![ENTRYPOINT.to_owned()])
-        .labels(HashMap::from([(
-            TITLE_ANNOTATION.to_owned(),
-            settings.processor_ref.to_string(),
-        )]))
+        .labels(HashMap::from([
+            (
+                TITLE_ANNOTATION.to_owned(),
+                settings.processor_ref.to_string(),
+            ),
+            (REF_LABEL.to_owned(), settings.processor_ref.to_string()),
+        ]))
         .build()
         .map_err(|err| invalid(err.to_string()))?;
     let rootfs = RootFsBuilder::default()
@@ -305,8 +311,8 @@ mod tests {
             serde_json::json!({"8123/tcp": {}})
         );
         assert_eq!(
-            config["config"]["Labels"][TITLE_ANNOTATION],
-            "llm/litellm@1"
+            config["config"]["Labels"],
+            serde_json::json!({TITLE_ANNOTATION: "llm/litellm@1", REF_LABEL: "llm/litellm@1"})
         );
         assert!(
             config["config"]["Env"][0]

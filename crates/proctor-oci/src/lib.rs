@@ -28,6 +28,7 @@ mod target;
 pub use builder::{BuildRequest, BuiltImage, BuiltPlatform, build};
 pub use compile::{CompileJob, CompiledBinary, compile};
 pub use credentials::{PASSWORD_ENV, USERNAME_ENV};
+pub use image::REF_LABEL;
 pub use layout::layout_dir;
 pub use pin::{IndexReference, IndexSource, Pins, pin, resolve_pins};
 pub use platform::{Platform, UnknownPlatform};
