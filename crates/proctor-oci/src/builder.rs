@@ -1,12 +1,14 @@
 //! `build`: compiles the processor for each platform and writes a multi-arch OCI image
-//! layout, ready for `push`. No container engine is involved.
+//! layout, ready for `push`; `build_docker_archive`: the same for one platform, packed for
+//! `docker load`. No container engine is involved.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use proctor_contract::{CanonError, ErrorCode, ProcessorRef};
 
 use crate::compile::{CompileJob, compile};
+use crate::docker_archive::docker_archive;
 use crate::image::{ImageSettings, image_index, platform_image};
 use crate::layout::write_layout;
 use crate::platform::Platform;
@@ -124,5 +126,57 @@ pub fn build(request: &BuildRequest) -> Result<BuiltImage, CanonError> {
         layout_dir: request.layout_dir.clone(),
         index_digest: index.digest.to_string(),
         platforms: built,
+    })
+}
+
+/// What [`build_docker_archive`] builds: one processor, for one platform.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveRequest<'a> {
+    /// The processor, e.g. `text/stats@1`.
+    pub processor_ref: &'a ProcessorRef,
+    /// The Cargo package of the processor binary (`build.cargo_package` in registry.yaml).
+    pub cargo_package: &'a str,
+    /// The port the processor listens on (`build.port`), exposed by the image.
+    pub port: u16,
+    /// The Cargo workspace root the package is built in.
+    pub workspace_root: &'a Path,
+    /// The platform to build.
+    pub platform: Platform,
+}
+
+/// One platform's image, packed for `docker load`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerArchive {
+    /// The digest of the image config, `sha256:…`: the ID of the image an engine loads from
+    /// [`DockerArchive::bytes`], and the config digest of this platform's image in the layout
+    /// [`build`] writes from the same sources.
+    pub config_digest: String,
+    /// The docker-archive tar: `manifest.json` and the config and layer blobs.
+    pub bytes: Vec<u8>,
+    /// Time spent in `cargo build`.
+    pub compile_time: Duration,
+}
+
+/// Compiles and assembles `request.platform`'s image exactly as [`build`] does, and packs it
+/// as a docker-archive instead of writing a layout.
+///
+/// Errors: `ERR_BUILD`, as for [`build`].
+pub fn build_docker_archive(request: &ArchiveRequest<'_>) -> Result<DockerArchive, CanonError> {
+    let compile_started = Instant::now();
+    let binary = compile(CompileJob {
+        workspace_root: request.workspace_root,
+        cargo_package: request.cargo_package,
+        platform: request.platform,
+    })?;
+    let compile_time = compile_started.elapsed();
+    let settings = ImageSettings {
+        processor_ref: request.processor_ref,
+        port: request.port,
+    };
+    let image = platform_image(&binary.bytes, request.platform, settings)?;
+    Ok(DockerArchive {
+        config_digest: image.config.digest.to_string(),
+        bytes: docker_archive(&image)?,
+        compile_time,
     })
 }

@@ -2,9 +2,10 @@
 //! --target`, cross-linking with Debian's `<triple>-gcc` when the platform is not the host's.
 //!
 //! This is the one place proctor compiles a processor: `proctor build` uses it for both
-//! platforms, and the local adapter's `--build` for the host's. Cargo's JSON messages (read
-//! from stdout) name the binary; its human output is captured, never printed: each line goes
-//! to the `debug` log and the last lines explain an `ERR_BUILD`.
+//! platforms, and `proctor run --build` (through `build_docker_archive`) for the host's.
+//! Cargo's JSON messages (read from stdout) name the binary; its human output is captured,
+//! never printed: each line goes to the `debug` log and the last lines explain an
+//! `ERR_BUILD`.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -23,28 +24,28 @@ const TAIL_LINES: usize = 20;
 
 /// What to compile.
 #[derive(Debug, Clone, Copy)]
-pub struct CompileJob<'a> {
+pub(crate) struct CompileJob<'a> {
     /// The Cargo workspace root.
-    pub workspace_root: &'a Path,
+    pub(crate) workspace_root: &'a Path,
     /// The binary package, e.g. `processor-text-stats`.
-    pub cargo_package: &'a str,
+    pub(crate) cargo_package: &'a str,
     /// The platform to compile for.
-    pub platform: Platform,
+    pub(crate) platform: Platform,
 }
 
 /// A compiled binary: where cargo left it, and its content as read (and checked) once.
 #[derive(Debug, Clone)]
-pub struct CompiledBinary {
+pub(crate) struct CompiledBinary {
     /// The path under cargo's target directory.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The executable's bytes.
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// Builds the job's binary with `cargo build --release --target <triple>` and `+crt-static`,
 /// and reads it, after checking that it is a statically linked ELF executable for the job's
 /// platform. Blocks until cargo is done.
-pub fn compile(job: CompileJob<'_>) -> Result<CompiledBinary, CanonError> {
+pub(crate) fn compile(job: CompileJob<'_>) -> Result<CompiledBinary, CanonError> {
     check_toolchain(job.platform)?;
     let mut command = cargo_command(job);
     let mut child = command

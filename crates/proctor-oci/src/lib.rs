@@ -8,6 +8,10 @@
 //! 3. [`pin`] reads the index back, checks both platforms resolve, and writes the digests into
 //!    the processor's `registry.yaml`, changing nothing else in the file.
 //!
+//! [`build_docker_archive`] compiles and assembles one platform's image with the same code as
+//! [`build`] and packs it for `docker load`: that is how `proctor run --build` runs the very
+//! image, config digest included, that `build` writes for the host platform.
+//!
 //! **Architecture Invariant:** this crate talks to registries through the distribution API
 //! (oci-client) and to cargo; it never drives a container engine and never prints — progress
 //! bars go to stderr, and only on a terminal. Credentials are never logged.
@@ -15,6 +19,7 @@
 mod builder;
 mod compile;
 mod credentials;
+mod docker_archive;
 mod image;
 mod layout;
 mod pin;
@@ -25,8 +30,10 @@ mod push;
 mod remote;
 mod target;
 
-pub use builder::{BuildRequest, BuiltImage, BuiltPlatform, build};
-pub use compile::{CompileJob, CompiledBinary, compile};
+pub use builder::{
+    ArchiveRequest, BuildRequest, BuiltImage, BuiltPlatform, DockerArchive, build,
+    build_docker_archive,
+};
 pub use credentials::{PASSWORD_ENV, USERNAME_ENV};
 pub use image::REF_LABEL;
 pub use layout::layout_dir;
