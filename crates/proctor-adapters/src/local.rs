@@ -201,14 +201,10 @@ impl LocalAdapter {
     /// The image to start and the digest to expect.
     async fn resolve_image(&self, invocation: &Invocation) -> Result<ResolvedImage, CanonError> {
         match &invocation.image {
-            ImageSource::Build {
-                processor_dir,
-                workspace_root,
-            } => {
+            ImageSource::Build { workspace_root, .. } => {
                 let built = self
                     .build_image(&ImageBuild {
                         spec: &invocation.spec,
-                        processor_dir,
                         workspace_root,
                         platform: host_platform()?,
                     })

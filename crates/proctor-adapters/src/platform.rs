@@ -17,17 +17,12 @@ pub fn host_platform() -> Result<Platform, CanonError> {
     })
 }
 
-/// The OCI platform string, e.g. `linux/amd64`.
-/// The same platform, as `proctor_oci` names it for compiling.
+/// The same platform, as `proctor_oci` names it for building.
 pub(crate) fn oci_build_platform(platform: Platform) -> proctor_oci::Platform {
     match platform {
         Platform::Amd64 => proctor_oci::Platform::Amd64,
         Platform::Arm64 => proctor_oci::Platform::Arm64,
     }
-}
-
-pub(crate) fn oci_platform(platform: Platform) -> String {
-    format!("linux/{}", platform.as_str())
 }
 
 #[cfg(test)]
@@ -44,7 +39,6 @@ mod tests {
 
     #[test]
     fn names_targets_platforms_and_variables() {
-        assert_eq!(oci_platform(Platform::Arm64), "linux/arm64");
         assert_eq!(
             oci_build_platform(Platform::Amd64),
             proctor_oci::Platform::Amd64

@@ -72,7 +72,6 @@ async fn pinned_text_stats() -> &'static PinnedImage {
             let image_id = adapter
                 .build_image(&ImageBuild {
                     spec: &spec,
-                    processor_dir: &dir,
                     workspace_root: &root,
                     platform: host_platform().unwrap(),
                 })

@@ -72,7 +72,6 @@ pub(crate) async fn faulty_image() -> String {
             let root = workspace_root();
             let build = ImageBuild {
                 spec: &spec,
-                processor_dir: &dir,
                 workspace_root: &root,
                 platform: host_platform().unwrap(),
             };
