@@ -24,7 +24,6 @@ use proctor_oci::{ArchiveRequest, DockerArchive, build_docker_archive};
 use proctor_registry::{Platform, ProcessorSpec};
 
 use crate::local::is_not_found;
-use crate::platform::oci_build_platform;
 
 /// How many trailing lines of the engine's output an `ERR_BUILD` carries.
 const TAIL_LINES: usize = 20;
@@ -97,7 +96,7 @@ async fn assemble(build: &ImageBuild<'_>) -> Result<DockerArchive, CanonError> {
     let package = build.spec.build.cargo_package.clone();
     let port = build.spec.build.port;
     let workspace_root = build.workspace_root.to_path_buf();
-    let platform = oci_build_platform(build.platform);
+    let platform = build.platform;
     tracing::info!(event = "image.compile", package = %package, platform = %platform);
     tokio::task::spawn_blocking(move || {
         build_docker_archive(&ArchiveRequest {

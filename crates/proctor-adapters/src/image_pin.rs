@@ -4,7 +4,7 @@
 use bollard::Docker;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
-use proctor_contract::{CanonError, ErrorCode};
+use proctor_contract::{CanonError, ErrorCode, PinnedReference};
 
 use crate::local::{engine_error, is_not_found};
 
@@ -17,27 +17,18 @@ pub(crate) struct PinnedImage {
     pub(crate) digest: String,
 }
 
-/// The `sha256:…` digest of a pinned reference; anything without a real digest is
-/// `ERR_IMAGE_UNPINNED`.
-pub(crate) fn pinned_digest(reference: &str) -> Result<&str, CanonError> {
-    let digest = reference
-        .rsplit_once('@')
-        .map(|(_, digest)| digest)
-        .unwrap_or_default();
-    let hex = digest.strip_prefix("sha256:").unwrap_or_default();
-    let valid = hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !valid || hex.bytes().all(|b| b == b'0') {
-        return Err(CanonError::new(
+/// The `sha256:…` digest of a pinned reference; anything that is not a
+/// [`PinnedReference`] with a real (non-placeholder) digest is `ERR_IMAGE_UNPINNED`.
+pub(crate) fn pinned_digest(reference: &str) -> Result<String, CanonError> {
+    match reference.parse::<PinnedReference>() {
+        Ok(pinned) if !pinned.digest().is_placeholder() => Ok(pinned.digest().to_string()),
+        _ => Err(CanonError::new(
             ErrorCode::ImageUnpinned,
             format!(
                 "`{reference}` is not REGISTRY/REPO@sha256:<64 hex>; pin a digest or pass --build"
             ),
-        ));
+        )),
     }
-    Ok(digest)
 }
 
 /// Makes sure the pinned image is present (pulling it by digest if not) and carries the
@@ -46,7 +37,7 @@ pub(crate) async fn ensure_pinned_image(
     docker: &Docker,
     reference: &str,
 ) -> Result<PinnedImage, CanonError> {
-    let digest = pinned_digest(reference)?.to_owned();
+    let digest = pinned_digest(reference)?;
     let image = match docker.inspect_image(reference).await {
         Ok(image) => image,
         Err(error) if is_not_found(&error) => {
@@ -103,20 +94,24 @@ mod tests {
     #[test]
     fn digest_of_a_pinned_reference() {
         let digest = format!("sha256:{}", "ab".repeat(32));
-        let reference = format!("127.0.0.1:5000/proctor/text-stats@{digest}");
-        assert_eq!(pinned_digest(&reference).unwrap(), digest);
+        for host in ["127.0.0.1:5000", "[::1]:5000", "ghcr.io"] {
+            let reference = format!("{host}/proctor/text-stats@{digest}");
+            assert_eq!(pinned_digest(&reference).unwrap(), digest);
+        }
     }
 
     #[test]
     fn unpinned_references_are_refused() {
-        let zeros = format!("r/x@sha256:{}", "0".repeat(64));
-        let upper = format!("r/x@sha256:{}", "AB".repeat(32));
+        let zeros = format!("r.io/x@sha256:{}", "0".repeat(64));
+        let upper = format!("r.io/x@sha256:{}", "AB".repeat(32));
+        let hostless = format!("x@sha256:{}", "ab".repeat(32));
         for reference in [
-            "r/x:latest",
-            "r/x@sha256:abc",
-            "r/x",
+            "r.io/x:latest",
+            "r.io/x@sha256:abc",
+            "r.io/x",
             zeros.as_str(),
             upper.as_str(),
+            hostless.as_str(),
         ] {
             let err = pinned_digest(reference).unwrap_err();
             assert_eq!(err.code(), ErrorCode::ImageUnpinned, "{reference}");

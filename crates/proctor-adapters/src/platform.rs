@@ -1,28 +1,17 @@
-//! Which platform this host is, and what building for a platform means.
+//! Which platform this host is: the one whose pin a run without `--build` uses.
 
-use proctor_contract::{CanonError, ErrorCode};
-use proctor_registry::Platform;
+use proctor_contract::{CanonError, ErrorCode, Platform};
 
 /// The platform of this host, whose pin a run without `--build` uses; an architecture with
 /// no image platform is `ERR_IMAGE_UNPINNED`.
 pub fn host_platform() -> Result<Platform, CanonError> {
-    Platform::host().ok_or_else(|| {
+    let arch = std::env::consts::ARCH;
+    Platform::from_arch(arch).ok_or_else(|| {
         CanonError::new(
             ErrorCode::ImageUnpinned,
-            format!(
-                "no image platform for host architecture `{}`; use --build",
-                std::env::consts::ARCH
-            ),
+            format!("no image platform for host architecture `{arch}`; use --build"),
         )
     })
-}
-
-/// The same platform, as `proctor_oci` names it for building.
-pub(crate) fn oci_build_platform(platform: Platform) -> proctor_oci::Platform {
-    match platform {
-        Platform::Amd64 => proctor_oci::Platform::Amd64,
-        Platform::Arm64 => proctor_oci::Platform::Arm64,
-    }
 }
 
 #[cfg(test)]
@@ -34,18 +23,6 @@ mod tests {
         assert_eq!(
             host_platform().ok(),
             Platform::from_arch(std::env::consts::ARCH)
-        );
-    }
-
-    #[test]
-    fn names_targets_platforms_and_variables() {
-        assert_eq!(
-            oci_build_platform(Platform::Amd64),
-            proctor_oci::Platform::Amd64
-        );
-        assert_eq!(
-            oci_build_platform(Platform::Arm64).to_string(),
-            "linux/arm64"
         );
     }
 }

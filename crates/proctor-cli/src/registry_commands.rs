@@ -126,7 +126,7 @@ fn show_text(entry: &RegisteredProcessor) -> String {
             Ok(reference) => reference,
             Err(error) => format!("not pinned ({})", error.detail()),
         };
-        line(&format!("image {platform}:"), pin);
+        line(&format!("image {}:", platform.as_str()), pin);
     }
     let runtime = &spec.runtime;
     line(

@@ -2,59 +2,11 @@
 //! against the environment, and the pinned image for a platform.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::LazyLock;
 
-use proctor_contract::{CanonError, ErrorCode};
-use regex::Regex;
+use proctor_contract::{CanonError, ErrorCode, PinnedReference, Platform};
 use serde_json::Value;
 
 use crate::ProcessorSpec;
-
-/// A pinned reference: `REGISTRY/REPO@sha256:<64 lowercase hex>`, no tag.
-static PINNED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[a-z0-9][a-z0-9._-]*)+@sha256:[0-9a-f]{64}$")
-        .expect("the pinned-reference pattern compiles")
-});
-
-/// A platform an image can be pinned for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Platform {
-    /// linux/amd64.
-    Amd64,
-    /// linux/arm64.
-    Arm64,
-}
-
-impl Platform {
-    /// The platform of a CPU architecture as Rust names it (`x86_64`, `aarch64`).
-    pub fn from_arch(arch: &str) -> Option<Platform> {
-        match arch {
-            "x86_64" => Some(Platform::Amd64),
-            "aarch64" => Some(Platform::Arm64),
-            _ => None,
-        }
-    }
-
-    /// The platform this program was built for, when images exist for it.
-    pub fn host() -> Option<Platform> {
-        Platform::from_arch(std::env::consts::ARCH)
-    }
-
-    /// The key in `image.platforms`: `amd64` or `arm64`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Amd64 => "amd64",
-            Platform::Arm64 => "arm64",
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Compiles a JSON Schema, explaining why it is not one.
 pub(crate) fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
@@ -136,15 +88,20 @@ pub fn check_secrets(
     }
 }
 
-/// The pinned reference `REGISTRY/REPO@sha256:<64 hex>` for `platform`; a missing pin, a
-/// placeholder or a tag instead of a digest is `ERR_IMAGE_UNPINNED`.
-pub fn pinned_reference(spec: &ProcessorSpec, platform: Platform) -> Result<String, CanonError> {
+/// The pinned reference `REGISTRY/REPO@sha256:<64 hex>` for `platform`, in the one grammar
+/// `proctor pin` writes ([`PinnedReference`]); a missing pin, a placeholder or a tag instead
+/// of a digest is `ERR_IMAGE_UNPINNED`.
+pub fn pinned_image(
+    spec: &ProcessorSpec,
+    platform: Platform,
+) -> Result<PinnedReference, CanonError> {
     let unpinned = |why: String| {
         CanonError::new(
             ErrorCode::ImageUnpinned,
             format!(
-                "{} for {platform}: {why}; pin a digest in registry.yaml or pass --build",
-                spec.processor_ref
+                "{} for {}: {why}; pin a digest in registry.yaml or pass --build",
+                spec.processor_ref,
+                platform.as_str()
             ),
         )
     };
@@ -155,19 +112,24 @@ pub fn pinned_reference(spec: &ProcessorSpec, platform: Platform) -> Result<Stri
     let Some(reference) = pin else {
         return Err(unpinned("no digest in image.platforms".to_owned()));
     };
-    if !PINNED.is_match(reference) {
+    let pinned: PinnedReference = reference.parse().map_err(|_| {
         let last_segment = reference.rsplit('/').next().unwrap_or_default();
         let why = if !reference.contains('@') && last_segment.contains(':') {
             "is a tag, not a digest"
         } else {
             "is not REGISTRY/REPO@sha256:<64 hex>"
         };
-        return Err(unpinned(format!("`{reference}` {why}")));
-    }
-    if reference.ends_with(&"0".repeat(64)) {
+        unpinned(format!("`{reference}` {why}"))
+    })?;
+    if pinned.digest().is_placeholder() {
         return Err(unpinned(format!("`{reference}` is a placeholder digest")));
     }
-    Ok(reference.clone())
+    Ok(pinned)
+}
+
+/// [`pinned_image`] as text, for callers that pass the reference on as a string.
+pub fn pinned_reference(spec: &ProcessorSpec, platform: Platform) -> Result<String, CanonError> {
+    pinned_image(spec, platform).map(|pinned| pinned.to_string())
 }
 
 #[cfg(test)]
@@ -245,6 +207,20 @@ mod tests {
         spec.image.platforms.arm64 = Some(arm.clone());
         assert_eq!(pinned_reference(&spec, Platform::Amd64).unwrap(), amd);
         assert_eq!(pinned_reference(&spec, Platform::Arm64).unwrap(), arm);
+        let pinned = pinned_image(&spec, Platform::Arm64).unwrap();
+        assert_eq!(pinned.host(), "ghcr.io");
+        assert_eq!(pinned.digest().hex(), DIGEST);
+    }
+
+    #[test]
+    fn pins_on_ipv6_hosts_are_pinned() {
+        // `proctor pin` writes these; the check must accept what it writes.
+        for host in ["[::1]:5000", "[::1]", "[fd00::2]:443", "localhost:5000"] {
+            let mut spec = sample_spec();
+            let reference = format!("{host}/acme/x@sha256:{DIGEST}");
+            spec.image.platforms.amd64 = Some(reference.clone());
+            assert_eq!(pinned_reference(&spec, Platform::Amd64).unwrap(), reference);
+        }
     }
 
     #[test]
@@ -256,8 +232,12 @@ mod tests {
                 "is not REGISTRY/REPO",
             ),
             (
-                Some(format!("registry/repo@sha256:{}", "0".repeat(64))),
+                Some(format!("registry.example/repo@sha256:{}", "0".repeat(64))),
                 "placeholder",
+            ),
+            (
+                Some(format!("registry/repo@sha256:{DIGEST}")),
+                "is not REGISTRY",
             ),
             (Some("127.0.0.1:5000/text-stats:1.0".to_owned()), "is a tag"),
             (
@@ -284,13 +264,5 @@ mod tests {
             );
             assert!(err.message().contains(why), "{pin:?}: {err}");
         }
-    }
-
-    #[test]
-    fn platforms_follow_the_architecture() {
-        assert_eq!(Platform::from_arch("x86_64"), Some(Platform::Amd64));
-        assert_eq!(Platform::from_arch("aarch64"), Some(Platform::Arm64));
-        assert_eq!(Platform::from_arch("riscv64"), None);
-        assert_eq!(Platform::Arm64.to_string(), "arm64");
     }
 }

@@ -4,7 +4,7 @@
 //! [`Registry::load`] checks every file once (its ref matches its directory, its inputs
 //! schema compiles, its declared outputs are canonical relative paths, its examples are valid
 //! inputs); the per-run checks ([`validate_inputs`], [`check_secrets`],
-//! [`pinned_reference`]) then answer with canonical errors before any adapter work.
+//! [`pinned_image`]) then answer with canonical errors before any adapter work.
 //!
 //! **Architecture Invariant:** the registry reads files and nothing else: no network, no
 //! containers. Processors never depend on it.
@@ -13,6 +13,8 @@ mod checks;
 mod loader;
 mod spec;
 
-pub use checks::{Platform, check_secrets, pinned_reference, validate_inputs};
+pub use checks::{check_secrets, pinned_image, pinned_reference, validate_inputs};
 pub use loader::{REGISTRY_FILE, RegisteredProcessor, Registry};
+/// The canon platform the per-platform checks take, re-exported for callers of this crate.
+pub use proctor_contract::Platform;
 pub use spec::{Build, Example, Image, OutputDecl, Platforms, ProcessorSpec, Runtime, Secrets};
