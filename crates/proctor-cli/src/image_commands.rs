@@ -88,12 +88,22 @@ pub(crate) fn index_source(
     let layout = layout_dir(oci_root, processor_ref);
     let pushed =
         PushedImage::load(&layout)?.filter(|pushed| pushed.processor_ref == *processor_ref);
-    match (registry, pushed) {
-        (Some(target), Some(pushed)) if pushed.repository == target.repository(processor_ref) => {
+    let repository = registry
+        .map(|target| {
+            target.repository(processor_ref).map_err(|err| {
+                CanonError::new(
+                    ErrorCode::Pin,
+                    format!("{processor_ref} has no repository under {target}: {err}"),
+                )
+            })
+        })
+        .transpose()?;
+    match (repository, pushed) {
+        (Some(repository), Some(pushed)) if pushed.repository == repository => {
             Ok(pushed.index_source())
         }
-        (Some(target), _) => Ok(IndexSource {
-            repository: target.repository(processor_ref),
+        (Some(repository), _) => Ok(IndexSource {
+            repository,
             reference: IndexReference::Tag(processor_ref.version().to_owned()),
         }),
         (None, Some(pushed)) => Ok(pushed.index_source()),
@@ -236,7 +246,7 @@ mod tests {
     fn pushed(processor_ref: &ProcessorRef, target: &RegistryTarget) -> PushedImage {
         PushedImage {
             processor_ref: processor_ref.clone(),
-            repository: target.repository(processor_ref),
+            repository: target.repository(processor_ref).unwrap(),
             tag: processor_ref.version().to_owned(),
             index_digest: format!("sha256:{}", "ab".repeat(32)),
             platforms: Default::default(),

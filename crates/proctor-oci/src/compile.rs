@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use proctor_contract::{CanonError, ErrorCode};
 use serde::Deserialize;
 
-use crate::platform::Platform;
+use crate::platform::{Platform, is_host};
 
 /// Rust flags that link the C runtime statically, so the binary runs `FROM scratch`.
 const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
@@ -132,7 +132,7 @@ fn cargo_command(job: CompileJob<'_>) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if !job.platform.is_host() {
+    if !is_host(job.platform) {
         let gcc = format!("{}-gcc", job.platform.gnu_triple());
         let ar = format!("{}-ar", job.platform.gnu_triple());
         let cc_env = target.replace('-', "_");
@@ -171,7 +171,7 @@ fn check_toolchain(platform: Platform) -> Result<(), CanonError> {
             platform.rust_target()
         )));
     }
-    if !platform.is_host() {
+    if !is_host(platform) {
         let gcc = format!("{}-gcc", platform.gnu_triple());
         if !on_path(&gcc) {
             return Err(missing(format!("the cross linker {gcc}")));
@@ -247,7 +247,7 @@ fn check_static_elf(bytes: &[u8], platform: Platform) -> Result<(), String> {
     if machine != platform.elf_machine() {
         return Err(format!(
             "ELF machine {machine} is not {}",
-            platform.architecture()
+            platform.as_str()
         ));
     }
     let table = u64_at(32).and_then(|offset| usize::try_from(offset).ok());
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn cross_builds_set_linker_and_c_compiler() {
-        let Some(foreign) = Platform::ALL.into_iter().find(|p| !p.is_host()) else {
+        let Some(foreign) = Platform::ALL.into_iter().find(|p| !is_host(*p)) else {
             return;
         };
         let job = CompileJob {
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn native_builds_use_the_default_linker() {
-        let host = Platform::ALL.into_iter().find(|p| p.is_host()).unwrap();
+        let host = Platform::ALL.into_iter().find(|p| is_host(*p)).unwrap();
         let job = CompileJob {
             workspace_root: Path::new("/w"),
             cargo_package: "p",

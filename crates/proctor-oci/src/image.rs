@@ -17,7 +17,7 @@ use proctor_contract::{CanonError, ErrorCode, ProcessorRef, canonical_json};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::platform::Platform;
+use crate::platform::{Platform, oci_arch};
 
 /// The path of the processor binary inside the image.
 pub(crate) const ENTRYPOINT: &str = "/processor";
@@ -124,7 +124,7 @@ pub(crate) fn platform_image(
         .map_err(|err| invalid(err.to_string()))?;
     let configuration = ImageConfigurationBuilder::default()
         .created(CREATED)
-        .architecture(platform.oci_arch())
+        .architecture(oci_arch(platform))
         .os(Os::Linux)
         .config(config)
         .rootfs(rootfs)
@@ -153,7 +153,7 @@ pub(crate) fn image_index(images: &[PlatformImage]) -> Result<Blob, CanonError> 
         .iter()
         .map(|image| {
             let platform = PlatformBuilder::default()
-                .architecture(image.platform.oci_arch())
+                .architecture(oci_arch(image.platform))
                 .os(Os::Linux)
                 .build()
                 .map_err(|err| invalid(err.to_string()))?;

@@ -238,7 +238,7 @@ mod tests {
         let images: Vec<_> = Platform::ALL
             .into_iter()
             .map(|platform| {
-                platform_image(platform.architecture().as_bytes(), platform, settings).unwrap()
+                platform_image(platform.as_str().as_bytes(), platform, settings).unwrap()
             })
             .collect();
         let index = image_index(&images).unwrap();

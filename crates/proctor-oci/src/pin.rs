@@ -13,12 +13,12 @@ use oci_client::manifest::{
 };
 use oci_client::{Reference, RegistryOperation};
 use oci_spec::image::{ImageIndex, ImageManifest, Os};
-use proctor_contract::{CanonError, ErrorCode};
+use proctor_contract::{CanonError, Digest, ErrorCode, ImageRepository, PinnedReference};
 
 use crate::pin_file::{locate_image_block, with_pins, write_atomically};
-use crate::platform::Platform;
+use crate::platform::{Platform, oci_arch};
 use crate::remote::{Remote, is_not_found, registry_error};
-use crate::target::ImageRepository;
+use crate::target::DistributionReference;
 
 /// Where `pin` reads the image index from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,11 +60,11 @@ impl fmt::Display for IndexSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pins {
     /// The multi-arch image index.
-    pub index: String,
+    pub index: PinnedReference,
     /// The linux/amd64 image manifest.
-    pub amd64: String,
+    pub amd64: PinnedReference,
     /// The linux/arm64 image manifest.
-    pub arm64: String,
+    pub arm64: PinnedReference,
 }
 
 /// Reads the image index at `source` and returns the pins, after checking that the index
@@ -88,6 +88,9 @@ pub async fn resolve_pins(source: &IndexSource) -> Result<Pins, CanonError> {
         .map_err(|err| not_resolving(&reference, &err, "the image index"))?;
     let index: ImageIndex = serde_json::from_slice(&bytes)
         .map_err(|err| refuse(format!("not an image index: {err}")))?;
+    let index_digest: Digest = index_digest
+        .parse()
+        .map_err(|err| refuse(format!("the image index: {err}")))?;
     let mut digests = Vec::new();
     for platform in Platform::ALL {
         let listed: Vec<_> = index
@@ -95,7 +98,7 @@ pub async fn resolve_pins(source: &IndexSource) -> Result<Pins, CanonError> {
             .iter()
             .filter(|entry| {
                 entry.platform().as_ref().is_some_and(|p| {
-                    *p.os() == Os::Linux && *p.architecture() == platform.oci_arch()
+                    *p.os() == Os::Linux && *p.architecture() == oci_arch(platform)
                 })
             })
             .collect();
@@ -106,16 +109,21 @@ pub async fn resolve_pins(source: &IndexSource) -> Result<Pins, CanonError> {
                 format!("the index lists {platform} {} times", listed.len())
             }));
         };
-        let digest = entry.digest().to_string();
-        check_platform_image(&remote, &source.repository.by_digest(&digest), platform).await?;
+        let digest: Digest = entry
+            .digest()
+            .to_string()
+            .parse()
+            .map_err(|err| refuse(format!("the {platform} entry: {err}")))?;
+        let reference = source.repository.by_digest(&digest.to_string());
+        check_platform_image(&remote, &reference, platform).await?;
         digests.push(digest);
     }
-    let [amd64, arm64] = <[String; 2]>::try_from(digests)
+    let [amd64, arm64] = <[Digest; 2]>::try_from(digests)
         .map_err(|_| refuse("internal: expected two platforms".to_owned()))?;
     Ok(Pins {
-        index: source.repository.pinned(&index_digest),
-        amd64: source.repository.pinned(&amd64),
-        arm64: source.repository.pinned(&arm64),
+        index: source.repository.pinned(index_digest),
+        amd64: source.repository.pinned(amd64),
+        arm64: source.repository.pinned(arm64),
     })
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use oci_client::RegistryOperation;
-use proctor_contract::{CanonError, ErrorCode, ProcessorRef};
+use proctor_contract::{CanonError, ErrorCode, ImageRepository, ProcessorRef};
 use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,7 @@ use crate::pin::{IndexReference, IndexSource};
 use crate::platform::Platform;
 use crate::progress::bytes_bar;
 use crate::remote::{Remote, registry_error};
-use crate::target::{ImageRepository, RegistryTarget};
+use crate::target::{DistributionReference, RegistryTarget};
 
 /// The file, inside the layout directory, that records the last push of that layout.
 const PUSH_RECORD: &str = "proctor-push.json";
@@ -93,7 +93,15 @@ pub async fn push(
 ) -> Result<PushedImage, CanonError> {
     let started = Instant::now();
     let image = read_layout(layout_dir)?;
-    let repository = target.repository(&image.processor_ref);
+    let repository = target.repository(&image.processor_ref).map_err(|err| {
+        CanonError::new(
+            ErrorCode::Push,
+            format!(
+                "{} has no repository under {target}: {err}",
+                image.processor_ref
+            ),
+        )
+    })?;
     let remote = Remote::new(&repository);
     let tag_reference = repository.by_tag(&image.tag);
     remote

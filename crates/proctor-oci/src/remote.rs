@@ -9,10 +9,9 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use proctor_contract::{CanonError, ErrorCode};
+use proctor_contract::{CanonError, ErrorCode, ImageRepository};
 
 use crate::credentials::registry_auth;
-use crate::target::ImageRepository;
 
 /// How long to wait for a TCP connection before calling the registry unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -22,7 +22,7 @@ use proctor_oci::{
     BuildRequest, BuiltImage, IndexReference, IndexSource, Platform, PushedImage, RegistryTarget,
     build, layout_dir, pin, push,
 };
-use proctor_registry::{Platform as RegistryPlatform, Registry, pinned_reference};
+use proctor_registry::{Registry, pinned_image};
 use reqwest::header::HeaderValue;
 use serde_json::json;
 
@@ -193,14 +193,17 @@ async fn build_push_pin_then_docker_pulls_the_pinned_digests() {
     let (dir, registry_yaml, before) = registry_yaml_copy();
     let pins = pin(&registry_yaml, &pushed.index_source()).await.unwrap();
     let repository = &pushed.repository;
-    assert_eq!(pins.index, repository.pinned(&built.index_digest));
+    assert_eq!(
+        pins.index,
+        repository.pinned(built.index_digest.parse().unwrap())
+    );
     assert_eq!(
         pins.amd64,
-        repository.pinned(&built_digests[&Platform::Amd64])
+        repository.pinned(built_digests[&Platform::Amd64].parse().unwrap())
     );
     assert_eq!(
         pins.arm64,
-        repository.pinned(&built_digests[&Platform::Arm64])
+        repository.pinned(built_digests[&Platform::Arm64].parse().unwrap())
     );
 
     // Only the pinned values changed; the file still parses and says what was pinned.
@@ -209,19 +212,22 @@ async fn build_push_pin_then_docker_pulls_the_pinned_digests() {
     for (old, new) in before.lines().zip(after.lines()).filter(|(a, b)| a != b) {
         let pinned = [&pins.index, &pins.amd64, &pins.arm64];
         assert!(
-            pinned.iter().any(|pin| new.contains(pin.as_str())),
+            pinned.iter().any(|pin| new.contains(&pin.to_string())),
             "{old} -> {new}"
         );
     }
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&after).unwrap();
-    assert_eq!(doc["image"]["index"].as_str(), Some(pins.index.as_str()));
+    assert_eq!(
+        doc["image"]["index"].as_str(),
+        Some(pins.index.to_string().as_str())
+    );
     assert_eq!(
         doc["image"]["platforms"]["amd64"].as_str(),
-        Some(pins.amd64.as_str())
+        Some(pins.amd64.to_string().as_str())
     );
     assert_eq!(
         doc["image"]["platforms"]["arm64"].as_str(),
-        Some(pins.arm64.as_str())
+        Some(pins.arm64.to_string().as_str())
     );
     // The registry crate loads the pinned file and hands out the pins.
     let registry = Registry::load(&dir.path().join("processors")).unwrap();
@@ -229,15 +235,12 @@ async fn build_push_pin_then_docker_pulls_the_pinned_digests() {
         .get(&PROCESSOR_REF.parse().unwrap())
         .unwrap()
         .spec();
+    assert_eq!(pinned_image(spec, Platform::Amd64).unwrap(), pins.amd64);
+    assert_eq!(pinned_image(spec, Platform::Arm64).unwrap(), pins.arm64);
     assert_eq!(
-        pinned_reference(spec, RegistryPlatform::Amd64).unwrap(),
-        pins.amd64
+        spec.image.index.as_deref(),
+        Some(pins.index.to_string().as_str())
     );
-    assert_eq!(
-        pinned_reference(spec, RegistryPlatform::Arm64).unwrap(),
-        pins.arm64
-    );
-    assert_eq!(spec.image.index.as_deref(), Some(pins.index.as_str()));
 
     // Pinning again by tag gives the same pins and leaves the file as it is.
     let by_tag = IndexSource {
@@ -253,16 +256,14 @@ async fn build_push_pin_then_docker_pulls_the_pinned_digests() {
         (Platform::Amd64, &pins.amd64),
         (Platform::Arm64, &pins.arm64),
     ] {
-        with_pulled_image(&docker, pinned, platform, |inspect| {
+        let pinned = pinned.to_string();
+        with_pulled_image(&docker, &pinned, platform, |inspect| {
             let repo_digests = inspect.repo_digests.unwrap_or_default();
             assert!(
-                repo_digests.contains(pinned),
+                repo_digests.contains(&pinned),
                 "{repo_digests:?} lacks {pinned}"
             );
-            assert_eq!(
-                inspect.architecture.as_deref(),
-                Some(platform.architecture())
-            );
+            assert_eq!(inspect.architecture.as_deref(), Some(platform.as_str()));
             assert_eq!(inspect.os.as_deref(), Some("linux"));
             let config = inspect.config.unwrap();
             assert_eq!(config.user.as_deref(), Some("65532:65532"));
@@ -396,7 +397,7 @@ async fn a_registry_that_is_down_is_unreachable_for_push_and_pin() {
 
     let (_dir, registry_yaml, before) = registry_yaml_copy();
     let source = IndexSource {
-        repository: target.repository(&PROCESSOR_REF.parse().unwrap()),
+        repository: target.repository(&PROCESSOR_REF.parse().unwrap()).unwrap(),
         reference: IndexReference::Tag("1".to_owned()),
     };
     let err = pin(&registry_yaml, &source).await.unwrap_err();
