@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use proctor_contract::{CanonError, ErrorCode, ProcessorRef};
-use proctor_registry::{Platform, ProcessorSpec, pinned_reference};
+use proctor_contract::{CanonError, Digest, ErrorCode, PinnedReference, Platform, ProcessorRef};
+use proctor_registry::{ProcessorSpec, pinned_image};
 
 use crate::target::is_object_name;
 use crate::{ModalNames, ModalTarget};
@@ -38,10 +38,10 @@ pub struct GeneratedApp {
     /// Its Modal names.
     pub names: ModalNames,
     /// The pinned linux/amd64 reference `REGISTRY/REPO@sha256:…` it runs.
-    pub pinned_reference: String,
-    /// The `sha256:…` part of [`Self::pinned_reference`], which the processor reports in
-    /// `/healthz` and envelopes.
-    pub image_digest: String,
+    pub pinned_reference: PinnedReference,
+    /// The digest of [`Self::pinned_reference`], which the processor reports in `/healthz`
+    /// and envelopes.
+    pub image_digest: Digest,
     /// Where it belongs, relative to the project root: `.proctor/deploy/modal/<app>.py`.
     pub path: PathBuf,
     /// The Python source.
@@ -83,9 +83,8 @@ impl GeneratedApp {
 }
 
 /// The deploy tag of an image digest `sha256:<hex>`: `sha256-<first 12 hex>`.
-pub(crate) fn deploy_tag(image_digest: &str) -> String {
-    let hex = image_digest.strip_prefix("sha256:").unwrap_or(image_digest);
-    format!("sha256-{}", &hex[..hex.len().min(TAG_HEX_LEN)])
+fn deploy_tag(image_digest: &Digest) -> String {
+    format!("sha256-{}", &image_digest.hex()[..TAG_HEX_LEN])
 }
 
 /// Generates the Modal app of `spec` for `target`.
@@ -109,11 +108,8 @@ pub fn generate_app(
     pass_env: &BTreeMap<String, String>,
 ) -> Result<GeneratedApp, CanonError> {
     let processor_ref = &spec.processor_ref;
-    let pinned = pinned_reference(spec, Platform::Amd64)?;
-    let image_digest = match pinned.split_once('@') {
-        Some((_, digest)) => digest.to_owned(),
-        None => pinned.clone(),
-    };
+    let pinned = pinned_image(spec, Platform::Amd64)?;
+    let image_digest = pinned.digest().clone();
     let resources = Resources::of(spec)?;
     if let Some(name) = spec
         .secrets
@@ -144,7 +140,7 @@ pub fn generate_app(
         })
         .collect();
     env.insert("PROCTOR_ARTIFACTS_ROOT", artifacts_root.to_owned());
-    env.insert("PROCTOR_IMAGE_DIGEST", image_digest.clone());
+    env.insert("PROCTOR_IMAGE_DIGEST", image_digest.to_string());
     env.insert("PROCTOR_PORT", spec.build.port.to_string());
 
     let mut source = String::new();
@@ -167,7 +163,7 @@ pub fn generate_app(
     line("import modal");
     line("");
     line(&format!("APP_NAME = {}", py_str(&names.app)));
-    line(&format!("PINNED_IMAGE = {}", py_str(&pinned)));
+    line(&format!("PINNED_IMAGE = {}", py_str(&pinned.to_string())));
     line(&format!("ARTIFACTS_ROOT = {}", py_str(artifacts_root)));
     line(&format!("PORT = {}", spec.build.port));
     line("");
@@ -336,7 +332,7 @@ examples: {{smoke: {{inputs: {{schema: v1, params: {{}}}}}}}}
             app.path,
             Path::new(".proctor/deploy/modal/proctor-llm-litellm-v1.py")
         );
-        assert_eq!(app.image_digest, format!("sha256:{DIGEST}"));
+        assert_eq!(app.image_digest.to_string(), format!("sha256:{DIGEST}"));
         assert_eq!(app.deploy_tag(), "sha256-3f1c9e0b7a2d");
         let source = &app.source;
         for expected in [

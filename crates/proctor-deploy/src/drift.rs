@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use proctor_contract::{CanonError, ErrorCode, Health, ProcessorRef, Redactor};
-use proctor_registry::{Platform, ProcessorSpec, pinned_reference};
+use proctor_contract::{CanonError, ErrorCode, Health, Platform, ProcessorRef, Redactor};
+use proctor_registry::{ProcessorSpec, pinned_image};
 use serde::Serialize;
 
 use crate::{Endpoint, ModalTarget, ProxyAuth};
@@ -139,10 +139,8 @@ async fn check_one(
         status: DriftStatus::Unpinned,
         detail: None,
     };
-    let pinned = match pinned_reference(spec, Platform::Amd64) {
-        Ok(reference) => reference
-            .split_once('@')
-            .map_or(reference.clone(), |(_, digest)| digest.to_owned()),
+    let pinned = match pinned_image(spec, Platform::Amd64) {
+        Ok(reference) => reference.digest().to_string(),
         Err(error) => {
             row.detail = Some(error.detail().to_owned());
             return row;

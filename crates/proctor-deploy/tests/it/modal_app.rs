@@ -153,7 +153,7 @@ fn assert_app_matches(
     );
     assert_eq!(
         env["PROCTOR_IMAGE_DIGEST"],
-        app.image_digest.as_str(),
+        app.image_digest.to_string(),
         "{context}"
     );
     assert_eq!(
