@@ -9,7 +9,7 @@ use proctor_contract::{CanonError, ErrorCode, ProcessorRef};
 
 use crate::compile::{CompileJob, compile};
 use crate::docker_archive::docker_archive;
-use crate::image::{ImageSettings, image_index, platform_image};
+use crate::image::{ImageSettings, image_index, platform_image, uncompressed_image};
 use crate::layout::write_layout;
 use crate::platform::Platform;
 use crate::progress::steps_bar;
@@ -151,14 +151,14 @@ pub struct DockerArchive {
     /// [`DockerArchive::bytes`], and the config digest of this platform's image in the layout
     /// [`build`] writes from the same sources.
     pub config_digest: String,
-    /// The docker-archive tar: `manifest.json` and the config and layer blobs.
+    /// The docker-archive tar: `manifest.json`, the config and the uncompressed layer.
     pub bytes: Vec<u8>,
     /// Time spent in `cargo build`.
     pub compile_time: Duration,
 }
 
-/// Compiles and assembles `request.platform`'s image exactly as [`build`] does, and packs it
-/// as a docker-archive instead of writing a layout.
+/// Compiles `request.platform`'s binary and assembles its image config exactly as [`build`]
+/// does, and packs the image as a docker-archive instead of writing a layout.
 ///
 /// Errors: `ERR_BUILD`, as for [`build`].
 pub fn build_docker_archive(request: &ArchiveRequest<'_>) -> Result<DockerArchive, CanonError> {
@@ -173,7 +173,7 @@ pub fn build_docker_archive(request: &ArchiveRequest<'_>) -> Result<DockerArchiv
         processor_ref: request.processor_ref,
         port: request.port,
     };
-    let image = platform_image(&binary.bytes, request.platform, settings)?;
+    let image = uncompressed_image(&binary.bytes, request.platform, settings)?;
     Ok(DockerArchive {
         config_digest: image.config.digest.to_string(),
         bytes: docker_archive(&image)?,

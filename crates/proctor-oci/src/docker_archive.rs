@@ -1,14 +1,16 @@
 //! One platform image as a docker-archive: the tar `docker save` writes and `docker load`
 //! reads, which every Docker engine accepts (an OCI layout archive needs Docker 25 or
-//! later). It holds the image's config and layer blobs under `blobs/sha256/<hex>`, as in an
-//! OCI layout, and a `manifest.json` naming them; no tag, the loader gives it one.
+//! later). It holds the image's config and its layer, uncompressed as `docker save` writes
+//! it, under `blobs/sha256/<hex>`, and a `manifest.json` naming them; no tag, the loader
+//! gives it one.
 //!
-//! An engine stores the config as it finds it, so the loaded image ID is the config digest.
+//! An engine stores the config as it finds it, so the loaded image ID is the config digest,
+//! the one the image's OCI manifest names; leaving the layer uncompressed spares gzip.
 
 use proctor_contract::{CanonError, ErrorCode};
 use serde::Serialize;
 
-use crate::image::{Blob, PlatformImage};
+use crate::image::{Blob, UncompressedImage};
 
 /// The entry of `manifest.json` for one image.
 #[derive(Serialize)]
@@ -21,7 +23,7 @@ struct ManifestEntry {
 }
 
 /// Packs `image` as a docker-archive tar; the same image gives the same bytes.
-pub(crate) fn docker_archive(image: &PlatformImage) -> Result<Vec<u8>, CanonError> {
+pub(crate) fn docker_archive(image: &UncompressedImage) -> Result<Vec<u8>, CanonError> {
     let manifest = vec![ManifestEntry {
         config: blob_path(&image.config),
         layers: vec![blob_path(&image.layer)],
@@ -73,16 +75,16 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::image::{ImageSettings, platform_image};
+    use crate::image::{ImageSettings, uncompressed_image};
     use crate::platform::Platform;
 
-    fn image() -> PlatformImage {
+    fn image() -> UncompressedImage {
         let processor_ref: ProcessorRef = "text/stats@1".parse().unwrap();
         let settings = ImageSettings {
             processor_ref: &processor_ref,
             port: 8000,
         };
-        platform_image(b"\x7fELF", Platform::Amd64, settings).unwrap()
+        uncompressed_image(b"\x7fELF", Platform::Amd64, settings).unwrap()
     }
 
     /// Every entry of a tar: path → content.

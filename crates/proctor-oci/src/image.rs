@@ -94,15 +94,48 @@ pub(crate) struct ImageSettings<'a> {
     pub(crate) port: u16,
 }
 
-/// Builds the image of `binary` for `platform`.
+/// An image before compression: its layer as a plain tar, and its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UncompressedImage {
+    /// The tar holding `/processor`; its digest is the config's `rootfs.diff_ids[0]`.
+    pub(crate) layer: Blob,
+    /// The image config, as in the [`PlatformImage`] of the same binary.
+    pub(crate) config: Blob,
+}
+
+/// Builds the image of `binary` for `platform`: its [`uncompressed_image`], the layer
+/// gzipped, and a manifest.
 pub(crate) fn platform_image(
     binary: &[u8],
     platform: Platform,
     settings: ImageSettings<'_>,
 ) -> Result<PlatformImage, CanonError> {
-    let tar = layer_tar(binary)?;
-    let diff_id = sha256_digest(&tar)?;
-    let layer = Blob::new(MediaType::ImageLayerGzip, gzip(&tar)?)?;
+    let UncompressedImage { layer, config } = uncompressed_image(binary, platform, settings)?;
+    let layer = Blob::new(MediaType::ImageLayerGzip, gzip(&layer.bytes)?)?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config.descriptor())
+        .layers(vec![layer.descriptor()])
+        .build()
+        .map_err(|err| invalid(err.to_string()))?;
+    let manifest = Blob::json(MediaType::ImageManifest, &manifest)?;
+    Ok(PlatformImage {
+        platform,
+        layer,
+        config,
+        manifest,
+    })
+}
+
+/// Builds the layer tar of `binary` and the config of its image for `platform`, which
+/// decide the config digest; compressing the layer is left to [`platform_image`].
+pub(crate) fn uncompressed_image(
+    binary: &[u8],
+    platform: Platform,
+    settings: ImageSettings<'_>,
+) -> Result<UncompressedImage, CanonError> {
+    let layer = Blob::new(MediaType::ImageLayer, layer_tar(binary)?)?;
     let config = ConfigBuilder::default()
         .user(USER)
         .exposed_ports(vec![format!("{}/tcp", settings.port)])
@@ -119,7 +152,7 @@ pub(crate) fn platform_image(
         .map_err(|err| invalid(err.to_string()))?;
     let rootfs = RootFsBuilder::default()
         .typ("layers")
-        .diff_ids(vec![diff_id.to_string()])
+        .diff_ids(vec![layer.digest.to_string()])
         .build()
         .map_err(|err| invalid(err.to_string()))?;
     let configuration = ImageConfigurationBuilder::default()
@@ -131,20 +164,7 @@ pub(crate) fn platform_image(
         .build()
         .map_err(|err| invalid(err.to_string()))?;
     let config = Blob::json(MediaType::ImageConfig, &configuration)?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(config.descriptor())
-        .layers(vec![layer.descriptor()])
-        .build()
-        .map_err(|err| invalid(err.to_string()))?;
-    let manifest = Blob::json(MediaType::ImageManifest, &manifest)?;
-    Ok(PlatformImage {
-        platform,
-        layer,
-        config,
-        manifest,
-    })
+    Ok(UncompressedImage { layer, config })
 }
 
 /// Builds the image index listing every platform manifest with its platform.
@@ -361,5 +381,22 @@ mod tests {
             canonical_json(&value).as_bytes(),
             image.config.bytes.as_slice()
         );
+    }
+
+    #[test]
+    fn the_uncompressed_image_has_the_config_of_the_platform_image() {
+        let processor_ref: ProcessorRef = "text/stats@1".parse().unwrap();
+        for platform in Platform::ALL {
+            let settings = settings(&processor_ref);
+            let image = platform_image(b"bin", platform, settings).unwrap();
+            let uncompressed = uncompressed_image(b"bin", platform, settings).unwrap();
+            assert_eq!(uncompressed.config, image.config);
+            let mut tar = Vec::new();
+            GzDecoder::new(image.layer.bytes.as_slice())
+                .read_to_end(&mut tar)
+                .unwrap();
+            assert_eq!(uncompressed.layer.bytes, tar);
+            assert_eq!(uncompressed.layer.media_type, MediaType::ImageLayer);
+        }
     }
 }
