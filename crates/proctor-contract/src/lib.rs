@@ -9,6 +9,7 @@ mod error;
 mod hashing;
 mod image_reference;
 mod index;
+mod ledger_event;
 mod mode;
 mod payload;
 mod platform;
@@ -23,6 +24,11 @@ pub use error::{CanonError, EXIT_USAGE, ErrorCode};
 pub use hashing::{HASH_SCHEMA, InputsHash, canonical_json, cid, env_fingerprint, inputs_hash};
 pub use image_reference::{ImageRepository, InvalidReference, PinnedReference};
 pub use index::{OutputEntry, OutputsIndex};
+pub use ledger_event::{
+    BudgetReserveEvent, BudgetSetEvent, BudgetSettleEvent, EventKind, ExecutionFailureEvent,
+    ExecutionStartEvent, ExecutionSuccessEvent, LeaseAcquireEvent, LeaseReleaseEvent,
+    LeaseReleaseReason, LedgerEvent, PredicateCheckEvent, TakenOverLease,
+};
 pub use mode::{Mode, ci_guard};
 pub use payload::{Health, PAYLOAD_SCHEMA, RunPayload};
 pub use platform::{Platform, UnknownPlatform};

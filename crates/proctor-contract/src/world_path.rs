@@ -31,13 +31,25 @@ pub enum Facet {
     Streams,
 }
 
-/// Whether a path names one thing or everything under it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a path names one thing or everything under it. Serialized as `exact` or
+/// `prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SelectorKind {
     /// Names one artifact: no trailing `/`.
     Exact,
     /// Names everything below it: a trailing `/`.
     Prefix,
+}
+
+impl SelectorKind {
+    /// `exact` or `prefix`, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SelectorKind::Exact => "exact",
+            SelectorKind::Prefix => "prefix",
+        }
+    }
 }
 
 /// A canonical world path, such as `/artifacts/outputs/demo/42/outputs.json`.
@@ -341,6 +353,11 @@ mod tests {
         let prefix = WorldPath::parse("/artifacts/a/").unwrap();
         assert!(prefix.covers(&WorldPath::parse("/artifacts/a/b").unwrap()));
         assert!(!prefix.covers(&WorldPath::parse("/artifacts/ab").unwrap()));
+        for kind in [SelectorKind::Exact, SelectorKind::Prefix] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<SelectorKind>(&json).unwrap(), kind);
+        }
     }
 
     #[test]
