@@ -5,12 +5,13 @@
 //! both amounts non-negative, checked here with a canonical refusal and enforced again by
 //! the database's constraints.
 
-use proctor_contract::{CanonError, ErrorCode};
+use proctor_contract::{
+    BudgetReserveEvent, BudgetSetEvent, BudgetSettleEvent, CanonError, ErrorCode, LedgerEvent,
+};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::error::{LedgerError, Result};
-use crate::event::{Appended, EventKind, NewEvent, object};
+use crate::event::{Appended, NewEvent};
 use crate::executions::fetch_execution;
 use crate::ledger::{Ledger, Locks, PlanTxn, from_db, text, to_db};
 
@@ -86,9 +87,8 @@ impl Ledger {
                 .await
                 .map_err(|e| LedgerError::database(format!("setting the budget of `{plan}`"), e))?;
             let event = NewEvent::internal(
-                EventKind::BudgetSet,
                 None,
-                object(json!({"budget_micro_usd": budget_micro_usd})),
+                LedgerEvent::BudgetSet(BudgetSetEvent { budget_micro_usd }),
             );
             let appended = txn.append(&event).await?;
             txn.commit().await?;
@@ -137,14 +137,13 @@ impl Ledger {
             )
             .await?;
             let event = NewEvent::internal(
-                EventKind::BudgetReserve,
                 Some(execution_id),
-                object(json!({
-                    "amount_micro_usd": amount_micro_usd,
-                    "plan_reserved_micro_usd": reserved,
-                    "plan_spent_micro_usd": spent,
-                    "budget_micro_usd": txn.budget,
-                })),
+                LedgerEvent::BudgetReserve(BudgetReserveEvent {
+                    amount_micro_usd,
+                    plan_reserved_micro_usd: reserved,
+                    plan_spent_micro_usd: spent,
+                    budget_micro_usd: txn.budget,
+                }),
             );
             let appended = txn.append(&event).await?;
             txn.commit().await?;
@@ -192,15 +191,14 @@ impl Ledger {
             update_amounts(&mut txn, reserved, spent).await?;
             set_execution_amounts(&mut txn, execution_id, 0, Some(actual_micro_usd)).await?;
             let event = NewEvent::internal(
-                EventKind::BudgetSettle,
                 Some(execution_id),
-                object(json!({
-                    "released_micro_usd": released,
-                    "actual_micro_usd": actual_micro_usd,
-                    "plan_reserved_micro_usd": reserved,
-                    "plan_spent_micro_usd": spent,
-                    "budget_micro_usd": txn.budget,
-                })),
+                LedgerEvent::BudgetSettle(BudgetSettleEvent {
+                    released_micro_usd: released,
+                    actual_micro_usd,
+                    plan_reserved_micro_usd: reserved,
+                    plan_spent_micro_usd: spent,
+                    budget_micro_usd: txn.budget,
+                }),
             );
             let appended = txn.append(&event).await?;
             txn.commit().await?;

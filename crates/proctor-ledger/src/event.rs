@@ -1,16 +1,15 @@
-//! Events and their hash chain: the kinds with their wire names, events to append, events
-//! as stored, and the chain hash `BLAKE3(prev_hash bytes || JCS(payload))`.
+//! Events and their hash chain: events to append, events as stored, and the chain hash
+//! `BLAKE3(prev_hash bytes || JCS(payload))`. Each kind's typed payload is
+//! [`proctor_contract::LedgerEvent`].
 //!
-//! The stored payload is the whole event body as RFC 8785 canonical JSON: the caller's
-//! fields plus `kind`, `at` (the timestamp) and, when the event belongs to an execution,
+//! The stored payload is the whole event body as RFC 8785 canonical JSON: the kind's fields
+//! plus `kind`, `at` (the timestamp) and, when the event belongs to an execution,
 //! `execution_id`. The `kind`, `created_at` and `execution_id` columns repeat those fields
 //! for queries; verification checks that they agree, so every column is covered by the hash.
 
-use std::fmt;
-
-use proctor_contract::{OutputEntry, canonical_json};
-use serde::{Deserialize, Serialize, Serializer};
-use serde_json::{Map, Value, json};
+use proctor_contract::{EventKind, LedgerEvent, OutputEntry, PredicateCheckEvent, canonical_json};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 
 use crate::clock::Timestamp;
 use crate::error::{LedgerError, Result};
@@ -18,106 +17,41 @@ use crate::error::{LedgerError, Result};
 /// The `prev_hash` of the first event of every plan: 32 zero bytes, as hex.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Payload keys the ledger sets itself.
+/// Payload keys the ledger sets itself, around the kind's fields.
 const RESERVED_KEYS: [&str; 3] = ["kind", "at", "execution_id"];
 
-macro_rules! event_kinds {
-    ($($variant:ident => ($wire:literal, $doc:literal),)*) => {
-        /// What an event records. Serialized as its wire name, e.g. `execution.start`.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum EventKind {
-            $(
-                #[doc = concat!("`", $wire, "`: ", $doc)]
-                #[serde(rename = $wire)]
-                $variant,
-            )*
-        }
-
-        impl EventKind {
-            /// Every kind, in declaration order.
-            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant),*];
-
-            /// The wire name.
-            pub fn as_str(self) -> &'static str {
-                match self { $(EventKind::$variant => $wire,)* }
-            }
-
-            /// Parses a wire name.
-            pub fn from_wire(name: &str) -> Option<EventKind> {
-                match name { $($wire => Some(EventKind::$variant),)* _ => None }
-            }
-        }
-    };
+/// Whether [`crate::Ledger::append`] accepts events of `kind`. The others keep tables in
+/// step with the chain and are appended only by their own operations (`record_start`,
+/// `reserve`, `acquire_lease`, …).
+pub(crate) fn is_free(kind: EventKind) -> bool {
+    matches!(kind, EventKind::ArtifactProduce | EventKind::PredicateCheck)
 }
 
-event_kinds! {
-    ExecutionStart => ("execution.start", "an execution was recorded before its invocation"),
-    ExecutionSettleSuccess => ("execution.settle.success", "an execution ended with a success envelope"),
-    ExecutionSettleFailure => ("execution.settle.failure", "an execution ended with a canonical error"),
-    ArtifactProduce => ("artifact.produce", "an execution produced an output"),
-    BudgetSet => ("budget.set", "a plan's budget was set or removed"),
-    BudgetReserve => ("budget.reserve", "an amount was reserved for an execution"),
-    BudgetSettle => ("budget.settle", "an execution's reservation was replaced by its actual cost"),
-    PredicateCheck => ("predicate.check", "a predicate was checked against an execution"),
-    LeaseAcquire => ("lease.acquire", "an execution leased a write path"),
-    LeaseRelease => ("lease.release", "a write-path lease was released"),
-}
-
-impl EventKind {
-    /// Whether [`crate::Ledger::append`] accepts this kind. The others keep tables in step
-    /// with the chain and are appended only by their own operations (`record_start`,
-    /// `reserve`, `acquire_lease`, …).
-    pub fn is_free(self) -> bool {
-        matches!(self, EventKind::ArtifactProduce | EventKind::PredicateCheck)
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An event to append: its kind, the execution it belongs to, and its own fields.
-#[derive(Debug, Clone, PartialEq)]
+/// An event to append: its typed payload and the execution it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
-    kind: EventKind,
     execution_id: Option<String>,
-    fields: Map<String, Value>,
+    event: LedgerEvent,
 }
 
 impl NewEvent {
-    /// An event of a free kind (see [`EventKind::is_free`]) with `fields`; the keys `kind`,
-    /// `at` and `execution_id` are the ledger's and are refused.
-    pub fn new(
-        kind: EventKind,
-        execution_id: Option<&str>,
-        fields: Map<String, Value>,
-    ) -> Result<NewEvent> {
-        if !kind.is_free() {
+    /// An event of a kind [`crate::Ledger::append`] accepts (`artifact.produce`,
+    /// `predicate.check`); the other kinds are written by their own ledger operations.
+    pub fn new(execution_id: Option<&str>, event: LedgerEvent) -> Result<NewEvent> {
+        if !is_free(event.kind()) {
             return Err(LedgerError::ledger(format!(
-                "`{kind}` events are appended by their own ledger operation, not by append"
+                "`{}` events are appended by their own ledger operation, not by append",
+                event.kind()
             )));
         }
-        if let Some(key) = RESERVED_KEYS.iter().find(|key| fields.contains_key(**key)) {
-            return Err(LedgerError::ledger(format!(
-                "payload key `{key}` is set by the ledger; rename the field"
-            )));
-        }
-        Ok(NewEvent::internal(kind, execution_id, fields))
+        Ok(NewEvent::internal(execution_id, event))
     }
 
     /// `artifact.produce`: `execution_id` produced `output` (path, cid, size, mime).
     pub fn artifact_produce(execution_id: &str, output: &OutputEntry) -> NewEvent {
         NewEvent::internal(
-            EventKind::ArtifactProduce,
             Some(execution_id),
-            object(json!({
-                "path": output.path,
-                "cid": output.cid,
-                "size_bytes": output.size_bytes,
-                "mime": output.mime,
-            })),
+            LedgerEvent::ArtifactProduce(output.clone()),
         )
     }
 
@@ -129,28 +63,26 @@ impl NewEvent {
         detail: &str,
     ) -> NewEvent {
         NewEvent::internal(
-            EventKind::PredicateCheck,
             Some(execution_id),
-            object(json!({"predicate": predicate, "passed": passed, "detail": detail})),
+            LedgerEvent::PredicateCheck(PredicateCheckEvent {
+                predicate: predicate.to_owned(),
+                passed,
+                detail: detail.to_owned(),
+            }),
         )
     }
 
     /// Any kind, for the ledger's own operations.
-    pub(crate) fn internal(
-        kind: EventKind,
-        execution_id: Option<&str>,
-        fields: Map<String, Value>,
-    ) -> NewEvent {
+    pub(crate) fn internal(execution_id: Option<&str>, event: LedgerEvent) -> NewEvent {
         NewEvent {
-            kind,
             execution_id: execution_id.map(str::to_owned),
-            fields,
+            event,
         }
     }
 
     /// The kind.
     pub fn kind(&self) -> EventKind {
-        self.kind
+        self.event.kind()
     }
 
     /// The execution it belongs to.
@@ -158,10 +90,17 @@ impl NewEvent {
         self.execution_id.as_deref()
     }
 
+    /// The typed payload.
+    pub fn event(&self) -> &LedgerEvent {
+        &self.event
+    }
+
     /// The canonical payload text stamped with `at`.
-    pub(crate) fn payload(&self, at: &Timestamp) -> String {
-        let mut body = self.fields.clone();
-        body.insert("kind".to_owned(), Value::from(self.kind.as_str()));
+    pub(crate) fn payload(&self, at: &Timestamp) -> Result<String> {
+        let mut body = self.event.fields().map_err(|e| {
+            LedgerError::ledger(format!("serializing a `{}` event: {e}", self.kind()))
+        })?;
+        body.insert("kind".to_owned(), Value::from(self.kind().as_str()));
         body.insert("at".to_owned(), Value::from(at.as_str()));
         if let Some(execution_id) = &self.execution_id {
             body.insert(
@@ -169,15 +108,7 @@ impl NewEvent {
                 Value::from(execution_id.as_str()),
             );
         }
-        canonical_json(&Value::Object(body))
-    }
-}
-
-/// The object inside `value` (callers pass `json!({…})` literals).
-pub(crate) fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        other => Map::from_iter([("value".to_owned(), other)]),
+        Ok(canonical_json(&Value::Object(body)))
     }
 }
 
@@ -233,9 +164,33 @@ impl Event {
         EventKind::from_wire(&self.kind_name)
     }
 
-    /// The payload parsed as JSON.
+    /// The payload parsed as JSON, read by key. Prefer [`Event::ledger_event`], which gives
+    /// the kind's typed fields.
     pub fn payload_json(&self) -> std::result::Result<Value, serde_json::Error> {
         serde_json::from_str(&self.payload)
+    }
+
+    /// The typed payload: the fields of the kind the payload names. A payload that is not
+    /// JSON, names no known kind or does not hold that kind's fields is `ERR_LEDGER`, naming
+    /// the event.
+    pub fn ledger_event(&self) -> Result<LedgerEvent> {
+        let undecodable = |why: String| {
+            LedgerError::ledger(format!(
+                "event seq {} of plan `{}` does not decode: {why}",
+                self.seq, self.plan
+            ))
+        };
+        let mut body: Map<String, Value> =
+            serde_json::from_str(&self.payload).map_err(|e| undecodable(e.to_string()))?;
+        let kind = match body.get("kind") {
+            Some(Value::String(name)) => EventKind::from_wire(name)
+                .ok_or_else(|| undecodable(format!("unknown kind `{name}`")))?,
+            _ => return Err(undecodable("no `kind`".to_owned())),
+        };
+        for key in RESERVED_KEYS {
+            body.remove(key);
+        }
+        LedgerEvent::from_fields(kind, body).map_err(|e| undecodable(format!("`{kind}`: {e}")))
     }
 }
 
@@ -251,27 +206,20 @@ fn payload_as_json<S: Serializer>(
 
 #[cfg(test)]
 mod tests {
+    use proctor_contract::{BudgetSetEvent, WorldPath};
+
     use super::*;
 
-    #[test]
-    fn kinds_round_trip_their_wire_names() {
-        for &kind in EventKind::ALL {
-            assert_eq!(EventKind::from_wire(kind.as_str()), Some(kind));
-            let wire = serde_json::to_string(&kind).unwrap();
-            assert_eq!(wire, format!("\"{kind}\""));
-        }
-        for wire in [
-            "execution.start",
-            "execution.settle.success",
-            "execution.settle.failure",
-            "artifact.produce",
-            "budget.reserve",
-            "budget.settle",
-            "predicate.check",
-            "lease.acquire",
-            "lease.release",
-        ] {
-            assert!(EventKind::from_wire(wire).is_some(), "{wire}");
+    fn stored(payload: String) -> Event {
+        Event {
+            plan: "p".to_owned(),
+            seq: 3,
+            kind_name: String::new(),
+            execution_id: None,
+            payload,
+            prev_hash: GENESIS_HASH.to_owned(),
+            this_hash: GENESIS_HASH.to_owned(),
+            created_at: String::new(),
         }
     }
 
@@ -290,27 +238,66 @@ mod tests {
 
     #[test]
     fn payload_is_canonical_and_stamped() {
-        let fields = object(json!({"z": 1, "b": [true, null]}));
-        let event = NewEvent::new(EventKind::PredicateCheck, Some("e1"), fields).unwrap();
+        let event = NewEvent::predicate_check("e1", "smoke", true, "ok");
         let at = Timestamp::now();
-        let payload = event.payload(&at);
+        let payload = event.payload(&at).unwrap();
         let expected = format!(
-            r#"{{"at":"{}","b":[true,null],"execution_id":"e1","kind":"predicate.check","z":1}}"#,
+            r#"{{"at":"{}","detail":"ok","execution_id":"e1","kind":"predicate.check","passed":true,"predicate":"smoke"}}"#,
+            at.as_str()
+        );
+        assert_eq!(payload, expected);
+        let output = OutputEntry {
+            path: WorldPath::parse("/artifacts/o/e1/outputs/a.txt").unwrap(),
+            cid: "b3:ab".to_owned(),
+            size_bytes: 3,
+            mime: "text/plain".to_owned(),
+        };
+        let payload = NewEvent::artifact_produce("e1", &output)
+            .payload(&at)
+            .unwrap();
+        let expected = format!(
+            r#"{{"at":"{}","cid":"b3:ab","execution_id":"e1","kind":"artifact.produce","mime":"text/plain","path":"/artifacts/o/e1/outputs/a.txt","size_bytes":3}}"#,
             at.as_str()
         );
         assert_eq!(payload, expected);
     }
 
     #[test]
-    fn append_refuses_managed_kinds_and_reserved_keys() {
-        let err = NewEvent::new(EventKind::BudgetReserve, None, Map::new()).unwrap_err();
-        assert_eq!(err.code(), proctor_contract::ErrorCode::Ledger);
+    fn stored_payloads_decode_to_their_typed_event() {
+        let at = Timestamp::now();
+        let event = NewEvent::predicate_check("e1", "smoke", false, "none");
+        let decoded = stored(event.payload(&at).unwrap()).ledger_event().unwrap();
+        assert_eq!(&decoded, event.event());
+
+        for (payload, why) in [
+            ("not json".to_owned(), "does not decode"),
+            (r#"{"at":"x"}"#.to_owned(), "no `kind`"),
+            (r#"{"kind":"execution.pause"}"#.to_owned(), "unknown kind"),
+            (
+                r#"{"kind":"predicate.check","predicate":"p"}"#.to_owned(),
+                "`predicate.check`",
+            ),
+        ] {
+            let err = stored(payload.clone()).ledger_event().unwrap_err();
+            assert_eq!(err.code(), proctor_contract::ErrorCode::Ledger);
+            assert!(err.to_string().contains("event seq 3 of plan `p`"), "{err}");
+            assert!(err.to_string().contains(why), "{payload}: {err}");
+        }
+    }
+
+    #[test]
+    fn append_refuses_managed_kinds() {
         let err = NewEvent::new(
-            EventKind::ArtifactProduce,
             None,
-            object(json!({"kind": "x"})),
+            LedgerEvent::BudgetSet(BudgetSetEvent {
+                budget_micro_usd: None,
+            }),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("`kind`"));
+        assert_eq!(err.code(), proctor_contract::ErrorCode::Ledger);
+        assert!(err.to_string().contains("`budget.set`"), "{err}");
+        assert!(is_free(EventKind::ArtifactProduce) && is_free(EventKind::PredicateCheck));
+        let free = EventKind::ALL.iter().filter(|kind| is_free(**kind)).count();
+        assert_eq!(free, 2);
     }
 }

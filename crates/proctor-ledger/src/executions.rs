@@ -1,14 +1,16 @@
 //! Executions as `proctor run` records them: a row per execution, written together with
 //! its `execution.start` and `execution.settle.*` events in one transaction.
 
-use proctor_contract::{CanonError, Mode};
+use proctor_contract::{
+    CanonError, ErrorBody, EventKind, ExecutionFailureEvent, ExecutionStartEvent,
+    ExecutionSuccessEvent, LedgerEvent, Mode, OutputEntry,
+};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use crate::error::{LedgerError, Result};
-use crate::event::{Appended, Event, EventKind, NewEvent, object};
+use crate::event::{Appended, Event, NewEvent};
 use crate::ledger::{Ledger, Locks, from_db, optional_text, text};
 use crate::verify::ChainReport;
 
@@ -123,15 +125,38 @@ pub struct Execution {
     pub settled_at: Option<String>,
 }
 
-/// What the ledger holds about one execution, for `proctor verify EXECUTION_ID`.
+/// What the ledger holds about one execution, for `proctor verify EXECUTION_ID`. The typed
+/// accessors ([`ExecutionEvidence::start`], [`ExecutionEvidence::settlement`],
+/// [`ExecutionEvidence::artifacts`]) read the payloads of [`ExecutionEvidence::events`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExecutionEvidence {
     /// The execution row.
     pub execution: Execution,
-    /// Its `execution.settle.*` event, once settled.
+    /// Its `execution.settle.*` event as stored (seq, hashes), once settled.
     pub settle_event: Option<Event>,
     /// The verification of its plan's chain.
     pub chain: ChainReport,
+    /// Every event of the execution on its plan, in seq order.
+    pub events: Vec<Event>,
+}
+
+/// How an execution ended, as its settle event recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// `execution.settle.success`.
+    Success(ExecutionSuccessEvent),
+    /// `execution.settle.failure`.
+    Failure(ExecutionFailureEvent),
+}
+
+impl Settlement {
+    /// The image digest recorded with the outcome, when known.
+    pub fn image_digest(&self) -> Option<&str> {
+        match self {
+            Settlement::Success(success) => success.image_digest.as_deref(),
+            Settlement::Failure(failure) => failure.image_digest.as_deref(),
+        }
+    }
 }
 
 impl ExecutionEvidence {
@@ -139,11 +164,54 @@ impl ExecutionEvidence {
     pub fn is_settled_on_a_valid_chain(&self) -> bool {
         self.chain.is_valid() && self.settle_event.is_some()
     }
+
+    /// What `execution.start` recorded, if the event is there. A payload that does not
+    /// decode is `ERR_LEDGER`.
+    pub fn start(&self) -> Result<Option<ExecutionStartEvent>> {
+        for event in &self.events {
+            if let LedgerEvent::ExecutionStart(start) = event.ledger_event()? {
+                return Ok(Some(start));
+            }
+        }
+        Ok(None)
+    }
+
+    /// How the execution ended, once settled. A payload that does not decode is
+    /// `ERR_LEDGER`.
+    pub fn settlement(&self) -> Result<Option<Settlement>> {
+        let Some(event) = &self.settle_event else {
+            return Ok(None);
+        };
+        match event.ledger_event()? {
+            LedgerEvent::ExecutionSettleSuccess(success) => Ok(Some(Settlement::Success(success))),
+            LedgerEvent::ExecutionSettleFailure(failure) => Ok(Some(Settlement::Failure(failure))),
+            other => Err(LedgerError::ledger(format!(
+                "event seq {} of plan `{}` is `{}`, not a settle event",
+                event.seq,
+                event.plan,
+                other.kind()
+            ))),
+        }
+    }
+
+    /// The outputs its `artifact.produce` events recorded, in seq order. A payload that
+    /// does not decode is `ERR_LEDGER`.
+    pub fn artifacts(&self) -> Result<Vec<OutputEntry>> {
+        let mut outputs = Vec::new();
+        for event in &self.events {
+            if event.kind() == Some(EventKind::ArtifactProduce)
+                && let LedgerEvent::ArtifactProduce(output) = event.ledger_event()?
+            {
+                outputs.push(output);
+            }
+        }
+        Ok(outputs)
+    }
 }
 
 impl Ledger {
-    /// The execution row, its settle event and its plan's verified chain; `None` for an
-    /// unknown execution.
+    /// The execution row, its events (the settle event apart) and its plan's verified chain;
+    /// `None` for an unknown execution.
     pub async fn execution_evidence(
         &self,
         execution_id: &str,
@@ -151,22 +219,27 @@ impl Ledger {
         let Some(execution) = self.execution(execution_id).await? else {
             return Ok(None);
         };
-        let settle_event = self
+        let events: Vec<Event> = self
             .events_for_execution(execution_id)
             .await?
             .into_iter()
             .filter(|event| event.plan == execution.plan)
+            .collect();
+        let settle_event = events
+            .iter()
             .find(|event| {
                 matches!(
                     event.kind(),
                     Some(EventKind::ExecutionSettleSuccess | EventKind::ExecutionSettleFailure)
                 )
-            });
+            })
+            .cloned();
         let chain = self.verify_chain(&execution.plan).await?;
         Ok(Some(ExecutionEvidence {
             execution,
             settle_event,
             chain,
+            events,
         }))
     }
 
@@ -201,16 +274,15 @@ impl Ledger {
             .map_err(|e| {
                 LedgerError::database(format!("recording execution `{}`", start.execution_id), e)
             })?;
-            let mut fields = object(json!({
-                "ref": start.processor_ref,
-                "mode": start.mode,
-                "write_prefix": start.write_prefix,
-            }));
-            if let Some(digest) = &start.image_digest {
-                fields.insert("image_digest".to_owned(), Value::from(digest.as_str()));
-            }
-            let event =
-                NewEvent::internal(EventKind::ExecutionStart, Some(&start.execution_id), fields);
+            let event = NewEvent::internal(
+                Some(&start.execution_id),
+                LedgerEvent::ExecutionStart(ExecutionStartEvent {
+                    processor_ref: start.processor_ref.clone(),
+                    mode: start.mode,
+                    write_prefix: start.write_prefix.clone(),
+                    image_digest: start.image_digest.clone(),
+                }),
+            );
             let appended = txn.append(&event).await?;
             txn.commit().await?;
             Ok(appended)
@@ -244,25 +316,30 @@ impl Ledger {
                     execution.status.as_str()
                 )));
             }
-            let (status, kind, mut fields, error_code) = match &settle.outcome {
-                Outcome::Success { index_path, outputs_index_cid, receipt_cid } => {
-                    let mut fields = object(json!({
-                        "index_path": index_path,
-                        "outputs_index_cid": outputs_index_cid,
-                    }));
-                    insert_optional(&mut fields, "receipt_cid", receipt_cid.as_deref());
-                    (ExecutionStatus::Success, EventKind::ExecutionSettleSuccess, fields, None)
-                }
+            let image_digest = settle.image_digest.clone().or(execution.image_digest);
+            let duration_ms = settle.duration_ms;
+            let (status, event, error_code) = match &settle.outcome {
+                Outcome::Success { index_path, outputs_index_cid, receipt_cid } => (
+                    ExecutionStatus::Success,
+                    LedgerEvent::ExecutionSettleSuccess(ExecutionSuccessEvent {
+                        index_path: index_path.clone(),
+                        outputs_index_cid: outputs_index_cid.clone(),
+                        receipt_cid: receipt_cid.clone(),
+                        image_digest: image_digest.clone(),
+                        duration_ms,
+                    }),
+                    None,
+                ),
                 Outcome::Failure(error) => (
                     ExecutionStatus::Failure,
-                    EventKind::ExecutionSettleFailure,
-                    object(json!({"error": {"code": error.code(), "message": error.message()}})),
+                    LedgerEvent::ExecutionSettleFailure(ExecutionFailureEvent {
+                        error: ErrorBody { code: error.code(), message: error.message() },
+                        image_digest: image_digest.clone(),
+                        duration_ms,
+                    }),
                     Some(error.code().as_str()),
                 ),
             };
-            let image_digest = settle.image_digest.clone().or(execution.image_digest);
-            insert_optional(&mut fields, "image_digest", image_digest.as_deref());
-            fields.insert("duration_ms".to_owned(), Value::from(settle.duration_ms));
             sqlx::query(
                 "UPDATE executions SET status = $2, image_digest = $3, error_code = $4, settled_at = $5 \
                  WHERE execution_id = $1",
@@ -275,7 +352,7 @@ impl Ledger {
             .execute(txn.conn())
             .await
             .map_err(|e| LedgerError::database(format!("settling execution `{execution_id}`"), e))?;
-            let appended = txn.append(&NewEvent::internal(kind, Some(execution_id), fields)).await?;
+            let appended = txn.append(&NewEvent::internal(Some(execution_id), event)).await?;
             txn.commit().await?;
             Ok(appended)
         })
@@ -290,12 +367,6 @@ impl Ledger {
             .await
             .map_err(|e| LedgerError::database("acquiring a connection", e))?;
         fetch_execution(&mut conn, execution_id).await
-    }
-}
-
-fn insert_optional(fields: &mut Map<String, Value>, key: &str, value: Option<&str>) {
-    if let Some(value) = value {
-        fields.insert(key.to_owned(), Value::from(value));
     }
 }
 

@@ -10,13 +10,15 @@
 
 use std::time::Duration;
 
-use proctor_contract::{CanonError, ErrorCode, SelectorKind, WorldPath};
+use proctor_contract::{
+    CanonError, ErrorCode, LeaseAcquireEvent, LeaseReleaseEvent, LeaseReleaseReason, LedgerEvent,
+    SelectorKind, TakenOverLease, WorldPath,
+};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::clock::Timestamp;
 use crate::error::{LedgerError, Result};
-use crate::event::{EventKind, NewEvent, object};
+use crate::event::NewEvent;
 use crate::ledger::{Ledger, Locks, PlanTxn, text};
 
 /// A lease row.
@@ -51,22 +53,6 @@ pub fn selectors_overlap(a: &WorldPath, b: &WorldPath) -> bool {
     a.covers(b) || b.covers(a)
 }
 
-fn kind_name(kind: SelectorKind) -> &'static str {
-    match kind {
-        SelectorKind::Exact => "exact",
-        SelectorKind::Prefix => "prefix",
-    }
-}
-
-/// Why a lease ended.
-#[derive(Debug, Clone, Copy)]
-enum ReleaseReason {
-    /// Released explicitly.
-    Released,
-    /// Released because its guard was dropped without an explicit release.
-    Dropped,
-}
-
 /// A held lease. Release it with [`LeaseGuard::release`]; a guard dropped without that
 /// (an early return, an error, a panic) releases the lease in the background on the
 /// current Tokio runtime, which [`Ledger::wait_for_dropped_leases`] awaits. If even that
@@ -93,7 +79,7 @@ impl LeaseGuard {
             &self.ledger,
             &self.lease.selector,
             &self.lease.holder,
-            ReleaseReason::Released,
+            LeaseReleaseReason::Released,
         )
         .await?;
         self.released = true;
@@ -114,7 +100,9 @@ impl Drop for LeaseGuard {
         let selector = self.lease.selector.clone();
         let holder = self.lease.holder.clone();
         let task = runtime.spawn(async move {
-            if let Err(err) = release(&ledger, &selector, &holder, ReleaseReason::Dropped).await {
+            if let Err(err) =
+                release(&ledger, &selector, &holder, LeaseReleaseReason::Dropped).await
+            {
                 tracing::warn!(selector = %selector, error = %err, "lease.release_failed");
             }
         });
@@ -161,7 +149,7 @@ impl Ledger {
     /// Releases `holder`'s lease on `selector` and appends `lease.release` to its plan;
     /// `false` when it holds no such lease (never acquired, released, or taken over).
     pub async fn release_lease(&self, selector: &WorldPath, holder: &str) -> Result<bool> {
-        release(self, selector, holder, ReleaseReason::Released).await
+        release(self, selector, holder, LeaseReleaseReason::Released).await
     }
 
     /// Every lease row, expired ones included, by selector.
@@ -219,11 +207,11 @@ async fn acquire_in(
             )));
         }
         delete_lease(txn, &lease.selector).await?;
-        taken_over.push(json!({
-            "selector": lease.selector,
-            "holder": lease.holder,
-            "expired_at": lease.expires_at,
-        }));
+        taken_over.push(TakenOverLease {
+            selector: lease.selector,
+            holder: lease.holder,
+            expired_at: lease.expires_at,
+        });
     }
     let expires_at = Timestamp::after(ttl);
     let plan = txn.key.clone();
@@ -249,23 +237,22 @@ async fn acquire_in(
         .bind(plan.as_str())
         .bind(now.as_str())
         .bind(expires_at.as_str())
-        .bind(kind_name(selector.kind()))
+        .bind(selector.kind().as_str())
         .execute(txn.conn())
         .await
     };
     written.map_err(|e| LedgerError::database(format!("leasing `{selector}`"), e))?;
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     let event = NewEvent::internal(
-        EventKind::LeaseAcquire,
         Some(holder),
-        object(json!({
-            "selector": selector,
-            "selector_kind": kind_name(selector.kind()),
-            "expires_at": expires_at.as_str(),
-            "ttl_ms": ttl_ms,
-            "renewed": renewing,
-            "taken_over": Value::Array(taken_over),
-        })),
+        LedgerEvent::LeaseAcquire(LeaseAcquireEvent {
+            selector: selector.clone(),
+            selector_kind: selector.kind(),
+            expires_at: expires_at.as_str().to_owned(),
+            ttl_ms,
+            renewed: renewing,
+            taken_over,
+        }),
     );
     txn.append(&event).await?;
     Ok(Lease {
@@ -281,7 +268,7 @@ async fn release(
     ledger: &Ledger,
     selector: &WorldPath,
     holder: &str,
-    reason: ReleaseReason,
+    reason: LeaseReleaseReason,
 ) -> Result<bool> {
     let Some(plan) = held_lease_plan(ledger, selector, holder).await? else {
         return Ok(false);
@@ -298,14 +285,12 @@ async fn release(
                 return Ok(false);
             }
             delete_lease(&mut txn, selector).await?;
-            let reason = match reason {
-                ReleaseReason::Released => "released",
-                ReleaseReason::Dropped => "dropped",
-            };
             let event = NewEvent::internal(
-                EventKind::LeaseRelease,
                 Some(holder),
-                object(json!({"selector": selector, "reason": reason})),
+                LedgerEvent::LeaseRelease(LeaseReleaseEvent {
+                    selector: selector.clone(),
+                    reason,
+                }),
             );
             txn.append(&event).await?;
             txn.commit().await?;

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Timestamp;
 use crate::error::{LedgerError, Result};
-use crate::event::{Appended, Event, GENESIS_HASH, NewEvent, chain_hash};
+use crate::event::{Appended, Event, GENESIS_HASH, NewEvent, chain_hash, is_free};
 use crate::verify::{ChainReport, ChainVerifier, StoredRow};
 
 /// The ledger URL `proctor` uses when none is given: an SQLite file under `.proctor/`.
@@ -129,8 +129,8 @@ impl Ledger {
         self.pool.close().await;
     }
 
-    /// Appends one event of a free kind (see [`crate::EventKind::is_free`]) to `plan`,
-    /// creating the plan if needed.
+    /// Appends one event of a kind [`NewEvent::new`] accepts (`artifact.produce`,
+    /// `predicate.check`) to `plan`, creating the plan if needed.
     pub async fn append(&self, plan: &str, event: &NewEvent) -> Result<Appended> {
         let mut appended = self.append_batch(plan, std::slice::from_ref(event)).await?;
         appended
@@ -141,7 +141,7 @@ impl Ledger {
     /// Appends `events` to `plan` in one transaction: all or none, consecutive seqs, one
     /// lock and one commit for the whole batch (much faster than one append per event).
     pub async fn append_batch(&self, plan: &str, events: &[NewEvent]) -> Result<Vec<Appended>> {
-        if let Some(event) = events.iter().find(|event| !event.kind().is_free()) {
+        if let Some(event) = events.iter().find(|event| !is_free(event.kind())) {
             return Err(LedgerError::ledger(format!(
                 "`{}` events are appended by their own ledger operation, not by append",
                 event.kind()
@@ -428,7 +428,7 @@ impl PlanTxn {
             let (mut seq, mut head) = (self.head_seq, self.head);
             for event in chunk {
                 seq += 1;
-                let payload = event.payload(&self.now);
+                let payload = event.payload(&self.now)?;
                 let this = chain_hash(&head, &payload);
                 rows.push((seq, to_db(seq)?, payload, head.to_hex(), this.to_hex()));
                 head = this;

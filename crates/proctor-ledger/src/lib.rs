@@ -26,10 +26,13 @@ mod verify;
 
 pub use budget::Plan;
 pub use error::{LedgerError, Result};
-pub use event::{Appended, Event, EventKind, GENESIS_HASH, NewEvent};
+pub use event::{Appended, Event, GENESIS_HASH, NewEvent};
 pub use executions::{
     Execution, ExecutionEvidence, ExecutionSettle, ExecutionStart, ExecutionStatus, Outcome,
+    Settlement,
 };
 pub use leases::{Lease, LeaseGuard, selectors_overlap};
 pub use ledger::{Backend, DEFAULT_LEDGER_URL, Ledger};
+/// The kinds of events, re-exported from the canon where their typed payloads live.
+pub use proctor_contract::EventKind;
 pub use verify::{BreakReason, ChainBreak, ChainReport};

@@ -247,24 +247,17 @@ impl ChainVerifier {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
     use crate::clock::Timestamp;
-    use crate::event::{EventKind, GENESIS_HASH, NewEvent, object};
+    use crate::event::{GENESIS_HASH, NewEvent};
 
     fn chain(n: u64) -> Vec<StoredRow> {
         let mut prev = genesis();
         (1..=n)
             .map(|seq| {
                 let at = Timestamp::now();
-                let event = NewEvent::new(
-                    EventKind::PredicateCheck,
-                    Some("e1"),
-                    object(json!({"n": seq})),
-                )
-                .unwrap();
-                let payload = event.payload(&at);
+                let event = NewEvent::predicate_check("e1", "n", true, &seq.to_string());
+                let payload = event.payload(&at).unwrap();
                 let this = chain_hash(&prev, &payload);
                 let row = StoredRow {
                     seq,
@@ -317,7 +310,7 @@ mod tests {
         let at = |rows: &[StoredRow]| verify(rows, seq, &hash).unwrap_err();
 
         let mut edited = rows.clone();
-        edited[2].payload = edited[2].payload.replace("\"n\":3", "\"n\":33");
+        edited[2].payload = edited[2].payload.replace("\"detail\":\"3\"", "\"detail\":\"33\"");
         let broken = at(&edited);
         assert_eq!(broken.seq, 3);
         assert!(matches!(

@@ -9,10 +9,10 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use proctor_contract::{CanonError, ErrorCode, Mode, OutputEntry, WorldPath};
+use proctor_contract::{CanonError, ErrorCode, LedgerEvent, Mode, OutputEntry, WorldPath};
 use proctor_ledger::{
     BreakReason, EventKind, ExecutionSettle, ExecutionStart, ExecutionStatus, GENESIS_HASH, Ledger,
-    LedgerError, NewEvent, Outcome,
+    LedgerError, NewEvent, Outcome, Settlement,
 };
 use sqlx::AnyPool;
 use sqlx::error::ErrorKind;
@@ -203,9 +203,18 @@ mod suite {
             assert_eq!(pair[1].prev_hash, pair[0].this_hash);
             assert_eq!(pair[1].seq, pair[0].seq + 1);
         }
+        for event in &events {
+            let typed = event.ledger_event().unwrap();
+            assert_eq!(Some(typed.kind()), event.kind(), "seq {}", event.seq);
+        }
         let settle_payload = events[8].payload_json().unwrap();
         assert_eq!(settle_payload["kind"], "execution.settle.success");
-        assert_eq!(settle_payload["image_digest"], "sha256:abc");
+        let LedgerEvent::ExecutionSettleSuccess(settled_event) = events[8].ledger_event().unwrap()
+        else {
+            panic!("seq 9 is not a success settle: {:?}", events[8]);
+        };
+        assert_eq!(settled_event.image_digest.as_deref(), Some("sha256:abc"));
+        assert_eq!(settled_event.duration_ms, 12);
         assert_eq!(ledger.events(plan, 7, 100).await.unwrap().len(), 2);
         assert_eq!(ledger.events_for_execution("e1").await.unwrap().len(), 8);
 
@@ -225,12 +234,27 @@ mod suite {
 
         let evidence = ledger.execution_evidence("e1").await.unwrap().unwrap();
         assert!(evidence.is_settled_on_a_valid_chain());
+        assert_eq!(evidence.events.len(), 8);
+        let Some(Settlement::Success(settled)) = evidence.settlement().unwrap() else {
+            panic!("not settled with success: {evidence:?}");
+        };
+        assert_eq!(
+            settled.receipt_cid.as_deref(),
+            Some(proctor_contract::cid(b"receipt").as_str())
+        );
+        assert_eq!(
+            settled.index_path,
+            "/artifacts/outputs/demo/e1/outputs.json"
+        );
+        let started = evidence.start().unwrap().unwrap();
+        assert_eq!(
+            (started.processor_ref.as_str(), started.mode),
+            ("llm/litellm@1", Mode::Mock)
+        );
+        assert_eq!(started.image_digest, None);
+        assert_eq!(evidence.artifacts().unwrap(), [output]);
         let settle_event = evidence.settle_event.unwrap();
         assert_eq!(settle_event.seq, 9);
-        assert_eq!(
-            settle_event.payload_json().unwrap()["receipt_cid"],
-            proctor_contract::cid(b"receipt")
-        );
         assert!(ledger.execution_evidence("nope").await.unwrap().is_none());
 
         append_checks(&ledger, "other", 3).await;
@@ -280,12 +304,18 @@ mod suite {
         assert!(execution.settled_at.is_some());
         let events = ledger.events("p", 0, 10).await.unwrap();
         assert_eq!(events.len(), 2);
-        let payload = events[1].payload_json().unwrap();
-        assert_eq!(payload["error"]["code"], "ERR_TIMEOUT");
-        assert_eq!(
-            payload["error"]["message"],
-            "execution timed out: after 60s"
-        );
+        let LedgerEvent::ExecutionSettleFailure(failed) = events[1].ledger_event().unwrap() else {
+            panic!("seq 2 is not a failure settle: {:?}", events[1]);
+        };
+        assert_eq!(failed.error.code, ErrorCode::Timeout);
+        assert_eq!(failed.error.message, "execution timed out: after 60s");
+        assert_eq!((failed.image_digest, failed.duration_ms), (None, 60_000));
+        let evidence = ledger.execution_evidence("e1").await.unwrap().unwrap();
+        let Some(Settlement::Failure(failure)) = evidence.settlement().unwrap() else {
+            panic!("not settled with a failure: {evidence:?}");
+        };
+        assert_eq!(failure.error.code, ErrorCode::Timeout);
+        assert!(evidence.artifacts().unwrap().is_empty());
         assert!(ledger.execution("nope").await.unwrap().is_none());
 
         let err = ledger.append("p", &check_event("e1", 1)).await.map(|_| ());
@@ -328,6 +358,24 @@ mod suite {
         let err = report.to_error().unwrap();
         assert_eq!(err.code(), ErrorCode::LedgerChain);
         assert!(err.message().contains("seq 4: payload hashes to"), "{err}");
+
+        // A settle payload edited out of its kind's shape no longer reads as one.
+        let edited = exec(
+            &raw,
+            "UPDATE events SET payload = replace(payload, '\"duration_ms\":12', '\"duration_ms\":\"12\"') \
+             WHERE plan = 'p' AND seq = 12",
+        )
+        .await
+        .unwrap();
+        assert_eq!(edited, 1);
+        let evidence = ledger.execution_evidence("e1").await.unwrap().unwrap();
+        let err = assert_canon(evidence.settlement().unwrap_err(), ErrorCode::Ledger);
+        assert!(
+            err.message()
+                .contains("event seq 12 of plan `p` does not decode"),
+            "{err}"
+        );
+        assert!(evidence.start().unwrap().is_some());
     }
 
     pub(crate) async fn a_deleted_row_breaks_the_chain_at_its_seq(db: &TestDb) {
