@@ -1,0 +1,29 @@
+//! Processor images as `proctor build` and the main lane's Build & Pin make them: the
+//! registry entry's build recipe handed to [`proctor_oci::build`].
+
+use std::path::Path;
+
+use proctor_contract::CanonError;
+use proctor_oci::{BuildRequest, BuiltImage, Platform, layout_dir};
+use proctor_registry::RegisteredProcessor;
+
+/// Builds `entry`'s image for `platforms` into its layout under `oci_root`, compiling in
+/// the Cargo workspace at `workspace_root`. Blocks while cargo compiles.
+pub fn build_layout(
+    entry: &RegisteredProcessor,
+    platforms: &[Platform],
+    oci_root: &Path,
+    workspace_root: &Path,
+    show_progress: bool,
+) -> Result<BuiltImage, CanonError> {
+    let spec = entry.spec();
+    proctor_oci::build(&BuildRequest {
+        processor_ref: spec.processor_ref.clone(),
+        cargo_package: spec.build.cargo_package.clone(),
+        port: spec.build.port,
+        workspace_root: workspace_root.to_path_buf(),
+        platforms: platforms.to_vec(),
+        layout_dir: layout_dir(oci_root, &spec.processor_ref),
+        show_progress,
+    })
+}

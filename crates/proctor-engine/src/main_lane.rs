@@ -1,0 +1,732 @@
+//! The lanes' chains, serialized, behind the pull-request and main-branch workflows:
+//!
+//! - main: **Build & Pin** (both platforms → push → pin in `registry.yaml`) → **Acceptance**
+//!   (two mock runs of each processor's `examples.smoke` inputs against the pinned images)
+//!   → **Deploy** (the pins, to the deploy target) → **Drift** (what the target runs against
+//!   the pins).
+//! - pr: **Smoke** — Acceptance's runs on images built from source.
+//!
+//! Smoke and Acceptance runs go through [`Engine::run`] (`--lane <lane> --adapter local
+//! --mode mock`, built from source in the pr lane), which checks and commits each run's
+//! evidence; each run must then pass every check of [`verify_execution`] — the same
+//! verification as `proctor verify`, pins included — and the two runs of a processor must
+//! be byte-stable ([`acceptance`]). Deploy and Drift are [`crate::deploy()`] and
+//! [`crate::drift()`], as the commands run them.
+//!
+//! Each step logs `lane.step.start`, then exactly one of `lane.step.settle` or
+//! `lane.step.fail`; the chain logs `lane.start`, then `lane.settle` or `lane.fail`. The
+//! first failure stops the chain with its canonical error. Without a deploy target, Deploy
+//! fails with `ERR_DEPLOY_TARGET` ("no deploy target configured") before anything is
+//! written: nothing is ever reported as deployed unless the target said so.
+
+mod acceptance;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use proctor_contract::{CanonError, Envelope, ErrorCode, Mode, ProcessorRef};
+use proctor_deploy::DriftRow;
+use proctor_oci::{BuiltImage, Pins, Platform, PushedImage, RegistryTarget};
+use proctor_registry::{ProcessorSpec, Registry};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use self::acceptance::{CheckedRun, check_stable, checked_run, run_error};
+use crate::deploy::{
+    AppOutcome, DeployRequest, DeployTarget, DriftRequest, TargetedProcessors, deploy, drift,
+    unready_target,
+};
+use crate::images::build_layout;
+use crate::verify::{EvidenceSources, verify_execution};
+use crate::{AdapterKind, Engine, Inputs, Lane, RunRequest};
+
+/// How long Drift waits for each deployment's `/healthz`.
+const DRIFT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The example each processor's smoke runs use.
+const SMOKE_EXAMPLE: &str = "smoke";
+
+/// A step of a lane's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LaneStep {
+    /// pr: build from source, two mock runs.
+    Smoke,
+    /// main: build both platforms, push, pin.
+    BuildPin,
+    /// main: two mock runs of the pinned images.
+    Acceptance,
+    /// main: deploy the pins.
+    Deploy,
+    /// main: compare the deployments with the pins.
+    Drift,
+}
+
+impl LaneStep {
+    /// The main lane's steps, in order.
+    pub const MAIN: [LaneStep; 4] = [
+        LaneStep::BuildPin,
+        LaneStep::Acceptance,
+        LaneStep::Deploy,
+        LaneStep::Drift,
+    ];
+
+    /// The step's name: `smoke`, `build-pin`, `acceptance`, `deploy` or `drift`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaneStep::Smoke => "smoke",
+            LaneStep::BuildPin => "build-pin",
+            LaneStep::Acceptance => "acceptance",
+            LaneStep::Deploy => "deploy",
+            LaneStep::Drift => "drift",
+        }
+    }
+
+    /// The steps of `lane`'s chain, in order.
+    pub fn chain(lane: Lane) -> &'static [LaneStep] {
+        match lane {
+            Lane::Pr => &[LaneStep::Smoke],
+            Lane::Main => &LaneStep::MAIN,
+        }
+    }
+}
+
+impl fmt::Display for LaneStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LaneStep {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<LaneStep, String> {
+        [LaneStep::Smoke]
+            .into_iter()
+            .chain(LaneStep::MAIN)
+            .find(|step| step.as_str() == name)
+            .ok_or_else(|| format!("unknown lane step `{name}`"))
+    }
+}
+
+/// What became of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    /// It ran and succeeded.
+    Settled,
+    /// It ran and failed; the chain stopped there.
+    Failed,
+    /// Not reached: an earlier step failed.
+    Skipped,
+    /// Outside the selected part of the chain.
+    NotRun,
+}
+
+impl StepStatus {
+    /// `settled`, `failed`, `skipped` or `not run`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Settled => "settled",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::NotRun => "not run",
+        }
+    }
+}
+
+/// Which chain to run, with what only the main lane's needs.
+#[derive(Debug, Clone)]
+pub enum LaneChain {
+    /// The pr lane's Smoke.
+    Pr,
+    /// The main lane's chain.
+    Main(MainLaneSettings),
+}
+
+impl LaneChain {
+    /// The lane whose chain this is.
+    pub fn lane(&self) -> Lane {
+        match self {
+            LaneChain::Pr => Lane::Pr,
+            LaneChain::Main(_) => Lane::Main,
+        }
+    }
+}
+
+/// What only the main lane needs.
+#[derive(Debug, Clone)]
+pub struct MainLaneSettings {
+    /// Where Build & Pin pushes, `HOST/OWNER/REPO`.
+    pub registry: RegistryTarget,
+    /// The first step to run; earlier ones are not run.
+    pub from: LaneStep,
+    /// The last step to run; later ones are not run.
+    pub until: LaneStep,
+    /// Where built image layouts go.
+    pub oci_root: PathBuf,
+    /// The Cargo workspace that compiles the processors.
+    pub workspace_root: PathBuf,
+    /// The directory generated deploy apps are written below.
+    pub project_root: PathBuf,
+}
+
+/// One run of a lane's chain, in the World of the [`Engine`] that runs it (its registry,
+/// artifacts, ledger and host environment).
+#[derive(Debug, Clone)]
+pub struct LaneRequest {
+    /// The chain.
+    pub chain: LaneChain,
+    /// The lane the whole job is in, when one is named; it must be the chain's.
+    pub job_lane: Option<Lane>,
+    /// The processors, `ns/name@version`; empty for every processor in the registry.
+    pub processor_refs: Vec<String>,
+    /// Adapter options for every smoke run.
+    pub adapter_options: Value,
+    /// The ledger plan recording the smoke runs.
+    pub plan: String,
+    /// The budget each smoke run reserves, in micro-USD.
+    pub reserve_micro_usd: u64,
+    /// Draw progress bars for builds and pushes (on a terminal only).
+    pub show_progress: bool,
+}
+
+/// A processor built, pushed and pinned by Build & Pin.
+#[derive(Debug, Clone)]
+pub struct PinnedProcessor {
+    /// The processor.
+    pub processor_ref: ProcessorRef,
+    /// The `registry.yaml` that now holds the pins.
+    pub file: PathBuf,
+    /// The build.
+    pub built: BuiltImage,
+    /// The push.
+    pub pushed: PushedImage,
+    /// The pins written.
+    pub pins: Pins,
+}
+
+/// A processor whose two smoke runs were accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AcceptedProcessor {
+    /// The processor.
+    #[serde(rename = "ref")]
+    pub processor_ref: ProcessorRef,
+    /// The image both runs ran.
+    pub image_digest: String,
+    /// The two executions.
+    pub executions: [String; 2],
+    /// How many outputs each run wrote.
+    pub outputs: usize,
+}
+
+/// What a settled step did, per processor.
+#[derive(Debug, Clone)]
+pub enum StepDetail {
+    /// Build & Pin.
+    BuildPin(Vec<PinnedProcessor>),
+    /// Smoke or Acceptance.
+    Runs(Vec<AcceptedProcessor>),
+    /// Deploy: the apps deployed.
+    Deploy(Vec<AppOutcome>),
+    /// Drift: each deployment against its pin.
+    Drift(Vec<DriftRow>),
+}
+
+/// What a settled step did: a line for people, a record per processor.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// One line.
+    pub summary: String,
+    /// Per processor.
+    pub detail: StepDetail,
+}
+
+/// One step of the chain's report.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    /// The step.
+    pub step: LaneStep,
+    /// What became of it.
+    pub status: StepStatus,
+    /// How long it ran, when it ran.
+    pub duration: Option<Duration>,
+    /// What it did, when it settled.
+    pub report: Option<StepReport>,
+    /// Why it failed, when it did.
+    pub error: Option<CanonError>,
+}
+
+impl StepOutcome {
+    /// A step with no time, report or error yet.
+    fn new(step: LaneStep, status: StepStatus) -> StepOutcome {
+        StepOutcome {
+            step,
+            status,
+            duration: None,
+            report: None,
+            error: None,
+        }
+    }
+
+    /// How long it ran, in whole milliseconds.
+    pub fn duration_ms(&self) -> Option<u64> {
+        self.duration.map(millis)
+    }
+}
+
+/// The chain's report: every step, and the error that stopped it.
+#[derive(Debug, Clone)]
+pub struct ChainReport {
+    /// The lane.
+    pub lane: Lane,
+    /// Where Build & Pin pushes, for the main lane.
+    pub registry: Option<RegistryTarget>,
+    /// The processors, in order; empty when they could not be known.
+    pub processors: Vec<ProcessorRef>,
+    /// Every step of the chain, in order.
+    pub steps: Vec<StepOutcome>,
+    /// The error that stopped the chain, if any.
+    pub error: Option<CanonError>,
+}
+
+impl ChainReport {
+    /// The processors as one line: `a, b`, or `no processors`.
+    pub fn processor_list(&self) -> String {
+        list(&self.processors)
+    }
+}
+
+/// Runs the chain of `request` in `engine`'s World. Never fails outright: what stopped the
+/// chain is the report's error.
+pub async fn run_lane(
+    engine: &Engine,
+    request: &LaneRequest,
+    cancel: &CancellationToken,
+) -> ChainReport {
+    let lane = request.chain.lane();
+    tracing::info!(event = "lane.start", lane = %lane);
+    let report = run_chain(engine, request, cancel).await;
+    match &report.error {
+        None => tracing::info!(event = "lane.settle", lane = %lane),
+        Some(error) => tracing::error!(
+            event = "lane.fail",
+            lane = %lane,
+            code = %error.code(),
+            message = %error.message(),
+        ),
+    }
+    report
+}
+
+/// Checks what must hold before any step, then runs the selected steps in order.
+async fn run_chain(
+    engine: &Engine,
+    request: &LaneRequest,
+    cancel: &CancellationToken,
+) -> ChainReport {
+    let lane = request.chain.lane();
+    let chain = LaneStep::chain(lane);
+    let mut report = ChainReport {
+        lane,
+        registry: match &request.chain {
+            LaneChain::Main(main) => Some(main.registry.clone()),
+            LaneChain::Pr => None,
+        },
+        processors: Vec::new(),
+        steps: Vec::new(),
+        error: None,
+    };
+    match preflight(engine, request) {
+        Ok(processors) => report.processors = processors,
+        Err(error) => {
+            report.steps = chain
+                .iter()
+                .map(|&step| StepOutcome::new(step, StepStatus::NotRun))
+                .collect();
+            report.error = Some(error);
+            return report;
+        }
+    }
+    let steps = Steps {
+        engine,
+        request,
+        processors: &report.processors,
+        cancel,
+    };
+    let mut outcomes = Vec::with_capacity(chain.len());
+    let mut stopped = None;
+    for &step in chain {
+        let selected = match &request.chain {
+            LaneChain::Main(main) => (main.from..=main.until).contains(&step),
+            LaneChain::Pr => true,
+        };
+        if !selected || stopped.is_some() {
+            let status = if selected {
+                StepStatus::Skipped
+            } else {
+                StepStatus::NotRun
+            };
+            outcomes.push(StepOutcome::new(step, status));
+            continue;
+        }
+        let outcome = steps.run(step).await;
+        stopped = outcome.error.clone();
+        outcomes.push(outcome);
+    }
+    report.steps = outcomes;
+    report.error = stopped;
+    report
+}
+
+/// The job's lane agrees, the step range is ordered, and the processors exist; returns
+/// them.
+fn preflight(engine: &Engine, request: &LaneRequest) -> Result<Vec<ProcessorRef>, CanonError> {
+    let lane = request.chain.lane();
+    if let Some(job_lane) = request.job_lane
+        && job_lane != lane
+    {
+        return Err(CanonError::new(
+            ErrorCode::Lane,
+            format!(
+                "this job is in the {job_lane} lane (--lane or PROCTOR_LANE) but the command is `proctor lane {lane}`"
+            ),
+        ));
+    }
+    if let LaneChain::Main(main) = &request.chain
+        && main.from > main.until
+    {
+        return Err(CanonError::new(
+            ErrorCode::Lane,
+            format!("--from {} comes after --until {}", main.from, main.until),
+        ));
+    }
+    let registry = Registry::load(&engine.config().registry_root)?;
+    if request.processor_refs.is_empty() {
+        return Ok(registry
+            .iter()
+            .map(|entry| entry.spec().processor_ref.clone())
+            .collect());
+    }
+    let mut processors: Vec<ProcessorRef> = Vec::new();
+    for raw in &request.processor_refs {
+        let processor_ref = registry.get(&raw.parse()?)?.spec().processor_ref.clone();
+        if !processors.contains(&processor_ref) {
+            processors.push(processor_ref);
+        }
+    }
+    Ok(processors)
+}
+
+/// What every step works with.
+struct Steps<'a> {
+    engine: &'a Engine,
+    request: &'a LaneRequest,
+    processors: &'a [ProcessorRef],
+    cancel: &'a CancellationToken,
+}
+
+impl Steps<'_> {
+    /// Runs `step`, logging its start and its settle or failure.
+    async fn run(&self, step: LaneStep) -> StepOutcome {
+        let lane = self.request.chain.lane();
+        tracing::info!(event = "lane.step.start", lane = %lane, step = step.as_str());
+        let started = Instant::now();
+        let result = self.act(step).await;
+        let duration = started.elapsed();
+        let duration_ms = millis(duration);
+        let mut outcome = StepOutcome::new(step, StepStatus::Settled);
+        outcome.duration = Some(duration);
+        match result {
+            Ok(report) => {
+                tracing::info!(
+                    event = "lane.step.settle",
+                    lane = %lane,
+                    step = step.as_str(),
+                    summary = %report.summary,
+                    duration_ms,
+                );
+                outcome.report = Some(report);
+            }
+            Err(error) => {
+                tracing::error!(
+                    event = "lane.step.fail",
+                    lane = %lane,
+                    step = step.as_str(),
+                    code = %error.code(),
+                    message = %error.message(),
+                    duration_ms,
+                );
+                outcome.status = StepStatus::Failed;
+                outcome.error = Some(error);
+            }
+        }
+        outcome
+    }
+
+    async fn act(&self, step: LaneStep) -> Result<StepReport, CanonError> {
+        if self.cancel.is_cancelled() {
+            return Err(CanonError::new(
+                ErrorCode::Interrupted,
+                format!("the lane was interrupted before its {step} step"),
+            ));
+        }
+        match (step, &self.request.chain) {
+            (LaneStep::Smoke, _) => self.smoke_runs(Lane::Pr).await,
+            (LaneStep::Acceptance, _) => self.smoke_runs(Lane::Main).await,
+            (LaneStep::BuildPin, LaneChain::Main(main)) => self.build_pin(main).await,
+            (LaneStep::Deploy, LaneChain::Main(main)) => self.deploy(main).await,
+            (LaneStep::Drift, _) => self.drift().await,
+            (LaneStep::BuildPin | LaneStep::Deploy, LaneChain::Pr) => Err(CanonError::new(
+                ErrorCode::Lane,
+                format!("the {step} step belongs to the main lane"),
+            )),
+        }
+    }
+
+    /// The registry entries of the chain's processors and their files, read afresh (Build
+    /// & Pin changes them).
+    fn specs(&self) -> Result<Vec<(ProcessorSpec, PathBuf)>, CanonError> {
+        let registry = Registry::load(&self.engine.config().registry_root)?;
+        self.processors
+            .iter()
+            .map(|processor_ref| {
+                let entry = registry.get(processor_ref)?;
+                Ok((entry.spec().clone(), entry.file()))
+            })
+            .collect()
+    }
+
+    /// The chain's processors on the deploy target.
+    fn targeted(&self) -> TargetedProcessors {
+        TargetedProcessors {
+            target: DeployTarget::Modal,
+            registry_root: self.engine.config().registry_root.clone(),
+            processor_refs: self.processors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// Build & Pin: each processor built for both platforms, pushed, and pinned by the
+    /// digest of that push.
+    async fn build_pin(&self, main: &MainLaneSettings) -> Result<StepReport, CanonError> {
+        let registry = Registry::load(&self.engine.config().registry_root)?;
+        let show_progress = self.request.show_progress;
+        let mut pinned = Vec::with_capacity(self.processors.len());
+        for processor_ref in self.processors {
+            let entry = registry.get(processor_ref)?.clone();
+            let file = entry.file();
+            let (oci_root, workspace_root) = (main.oci_root.clone(), main.workspace_root.clone());
+            // Cargo compiles for minutes: off the runtime's worker threads.
+            let built = tokio::task::spawn_blocking(move || {
+                build_layout(
+                    &entry,
+                    &Platform::ALL,
+                    &oci_root,
+                    &workspace_root,
+                    show_progress,
+                )
+            })
+            .await
+            .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))?;
+            let pushed =
+                proctor_oci::push(&built.layout_dir, &main.registry, show_progress).await?;
+            let pins = proctor_oci::pin(&file, &pushed.index_source()).await?;
+            tracing::info!(
+                event = "lane.build_pin.pinned",
+                r#ref = %processor_ref,
+                index = %pins.index,
+                file = %file.display(),
+            );
+            pinned.push(PinnedProcessor {
+                processor_ref: processor_ref.clone(),
+                file,
+                built,
+                pushed,
+                pins,
+            });
+        }
+        Ok(StepReport {
+            summary: format!(
+                "{} built for linux/amd64 and linux/arm64, pushed to {} and pinned",
+                list(self.processors),
+                main.registry
+            ),
+            detail: StepDetail::BuildPin(pinned),
+        })
+    }
+
+    /// Smoke (pr) or Acceptance (main): two mock runs of each processor's smoke inputs,
+    /// each verified, and the two compared.
+    async fn smoke_runs(&self, lane: Lane) -> Result<StepReport, CanonError> {
+        let mut accepted = Vec::with_capacity(self.processors.len());
+        for (spec, file) in self.specs()? {
+            let processor_ref = &spec.processor_ref;
+            let inputs = &spec
+                .examples
+                .get(SMOKE_EXAMPLE)
+                .ok_or_else(|| {
+                    CanonError::new(
+                        ErrorCode::Acceptance,
+                        format!(
+                            "{processor_ref} has no examples.{SMOKE_EXAMPLE} in {}",
+                            file.display()
+                        ),
+                    )
+                })?
+                .inputs;
+            let first = self.smoke_run(lane, processor_ref, inputs).await?;
+            let second = self.smoke_run(lane, processor_ref, inputs).await?;
+            check_stable(processor_ref, &first, &second)?;
+            accepted.push(AcceptedProcessor {
+                processor_ref: processor_ref.clone(),
+                image_digest: first.receipt.image_digest,
+                executions: [first.execution_id, second.execution_id],
+                outputs: first.outputs.len(),
+            });
+        }
+        let images = match lane {
+            Lane::Main => "pinned images",
+            Lane::Pr => "images built from source",
+        };
+        Ok(StepReport {
+            summary: format!(
+                "{}: two mock runs each of {images}, evidence checked and byte-stable",
+                list(self.processors)
+            ),
+            detail: StepDetail::Runs(accepted),
+        })
+    }
+
+    /// One run of `inputs` in `lane` (local adapter, mock mode, built from source in the pr
+    /// lane), then its evidence verified.
+    async fn smoke_run(
+        &self,
+        lane: Lane,
+        processor_ref: &ProcessorRef,
+        inputs: &Value,
+    ) -> Result<CheckedRun, CanonError> {
+        let write_prefix = format!(
+            "/artifacts/lane/{lane}/{}-{}/{{execution_id}}",
+            processor_ref.image_name(),
+            processor_ref.version()
+        );
+        let request = RunRequest {
+            processor_ref: processor_ref.to_string(),
+            adapter: AdapterKind::Local,
+            mode: Mode::Mock,
+            build: lane == Lane::Pr,
+            write_prefix: write_prefix.clone(),
+            inputs: Inputs::Value(inputs.clone()),
+            adapter_options: self.request.adapter_options.clone(),
+            timeout: None,
+            save_dir: None,
+            plan: self.request.plan.clone(),
+            reserve_micro_usd: self.request.reserve_micro_usd,
+            lane: Some(lane),
+        };
+        let execution_id = match self.engine.run(&request, self.cancel).await.envelope {
+            Envelope::Success(success) => success.execution_id,
+            Envelope::Error(error) => {
+                return Err(run_error(processor_ref, &error.execution_id, &error.error));
+            }
+        };
+        let sources = EvidenceSources {
+            store: self.engine.store().as_ref(),
+            ledger: self.engine.ledger().await?,
+            registry_root: &self.engine.config().registry_root,
+        };
+        let verified = verify_execution(&sources, &execution_id).await?;
+        checked_run(processor_ref, &write_prefix, verified)
+    }
+
+    /// Deploy: every processor's pin to the deploy target, once the target can take
+    /// deployments whose endpoints Drift can then ask; otherwise `ERR_DEPLOY_TARGET` before
+    /// anything is written.
+    async fn deploy(&self, main: &MainLaneSettings) -> Result<StepReport, CanonError> {
+        let targeted = self.targeted();
+        let env = &self.engine.config().env;
+        let unready = unready_target(targeted.target, self.processors.first(), env)?;
+        if !unready.is_empty() {
+            return Err(CanonError::new(
+                ErrorCode::DeployTarget,
+                format!(
+                    "{}; once one is, `proctor lane main --from deploy` deploys the pins",
+                    unready.join("; ")
+                ),
+            ));
+        }
+        let request = DeployRequest {
+            processors: targeted,
+            dry_run: false,
+            project_root: main.project_root.clone(),
+        };
+        let report = deploy(&request, env).await;
+        if let Some(error) = report.error {
+            return Err(error);
+        }
+        Ok(StepReport {
+            summary: format!("{} deployed to {}", list(self.processors), report.target),
+            detail: StepDetail::Deploy(report.apps),
+        })
+    }
+
+    /// Drift: each deployment's `/healthz` digest against its pin.
+    async fn drift(&self) -> Result<StepReport, CanonError> {
+        let request = DriftRequest {
+            processors: self.targeted(),
+            timeout: DRIFT_TIMEOUT,
+        };
+        let report = drift(&request, &self.engine.config().env).await;
+        if let Some(error) = report.error {
+            return Err(error);
+        }
+        Ok(StepReport {
+            summary: format!("{}: deployments run their pins", list(self.processors)),
+            detail: StepDetail::Drift(report.rows),
+        })
+    }
+}
+
+/// Whole milliseconds, for logs and reports.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `a, b` for the processors of a chain.
+fn list(processors: &[ProcessorRef]) -> String {
+    if processors.is_empty() {
+        return "no processors".to_owned();
+    }
+    processors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_and_step_names() {
+        assert_eq!(LaneStep::chain(Lane::Pr), &[LaneStep::Smoke]);
+        let main: Vec<&str> = LaneStep::chain(Lane::Main)
+            .iter()
+            .map(|step| step.as_str())
+            .collect();
+        assert_eq!(main, ["build-pin", "acceptance", "deploy", "drift"]);
+        for step in LaneStep::MAIN.into_iter().chain([LaneStep::Smoke]) {
+            assert_eq!(step.as_str().parse(), Ok(step));
+        }
+        assert!("build_pin".parse::<LaneStep>().is_err());
+        assert!(LaneStep::BuildPin < LaneStep::Acceptance && LaneStep::Deploy < LaneStep::Drift);
+    }
+
+    #[test]
+    fn processor_lists_name_every_processor() {
+        assert_eq!(list(&[]), "no processors");
+        let refs: Vec<ProcessorRef> = vec!["a/b@1".parse().unwrap(), "c/d@2".parse().unwrap()];
+        assert_eq!(list(&refs), "a/b@1, c/d@2");
+    }
+}
