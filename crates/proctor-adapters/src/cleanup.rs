@@ -2,28 +2,33 @@
 //!
 //! A [`ContainerGuard`] is armed with the container's name *before* the create request is
 //! sent. The adapter removes the container itself once the run ends (success, failure,
-//! timeout or Ctrl-C); if the run's future is dropped instead (a caller's own timeout or
-//! cancellation), dropping the guard spawns the removal, on the current runtime when there
-//! is one, else on a thread of its own.
+//! timeout or cancellation) and reports what became of it; if the run's future is dropped
+//! instead, dropping the guard spawns the removal, on the current runtime when there is
+//! one, else on a thread of its own. A removal gets [`REMOVE_TIMEOUT`], so a hung engine
+//! cannot hold the run forever.
 
-use bollard::Docker;
-use bollard::query_parameters::RemoveContainerOptionsBuilder;
-use proctor_contract::CanonError;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::local::{engine_error, is_not_found};
+use proctor_contract::{CanonError, ErrorCode};
+
+use crate::engine::{ContainerEngine, Removal};
+
+/// Longest wait for the engine to remove a container.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Force-removes a container on [`remove`](ContainerGuard::remove) or on drop.
 pub(crate) struct ContainerGuard {
-    docker: Docker,
+    engine: Arc<dyn ContainerEngine>,
     name: String,
     armed: bool,
 }
 
 impl ContainerGuard {
     /// A guard for the container that will be named `name`.
-    pub(crate) fn new(docker: Docker, name: String) -> ContainerGuard {
+    pub(crate) fn new(engine: Arc<dyn ContainerEngine>, name: String) -> ContainerGuard {
         ContainerGuard {
-            docker,
+            engine,
             name,
             armed: true,
         }
@@ -35,9 +40,9 @@ impl ContainerGuard {
     }
 
     /// Removes the container now and disarms the guard.
-    pub(crate) async fn remove(mut self) -> Result<(), CanonError> {
+    pub(crate) async fn remove(mut self) -> Result<Removal, CanonError> {
         self.armed = false;
-        force_remove(&self.docker, &self.name).await
+        remove(self.engine.as_ref(), &self.name).await
     }
 }
 
@@ -46,10 +51,10 @@ impl Drop for ContainerGuard {
         if !self.armed {
             return;
         }
-        let docker = self.docker.clone();
+        let engine = Arc::clone(&self.engine);
         let name = std::mem::take(&mut self.name);
         let removal = async move {
-            if let Err(error) = force_remove(&docker, &name).await {
+            if let Err(error) = remove(engine.as_ref(), &name).await {
                 tracing::warn!(event = "container.remove_failed", container = %name, error = %error);
             }
         };
@@ -71,25 +76,18 @@ impl Drop for ContainerGuard {
     }
 }
 
-/// Whether the engine answered that the container is already being removed.
-fn is_removal_in_progress(error: &bollard::errors::Error) -> bool {
-    matches!(error, bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
-        if message.contains("already in progress"))
-}
-
-/// Force-removes `name` with its anonymous volumes; a container that is already gone is
-/// fine.
-async fn force_remove(docker: &Docker, name: &str) -> Result<(), CanonError> {
-    let options = RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(true)
-        .build();
-    match docker.remove_container(name, Some(options)).await {
-        Ok(()) => {
-            tracing::debug!(event = "container.removed", container = %name);
-            Ok(())
-        }
-        Err(error) if is_not_found(&error) || is_removal_in_progress(&error) => Ok(()),
-        Err(error) => Err(engine_error(&format!("removing container {name}"), error)),
-    }
+/// Removes `name` within [`REMOVE_TIMEOUT`].
+async fn remove(engine: &dyn ContainerEngine, name: &str) -> Result<Removal, CanonError> {
+    let removal = tokio::time::timeout(REMOVE_TIMEOUT, engine.remove_container(name))
+        .await
+        .map_err(|_| {
+            CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!(
+                    "docker engine: removing container {name}: no answer within {REMOVE_TIMEOUT:?}"
+                ),
+            )
+        })??;
+    tracing::debug!(event = "container.removed", container = %name, removal = ?removal);
+    Ok(removal)
 }

@@ -15,27 +15,34 @@
 //!   free port, so a processor can reach a server listening on the host's loopback (an
 //!   OpenAI-compatible test server, a local model server).
 //!
+//! # What the processor can write
+//!
+//! The run's [`Staging`] directories and nothing else: one at the expanded write prefix,
+//! one at `/artifacts/execution/{execution_id}/` (the SDK writes `{root}/…` paths with
+//! `PROCTOR_ARTIFACTS_ROOT=/artifacts`, creating `outputs/` below the prefix itself). The
+//! engine creates both mount points on the read-only root filesystem, where every other
+//! write fails; no other part of the World is mounted.
+//!
 //! Every container runs with no new privileges, all capabilities dropped, a read-only root
-//! filesystem, memory (no swap), CPU and process-count limits, as an unprivileged user,
-//! with the artifacts root mounted at `/artifacts`. Secrets and pass-through variables are
-//! set in `real` mode only.
+//! filesystem, memory (no swap), CPU and process-count limits, as an unprivileged user.
+//! Secrets and pass-through variables are set in `real` mode only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
-use proctor_contract::{CanonError, ErrorCode, Mode};
+use proctor_contract::{CanonError, ErrorCode, Mode, RunPayload, WritePrefix};
 use serde::Deserialize;
 
-use crate::Invocation;
 use crate::local::{LABEL_EXECUTION_ID, LABEL_REF};
+use crate::{Invocation, Staging};
 
 /// Where the socket directory is mounted inside the container.
 pub(crate) const SOCKET_DIR: &str = "/run/proctor";
 /// The socket's file name inside [`SOCKET_DIR`].
 pub(crate) const SOCKET_NAME: &str = "processor.sock";
-/// Where the artifacts root is mounted inside the container.
-const ARTIFACTS_MOUNT: &str = "/artifacts";
+/// The artifacts root as the processor sees it (`PROCTOR_ARTIFACTS_ROOT`).
+const ARTIFACTS_ROOT: &str = "/artifacts";
 /// Processes (threads included) a processor may run.
 const PIDS_LIMIT: i64 = 256;
 /// The engine refuses memory limits below 6 MiB.
@@ -107,6 +114,57 @@ impl LocalOptions {
     }
 }
 
+/// A run's two staging directories and where its container sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StagingMounts<'a> {
+    /// Host directory mounted at [`StagingMounts::prefix_target`].
+    prefix_dir: &'a Path,
+    /// The expanded write prefix, without its trailing `/`.
+    prefix_target: String,
+    /// Host directory mounted at [`StagingMounts::execution_target`].
+    execution_dir: &'a Path,
+    /// `/artifacts/execution/{execution_id}`.
+    execution_target: String,
+}
+
+impl<'a> StagingMounts<'a> {
+    /// The mounts of `staging` for `payload`'s run: the staging area must be this
+    /// execution's, and the write prefix must neither lie in the execution directory nor
+    /// contain it (`ERR_WRITE_PREFIX`).
+    pub(crate) fn new(
+        staging: &'a Staging,
+        payload: &RunPayload,
+    ) -> Result<StagingMounts<'a>, CanonError> {
+        if staging.execution_id() != payload.execution_id {
+            return Err(CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!(
+                    "the staging area is execution {}'s, not {}'s",
+                    staging.execution_id(),
+                    payload.execution_id
+                ),
+            ));
+        }
+        let prefix = WritePrefix::from_expanded(&payload.write_prefix)?;
+        let execution = format!("{ARTIFACTS_ROOT}/execution/{}/", payload.execution_id);
+        if prefix.as_str().starts_with(&execution) || execution.starts_with(prefix.as_str()) {
+            return Err(CanonError::new(
+                ErrorCode::WritePrefix,
+                format!(
+                    "`{prefix}` overlaps {execution}, where the execution's receipt copy goes; \
+                     choose a prefix outside it"
+                ),
+            ));
+        }
+        Ok(StagingMounts {
+            prefix_dir: staging.prefix_dir(),
+            prefix_target: prefix.as_str().trim_end_matches('/').to_owned(),
+            execution_dir: staging.execution_dir(),
+            execution_target: execution.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
 /// Everything that shapes one run's container.
 pub(crate) struct ContainerSettings<'a> {
     /// The run.
@@ -121,8 +179,8 @@ pub(crate) struct ContainerSettings<'a> {
     pub(crate) network: Network,
     /// `uid:gid` the processor runs as.
     pub(crate) user: (u32, u32),
-    /// Absolute host path of the artifacts root.
-    pub(crate) artifacts_root: &'a Path,
+    /// The staging directories, the only writable mounts besides the socket directory.
+    pub(crate) staging: &'a StagingMounts<'a>,
     /// Absolute host path of the socket directory (`Network::None` only).
     pub(crate) socket_dir: Option<&'a Path>,
 }
@@ -138,9 +196,13 @@ pub(crate) fn create_body(settings: &ContainerSettings<'_>) -> ContainerCreateBo
     let mut env = vec![
         format!("PROCTOR_PORT={port}"),
         format!("PROCTOR_IMAGE_DIGEST={}", settings.expected_digest),
-        format!("PROCTOR_ARTIFACTS_ROOT={ARTIFACTS_MOUNT}"),
+        format!("PROCTOR_ARTIFACTS_ROOT={ARTIFACTS_ROOT}"),
     ];
-    let mut mounts = vec![bind_mount(settings.artifacts_root, ARTIFACTS_MOUNT)];
+    let staging = settings.staging;
+    let mut mounts = vec![
+        bind_mount(staging.prefix_dir, &staging.prefix_target),
+        bind_mount(staging.execution_dir, &staging.execution_target),
+    ];
     let mut host_config = HostConfig {
         security_opt: Some(vec!["no-new-privileges".to_owned()]),
         cap_drop: Some(vec!["ALL".to_owned()]),
@@ -234,52 +296,14 @@ fn nano_cpus(cpu: f64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-    use std::time::Duration;
-
-    use proctor_contract::RunPayload;
-    use proctor_registry::ProcessorSpec;
     use serde_json::json;
 
     use super::*;
-    use crate::ImageSource;
-
-    fn invocation(mode: Mode) -> Invocation {
-        let spec: ProcessorSpec = serde_yaml_ng::from_str(
-            r#"
-ref: text/stats@1
-description: d
-build: {context: ".", dockerfile: Dockerfile, port: 8000, cargo_package: processor-text-stats}
-image: {index: null, platforms: {amd64: null, arm64: null}}
-runtime: {cpu: 0.5, memory_gb: 0.25, timeout_s: 30, gpu: null}
-inputs: {}
-outputs: []
-examples: {}
-"#,
-        )
-        .unwrap();
-        Invocation {
-            payload: RunPayload {
-                schema: "v1".into(),
-                execution_id: "e1".into(),
-                processor_ref: spec.processor_ref.clone(),
-                mode,
-                inputs: json!({}),
-                write_prefix: "/artifacts/o/e1/".into(),
-            },
-            spec,
-            image: ImageSource::Local {
-                image_id: "sha256:ab".into(),
-            },
-            artifacts_root: PathBuf::from("/a"),
-            timeout: Duration::from_secs(5),
-            env: BTreeMap::from([("OPENAI_API_KEY".into(), "sk-x".into())]),
-            options: json!(null),
-        }
-    }
+    use crate::testing::invocation;
 
     fn body(invocation: &Invocation, network: Network) -> ContainerCreateBody {
         let options = LocalOptions::parse(&json!({"labels": {"proctor.test": "t1"}})).unwrap();
+        let staging = StagingMounts::new(&invocation.staging, &invocation.payload).unwrap();
         create_body(&ContainerSettings {
             invocation,
             options: &options,
@@ -287,9 +311,26 @@ examples: {}
             expected_digest: "sha256:ab",
             network,
             user: (65532, 65532),
-            artifacts_root: Path::new("/a"),
+            staging: &staging,
             socket_dir: Some(Path::new("/tmp/s")),
         })
+    }
+
+    /// `(source, target, read_only)` of each mount.
+    fn mounts(body: &ContainerCreateBody) -> Vec<(String, String, bool)> {
+        let host = body.host_config.as_ref().unwrap();
+        host.mounts
+            .iter()
+            .flatten()
+            .map(|mount| {
+                assert_eq!(mount.typ, Some(MountType::BIND));
+                (
+                    mount.source.clone().unwrap(),
+                    mount.target.clone().unwrap(),
+                    mount.read_only.unwrap(),
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -316,13 +357,59 @@ examples: {}
             assert_eq!(labels["proctor.execution_id"], "e1");
             assert_eq!(labels["proctor.ref"], "text/stats@1");
             assert_eq!(labels["proctor.test"], "t1");
-            let mounts = host.mounts.as_ref().unwrap();
-            assert_eq!(mounts[0].target.as_deref(), Some("/artifacts"));
-            assert_eq!(mounts[0].source.as_deref(), Some("/a"));
             let env = body.env.as_ref().unwrap();
             assert!(env.contains(&"PROCTOR_ARTIFACTS_ROOT=/artifacts".to_owned()));
             assert!(env.contains(&"PROCTOR_IMAGE_DIGEST=sha256:ab".to_owned()));
         }
+    }
+
+    #[test]
+    fn only_the_staging_directories_and_the_socket_are_mounted() {
+        for (mode, network) in [
+            (Mode::Mock, Network::None),
+            (Mode::Real, Network::Bridge),
+            (Mode::Real, Network::Host { port: 4100 }),
+        ] {
+            let invocation = invocation(mode);
+            let staging = &invocation.staging;
+            let mut expected = vec![
+                (
+                    staging.prefix_dir().display().to_string(),
+                    "/artifacts/o/e1".to_owned(),
+                    false,
+                ),
+                (
+                    staging.execution_dir().display().to_string(),
+                    "/artifacts/execution/e1".to_owned(),
+                    false,
+                ),
+            ];
+            if network == Network::None {
+                expected.push(("/tmp/s".to_owned(), SOCKET_DIR.to_owned(), false));
+            }
+            assert_eq!(mounts(&body(&invocation, network)), expected, "{network:?}");
+        }
+    }
+
+    #[test]
+    fn staging_must_be_the_executions_and_apart_from_its_receipt_directory() {
+        let mut invocation = invocation(Mode::Mock);
+        for prefix in [
+            "/artifacts/execution/e1/",
+            "/artifacts/execution/e1/deeper/",
+            "/artifacts/execution/",
+        ] {
+            invocation.payload.write_prefix = prefix.to_owned();
+            let error = StagingMounts::new(&invocation.staging, &invocation.payload).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::WritePrefix, "{prefix}: {error}");
+        }
+        invocation.payload.write_prefix = "/artifacts/execution/e10/".to_owned();
+        assert!(StagingMounts::new(&invocation.staging, &invocation.payload).is_ok());
+
+        invocation.payload.execution_id = "e2".to_owned();
+        let error = StagingMounts::new(&invocation.staging, &invocation.payload).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::AdapterInvocation);
+        assert!(error.message().contains("staging area"), "{error}");
     }
 
     #[test]
@@ -331,12 +418,12 @@ examples: {}
         let host = body.host_config.as_ref().unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert!(host.port_bindings.is_none() && body.exposed_ports.is_none());
-        let mounts = host.mounts.as_ref().unwrap();
-        assert_eq!(mounts[1].target.as_deref(), Some(SOCKET_DIR));
-        assert_eq!(mounts[1].source.as_deref(), Some("/tmp/s"));
         let env = body.env.unwrap();
         assert!(env.contains(&"PROCTOR_SOCKET=/run/proctor/processor.sock".to_owned()));
-        assert!(!env.iter().any(|entry| entry.contains("sk-x")), "{env:?}");
+        assert!(
+            !env.iter().any(|entry| entry.contains("sk-test-secret")),
+            "{env:?}"
+        );
     }
 
     #[test]
@@ -357,7 +444,7 @@ examples: {}
                 .env
                 .as_ref()
                 .unwrap()
-                .contains(&"OPENAI_API_KEY=sk-x".to_owned())
+                .contains(&"OPENAI_API_KEY=sk-test-secret".to_owned())
         );
 
         let host_network = body(&invocation(Mode::Real), Network::Host { port: 4100 });

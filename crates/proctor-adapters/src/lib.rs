@@ -5,31 +5,42 @@
 //!
 //! [`LocalAdapter`] runs processors in containers of the local Docker engine. Engine types
 //! (bollard) stay inside this crate: its public API speaks in image IDs, references and
-//! [`CanonError`]s. [`ModalAdapter`] runs them on their Modal deployments, found with the
-//! naming convention of `proctor-deploy`, and applies the same envelope checks.
+//! [`CanonError`]s. A local container writes into its execution's [`Staging`] area and
+//! nowhere else; the caller checks the staged files and commits them to the World.
+//! [`ModalAdapter`] runs processors on their Modal deployments, found with the naming
+//! convention of `proctor-deploy`, and applies the same envelope checks.
 
 mod cleanup;
 mod container;
+mod engine;
 mod envelope_check;
 mod image_build;
 mod image_pin;
 mod local;
 mod modal;
 mod platform;
+#[cfg(test)]
+mod recording_engine;
+mod staging;
+#[cfg(test)]
+mod testing;
 mod transport;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use proctor_contract::{CanonError, Envelope, RunPayload};
 use proctor_registry::ProcessorSpec;
+use tokio_util::sync::CancellationToken;
 
 pub use image_build::{BuiltImage, ImageBuild};
 pub use local::{LABEL_EXECUTION_ID, LABEL_REF, LocalAdapter};
 pub use modal::ModalAdapter;
 pub use platform::host_platform;
+pub use staging::Staging;
 
 /// Where the image for a run comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +75,10 @@ pub struct Invocation {
     pub spec: ProcessorSpec,
     /// Where the image comes from.
     pub image: ImageSource,
-    /// Host directory mounted at `/artifacts`.
-    pub artifacts_root: PathBuf,
+    /// This execution's staging area ([`Staging::create`], for `payload.execution_id`): the
+    /// local adapter mounts its two directories, and nothing else of the World, into the
+    /// container. The Modal adapter does not use it.
+    pub staging: Arc<Staging>,
     /// Limit for the run, from container creation to the envelope (building or pulling the
     /// image is not counted).
     pub timeout: Duration,
@@ -81,9 +94,12 @@ pub trait Adapter: Send + Sync {
     /// The adapter's name, as given to `--adapter`.
     fn name(&self) -> &'static str;
 
-    /// Runs one invocation and returns the processor's validated envelope.
+    /// Runs one invocation and returns the processor's validated envelope. When `cancel`
+    /// fires, the run stops at once, cleans up (a local container is removed) and returns
+    /// `ERR_INTERRUPTED`; the adapter watches no signals itself.
     fn invoke<'a>(
         &'a self,
         invocation: &'a Invocation,
+        cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<Envelope, CanonError>>;
 }

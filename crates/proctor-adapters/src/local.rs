@@ -2,32 +2,36 @@
 //!
 //! A run goes: resolve the image (build from source, pull a pin, or take a local ID) →
 //! arm the cleanup guard → create and start the container → poll `/healthz` → `POST /run`
-//! → check the envelope → remove the container. Everything from container creation on is
-//! bounded by the invocation's timeout and races Ctrl-C and the container's own exit, so a
-//! processor that dies early fails fast with its last log lines. See [`crate::container`]
-//! for the network and hardening of the container.
+//! → check the envelope → remove the container. Every step races the caller's
+//! cancellation token, and everything from container creation on is bounded by the
+//! invocation's timeout and races the container's own exit, so a processor that dies early
+//! fails fast with its last log lines. Whatever ends the run, the container is removed
+//! before [`Adapter::invoke`] returns, and the error says so only when it happened. See
+//! [`crate::container`] for the network, mounts and hardening of the container, and
+//! [`crate::engine`] for the engine operations a run uses.
 
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, WaitContainerOptionsBuilder,
-};
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use proctor_contract::{CanonError, Envelope, ErrorCode, Redactor};
+use proctor_contract::{CanonError, Envelope, ErrorCode, ProcessorRef, Redactor};
 use tempfile::TempDir;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::cleanup::ContainerGuard;
 use crate::container::{
-    ContainerSettings, LocalOptions, Network, NetworkOption, SOCKET_NAME, create_body,
+    ContainerSettings, LocalOptions, Network, NetworkOption, SOCKET_NAME, StagingMounts,
+    create_body,
 };
+use crate::engine::{BollardEngine, ContainerEngine, Removal};
+// The image modules reach the engine's error helpers through this module.
+pub(crate) use crate::engine::{engine_error, is_not_found};
 use crate::envelope_check::check_envelope;
-use crate::image_build::{BuiltImage, ImageBuild, build_image};
-use crate::image_pin::ensure_pinned_image;
+use crate::image_build::{BuiltImage, ImageBuild};
 use crate::platform::host_platform;
+use crate::staging::{container_user, hand_over};
 use crate::transport::{Endpoint, ProcessorClient};
 use crate::{Adapter, ImageSource, Invocation};
 
@@ -35,17 +39,18 @@ use crate::{Adapter, ImageSource, Invocation};
 pub const LABEL_EXECUTION_ID: &str = "proctor.execution_id";
 /// Label carrying the processor ref on every run's container and built image.
 pub const LABEL_REF: &str = "proctor.ref";
-/// The user processors run as when proctor runs as root.
-const UNPRIVILEGED_ID: u32 = 65532;
 /// How many log lines of a failed container an error carries.
-const LOG_TAIL_LINES: &str = "20";
+const LOG_TAIL_LINES: usize = 20;
 /// How long a broken `/run` connection waits for the container's exit to explain it.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long a create request already sent when the run stops may take to land, so the
+/// removal that follows finds the container it made.
+const CREATE_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs processors in containers of the local Docker engine, through its API.
 #[derive(Debug, Clone)]
 pub struct LocalAdapter {
-    docker: Docker,
+    engine: Arc<dyn ContainerEngine>,
 }
 
 /// The image a run starts from and the digest its envelope must report.
@@ -62,61 +67,116 @@ struct RunResources {
     socket_dir: Option<TempDir>,
 }
 
-impl LocalAdapter {
-    /// Connects to the engine (`DOCKER_HOST`, else the local socket) and negotiates the API
-    /// version.
-    pub async fn connect() -> Result<LocalAdapter, CanonError> {
-        let unreachable = |error: bollard::errors::Error| {
-            CanonError::new(
-                ErrorCode::AdapterInvocation,
-                format!(
-                    "cannot reach the Docker engine: {error}; is dockerd running? (scripts/setup.sh starts it)"
-                ),
-            )
+/// What ends a run early: the caller's cancellation, and once the container is being
+/// created, the run's timeout.
+struct Stop<'a> {
+    cancel: &'a CancellationToken,
+    processor_ref: &'a ProcessorRef,
+    deadline: Option<(Instant, Duration)>,
+}
+
+impl<'a> Stop<'a> {
+    fn new(cancel: &'a CancellationToken, processor_ref: &'a ProcessorRef) -> Stop<'a> {
+        Stop {
+            cancel,
+            processor_ref,
+            deadline: None,
+        }
+    }
+
+    /// Starts the run's clock: from now on, `timeout` ends it too.
+    fn start_clock(&mut self, timeout: Duration) {
+        self.deadline = Some((Instant::now() + timeout, timeout));
+    }
+
+    /// Resolves, with the error to report, once the run must stop.
+    async fn stopped(&self) -> CanonError {
+        let timed_out = async {
+            match self.deadline {
+                Some((deadline, _)) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
         };
-        let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
-        let docker = docker.negotiate_version().await.map_err(unreachable)?;
-        Ok(LocalAdapter { docker })
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => CanonError::new(
+                ErrorCode::Interrupted,
+                format!("{} was cancelled", self.processor_ref),
+            ),
+            () = timed_out => CanonError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "{} gave no envelope within {:?}",
+                    self.processor_ref,
+                    self.deadline.map(|(_, timeout)| timeout).unwrap_or_default()
+                ),
+            ),
+        }
+    }
+
+    /// `work`'s outcome, unless the run must stop first.
+    async fn unless_stopped<T>(
+        &self,
+        work: impl Future<Output = Result<T, CanonError>>,
+    ) -> Result<T, CanonError> {
+        tokio::select! {
+            biased;
+            reason = self.stopped() => Err(reason),
+            outcome = work => outcome,
+        }
+    }
+}
+
+impl LocalAdapter {
+    /// A client of the engine at `DOCKER_HOST`, else the local socket. Cheap: nothing is
+    /// sent before the first run or build, which negotiates the API version (an unreachable
+    /// engine is an `ERR_ADAPTER_INVOCATION` then).
+    pub fn connect() -> Result<LocalAdapter, CanonError> {
+        Ok(LocalAdapter {
+            engine: Arc::new(BollardEngine::connect()?),
+        })
     }
 
     /// Builds a processor's image from source; see [`ImageBuild`]. The returned ID can be
     /// run with [`ImageSource::Local`].
     pub async fn build_image(&self, build: &ImageBuild<'_>) -> Result<BuiltImage, CanonError> {
-        build_image(&self.docker, build).await
+        self.engine.build_image(build).await
     }
 
-    /// The whole run, Ctrl-C included; the container is gone when this returns.
-    async fn invoke_local(&self, invocation: &Invocation) -> Result<Envelope, CanonError> {
+    /// The whole run; the container is gone, or the error says it may not be, when this
+    /// returns.
+    async fn invoke_local(
+        &self,
+        invocation: &Invocation,
+        cancel: &CancellationToken,
+    ) -> Result<Envelope, CanonError> {
         let mut resources = RunResources::default();
-        let outcome = tokio::select! {
-            biased;
-            () = ctrl_c() => Err(CanonError::new(
-                ErrorCode::Interrupted,
-                format!("Ctrl-C during {}; its container is removed", invocation.payload.processor_ref),
-            )),
-            outcome = self.run(invocation, &mut resources) => outcome,
-        };
+        let outcome = self.run(invocation, cancel, &mut resources).await;
         let removal = match resources.container.take() {
-            Some(container) => container.remove().await,
-            None => Ok(()),
+            Some(container) => Some(container.remove().await),
+            None => None,
         };
         drop(resources.socket_dir);
         match (outcome, removal) {
-            (Ok(envelope), Ok(())) => Ok(envelope),
-            (Ok(_), Err(error)) => Err(error),
-            (Err(error), removal) => {
-                if let Err(removal_error) = removal {
-                    tracing::warn!(event = "container.remove_failed", error = %removal_error);
-                }
-                Err(error)
-            }
+            (Ok(envelope), None | Some(Ok(_))) => Ok(envelope),
+            (Ok(_), Some(Err(failed))) => Err(CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!(
+                    "{} answered, but its container was not removed: {}",
+                    invocation.payload.processor_ref,
+                    failed.detail()
+                ),
+            )),
+            (Err(error), removal) => Err(with_cleanup_note(error, removal)),
         }
     }
 
-    /// Resolves the image, then runs the container within the timeout.
+    /// Resolves the image, then creates, starts and converses with the container, every
+    /// step racing `cancel` and, from creation on, the timeout.
     async fn run(
         &self,
         invocation: &Invocation,
+        cancel: &CancellationToken,
         resources: &mut RunResources,
     ) -> Result<Envelope, CanonError> {
         let options = LocalOptions::parse(&invocation.options)?;
@@ -127,9 +187,10 @@ impl LocalAdapter {
                 port: free_loopback_port()?,
             },
         };
-        let image = self.resolve_image(invocation).await?;
+        let staging = StagingMounts::new(&invocation.staging, &invocation.payload)?;
+        let mut stop = Stop::new(cancel, &invocation.payload.processor_ref);
+        let image = stop.unless_stopped(self.resolve_image(invocation)).await?;
         let user = container_user()?;
-        let artifacts_root = prepare_artifacts_root(&invocation.artifacts_root, user)?;
         let socket_dir = match network {
             Network::None => Some(resources.socket_dir.insert(socket_dir(user)?).path()),
             Network::Bridge | Network::Host { .. } => None,
@@ -147,55 +208,47 @@ impl LocalAdapter {
             expected_digest: &image.expected_digest,
             network,
             user,
-            artifacts_root: &artifacts_root,
+            staging: &staging,
             socket_dir,
         });
         let name = format!("proctor-{}", uuid::Uuid::new_v4().simple());
         let container = resources
             .container
-            .insert(ContainerGuard::new(self.docker.clone(), name));
-        let converse = async {
-            let options = CreateContainerOptionsBuilder::default()
-                .name(container.name())
-                .build();
-            self.docker
-                .create_container(Some(options), body)
-                .await
-                .map_err(|error| engine_error("creating the container", error))?;
-            self.docker
-                .start_container(container.name(), None)
-                .await
-                .map_err(|error| engine_error("starting the container", error))?;
-            tracing::info!(
-                event = "container.started",
-                execution_id = %invocation.payload.execution_id,
-                container = %container.name(),
-                image_id = %image.image_id,
-            );
-            let endpoint = match known_endpoint {
-                Some(endpoint) => endpoint,
-                None => {
-                    Endpoint::Loopback(self.published_port(container.name(), invocation).await?)
-                }
-            };
-            self.converse(
-                container.name(),
-                &endpoint,
-                invocation,
-                &image.expected_digest,
-            )
-            .await
-        };
-        match tokio::time::timeout(invocation.timeout, converse).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(CanonError::new(
-                ErrorCode::Timeout,
-                format!(
-                    "{} gave no envelope within {:?}; its container is removed",
-                    invocation.payload.processor_ref, invocation.timeout
-                ),
-            )),
+            .insert(ContainerGuard::new(Arc::clone(&self.engine), name));
+        stop.start_clock(invocation.timeout);
+        let mut create = pin!(self.engine.create_container(container.name(), body));
+        tokio::select! {
+            biased;
+            created = &mut create => created?,
+            reason = stop.stopped() => {
+                // The engine may still create the container: wait for its answer, so the
+                // removal that follows finds it.
+                let _ = tokio::time::timeout(CREATE_GRACE, create).await;
+                return Err(reason);
+            }
         }
+        stop.unless_stopped(self.engine.start_container(container.name()))
+            .await?;
+        tracing::info!(
+            event = "container.started",
+            execution_id = %invocation.payload.execution_id,
+            container = %container.name(),
+            image_id = %image.image_id,
+        );
+        let endpoint = match known_endpoint {
+            Some(endpoint) => endpoint,
+            None => Endpoint::Loopback(
+                stop.unless_stopped(self.published_port(container.name(), invocation))
+                    .await?,
+            ),
+        };
+        stop.unless_stopped(self.converse(
+            container.name(),
+            &endpoint,
+            invocation,
+            &image.expected_digest,
+        ))
+        .await
     }
 
     /// The image to start and the digest to expect.
@@ -215,17 +268,14 @@ impl LocalAdapter {
                 })
             }
             ImageSource::Pinned { reference } => {
-                let pinned = ensure_pinned_image(&self.docker, reference).await?;
+                let pinned = self.engine.ensure_pinned_image(reference).await?;
                 Ok(ResolvedImage {
                     image_id: pinned.image_id,
                     expected_digest: pinned.digest,
                 })
             }
             ImageSource::Local { image_id } => {
-                let image = self.docker.inspect_image(image_id).await.map_err(|error| {
-                    engine_error(&format!("inspecting image {image_id}"), error)
-                })?;
-                if image.id.as_deref() != Some(image_id.as_str()) {
+                if self.engine.image_id(image_id).await? != *image_id {
                     return Err(CanonError::new(
                         ErrorCode::AdapterInvocation,
                         format!("`{image_id}` is not a local image ID (sha256:…)"),
@@ -245,19 +295,10 @@ impl LocalAdapter {
         container: &str,
         invocation: &Invocation,
     ) -> Result<u16, CanonError> {
-        let details = self
-            .docker
-            .inspect_container(container, None)
-            .await
-            .map_err(|error| engine_error("inspecting the container", error))?;
         let key = format!("{}/tcp", invocation.spec.build.port);
-        details
-            .network_settings
-            .and_then(|settings| settings.ports)
-            .and_then(|mut ports| ports.remove(&key).flatten())
-            .into_iter()
-            .flatten()
-            .find_map(|binding| binding.host_port.and_then(|port| port.parse().ok()))
+        self.engine
+            .published_port(container, &key)
+            .await?
             .ok_or_else(|| {
                 CanonError::new(
                     ErrorCode::AdapterInvocation,
@@ -276,7 +317,7 @@ impl LocalAdapter {
         expected_digest: &str,
     ) -> Result<Envelope, CanonError> {
         let client = ProcessorClient::new(endpoint)?;
-        let mut exited = Box::pin(self.exit_code(container));
+        let mut exited = self.engine.exit_code(container);
         tokio::select! {
             health = client.wait_healthy(&invocation.payload.processor_ref) => health?,
             code = &mut exited => {
@@ -310,24 +351,6 @@ impl LocalAdapter {
         )
     }
 
-    /// Resolves with the container's exit code once it stops; pends forever if the engine
-    /// cannot say (the run's timeout still applies).
-    async fn exit_code(&self, container: &str) -> i64 {
-        let options = WaitContainerOptionsBuilder::default()
-            .condition("not-running")
-            .build();
-        match self
-            .docker
-            .wait_container(container, Some(options))
-            .next()
-            .await
-        {
-            Some(Ok(response)) => response.status_code,
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            _ => std::future::pending().await,
-        }
-    }
-
     /// The error for a container that stopped before answering.
     async fn exited_early(
         &self,
@@ -348,17 +371,7 @@ impl LocalAdapter {
 
     /// `"; last log lines:\n…"` with secrets masked, or nothing.
     async fn last_logs(&self, container: &str, invocation: &Invocation) -> String {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(LOG_TAIL_LINES)
-            .build();
-        let chunks: Vec<_> = self.docker.logs(container, Some(options)).collect().await;
-        let text: String = chunks
-            .into_iter()
-            .filter_map(Result::ok)
-            .map(|chunk| chunk.to_string())
-            .collect();
+        let text = self.engine.log_tail(container, LOG_TAIL_LINES).await;
         let text = text.trim_end();
         if text.is_empty() {
             return String::new();
@@ -376,59 +389,27 @@ impl Adapter for LocalAdapter {
     fn invoke<'a>(
         &'a self,
         invocation: &'a Invocation,
+        cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<Envelope, CanonError>> {
-        Box::pin(self.invoke_local(invocation))
+        Box::pin(self.invoke_local(invocation, cancel))
     }
 }
 
-/// Resolves on Ctrl-C; never, where signals cannot be watched.
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// The `uid:gid` processors run as: [`UNPRIVILEGED_ID`] when proctor runs as root, else
-/// proctor's own effective ids (so both sides can write the artifacts root).
-fn container_user() -> Result<(u32, u32), CanonError> {
-    let (uid, gid) = effective_ids()?;
-    Ok(if uid == 0 {
-        (UNPRIVILEGED_ID, UNPRIVILEGED_ID)
-    } else {
-        (uid, gid)
-    })
-}
-
-/// This process's effective uid and gid: the owner of `/proc/self` (procfs gives each
-/// process directory its effective ids).
-fn effective_ids() -> Result<(u32, u32), CanonError> {
-    let metadata = std::fs::metadata("/proc/self").map_err(|error| {
-        CanonError::new(
-            ErrorCode::AdapterInvocation,
-            format!("cannot read /proc/self for the user id: {error}"),
-        )
-    })?;
-    Ok((metadata.uid(), metadata.gid()))
-}
-
-/// Creates the artifacts root if missing and returns its absolute path; as root, hands
-/// the root directory itself to the container user so the processor can write under it.
-fn prepare_artifacts_root(root: &Path, user: (u32, u32)) -> Result<PathBuf, CanonError> {
-    let failed = |what: &str, error: std::io::Error| {
-        CanonError::new(
-            ErrorCode::AdapterInvocation,
-            format!("artifacts root {}: {what}: {error}", root.display()),
-        )
+/// `error`, saying what became of the run's container where that matters: always when
+/// removing it failed, and for a timeout or a cancellation in any case.
+fn with_cleanup_note(
+    error: CanonError,
+    removal: Option<Result<Removal, CanonError>>,
+) -> CanonError {
+    let stopped = matches!(error.code(), ErrorCode::Timeout | ErrorCode::Interrupted);
+    let note = match removal {
+        Some(Err(failed)) => format!("; its container may be left: {}", failed.detail()),
+        Some(Ok(Removal::Removed)) if stopped => "; its container is removed".to_owned(),
+        Some(Ok(Removal::Absent)) if stopped => "; no container is left".to_owned(),
+        None if stopped => "; no container was created".to_owned(),
+        _ => return error,
     };
-    std::fs::create_dir_all(root).map_err(|error| failed("cannot create it", error))?;
-    let absolute = root
-        .canonicalize()
-        .map_err(|error| failed("cannot resolve it", error))?;
-    if effective_ids()?.0 == 0 {
-        std::os::unix::fs::chown(&absolute, Some(user.0), Some(user.1))
-            .map_err(|error| failed("cannot hand it to the container user", error))?;
-    }
-    Ok(absolute)
+    CanonError::new(error.code(), format!("{}{note}", error.detail()))
 }
 
 /// A fresh private directory for the processor's socket, owned by the container user.
@@ -443,9 +424,7 @@ fn socket_dir(user: (u32, u32)) -> Result<TempDir, CanonError> {
         .prefix("proctor-run-")
         .tempdir()
         .map_err(failed)?;
-    if effective_ids()?.0 == 0 {
-        std::os::unix::fs::chown(dir.path(), Some(user.0), Some(user.1)).map_err(failed)?;
-    }
+    hand_over(dir.path(), user).map_err(failed)?;
     Ok(dir)
 }
 
@@ -462,48 +441,321 @@ fn free_loopback_port() -> Result<u16, CanonError> {
         })
 }
 
-/// An engine failure while `doing` something.
-pub(crate) fn engine_error(doing: &str, error: bollard::errors::Error) -> CanonError {
-    CanonError::new(
-        ErrorCode::AdapterInvocation,
-        format!("docker engine: {doing}: {error}"),
-    )
-}
-
-/// Whether the engine answered 404.
-pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
-    matches!(
-        error,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use proctor_contract::Mode;
 
-    #[test]
-    fn root_runs_processors_unprivileged() {
-        let (uid, gid) = effective_ids().unwrap();
-        let user = container_user().unwrap();
-        if uid == 0 {
-            assert_eq!(user, (UNPRIVILEGED_ID, UNPRIVILEGED_ID));
-        } else {
-            assert_eq!(user, (uid, gid));
+    use super::*;
+    use crate::recording_engine::{Call, Processor, RecordingEngine, Script, Step};
+    use crate::testing::invocation;
+
+    fn adapter(engine: &Arc<RecordingEngine>) -> LocalAdapter {
+        LocalAdapter {
+            engine: Arc::clone(engine) as Arc<dyn ContainerEngine>,
         }
     }
 
-    #[test]
-    fn artifacts_root_is_created_and_handed_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("a/b");
-        let user = container_user().unwrap();
-        let absolute = prepare_artifacts_root(&root, user).unwrap();
-        assert!(absolute.is_absolute() && absolute.is_dir());
-        assert_eq!(std::fs::metadata(&absolute).unwrap().uid(), user.0);
+    /// Runs `invocation` against an engine playing `script`, never cancelled.
+    async fn run(
+        script: Script,
+        invocation: &Invocation,
+    ) -> (Arc<RecordingEngine>, Result<Envelope, CanonError>) {
+        let engine = RecordingEngine::new(script);
+        let outcome = adapter(&engine)
+            .invoke(invocation, &CancellationToken::new())
+            .await;
+        (engine, outcome)
+    }
+
+    /// The calls' kinds, in order (container names are random).
+    fn kinds(engine: &RecordingEngine) -> Vec<&'static str> {
+        engine
+            .calls()
+            .iter()
+            .map(|call| match call {
+                Call::ImageId(_) => "image",
+                Call::Create(_) => "create",
+                Call::Start(_) => "start",
+                Call::PublishedPort(_) => "port",
+                Call::LogTail(_) => "logs",
+                Call::Remove(_) => "remove",
+            })
+            .collect()
+    }
+
+    fn is_remove(call: &Call) -> bool {
+        matches!(call, Call::Remove(_))
+    }
+
+    #[tokio::test]
+    async fn a_run_creates_starts_and_removes_one_labelled_container() {
+        let invocation = invocation(Mode::Mock);
+        let (engine, outcome) = run(Script::default(), &invocation).await;
+        assert!(matches!(outcome, Ok(Envelope::Success(_))), "{outcome:?}");
+        assert_eq!(kinds(&engine), ["image", "create", "start", "remove"]);
+        let calls = engine.calls();
+        assert_eq!(calls[1], Call::Create(container_name(&calls[3])));
+        let labels = engine.created_body().unwrap().labels.unwrap();
+        assert_eq!(labels[LABEL_EXECUTION_ID], "e1");
+        assert_eq!(labels[LABEL_REF], "text/stats@1");
+    }
+
+    fn container_name(call: &Call) -> String {
+        match call {
+            Call::Remove(name) => name.clone(),
+            other => panic!("not a removal: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bridge_run_talks_to_the_published_port() {
+        let invocation = invocation(Mode::Real);
+        let (engine, outcome) = run(Script::default(), &invocation).await;
+        assert!(matches!(outcome, Ok(Envelope::Success(_))), "{outcome:?}");
+        assert_eq!(
+            kinds(&engine),
+            ["image", "create", "start", "port", "remove"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_foreign_staging_area_is_refused_before_the_engine_is_asked() {
+        let mut invocation = invocation(Mode::Mock);
+        invocation.payload.execution_id = "e2".to_owned();
+        let (engine, outcome) = run(Script::default(), &invocation).await;
+        assert_eq!(outcome.unwrap_err().code(), ErrorCode::AdapterInvocation);
+        assert!(engine.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_exit_before_health_fails_fast_with_masked_logs() {
+        let script = Script {
+            processor: Processor::ExitsAtStart(3),
+            logs: "booting\nusing key sk-test-secret\n".to_owned(),
+            ..Script::default()
+        };
+        let (engine, outcome) = run(script, &invocation(Mode::Mock)).await;
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::AdapterInvocation);
+        let message = error.message();
+        assert!(
+            message.contains("text/stats@1 exited with code 3 before /healthz answered"),
+            "{message}"
+        );
+        assert!(message.contains("last log lines:\nbooting"), "{message}");
+        assert!(
+            !message.contains("sk-test-secret"),
+            "a secret leaked: {message}"
+        );
+        assert!(!message.contains("container"), "{message}");
+        assert_eq!(
+            kinds(&engine),
+            ["image", "create", "start", "logs", "remove"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_exit_during_run_fails_fast() {
+        let script = Script {
+            processor: Processor::ExitsOnRun(70),
+            ..Script::default()
+        };
+        let (engine, outcome) = run(script, &invocation(Mode::Mock)).await;
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::AdapterInvocation);
+        assert!(
+            error
+                .message()
+                .contains("exited with code 70 while answering /run"),
+            "{error}"
+        );
+        assert_eq!(engine.calls().last().map(is_remove), Some(true));
+    }
+
+    #[tokio::test]
+    async fn a_hung_run_times_out_and_its_container_is_removed() {
+        let mut invocation = invocation(Mode::Mock);
+        invocation.timeout = Duration::from_millis(300);
+        let script = Script {
+            processor: Processor::HangsOnRun,
+            ..Script::default()
+        };
+        let (engine, outcome) = run(script, &invocation).await;
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Timeout);
+        assert_eq!(
+            error.detail(),
+            "text/stats@1 gave no envelope within 300ms; its container is removed"
+        );
+        assert_eq!(kinds(&engine), ["image", "create", "start", "remove"]);
+    }
+
+    #[tokio::test]
+    async fn an_engine_failure_still_removes_the_container() {
+        let script = Script {
+            start: Step::Fails,
+            ..Script::default()
+        };
+        let (engine, outcome) = run(script, &invocation(Mode::Mock)).await;
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::AdapterInvocation);
+        assert_eq!(error.detail(), "docker engine: the script says so");
+        assert_eq!(kinds(&engine), ["image", "create", "start", "remove"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_removal_is_reported_truthfully() {
+        let failing_removal = Script {
+            remove: Step::Fails,
+            ..Script::default()
+        };
+        let (_, outcome) = run(failing_removal.clone(), &invocation(Mode::Mock)).await;
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::AdapterInvocation);
+        assert_eq!(
+            error.detail(),
+            "text/stats@1 answered, but its container was not removed: docker engine: the script says so"
+        );
+
+        let mut invocation = invocation(Mode::Mock);
+        invocation.timeout = Duration::from_millis(200);
+        let hung = Script {
+            processor: Processor::HangsOnRun,
+            ..failing_removal
+        };
+        let (_, outcome) = run(hung, &invocation).await;
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Timeout);
+        assert_eq!(
+            error.detail(),
+            "text/stats@1 gave no envelope within 200ms; its container may be left: docker engine: the script says so"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancelling_during_run_removes_the_container() {
+        let mut invocation = invocation(Mode::Mock);
+        invocation.timeout = Duration::from_secs(60);
+        let engine = RecordingEngine::new(Script {
+            processor: Processor::HangsOnRun,
+            ..Script::default()
+        });
+        let cancel = CancellationToken::new();
+        let adapter = adapter(&engine);
+        let (outcome, ()) = tokio::join!(adapter.invoke(&invocation, &cancel), async {
+            engine.run_received().await;
+            cancel.cancel();
+        });
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Interrupted);
+        assert_eq!(
+            error.message(),
+            "run interrupted: text/stats@1 was cancelled; its container is removed"
+        );
+        assert_eq!(kinds(&engine), ["image", "create", "start", "remove"]);
+    }
+
+    #[tokio::test]
+    async fn cancelling_during_image_resolution_creates_no_container() {
+        let engine = RecordingEngine::new(Script {
+            image: Step::Hangs,
+            ..Script::default()
+        });
+        let cancel = CancellationToken::new();
+        let invocation = invocation(Mode::Mock);
+        let adapter = adapter(&engine);
+        let (outcome, ()) = tokio::join!(adapter.invoke(&invocation, &cancel), async {
+            assert!(
+                engine
+                    .await_call(|call| matches!(call, Call::ImageId(_)))
+                    .await
+            );
+            cancel.cancel();
+        });
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Interrupted);
+        assert_eq!(
+            error.detail(),
+            "text/stats@1 was cancelled; no container was created"
+        );
+        assert_eq!(kinds(&engine), ["image"]);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_token_stops_the_run_before_the_engine_is_asked() {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let engine = RecordingEngine::new(Script::default());
+        let error = adapter(&engine)
+            .invoke(&invocation(Mode::Mock), &cancel)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Interrupted);
+        assert!(engine.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_create_in_flight_lands_before_the_removal() {
+        let engine = RecordingEngine::new(Script {
+            create: Step::Lands(Duration::from_millis(300)),
+            ..Script::default()
+        });
+        let cancel = CancellationToken::new();
+        let invocation = invocation(Mode::Mock);
+        let adapter = adapter(&engine);
+        let (outcome, ()) = tokio::join!(adapter.invoke(&invocation, &cancel), async {
+            assert!(
+                engine
+                    .await_call(|call| matches!(call, Call::ImageId(_)))
+                    .await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            cancel.cancel();
+        });
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Interrupted);
+        assert!(
+            error.detail().ends_with("; its container is removed"),
+            "{error}"
+        );
+        assert_eq!(kinds(&engine), ["image", "create", "remove"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_create_that_never_answers_is_not_claimed_removed() {
+        let mut invocation = invocation(Mode::Mock);
+        invocation.timeout = Duration::from_secs(1);
+        let script = Script {
+            create: Step::Hangs,
+            ..Script::default()
+        };
+        let (engine, outcome) = run(script, &invocation).await;
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Timeout);
+        assert_eq!(
+            error.detail(),
+            "text/stats@1 gave no envelope within 1s; no container is left"
+        );
+        assert_eq!(kinds(&engine), ["image", "remove"]);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_run_removes_its_container() {
+        let engine = RecordingEngine::new(Script {
+            processor: Processor::HangsOnRun,
+            ..Script::default()
+        });
+        let task = tokio::spawn({
+            let adapter = adapter(&engine);
+            async move {
+                let invocation = invocation(Mode::Mock);
+                adapter.invoke(&invocation, &CancellationToken::new()).await
+            }
+        });
+        engine.run_received().await;
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert!(engine.await_call(is_remove).await, "{:?}", engine.calls());
     }
 
     #[test]

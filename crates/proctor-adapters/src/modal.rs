@@ -10,13 +10,14 @@
 //! `POST /run` with the payload the local adapter sends (or `/run-stream` with
 //! `{"stream": true}`, the envelope coming in the `done` event) → the local adapter's
 //! envelope checks (execution id, index path, output paths, digest). Everything after the
-//! endpoint is resolved is bounded by the invocation's timeout.
+//! endpoint is resolved is bounded by the invocation's timeout, and the whole run races the
+//! caller's cancellation token (`ERR_INTERRUPTED`; nothing is left on this host to clean).
 //!
 //! # Where the artifacts are
 //!
 //! The processor runs inside Modal and writes its outputs, outputs index and receipts there
 //! (on the deployment's artifacts volume, or in its container's own storage without one),
-//! never on this host: [`Invocation::artifacts_root`] is not used. The checked envelope
+//! never on this host: [`Invocation::staging`] is not used. The checked envelope
 //! that comes back is the run's evidence on this side.
 //!
 //! # Proxy auth and secrets
@@ -43,6 +44,7 @@ use proctor_contract::{CanonError, Envelope, ErrorCode, Health, Redactor};
 use proctor_deploy::{Endpoint, ModalTarget, ProxyAuth};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::envelope_check::check_envelope;
 use crate::image_pin::pinned_digest;
@@ -110,9 +112,27 @@ impl ModalAdapter {
         Ok(ModalAdapter { target, auth, http })
     }
 
-    /// The whole run: checks that need no network, then the conversation within the
-    /// timeout.
-    async fn invoke_modal(&self, invocation: &Invocation) -> Result<Envelope, CanonError> {
+    /// The whole run, unless `cancel` fires first.
+    async fn invoke_modal(
+        &self,
+        invocation: &Invocation,
+        cancel: &CancellationToken,
+    ) -> Result<Envelope, CanonError> {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(CanonError::new(
+                ErrorCode::Interrupted,
+                format!(
+                    "{} was cancelled before its Modal deployment answered",
+                    invocation.payload.processor_ref
+                ),
+            )),
+            outcome = self.run(invocation) => outcome,
+        }
+    }
+
+    /// Checks that need no network, then the conversation within the timeout.
+    async fn run(&self, invocation: &Invocation) -> Result<Envelope, CanonError> {
         let options = ModalOptions::parse(&invocation.options)?;
         let conversation = Conversation::new(self, invocation)?;
         tracing::info!(
@@ -142,8 +162,9 @@ impl Adapter for ModalAdapter {
     fn invoke<'a>(
         &'a self,
         invocation: &'a Invocation,
+        cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<Envelope, CanonError>> {
-        Box::pin(self.invoke_modal(invocation))
+        Box::pin(self.invoke_modal(invocation, cancel))
     }
 }
 
@@ -529,11 +550,7 @@ impl SseParser {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-    use std::time::Duration;
-
-    use proctor_contract::{Mode, RunPayload};
-    use proctor_registry::ProcessorSpec;
+    use proctor_contract::Mode;
     use serde_json::{Value, json};
 
     use super::*;
@@ -545,36 +562,11 @@ mod tests {
     }
 
     fn invocation(image: ImageSource, amd64: Option<String>) -> Invocation {
-        let mut spec: ProcessorSpec = serde_yaml_ng::from_str(
-            r#"
-ref: text/stats@1
-description: d
-build: {context: ".", dockerfile: Dockerfile, port: 8000, cargo_package: processor-text-stats}
-image: {index: null, platforms: {amd64: null, arm64: null}}
-runtime: {cpu: 0.5, memory_gb: 0.25, timeout_s: 30, gpu: null}
-inputs: {}
-outputs: []
-examples: {}
-"#,
-        )
-        .unwrap();
-        spec.image.platforms.amd64 = amd64;
-        Invocation {
-            payload: RunPayload {
-                schema: "v1".into(),
-                execution_id: "e1".into(),
-                processor_ref: spec.processor_ref.clone(),
-                mode: Mode::Mock,
-                inputs: json!({}),
-                write_prefix: "/artifacts/o/e1/".into(),
-            },
-            spec,
-            image,
-            artifacts_root: PathBuf::from("/a"),
-            timeout: Duration::from_secs(5),
-            env: BTreeMap::from([("OPENAI_API_KEY".into(), "sk-processor-secret".into())]),
-            options: json!(null),
-        }
+        let mut invocation = crate::testing::invocation(Mode::Mock);
+        invocation.spec.image.platforms.amd64 = amd64;
+        invocation.image = image;
+        invocation.env = BTreeMap::from([("OPENAI_API_KEY".into(), "sk-processor-secret".into())]);
+        invocation
     }
 
     fn pinned() -> Invocation {
@@ -597,6 +589,18 @@ examples: {}
         };
         let auth = auth.then(|| ProxyAuth::new("wk-token-id-value", "ws-token-secret-value"));
         ModalAdapter::new(target, auth).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_run_is_interrupted_before_any_request() {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let error = adapter(true).invoke(&pinned(), &cancel).await.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Interrupted);
+        assert_eq!(
+            error.detail(),
+            "text/stats@1 was cancelled before its Modal deployment answered"
+        );
     }
 
     fn bytes(value: &Value) -> Vec<u8> {

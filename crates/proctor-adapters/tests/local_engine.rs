@@ -4,34 +4,50 @@
 
 mod support;
 
+use std::collections::BTreeSet;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::query_parameters::{
     PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
-use proctor_adapters::{Adapter, ImageSource, LocalAdapter};
+use proctor_adapters::{Adapter, ImageSource, Invocation, LocalAdapter, Staging};
 use proctor_contract::{CanonError, Envelope, ErrorCode, Mode, OutputsIndex, Receipt, cid};
 use serde_json::json;
-use support::{TestRun, faulty_dir, faulty_image, load_spec, processor_dir, workspace_root};
+use support::{
+    TestRun, faulty_dir, faulty_image, listing, load_spec, processor_dir, staged_path,
+    workspace_root,
+};
+use tokio_util::sync::CancellationToken;
 
-/// Runs the faulty processor's `fault` in mock mode from the shared image.
-async fn run_fault(run: &TestRun, fault: &str) -> Result<Envelope, CanonError> {
+/// A mock invocation of the faulty processor's `fault` from the shared image.
+async fn fault_invocation(run: &TestRun, fault: &str) -> Invocation {
     let spec = load_spec(&faulty_dir());
     let image = ImageSource::Local {
         image_id: faulty_image().await,
     };
-    let invocation = run.invocation(
+    run.invocation(
         &spec,
         image,
         Mode::Mock,
         json!({"schema": "v1", "fault": fault}),
-    );
+    )
+}
+
+/// Runs `invocation` through a fresh local adapter.
+async fn invoke(invocation: &Invocation) -> Result<Envelope, CanonError> {
     LocalAdapter::connect()
-        .await
         .unwrap()
-        .invoke(&invocation)
+        .invoke(invocation, &CancellationToken::new())
         .await
+}
+
+/// Runs the faulty processor's `fault` in mock mode from the shared image.
+async fn run_fault(run: &TestRun, fault: &str) -> Result<Envelope, CanonError> {
+    invoke(&fault_invocation(run, fault).await).await
 }
 
 async fn assert_fault(fault: &str, code: ErrorCode, fragment: &str) {
@@ -46,14 +62,50 @@ async fn assert_fault(fault: &str, code: ErrorCode, fragment: &str) {
 }
 
 #[tokio::test]
-async fn well_behaved_mock_run_succeeds_and_writes_its_index() {
+async fn well_behaved_mock_run_writes_its_index_into_its_staging_area_only() {
     let run = TestRun::new().await;
-    let Envelope::Success(success) = run_fault(&run, "none").await.unwrap() else {
+    let invocation = fault_invocation(&run, "none").await;
+    let Envelope::Success(success) = invoke(&invocation).await.unwrap() else {
         panic!("not a success")
     };
     assert_eq!(success.meta.image_digest, faulty_image().await);
-    let index = std::fs::read(run.host_path(success.index_path.as_str())).unwrap();
+    let index = std::fs::read(staged_path(&invocation, success.index_path.as_str())).unwrap();
     assert_eq!(OutputsIndex::from_bytes(&index).unwrap().outputs, []);
+    let staging = &invocation.staging;
+    assert_eq!(listing(staging.prefix_dir()), ["outputs.json"]);
+    assert!(listing(staging.execution_dir()).is_empty());
+    assert!(run.containers().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_users_directory_keeps_its_owner_and_mode() {
+    let run = TestRun::new().await;
+    let user_dir = run.artifacts.path().join("user");
+    std::fs::create_dir(&user_dir).unwrap();
+    std::fs::set_permissions(&user_dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        std::os::unix::fs::chown(&user_dir, Some(4321), Some(4322)).unwrap();
+    }
+    let before = std::fs::metadata(&user_dir).unwrap();
+
+    let mut invocation = fault_invocation(&run, "none").await;
+    let staging = Staging::create_in(&user_dir, &invocation.payload.execution_id).unwrap();
+    invocation.staging = Arc::new(staging);
+    assert!(matches!(
+        invoke(&invocation).await,
+        Ok(Envelope::Success(_))
+    ));
+    drop(invocation);
+
+    let after = std::fs::metadata(&user_dir).unwrap();
+    assert_eq!(
+        (after.uid(), after.gid(), after.mode()),
+        (before.uid(), before.gid(), before.mode())
+    );
+    assert!(
+        listing(&user_dir).is_empty(),
+        "the staging area outlived its invocation"
+    );
     assert!(run.containers().await.is_empty());
 }
 
@@ -123,13 +175,38 @@ async fn hang_past_the_timeout_is_a_timeout() {
     );
     invocation.timeout = Duration::from_secs(2);
     let error = LocalAdapter::connect()
-        .await
         .unwrap()
-        .invoke(&invocation)
+        .invoke(&invocation, &CancellationToken::new())
         .await
         .unwrap_err();
     assert_eq!(error.code(), ErrorCode::Timeout, "{error}");
     assert!(run.containers().await.is_empty());
+}
+
+#[tokio::test]
+async fn cancelling_a_run_removes_its_container() {
+    let run = TestRun::new().await;
+    let invocation = fault_invocation(&run, "hang").await;
+    let adapter = LocalAdapter::connect().unwrap();
+    let cancel = CancellationToken::new();
+    let (outcome, ()) = tokio::join!(adapter.invoke(&invocation, &cancel), async {
+        assert!(
+            run.await_container_count(1).await,
+            "the run's container never appeared"
+        );
+        cancel.cancel();
+    });
+    let error = outcome.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Interrupted, "{error}");
+    assert!(error.message().starts_with("run interrupted"), "{error}");
+    assert!(
+        error.message().ends_with("; its container is removed"),
+        "{error}"
+    );
+    assert!(
+        run.containers().await.is_empty(),
+        "the cancelled run left its container"
+    );
 }
 
 #[tokio::test]
@@ -145,8 +222,11 @@ async fn dropping_a_run_removes_its_hardened_container() {
         Mode::Mock,
         json!({"schema": "v1", "fault": "hang"}),
     );
-    let adapter = LocalAdapter::connect().await.unwrap();
-    let task = tokio::spawn(async move { adapter.invoke(&invocation).await });
+    let invocation_prefix = invocation.payload.write_prefix.clone();
+    let execution_id = invocation.payload.execution_id.clone();
+    let adapter = LocalAdapter::connect().unwrap();
+    let task =
+        tokio::spawn(async move { adapter.invoke(&invocation, &CancellationToken::new()).await });
     assert!(
         run.await_container_count(1).await,
         "the run's container never appeared"
@@ -158,6 +238,21 @@ async fn dropping_a_run_removes_its_hardened_container() {
         .inspect_container(summary.id.as_deref().unwrap(), None)
         .await
         .unwrap();
+    let mut mounted: Vec<_> = details
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mount| (mount.destination.unwrap(), mount.rw))
+        .collect();
+    mounted.sort();
+    let prefix = invocation_prefix.trim_end_matches('/').to_owned();
+    let mut expected = vec![
+        (prefix, Some(true)),
+        (format!("/artifacts/execution/{execution_id}"), Some(true)),
+        ("/run/proctor".to_owned(), Some(true)),
+    ];
+    expected.sort();
+    assert_eq!(mounted, expected, "only the staging area and the socket");
     let host = details.host_config.unwrap();
     assert_eq!(host.network_mode.as_deref(), Some("none"));
     assert_eq!(host.readonly_rootfs, Some(true));
@@ -187,8 +282,12 @@ async fn build_path_runs_by_image_id() {
         workspace_root: workspace_root(),
     };
     let invocation = run.invocation(&spec, image, Mode::Mock, json!({"schema": "v1"}));
-    let adapter = LocalAdapter::connect().await.unwrap();
-    let Envelope::Success(success) = adapter.invoke(&invocation).await.unwrap() else {
+    let adapter = LocalAdapter::connect().unwrap();
+    let Envelope::Success(success) = adapter
+        .invoke(&invocation, &CancellationToken::new())
+        .await
+        .unwrap()
+    else {
         panic!("not a success")
     };
     // The envelope names the image ID the adapter built and started (it checks that), and
@@ -229,9 +328,8 @@ async fn real_mode_talks_over_loopback_bridge_and_host_networks() {
             .extend(options.as_object().unwrap().clone());
         invocation.options = merged;
         let envelope = LocalAdapter::connect()
-            .await
             .unwrap()
-            .invoke(&invocation)
+            .invoke(&invocation, &CancellationToken::new())
             .await;
         assert!(
             matches!(envelope, Ok(Envelope::Success(_))),
@@ -251,9 +349,8 @@ async fn mock_refuses_a_network_option_before_any_container() {
     let mut invocation = run.invocation(&spec, image, Mode::Mock, json!({"schema": "v1"}));
     invocation.options["network"] = json!("host");
     let error = LocalAdapter::connect()
-        .await
         .unwrap()
-        .invoke(&invocation)
+        .invoke(&invocation, &CancellationToken::new())
         .await
         .unwrap_err();
     assert_eq!(error.code(), ErrorCode::AdapterInvocation);
@@ -264,13 +361,16 @@ async fn mock_refuses_a_network_option_before_any_container() {
 async fn unpinned_and_absent_pins_fail_before_any_container() {
     let run = TestRun::new().await;
     let spec = load_spec(&faulty_dir());
-    let adapter = LocalAdapter::connect().await.unwrap();
+    let adapter = LocalAdapter::connect().unwrap();
 
     let unpinned = ImageSource::Pinned {
         reference: "127.0.0.1:5000/proctor-test/faulty:latest".into(),
     };
     let invocation = run.invocation(&spec, unpinned, Mode::Mock, json!({"schema": "v1"}));
-    let error = adapter.invoke(&invocation).await.unwrap_err();
+    let error = adapter
+        .invoke(&invocation, &CancellationToken::new())
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), ErrorCode::ImageUnpinned, "{error}");
     assert!(error.message().starts_with("image not pinned"));
 
@@ -279,7 +379,10 @@ async fn unpinned_and_absent_pins_fail_before_any_container() {
         reference: format!("127.0.0.1:5000/proctor-test/absent@{digest}"),
     };
     let invocation = run.invocation(&spec, absent, Mode::Mock, json!({"schema": "v1"}));
-    let error = adapter.invoke(&invocation).await.unwrap_err();
+    let error = adapter
+        .invoke(&invocation, &CancellationToken::new())
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), ErrorCode::AdapterInvocation, "{error}");
     assert!(error.message().contains("pulling"), "{error}");
     assert!(run.containers().await.is_empty());
@@ -340,9 +443,8 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
         json!({"schema": "v1"}),
     );
     let envelope = LocalAdapter::connect()
-        .await
         .unwrap()
-        .invoke(&invocation)
+        .invoke(&invocation, &CancellationToken::new())
         .await
         .unwrap();
     let Envelope::Success(success) = envelope else {
@@ -367,14 +469,15 @@ fn unpushed_digest(seed: &str) -> String {
 
 /// Two mock runs of a shipped processor's example, the first through `--build` (the only
 /// build of that processor in this binary), the second by the image ID the first ran: both
-/// succeed, write their files under the artifacts root, and agree on every output byte,
-/// CID and the stable part of the receipt.
+/// succeed, write exactly their evidence into their staging areas (creating `outputs/` on
+/// a read-only root filesystem), and agree on every output byte, CID and the stable part
+/// of the receipt.
 async fn shipped_processor_runs_identically(relative: &str, example: &str) {
     let dir = processor_dir(relative);
     let spec = load_spec(&dir);
     let inputs = spec.examples[example].inputs.clone();
     let run = TestRun::new().await;
-    let adapter = LocalAdapter::connect().await.unwrap();
+    let adapter = LocalAdapter::connect().unwrap();
     let mut source = ImageSource::Build {
         processor_dir: dir,
         workspace_root: workspace_root(),
@@ -382,7 +485,7 @@ async fn shipped_processor_runs_identically(relative: &str, example: &str) {
     let mut runs = Vec::new();
     for _ in 0..2 {
         let invocation = run.invocation(&spec, source, Mode::Mock, inputs.clone());
-        let success = match adapter.invoke(&invocation).await {
+        let success = match adapter.invoke(&invocation, &CancellationToken::new()).await {
             Ok(Envelope::Success(success)) => success,
             other => panic!("{relative}: {other:?}"),
         };
@@ -394,16 +497,17 @@ async fn shipped_processor_runs_identically(relative: &str, example: &str) {
         source = ImageSource::Local {
             image_id: success.meta.image_digest.clone(),
         };
-        runs.push((invocation.payload.write_prefix, success));
+        runs.push((invocation, success));
     }
     assert_eq!(runs[0].1.meta.image_digest, runs[1].1.meta.image_digest);
 
     let mut stable_receipts = Vec::new();
     let mut contents = Vec::new();
-    for (prefix, success) in &runs {
+    for (invocation, success) in &runs {
+        let prefix = &invocation.payload.write_prefix;
         assert!(!success.outputs.is_empty());
         let index = OutputsIndex::from_bytes(
-            &std::fs::read(run.host_path(success.index_path.as_str())).unwrap(),
+            &std::fs::read(staged_path(invocation, success.index_path.as_str())).unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -424,7 +528,7 @@ async fn shipped_processor_runs_identically(relative: &str, example: &str) {
                     .any(|declared| declared.path == relative_path),
                 "{relative_path} undeclared"
             );
-            let bytes = std::fs::read(run.host_path(output.path.as_str())).unwrap();
+            let bytes = std::fs::read(staged_path(invocation, output.path.as_str())).unwrap();
             assert_eq!(cid(&bytes), output.cid);
             assert_eq!(bytes.len() as u64, output.size_bytes);
             files.push((
@@ -434,12 +538,34 @@ async fn shipped_processor_runs_identically(relative: &str, example: &str) {
                 bytes,
             ));
         }
+        let mut expected_listing =
+            BTreeSet::from(["outputs.json".to_owned(), "receipt.json".to_owned()]);
+        for (path, ..) in &files {
+            let file = format!("outputs/{path}");
+            expected_listing.extend(
+                Path::new(&file)
+                    .ancestors()
+                    .take_while(|ancestor| !ancestor.as_os_str().is_empty())
+                    .map(|ancestor| ancestor.display().to_string()),
+            );
+        }
+        let expected_listing: Vec<String> = expected_listing.into_iter().collect();
+        assert_eq!(
+            listing(invocation.staging.prefix_dir()),
+            expected_listing,
+            "{relative}: the prefix directory holds exactly the evidence"
+        );
+        assert_eq!(
+            listing(invocation.staging.execution_dir()),
+            ["receipt.json"]
+        );
         contents.push(files);
-        let receipt_bytes = std::fs::read(run.host_path(&format!("{prefix}receipt.json"))).unwrap();
+        let receipt_bytes =
+            std::fs::read(staged_path(invocation, &format!("{prefix}receipt.json"))).unwrap();
         let execution_receipt =
             format!("/artifacts/execution/{}/receipt.json", success.execution_id);
         assert_eq!(
-            std::fs::read(run.host_path(&execution_receipt)).unwrap(),
+            std::fs::read(staged_path(invocation, &execution_receipt)).unwrap(),
             receipt_bytes
         );
         let receipt: Receipt = serde_json::from_slice(&receipt_bytes).unwrap();

@@ -30,7 +30,8 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use proctor_adapters::{
-    Adapter, ImageBuild, ImageSource, Invocation, LocalAdapter, ModalAdapter, host_platform,
+    Adapter, ImageBuild, ImageSource, Invocation, LocalAdapter, ModalAdapter, Staging,
+    host_platform,
 };
 use proctor_contract::{
     CanonError, Envelope, ErrorCode, Mode, OutputsIndex, PAYLOAD_SCHEMA, RunPayload, WritePrefix,
@@ -42,6 +43,7 @@ use support::{TEST_LABEL, TestRun, load_spec, processor_dir, workspace_root};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
 /// The proxy-auth token the proxy demands.
 const TOKEN_ID: &str = "wk-proctor-test-id";
@@ -68,7 +70,7 @@ async fn pinned_text_stats() -> &'static PinnedImage {
             let dir = processor_dir("processors/text/stats/1");
             let spec = load_spec(&dir);
             let root = workspace_root();
-            let adapter = LocalAdapter::connect().await.unwrap();
+            let adapter = LocalAdapter::connect().unwrap();
             let image_id = adapter
                 .build_image(&ImageBuild {
                     spec: &spec,
@@ -131,11 +133,12 @@ fn smoke_inputs() -> Value {
         .clone()
 }
 
-/// A mock invocation for the Modal adapter; `artifacts_root` is a path nobody creates, to
-/// show the adapter never writes on this host.
-fn modal_invocation(spec: &ProcessorSpec, inputs: Value, unused_root: &Path) -> Invocation {
+/// A mock invocation for the Modal adapter, with a staging area in `parent` that stays
+/// empty ([`assert_nothing_staged`]): the adapter never writes on this host.
+fn modal_invocation(spec: &ProcessorSpec, inputs: Value, parent: &Path) -> Invocation {
     let execution_id = uuid::Uuid::new_v4().to_string();
     let prefix = WritePrefix::expand("/artifacts/test/{execution_id}", &execution_id).unwrap();
+    let staging = Staging::create_in(parent, &execution_id).unwrap();
     Invocation {
         payload: RunPayload {
             schema: PAYLOAD_SCHEMA.to_owned(),
@@ -149,10 +152,23 @@ fn modal_invocation(spec: &ProcessorSpec, inputs: Value, unused_root: &Path) -> 
         image: ImageSource::Pinned {
             reference: spec.image.platforms.amd64.clone().unwrap(),
         },
-        artifacts_root: unused_root.to_path_buf(),
+        staging: Arc::new(staging),
         timeout: Duration::from_secs(120),
         env: BTreeMap::new(),
         options: Value::Null,
+    }
+}
+
+/// Asserts that nothing was written into the invocation's staging area.
+fn assert_nothing_staged(invocation: &Invocation) {
+    for dir in [
+        invocation.staging.prefix_dir(),
+        invocation.staging.execution_dir(),
+    ] {
+        assert!(
+            support::listing(dir).is_empty(),
+            "the modal adapter wrote on this host"
+        );
     }
 }
 
@@ -399,9 +415,8 @@ async fn mock_runs_match_the_local_adapter_in_their_stable_parts() {
         smoke_inputs(),
     );
     let local_envelope = LocalAdapter::connect()
-        .await
         .unwrap()
-        .invoke(&local)
+        .invoke(&local, &CancellationToken::new())
         .await
         .unwrap();
     let expected = stable_part(&local_envelope, &local.payload.write_prefix);
@@ -410,11 +425,14 @@ async fn mock_runs_match_the_local_adapter_in_their_stable_parts() {
     let (base_url, front) = ProxyAuthFront::start(stand_in.port).await;
     let adapter = modal_adapter(&base_url, false);
     assert_eq!(adapter.name(), "modal");
-    let unused_root = run.artifacts.path().join("modal-host-root");
     for options in [Value::Null, json!({"stream": true})] {
-        let mut invocation = modal_invocation(&spec, smoke_inputs(), &unused_root);
+        let mut invocation = modal_invocation(&spec, smoke_inputs(), run.artifacts.path());
         invocation.options = options.clone();
-        let envelope = adapter.invoke(&invocation).await.unwrap();
+        let envelope = adapter
+            .invoke(&invocation, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_nothing_staged(&invocation);
         assert_eq!(
             String::from_utf8(stable_part(&envelope, &invocation.payload.write_prefix)).unwrap(),
             String::from_utf8(expected.clone()).unwrap(),
@@ -436,11 +454,6 @@ async fn mock_runs_match_the_local_adapter_in_their_stable_parts() {
         let receipt = format!("{}receipt.json", invocation.payload.write_prefix);
         assert!(stand_in.host_path(&receipt).is_file());
     }
-    assert!(
-        !unused_root.exists(),
-        "the modal adapter wrote on this host"
-    );
-
     let seen = front.seen();
     assert_eq!(
         front.paths(),
@@ -459,12 +472,15 @@ async fn processor_error_envelopes_pass_through() {
     let run = TestRun::new().await;
     let stand_in = StandIn::start(&run, &pinned.image_id, &pinned.digest).await;
     let (base_url, _front) = ProxyAuthFront::start(stand_in.port).await;
-    let unused_root = run.artifacts.path().join("modal-host-root");
     let adapter = modal_adapter(&base_url, false);
     for options in [Value::Null, json!({"stream": true})] {
-        let mut invocation = modal_invocation(&spec, json!({"schema": "v1"}), &unused_root);
+        let mut invocation = modal_invocation(&spec, json!({"schema": "v1"}), run.artifacts.path());
         invocation.options = options.clone();
-        let Envelope::Error(error) = adapter.invoke(&invocation).await.unwrap() else {
+        let Envelope::Error(error) = adapter
+            .invoke(&invocation, &CancellationToken::new())
+            .await
+            .unwrap()
+        else {
             panic!("{options}: not an error envelope")
         };
         assert_eq!(error.error.code, ErrorCode::Inputs, "{options}: {error:?}");
@@ -479,11 +495,10 @@ async fn missing_or_wrong_proxy_credentials_are_modal_invocation_errors() {
     let run = TestRun::new().await;
     let stand_in = StandIn::start(&run, &pinned.image_id, &pinned.digest).await;
     let (base_url, front) = ProxyAuthFront::start(stand_in.port).await;
-    let unused_root = run.artifacts.path().join("modal-host-root");
-    let invocation = modal_invocation(&spec, smoke_inputs(), &unused_root);
+    let invocation = modal_invocation(&spec, smoke_inputs(), run.artifacts.path());
 
     let error = modal_adapter(&base_url, true)
-        .invoke(&invocation)
+        .invoke(&invocation, &CancellationToken::new())
         .await
         .unwrap_err();
     assert_eq!(error.code(), ErrorCode::ModalInvocation, "{error}");
@@ -511,7 +526,7 @@ async fn missing_or_wrong_proxy_credentials_are_modal_invocation_errors() {
     ]);
     let error = ModalAdapter::from_env(&env)
         .unwrap()
-        .invoke(&invocation)
+        .invoke(&invocation, &CancellationToken::new())
         .await
         .unwrap_err();
     assert_eq!(error.code(), ErrorCode::ModalInvocation, "{error}");
@@ -537,10 +552,9 @@ async fn a_different_image_behind_the_url_is_image_drift() {
     let other_digest = format!("sha256:{}", "d1".repeat(32));
     let stand_in = StandIn::start(&run, &pinned.image_id, &other_digest).await;
     let (base_url, front) = ProxyAuthFront::start(stand_in.port).await;
-    let unused_root = run.artifacts.path().join("modal-host-root");
-    let invocation = modal_invocation(&spec, smoke_inputs(), &unused_root);
+    let invocation = modal_invocation(&spec, smoke_inputs(), run.artifacts.path());
     let error = modal_adapter(&base_url, false)
-        .invoke(&invocation)
+        .invoke(&invocation, &CancellationToken::new())
         .await
         .unwrap_err();
     assert_eq!(error.code(), ErrorCode::ImageDrift, "{error}");
@@ -567,10 +581,10 @@ async fn a_different_image_behind_the_url_is_image_drift() {
 async fn invoke_without_processor(base_url: &str, timeout: Duration) -> CanonError {
     let spec = pinned_spec(&unpushed_pin());
     let root = tempfile::tempdir().unwrap();
-    let mut invocation = modal_invocation(&spec, smoke_inputs(), &root.path().join("unused"));
+    let mut invocation = modal_invocation(&spec, smoke_inputs(), root.path());
     invocation.timeout = timeout;
     modal_adapter(base_url, false)
-        .invoke(&invocation)
+        .invoke(&invocation, &CancellationToken::new())
         .await
         .unwrap_err()
 }

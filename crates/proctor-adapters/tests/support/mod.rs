@@ -2,8 +2,9 @@
 //!
 //! Needs: a Docker engine (`scripts/setup.sh` starts one) and, for pinned-image tests, the
 //! OCI registry at 127.0.0.1:5000. Each [`TestRun`] labels its containers
-//! `proctor.test=<unique>`, owns a temporary artifacts root, and force-removes any container
-//! with its label when dropped, so no container outlives its test even when it fails.
+//! `proctor.test=<unique>`, owns a temporary directory holding its runs' staging areas, and
+//! force-removes any container with its label when dropped, so no container outlives its
+//! test even when it fails.
 //! The faulty processor's image is built once per test process and shared by its tests
 //! ([`faulty_image`]); under nextest (one process per test) the engine's build cache makes
 //! the repeats cheap.
@@ -13,12 +14,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::ContainerSummary;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
-use proctor_adapters::{ImageBuild, ImageSource, Invocation, LocalAdapter, host_platform};
+use proctor_adapters::{ImageBuild, ImageSource, Invocation, LocalAdapter, Staging, host_platform};
 use proctor_contract::{Mode, PAYLOAD_SCHEMA, RunPayload, WritePrefix};
 use proctor_registry::ProcessorSpec;
 use serde_json::{Value, json};
@@ -68,7 +70,7 @@ pub(crate) async fn faulty_image() -> String {
         .get_or_init(|| async {
             let dir = faulty_dir();
             let spec = load_spec(&dir);
-            let adapter = LocalAdapter::connect().await.unwrap();
+            let adapter = LocalAdapter::connect().unwrap();
             let root = workspace_root();
             let build = ImageBuild {
                 spec: &spec,
@@ -81,11 +83,42 @@ pub(crate) async fn faulty_image() -> String {
         .clone()
 }
 
-/// One test's run context: a unique label, an artifacts root, engine access.
+/// Where the container of `invocation` wrote `world_path`: under its staging area's prefix
+/// or execution directory.
+pub(crate) fn staged_path(invocation: &Invocation, world_path: &str) -> PathBuf {
+    let staging = &invocation.staging;
+    let execution = format!("/artifacts/execution/{}/", invocation.payload.execution_id);
+    if let Some(relative) = world_path.strip_prefix(&invocation.payload.write_prefix) {
+        staging.prefix_dir().join(relative)
+    } else if let Some(relative) = world_path.strip_prefix(&execution) {
+        staging.execution_dir().join(relative)
+    } else {
+        panic!("{world_path} lies outside the staging area")
+    }
+}
+
+/// Every entry under `dir`, relative to it, sorted.
+pub(crate) fn listing(dir: &Path) -> Vec<String> {
+    let mut entries = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            entries.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if path.symlink_metadata().unwrap().is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    entries.sort();
+    entries
+}
+
+/// One test's run context: a unique label, a directory for staging areas, engine access.
 pub(crate) struct TestRun {
     /// `proctor.test=<label>` on every container of this test.
     pub(crate) label: String,
-    /// The artifacts root mounted at `/artifacts`.
+    /// The parent of this test's staging areas.
     pub(crate) artifacts: TempDir,
     /// Engine access for checks.
     pub(crate) docker: Docker,
@@ -101,7 +134,8 @@ impl TestRun {
         }
     }
 
-    /// An invocation of `spec` in `mode` with `inputs`, labelled for this test.
+    /// An invocation of `spec` in `mode` with `inputs`, labelled for this test, with a
+    /// staging area of its own.
     pub(crate) fn invocation(
         &self,
         spec: &ProcessorSpec,
@@ -111,6 +145,7 @@ impl TestRun {
     ) -> Invocation {
         let execution_id = uuid::Uuid::new_v4().to_string();
         let prefix = WritePrefix::expand("/artifacts/test/{execution_id}", &execution_id).unwrap();
+        let staging = Staging::create_in(self.artifacts.path(), &execution_id).unwrap();
         Invocation {
             payload: RunPayload {
                 schema: PAYLOAD_SCHEMA.to_owned(),
@@ -122,17 +157,11 @@ impl TestRun {
             },
             spec: spec.clone(),
             image,
-            artifacts_root: self.artifacts.path().join("root"),
+            staging: Arc::new(staging),
             timeout: Duration::from_secs(120),
             env: BTreeMap::new(),
             options: json!({"labels": {TEST_LABEL: self.label}}),
         }
-    }
-
-    /// Host path of a world path under `/artifacts/`.
-    pub(crate) fn host_path(&self, world_path: &str) -> PathBuf {
-        let relative = world_path.strip_prefix("/artifacts/").unwrap();
-        self.artifacts.path().join("root").join(relative)
     }
 
     /// Every container (running or not) carrying this test's label.

@@ -1,0 +1,271 @@
+//! The container engine as a run needs it, behind [`ContainerEngine`], so the local
+//! adapter's run logic (timeout, early exit, cleanup, cancellation) is tested against a
+//! recording double; [`BollardEngine`] is the Docker engine through its API. bollard types
+//! do not leave this crate.
+
+use std::fmt;
+
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use proctor_contract::{CanonError, ErrorCode};
+use tokio::sync::OnceCell;
+
+use crate::image_build::{BuiltImage, ImageBuild, build_image};
+use crate::image_pin::{PinnedImage, ensure_pinned_image};
+
+/// What became of a container the adapter asked the engine to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// The engine removed it.
+    Removed,
+    /// There was none by that name (never created, or already removed by someone else).
+    Absent,
+}
+
+/// The operations a local run performs on the container engine.
+pub(crate) trait ContainerEngine: Send + Sync + fmt::Debug {
+    /// The ID (`sha256:…`) of the local image `image` names; an error when there is none.
+    fn image_id<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<String, CanonError>>;
+
+    /// Makes sure the pinned image is present (pulled by digest when absent) and carries
+    /// the pinned digest.
+    fn ensure_pinned_image<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<PinnedImage, CanonError>>;
+
+    /// Builds a processor's image from source.
+    fn build_image<'a>(
+        &'a self,
+        build: &'a ImageBuild<'a>,
+    ) -> BoxFuture<'a, Result<BuiltImage, CanonError>>;
+
+    /// Creates the container `name` from `body`.
+    fn create_container<'a>(
+        &'a self,
+        name: &'a str,
+        body: ContainerCreateBody,
+    ) -> BoxFuture<'a, Result<(), CanonError>>;
+
+    /// Starts the container `name`.
+    fn start_container<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), CanonError>>;
+
+    /// Resolves with the container's exit code once it stops; pends forever when the
+    /// engine cannot say (the run's timeout still applies).
+    fn exit_code<'a>(&'a self, name: &'a str) -> BoxFuture<'a, i64>;
+
+    /// The container's last `lines` lines of output (stdout and stderr); empty when the
+    /// engine has none or cannot say.
+    fn log_tail<'a>(&'a self, name: &'a str, lines: usize) -> BoxFuture<'a, String>;
+
+    /// The host port the engine published `container_port` (`"8000/tcp"`) on, if any.
+    fn published_port<'a>(
+        &'a self,
+        name: &'a str,
+        container_port: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u16>, CanonError>>;
+
+    /// Force-removes the container `name` with its anonymous volumes.
+    fn remove_container<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Removal, CanonError>>;
+}
+
+/// The Docker engine at `DOCKER_HOST`, else the local socket. The API version is
+/// negotiated on the first request, so making one sends nothing.
+#[derive(Debug)]
+pub(crate) struct BollardEngine {
+    client: Docker,
+    negotiated: OnceCell<Docker>,
+}
+
+impl BollardEngine {
+    /// A client of the engine; fails only on an unusable `DOCKER_HOST`.
+    pub(crate) fn connect() -> Result<BollardEngine, CanonError> {
+        Ok(BollardEngine {
+            client: Docker::connect_with_local_defaults().map_err(unreachable)?,
+            negotiated: OnceCell::new(),
+        })
+    }
+
+    /// The client, its API version negotiated with the engine.
+    async fn docker(&self) -> Result<&Docker, CanonError> {
+        self.negotiated
+            .get_or_try_init(|| self.client.clone().negotiate_version())
+            .await
+            .map_err(unreachable)
+    }
+}
+
+impl ContainerEngine for BollardEngine {
+    fn image_id<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<String, CanonError>> {
+        Box::pin(async move {
+            let details = self
+                .docker()
+                .await?
+                .inspect_image(image)
+                .await
+                .map_err(|error| engine_error(&format!("inspecting image {image}"), error))?;
+            Ok(details.id.unwrap_or_default())
+        })
+    }
+
+    fn ensure_pinned_image<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<PinnedImage, CanonError>> {
+        Box::pin(async move { ensure_pinned_image(self.docker().await?, reference).await })
+    }
+
+    fn build_image<'a>(
+        &'a self,
+        build: &'a ImageBuild<'a>,
+    ) -> BoxFuture<'a, Result<BuiltImage, CanonError>> {
+        Box::pin(async move { build_image(self.docker().await?, build).await })
+    }
+
+    fn create_container<'a>(
+        &'a self,
+        name: &'a str,
+        body: ContainerCreateBody,
+    ) -> BoxFuture<'a, Result<(), CanonError>> {
+        Box::pin(async move {
+            let options = CreateContainerOptionsBuilder::default().name(name).build();
+            self.docker()
+                .await?
+                .create_container(Some(options), body)
+                .await
+                .map(drop)
+                .map_err(|error| engine_error("creating the container", error))
+        })
+    }
+
+    fn start_container<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), CanonError>> {
+        Box::pin(async move {
+            self.docker()
+                .await?
+                .start_container(name, None)
+                .await
+                .map_err(|error| engine_error("starting the container", error))
+        })
+    }
+
+    fn exit_code<'a>(&'a self, name: &'a str) -> BoxFuture<'a, i64> {
+        Box::pin(async move {
+            let options = WaitContainerOptionsBuilder::default()
+                .condition("not-running")
+                .build();
+            let answer = match self.docker().await {
+                Ok(docker) => docker.wait_container(name, Some(options)).next().await,
+                Err(_) => None,
+            };
+            match answer {
+                Some(Ok(response)) => response.status_code,
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                _ => std::future::pending().await,
+            }
+        })
+    }
+
+    fn log_tail<'a>(&'a self, name: &'a str, lines: usize) -> BoxFuture<'a, String> {
+        Box::pin(async move {
+            let Ok(docker) = self.docker().await else {
+                return String::new();
+            };
+            let options = LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .tail(&lines.to_string())
+                .build();
+            let chunks: Vec<_> = docker.logs(name, Some(options)).collect().await;
+            chunks
+                .into_iter()
+                .filter_map(Result::ok)
+                .map(|chunk| chunk.to_string())
+                .collect()
+        })
+    }
+
+    fn published_port<'a>(
+        &'a self,
+        name: &'a str,
+        container_port: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u16>, CanonError>> {
+        Box::pin(async move {
+            let details = self
+                .docker()
+                .await?
+                .inspect_container(name, None)
+                .await
+                .map_err(|error| engine_error("inspecting the container", error))?;
+            Ok(details
+                .network_settings
+                .and_then(|settings| settings.ports)
+                .and_then(|mut ports| ports.remove(container_port).flatten())
+                .into_iter()
+                .flatten()
+                .find_map(|binding| binding.host_port.and_then(|port| port.parse().ok())))
+        })
+    }
+
+    fn remove_container<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Removal, CanonError>> {
+        Box::pin(async move {
+            let options = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            match self
+                .docker()
+                .await?
+                .remove_container(name, Some(options))
+                .await
+            {
+                Ok(()) => Ok(Removal::Removed),
+                // Already being removed (by the engine's own clean-up, say) is as good as gone.
+                Err(error) if is_not_found(&error) || is_removal_in_progress(&error) => {
+                    Ok(Removal::Absent)
+                }
+                Err(error) => Err(engine_error(&format!("removing container {name}"), error)),
+            }
+        })
+    }
+}
+
+/// The engine cannot be reached.
+fn unreachable(error: bollard::errors::Error) -> CanonError {
+    CanonError::new(
+        ErrorCode::AdapterInvocation,
+        format!(
+            "cannot reach the Docker engine: {error}; is dockerd running? (scripts/setup.sh starts it)"
+        ),
+    )
+}
+
+/// An engine failure while `doing` something.
+pub(crate) fn engine_error(doing: &str, error: bollard::errors::Error) -> CanonError {
+    CanonError::new(
+        ErrorCode::AdapterInvocation,
+        format!("docker engine: {doing}: {error}"),
+    )
+}
+
+/// Whether the engine answered 404.
+pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
+    matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Whether the engine answered that the container is already being removed.
+fn is_removal_in_progress(error: &bollard::errors::Error) -> bool {
+    matches!(error, bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+        if message.contains("already in progress"))
+}
