@@ -19,9 +19,12 @@ use std::path::Path;
 
 use proctor_adapters::host_platform;
 use proctor_contract::{
-    CanonError, ErrorCode, OutputsIndex, PinnedReference, ProcessorRef, Receipt, WorldPath, cid,
+    CanonError, ErrorCode, ExecutionSuccessEvent, OutputsIndex, PinnedReference, ProcessorRef,
+    Receipt, WorldPath, cid,
 };
-use proctor_ledger::{EventKind, Execution, ExecutionEvidence, ExecutionStatus, Ledger};
+use proctor_ledger::{
+    EventKind, Execution, ExecutionEvidence, ExecutionStatus, Ledger, Settlement,
+};
 use proctor_registry::{Registry, pinned_image};
 use proctor_store::{ArtifactStore, Check};
 use serde::Serialize;
@@ -173,8 +176,7 @@ impl Recorded<'_> {
         execution_id: &str,
         checks: &mut Checks,
     ) -> Result<Option<String>, CanonError> {
-        let ledger = self.sources.ledger;
-        let Some(evidence) = ledger.execution_evidence(execution_id).await? else {
+        let Some(evidence) = self.sources.ledger.execution_evidence(execution_id).await? else {
             checks.record(
                 "ledger.execution",
                 false,
@@ -197,26 +199,35 @@ impl Recorded<'_> {
             ),
         );
         chain_checks(&evidence, checks);
-        let Some(settle) = settle_fields(&evidence) else {
-            return Ok(plan);
-        };
-        if execution.status != ExecutionStatus::Success {
+        if evidence.settle_event.is_none() || execution.status != ExecutionStatus::Success {
             return Ok(plan);
         }
+        let settled = success_record(&evidence);
         if let Some(receipt) = self.receipt {
-            receipt_checks(self.sources.store, receipt, execution, &settle, checks).await?;
+            receipt_checks(self.sources.store, receipt, execution, &settled, checks).await?;
         }
         if let Some(index) = self.index {
-            artifact_checks(ledger, execution, index, checks).await?;
+            artifact_checks(&evidence, index, checks);
         }
-        let start_digest = start_digest(ledger, execution).await?;
         if let Some(receipt) = self.receipt {
-            pin_check(
-                self.sources.registry_root,
-                receipt,
-                start_digest.as_deref(),
-                checks,
-            );
+            match evidence.start() {
+                Ok(start) => pin_check(
+                    self.sources.registry_root,
+                    receipt,
+                    start
+                        .as_ref()
+                        .and_then(|start| start.image_digest.as_deref()),
+                    checks,
+                ),
+                Err(error) => checks.record(
+                    "image.pin",
+                    false,
+                    format!(
+                        "cannot read how the execution started: {}",
+                        CanonError::from(error).message()
+                    ),
+                ),
+            }
         }
         Ok(plan)
     }
@@ -270,24 +281,18 @@ fn chain_checks(evidence: &ExecutionEvidence, checks: &mut Checks) {
     }
 }
 
-/// What a success settle event recorded.
-struct SettleFields {
-    index_path: Option<String>,
-    outputs_index_cid: Option<String>,
-    receipt_cid: Option<String>,
-    image_digest: Option<String>,
-}
-
-fn settle_fields(evidence: &ExecutionEvidence) -> Option<SettleFields> {
-    let event = evidence.settle_event.as_ref()?;
-    let payload = event.payload_json().unwrap_or(Value::Null);
-    let field = |key: &str| payload[key].as_str().map(str::to_owned);
-    Some(SettleFields {
-        index_path: field("index_path"),
-        outputs_index_cid: field("outputs_index_cid"),
-        receipt_cid: field("receipt_cid"),
-        image_digest: field("image_digest"),
-    })
+/// What the success settle event recorded, or why there is no such record to compare the
+/// files with.
+fn success_record(evidence: &ExecutionEvidence) -> Result<ExecutionSuccessEvent, String> {
+    match evidence.settlement() {
+        Ok(Some(Settlement::Success(success))) => Ok(success),
+        Ok(Some(Settlement::Failure(failure))) => Err(format!(
+            "the settle event records a failure ({})",
+            failure.error.code
+        )),
+        Ok(None) => Err("no settle event".to_owned()),
+        Err(error) => Err(CanonError::from(error).message()),
+    }
 }
 
 /// `Some(text)` or `(none)`, for details.
@@ -305,9 +310,10 @@ async fn receipt_checks(
     store: &dyn ArtifactStore,
     receipt: &Receipt,
     execution: &Execution,
-    settle: &SettleFields,
+    settled: &Result<ExecutionSuccessEvent, String>,
     checks: &mut Checks,
 ) -> Result<(), CanonError> {
+    let settled = settled.as_ref();
     let same_processor = receipt.processor_ref.to_string() == execution.processor_ref
         && receipt.mode == execution.mode;
     checks.record(
@@ -320,9 +326,13 @@ async fn receipt_checks(
     );
 
     let index_cid = stored_cid(store, &receipt.outputs_index).await;
-    let same_index = settle.index_path.as_deref() == Some(receipt.outputs_index.as_str())
+    let recorded_path = settled.ok().map(|success| success.index_path.as_str());
+    let recorded_cid = settled
+        .ok()
+        .map(|success| success.outputs_index_cid.as_str());
+    let same_index = recorded_path == Some(receipt.outputs_index.as_str())
         && index_cid.is_some()
-        && index_cid == settle.outputs_index_cid;
+        && index_cid.as_deref() == recorded_cid;
     let detail = if same_index {
         format!(
             "`{}` is {}, as recorded",
@@ -334,17 +344,25 @@ async fn receipt_checks(
             "receipt: `{}` is {}; ledger: `{}` is {}",
             receipt.outputs_index,
             shown(index_cid.as_deref()),
-            shown(settle.index_path.as_deref()),
-            shown(settle.outputs_index_cid.as_deref())
+            shown(recorded_path),
+            shown(recorded_cid)
         )
     };
     checks.record("ledger.outputs_index", same_index, detail);
 
     let receipt_path = WorldPath::execution_receipt(&receipt.execution_id)?;
     let receipt_cid = stored_cid(store, &receipt_path).await;
-    match &settle.receipt_cid {
+    match settled.map(|success| success.receipt_cid.as_ref()) {
+        Err(why) => checks.record(
+            "ledger.receipt",
+            false,
+            format!(
+                "`{receipt_path}` is {}; {why}",
+                shown(receipt_cid.as_deref())
+            ),
+        ),
         // A remote adapter's run: the receipt never reached the recording host.
-        None => checks.record(
+        Ok(None) => checks.record(
             "ledger.receipt",
             true,
             format!(
@@ -353,12 +371,12 @@ async fn receipt_checks(
                 shown(receipt_cid.as_deref())
             ),
         ),
-        Some(recorded) if receipt_cid.as_ref() == Some(recorded) => checks.record(
+        Ok(Some(recorded)) if receipt_cid.as_ref() == Some(recorded) => checks.record(
             "ledger.receipt",
             true,
             format!("`{receipt_path}` is {recorded}, as recorded"),
         ),
-        Some(recorded) => checks.record(
+        Ok(Some(recorded)) => checks.record(
             "ledger.receipt",
             false,
             format!(
@@ -368,7 +386,10 @@ async fn receipt_checks(
         ),
     }
 
-    let same_digest = settle.image_digest.as_deref() == Some(receipt.image_digest.as_str())
+    let settled_digest = settled
+        .ok()
+        .and_then(|success| success.image_digest.as_deref());
+    let same_digest = settled_digest == Some(receipt.image_digest.as_str())
         && execution.image_digest.as_deref() == Some(receipt.image_digest.as_str());
     checks.record(
         "ledger.image_digest",
@@ -379,7 +400,7 @@ async fn receipt_checks(
             format!(
                 "receipt: {}; settle event: {}; execution: {}",
                 receipt.image_digest,
-                shown(settle.image_digest.as_deref()),
+                shown(settled_digest),
                 shown(execution.image_digest.as_deref())
             )
         },
@@ -387,20 +408,14 @@ async fn receipt_checks(
     Ok(())
 }
 
-/// `ledger.artifacts`: the outputs the ledger recorded are the index's entries.
-async fn artifact_checks(
-    ledger: &Ledger,
-    execution: &Execution,
-    index: &OutputsIndex,
-    checks: &mut Checks,
-) -> Result<(), CanonError> {
-    let recorded: Vec<Value> = ledger
-        .events_for_execution(&execution.execution_id)
-        .await?
-        .into_iter()
-        .filter(|event| {
-            event.plan == execution.plan && event.kind() == Some(EventKind::ArtifactProduce)
-        })
+/// `ledger.artifacts`: the outputs the ledger recorded are the index's entries. The
+/// `artifact.produce` payloads are read by key, so a payload with an added key still
+/// compares by its output (the chain check reports the edit).
+fn artifact_checks(evidence: &ExecutionEvidence, index: &OutputsIndex, checks: &mut Checks) {
+    let recorded: Vec<Value> = evidence
+        .events
+        .iter()
+        .filter(|event| event.kind() == Some(EventKind::ArtifactProduce))
         .map(|event| {
             let payload = event.payload_json().unwrap_or(Value::Null);
             serde_json::json!({
@@ -434,23 +449,6 @@ async fn artifact_checks(
         )
     };
     checks.record("ledger.artifacts", same, detail);
-    Ok(())
-}
-
-/// The digest recorded by `execution.start`: set for pinned runs, absent for `build` runs.
-async fn start_digest(
-    ledger: &Ledger,
-    execution: &Execution,
-) -> Result<Option<String>, CanonError> {
-    Ok(ledger
-        .events_for_execution(&execution.execution_id)
-        .await?
-        .into_iter()
-        .find(|event| {
-            event.plan == execution.plan && event.kind() == Some(EventKind::ExecutionStart)
-        })
-        .and_then(|event| event.payload_json().ok())
-        .and_then(|payload| payload["image_digest"].as_str().map(str::to_owned)))
 }
 
 /// `image.pin`: a pinned run's digest is the registry's pin for the host platform.

@@ -1,0 +1,641 @@
+//! Stage, check, commit: what a processor wrote becomes part of the World only after every
+//! file checks against the run and the envelope.
+//!
+//! The container wrote into a private staging area: one directory it saw at its expanded
+//! write prefix, one it saw at `/artifacts/execution/{execution_id}/`. The container is gone
+//! when [`check`] reads them, so nothing changes under it. The rules:
+//!
+//! - **Layout.** The prefix directory holds exactly `outputs.json`, `receipt.json` and the
+//!   indexed files under `outputs/`; the execution directory exactly `receipt.json`. Every
+//!   entry is a real directory or a regular file (found with `lstat`, never through a link);
+//!   a link, FIFO, socket, device or any other entry is refused.
+//! - **Outputs.** Each indexed output is a regular file under `{prefix}outputs/` whose size
+//!   and content id match; two files that are one world path after canonicalization are
+//!   `ERR_OUTPUT_DUPLICATE`.
+//! - **Index.** Its bytes are the canonical index (compact, sorted, no duplicates) and list
+//!   exactly the envelope's outputs.
+//! - **Receipts.** Both copies exist, are byte-identical, parse as a receipt, and agree with
+//!   the run: execution id, processor ref, image digest, mode, inputs hash, outputs index
+//!   and environment fingerprint.
+//! - **Envelope.** Its mode is the requested one.
+//!
+//! Every read is bounded. [`commit`] then writes the checked bytes into the World's store
+//! (outputs, then the index, then the receipts, so a half-committed execution never looks
+//! complete), refusing to replace anything already there, and removes what it wrote if a
+//! write fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Read as _;
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use proctor_contract::{
+    CanonError, ErrorCode, HASH_SCHEMA, OutputsIndex, Receipt, RunPayload, SuccessEnvelope,
+    WorldPath, WritePrefix, cid, inputs_hash,
+};
+use proctor_store::ArtifactStore;
+
+/// The largest file the check reads; a larger one is refused.
+pub(crate) const MAX_EVIDENCE_FILE_BYTES: u64 = 256 * 1024 * 1024;
+/// The most entries the check walks in one staging area.
+const MAX_STAGED_ENTRIES: usize = 100_000;
+
+const INDEX_FILE: &str = "outputs.json";
+const RECEIPT_FILE: &str = "receipt.json";
+
+/// Where the container's two writable directories are on the host.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StagedDirs<'a> {
+    /// Seen by the container at its expanded write prefix.
+    pub(crate) prefix: &'a Path,
+    /// Seen by the container at `/artifacts/execution/{execution_id}/`.
+    pub(crate) execution: &'a Path,
+}
+
+/// Evidence that passed every check: the bytes to commit, by world path.
+#[derive(Debug)]
+pub(crate) struct CheckedEvidence {
+    outputs: Vec<(WorldPath, Bytes)>,
+    index: (WorldPath, Bytes),
+    receipts: [(WorldPath, Bytes); 2],
+}
+
+impl CheckedEvidence {
+    /// The content id of the committed `outputs.json`.
+    pub(crate) fn index_cid(&self) -> String {
+        cid(&self.index.1)
+    }
+
+    /// The content id of the committed receipt (both copies are the same bytes).
+    pub(crate) fn receipt_cid(&self) -> String {
+        cid(&self.receipts[0].1)
+    }
+
+    /// Every file in commit order.
+    fn files(&self) -> impl Iterator<Item = &(WorldPath, Bytes)> {
+        self.outputs
+            .iter()
+            .chain(std::iter::once(&self.index))
+            .chain(self.receipts.iter())
+    }
+}
+
+fn refused(detail: impl Into<String>) -> CanonError {
+    CanonError::new(ErrorCode::Evidence, detail)
+}
+
+/// Checks the staged evidence of a success against the payload and the envelope.
+pub(crate) fn check(
+    staged: StagedDirs<'_>,
+    payload: &RunPayload,
+    envelope: &SuccessEnvelope,
+) -> Result<CheckedEvidence, CanonError> {
+    if envelope.meta.mode != payload.mode {
+        return Err(refused(format!(
+            "the envelope claims mode={}, the run was mode={}",
+            envelope.meta.mode, payload.mode
+        )));
+    }
+    let prefix = WritePrefix::from_expanded(&payload.write_prefix)?;
+    let prefix_files = walk(staged.prefix)?;
+    let execution_files = walk(staged.execution)?;
+
+    if let Some(stray) = execution_files.keys().find(|name| *name != RECEIPT_FILE) {
+        return Err(refused(format!(
+            "`/artifacts/execution/{}/{stray}` is not part of an execution's evidence",
+            payload.execution_id
+        )));
+    }
+    let staged_outputs = staged_outputs(&prefix, &prefix_files)?;
+
+    let index_bytes = read_required(&prefix_files, INDEX_FILE, &prefix.index_path())?;
+    let index = OutputsIndex::from_bytes(&index_bytes)?;
+    if index.to_bytes() != index_bytes.as_ref() {
+        return Err(refused(format!(
+            "`{}` is not the canonical index (compact JSON, sorted by path)",
+            prefix.index_path()
+        )));
+    }
+    if index.outputs != envelope.outputs {
+        return Err(refused(format!(
+            "`{}` does not list the envelope's outputs",
+            prefix.index_path()
+        )));
+    }
+    let outputs = check_outputs(&index, staged_outputs)?;
+
+    let receipt_path = prefix.receipt_path();
+    let execution_receipt = WorldPath::execution_receipt(&payload.execution_id)?;
+    let receipt_bytes = read_required(&prefix_files, RECEIPT_FILE, &receipt_path)?;
+    let receipt_copy = read_required(&execution_files, RECEIPT_FILE, &execution_receipt)?;
+    if receipt_bytes != receipt_copy {
+        return Err(refused(format!(
+            "`{receipt_path}` and `{execution_receipt}` differ"
+        )));
+    }
+    check_receipt(&receipt_bytes, &prefix, payload, envelope)?;
+
+    Ok(CheckedEvidence {
+        outputs,
+        index: (prefix.index_path(), index_bytes),
+        receipts: [
+            (receipt_path, receipt_bytes),
+            (execution_receipt, receipt_copy),
+        ],
+    })
+}
+
+/// The receipt parses and agrees with the run on every field the run determines.
+fn check_receipt(
+    bytes: &[u8],
+    prefix: &WritePrefix,
+    payload: &RunPayload,
+    envelope: &SuccessEnvelope,
+) -> Result<(), CanonError> {
+    let receipt: Receipt = serde_json::from_slice(bytes).map_err(|error| {
+        refused(format!(
+            "`{}` is not a receipt: {error}",
+            prefix.receipt_path()
+        ))
+    })?;
+    let expected_hash = inputs_hash(&payload.inputs).value;
+    let expected_index = prefix.index_path();
+    let disagreements = [
+        ("execution_id", receipt.execution_id == payload.execution_id),
+        (
+            "processor_ref",
+            receipt.processor_ref == payload.processor_ref,
+        ),
+        (
+            "image_digest",
+            receipt.image_digest == envelope.meta.image_digest,
+        ),
+        ("mode", receipt.mode == payload.mode),
+        ("inputs_hash", receipt.inputs_hash == expected_hash),
+        ("hash_schema", receipt.hash_schema == HASH_SCHEMA),
+        ("outputs_index", receipt.outputs_index == expected_index),
+        (
+            "env_fingerprint",
+            receipt.env_fingerprint == envelope.meta.env_fingerprint,
+        ),
+    ];
+    let wrong: Vec<&str> = disagreements
+        .iter()
+        .filter(|(_, agrees)| !agrees)
+        .map(|(field, _)| *field)
+        .collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "the receipt disagrees with the run on {}",
+            wrong.join(", ")
+        )))
+    }
+}
+
+/// The staged files under `outputs/`, by canonical world path; anything else in the prefix
+/// directory besides the index and the receipt is refused, and so are two files that are
+/// one world path after canonicalization.
+fn staged_outputs(
+    prefix: &WritePrefix,
+    files: &BTreeMap<String, PathBuf>,
+) -> Result<BTreeMap<WorldPath, PathBuf>, CanonError> {
+    let mut outputs: BTreeMap<WorldPath, (String, PathBuf)> = BTreeMap::new();
+    for (name, host) in files {
+        if name == INDEX_FILE || name == RECEIPT_FILE {
+            continue;
+        }
+        let Some(below) = name.strip_prefix("outputs/") else {
+            return Err(refused(format!(
+                "`{prefix}{name}` is outside the declared layout (outputs/, outputs.json, receipt.json)"
+            )));
+        };
+        let path = prefix.output_path(below)?;
+        let raw = format!("{prefix}{name}");
+        if let Some((twin, _)) = outputs.insert(path.clone(), (raw.clone(), host.clone())) {
+            return Err(CanonError::new(
+                ErrorCode::OutputDuplicate,
+                format!("`{twin}` and `{raw}` are both `{path}`"),
+            ));
+        }
+    }
+    outputs
+        .into_iter()
+        .map(|(path, (raw, host))| {
+            if path.as_str() == raw {
+                Ok((path, host))
+            } else {
+                Err(refused(format!(
+                    "`{raw}` is not a canonical world path (`{path}`)"
+                )))
+            }
+        })
+        .collect()
+}
+
+/// Every indexed output is a staged file of its size and content id, and every staged file
+/// is indexed.
+fn check_outputs(
+    index: &OutputsIndex,
+    mut staged: BTreeMap<WorldPath, PathBuf>,
+) -> Result<Vec<(WorldPath, Bytes)>, CanonError> {
+    let mut outputs = Vec::with_capacity(index.outputs.len());
+    for entry in &index.outputs {
+        let Some(host) = staged.remove(&entry.path) else {
+            return Err(refused(format!(
+                "`{}` is indexed but was not written",
+                entry.path
+            )));
+        };
+        let bytes = read_regular(&host, &entry.path)?;
+        if bytes.len() as u64 != entry.size_bytes || cid(&bytes) != entry.cid {
+            return Err(refused(format!(
+                "`{}` does not match its size and content id in the index",
+                entry.path
+            )));
+        }
+        outputs.push((entry.path.clone(), bytes));
+    }
+    if let Some(unlisted) = staged.keys().next() {
+        return Err(refused(format!("`{unlisted}` was written but not indexed")));
+    }
+    Ok(outputs)
+}
+
+/// The bytes of a required evidence file of the walk.
+fn read_required(
+    files: &BTreeMap<String, PathBuf>,
+    name: &str,
+    world: &WorldPath,
+) -> Result<Bytes, CanonError> {
+    match files.get(name) {
+        Some(host) => read_regular(host, world),
+        None => Err(refused(format!("`{world}` was not written"))),
+    }
+}
+
+/// Every regular file below `root`, by its path relative to `root` (`/`-separated). The
+/// walk never follows a link: each entry is typed with `lstat`, and only real directories
+/// are entered. Links, FIFOs, sockets, devices and names that are not UTF-8 are refused;
+/// directories hold no evidence of their own.
+fn walk(root: &Path) -> Result<BTreeMap<String, PathBuf>, CanonError> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![(root.to_path_buf(), String::new())];
+    let mut seen = 0usize;
+    while let Some((dir, relative)) = pending.pop() {
+        let entries = fs::read_dir(&dir).map_err(|error| unreadable(&dir, &error))?;
+        for entry in entries {
+            seen += 1;
+            if seen > MAX_STAGED_ENTRIES {
+                return Err(refused(format!(
+                    "more than {MAX_STAGED_ENTRIES} entries were written"
+                )));
+            }
+            let entry = entry.map_err(|error| unreadable(&dir, &error))?;
+            let host = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                return Err(refused(format!(
+                    "`{}` has a name that is not UTF-8",
+                    host.display()
+                )));
+            };
+            let name = format!("{relative}{name}");
+            let kind = fs::symlink_metadata(&host)
+                .map_err(|error| unreadable(&host, &error))?
+                .file_type();
+            if kind.is_dir() {
+                pending.push((host, format!("{name}/")));
+            } else if kind.is_file() {
+                files.insert(name, host);
+            } else {
+                return Err(refused(format!(
+                    "`{name}` is a {}, not a regular file",
+                    describe(kind)
+                )));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// What a non-regular, non-directory entry is, for messages.
+fn describe(kind: fs::FileType) -> &'static str {
+    if kind.is_symlink() {
+        "symbolic link"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// Reads a regular file without following a link or blocking on a special file, at most
+/// [`MAX_EVIDENCE_FILE_BYTES`].
+fn read_regular(host: &Path, world: &WorldPath) -> Result<Bytes, CanonError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(host)
+        .map_err(|error| refused(format!("cannot open `{world}`: {error}")))?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| refused(format!("cannot stat `{world}`: {error}")))?;
+    if !metadata.is_file() {
+        return Err(refused(format!("`{world}` is not a regular file")));
+    }
+    if metadata.len() > MAX_EVIDENCE_FILE_BYTES {
+        return Err(refused(format!(
+            "`{world}` is {} bytes, over the {MAX_EVIDENCE_FILE_BYTES}-byte limit",
+            metadata.len()
+        )));
+    }
+    read_bounded(file, world)
+}
+
+fn read_bounded(file: File, world: &WorldPath) -> Result<Bytes, CanonError> {
+    let mut bytes = Vec::new();
+    file.take(MAX_EVIDENCE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| refused(format!("cannot read `{world}`: {error}")))?;
+    if bytes.len() as u64 > MAX_EVIDENCE_FILE_BYTES {
+        return Err(refused(format!(
+            "`{world}` grew over the {MAX_EVIDENCE_FILE_BYTES}-byte limit"
+        )));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+fn unreadable(path: &Path, error: &std::io::Error) -> CanonError {
+    refused(format!(
+        "cannot read the staging area at `{}`: {error}",
+        path.display()
+    ))
+}
+
+/// Writes checked evidence into the World's store, refusing to replace anything; on a
+/// failed write, removes what this commit wrote.
+pub(crate) async fn commit(
+    store: &dyn ArtifactStore,
+    evidence: &CheckedEvidence,
+) -> Result<(), CanonError> {
+    let commit_failed = |path: &WorldPath, error: proctor_store::StoreError| {
+        CanonError::new(
+            ErrorCode::OutputWrite,
+            format!("cannot commit `{path}` to {}: {error}", store.location()),
+        )
+    };
+    let targets: BTreeSet<&WorldPath> = evidence.files().map(|(path, _)| path).collect();
+    for path in &targets {
+        match store.head(path).await {
+            Ok(_) => {
+                return Err(CanonError::new(
+                    ErrorCode::OutputWrite,
+                    format!(
+                        "`{path}` is already in the World; an execution never replaces another's evidence"
+                    ),
+                ));
+            }
+            Err(error) if error.is_not_found() => {}
+            Err(error) => return Err(commit_failed(path, error)),
+        }
+    }
+    let mut written = Vec::new();
+    for (path, bytes) in evidence.files() {
+        if let Err(error) = store.put(path, bytes.clone()).await {
+            for done in written {
+                // Best effort: the failed write is the error to report.
+                let _ = store.delete(done).await;
+            }
+            return Err(commit_failed(path, error));
+        }
+        written.push(path);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use proctor_contract::{Mode, OutputEntry, PAYLOAD_SCHEMA, SuccessMeta};
+    use proctor_store::FsStore;
+    use serde_json::json;
+
+    use super::*;
+
+    const ID: &str = "0b9c1e52-58f1-4a8e-8f0e-9d2b7f6f9c11";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        prefix: PathBuf,
+        execution: PathBuf,
+        payload: RunPayload,
+        envelope: SuccessEnvelope,
+    }
+
+    impl Fixture {
+        fn staged(&self) -> StagedDirs<'_> {
+            StagedDirs {
+                prefix: &self.prefix,
+                execution: &self.execution,
+            }
+        }
+
+        fn write(&self, name: &str, bytes: &[u8]) {
+            let path = self.prefix.join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, bytes).unwrap();
+        }
+
+        fn check(&self) -> Result<CheckedEvidence, CanonError> {
+            check(self.staged(), &self.payload, &self.envelope)
+        }
+    }
+
+    /// A well-behaved execution's staged evidence with one output, `a.txt`.
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("prefix");
+        let execution = dir.path().join("execution");
+        fs::create_dir_all(&prefix).unwrap();
+        fs::create_dir_all(&execution).unwrap();
+        let write_prefix = WritePrefix::expand("/artifacts/o/{execution_id}/", ID).unwrap();
+        let payload = RunPayload {
+            schema: PAYLOAD_SCHEMA.to_owned(),
+            execution_id: ID.to_owned(),
+            processor_ref: "text/stats@1".parse().unwrap(),
+            mode: Mode::Mock,
+            inputs: json!({"schema": "v1"}),
+            write_prefix: write_prefix.as_str().to_owned(),
+        };
+        let output = b"hello";
+        let index = OutputsIndex {
+            outputs: vec![OutputEntry {
+                path: write_prefix.output_path("a.txt").unwrap(),
+                cid: cid(output),
+                size_bytes: output.len() as u64,
+                mime: "text/plain".to_owned(),
+            }],
+        };
+        let meta = SuccessMeta {
+            image_digest: format!("sha256:{}", "ab".repeat(32)),
+            env_fingerprint: "mode=mock".to_owned(),
+            duration_ms: 1,
+            mode: Mode::Mock,
+        };
+        let receipt = Receipt {
+            execution_id: ID.to_owned(),
+            processor_ref: payload.processor_ref.clone(),
+            image_digest: meta.image_digest.clone(),
+            env_fingerprint: meta.env_fingerprint.clone(),
+            inputs_hash: inputs_hash(&payload.inputs).value,
+            hash_schema: HASH_SCHEMA.to_owned(),
+            outputs_index: write_prefix.index_path(),
+            processor_info: "test".to_owned(),
+            usage: Default::default(),
+            timestamp_utc: "2026-01-01T00:00:00Z".to_owned(),
+            duration_ms: 1,
+            mode: Mode::Mock,
+        };
+        let envelope = match proctor_contract::Envelope::success(
+            ID,
+            index.outputs.clone(),
+            write_prefix.index_path(),
+            meta,
+        ) {
+            proctor_contract::Envelope::Success(success) => success,
+            proctor_contract::Envelope::Error(_) => unreachable!(),
+        };
+        let fixture = Fixture {
+            _dir: dir,
+            prefix,
+            execution,
+            payload,
+            envelope,
+        };
+        fixture.write("outputs/a.txt", output);
+        fixture.write(INDEX_FILE, &index.to_bytes());
+        fixture.write(RECEIPT_FILE, &receipt.to_bytes());
+        fs::write(fixture.execution.join(RECEIPT_FILE), receipt.to_bytes()).unwrap();
+        fixture
+    }
+
+    fn refused_with(fixture: &Fixture, code: ErrorCode, fragment: &str) {
+        let error = fixture.check().unwrap_err();
+        assert_eq!(error.code(), code, "{error}");
+        assert!(error.message().contains(fragment), "{error}");
+    }
+
+    #[test]
+    fn well_behaved_evidence_checks() {
+        let checked = fixture().check().unwrap();
+        assert_eq!(checked.files().count(), 4);
+        assert!(checked.index_cid().starts_with("b3:"));
+    }
+
+    #[test]
+    fn bogus_successes_are_refused() {
+        let absent = fixture();
+        fs::remove_file(absent.prefix.join("outputs/a.txt")).unwrap();
+        refused_with(&absent, ErrorCode::Evidence, "indexed but was not written");
+
+        let altered = fixture();
+        altered.write("outputs/a.txt", b"HELLO");
+        refused_with(&altered, ErrorCode::Evidence, "size and content id");
+
+        let not_a_receipt = fixture();
+        not_a_receipt.write(RECEIPT_FILE, b"{}");
+        fs::write(not_a_receipt.execution.join(RECEIPT_FILE), b"{}").unwrap();
+        refused_with(&not_a_receipt, ErrorCode::Evidence, "is not a receipt");
+
+        let copies_differ = fixture();
+        fs::write(copies_differ.execution.join(RECEIPT_FILE), b"{}").unwrap();
+        refused_with(&copies_differ, ErrorCode::Evidence, "differ");
+
+        let mut claims_real = fixture();
+        claims_real.envelope.meta.mode = Mode::Real;
+        refused_with(&claims_real, ErrorCode::Evidence, "claims mode=real");
+
+        let mut other_inputs = fixture();
+        other_inputs.payload.inputs = json!({"schema": "v1", "text": "x"});
+        refused_with(&other_inputs, ErrorCode::Evidence, "inputs_hash");
+
+        let unlisted = fixture();
+        unlisted.write("outputs/b.txt", b"extra");
+        refused_with(&unlisted, ErrorCode::Evidence, "not indexed");
+
+        let outside = fixture();
+        outside.write("elsewhere.txt", b"x");
+        refused_with(&outside, ErrorCode::Evidence, "outside the declared layout");
+
+        let stray_execution_file = fixture();
+        fs::write(stray_execution_file.execution.join("x"), b"x").unwrap();
+        refused_with(&stray_execution_file, ErrorCode::Evidence, "not part of");
+
+        let pretty_index = fixture();
+        let index = fs::read(pretty_index.prefix.join(INDEX_FILE)).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&index).unwrap();
+        pretty_index.write(
+            INDEX_FILE,
+            serde_json::to_string_pretty(&value).unwrap().as_bytes(),
+        );
+        refused_with(&pretty_index, ErrorCode::Evidence, "canonical index");
+    }
+
+    #[test]
+    fn links_fifos_and_devices_are_refused() {
+        let link = fixture();
+        fs::remove_file(link.prefix.join("outputs/a.txt")).unwrap();
+        symlink("/etc/hostname", link.prefix.join("outputs/a.txt")).unwrap();
+        refused_with(&link, ErrorCode::Evidence, "symbolic link");
+
+        let linked_dir = fixture();
+        fs::remove_dir_all(linked_dir.prefix.join("outputs")).unwrap();
+        symlink("/etc", linked_dir.prefix.join("outputs")).unwrap();
+        refused_with(&linked_dir, ErrorCode::Evidence, "symbolic link");
+
+        let fifo = fixture();
+        let path = fifo.prefix.join("outputs/a.txt");
+        fs::remove_file(&path).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        refused_with(&fifo, ErrorCode::Evidence, "FIFO");
+    }
+
+    #[test]
+    fn normalization_twins_are_duplicates() {
+        let twins = fixture();
+        twins.write("outputs/caf\u{e9}.txt", b"1");
+        twins.write("outputs/cafe\u{301}.txt", b"2");
+        refused_with(
+            &twins,
+            ErrorCode::OutputDuplicate,
+            "duplicate output after canonicalization",
+        );
+    }
+
+    #[tokio::test]
+    async fn commit_writes_everything_and_never_replaces() {
+        let fixture = fixture();
+        let checked = fixture.check().unwrap();
+        let world = tempfile::tempdir().unwrap();
+        let store = FsStore::new(world.path());
+        commit(&store, &checked).await.unwrap();
+        for (path, bytes) in checked.files() {
+            assert_eq!(store.get(path).await.unwrap(), *bytes, "{path}");
+        }
+        let again = commit(&store, &checked).await.unwrap_err();
+        assert_eq!(again.code(), ErrorCode::OutputWrite);
+        assert!(again.message().contains("already in the World"), "{again}");
+    }
+}

@@ -1,0 +1,37 @@
+//! The engine: one execution end to end, and the commands built on executions.
+//!
+//! [`Engine::run`] takes a typed [`RunRequest`] through the checks in their fixed order, the
+//! adapter call, the evidence check and commit ([`evidence`]), and the ledger record
+//! (start, budget reservation and settlement, the write-prefix lease), all under one
+//! [`CancellationToken`] that Ctrl-C or any caller can trigger. Verify, deploy, drift and the
+//! main lane's chain are library functions beside it.
+//!
+//! **Architecture invariant:** nothing here prints or parses arguments; callers (the CLI,
+//! plans, a server) pass typed requests and get typed outcomes.
+
+mod evidence;
+mod lane;
+mod record;
+mod run;
+mod save;
+
+pub use lane::{Lane, check_publish, check_run};
+pub use run::{AdapterKind, Engine, EngineConfig, Inputs, RunOutcome, RunRequest, workspace_root};
+pub use tokio_util::sync::CancellationToken;
+
+mod deploy;
+mod error_json;
+mod images;
+mod main_lane;
+mod verify;
+
+pub use deploy::{
+    AppOutcome, DeployReport, DeployRequest, DeployTarget, DriftReport, DriftRequest,
+    SecretsPlanReport, TargetedProcessors, deploy, drift, secrets_plan,
+};
+pub use images::build_layout;
+pub use main_lane::{
+    AcceptedProcessor, ChainReport, LaneChain, LaneRequest, LaneStep, MainLaneSettings,
+    PinnedProcessor, StepDetail, StepOutcome, StepReport, StepStatus, run_lane,
+};
+pub use verify::{EvidenceSources, VerifyReport, verify_execution};

@@ -1,0 +1,408 @@
+//! One execution: every check in its fixed order, each before any later work, then the
+//! adapter, the evidence check and commit, and the ledger record.
+//!
+//! Order: CI guard → lane rules ([`crate::check_run`]) → ref → registry → inputs (JSON,
+//! then schema) → secrets (`real` only) → write prefix → image source (pinned digest unless
+//! `build`) → payload → ledger (start, budget reservation, write-prefix lease; see
+//! [`crate::record`]) → adapter → evidence ([`crate::evidence`]) → `save_dir`
+//! ([`crate::save`]) → settle.
+//! Every run logs `execution.start` and then exactly one of `execution.settle` or
+//! `execution.fail`. Every string that leaves a run (the envelope, log lines, ledger
+//! payloads) goes through a redactor that knows the values of the run's secrets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proctor_adapters::{
+    Adapter, ImageSource, Invocation, LocalAdapter, ModalAdapter, Staging, host_platform,
+};
+use proctor_contract::{
+    CanonError, Envelope, ErrorCode, Mode, PAYLOAD_SCHEMA, ProcessorRef, Redactor, RunPayload,
+    WritePrefix, ci_guard,
+};
+use proctor_ledger::Ledger;
+use proctor_registry::{ProcessorSpec, Registry, check_secrets, pinned_reference, validate_inputs};
+use proctor_store::{ArtifactStore, FsStore};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use crate::lane::{Lane, check_run};
+
+/// The adapter that runs a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterKind {
+    /// The Docker engine on this machine.
+    Local,
+    /// A pinned image deployed on Modal.
+    Modal,
+}
+
+impl AdapterKind {
+    /// Every adapter, in the order help texts list them.
+    pub const ALL: [AdapterKind; 2] = [AdapterKind::Local, AdapterKind::Modal];
+
+    /// The adapter's name, `local` or `modal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterKind::Local => "local",
+            AdapterKind::Modal => "modal",
+        }
+    }
+}
+
+impl FromStr for AdapterKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<AdapterKind, String> {
+        AdapterKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| format!("unknown adapter `{name}`; expected local or modal"))
+    }
+}
+
+/// Where a run's inputs come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inputs {
+    /// JSON text, as `--inputs-json` gives it.
+    Text(String),
+    /// A file holding JSON, as `--inputs-file` names it.
+    File(PathBuf),
+    /// An already parsed value (plans, servers).
+    Value(Value),
+}
+
+/// Everything one execution needs besides the World it runs in.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The processor, `ns/name@version`, as given; parsed after the CI guard.
+    pub processor_ref: String,
+    /// Which adapter runs it.
+    pub adapter: AdapterKind,
+    /// `mock` or `real`, always explicit.
+    pub mode: Mode,
+    /// Build the image from source and run it by image ID instead of the pinned digest.
+    pub build: bool,
+    /// The write prefix before expansion; must contain `{execution_id}`.
+    pub write_prefix: String,
+    /// The inputs payload.
+    pub inputs: Inputs,
+    /// Adapter-specific options (`null` for none).
+    pub adapter_options: Value,
+    /// Overrides the processor's `runtime.timeout_s`.
+    pub timeout: Option<Duration>,
+    /// Where to copy the committed outputs and index, mirroring world paths.
+    pub save_dir: Option<PathBuf>,
+    /// The ledger plan that records the run.
+    pub plan: String,
+    /// The budget reserved before the adapter is called, in micro-USD.
+    pub reserve_micro_usd: u64,
+    /// The lane whose rules the run follows.
+    pub lane: Option<Lane>,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The processor's envelope, or one built for the error that ended the run; redacted.
+    pub envelope: Envelope,
+    /// Where `save_dir` put the outputs, when it was given and the run succeeded.
+    pub saved_to: Option<PathBuf>,
+}
+
+impl RunOutcome {
+    /// 0 for a success, the code's exit code for an error envelope.
+    pub fn exit_code(&self) -> i32 {
+        match &self.envelope {
+            Envelope::Success(_) => 0,
+            Envelope::Error(error) => error.error.code.exit_code(),
+        }
+    }
+}
+
+/// Where executions run and what they share: the registry, the World's store, the ledger
+/// and the host environment.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The directory holding `processors/`-style registry entries.
+    pub registry_root: PathBuf,
+    /// The filesystem World (`/artifacts` on the host).
+    pub artifacts_root: PathBuf,
+    /// The ledger, `sqlite://…` or `postgres://…`.
+    pub ledger_url: String,
+    /// The host environment: `CI`, secrets, pass-through variables, Modal settings.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Runs executions against one World. Cheap to share behind an [`Arc`]; the ledger and the
+/// container engine are connected on first use.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    store: Arc<dyn ArtifactStore>,
+    ledger: OnceCell<Ledger>,
+    local: std::sync::OnceLock<LocalAdapter>,
+}
+
+impl Engine {
+    /// An engine over `config`; nothing is opened yet.
+    pub fn new(config: EngineConfig) -> Engine {
+        let store = Arc::new(FsStore::new(&config.artifacts_root));
+        Engine {
+            config,
+            store,
+            ledger: OnceCell::new(),
+            local: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What the engine was made with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The World's store that committed evidence lives in.
+    pub fn store(&self) -> &Arc<dyn ArtifactStore> {
+        &self.store
+    }
+
+    /// The ledger, opened (and created when absent) on first use.
+    pub async fn ledger(&self) -> Result<&Ledger, CanonError> {
+        self.ledger
+            .get_or_try_init(|| async {
+                Ledger::open(&self.config.ledger_url)
+                    .await
+                    .map_err(CanonError::from)
+            })
+            .await
+    }
+
+    /// Closes the ledger's connections.
+    pub async fn close(self) {
+        if let Some(ledger) = self.ledger.into_inner() {
+            ledger.close().await;
+        }
+    }
+
+    fn env(&self, name: &str) -> Option<&str> {
+        self.config.env.get(name).map(String::as_str)
+    }
+
+    /// Runs one execution; never fails outright: every failure becomes an error envelope.
+    pub async fn run(&self, request: &RunRequest, cancel: &CancellationToken) -> RunOutcome {
+        let execution_id = uuid::Uuid::new_v4().to_string();
+        let started = Instant::now();
+        tracing::info!(
+            event = "execution.start",
+            execution_id = %execution_id,
+            r#ref = %request.processor_ref,
+            mode = %request.mode,
+            adapter = request.adapter.as_str(),
+        );
+        let mut redactor = proctor_telemetry::known_secrets().redactor();
+        let result = self
+            .execute(request, &execution_id, &mut redactor, cancel)
+            .await;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (envelope, saved_to) = match result {
+            Ok(done) => done,
+            Err(error) => (
+                Envelope::error(&execution_id, &error, request.mode, duration_ms, None),
+                None,
+            ),
+        };
+        let envelope = redacted(envelope, &redactor);
+        match &envelope {
+            Envelope::Success(success) => tracing::info!(
+                event = "execution.settle",
+                execution_id = %execution_id,
+                r#ref = %request.processor_ref,
+                mode = %request.mode,
+                adapter = request.adapter.as_str(),
+                index_path = %success.index_path,
+                outputs = success.outputs.len(),
+                duration_ms,
+            ),
+            Envelope::Error(error) => tracing::error!(
+                event = "execution.fail",
+                execution_id = %execution_id,
+                r#ref = %request.processor_ref,
+                mode = %request.mode,
+                adapter = request.adapter.as_str(),
+                code = %error.error.code,
+                message = %error.error.message,
+                duration_ms,
+            ),
+        }
+        RunOutcome { envelope, saved_to }
+    }
+
+    /// The checks, in order, then the recorded run.
+    async fn execute(
+        &self,
+        request: &RunRequest,
+        execution_id: &str,
+        redactor: &mut Redactor,
+        cancel: &CancellationToken,
+    ) -> Result<(Envelope, Option<PathBuf>), CanonError> {
+        ci_guard(request.mode, self.env("CI"))?;
+        check_run(request.lane, request.mode, request.build)?;
+        let processor_ref: ProcessorRef = request.processor_ref.parse()?;
+        let registry = Registry::load(&self.config.registry_root)?;
+        let entry = registry.get(&processor_ref)?;
+        let spec = entry.spec();
+        let inputs = read_inputs(&request.inputs)?;
+        validate_inputs(spec, &inputs)?;
+        let env = match request.mode {
+            Mode::Real => self.real_mode_env(spec)?,
+            Mode::Mock => BTreeMap::new(),
+        };
+        let known_secrets = proctor_telemetry::known_secrets();
+        known_secrets.register_secret_values(env.values().cloned());
+        *redactor = known_secrets.redactor();
+        let write_prefix = WritePrefix::expand(&request.write_prefix, execution_id)?;
+        let image = if request.build {
+            ImageSource::Build {
+                processor_dir: entry.dir().to_path_buf(),
+                workspace_root: workspace_root(&self.config.registry_root),
+            }
+        } else {
+            ImageSource::Pinned {
+                reference: pinned_reference(spec, host_platform()?)?,
+            }
+        };
+        if let Some(save_dir) = &request.save_dir {
+            crate::save::check_destination(&self.config.artifacts_root, save_dir)?;
+        }
+        let staging = Arc::new(Staging::create(execution_id)?);
+        let invocation = Invocation {
+            payload: RunPayload {
+                schema: PAYLOAD_SCHEMA.to_owned(),
+                execution_id: execution_id.to_owned(),
+                processor_ref,
+                mode: request.mode,
+                inputs,
+                write_prefix: write_prefix.as_str().to_owned(),
+            },
+            spec: spec.clone(),
+            image,
+            staging,
+            timeout: request
+                .timeout
+                .unwrap_or(Duration::from_secs(spec.runtime.timeout_s)),
+            env,
+            options: request.adapter_options.clone(),
+        };
+        crate::record::record_run(self, request, invocation, redactor, cancel).await
+    }
+
+    /// `real` mode's container environment: the required secrets (all present, or
+    /// `ERR_MISSING_SECRET`) plus the spec's pass-through variables that are set.
+    fn real_mode_env(&self, spec: &ProcessorSpec) -> Result<BTreeMap<String, String>, CanonError> {
+        let mut env = check_secrets(spec, |name| self.env(name).map(str::to_owned))?;
+        for name in &spec.env {
+            if let Some(value) = self.env(name) {
+                env.insert(name.clone(), value.to_owned());
+            }
+        }
+        Ok(env)
+    }
+
+    /// The adapter for `kind`; the local one is made once per [`Engine`] (it connects
+    /// lazily, racing the cancellation token, on the first run).
+    pub(crate) fn adapter(&self, kind: AdapterKind) -> Result<AdapterHandle<'_>, CanonError> {
+        match kind {
+            AdapterKind::Local => {
+                let local = match self.local.get() {
+                    Some(local) => local,
+                    None => {
+                        let _ = self.local.set(LocalAdapter::connect()?);
+                        self.local.get().expect("set just above")
+                    }
+                };
+                Ok(AdapterHandle::Borrowed(local))
+            }
+            // The deploy target (`PROCTOR_MODAL_*`) and the proxy-auth token
+            // (`MODAL_PROXY_TOKEN_*`) come from the host environment.
+            AdapterKind::Modal => Ok(AdapterHandle::Owned(Box::new(ModalAdapter::from_env(
+                &self.config.env,
+            )?))),
+        }
+    }
+}
+
+/// An adapter the engine keeps, or one made for a single run.
+pub(crate) enum AdapterHandle<'a> {
+    Borrowed(&'a LocalAdapter),
+    Owned(Box<dyn Adapter>),
+}
+
+impl AdapterHandle<'_> {
+    pub(crate) fn get(&self) -> &dyn Adapter {
+        match self {
+            AdapterHandle::Borrowed(adapter) => *adapter,
+            AdapterHandle::Owned(adapter) => adapter.as_ref(),
+        }
+    }
+}
+
+/// The envelope with every processor-provided message redacted.
+fn redacted(envelope: Envelope, redactor: &Redactor) -> Envelope {
+    match envelope {
+        Envelope::Error(mut error) => {
+            error.error.message = redactor.redact(&error.error.message).into_owned();
+            Envelope::Error(error)
+        }
+        success => success,
+    }
+}
+
+/// The inputs payload, parsed; unreadable or non-JSON input is `ERR_INPUTS`.
+fn read_inputs(source: &Inputs) -> Result<Value, CanonError> {
+    let (text, origin) = match source {
+        Inputs::Value(value) => return Ok(value.clone()),
+        Inputs::Text(text) => (text.clone(), "--inputs-json".to_owned()),
+        Inputs::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CanonError::new(
+                    ErrorCode::Inputs,
+                    format!("cannot read --inputs-file `{}`: {e}", path.display()),
+                )
+            })?;
+            (text, format!("--inputs-file `{}`", path.display()))
+        }
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| CanonError::new(ErrorCode::Inputs, format!("{origin} is not JSON: {e}")))
+}
+
+/// The Cargo workspace that builds processors: the nearest ancestor of the registry root
+/// holding a `Cargo.lock`, else the registry root's parent.
+pub fn workspace_root(registry_root: &Path) -> PathBuf {
+    let parent = registry_root.parent().unwrap_or(registry_root);
+    parent
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or(parent)
+        .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_root_is_the_nearest_directory_with_a_lockfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = dir.path().join("fixtures/processors");
+        std::fs::create_dir_all(&fixtures).unwrap();
+        assert_eq!(workspace_root(&fixtures), dir.path().join("fixtures"));
+        std::fs::write(dir.path().join("Cargo.lock"), "").unwrap();
+        assert_eq!(workspace_root(&fixtures), dir.path());
+        assert_eq!(workspace_root(&dir.path().join("processors")), dir.path());
+    }
+}
