@@ -1,14 +1,14 @@
 //! The local filesystem store: world path `/artifacts/x/y` is the file `{root}/x/y`, the
 //! layout processors see under `/artifacts`.
 //!
-//! Writes go to a temporary file in the target's directory (named with
-//! [`TEMP_FILE_PREFIX`]), are flushed to disk, then renamed over the target, so a reader
-//! never sees a part. Nothing below the root is followed through a symbolic link: a
-//! container that writes the root cannot make the host read or write elsewhere.
+//! Writes are atomic ([`proctor_fs::write_atomically`]), so a reader never sees a part, and
+//! listings skip the writes in progress. Nothing below the root is followed through a
+//! symbolic link: a container that writes the root cannot make the host read or write
+//! elsewhere.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -19,9 +19,6 @@ use tokio_util::io::ReaderStream;
 
 use crate::store::{canonical_from_relative, require};
 use crate::{ArtifactStore, ByteStream, ObjectInfo, StoreError};
-
-/// File names starting with this are writes in progress; listings skip them.
-const TEMP_FILE_PREFIX: &str = ".proctor-tmp-";
 
 /// An artifact store in a local directory that backs world `/artifacts/`.
 #[derive(Debug, Clone)]
@@ -137,33 +134,14 @@ fn io_error(operation: &'static str, path: &WorldPath, source: io::Error) -> Sto
 /// The mode of every file the store writes.
 const READ_ONLY_MODE: u32 = 0o444;
 
-/// Writes `bytes` to `target` through a flushed temporary file and a rename.
-fn write_atomically(target: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `target` atomically and read-only, creating its directory.
+fn write_read_only(target: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = target
         .parent()
         .ok_or_else(|| io::Error::other("target has no parent"))?;
     fs::create_dir_all(dir)?;
-    let temp = dir.join(format!(
-        "{TEMP_FILE_PREFIX}{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        // Committed evidence is read-only: changing it is a new write, never an edit.
-        file.set_permissions(fs::Permissions::from_mode(READ_ONLY_MODE))?;
-        file.sync_all()?;
-        fs::rename(&temp, target)?;
-        File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        // Best effort: the temporary file may not exist, and the write error matters more.
-        let _ = fs::remove_file(&temp);
-    }
-    written
+    // Committed evidence is read-only: changing it is a new write, never an edit.
+    proctor_fs::write_atomically(target, bytes, Some(READ_ONLY_MODE))
 }
 
 /// Collects every regular file below `dir` (whose world prefix is `prefix`), skipping
@@ -179,7 +157,7 @@ fn walk(dir: &Path, prefix: &str, found: &mut Vec<ObjectInfo>) -> io::Result<()>
         if kind.is_dir() {
             walk(&entry.path(), &format!("{relative}/"), found)?;
         } else if kind.is_file()
-            && !name.starts_with(TEMP_FILE_PREFIX)
+            && !name.starts_with(proctor_fs::TEMP_FILE_PREFIX)
             && let Some(path) = canonical_from_relative(&relative)
         {
             found.push(ObjectInfo {
@@ -211,7 +189,7 @@ impl ArtifactStore for FsStore {
                     io::Error::other("a parent is a file"),
                 ));
             }
-            write_atomically(&root.join(below), &bytes).map_err(|e| io_error("put", &world, e))
+            write_read_only(&root.join(below), &bytes).map_err(|e| io_error("put", &world, e))
         })
         .await?;
         tracing::debug!(store = %self.location(), path = %path, size_bytes, "store.put");
