@@ -1,13 +1,12 @@
 //! Writing world paths onto the directory that backs `/artifacts/`: every file atomically
-//! (temp file in the same directory, then rename), and all files or none.
+//! ([`proctor_fs::write_atomically`]), and all files or none.
 //!
 //! World path `/artifacts/x/y` is the file `{root}/x/y`, its canonical text taken verbatim.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use proctor_contract::{CanonError, ErrorCode, Facet, WorldPath};
 
@@ -94,17 +93,12 @@ pub(crate) fn write_all(root: &Path, files: &[PlannedFile]) -> Result<(), CanonE
 struct Journal {
     created_dirs: Vec<PathBuf>,
     written_files: Vec<PathBuf>,
-    pending_temp: Option<PathBuf>,
 }
 
 impl Journal {
     /// Undoes everything recorded, newest first. Best effort: a failure to undo is logged.
     fn roll_back(self) {
-        let files = self
-            .pending_temp
-            .into_iter()
-            .chain(self.written_files.into_iter().rev());
-        for file in files {
+        for file in self.written_files.into_iter().rev() {
             if let Err(error) = fs::remove_file(&file) {
                 tracing::warn!(event = "artifacts.rollback_failed", path = %file.display(), %error);
             }
@@ -117,33 +111,19 @@ impl Journal {
     }
 }
 
-/// Distinguishes temp files of concurrent writes within this process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 fn write_one(root: &Path, file: &PlannedFile, journal: &mut Journal) -> io::Result<()> {
     let target = fs_path(root, &file.path);
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+    let Some(dir) = target.parent() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file name"));
     };
     create_dirs(dir, journal)?;
-    let temp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut handle = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)?;
-    journal.pending_temp = Some(temp.clone());
-    handle.write_all(&file.bytes)?;
-    handle.sync_all()?;
-    drop(handle);
-    fs::rename(&temp, &target)?;
-    journal.pending_temp = None;
-    journal.written_files.push(target);
-    Ok(())
+    let existed = fs::symlink_metadata(&target).is_ok();
+    let written = proctor_fs::write_atomically(&target, &file.bytes, None);
+    // A failure after the rename (syncing the directory) leaves the new file in place.
+    if written.is_ok() || (!existed && fs::symlink_metadata(&target).is_ok()) {
+        journal.written_files.push(target);
+    }
+    written
 }
 
 /// Creates `dir` and its missing ancestors, recording each directory created.
