@@ -15,7 +15,7 @@ use oci_client::{Reference, RegistryOperation};
 use oci_spec::image::{ImageIndex, ImageManifest, Os};
 use proctor_contract::{CanonError, Digest, ErrorCode, ImageRepository, PinnedReference};
 
-use crate::pin_file::{locate_image_block, with_pins, write_atomically};
+use crate::pin_file::{locate_image_block, with_pins, write_keeping_mode};
 use crate::platform::{Platform, oci_arch};
 use crate::remote::{Remote, is_not_found, registry_error};
 use crate::target::DistributionReference;
@@ -206,7 +206,7 @@ pub async fn pin(registry_yaml: &Path, source: &IndexSource) -> Result<Pins, Can
     let pins = resolve_pins(source).await?;
     let pinned = with_pins(&text, &pins).map_err(|err| in_file(registry_yaml, err))?;
     if pinned != text {
-        write_atomically(registry_yaml, pinned.as_bytes()).map_err(|err| {
+        write_keeping_mode(registry_yaml, pinned.as_bytes()).map_err(|err| {
             CanonError::new(
                 ErrorCode::Pin,
                 format!("writing {}: {err}", registry_yaml.display()),

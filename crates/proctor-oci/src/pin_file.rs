@@ -15,7 +15,7 @@
 //! key, a missing or repeated key, a nested value, a flow mapping spread over several lines —
 //! is refused, because the file no longer has a shape this editor can change safely.
 
-use std::io::Write;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use proctor_contract::{CanonError, ErrorCode};
@@ -81,22 +81,12 @@ pub(crate) fn with_pins(text: &str, pins: &Pins) -> Result<String, CanonError> {
     Ok(edited)
 }
 
-/// Writes `contents` to `path` through a temporary file in the same directory and a rename,
-/// keeping the permissions of the file it replaces.
-pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".proctor-")
-        .tempfile_in(dir)?;
-    temp.write_all(contents)?;
-    temp.as_file().sync_all()?;
-    if let Ok(metadata) = std::fs::metadata(path) {
-        temp.as_file().set_permissions(metadata.permissions())?;
-    }
-    temp.persist(path).map(|_| ()).map_err(|err| err.error)
+/// Writes `contents` to `path` atomically, keeping the permissions of the file it replaces.
+pub(crate) fn write_keeping_mode(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mode = std::fs::metadata(path)
+        .ok()
+        .map(|metadata| metadata.permissions().mode() & 0o7777);
+    proctor_fs::write_atomically(path, contents, mode)
 }
 
 /// One line: its byte offset in the file and its text without the line terminator.
@@ -800,15 +790,13 @@ runtime: {cpu: 0.5, memory_gb: 0.25, timeout_s: 30, gpu: null}
         }
     }
 
-    #[cfg(unix)]
     #[test]
-    fn atomic_writes_keep_permissions_and_leave_no_temp_files() {
-        use std::os::unix::fs::PermissionsExt;
+    fn writes_keep_permissions_and_leave_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.yaml");
         std::fs::write(&path, "old").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        write_atomically(&path, b"new").unwrap();
+        write_keeping_mode(&path, b"new").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,

@@ -74,7 +74,7 @@ impl PushedImage {
             )
         };
         let text = serde_json::to_string_pretty(self).map_err(|err| failed(&err))?;
-        crate::pin_file::write_atomically(&layout_dir.join(PUSH_RECORD), text.as_bytes())
+        proctor_fs::write_atomically(&layout_dir.join(PUSH_RECORD), text.as_bytes(), None)
             .map_err(|err| failed(&err))
     }
 }
