@@ -3,7 +3,6 @@
 //! is atomic.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use proctor_contract::{CanonError, Digest, ErrorCode, PinnedReference, Platform, ProcessorRef};
@@ -55,7 +54,7 @@ impl GeneratedApp {
         deploy_tag(&self.image_digest)
     }
 
-    /// Writes the source to `<root>/<path>` atomically (temporary file, then rename) and
+    /// Writes the source to `<root>/<path>` atomically ([`proctor_fs::write_atomically`]) and
     /// returns the written path; an I/O failure is `ERR_DEPLOY`.
     pub fn write(&self, root: &Path) -> Result<PathBuf, CanonError> {
         let target = root.join(&self.path);
@@ -67,17 +66,8 @@ impl GeneratedApp {
         };
         let dir = target.parent().unwrap_or(root);
         std::fs::create_dir_all(dir).map_err(|e| failed("create the directory of", e))?;
-        let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(|e| failed("write", e))?;
-        temporary
-            .write_all(self.source.as_bytes())
+        proctor_fs::write_atomically(&target, self.source.as_bytes(), None)
             .map_err(|e| failed("write", e))?;
-        temporary
-            .as_file()
-            .sync_all()
-            .map_err(|e| failed("write", e))?;
-        temporary
-            .persist(&target)
-            .map_err(|e| failed("write", e.error))?;
         Ok(target)
     }
 }
