@@ -16,6 +16,7 @@ mod local_adapter;
 mod oci;
 mod registry;
 mod run;
+mod secrets;
 mod util;
 mod verify;
 mod world;
