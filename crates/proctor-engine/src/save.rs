@@ -113,12 +113,12 @@ async fn copy(
         hasher.update(&chunk);
         file.write_all(&chunk).map_err(cannot_write)?;
     }
-    if let Some((size_bytes, cid)) = expected {
-        if hasher.len() != size_bytes || hasher.finish() != cid {
-            return Err(save_error(format!(
-                "`{path}` in the World does not match its size and cid in the envelope"
-            )));
-        }
+    if let Some((size_bytes, cid)) = expected
+        && (hasher.len() != size_bytes || hasher.finish() != cid)
+    {
+        return Err(save_error(format!(
+            "`{path}` in the World does not match its size and cid in the envelope"
+        )));
     }
     file.commit().map_err(cannot_write)
 }
