@@ -8,6 +8,7 @@
 //! and the arm64 cross toolchain (see `oci`).
 
 mod deploy;
+mod evidence;
 mod image;
 mod lane;
 mod layering;
