@@ -10,6 +10,7 @@
 mod deploy;
 mod evidence;
 mod image;
+mod ipv6_pin;
 mod lane;
 mod layering;
 mod ledger;
