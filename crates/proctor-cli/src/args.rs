@@ -6,21 +6,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use proctor_contract::Mode;
+use proctor_engine::{AdapterKind, Inputs, Lane};
 use serde_json::Value;
 
 mod lane_args;
 mod ledger_args;
 
 use lane_args::{BuildArgs, LaneCommand, PinArgs, PushArgs};
-pub(crate) use lane_args::{
-    BuildConfig, ImageConfig, LaneConfig, MainLaneConfig, MainStep, PinConfig, PushConfig,
-};
+pub(crate) use lane_args::{BuildConfig, ImageConfig, LaneConfig, PinConfig, PushConfig};
 pub(crate) use ledger_args::{LedgerAction, LedgerConfig, RunLedgerConfig, VerifyConfig};
 use ledger_args::{LedgerCommand, RunLedgerArgs, VerifyArgs};
-
-use crate::lane::Lane;
 
 /// Run containerized processors and keep checkable evidence of every run.
 ///
@@ -268,8 +266,8 @@ struct RunArgs {
     /// The processor, `ns/name@version` (e.g. `llm/litellm@1`).
     #[arg(long = "ref", value_name = "REF")]
     processor_ref: String,
-    /// Where the processor runs.
-    #[arg(long, value_enum)]
+    /// Where the processor runs: `local` or `modal`.
+    #[arg(long, value_parser = adapter_parser())]
     adapter: AdapterKind,
     /// `mock` is hermetic and deterministic; `real` uses secrets and the network.
     #[arg(long, value_enum, default_value_t = ModeArg::Mock)]
@@ -307,27 +305,19 @@ struct RunArgs {
     ledger: RunLedgerArgs,
     /// The lane whose rules the run follows: `pr` (`--build`, mock only) or `main` (pinned
     /// images only). Selects no mode.
-    #[arg(long, value_enum, env = "PROCTOR_LANE")]
+    #[arg(long, env = "PROCTOR_LANE", value_parser = lane_parser())]
     lane: Option<Lane>,
 }
 
-/// The adapters `--adapter` accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum AdapterKind {
-    /// The Docker engine on this machine.
-    Local,
-    /// A pinned image deployed on Modal (`proctor deploy --target modal`).
-    Modal,
+/// `--adapter`: the engine's adapter kinds, by name.
+fn adapter_parser() -> impl TypedValueParser<Value = AdapterKind> {
+    PossibleValuesParser::new(AdapterKind::ALL.map(AdapterKind::as_str))
+        .try_map(|name| name.parse())
 }
 
-impl AdapterKind {
-    /// The name given to `--adapter`.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            AdapterKind::Local => "local",
-            AdapterKind::Modal => "modal",
-        }
-    }
+/// `--lane` and `PROCTOR_LANE`: the engine's lanes, by name.
+pub(crate) fn lane_parser() -> impl TypedValueParser<Value = Lane> {
+    PossibleValuesParser::new(Lane::ALL.map(Lane::as_str)).try_map(|name| name.parse())
 }
 
 /// `--mode`, kept apart from [`Mode`] so clap lists the two values.
@@ -343,15 +333,6 @@ fn parse_json_object(text: &str) -> Result<Value, String> {
         Ok(_) => Err("must be a JSON object".to_owned()),
         Err(e) => Err(format!("not JSON: {e}")),
     }
-}
-
-/// Where the inputs payload comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum InputsSource {
-    /// `--inputs-json`.
-    Inline(String),
-    /// `--inputs-file`.
-    File(PathBuf),
 }
 
 /// How results are printed.
@@ -383,7 +364,7 @@ pub(crate) struct RunConfig {
     pub(crate) build: bool,
     /// `--write-prefix` before expansion.
     pub(crate) write_prefix: String,
-    pub(crate) inputs: InputsSource,
+    pub(crate) inputs: Inputs,
     pub(crate) adapter_options: Value,
     pub(crate) timeout: Option<Duration>,
     pub(crate) format: OutputFormat,
@@ -512,8 +493,8 @@ impl Cli {
                 build: run.build,
                 write_prefix: run.write_prefix,
                 inputs: match (run.inputs_json, run.inputs_file) {
-                    (Some(json), _) => InputsSource::Inline(json),
-                    (None, Some(file)) => InputsSource::File(file),
+                    (Some(json), _) => Inputs::Text(json),
+                    (None, Some(file)) => Inputs::File(file),
                     (None, None) => {
                         anyhow::bail!("one of --inputs-json and --inputs-file is required")
                     }
@@ -663,7 +644,7 @@ mod tests {
         let run = run_config(&[]);
         assert_eq!(run.mode, Mode::Mock);
         assert_eq!(run.format, OutputFormat::Human);
-        assert_eq!(run.inputs, InputsSource::Inline("{}".into()));
+        assert_eq!(run.inputs, Inputs::Text("{}".into()));
         assert_eq!(run.adapter_options, serde_json::json!({}));
         assert!(run.artifacts_root.is_absolute() && run.registry_root.is_absolute());
         assert!(run.registry_root.ends_with("processors"));

@@ -17,16 +17,19 @@ use proctor_registry::{RegisteredProcessor, Registry};
 use serde_json::{Value, json};
 
 use crate::args::{BuildConfig, ImageConfig, OutputFormat, PinConfig, PushConfig};
-use crate::async_runtime::block_on;
-use crate::lane::check_publish;
 use crate::output::{emit, print_error, table};
+use proctor_engine::check_publish;
 
 /// Runs the command; returns the exit code (a canonical error's, or 0).
-pub(crate) fn execute(config: &ImageConfig) -> anyhow::Result<i32> {
+pub(crate) async fn execute(config: &ImageConfig) -> anyhow::Result<i32> {
     let (format, result) = match config {
-        ImageConfig::Build(build) => (build.format, build_command(build)),
-        ImageConfig::Push(push) => (push.format, block_on(push_command(push))?),
-        ImageConfig::Pin(pin) => (pin.format, block_on(pin_command(pin))?),
+        // Compiling blocks this thread for minutes; the runtime's other workers go on.
+        ImageConfig::Build(build) => (
+            build.format,
+            tokio::task::block_in_place(|| build_command(build)),
+        ),
+        ImageConfig::Push(push) => (push.format, push_command(push).await),
+        ImageConfig::Pin(pin) => (pin.format, pin_command(pin).await),
     };
     match result {
         Ok(report) => {

@@ -13,7 +13,6 @@ use proctor_ledger::{ChainReport, Event, Ledger, Plan};
 use serde_json::json;
 
 use crate::args::{LedgerAction, LedgerConfig, OutputFormat};
-use crate::async_runtime::block_on;
 use crate::output::{emit, error_json, print_error, table};
 
 /// How many hex characters of a hash the human views show.
@@ -22,8 +21,8 @@ const HASH_PREFIX_LEN: usize = 12;
 const EVENTS_PER_PAGE: u32 = 1000;
 
 /// Runs a `ledger` command; returns the exit code (a canonical error's, or 0).
-pub(crate) fn execute(config: &LedgerConfig) -> anyhow::Result<i32> {
-    let rendered = block_on(async {
+pub(crate) async fn execute(config: &LedgerConfig) -> anyhow::Result<i32> {
+    let rendered = async {
         let creates_plans = matches!(config.action, LedgerAction::Budget { .. });
         let ledger = if creates_plans {
             open(&config.url).await?
@@ -40,7 +39,8 @@ pub(crate) fn execute(config: &LedgerConfig) -> anyhow::Result<i32> {
         };
         ledger.close().await;
         rendered
-    })?;
+    }
+    .await;
     match rendered {
         Ok((text, code)) => {
             emit(&text)?;

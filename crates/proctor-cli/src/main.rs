@@ -8,17 +8,13 @@
 //! `--json`, stdout carries exactly one line.
 
 mod args;
-mod async_runtime;
 mod deploy_commands;
 mod image_commands;
-mod lane;
 mod lane_commands;
 mod ledger_commands;
 mod output;
 mod registry_commands;
 mod run;
-mod run_ledger;
-mod save;
 mod verify_command;
 mod world_commands;
 
@@ -26,11 +22,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use proctor_contract::EXIT_USAGE;
+use proctor_engine::CancellationToken;
 
 use crate::args::{Cli, Config, OutputFormat};
 
 /// Exit code for failures outside the error canon (e.g. stdout cannot be written).
 const EXIT_INTERNAL: i32 = 1;
+/// Exit code when a second Ctrl-C ends the process before it cleaned up, as shells report
+/// an interrupted process.
+const EXIT_INTERRUPTED_TWICE: i32 = 130;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -47,7 +47,15 @@ fn main() -> ExitCode {
         tracing::Level::INFO,
     );
     let format = cli.format();
-    match cli.into_config().and_then(act) {
+    let acted = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            let config = cli.into_config()?;
+            runtime.block_on(act(config))
+        });
+    match acted {
         Ok(code) => exit_code(code),
         Err(error) => {
             tracing::error!(event = "cli.error", error = %format!("{error:#}"));
@@ -60,23 +68,44 @@ fn main() -> ExitCode {
 }
 
 /// Acts on a validated configuration; returns the exit code.
-fn act(config: Config) -> anyhow::Result<i32> {
+async fn act(config: Config) -> anyhow::Result<i32> {
     match config {
         Config::Run(run) => {
-            let outcome = run::run(&run);
+            let outcome = run::run(&run, &cancelled_by_ctrl_c()).await;
             output::print_run(&outcome, run.format)?;
             Ok(outcome.exit_code())
         }
         Config::Registry(registry) => Ok(registry_commands::execute(&registry)?),
-        Config::World(world) => world_commands::execute(&world),
-        Config::Deploy(deploy) => deploy_commands::deploy(&deploy),
-        Config::Drift(drift) => deploy_commands::drift(&drift),
-        Config::SecretsPlan(plan) => deploy_commands::secrets_plan(&plan),
-        Config::Ledger(ledger) => ledger_commands::execute(&ledger),
-        Config::Verify(verify) => verify_command::execute(&verify),
-        Config::Image(image) => image_commands::execute(&image),
-        Config::Lane(lane) => lane_commands::execute(&lane),
+        Config::World(world) => world_commands::execute(&world).await,
+        Config::Deploy(deploy) => deploy_commands::deploy(&deploy).await,
+        Config::Drift(drift) => deploy_commands::drift(&drift).await,
+        Config::SecretsPlan(plan) => deploy_commands::secrets_plan(&plan).await,
+        Config::Ledger(ledger) => ledger_commands::execute(&ledger).await,
+        Config::Verify(verify) => verify_command::execute(&verify).await,
+        Config::Image(image) => image_commands::execute(&image).await,
+        Config::Lane(lane) => lane_commands::execute(&lane, &cancelled_by_ctrl_c()).await,
     }
+}
+
+/// The one [`CancellationToken`] of a command that cleans up after itself: the first Ctrl-C
+/// cancels it, a second one ends the process at once. Where signals cannot be watched,
+/// Ctrl-C keeps its default effect.
+fn cancelled_by_ctrl_c() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let watched = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!(
+                event = "cli.interrupt",
+                "Ctrl-C: cancelling; press it again to quit at once"
+            );
+            watched.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(EXIT_INTERRUPTED_TWICE);
+            }
+        }
+    });
+    cancel
 }
 
 fn exit_code(code: i32) -> ExitCode {

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use proctor_contract::{CanonError, Envelope};
 
 use crate::args::OutputFormat;
-use crate::run::RunOutcome;
+use proctor_engine::RunOutcome;
 
 /// Writes `text` to stdout; a broken pipe is not an error.
 pub(crate) fn emit(text: &str) -> io::Result<()> {

@@ -9,30 +9,30 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use proctor_contract::{CanonError, ErrorCode, WorldPath};
+use proctor_contract::{CanonError, WorldPath};
 use proctor_store::{ArtifactStore, FsStore, ObjectInfo, StoreError, SyncReport};
 use serde_json::json;
 
 use crate::args::{OutputFormat, StoreLocation, WorldConfig};
-use crate::async_runtime::block_on;
 use crate::output::{emit, emit_bytes, print_error, print_error_on_stderr, table};
 
 /// Runs a `world` command; returns the exit code (a canonical error's, or 0).
-pub(crate) fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
+pub(crate) async fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
     match config {
         WorldConfig::Ls {
             selector,
             store,
             format,
         } => {
-            let listed = block_on(async {
+            let listed = async {
                 let store = open(store)?;
                 let selector = WorldPath::parse(selector)?;
                 let objects = proctor_store::ls(store.as_ref(), &selector)
                     .await
                     .map_err(canonical)?;
                 Ok::<_, CanonError>((store.location(), selector, objects))
-            })?;
+            }
+            .await;
             match listed {
                 Ok((location, selector, objects)) => {
                     tracing::info!(event = "world.ls", store = %location, selector = %selector, artifacts = objects.len());
@@ -43,13 +43,14 @@ pub(crate) fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
             }
         }
         WorldConfig::Cat { path, store } => {
-            let read = block_on(async {
+            let read = async {
                 let store = open(store)?;
                 let path = WorldPath::parse(path)?;
                 proctor_store::cat(store.as_ref(), &path)
                     .await
                     .map_err(canonical)
-            })?;
+            }
+            .await;
             match read {
                 Ok(bytes) => {
                     emit_bytes(&bytes)?;
@@ -68,7 +69,7 @@ pub(crate) fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
             to,
             format,
         } => {
-            let synced = block_on(async {
+            let synced = async {
                 let from = open(from)?;
                 let to = open(to)?;
                 let report =
@@ -76,7 +77,8 @@ pub(crate) fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
                         .await
                         .map_err(canonical)?;
                 Ok::<_, CanonError>((from.location(), to.location(), report))
-            })?;
+            }
+            .await;
             match synced {
                 Ok((from, to, report)) => {
                     emit(&render_sync(&from, &to, &report, *format))?;
@@ -109,18 +111,7 @@ fn open(location: &StoreLocation) -> Result<Arc<dyn ArtifactStore>, CanonError> 
 
 /// The canonical error for a store failure.
 pub(crate) fn canonical(error: StoreError) -> CanonError {
-    match error {
-        StoreError::NotFound { path } => CanonError::new(ErrorCode::NotFound, format!("`{path}`")),
-        StoreError::Path(error) => error,
-        StoreError::MissingCredentials => CanonError::new(
-            ErrorCode::MissingSecret,
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the S3 store's credentials)",
-        ),
-        error @ (StoreError::OutsideArtifacts { .. } | StoreError::ExecutionId { .. }) => {
-            CanonError::new(ErrorCode::BadPath, error.to_string())
-        }
-        error => CanonError::new(ErrorCode::Store, error.to_string()),
-    }
+    error.into()
 }
 
 fn render_ls(
@@ -185,36 +176,6 @@ mod tests {
 
     fn path(raw: &str) -> WorldPath {
         WorldPath::parse(raw).unwrap()
-    }
-
-    #[test]
-    fn store_errors_become_canonical_codes() {
-        let not_found = canonical(StoreError::NotFound {
-            path: path("/artifacts/a"),
-        });
-        assert_eq!(not_found.code(), ErrorCode::NotFound);
-        assert_eq!(not_found.message(), "artifact not found: `/artifacts/a`");
-        let outside = canonical(StoreError::OutsideArtifacts {
-            path: path("/streams/a"),
-        });
-        assert_eq!(outside.code(), ErrorCode::BadPath);
-        assert!(
-            outside.message().contains("/artifacts/ paths only"),
-            "{outside}"
-        );
-        assert_eq!(
-            canonical(StoreError::MissingCredentials).code(),
-            ErrorCode::MissingSecret
-        );
-        let location = canonical(StoreError::Location {
-            location: "gs://x".into(),
-            reason: "unknown scheme".into(),
-        });
-        assert_eq!(location.code(), ErrorCode::Store);
-        assert_eq!(
-            location.message(),
-            "artifact store error: invalid store location `gs://x`: unknown scheme"
-        );
     }
 
     #[test]

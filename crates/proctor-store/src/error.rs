@@ -1,6 +1,6 @@
 //! Storage errors: one enum, each variant naming the path or location involved.
 
-use proctor_contract::{CanonError, WorldPath};
+use proctor_contract::{CanonError, ErrorCode, WorldPath};
 
 /// Why a storage operation failed. Messages never carry credentials.
 #[derive(Debug, thiserror::Error)]
@@ -83,5 +83,66 @@ impl StoreError {
     /// Whether the error says the artifact does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// Every store failure as the canonical error a user sees: a missing artifact is
+/// `ERR_NOT_FOUND`, a path outside `/artifacts/` or an unusable execution id `ERR_BAD_PATH`,
+/// missing S3 credentials `ERR_MISSING_SECRET`, anything else `ERR_STORE`.
+impl From<StoreError> for CanonError {
+    fn from(error: StoreError) -> CanonError {
+        match error {
+            StoreError::NotFound { path } => {
+                CanonError::new(ErrorCode::NotFound, format!("`{path}`"))
+            }
+            StoreError::Path(error) => error,
+            StoreError::MissingCredentials => CanonError::new(
+                ErrorCode::MissingSecret,
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the S3 store's credentials)",
+            ),
+            error @ (StoreError::OutsideArtifacts { .. } | StoreError::ExecutionId { .. }) => {
+                CanonError::new(ErrorCode::BadPath, error.to_string())
+            }
+            error => CanonError::new(ErrorCode::Store, error.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(raw: &str) -> WorldPath {
+        WorldPath::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn store_errors_become_canonical_codes() {
+        let not_found = CanonError::from(StoreError::NotFound {
+            path: path("/artifacts/a"),
+        });
+        assert_eq!(not_found.code(), ErrorCode::NotFound);
+        assert_eq!(not_found.message(), "artifact not found: `/artifacts/a`");
+        let outside = CanonError::from(StoreError::OutsideArtifacts {
+            path: path("/streams/a"),
+        });
+        assert_eq!(outside.code(), ErrorCode::BadPath);
+        assert!(
+            outside.message().contains("/artifacts/ paths only"),
+            "{outside}"
+        );
+        assert_eq!(
+            CanonError::from(StoreError::MissingCredentials).code(),
+            ErrorCode::MissingSecret
+        );
+        let location = CanonError::from(StoreError::Location {
+            location: "gs://x".into(),
+            reason: "unknown scheme".into(),
+        });
+        assert_eq!(location.code(), ErrorCode::Store);
+        assert_eq!(
+            location.message(),
+            "artifact store error: invalid store location `gs://x`: unknown scheme"
+        );
     }
 }

@@ -5,12 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Subcommand};
+use proctor_engine::{Lane, LaneChain, LaneRequest, LaneStep, MainLaneSettings};
 use proctor_oci::{Platform, RegistryTarget};
 use serde_json::Value;
 
+use super::ledger_args::RunLedgerArgs;
 use super::{ArtifactsRootArg, OutputFormat, RegistryRootArg, absolute, parse_json_object};
-use crate::lane::Lane;
 
 /// The registry `proctor lane main` pushes to when neither `--registry` nor
 /// `PROCTOR_LANE_REGISTRY` names one: the loopback registry `scripts/setup.sh` starts.
@@ -42,7 +44,7 @@ impl WorkspaceRootArg {
     fn resolve(&self, registry_root: &Path) -> anyhow::Result<PathBuf> {
         match &self.workspace_root {
             Some(dir) => absolute(dir),
-            None => Ok(crate::run::workspace_root(registry_root)),
+            None => Ok(proctor_engine::workspace_root(registry_root)),
         }
     }
 }
@@ -99,7 +101,7 @@ pub(super) struct PushArgs {
     #[arg(long, value_name = "HOST/OWNER/REPO", value_parser = parse_registry_target)]
     registry: RegistryTarget,
     /// The lane; the pr lane never pushes.
-    #[arg(long, value_enum, env = "PROCTOR_LANE")]
+    #[arg(long, env = "PROCTOR_LANE", value_parser = super::lane_parser())]
     lane: Option<Lane>,
     /// Print one line of JSON instead of a summary.
     #[arg(long)]
@@ -120,7 +122,7 @@ pub(super) struct PinArgs {
     #[arg(long, value_name = "HOST/OWNER/REPO", value_parser = parse_registry_target)]
     registry: Option<RegistryTarget>,
     /// The lane; the pr lane never pins.
-    #[arg(long, value_enum, env = "PROCTOR_LANE")]
+    #[arg(long, env = "PROCTOR_LANE", value_parser = super::lane_parser())]
     lane: Option<Lane>,
     /// Print one line of JSON instead of a summary.
     #[arg(long)]
@@ -153,7 +155,7 @@ struct LaneCommonArgs {
     processor_refs: Vec<String>,
     /// Must name the same lane as the command when given; `PROCTOR_LANE` set for a whole
     /// job keeps the other chain from running there.
-    #[arg(long, value_enum, env = "PROCTOR_LANE")]
+    #[arg(long, env = "PROCTOR_LANE", value_parser = super::lane_parser())]
     lane: Option<Lane>,
     /// Adapter options for every smoke run, a JSON object (as `run --adapter-opts-json`).
     #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
@@ -165,6 +167,9 @@ struct LaneCommonArgs {
     registry_root: RegistryRootArg,
     #[command(flatten)]
     artifacts_root: ArtifactsRootArg,
+    /// Where and how the smoke runs are recorded, as `proctor run` records them.
+    #[command(flatten)]
+    ledger: RunLedgerArgs,
 }
 
 /// `proctor lane pr`.
@@ -190,28 +195,21 @@ pub(super) struct LaneMainArgs {
     registry: RegistryTarget,
     /// The first step to run; earlier ones are not run (e.g. `deploy` after a run that
     /// stopped `--until acceptance` and committed its pins).
-    #[arg(long, value_enum, value_name = "STEP", default_value_t = MainStep::BuildPin)]
-    from: MainStep,
+    #[arg(long, value_name = "STEP", default_value = "build-pin", value_parser = main_step_parser())]
+    from: LaneStep,
     /// The last step to run; later ones are reported as not run.
-    #[arg(long, value_enum, value_name = "STEP", default_value_t = MainStep::Drift)]
-    until: MainStep,
+    #[arg(long, value_name = "STEP", default_value = "drift", value_parser = main_step_parser())]
+    until: LaneStep,
     #[command(flatten)]
     oci_root: OciRootArg,
     #[command(flatten)]
     workspace_root: WorkspaceRootArg,
 }
 
-/// The steps of the main chain, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub(crate) enum MainStep {
-    /// Build both platforms, push, pin.
-    BuildPin,
-    /// Smoke runs of the pinned images.
-    Acceptance,
-    /// Deploy the pinned images to the deploy target.
-    Deploy,
-    /// Compare what the target runs with the pins.
-    Drift,
+/// `--from` and `--until`: the main chain's steps, by name (`build-pin`, `acceptance`,
+/// `deploy`, `drift`).
+fn main_step_parser() -> impl TypedValueParser<Value = LaneStep> {
+    PossibleValuesParser::new(LaneStep::MAIN.map(LaneStep::as_str)).try_map(|name| name.parse())
 }
 
 /// A validated `build`, `push` or `pin`.
@@ -266,37 +264,17 @@ pub(crate) struct PinConfig {
     pub(crate) oci_root: PathBuf,
 }
 
-/// A validated `proctor lane pr|main`.
+/// A validated `proctor lane pr|main`: the engine's request, and the World it runs in.
 #[derive(Debug, Clone)]
 pub(crate) struct LaneConfig {
-    /// The chain to run.
-    pub(crate) lane: Lane,
-    /// The lane `--lane` / `PROCTOR_LANE` named, checked against [`LaneConfig::lane`].
-    pub(crate) selected_lane: Option<Lane>,
-    /// `--ref`s as given; empty for every processor.
-    pub(crate) processor_refs: Vec<String>,
-    pub(crate) adapter_options: Value,
+    pub(crate) request: LaneRequest,
     pub(crate) format: OutputFormat,
     /// Absolute.
     pub(crate) registry_root: PathBuf,
     /// Absolute.
     pub(crate) artifacts_root: PathBuf,
-    /// The main lane's settings; `None` for the pr lane.
-    pub(crate) main: Option<MainLaneConfig>,
-}
-
-/// What only the main lane needs.
-#[derive(Debug, Clone)]
-pub(crate) struct MainLaneConfig {
-    pub(crate) registry: RegistryTarget,
-    pub(crate) from: MainStep,
-    pub(crate) until: MainStep,
-    /// Absolute.
-    pub(crate) oci_root: PathBuf,
-    /// Absolute.
-    pub(crate) workspace_root: PathBuf,
-    /// Where generated deploy apps are written (the current directory), absolute.
-    pub(crate) project_root: PathBuf,
+    /// `--ledger`.
+    pub(crate) ledger_url: String,
 }
 
 impl BuildArgs {
@@ -357,18 +335,25 @@ impl PinArgs {
 }
 
 impl LaneCommonArgs {
-    fn into_config(self, lane: Lane, main: Option<MainLaneConfig>) -> anyhow::Result<LaneConfig> {
+    fn into_config(self, chain: LaneChain) -> anyhow::Result<LaneConfig> {
+        let format = OutputFormat::from_flag(self.json);
+        let ledger = self.ledger.into_config();
         Ok(LaneConfig {
-            lane,
-            selected_lane: self.lane,
-            processor_refs: self.processor_refs,
-            adapter_options: self
-                .adapter_opts_json
-                .unwrap_or_else(|| Value::Object(Default::default())),
-            format: OutputFormat::from_flag(self.json),
+            request: LaneRequest {
+                chain,
+                job_lane: self.lane,
+                processor_refs: self.processor_refs,
+                adapter_options: self
+                    .adapter_opts_json
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+                plan: ledger.plan,
+                reserve_micro_usd: ledger.reserve_micro_usd,
+                show_progress: format == OutputFormat::Human,
+            },
+            format,
             registry_root: self.registry_root.resolve()?,
             artifacts_root: self.artifacts_root.resolve()?,
-            main,
+            ledger_url: ledger.url,
         })
     }
 }
@@ -377,10 +362,10 @@ impl LaneCommand {
     /// The validated configuration.
     pub(super) fn into_config(self) -> anyhow::Result<LaneConfig> {
         match self {
-            LaneCommand::Pr(args) => args.common.into_config(Lane::Pr, None),
+            LaneCommand::Pr(args) => args.common.into_config(LaneChain::Pr),
             LaneCommand::Main(args) => {
                 let registry_root = args.common.registry_root.resolve()?;
-                let main = MainLaneConfig {
+                let main = MainLaneSettings {
                     registry: args.registry,
                     from: args.from,
                     until: args.until,
@@ -388,7 +373,7 @@ impl LaneCommand {
                     workspace_root: args.workspace_root.resolve(&registry_root)?,
                     project_root: absolute(Path::new("."))?,
                 };
-                args.common.into_config(Lane::Main, Some(main))
+                args.common.into_config(LaneChain::Main(main))
             }
         }
     }
@@ -475,23 +460,54 @@ mod tests {
     fn lane_main_defaults_to_the_whole_chain_on_the_loopback_registry() {
         match parse(&["lane", "main", "--ref", "a/b@1", "--ref", "c/d@2"]).unwrap() {
             Config::Lane(lane) => {
-                assert_eq!(lane.lane, Lane::Main);
-                assert_eq!(lane.processor_refs, ["a/b@1", "c/d@2"]);
-                let main = lane.main.unwrap();
+                let request = &lane.request;
+                assert_eq!(request.chain.lane(), Lane::Main);
+                assert_eq!(request.processor_refs, ["a/b@1", "c/d@2"]);
+                assert_eq!(request.adapter_options, serde_json::json!({}));
+                assert_eq!(
+                    (request.plan.as_str(), request.reserve_micro_usd),
+                    ("default", 0)
+                );
+                assert!(request.show_progress);
+                let LaneChain::Main(main) = &request.chain else {
+                    panic!("{request:?}")
+                };
                 assert_eq!(main.registry.to_string(), DEFAULT_LANE_REGISTRY);
                 assert_eq!(
                     (main.from, main.until),
-                    (MainStep::BuildPin, MainStep::Drift)
+                    (LaneStep::BuildPin, LaneStep::Drift)
                 );
                 assert!(main.project_root.is_absolute());
             }
             other => panic!("{other:?}"),
         }
+        match parse(&[
+            "lane", "main", "--from", "deploy", "--until", "deploy", "--plan", "ci",
+        ])
+        .unwrap()
+        {
+            Config::Lane(lane) => {
+                let LaneChain::Main(main) = &lane.request.chain else {
+                    panic!("{lane:?}")
+                };
+                assert_eq!(
+                    (main.from, main.until),
+                    (LaneStep::Deploy, LaneStep::Deploy)
+                );
+                assert_eq!(lane.request.plan, "ci");
+            }
+            other => panic!("{other:?}"),
+        }
         match parse(&["lane", "pr", "--json", "--lane", "pr"]).unwrap() {
             Config::Lane(lane) => {
-                assert_eq!((lane.lane, lane.selected_lane), (Lane::Pr, Some(Lane::Pr)));
-                assert!(lane.main.is_none() && lane.processor_refs.is_empty());
+                let request = &lane.request;
+                assert_eq!(
+                    (request.chain.lane(), request.job_lane),
+                    (Lane::Pr, Some(Lane::Pr))
+                );
+                assert!(request.processor_refs.is_empty() && !request.show_progress);
                 assert_eq!(lane.format, OutputFormat::Json);
+                assert!(lane.registry_root.is_absolute() && lane.artifacts_root.is_absolute());
             }
             other => panic!("{other:?}"),
         }
