@@ -1,52 +1,100 @@
-//! The layering rule: processor-facing crates (`proctor-contract`, `proctor-sdk`, every
-//! package under `processors/`) never depend, even transitively through workspace
-//! packages, on the orchestrator side (CLI, adapters, registry) or on storage crates.
+//! The layering rule, as an allow-list: every workspace package names the workspace
+//! packages it may depend on (normal and build dependencies; dev-dependencies never reach a
+//! binary). Processors and fixtures (packages under `processors/` and `fixtures/`) may use
+//! the contract and the SDK only. A package that is not listed, or an edge that is not
+//! allowed, fails the test: a new dependency between crates is a decision made here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::Value;
 
-/// Crates processors must never reach.
-const FORBIDDEN: &[&str] = &["proctor-cli", "proctor-adapters", "proctor-registry"];
-/// Name prefixes of storage crates, present or future.
-const FORBIDDEN_PREFIXES: &[&str] = &["proctor-world", "proctor-ledger", "proctor-store"];
+/// What each crate may depend on, mirroring ARCHITECTURE.md.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("proctor-contract", &[]),
+    ("proctor-fs", &[]),
+    ("proctor-telemetry", &["proctor-contract"]),
+    (
+        "proctor-sdk",
+        &["proctor-contract", "proctor-fs", "proctor-telemetry"],
+    ),
+    ("proctor-registry", &["proctor-contract"]),
+    ("proctor-store", &["proctor-contract", "proctor-fs"]),
+    ("proctor-ledger", &["proctor-contract"]),
+    ("proctor-oci", &["proctor-contract", "proctor-fs"]),
+    (
+        "proctor-deploy",
+        &["proctor-contract", "proctor-fs", "proctor-registry"],
+    ),
+    (
+        "proctor-adapters",
+        &[
+            "proctor-contract",
+            "proctor-registry",
+            "proctor-deploy",
+            "proctor-oci",
+        ],
+    ),
+    (
+        "proctor-engine",
+        &[
+            "proctor-contract",
+            "proctor-fs",
+            "proctor-telemetry",
+            "proctor-registry",
+            "proctor-adapters",
+            "proctor-store",
+            "proctor-ledger",
+            "proctor-deploy",
+            "proctor-oci",
+        ],
+    ),
+    (
+        "proctor-cli",
+        &[
+            "proctor-contract",
+            "proctor-telemetry",
+            "proctor-engine",
+            "proctor-registry",
+            "proctor-store",
+            "proctor-ledger",
+            "proctor-deploy",
+            "proctor-oci",
+        ],
+    ),
+];
 
-fn forbidden(name: &str) -> bool {
-    FORBIDDEN.contains(&name)
-        || FORBIDDEN_PREFIXES
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-}
+/// What processors and fixtures may depend on.
+const PROCESSOR_ALLOWED: &[&str] = &["proctor-contract", "proctor-sdk"];
 
-/// Workspace package → the workspace packages it depends on (normal and build
-/// dependencies; dev-dependencies never reach a processor binary).
+/// Workspace package → the workspace packages it depends on.
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
-/// The forbidden packages `package` reaches, with the path that reaches each.
-fn violations(graph: &Graph, package: &str) -> Vec<String> {
+/// Every edge of `graph` the allow-list does not grant, and every package it does not
+/// name; `is_processor` tells the packages the processor rule covers.
+fn violations(graph: &Graph, is_processor: impl Fn(&str) -> bool) -> Vec<String> {
+    let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
     let mut found = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![vec![package.to_owned()]];
-    while let Some(path) = stack.pop() {
-        let last = path.last().unwrap();
-        for next in graph.get(last).into_iter().flatten() {
-            if !seen.insert(next.clone()) {
+    for (package, dependencies) in graph {
+        let granted = match allowed.get(package.as_str()) {
+            Some(granted) => *granted,
+            None if is_processor(package) => PROCESSOR_ALLOWED,
+            None => {
+                found.push(format!("{package} is not in the allow-list"));
                 continue;
             }
-            let mut longer = path.clone();
-            longer.push(next.clone());
-            if forbidden(next) {
-                found.push(longer.join(" -> "));
+        };
+        for dependency in dependencies {
+            if !granted.contains(&dependency.as_str()) {
+                found.push(format!("{package} -> {dependency}"));
             }
-            stack.push(longer);
         }
     }
     found
 }
 
-/// The workspace graph and the processor-facing packages, from `cargo metadata`.
-fn workspace() -> (Graph, Vec<String>) {
+/// The workspace graph and the processor and fixture packages, from `cargo metadata`.
+fn workspace() -> (Graph, BTreeSet<String>) {
     let workspace_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = std::process::Command::new(cargo)
@@ -71,9 +119,10 @@ fn workspace() -> (Graph, Vec<String>) {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    let processors_dir = Path::new(metadata["workspace_root"].as_str().unwrap()).join("processors");
+    let root = Path::new(metadata["workspace_root"].as_str().unwrap());
+    let processor_dirs = [root.join("processors"), root.join("fixtures")];
     let mut graph = Graph::new();
-    let mut subjects = vec!["proctor-contract".to_owned(), "proctor-sdk".to_owned()];
+    let mut processors = BTreeSet::new();
     for package in packages {
         let name = package["name"].as_str().unwrap().to_owned();
         let edges = package["dependencies"]
@@ -85,44 +134,35 @@ fn workspace() -> (Graph, Vec<String>) {
             .filter(|dep| names.contains(dep))
             .map(str::to_owned)
             .collect();
-        if Path::new(package["manifest_path"].as_str().unwrap()).starts_with(&processors_dir) {
-            subjects.push(name.clone());
+        let manifest = Path::new(package["manifest_path"].as_str().unwrap());
+        if processor_dirs.iter().any(|dir| manifest.starts_with(dir)) {
+            processors.insert(name.clone());
         }
         graph.insert(name, edges);
     }
-    (graph, subjects)
+    (graph, processors)
 }
 
 #[test]
-fn processor_facing_crates_reach_no_orchestrator_or_storage_crate() {
-    let (graph, subjects) = workspace();
+fn every_crate_depends_only_on_what_the_allow_list_grants() {
+    let (graph, processors) = workspace();
     assert!(
-        subjects.len() > 2,
-        "no package found under processors/: {subjects:?}"
+        processors.len() >= 2,
+        "no package found under processors/ or fixtures/: {processors:?}"
     );
-    for subject in &subjects {
-        assert!(
-            graph.contains_key(subject),
-            "{subject} is not a workspace package"
-        );
-        let found = violations(&graph, subject);
-        assert!(
-            found.is_empty(),
-            "{subject} depends on forbidden crates: {found:#?}"
-        );
-    }
+    let found = violations(&graph, |name| processors.contains(name));
+    assert!(found.is_empty(), "layering violations: {found:#?}");
 }
 
 #[test]
-fn the_check_finds_transitive_and_storage_dependencies() {
+fn the_check_finds_unlisted_packages_and_edges() {
     let graph: Graph = [
-        ("processor-x", &["proctor-sdk"][..]),
-        ("proctor-sdk", &["proctor-contract", "helper"]),
-        ("helper", &["proctor-ledger-sqlite"]),
+        ("processor-x", &["proctor-sdk", "proctor-store"][..]),
+        ("proctor-sdk", &["proctor-contract"]),
         ("proctor-contract", &[]),
-        ("proctor-ledger-sqlite", &["proctor-registry"]),
-        ("proctor-registry", &["proctor-contract"]),
-        ("clean", &["proctor-contract"]),
+        ("proctor-store", &["proctor-ledger"]),
+        ("proctor-ledger", &["proctor-contract"]),
+        ("proctor-newcomer", &[]),
     ]
     .into_iter()
     .map(|(name, deps)| {
@@ -132,16 +172,13 @@ fn the_check_finds_transitive_and_storage_dependencies() {
         )
     })
     .collect();
-    let found = violations(&graph, "processor-x");
+    let found = violations(&graph, |name| name == "processor-x");
     assert_eq!(
         found,
         [
-            "processor-x -> proctor-sdk -> helper -> proctor-ledger-sqlite",
-            "processor-x -> proctor-sdk -> helper -> proctor-ledger-sqlite -> proctor-registry",
+            "processor-x -> proctor-store",
+            "proctor-newcomer is not in the allow-list",
+            "proctor-store -> proctor-ledger",
         ]
-    );
-    assert!(violations(&graph, "clean").is_empty());
-    assert!(
-        forbidden("proctor-world-fs") && forbidden("proctor-store") && !forbidden("proctor-sdk")
     );
 }

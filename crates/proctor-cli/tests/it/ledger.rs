@@ -517,7 +517,7 @@ fn ctrl_c_during_a_run_still_releases_and_settles() {
         .unwrap();
     assert!(signalled.success());
     let run = started.finish();
-    run.fails_with(ErrorCode::Interrupted, "Ctrl-C during testing/faulty@1");
+    run.fails_with(ErrorCode::Interrupted, "testing/faulty@1 was cancelled");
     run.check(
         sweep.containers().is_empty(),
         "no container may be left after Ctrl-C",
