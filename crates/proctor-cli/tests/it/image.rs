@@ -2,16 +2,21 @@
 //! and Docker engine (see [`crate::oci`]): the shipped `text/stats@1` is built for both
 //! platforms, pushed under an owner of its own, pinned in a copy of `processors/`, and run
 //! from the registry by digest. Refusals — a missing platform, an absent digest, a registry
-//! that is down — each give their canonical error and leave registry.yaml as it was.
+//! that is down — each give their canonical error and leave registry.yaml as it was. A
+//! `run --build` runs the image config `proctor build` writes for the host platform.
 
-use proctor_contract::ErrorCode;
+use std::collections::HashMap;
+use std::path::Path;
+
+use bollard::Docker;
+use proctor_contract::{ErrorCode, Platform};
 use serde_json::Value;
 
 use crate::oci::{
     EngineCleanup, closed_target, copy_processors, digest_of, fails_with_error, image_present,
     json_events, pins_in, unique_target, workspace_root,
 };
-use crate::util::TestDir;
+use crate::util::{TestDir, workspace_registry};
 
 const STATS: &str = "text/stats@1";
 const STATS_YAML: &str = "text/stats/1/registry.yaml";
@@ -304,6 +309,105 @@ fn tampered_and_placeholder_pins_fail_before_any_container() {
     );
     assert_eq!(std::fs::read_to_string(&yaml).unwrap(), placeholder);
     assert!(cleanup.containers().is_empty());
+}
+
+#[test]
+fn run_build_runs_the_config_that_proctor_build_writes_for_the_host() {
+    let dir = TestDir::new();
+    let cleanup = EngineCleanup::new();
+    let root = workspace_registry().display().to_string();
+    let host = Platform::from_arch(std::env::consts::ARCH).expect("an image platform host");
+    let built = build(&dir, &root, &["--platform", &host.to_string()]);
+    let layout = dir.path().join(".proctor/oci/text-stats-1");
+    assert_eq!(built["layout_dir"], layout.display().to_string());
+    let config_digest = config_digest_in(&layout, host);
+
+    let options = cleanup.adapter_options();
+    let build_run = || {
+        dir.proctor(&[
+            "run",
+            "--lane",
+            "pr",
+            "--build",
+            "--ref",
+            STATS,
+            "--adapter",
+            "local",
+            "--mode",
+            "mock",
+            "--write-prefix",
+            "/artifacts/o/{execution_id}",
+            "--inputs-json",
+            r#"{"schema":"v1","text":"the pr lane runs what main pins"}"#,
+            "--adapter-opts-json",
+            &options,
+            "--registry-root",
+            &root,
+            "--artifacts-root",
+            "artifacts",
+            "--json",
+        ])
+        .run()
+    };
+    let run = build_run();
+    run.exits(0);
+    run.check(
+        run.json()["meta"]["image_digest"] == config_digest,
+        "the run's image ID is the config digest of the built layout's host image",
+    );
+    let (id, labels) = engine_image("proctor/text-stats:1");
+    run.check(id == config_digest, "the local tag names that image");
+    run.check(
+        labels.get("proctor.ref").map(String::as_str) == Some(STATS),
+        "labelled with the ref",
+    );
+
+    // Nothing changed: the engine already has the image, nothing is loaded again.
+    let again = build_run();
+    again.exits(0);
+    let built_events = json_events(&again, "image.built");
+    again.check(
+        built_events.len() == 1
+            && built_events[0]["image_id"] == config_digest
+            && built_events[0]["loaded"] == false,
+        "the same image, not loaded again",
+    );
+    again.check(cleanup.containers().is_empty(), "no container is left");
+}
+
+/// The config digest of `platform`'s image in the OCI layout at `layout`.
+fn config_digest_in(layout: &Path, platform: Platform) -> String {
+    let read =
+        |path: &Path| -> Value { serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap() };
+    let blob = |digest: &Value| {
+        let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
+        read(&layout.join("blobs/sha256").join(hex))
+    };
+    let top = read(&layout.join("index.json"));
+    let index = blob(&top["manifests"][0]["digest"]);
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["platform"]["architecture"] == platform.as_str())
+        .unwrap_or_else(|| panic!("no {platform} image in {index}"));
+    let manifest = blob(&entry["digest"]);
+    manifest["config"]["digest"].as_str().unwrap().to_owned()
+}
+
+/// The ID and labels of the engine's image `reference`.
+fn engine_image(reference: &str) -> (String, HashMap<String, String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let docker = Docker::connect_with_local_defaults().unwrap();
+        let docker = docker.negotiate_version().await.unwrap();
+        let image = docker.inspect_image(reference).await.unwrap();
+        let labels = image.config.and_then(|config| config.labels);
+        (image.id.unwrap(), labels.unwrap_or_default())
+    })
 }
 
 /// 64 random lowercase hex digits, as a digest no registry holds.
