@@ -310,7 +310,9 @@ mod tests {
         let at = |rows: &[StoredRow]| verify(rows, seq, &hash).unwrap_err();
 
         let mut edited = rows.clone();
-        edited[2].payload = edited[2].payload.replace("\"detail\":\"3\"", "\"detail\":\"33\"");
+        edited[2].payload = edited[2]
+            .payload
+            .replace("\"detail\":\"3\"", "\"detail\":\"33\"");
         let broken = at(&edited);
         assert_eq!(broken.seq, 3);
         assert!(matches!(
