@@ -27,8 +27,8 @@ pub(crate) const USER: &str = "65532:65532";
 pub(crate) const CREATED: &str = "1970-01-01T00:00:00Z";
 /// The OCI annotation, and image label, carrying the processor ref.
 pub(crate) const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
-/// The image label carrying the processor ref under the name the local adapter gives it on
-/// containers and looks images up by.
+/// The image label carrying the processor ref, under the name the local adapter also gives
+/// it on the containers it runs.
 pub const REF_LABEL: &str = "proctor.ref";
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
