@@ -7,6 +7,9 @@
 //! **Architecture Invariant:** only this crate prints. Logs are JSON lines on stderr; under
 //! `--json`, stdout carries exactly one line.
 
+// The one crate that prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod args;
 mod deploy_commands;
 mod image_commands;

@@ -6,6 +6,9 @@
 //!
 //! The shipped processor text/stats@1 is built once for both platforms and shared.
 
+// Build and push timings are reported on stderr.
+#![allow(clippy::print_stderr)]
+
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};

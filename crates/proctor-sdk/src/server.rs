@@ -37,7 +37,11 @@ pub fn serve_main(definition: ProcessorDefinition) -> ExitCode {
     let config = match ServerConfig::from_env() {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{error}");
+            // Logging is not set up yet: the configuration error goes to stderr as it is.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("{error}");
+            }
             return ExitCode::FAILURE;
         }
     };

@@ -6,6 +6,9 @@
 //! database the test user may create databases from); each test creates its own database
 //! and drops it afterwards. A missing server fails the test: it is never skipped.
 
+// A cleanup that fails is reported on stderr, never silently.
+#![allow(clippy::print_stderr)]
+
 use proctor_ledger::Ledger;
 use sqlx::{AnyConnection, AnyPool, Connection};
 
