@@ -21,7 +21,9 @@ mod world_path;
 pub use digest::{Digest, InvalidDigest};
 pub use envelope::{Envelope, ErrorBody, ErrorEnvelope, ErrorMeta, SuccessEnvelope, SuccessMeta};
 pub use error::{CanonError, EXIT_USAGE, ErrorCode};
-pub use hashing::{HASH_SCHEMA, InputsHash, canonical_json, cid, env_fingerprint, inputs_hash};
+pub use hashing::{
+    CidHasher, HASH_SCHEMA, InputsHash, canonical_json, cid, env_fingerprint, inputs_hash,
+};
 pub use image_reference::{ImageRepository, InvalidReference, PinnedReference};
 pub use index::{OutputEntry, OutputsIndex};
 pub use ledger_event::{
