@@ -1,493 +1,60 @@
-//! `proctor verify EXECUTION_ID`: checks the whole chain of evidence one execution left.
-//!
-//! The storage half ([`proctor_store::verify_execution`]): both receipt copies exist and
-//! are byte-identical, the index lies where the receipt says, and every output re-hashes to
-//! its CID and size in the index. The ledger half: the execution is recorded and settled
-//! as a success, its plan's chain verifies, its settle event lies on the verified chain,
-//! the receipt's processor, mode, outputs index (path and content id), receipt content id
-//! and image digest match what the ledger recorded, and the outputs the ledger recorded
-//! (`artifact.produce`) are the index's. Last, the image: a pinned run's digest must be the
-//! registry's current pin for the host platform; a `--build` run (no digest recorded at
-//! start) is reported as built from source.
+//! `proctor verify EXECUTION_ID`: the engine's check of the whole chain of evidence one
+//! execution left ([`proctor_engine::verify_execution`]: outputs, receipts, ledger records,
+//! pin), against the store and the existing ledger the flags name.
 //!
 //! Every finding is a check (✓/✗ per line, or `--json`); any failed check is `ERR_VERIFY`.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 
-use proctor_adapters::host_platform;
-use proctor_contract::{CanonError, ErrorCode, ProcessorRef, Receipt, WorldPath, cid};
-use proctor_ledger::{EventKind, Execution, ExecutionEvidence, ExecutionStatus, Ledger};
-use proctor_registry::{Registry, pinned_reference};
-use proctor_store::{ArtifactStore, Check, FsStore, VerifyReport};
-use serde::Serialize;
-use serde_json::Value;
+use proctor_contract::CanonError;
+use proctor_engine::{EvidenceSources, VerifyReport, verify_execution};
+use proctor_store::{ArtifactStore, FsStore};
 
 use crate::args::{OutputFormat, StoreLocation, VerifyConfig};
-use crate::async_runtime::block_on;
-use crate::ledger_commands::{hash_prefix, open_existing};
-use crate::output::{emit, error_json, print_error};
-use crate::world_commands::canonical;
+use crate::ledger_commands::open_existing;
+use crate::output::{emit, print_error};
 
 /// The widest check name the human report pads the others to.
 const NAME_COLUMN_MAX: usize = 24;
 
-/// What `proctor verify` prints.
-#[derive(Debug, Serialize)]
-struct Report {
-    execution_id: String,
-    /// Whether every check passed.
-    ok: bool,
-    /// The store read (no credentials).
-    store: String,
-    /// The ledger's backend, `sqlite` or `postgres`.
-    ledger: &'static str,
-    /// The plan that records the execution, when it is recorded.
-    plan: Option<String>,
-    checks: Vec<Check>,
-    /// `ERR_VERIFY` naming the failed checks, when any failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<Value>,
-}
-
-impl Report {
-    /// `ERR_VERIFY` naming the failed checks, or `None` when all passed.
-    fn failure(&self) -> Option<CanonError> {
-        let failed: Vec<&str> = self
-            .checks
-            .iter()
-            .filter(|check| !check.ok)
-            .map(|check| check.name.as_str())
-            .collect();
-        (!failed.is_empty()).then(|| {
-            CanonError::new(
-                ErrorCode::Verify,
-                format!(
-                    "execution `{}`: {} of {} checks failed: {}",
-                    self.execution_id,
-                    failed.len(),
-                    self.checks.len(),
-                    failed.join(", ")
-                ),
-            )
-        })
-    }
-}
-
 /// Runs `proctor verify`; returns the exit code (0, `ERR_VERIFY`'s, or another canonical
 /// error's when the evidence cannot be read at all).
-pub(crate) fn execute(config: &VerifyConfig) -> anyhow::Result<i32> {
-    match block_on(verify(config))? {
-        Ok(mut report) => {
-            let failure = report.failure();
-            report.ok = failure.is_none();
-            report.error = failure.as_ref().map(error_json);
-            match &failure {
-                None => {
-                    tracing::info!(event = "verify.ok", execution_id = %report.execution_id, checks = report.checks.len())
-                }
-                Some(error) => {
-                    tracing::error!(event = "verify.fail", execution_id = %report.execution_id, code = %error.code(), message = %error.message())
-                }
-            }
-            emit(&render(&report, failure.as_ref(), config.format))?;
-            Ok(failure.map_or(0, |error| error.code().exit_code()))
+pub(crate) async fn execute(config: &VerifyConfig) -> anyhow::Result<i32> {
+    match verify(config).await {
+        Ok(report) => {
+            emit(&render(&report, config.format)?)?;
+            Ok(report
+                .error
+                .as_ref()
+                .map_or(0, |error| error.code().exit_code()))
         }
         Err(error) => {
-            tracing::error!(event = "verify.fail", execution_id = %config.execution_id, code = %error.code(), message = %error.message());
             print_error(&error, config.format)?;
             Ok(error.code().exit_code())
         }
     }
 }
 
-fn open_store(location: &StoreLocation) -> Result<Arc<dyn ArtifactStore>, CanonError> {
-    match location {
-        StoreLocation::ArtifactsRoot(root) => Ok(Arc::new(FsStore::new(root))),
-        StoreLocation::Url(url) => proctor_store::open(url).map_err(canonical),
-    }
-}
-
-async fn verify(config: &VerifyConfig) -> Result<Report, CanonError> {
-    let store = open_store(&config.store)?;
-    let stored = proctor_store::verify_execution(store.as_ref(), &config.execution_id)
-        .await
-        .map_err(canonical)?;
+async fn verify(config: &VerifyConfig) -> Result<VerifyReport, CanonError> {
+    let store: Arc<dyn ArtifactStore> = match &config.store {
+        StoreLocation::ArtifactsRoot(root) => Arc::new(FsStore::new(root)),
+        StoreLocation::Url(url) => proctor_store::open(url)?,
+    };
     let ledger = open_existing(&config.ledger_url).await?;
-    let mut checks = Checks(stored.checks.clone());
-    let plan = ledger_checks(
-        &ledger,
-        store.as_ref(),
-        &stored,
-        &config.registry_root,
-        &mut checks,
-    )
-    .await;
-    let backend = ledger.backend().as_str();
+    let sources = EvidenceSources {
+        store: store.as_ref(),
+        ledger: &ledger,
+        registry_root: &config.registry_root,
+    };
+    let report = verify_execution(&sources, &config.execution_id).await;
     ledger.close().await;
-    Ok(Report {
-        execution_id: config.execution_id.clone(),
-        ok: false,
-        store: stored.store,
-        ledger: backend,
-        plan: plan?,
-        checks: checks.0,
-        error: None,
-    })
+    report
 }
 
-/// The checks made so far.
-struct Checks(Vec<Check>);
-
-impl Checks {
-    fn record(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
-        self.0.push(Check {
-            name: name.to_owned(),
-            ok,
-            detail: detail.into(),
-        });
-    }
-}
-
-/// The ledger half; returns the execution's plan when it is recorded. Checks that depend
-/// on a failed one are not made.
-async fn ledger_checks(
-    ledger: &Ledger,
-    store: &dyn ArtifactStore,
-    stored: &VerifyReport,
-    registry_root: &Path,
-    checks: &mut Checks,
-) -> Result<Option<String>, CanonError> {
-    let id = stored.execution_id.as_str();
-    let Some(evidence) = ledger.execution_evidence(id).await? else {
-        checks.record(
-            "ledger.execution",
-            false,
-            format!("execution `{id}` is not recorded in the ledger"),
-        );
-        return Ok(None);
-    };
-    let execution = &evidence.execution;
-    let plan = Some(execution.plan.clone());
-    let status = match (&execution.status, &execution.error_code) {
-        (ExecutionStatus::Failure, Some(code)) => format!("failure ({code})"),
-        (status, _) => status.as_str().to_owned(),
-    };
-    checks.record(
-        "ledger.execution",
-        execution.status == ExecutionStatus::Success,
-        format!(
-            "plan `{}`: {} {status}",
-            execution.plan, execution.processor_ref
-        ),
-    );
-    chain_checks(&evidence, checks);
-    let Some(settle) = settle_fields(&evidence) else {
-        return Ok(plan);
-    };
-    if execution.status != ExecutionStatus::Success {
-        return Ok(plan);
-    }
-    if let Some(receipt) = &stored.receipt {
-        receipt_checks(store, receipt, execution, &settle, checks).await?;
-    }
-    artifact_checks(ledger, execution, stored, checks).await?;
-    let start_digest = start_digest(ledger, execution).await?;
-    if let Some(receipt) = &stored.receipt {
-        pin_check(registry_root, receipt, start_digest.as_deref(), checks);
-    }
-    Ok(plan)
-}
-
-/// `ledger.chain` and `ledger.settle`.
-fn chain_checks(evidence: &ExecutionEvidence, checks: &mut Checks) {
-    let chain = &evidence.chain;
-    match &chain.broken {
-        None => checks.record(
-            "ledger.chain",
-            true,
-            format!(
-                "plan `{}`: {} events verified, head seq {}",
-                chain.plan, chain.verified, chain.head_seq
-            ),
-        ),
-        Some(broken) => checks.record(
-            "ledger.chain",
-            false,
-            format!(
-                "plan `{}` broken at seq {}: {}",
-                chain.plan, broken.seq, broken.reason
-            ),
-        ),
-    }
-    match &evidence.settle_event {
-        None => checks.record(
-            "ledger.settle",
-            false,
-            "no execution.settle event for the execution",
-        ),
-        Some(event) => {
-            let on_valid_chain = event.seq <= chain.verified;
-            let detail = format!(
-                "seq {} {} ({}){}",
-                event.seq,
-                event.kind_name,
-                hash_prefix(&event.this_hash),
-                if on_valid_chain {
-                    ""
-                } else {
-                    ", not on the verified part of the chain"
-                }
-            );
-            checks.record("ledger.settle", on_valid_chain, detail);
-        }
-    }
-}
-
-/// What a success settle event recorded.
-struct SettleFields {
-    index_path: Option<String>,
-    outputs_index_cid: Option<String>,
-    receipt_cid: Option<String>,
-    image_digest: Option<String>,
-}
-
-fn settle_fields(evidence: &ExecutionEvidence) -> Option<SettleFields> {
-    let event = evidence.settle_event.as_ref()?;
-    let payload = event.payload_json().unwrap_or(Value::Null);
-    let field = |key: &str| payload[key].as_str().map(str::to_owned);
-    Some(SettleFields {
-        index_path: field("index_path"),
-        outputs_index_cid: field("outputs_index_cid"),
-        receipt_cid: field("receipt_cid"),
-        image_digest: field("image_digest"),
-    })
-}
-
-/// `Some(text)` or `(none)`, for details.
-fn shown(value: Option<&str>) -> &str {
-    value.unwrap_or("(none)")
-}
-
-/// The content id of a stored artifact, `None` when it cannot be read.
-async fn stored_cid(store: &dyn ArtifactStore, path: &WorldPath) -> Option<String> {
-    store.get(path).await.ok().map(|bytes| cid(&bytes))
-}
-
-/// The receipt against the execution row and its settle event.
-async fn receipt_checks(
-    store: &dyn ArtifactStore,
-    receipt: &Receipt,
-    execution: &Execution,
-    settle: &SettleFields,
-    checks: &mut Checks,
-) -> Result<(), CanonError> {
-    let same_processor = receipt.processor_ref.to_string() == execution.processor_ref
-        && receipt.mode == execution.mode;
-    checks.record(
-        "ledger.processor",
-        same_processor,
-        format!(
-            "receipt: {} ({}); ledger: {} ({})",
-            receipt.processor_ref, receipt.mode, execution.processor_ref, execution.mode
-        ),
-    );
-
-    let index_cid = stored_cid(store, &receipt.outputs_index).await;
-    let same_index = settle.index_path.as_deref() == Some(receipt.outputs_index.as_str())
-        && index_cid.is_some()
-        && index_cid == settle.outputs_index_cid;
-    let detail = if same_index {
-        format!(
-            "`{}` is {}, as recorded",
-            receipt.outputs_index,
-            shown(index_cid.as_deref())
-        )
-    } else {
-        format!(
-            "receipt: `{}` is {}; ledger: `{}` is {}",
-            receipt.outputs_index,
-            shown(index_cid.as_deref()),
-            shown(settle.index_path.as_deref()),
-            shown(settle.outputs_index_cid.as_deref())
-        )
-    };
-    checks.record("ledger.outputs_index", same_index, detail);
-
-    let receipt_path = WorldPath::execution_receipt(&receipt.execution_id)?;
-    let receipt_cid = stored_cid(store, &receipt_path).await;
-    match &settle.receipt_cid {
-        // A remote adapter's run: the receipt never reached the recording host.
-        None => checks.record(
-            "ledger.receipt",
-            true,
-            format!(
-                "`{receipt_path}` is {}; no receipt id recorded (the run's artifacts stayed \
-                 with its remote adapter)",
-                shown(receipt_cid.as_deref())
-            ),
-        ),
-        Some(recorded) if receipt_cid.as_ref() == Some(recorded) => checks.record(
-            "ledger.receipt",
-            true,
-            format!("`{receipt_path}` is {recorded}, as recorded"),
-        ),
-        Some(recorded) => checks.record(
-            "ledger.receipt",
-            false,
-            format!(
-                "`{receipt_path}` is {}; ledger: {recorded}",
-                shown(receipt_cid.as_deref())
-            ),
-        ),
-    }
-
-    let same_digest = settle.image_digest.as_deref() == Some(receipt.image_digest.as_str())
-        && execution.image_digest.as_deref() == Some(receipt.image_digest.as_str());
-    checks.record(
-        "ledger.image_digest",
-        same_digest,
-        if same_digest {
-            format!("{}, as recorded", receipt.image_digest)
-        } else {
-            format!(
-                "receipt: {}; settle event: {}; execution: {}",
-                receipt.image_digest,
-                shown(settle.image_digest.as_deref()),
-                shown(execution.image_digest.as_deref())
-            )
-        },
-    );
-    Ok(())
-}
-
-/// `ledger.artifacts`: the outputs the ledger recorded are the index's entries.
-async fn artifact_checks(
-    ledger: &Ledger,
-    execution: &Execution,
-    stored: &VerifyReport,
-    checks: &mut Checks,
-) -> Result<(), CanonError> {
-    let Some(index) = &stored.index else {
-        return Ok(());
-    };
-    let recorded: Vec<Value> = ledger
-        .events_for_execution(&execution.execution_id)
-        .await?
-        .into_iter()
-        .filter(|event| {
-            event.plan == execution.plan && event.kind() == Some(EventKind::ArtifactProduce)
-        })
-        .map(|event| {
-            let payload = event.payload_json().unwrap_or(Value::Null);
-            serde_json::json!({
-                "path": payload["path"],
-                "cid": payload["cid"],
-                "size_bytes": payload["size_bytes"],
-                "mime": payload["mime"],
-            })
-        })
-        .collect();
-    let indexed: Vec<Value> = index
-        .outputs
-        .iter()
-        .map(|entry| serde_json::json!(entry))
-        .collect();
-    let same = recorded == indexed;
-    let detail = if same {
-        format!("{} outputs, as recorded", indexed.len())
-    } else {
-        let differing: Vec<String> = indexed
-            .iter()
-            .filter(|entry| !recorded.contains(entry))
-            .chain(recorded.iter().filter(|entry| !indexed.contains(entry)))
-            .map(|entry| format!("`{}`", entry["path"].as_str().unwrap_or("?")))
-            .collect();
-        format!(
-            "index has {} outputs, ledger recorded {}; differing: {}",
-            indexed.len(),
-            recorded.len(),
-            differing.join(", ")
-        )
-    };
-    checks.record("ledger.artifacts", same, detail);
-    Ok(())
-}
-
-/// The digest recorded by `execution.start`: set for pinned runs, absent for `--build`.
-async fn start_digest(
-    ledger: &Ledger,
-    execution: &Execution,
-) -> Result<Option<String>, CanonError> {
-    Ok(ledger
-        .events_for_execution(&execution.execution_id)
-        .await?
-        .into_iter()
-        .find(|event| {
-            event.plan == execution.plan && event.kind() == Some(EventKind::ExecutionStart)
-        })
-        .and_then(|event| event.payload_json().ok())
-        .and_then(|payload| payload["image_digest"].as_str().map(str::to_owned)))
-}
-
-/// `image.pin`: a pinned run's digest is the registry's pin for the host platform.
-fn pin_check(
-    registry_root: &Path,
-    receipt: &Receipt,
-    start_digest: Option<&str>,
-    checks: &mut Checks,
-) {
-    let Some(start_digest) = start_digest else {
-        checks.record(
-            "image.pin",
-            true,
-            format!(
-                "built from source (image ID {}); no pin applies",
-                receipt.image_digest
-            ),
-        );
-        return;
-    };
-    match current_pin(registry_root, &receipt.processor_ref) {
-        Err(error) => checks.record(
-            "image.pin",
-            false,
-            format!("cannot read the pin: {}", error.message()),
-        ),
-        Ok((platform, reference)) => {
-            let pinned = reference.rsplit_once('@').map_or("", |(_, digest)| digest);
-            let ok = pinned == receipt.image_digest && pinned == start_digest;
-            let detail = if ok {
-                format!(
-                    "{} is the {platform} pin `{reference}`",
-                    receipt.image_digest
-                )
-            } else {
-                format!(
-                    "receipt {} (started as {start_digest}) is not the {platform} pin `{reference}`",
-                    receipt.image_digest
-                )
-            };
-            checks.record("image.pin", ok, detail);
-        }
-    }
-}
-
-/// The host platform and the registry's pinned reference of `processor_ref` for it.
-fn current_pin(
-    registry_root: &Path,
-    processor_ref: &ProcessorRef,
-) -> Result<(&'static str, String), CanonError> {
-    let registry = Registry::load(registry_root)?;
-    let entry = registry.get(processor_ref)?;
-    let platform = host_platform()?;
-    Ok((platform.as_str(), pinned_reference(entry.spec(), platform)?))
-}
-
-fn render(report: &Report, failure: Option<&CanonError>, format: OutputFormat) -> String {
-    match format {
-        OutputFormat::Json => format!("{}\n", serde_json::json!(report)),
+fn render(report: &VerifyReport, format: OutputFormat) -> serde_json::Result<String> {
+    Ok(match format {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string(report)?),
         OutputFormat::Human => {
             let mut text = String::new();
             let _ = writeln!(text, "execution: {}", report.execution_id);
@@ -514,7 +81,7 @@ fn render(report: &Report, failure: Option<&CanonError>, format: OutputFormat) -
                 let mark = if check.ok { '✓' } else { '✗' };
                 let _ = writeln!(text, "{mark} {:<width$}  {}", check.name, check.detail);
             }
-            match failure {
+            match &report.error {
                 None => {
                     let _ = writeln!(text, "verified: all {} checks passed", report.checks.len());
                 }
@@ -524,17 +91,21 @@ fn render(report: &Report, failure: Option<&CanonError>, format: OutputFormat) -
             }
             text
         }
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use proctor_contract::ErrorCode;
+    use proctor_store::Check;
+
     use super::*;
 
-    fn report(checks: &[(&str, bool)]) -> Report {
-        Report {
+    fn report(checks: &[(&str, bool)]) -> VerifyReport {
+        let failed = checks.iter().filter(|(_, ok)| !ok).count();
+        VerifyReport {
             execution_id: "e1".to_owned(),
-            ok: false,
+            ok: failed == 0,
             store: "file:///a".to_owned(),
             ledger: "sqlite",
             plan: Some("default".to_owned()),
@@ -546,107 +117,16 @@ mod tests {
                     detail: "d".to_owned(),
                 })
                 .collect(),
-            error: None,
+            error: (failed > 0).then(|| CanonError::new(ErrorCode::Verify, "e1: b")),
+            receipt: None,
+            index: None,
         }
-    }
-
-    #[test]
-    fn any_failed_check_is_err_verify_naming_it() {
-        assert!(report(&[("a", true), ("b", true)]).failure().is_none());
-        let error = report(&[("a", true), ("output:/artifacts/x", false), ("c", false)])
-            .failure()
-            .unwrap();
-        assert_eq!(error.code(), ErrorCode::Verify);
-        assert_eq!(
-            error.message(),
-            "verification failed: execution `e1`: 2 of 3 checks failed: output:/artifacts/x, c"
-        );
-    }
-
-    const DIGEST: &str = "sha256:3f1c9e0b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
-
-    /// A registry holding the workspace's `text/stats@1` pinned to [`DIGEST`].
-    fn pinned_registry() -> tempfile::TempDir {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processors");
-        let yaml = std::fs::read_to_string(workspace.join("text/stats/1/registry.yaml")).unwrap();
-        let pin = format!("127.0.0.1:5000/text-stats@{DIGEST}");
-        let pinned = yaml.replace(
-            "platforms: {amd64: null, arm64: null}",
-            &format!("platforms: {{amd64: '{pin}', arm64: '{pin}'}}"),
-        );
-        assert_ne!(pinned, yaml, "the workspace entry is unpinned");
-        let dir = tempfile::tempdir().unwrap();
-        let entry = dir.path().join("text/stats/1");
-        std::fs::create_dir_all(&entry).unwrap();
-        std::fs::write(entry.join("registry.yaml"), pinned).unwrap();
-        dir
-    }
-
-    fn receipt(image_digest: &str) -> Receipt {
-        serde_json::from_value(serde_json::json!({
-            "execution_id": "e1",
-            "processor_ref": "text/stats@1",
-            "image_digest": image_digest,
-            "env_fingerprint": "mode=mock",
-            "inputs_hash": "00",
-            "hash_schema": "jcs-blake3-v1",
-            "outputs_index": "/artifacts/o/e1/outputs.json",
-            "processor_info": "",
-            "usage": {},
-            "timestamp_utc": "2026-01-01T00:00:00Z",
-            "duration_ms": 1,
-            "mode": "mock",
-        }))
-        .unwrap()
-    }
-
-    fn pin_verdict(registry: &Path, image_digest: &str, start: Option<&str>) -> Check {
-        let mut checks = Checks(Vec::new());
-        pin_check(registry, &receipt(image_digest), start, &mut checks);
-        checks.0.pop().unwrap()
-    }
-
-    #[test]
-    fn pinned_runs_must_carry_the_current_pin() {
-        let registry = pinned_registry();
-        let check = pin_verdict(registry.path(), DIGEST, Some(DIGEST));
-        assert!(check.ok, "{check:?}");
-        assert!(
-            check.detail.contains("pin `127.0.0.1:5000/text-stats@"),
-            "{check:?}"
-        );
-
-        let other = format!("sha256:{}", "ab".repeat(32));
-        let check = pin_verdict(registry.path(), &other, Some(&other));
-        assert!(
-            !check.ok && check.detail.contains("is not the"),
-            "{check:?}"
-        );
-
-        let check = pin_verdict(&registry.path().join("absent"), DIGEST, Some(DIGEST));
-        assert!(
-            !check.ok && check.detail.starts_with("cannot read the pin"),
-            "{check:?}"
-        );
-    }
-
-    #[test]
-    fn built_runs_are_reported_as_built_from_source() {
-        let registry = pinned_registry();
-        let image_id = format!("sha256:{}", "cd".repeat(32));
-        let check = pin_verdict(registry.path(), &image_id, None);
-        assert!(check.ok, "{check:?}");
-        assert_eq!(
-            check.detail,
-            format!("built from source (image ID {image_id}); no pin applies")
-        );
     }
 
     #[test]
     fn human_reports_mark_each_check() {
         let failing = report(&[("alpha", true), ("b", false)]);
-        let failure = failing.failure();
-        let text = render(&failing, failure.as_ref(), OutputFormat::Human);
+        let text = render(&failing, OutputFormat::Human).unwrap();
         assert!(text.contains("✓ alpha  d\n"), "{text}");
         assert!(text.contains("✗ b      d\n"), "{text}");
         assert!(
@@ -655,7 +135,30 @@ mod tests {
         );
         assert!(text.contains("ledger:    sqlite, plan `default`"), "{text}");
         let passing = report(&[("a", true)]);
-        let text = render(&passing, None, OutputFormat::Human);
+        let text = render(&passing, OutputFormat::Human).unwrap();
         assert!(text.ends_with("verified: all 1 checks passed\n"), "{text}");
+    }
+
+    #[test]
+    fn json_reports_carry_the_error_only_when_a_check_failed() {
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&report(&[("a", true)]), OutputFormat::Json).unwrap())
+                .unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            ["execution_id", "ok", "store", "ledger", "plan", "checks"]
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&report(&[("b", false)]), OutputFormat::Json).unwrap())
+                .unwrap();
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["error"]["code"], "ERR_VERIFY");
+        assert_eq!(json["error"]["message"], "verification failed: e1: b");
     }
 }
