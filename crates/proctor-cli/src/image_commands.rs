@@ -10,15 +10,15 @@ use std::path::Path;
 
 use proctor_contract::{CanonError, ErrorCode, ProcessorRef};
 use proctor_oci::{
-    BuildRequest, BuiltImage, IndexReference, IndexSource, Pins, Platform, PushedImage,
-    RegistryTarget, layout_dir,
+    BuiltImage, IndexReference, IndexSource, Pins, Platform, PushedImage, RegistryTarget,
+    layout_dir,
 };
 use proctor_registry::{RegisteredProcessor, Registry};
 use serde_json::{Value, json};
 
 use crate::args::{BuildConfig, ImageConfig, OutputFormat, PinConfig, PushConfig};
 use crate::output::{emit, print_error, table};
-use proctor_engine::check_publish;
+use proctor_engine::{build_layout, check_publish};
 
 /// Runs the command; returns the exit code (a canonical error's, or 0).
 pub(crate) async fn execute(config: &ImageConfig) -> anyhow::Result<i32> {
@@ -58,26 +58,6 @@ pub(crate) fn registry_entry<'a>(
     raw: &str,
 ) -> Result<&'a RegisteredProcessor, CanonError> {
     registry.get(&raw.parse::<ProcessorRef>()?)
-}
-
-/// Builds `entry`'s image for `platforms` into its layout under `oci_root`.
-pub(crate) fn build_layout(
-    entry: &RegisteredProcessor,
-    platforms: &[Platform],
-    oci_root: &Path,
-    workspace_root: &Path,
-    show_progress: bool,
-) -> Result<BuiltImage, CanonError> {
-    let spec = entry.spec();
-    proctor_oci::build(&BuildRequest {
-        processor_ref: spec.processor_ref.clone(),
-        cargo_package: spec.build.cargo_package.clone(),
-        port: spec.build.port,
-        workspace_root: workspace_root.to_path_buf(),
-        platforms: platforms.to_vec(),
-        layout_dir: layout_dir(oci_root, &spec.processor_ref),
-        show_progress,
-    })
 }
 
 /// Where `pin` reads the index of `processor_ref` from: with `registry`, that repository —
