@@ -26,7 +26,9 @@
 //!   to the chain (the modal adapter's artifacts stay in Modal: the index id comes from the
 //!   envelope, and no receipt id is recorded). A pinned run records its pinned digest at
 //!   start; a `build` run records none (its image ID is known only at settle).
-//! - **Redaction.** Every message recorded passes the run's redactor first.
+//! - **Redaction.** Every payload recorded passes the run's redactor first (the ledger
+//!   applies it to whole payloads before they are hashed), so no secret value and no
+//!   credential a processor echoes reaches the chain, where it could never be removed.
 //! - Failures before the ledger is opened (CI guard, every pre-adapter check) are not
 //!   recorded: they happen before any work.
 
@@ -58,8 +60,10 @@ pub(crate) async fn record_run(
     redactor: &Redactor,
     cancel: &CancellationToken,
 ) -> Result<(Envelope, Option<PathBuf>), CanonError> {
+    let ledger = engine.ledger().await?;
+    ledger.redact_with(redactor);
     let recorder = Recorder {
-        ledger: engine.ledger().await?,
+        ledger,
         engine,
         request,
         invocation,
@@ -285,16 +289,9 @@ impl Recorder<'_> {
             Ok((Envelope::Error(error), _)) => error.meta.image_digest.clone(),
             Err(_) => None,
         };
-        let outcome = match ran.outcome {
-            Outcome::Failure(error) => Outcome::Failure(CanonError::new(
-                error.code(),
-                self.redactor.redact(error.detail()),
-            )),
-            success => success,
-        };
         let settle = ExecutionSettle {
             execution_id: self.execution_id().to_owned(),
-            outcome,
+            outcome: ran.outcome,
             image_digest,
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };

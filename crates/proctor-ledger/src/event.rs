@@ -7,7 +7,9 @@
 //! `execution_id`. The `kind`, `created_at` and `execution_id` columns repeat those fields
 //! for queries; verification checks that they agree, so every column is covered by the hash.
 
-use proctor_contract::{EventKind, LedgerEvent, OutputEntry, PredicateCheckEvent, canonical_json};
+use proctor_contract::{
+    EventKind, LedgerEvent, OutputEntry, PredicateCheckEvent, Redactor, canonical_json,
+};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -96,7 +98,7 @@ impl NewEvent {
     }
 
     /// The canonical payload text stamped with `at`.
-    pub(crate) fn payload(&self, at: &Timestamp) -> Result<String> {
+    pub(crate) fn payload(&self, at: &Timestamp, redactor: &Redactor) -> Result<String> {
         let mut body = self.event.fields().map_err(|e| {
             LedgerError::ledger(format!("serializing a `{}` event: {e}", self.kind()))
         })?;
@@ -108,7 +110,7 @@ impl NewEvent {
                 Value::from(execution_id.as_str()),
             );
         }
-        Ok(canonical_json(&Value::Object(body)))
+        Ok(canonical_json(&redactor.redact_json(&Value::Object(body))))
     }
 }
 
@@ -240,7 +242,7 @@ mod tests {
     fn payload_is_canonical_and_stamped() {
         let event = NewEvent::predicate_check("e1", "smoke", true, "ok");
         let at = Timestamp::now();
-        let payload = event.payload(&at).unwrap();
+        let payload = event.payload(&at, &Redactor::default()).unwrap();
         let expected = format!(
             r#"{{"at":"{}","detail":"ok","execution_id":"e1","kind":"predicate.check","passed":true,"predicate":"smoke"}}"#,
             at.as_str()
@@ -253,7 +255,7 @@ mod tests {
             mime: "text/plain".to_owned(),
         };
         let payload = NewEvent::artifact_produce("e1", &output)
-            .payload(&at)
+            .payload(&at, &Redactor::default())
             .unwrap();
         let expected = format!(
             r#"{{"at":"{}","cid":"b3:ab","execution_id":"e1","kind":"artifact.produce","mime":"text/plain","path":"/artifacts/o/e1/outputs/a.txt","size_bytes":3}}"#,
@@ -266,7 +268,7 @@ mod tests {
     fn stored_payloads_decode_to_their_typed_event() {
         let at = Timestamp::now();
         let event = NewEvent::predicate_check("e1", "smoke", false, "none");
-        let decoded = stored(event.payload(&at).unwrap()).ledger_event().unwrap();
+        let decoded = stored(event.payload(&at, &Redactor::default()).unwrap()).ledger_event().unwrap();
         assert_eq!(&decoded, event.event());
 
         for (payload, why) in [
@@ -299,5 +301,20 @@ mod tests {
         assert!(is_free(EventKind::ArtifactProduce) && is_free(EventKind::PredicateCheck));
         let free = EventKind::ALL.iter().filter(|kind| is_free(**kind)).count();
         assert_eq!(free, 2);
+    }
+
+    #[test]
+    fn payloads_never_carry_a_registered_value_or_a_credential() {
+        let redactor = Redactor::new(["s3cr3t-value".to_owned()]);
+        let event = NewEvent::predicate_check(
+            "e1",
+            "smoke",
+            false,
+            "provider said s3cr3t-value; Authorization: Bearer abc.def",
+        );
+        let payload = event.payload(&Timestamp::now(), &redactor).unwrap();
+        assert!(!payload.contains("s3cr3t-value"), "{payload}");
+        assert!(!payload.contains("abc.def"), "{payload}");
+        assert!(payload.contains("\"execution_id\":\"e1\""), "{payload}");
     }
 }

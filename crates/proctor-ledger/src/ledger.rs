@@ -11,10 +11,11 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
+use proctor_contract::Redactor;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
@@ -73,6 +74,8 @@ pub struct Ledger {
     /// Releases started by dropped [`crate::LeaseGuard`]s, awaited by
     /// [`Ledger::wait_for_dropped_leases`].
     pub(crate) dropped_releases: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// What every payload passes before it is hashed and stored; clones share it.
+    redactor: Arc<RwLock<Redactor>>,
 }
 
 /// Which locks a write transaction takes besides its plan's.
@@ -114,7 +117,19 @@ impl Ledger {
             pool,
             backend,
             dropped_releases: Arc::default(),
+            redactor: Arc::default(),
         }
+    }
+
+    /// Masks, from now on, what `redactor` masks in every payload this ledger (and its
+    /// clones) writes: the values of a run's secrets never reach the hash chain, where they
+    /// could not be removed. Credential patterns (tokens, `Authorization`, URL userinfo) are
+    /// masked in every payload anyway.
+    pub fn redact_with(&self, redactor: &Redactor) {
+        self.redactor
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(redactor);
     }
 
     /// The database behind this ledger.
@@ -331,6 +346,11 @@ impl Ledger {
             .map_err(|e| LedgerError::database(operation(), e))?;
         Ok(PlanTxn {
             tx,
+            redactor: self
+                .redactor
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             key: plan.to_owned(),
             budget: budget
                 .map(|b| from_db(Ok(b), "plans.budget_micro_usd"))
@@ -390,6 +410,8 @@ impl Ledger {
 /// A write transaction holding one plan's lock, with the plan's row as read under it.
 pub(crate) struct PlanTxn {
     tx: Transaction<'static, Any>,
+    /// What every payload this transaction writes passes first.
+    redactor: Redactor,
     /// The plan key.
     pub(crate) key: String,
     /// Its budget, if set.
@@ -428,7 +450,7 @@ impl PlanTxn {
             let (mut seq, mut head) = (self.head_seq, self.head);
             for event in chunk {
                 seq += 1;
-                let payload = event.payload(&self.now)?;
+                let payload = event.payload(&self.now, &self.redactor)?;
                 let this = chain_hash(&head, &payload);
                 rows.push((seq, to_db(seq)?, payload, head.to_hex(), this.to_hex()));
                 head = this;
