@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks `proctor run --mode mock` on the local adapter against its floor: the same steps
-# done by hand with the docker CLI and curl (`docker run -d` with the same hardening, poll
-# /healthz, POST /run, `docker rm -f`). Prints both medians and their ratio, then checks
+# done by hand with the docker CLI and curl (`docker run -d` with the same hardening and the
+# same two staging mounts, poll /healthz, POST /run, `docker rm -f`). proctor does more than
+# the floor on top: the ledger record, the evidence check and the commit to the World. Prints both medians and their ratio, then checks
 # that no container is left.
 #
 # Usage: scripts/bench-local.sh [N]      N runs of each (default 10), interleaved.
@@ -84,15 +85,19 @@ proctor_once() { # proctor_once REGISTRY_ROOT [FLAG...]
     --adapter-opts-json "$opts" --artifacts-root "$artifacts" "$@" 2>>"$work/proctor.log"
 }
 
-floor_once() {
-  local id sock container tries=0
+floor_once() { # the same isolation by hand: the container writes only its two staging dirs
+  local id sock stage container tries=0
   id="$(cat /proc/sys/kernel/random/uuid)"
   sock="$(mktemp -d "$work/sock.XXXXXX")"
-  [[ "$(id -u)" -eq 0 ]] && chown "$user" "$sock"
+  stage="$(mktemp -d "$work/stage.XXXXXX")"
+  mkdir "$stage/prefix" "$stage/execution"
+  [[ "$(id -u)" -eq 0 ]] && chown "$user" "$sock" "$stage/prefix" "$stage/execution"
   container="$(docker run -d --label "proctor.bench=$label" --network none --read-only \
     --cap-drop ALL --security-opt no-new-privileges --pids-limit 256 \
     --memory "$memory_bytes" --memory-swap "$memory_bytes" --cpus "$cpu" --user "$user" \
-    --mount "type=bind,src=$artifacts,dst=/artifacts" --mount "type=bind,src=$sock,dst=/run/proctor" \
+    --mount "type=bind,src=$stage/prefix,dst=/artifacts/bench-floor/$id" \
+    --mount "type=bind,src=$stage/execution,dst=/artifacts/execution/$id" \
+    --mount "type=bind,src=$sock,dst=/run/proctor" \
     -e PROCTOR_PORT=8000 -e "PROCTOR_IMAGE_DIGEST=$image" -e PROCTOR_ARTIFACTS_ROOT=/artifacts \
     -e PROCTOR_SOCKET=/run/proctor/processor.sock "$image")"
   until curl -fsS --unix-socket "$sock/processor.sock" http://processor/healthz >/dev/null 2>&1; do

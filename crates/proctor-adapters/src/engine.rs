@@ -30,6 +30,9 @@ pub(crate) enum Removal {
 
 /// The operations a local run performs on the container engine.
 pub(crate) trait ContainerEngine: Send + Sync + fmt::Debug {
+    /// Opens the connection to the engine (negotiating its API version) ahead of need.
+    fn negotiate(&self) -> BoxFuture<'_, Result<(), CanonError>>;
+
     /// The ID (`sha256:…`) of the local image `image` names; an error when there is none.
     fn image_id<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<String, CanonError>>;
 
@@ -102,6 +105,10 @@ impl BollardEngine {
 }
 
 impl ContainerEngine for BollardEngine {
+    fn negotiate(&self) -> BoxFuture<'_, Result<(), CanonError>> {
+        Box::pin(async move { self.docker().await.map(|_| ()) })
+    }
+
     fn image_id<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<String, CanonError>> {
         Box::pin(async move {
             let details = self

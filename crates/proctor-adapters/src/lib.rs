@@ -102,4 +102,11 @@ pub trait Adapter: Send + Sync {
         invocation: &'a Invocation,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<Envelope, CanonError>>;
+
+    /// Opens the adapter's connection ahead of a run (the local adapter negotiates the
+    /// engine's API version), so that it overlaps the caller's own work; starts, pulls and
+    /// builds nothing. A failure here is met again, and reported, by [`Adapter::invoke`].
+    fn prepare(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }

@@ -393,6 +393,13 @@ impl Adapter for LocalAdapter {
     ) -> BoxFuture<'a, Result<Envelope, CanonError>> {
         Box::pin(self.invoke_local(invocation, cancel))
     }
+
+    fn prepare(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Only the head start matters: invoke reports an unreachable engine.
+            let _ = self.engine.negotiate().await;
+        })
+    }
 }
 
 /// `error`, saying what became of the run's container where that matters: always when

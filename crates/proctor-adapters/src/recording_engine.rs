@@ -207,6 +207,10 @@ impl RecordingEngine {
 }
 
 impl ContainerEngine for RecordingEngine {
+    fn negotiate(&self) -> BoxFuture<'_, Result<(), CanonError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn image_id<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<String, CanonError>> {
         Box::pin(async move {
             self.record(Call::ImageId(image.to_owned()));

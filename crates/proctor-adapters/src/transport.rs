@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use proctor_contract::{CanonError, ErrorCode, Health, ProcessorRef, RunPayload};
 
-/// First pause between two `/healthz` attempts; doubled after each, up to
-/// [`MAX_HEALTH_BACKOFF`].
-const FIRST_HEALTH_BACKOFF: Duration = Duration::from_millis(2);
+/// Pause between two `/healthz` attempts while a processor is expected to come up: most
+/// answer within tens of milliseconds of their start, and an attempt costs little.
+const FAST_HEALTH_POLL: Duration = Duration::from_millis(4);
+/// How long the fast poll lasts; after it the pause doubles, up to [`MAX_HEALTH_BACKOFF`].
+const FAST_HEALTH_WINDOW: Duration = Duration::from_secs(1);
 /// Longest pause between two `/healthz` attempts.
 const MAX_HEALTH_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait for one `/healthz` answer before trying again.
@@ -55,11 +57,13 @@ impl ProcessorClient {
         Ok(ProcessorClient { http, base_url })
     }
 
-    /// Polls `GET /healthz` with a short, growing backoff until the processor answers
+    /// Polls `GET /healthz` (every few milliseconds at first, then with a growing backoff)
+    /// until the processor answers
     /// healthy as `expected`. Unbounded: the caller bounds it (run timeout, container exit).
     pub(crate) async fn wait_healthy(&self, expected: &ProcessorRef) -> Result<(), CanonError> {
         let url = format!("{}/healthz", self.base_url);
-        let mut backoff = FIRST_HEALTH_BACKOFF;
+        let started = tokio::time::Instant::now();
+        let mut backoff = FAST_HEALTH_POLL;
         loop {
             let answer = self
                 .http
@@ -74,7 +78,9 @@ impl ProcessorClient {
                 return check_health(&bytes, expected);
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_HEALTH_BACKOFF);
+            if started.elapsed() > FAST_HEALTH_WINDOW {
+                backoff = (backoff * 2).min(MAX_HEALTH_BACKOFF);
+            }
         }
     }
 

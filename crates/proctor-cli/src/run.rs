@@ -11,7 +11,7 @@ pub(crate) async fn run(config: &RunConfig, cancel: &CancellationToken) -> RunOu
         registry_root: config.registry_root.clone(),
         artifacts_root: config.artifacts_root.clone(),
         ledger_url: config.ledger.url.clone(),
-        env: std::env::vars().collect(),
+        env: crate::deploy_commands::host_env(),
     });
     let request = RunRequest {
         processor_ref: config.processor_ref.clone(),

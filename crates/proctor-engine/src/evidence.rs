@@ -406,16 +406,33 @@ pub(crate) async fn commit(
             Err(error) => return Err(commit_failed(path, error)),
         }
     }
-    let mut written = Vec::new();
-    for (path, bytes) in evidence.files() {
-        if let Err(error) = store.put(path, bytes.clone()).await {
+    // The outputs are written side by side; the index follows them, and the receipts come
+    // last, so an interrupted commit never leaves evidence that looks complete.
+    let outputs: Vec<&(WorldPath, Bytes)> = evidence.outputs.iter().collect();
+    let stages = [
+        outputs,
+        vec![&evidence.index],
+        evidence.receipts.iter().collect(),
+    ];
+    let mut written: Vec<&WorldPath> = Vec::new();
+    for stage in stages {
+        let puts = stage
+            .iter()
+            .map(|(path, bytes)| async move { (path, store.put(path, bytes.clone()).await) });
+        let mut failure = None;
+        for (path, put) in futures_util::future::join_all(puts).await {
+            match put {
+                Ok(()) => written.push(path),
+                Err(error) => failure = failure.or(Some(commit_failed(path, error))),
+            }
+        }
+        if let Some(error) = failure {
             for done in written {
                 // Best effort: the failed write is the error to report.
                 let _ = store.delete(done).await;
             }
-            return Err(commit_failed(path, error));
+            return Err(error);
         }
-        written.push(path);
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The engine: one execution end to end, and the commands built on executions.
 //!
 //! [`Engine::run`] takes a typed [`RunRequest`] through the checks in their fixed order, the
-//! adapter call, the evidence check and commit ([`evidence`]), and the ledger record
+//! adapter call, the evidence check and commit (stage, check, commit), and the ledger record
 //! (start, budget reservation and settlement, the write-prefix lease), all under one
 //! [`CancellationToken`] that Ctrl-C or any caller can trigger. Verify, deploy, drift and the
 //! main lane's chain are library functions beside it.

@@ -43,7 +43,7 @@ use proctor_ledger::{ExecutionSettle, ExecutionStart, LeaseGuard, Ledger, NewEve
 use tokio_util::sync::CancellationToken;
 
 use crate::evidence::{self, StagedDirs};
-use crate::run::{AdapterKind, Engine, RunRequest};
+use crate::run::{AdapterHandle, AdapterKind, Engine, RunRequest};
 
 /// Added to the run's timeout for the lease TTL: container start-up, cleanup, the ledger.
 const LEASE_MARGIN: Duration = Duration::from_secs(120);
@@ -127,13 +127,26 @@ impl Recorder<'_> {
             write_prefix: payload.write_prefix.clone(),
             image_digest: pinned_digest(&self.invocation.image),
         };
-        self.ledger.record_start(&start).await?;
-        let ran = self.reserve_lease_and_invoke(cancel).await;
+        let adapter = self.engine.adapter(self.request.adapter);
+        // The adapter connects while the ledger records the start: neither waits for the
+        // other, and nothing is started before the reservation and the lease are granted.
+        let prepare = async {
+            if let Ok(adapter) = &adapter {
+                adapter.get().prepare().await;
+            }
+        };
+        let (started, ()) = tokio::join!(self.ledger.record_start(&start), prepare);
+        started?;
+        let ran = self.reserve_lease_and_invoke(&adapter, cancel).await;
         self.settle(ran).await
     }
 
     /// Reserves, leases, and (both granted) invokes; the lease is released on every path.
-    async fn reserve_lease_and_invoke(&self, cancel: &CancellationToken) -> Ran {
+    async fn reserve_lease_and_invoke(
+        &self,
+        adapter: &Result<AdapterHandle<'_>, CanonError>,
+        cancel: &CancellationToken,
+    ) -> Ran {
         let reserved = self
             .ledger
             .reserve(
@@ -162,13 +175,17 @@ impl Recorder<'_> {
             Ok(lease) => lease,
             Err(error) => return Ran::failed(error.into(), false),
         };
-        let ran = self.invoke_under_lease(cancel).await;
+        let ran = self.invoke_under_lease(adapter, cancel).await;
         self.release(lease).await;
         ran
     }
 
     /// Calls the adapter (unless cancelled first), then checks and commits a success.
-    async fn invoke_under_lease(&self, cancel: &CancellationToken) -> Ran {
+    async fn invoke_under_lease(
+        &self,
+        adapter: &Result<AdapterHandle<'_>, CanonError>,
+        cancel: &CancellationToken,
+    ) -> Ran {
         if cancel.is_cancelled() {
             let error = CanonError::new(
                 ErrorCode::Interrupted,
@@ -179,9 +196,9 @@ impl Recorder<'_> {
             );
             return Ran::failed(error, false);
         }
-        let adapter = match self.engine.adapter(self.request.adapter) {
+        let adapter = match adapter {
             Ok(adapter) => adapter,
-            Err(error) => return Ran::failed(error, false),
+            Err(error) => return Ran::failed(error.clone(), false),
         };
         match adapter.get().invoke(&self.invocation, cancel).await {
             Ok(Envelope::Success(success)) => match self.accept(&success).await {
