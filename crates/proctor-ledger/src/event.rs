@@ -268,7 +268,9 @@ mod tests {
     fn stored_payloads_decode_to_their_typed_event() {
         let at = Timestamp::now();
         let event = NewEvent::predicate_check("e1", "smoke", false, "none");
-        let decoded = stored(event.payload(&at, &Redactor::default()).unwrap()).ledger_event().unwrap();
+        let decoded = stored(event.payload(&at, &Redactor::default()).unwrap())
+            .ledger_event()
+            .unwrap();
         assert_eq!(&decoded, event.event());
 
         for (payload, why) in [

@@ -257,7 +257,9 @@ mod tests {
             .map(|seq| {
                 let at = Timestamp::now();
                 let event = NewEvent::predicate_check("e1", "n", true, &seq.to_string());
-                let payload = event.payload(&at, &proctor_contract::Redactor::default()).unwrap();
+                let payload = event
+                    .payload(&at, &proctor_contract::Redactor::default())
+                    .unwrap();
                 let this = chain_hash(&prev, &payload);
                 let row = StoredRow {
                     seq,
