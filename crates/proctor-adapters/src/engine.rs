@@ -13,7 +13,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use proctor_contract::{CanonError, ErrorCode};
+use proctor_contract::{CanonError, ErrorCode, PinnedReference};
 use tokio::sync::OnceCell;
 
 use crate::image_build::{BuiltImage, ImageBuild, build_image};
@@ -40,7 +40,7 @@ pub(crate) trait ContainerEngine: Send + Sync + fmt::Debug {
     /// the pinned digest.
     fn ensure_pinned_image<'a>(
         &'a self,
-        reference: &'a str,
+        reference: &'a PinnedReference,
     ) -> BoxFuture<'a, Result<PinnedImage, CanonError>>;
 
     /// Builds a processor's image from source.
@@ -123,7 +123,7 @@ impl ContainerEngine for BollardEngine {
 
     fn ensure_pinned_image<'a>(
         &'a self,
-        reference: &'a str,
+        reference: &'a PinnedReference,
     ) -> BoxFuture<'a, Result<PinnedImage, CanonError>> {
         Box::pin(async move { ensure_pinned_image(self.docker().await?, reference).await })
     }

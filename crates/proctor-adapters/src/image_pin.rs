@@ -17,27 +17,21 @@ pub(crate) struct PinnedImage {
     pub(crate) digest: String,
 }
 
-/// The `sha256:…` digest of a pinned reference; anything that is not a
-/// [`PinnedReference`] with a real (non-placeholder) digest is `ERR_IMAGE_UNPINNED`.
-pub(crate) fn pinned_digest(reference: &str) -> Result<String, CanonError> {
-    match reference.parse::<PinnedReference>() {
-        Ok(pinned) if !pinned.digest().is_placeholder() => Ok(pinned.digest().to_string()),
-        _ => Err(CanonError::new(
-            ErrorCode::ImageUnpinned,
-            format!(
-                "`{reference}` is not REGISTRY/REPO@sha256:<64 hex>; pin a digest or pass --build"
-            ),
-        )),
-    }
-}
-
 /// Makes sure the pinned image is present (pulling it by digest if not) and carries the
-/// pinned digest.
+/// pinned digest. A placeholder digest pins nothing: `ERR_IMAGE_UNPINNED`.
 pub(crate) async fn ensure_pinned_image(
     docker: &Docker,
-    reference: &str,
+    pinned: &PinnedReference,
 ) -> Result<PinnedImage, CanonError> {
-    let digest = pinned_digest(reference)?;
+    if pinned.digest().is_placeholder() {
+        return Err(CanonError::new(
+            ErrorCode::ImageUnpinned,
+            format!("`{pinned}` is a placeholder digest; pin a digest or pass --build"),
+        ));
+    }
+    let digest = pinned.digest().to_string();
+    let reference = pinned.to_string();
+    let reference = reference.as_str();
     let image = match docker.inspect_image(reference).await {
         Ok(image) => image,
         Err(error) if is_not_found(&error) => {
@@ -85,37 +79,4 @@ async fn pull(docker: &Docker, reference: &str) -> Result<(), CanonError> {
         })?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digest_of_a_pinned_reference() {
-        let digest = format!("sha256:{}", "ab".repeat(32));
-        for host in ["127.0.0.1:5000", "[::1]:5000", "ghcr.io"] {
-            let reference = format!("{host}/proctor/text-stats@{digest}");
-            assert_eq!(pinned_digest(&reference).unwrap(), digest);
-        }
-    }
-
-    #[test]
-    fn unpinned_references_are_refused() {
-        let zeros = format!("r.io/x@sha256:{}", "0".repeat(64));
-        let upper = format!("r.io/x@sha256:{}", "AB".repeat(32));
-        let hostless = format!("x@sha256:{}", "ab".repeat(32));
-        for reference in [
-            "r.io/x:latest",
-            "r.io/x@sha256:abc",
-            "r.io/x",
-            zeros.as_str(),
-            upper.as_str(),
-            hostless.as_str(),
-        ] {
-            let err = pinned_digest(reference).unwrap_err();
-            assert_eq!(err.code(), ErrorCode::ImageUnpinned, "{reference}");
-            assert!(err.message().starts_with("image not pinned"), "{err}");
-        }
-    }
 }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use proctor_contract::{CanonError, Envelope, RunPayload};
+use proctor_contract::{CanonError, Envelope, PinnedReference, RunPayload};
 use proctor_registry::ProcessorSpec;
 use tokio_util::sync::CancellationToken;
 
@@ -55,8 +55,8 @@ pub enum ImageSource {
     /// Run the pinned reference `REGISTRY/REPO@sha256:…` for the host platform; pulled when
     /// absent locally. The pinned digest is the expected `meta.image_digest`.
     Pinned {
-        /// The full pinned reference.
-        reference: String,
+        /// The pinned reference.
+        reference: PinnedReference,
     },
     /// Run an image already in the local engine, by its ID (`sha256:…`, e.g. what
     /// [`LocalAdapter::build_image`] returned); the ID is the expected `meta.image_digest`.

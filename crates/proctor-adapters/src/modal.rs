@@ -40,14 +40,13 @@
 use std::collections::BTreeMap;
 
 use futures_util::future::BoxFuture;
-use proctor_contract::{CanonError, Envelope, ErrorCode, Health, Redactor};
+use proctor_contract::{CanonError, Envelope, ErrorCode, Health, PinnedReference, Redactor};
 use proctor_deploy::{Endpoint, ModalTarget, ProxyAuth};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope_check::check_envelope;
-use crate::image_pin::pinned_digest;
 use crate::transport::{MAX_ENVELOPE_BYTES, read_body};
 use crate::{Adapter, ImageSource, Invocation};
 
@@ -190,9 +189,12 @@ fn expected_digest(invocation: &Invocation) -> Result<String, CanonError> {
         )),
         ImageSource::Pinned { .. } => {
             let pin = invocation.spec.image.platforms.amd64.as_deref();
-            match pin.map(pinned_digest) {
-                Some(Ok(digest)) => Ok(digest.to_owned()),
-                _ => {
+            let pinned = pin
+                .and_then(|reference| reference.parse::<PinnedReference>().ok())
+                .filter(|pinned| !pinned.digest().is_placeholder());
+            match pinned {
+                Some(pinned) => Ok(pinned.digest().to_string()),
+                None => {
                     let why = match pin {
                         None => "no linux/amd64 pin".to_owned(),
                         Some(reference) => {
@@ -572,7 +574,9 @@ mod tests {
     fn pinned() -> Invocation {
         invocation(
             ImageSource::Pinned {
-                reference: "r/x@sha256:cd".into(),
+                reference: format!("r.io/x@sha256:{}", "cd".repeat(32))
+                    .parse()
+                    .unwrap(),
             },
             Some(format!("127.0.0.1:5000/proctor/text-stats@{}", digest())),
         )
@@ -655,7 +659,9 @@ mod tests {
         for amd64 in [None, Some("r/x:latest".to_owned())] {
             let unpinned = invocation(
                 ImageSource::Pinned {
-                    reference: "r/x@sha256:cd".into(),
+                    reference: format!("r.io/x@sha256:{}", "cd".repeat(32))
+                        .parse()
+                        .unwrap(),
                 },
                 amd64,
             );

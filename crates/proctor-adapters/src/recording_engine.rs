@@ -13,7 +13,8 @@ use axum::routing::{get, post};
 use bollard::models::ContainerCreateBody;
 use futures_util::future::BoxFuture;
 use proctor_contract::{
-    CanonError, Envelope, ErrorCode, Health, ProcessorRef, RunPayload, SuccessMeta, WritePrefix,
+    CanonError, Envelope, ErrorCode, Health, PinnedReference, ProcessorRef, RunPayload,
+    SuccessMeta, WritePrefix,
 };
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -221,7 +222,7 @@ impl ContainerEngine for RecordingEngine {
 
     fn ensure_pinned_image<'a>(
         &'a self,
-        _reference: &'a str,
+        _reference: &'a PinnedReference,
     ) -> BoxFuture<'a, Result<PinnedImage, CanonError>> {
         Box::pin(async { Err(engine_failure("pins are not part of the double")) })
     }

@@ -363,8 +363,12 @@ async fn unpinned_and_absent_pins_fail_before_any_container() {
     let spec = load_spec(&faulty_dir());
     let adapter = LocalAdapter::connect().unwrap();
 
+    let placeholder = format!(
+        "127.0.0.1:5000/proctor-test/faulty@sha256:{}",
+        "0".repeat(64)
+    );
     let unpinned = ImageSource::Pinned {
-        reference: "127.0.0.1:5000/proctor-test/faulty:latest".into(),
+        reference: placeholder.parse().unwrap(),
     };
     let invocation = run.invocation(&spec, unpinned, Mode::Mock, json!({"schema": "v1"}));
     let error = adapter
@@ -376,7 +380,9 @@ async fn unpinned_and_absent_pins_fail_before_any_container() {
 
     let digest = unpushed_digest(&run.label);
     let absent = ImageSource::Pinned {
-        reference: format!("127.0.0.1:5000/proctor-test/absent@{digest}"),
+        reference: format!("127.0.0.1:5000/proctor-test/absent@{digest}")
+            .parse()
+            .unwrap(),
     };
     let invocation = run.invocation(&spec, absent, Mode::Mock, json!({"schema": "v1"}));
     let error = adapter
@@ -437,7 +443,7 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
     let invocation = run.invocation(
         &spec,
         ImageSource::Pinned {
-            reference: reference.clone(),
+            reference: reference.parse().unwrap(),
         },
         Mode::Mock,
         json!({"schema": "v1"}),

@@ -150,7 +150,14 @@ fn modal_invocation(spec: &ProcessorSpec, inputs: Value, parent: &Path) -> Invoc
         },
         spec: spec.clone(),
         image: ImageSource::Pinned {
-            reference: spec.image.platforms.amd64.clone().unwrap(),
+            reference: spec
+                .image
+                .platforms
+                .amd64
+                .as_deref()
+                .unwrap()
+                .parse()
+                .unwrap(),
         },
         staging: Arc::new(staging),
         timeout: Duration::from_secs(120),
@@ -409,7 +416,7 @@ async fn mock_runs_match_the_local_adapter_in_their_stable_parts() {
     let local = run.invocation(
         &spec,
         ImageSource::Pinned {
-            reference: pinned.reference.clone(),
+            reference: pinned.reference.parse().unwrap(),
         },
         Mode::Mock,
         smoke_inputs(),

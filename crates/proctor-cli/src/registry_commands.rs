@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use proctor_contract::{CanonError, ProcessorRef};
-use proctor_registry::{Platform, RegisteredProcessor, Registry, pinned_reference};
+use proctor_registry::{Platform, RegisteredProcessor, Registry, pinned_image};
 use serde_json::{Value, json};
 
 use crate::args::{OutputFormat, RegistryConfig};
@@ -41,7 +41,7 @@ fn render(config: &RegistryConfig) -> Result<String, CanonError> {
 fn pinned_platforms(entry: &RegisteredProcessor) -> String {
     let pinned: Vec<&str> = [Platform::Amd64, Platform::Arm64]
         .into_iter()
-        .filter(|platform| pinned_reference(entry.spec(), *platform).is_ok())
+        .filter(|platform| pinned_image(entry.spec(), *platform).is_ok())
         .map(Platform::as_str)
         .collect();
     if pinned.is_empty() {
@@ -122,8 +122,8 @@ fn show_text(entry: &RegisteredProcessor) -> String {
         ),
     );
     for platform in [Platform::Amd64, Platform::Arm64] {
-        let pin = match pinned_reference(spec, platform) {
-            Ok(reference) => reference,
+        let pin = match pinned_image(spec, platform) {
+            Ok(reference) => reference.to_string(),
             Err(error) => format!("not pinned ({})", error.detail()),
         };
         line(&format!("image {}:", platform.as_str()), pin);

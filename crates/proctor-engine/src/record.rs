@@ -359,9 +359,7 @@ impl Recorder<'_> {
 /// The digest a pinned run must report (`sha256:…`), known before the run.
 fn pinned_digest(image: &ImageSource) -> Option<String> {
     match image {
-        ImageSource::Pinned { reference } => reference
-            .rsplit_once('@')
-            .map(|(_, digest)| digest.to_owned()),
+        ImageSource::Pinned { reference } => Some(reference.digest().to_string()),
         ImageSource::Build { .. } | ImageSource::Local { .. } => None,
     }
 }

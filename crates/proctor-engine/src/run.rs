@@ -24,7 +24,7 @@ use proctor_contract::{
     WritePrefix, ci_guard,
 };
 use proctor_ledger::Ledger;
-use proctor_registry::{ProcessorSpec, Registry, check_secrets, pinned_reference, validate_inputs};
+use proctor_registry::{ProcessorSpec, Registry, check_secrets, pinned_image, validate_inputs};
 use proctor_store::{ArtifactStore, FsStore};
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -272,7 +272,7 @@ impl Engine {
             }
         } else {
             ImageSource::Pinned {
-                reference: pinned_reference(spec, host_platform()?)?,
+                reference: pinned_image(spec, host_platform()?)?,
             }
         };
         if let Some(save_dir) = &request.save_dir {

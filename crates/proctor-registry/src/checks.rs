@@ -127,11 +127,6 @@ pub fn pinned_image(
     Ok(pinned)
 }
 
-/// [`pinned_image`] as text, for callers that pass the reference on as a string.
-pub fn pinned_reference(spec: &ProcessorSpec, platform: Platform) -> Result<String, CanonError> {
-    pinned_image(spec, platform).map(|pinned| pinned.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -205,8 +200,14 @@ mod tests {
         let arm = format!("ghcr.io/acme/text-stats@sha256:{DIGEST}");
         spec.image.platforms.amd64 = Some(amd.clone());
         spec.image.platforms.arm64 = Some(arm.clone());
-        assert_eq!(pinned_reference(&spec, Platform::Amd64).unwrap(), amd);
-        assert_eq!(pinned_reference(&spec, Platform::Arm64).unwrap(), arm);
+        assert_eq!(
+            pinned_image(&spec, Platform::Amd64).unwrap().to_string(),
+            amd
+        );
+        assert_eq!(
+            pinned_image(&spec, Platform::Arm64).unwrap().to_string(),
+            arm
+        );
         let pinned = pinned_image(&spec, Platform::Arm64).unwrap();
         assert_eq!(pinned.host(), "ghcr.io");
         assert_eq!(pinned.digest().hex(), DIGEST);
@@ -219,7 +220,10 @@ mod tests {
             let mut spec = sample_spec();
             let reference = format!("{host}/acme/x@sha256:{DIGEST}");
             spec.image.platforms.amd64 = Some(reference.clone());
-            assert_eq!(pinned_reference(&spec, Platform::Amd64).unwrap(), reference);
+            assert_eq!(
+                pinned_image(&spec, Platform::Amd64).unwrap().to_string(),
+                reference
+            );
         }
     }
 
@@ -256,7 +260,7 @@ mod tests {
         for (pin, why) in cases {
             let mut spec = sample_spec();
             spec.image.platforms.amd64 = pin.clone();
-            let err = pinned_reference(&spec, Platform::Amd64).unwrap_err();
+            let err = pinned_image(&spec, Platform::Amd64).unwrap_err();
             assert_eq!(err.code(), ErrorCode::ImageUnpinned, "{pin:?}");
             assert!(
                 err.message()

@@ -13,7 +13,7 @@ mod checks;
 mod loader;
 mod spec;
 
-pub use checks::{check_secrets, pinned_image, pinned_reference, validate_inputs};
+pub use checks::{check_secrets, pinned_image, validate_inputs};
 pub use loader::{REGISTRY_FILE, RegisteredProcessor, Registry};
 /// The canon platform the per-platform checks take, re-exported for callers of this crate.
 pub use proctor_contract::Platform;
