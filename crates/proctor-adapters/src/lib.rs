@@ -47,8 +47,6 @@ pub use staging::Staging;
 pub enum ImageSource {
     /// Build from source (`--build`) and run by image ID.
     Build {
-        /// The directory holding `registry.yaml`.
-        processor_dir: PathBuf,
         /// The Cargo workspace root that builds the processor binary.
         workspace_root: PathBuf,
     },

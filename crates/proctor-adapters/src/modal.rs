@@ -637,7 +637,6 @@ mod tests {
     fn builds_local_images_and_missing_pins_are_refused() {
         let build = invocation(
             ImageSource::Build {
-                processor_dir: "p".into(),
                 workspace_root: "w".into(),
             },
             None,

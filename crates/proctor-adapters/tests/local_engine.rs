@@ -275,10 +275,8 @@ async fn dropping_a_run_removes_its_hardened_container() {
 #[tokio::test]
 async fn build_path_runs_by_image_id() {
     let run = TestRun::new().await;
-    let dir = faulty_dir();
-    let spec = load_spec(&dir);
+    let spec = load_spec(&faulty_dir());
     let image = ImageSource::Build {
-        processor_dir: dir,
         workspace_root: workspace_root(),
     };
     let invocation = run.invocation(&spec, image, Mode::Mock, json!({"schema": "v1"}));
@@ -479,13 +477,11 @@ fn unpushed_digest(seed: &str) -> String {
 /// a read-only root filesystem), and agree on every output byte, CID and the stable part
 /// of the receipt.
 async fn shipped_processor_runs_identically(relative: &str, example: &str) {
-    let dir = processor_dir(relative);
-    let spec = load_spec(&dir);
+    let spec = load_spec(&processor_dir(relative));
     let inputs = spec.examples[example].inputs.clone();
     let run = TestRun::new().await;
     let adapter = LocalAdapter::connect().unwrap();
     let mut source = ImageSource::Build {
-        processor_dir: dir,
         workspace_root: workspace_root(),
     };
     let mut runs = Vec::new();

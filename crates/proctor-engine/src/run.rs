@@ -267,7 +267,6 @@ impl Engine {
         let write_prefix = WritePrefix::expand(&request.write_prefix, execution_id)?;
         let image = if request.build {
             ImageSource::Build {
-                processor_dir: entry.dir().to_path_buf(),
                 workspace_root: workspace_root(&self.config.registry_root),
             }
         } else {
