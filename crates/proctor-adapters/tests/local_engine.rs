@@ -15,7 +15,9 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use proctor_adapters::{Adapter, ImageSource, Invocation, LocalAdapter, Staging};
-use proctor_contract::{CanonError, Envelope, ErrorCode, Mode, OutputsIndex, Receipt, cid};
+use proctor_contract::{
+    CanonError, Envelope, ErrorCode, Mode, OutputsIndex, PinnedReference, Receipt, cid,
+};
 use serde_json::json;
 use support::{
     TestRun, faulty_dir, faulty_image, listing, load_spec, processor_dir, staged_path,
@@ -421,7 +423,7 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
         .into_iter()
         .find(|repo_digest| repo_digest.starts_with(&format!("{repository}@")))
         .expect("the push recorded a digest");
-    let digest = reference.split_once('@').unwrap().1.to_owned();
+    let pinned: PinnedReference = reference.parse().unwrap();
     // Drop the local references to that repository so the adapter must pull by digest; the
     // image itself stays (other tests share it under its own tag).
     let untag = RemoveImageOptionsBuilder::default().noprune(true).build();
@@ -441,7 +443,7 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
     let invocation = run.invocation(
         &spec,
         ImageSource::Pinned {
-            reference: reference.parse().unwrap(),
+            reference: pinned.clone(),
         },
         Mode::Mock,
         json!({"schema": "v1"}),
@@ -454,7 +456,7 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
     let Envelope::Success(success) = envelope else {
         panic!("not a success")
     };
-    assert_eq!(success.meta.image_digest, digest);
+    assert_eq!(success.meta.image_digest, pinned.digest().to_string());
     assert!(run.containers().await.is_empty());
     let untag = RemoveImageOptionsBuilder::default().noprune(true).build();
     let _ = run.docker.remove_image(&reference, Some(untag), None).await;

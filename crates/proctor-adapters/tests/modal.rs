@@ -34,10 +34,10 @@ use proctor_adapters::{
     host_platform,
 };
 use proctor_contract::{
-    CanonError, Envelope, ErrorCode, Mode, OutputsIndex, PAYLOAD_SCHEMA, RunPayload, WritePrefix,
-    cid,
+    CanonError, Digest, Envelope, ErrorCode, Mode, OutputsIndex, PAYLOAD_SCHEMA, PinnedReference,
+    Platform, RunPayload, WritePrefix, cid,
 };
-use proctor_registry::ProcessorSpec;
+use proctor_registry::{ProcessorSpec, pinned_image};
 use serde_json::{Value, json};
 use support::{TEST_LABEL, TestRun, load_spec, processor_dir, workspace_root};
 use tempfile::TempDir;
@@ -59,8 +59,7 @@ const MISSING_CREDENTIALS: &str = "modal-http: missing credentials for proxy aut
 /// `text/stats@1`'s image and its pin, built and pushed once per test process.
 struct PinnedImage {
     image_id: String,
-    reference: String,
-    digest: String,
+    reference: PinnedReference,
 }
 
 async fn pinned_text_stats() -> &'static PinnedImage {
@@ -103,27 +102,29 @@ async fn pinned_text_stats() -> &'static PinnedImage {
                 .unwrap_or_default()
                 .into_iter()
                 .find(|repo_digest| repo_digest.starts_with(&format!("{PIN_REPOSITORY}@")))
-                .expect("the push recorded a digest");
-            let digest = reference.split_once('@').unwrap().1.to_owned();
+                .expect("the push recorded a digest")
+                .parse()
+                .unwrap();
             PinnedImage {
                 image_id,
                 reference,
-                digest,
             }
         })
         .await
 }
 
 /// `text/stats@1`'s registry entry with `reference` as its linux/amd64 pin.
-fn pinned_spec(reference: &str) -> ProcessorSpec {
+fn pinned_spec(reference: &PinnedReference) -> ProcessorSpec {
     let mut spec = load_spec(&processor_dir("processors/text/stats/1"));
-    spec.image.platforms.amd64 = Some(reference.to_owned());
+    spec.image.platforms.amd64 = Some(reference.to_string());
     spec
 }
 
 /// A well-formed pin nobody pushed, for tests without a processor.
-fn unpushed_pin() -> String {
+fn unpushed_pin() -> PinnedReference {
     format!("{PIN_REPOSITORY}@sha256:{}", "5e".repeat(32))
+        .parse()
+        .unwrap()
 }
 
 /// The smoke example's inputs.
@@ -150,14 +151,7 @@ fn modal_invocation(spec: &ProcessorSpec, inputs: Value, parent: &Path) -> Invoc
         },
         spec: spec.clone(),
         image: ImageSource::Pinned {
-            reference: spec
-                .image
-                .platforms
-                .amd64
-                .as_deref()
-                .unwrap()
-                .parse()
-                .unwrap(),
+            reference: pinned_image(spec, Platform::Amd64).unwrap(),
         },
         staging: Arc::new(staging),
         timeout: Duration::from_secs(120),
@@ -212,7 +206,7 @@ struct StandIn {
 impl StandIn {
     /// Starts `image_id` reporting `digest`, labelled for `run`, and waits for its
     /// `/healthz`.
-    async fn start(run: &TestRun, image_id: &str, digest: &str) -> StandIn {
+    async fn start(run: &TestRun, image_id: &str, digest: &Digest) -> StandIn {
         let artifacts = tempfile::tempdir().unwrap();
         let me = std::fs::metadata("/proc/self").unwrap();
         let user = if me.uid() == 0 {
@@ -416,7 +410,7 @@ async fn mock_runs_match_the_local_adapter_in_their_stable_parts() {
     let local = run.invocation(
         &spec,
         ImageSource::Pinned {
-            reference: pinned.reference.parse().unwrap(),
+            reference: pinned.reference.clone(),
         },
         Mode::Mock,
         smoke_inputs(),
@@ -428,7 +422,7 @@ async fn mock_runs_match_the_local_adapter_in_their_stable_parts() {
         .unwrap();
     let expected = stable_part(&local_envelope, &local.payload.write_prefix);
 
-    let stand_in = StandIn::start(&run, &pinned.image_id, &pinned.digest).await;
+    let stand_in = StandIn::start(&run, &pinned.image_id, pinned.reference.digest()).await;
     let (base_url, front) = ProxyAuthFront::start(stand_in.port).await;
     let adapter = modal_adapter(&base_url, false);
     assert_eq!(adapter.name(), "modal");
@@ -477,7 +471,7 @@ async fn processor_error_envelopes_pass_through() {
     let pinned = pinned_text_stats().await;
     let spec = pinned_spec(&pinned.reference);
     let run = TestRun::new().await;
-    let stand_in = StandIn::start(&run, &pinned.image_id, &pinned.digest).await;
+    let stand_in = StandIn::start(&run, &pinned.image_id, pinned.reference.digest()).await;
     let (base_url, _front) = ProxyAuthFront::start(stand_in.port).await;
     let adapter = modal_adapter(&base_url, false);
     for options in [Value::Null, json!({"stream": true})] {
@@ -500,7 +494,7 @@ async fn missing_or_wrong_proxy_credentials_are_modal_invocation_errors() {
     let pinned = pinned_text_stats().await;
     let spec = pinned_spec(&pinned.reference);
     let run = TestRun::new().await;
-    let stand_in = StandIn::start(&run, &pinned.image_id, &pinned.digest).await;
+    let stand_in = StandIn::start(&run, &pinned.image_id, pinned.reference.digest()).await;
     let (base_url, front) = ProxyAuthFront::start(stand_in.port).await;
     let invocation = modal_invocation(&spec, smoke_inputs(), run.artifacts.path());
 
@@ -556,7 +550,7 @@ async fn a_different_image_behind_the_url_is_image_drift() {
     let pinned = pinned_text_stats().await;
     let spec = pinned_spec(&pinned.reference);
     let run = TestRun::new().await;
-    let other_digest = format!("sha256:{}", "d1".repeat(32));
+    let other_digest: Digest = format!("sha256:{}", "d1".repeat(32)).parse().unwrap();
     let stand_in = StandIn::start(&run, &pinned.image_id, &other_digest).await;
     let (base_url, front) = ProxyAuthFront::start(stand_in.port).await;
     let invocation = modal_invocation(&spec, smoke_inputs(), run.artifacts.path());
@@ -569,8 +563,16 @@ async fn a_different_image_behind_the_url_is_image_drift() {
         error.message().starts_with("image digest mismatch"),
         "{error}"
     );
-    assert!(error.message().contains(&other_digest), "{error}");
-    assert!(error.message().contains(&pinned.digest), "{error}");
+    assert!(
+        error.message().contains(&other_digest.to_string()),
+        "{error}"
+    );
+    assert!(
+        error
+            .message()
+            .contains(&pinned.reference.digest().to_string()),
+        "{error}"
+    );
     assert_eq!(
         front.paths(),
         ["/healthz"],
@@ -639,7 +641,7 @@ async fn a_hung_endpoint_is_a_modal_invocation_error() {
 async fn non_json_and_5xx_answers_are_modal_invocation_errors() {
     let health = json!({
         "ok": true,
-        "image_digest": unpushed_pin().split_once('@').unwrap().1,
+        "image_digest": unpushed_pin().digest(),
         "ref": "text/stats@1",
     });
     let healthy = Router::new().route(

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use bollard::Docker;
-use proctor_contract::{ErrorCode, Platform};
+use proctor_contract::{Digest, ErrorCode, Platform};
 use serde_json::Value;
 
 use crate::oci::{
@@ -380,8 +380,8 @@ fn config_digest_in(layout: &Path, platform: Platform) -> String {
     let read =
         |path: &Path| -> Value { serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap() };
     let blob = |digest: &Value| {
-        let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
-        read(&layout.join("blobs/sha256").join(hex))
+        let digest: Digest = digest.as_str().unwrap().parse().unwrap();
+        read(&layout.join("blobs/sha256").join(digest.hex()))
     };
     let top = read(&layout.join("index.json"));
     let index = blob(&top["manifests"][0]["digest"]);

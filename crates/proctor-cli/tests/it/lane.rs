@@ -427,7 +427,7 @@ fn deploy_needs_a_target_and_drift_compares_with_the_pin() {
     // A target (stand-in client, endpoints on loopback) that runs the pin: both settle.
     let path = stand_in_modal(&dir);
     let pinned_digest = digest_of(PINNED);
-    let endpoints = HealthEndpoints::serve(pinned_digest);
+    let endpoints = HealthEndpoints::serve(&pinned_digest);
     let configured = |run: Proctor, base_url: &str| {
         run.env("PATH", &path)
             .env("MODAL_TOKEN_ID", "ak-fake0token0id")

@@ -15,7 +15,7 @@ use bollard::Docker;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptions,
 };
-use proctor_contract::ErrorCode;
+use proctor_contract::{ErrorCode, PinnedReference};
 use serde_json::{Value, json};
 
 use crate::util::{Run, TestDir, workspace_registry};
@@ -103,8 +103,12 @@ pub(crate) fn pins_in(registry_yaml: &Path) -> (Value, Value, Value) {
 }
 
 /// The `sha256:…` of a pinned reference.
-pub(crate) fn digest_of(pinned: &str) -> &str {
-    pinned.rsplit_once('@').unwrap().1
+pub(crate) fn digest_of(pinned: &str) -> String {
+    pinned
+        .parse::<PinnedReference>()
+        .unwrap()
+        .digest()
+        .to_string()
 }
 
 /// The JSON log lines of stderr named `name`; other lines (cargo's progress while
