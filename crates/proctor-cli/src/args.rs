@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use proctor_contract::Mode;
-use proctor_engine::{AdapterKind, Inputs, Lane};
+use proctor_engine::{AdapterKind, DeployTarget, Inputs, Lane};
 use serde_json::Value;
 
 mod lane_args;
@@ -198,17 +198,16 @@ fn store_location(
     })
 }
 
-/// The deploy targets `--target` accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum DeployTarget {
-    /// Modal's serverless engine, configured by `PROCTOR_MODAL_*` variables.
-    Modal,
+/// `--target`: the engine's deploy targets, by name.
+fn target_parser() -> impl TypedValueParser<Value = DeployTarget> {
+    PossibleValuesParser::new(DeployTarget::ALL.map(DeployTarget::as_str))
+        .try_map(|name| name.parse())
 }
 
 #[derive(Debug, Args)]
 struct DeployArgs {
-    /// Where to deploy.
-    #[arg(long, value_enum)]
+    /// Where to deploy: `modal`.
+    #[arg(long, value_parser = target_parser())]
     target: DeployTarget,
     /// The processor, `ns/name@version` (default: every processor in the registry).
     #[arg(long = "ref", value_name = "REF")]
@@ -225,8 +224,8 @@ struct DeployArgs {
 
 #[derive(Debug, Args)]
 struct DriftArgs {
-    /// Where the processors are deployed.
-    #[arg(long, value_enum, default_value_t = DeployTarget::Modal)]
+    /// Where the processors are deployed: `modal`.
+    #[arg(long, value_parser = target_parser(), default_value = "modal")]
     target: DeployTarget,
     /// The processor, `ns/name@version` (default: every processor in the registry).
     #[arg(long = "ref", value_name = "REF")]
@@ -246,8 +245,8 @@ enum SecretsCommand {
     /// List the secrets each processor needs in the target, and which are missing (names
     /// only).
     Plan {
-        /// The deploy target.
-        #[arg(long, value_enum)]
+        /// The deploy target: `modal`.
+        #[arg(long, value_parser = target_parser())]
         target: DeployTarget,
         /// The processor, `ns/name@version` (default: every processor in the registry).
         #[arg(long = "ref", value_name = "REF")]

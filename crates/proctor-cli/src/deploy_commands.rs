@@ -10,11 +10,12 @@ use std::path::Path;
 use proctor_contract::CanonError;
 use proctor_deploy::{DriftRow, SecretPurpose, SecretsPlan};
 use proctor_engine::{
-    DeployReport, DeployRequest, DriftReport, DriftRequest, SecretsPlanReport, TargetedProcessors,
+    DeployReport, DeployRequest, DeployTarget, DriftReport, DriftRequest, SecretsPlanReport,
+    TargetedProcessors,
 };
 use serde::Serialize;
 
-use crate::args::{DeployConfig, DeployTarget, DriftConfig, OutputFormat, SecretsPlanConfig};
+use crate::args::{DeployConfig, DriftConfig, OutputFormat, SecretsPlanConfig};
 use crate::output::{emit, table};
 
 /// The process environment, UTF-8 variables only. The target, the proxy-auth tokens, the
@@ -33,9 +34,7 @@ fn targeted(
     registry_root: &Path,
 ) -> TargetedProcessors {
     TargetedProcessors {
-        target: match target {
-            DeployTarget::Modal => proctor_engine::DeployTarget::Modal,
-        },
+        target,
         registry_root: registry_root.to_path_buf(),
         processor_refs: processor_ref.into_iter().cloned().collect(),
     }
