@@ -19,9 +19,9 @@ use bollard::Docker;
 use bollard::query_parameters::{ImportImageOptionsBuilder, TagImageOptionsBuilder};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use proctor_contract::{CanonError, ErrorCode};
+use proctor_contract::{CanonError, ErrorCode, Platform};
 use proctor_oci::{ArchiveRequest, DockerArchive, build_docker_archive};
-use proctor_registry::{Platform, ProcessorSpec};
+use proctor_registry::ProcessorSpec;
 
 use crate::local::is_not_found;
 

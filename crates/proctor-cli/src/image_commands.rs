@@ -8,10 +8,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use proctor_contract::{CanonError, ErrorCode, ProcessorRef};
+use proctor_contract::{CanonError, ErrorCode, Platform, ProcessorRef};
 use proctor_oci::{
-    BuiltImage, IndexReference, IndexSource, Pins, Platform, PushedImage, RegistryTarget,
-    layout_dir,
+    BuiltImage, IndexReference, IndexSource, Pins, PushedImage, RegistryTarget, layout_dir,
 };
 use proctor_registry::{RegisteredProcessor, Registry};
 use serde_json::{Value, json};

@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use proctor_contract::{CanonError, ProcessorRef};
-use proctor_registry::{Platform, RegisteredProcessor, Registry, pinned_image};
+use proctor_contract::{CanonError, Platform, ProcessorRef};
+use proctor_registry::{RegisteredProcessor, Registry, pinned_image};
 use serde_json::{Value, json};
 
 use crate::args::{OutputFormat, RegistryConfig};

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use proctor_contract::CanonError;
-use proctor_oci::{BuildRequest, BuiltImage, Platform, layout_dir};
+use proctor_contract::{CanonError, Platform};
+use proctor_oci::{BuildRequest, BuiltImage, layout_dir};
 use proctor_registry::RegisteredProcessor;
 
 /// Builds `entry`'s image for `platforms` into its layout under `oci_root`, compiling in

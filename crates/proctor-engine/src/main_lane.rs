@@ -26,9 +26,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use proctor_contract::{CanonError, Envelope, ErrorCode, Mode, ProcessorRef};
+use proctor_contract::{CanonError, Envelope, ErrorCode, Mode, Platform, ProcessorRef};
 use proctor_deploy::DriftRow;
-use proctor_oci::{BuiltImage, Pins, Platform, PushedImage, RegistryTarget};
+use proctor_oci::{BuiltImage, Pins, PushedImage, RegistryTarget};
 use proctor_registry::{ProcessorSpec, Registry};
 use serde::Serialize;
 use serde_json::Value;

@@ -19,12 +19,10 @@ use std::path::Path;
 
 use proctor_adapters::host_platform;
 use proctor_contract::{
-    CanonError, ErrorCode, ExecutionSuccessEvent, OutputsIndex, PinnedReference, ProcessorRef,
-    Receipt, WorldPath, cid,
+    CanonError, ErrorCode, EventKind, ExecutionSuccessEvent, OutputsIndex, PinnedReference,
+    ProcessorRef, Receipt, WorldPath, cid,
 };
-use proctor_ledger::{
-    EventKind, Execution, ExecutionEvidence, ExecutionStatus, Ledger, Settlement,
-};
+use proctor_ledger::{Execution, ExecutionEvidence, ExecutionStatus, Ledger, Settlement};
 use proctor_registry::{Registry, pinned_image};
 use proctor_store::{ArtifactStore, Check};
 use serde::Serialize;

@@ -33,6 +33,4 @@ pub use executions::{
 };
 pub use leases::{Lease, LeaseGuard, selectors_overlap};
 pub use ledger::{Backend, DEFAULT_LEDGER_URL, Ledger};
-/// The kinds of events, re-exported from the canon where their typed payloads live.
-pub use proctor_contract::EventKind;
 pub use verify::{BreakReason, ChainBreak, ChainReport};

@@ -9,9 +9,11 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use proctor_contract::{CanonError, ErrorCode, LedgerEvent, Mode, OutputEntry, WorldPath};
+use proctor_contract::{
+    CanonError, ErrorCode, EventKind, LeaseReleaseReason, LedgerEvent, Mode, OutputEntry, WorldPath,
+};
 use proctor_ledger::{
-    BreakReason, EventKind, ExecutionSettle, ExecutionStart, ExecutionStatus, GENESIS_HASH, Ledger,
+    BreakReason, ExecutionSettle, ExecutionStart, ExecutionStatus, GENESIS_HASH, Ledger,
     LedgerError, NewEvent, Outcome, Settlement,
 };
 use sqlx::AnyPool;
@@ -207,8 +209,6 @@ mod suite {
             let typed = event.ledger_event().unwrap();
             assert_eq!(Some(typed.kind()), event.kind(), "seq {}", event.seq);
         }
-        let settle_payload = events[8].payload_json().unwrap();
-        assert_eq!(settle_payload["kind"], "execution.settle.success");
         let LedgerEvent::ExecutionSettleSuccess(settled_event) = events[8].ledger_event().unwrap()
         else {
             panic!("seq 9 is not a success settle: {:?}", events[8]);
@@ -551,11 +551,10 @@ mod suite {
             let Some(last) = page.last() else { break };
             after = last.seq;
             for event in &page {
-                let payload = event.payload_json().unwrap();
-                let key = (
-                    event.execution_id.clone().unwrap(),
-                    payload["detail"].to_string(),
-                );
+                let LedgerEvent::PredicateCheck(check) = event.ledger_event().unwrap() else {
+                    panic!("not a predicate check: {event:?}");
+                };
+                let key = (event.execution_id.clone().unwrap(), check.detail);
                 assert!(seen.insert(key), "event appended twice: {}", event.payload);
             }
         }
@@ -849,12 +848,14 @@ mod suite {
             .unwrap()
             .pop()
             .unwrap()
-            .payload_json()
+            .ledger_event()
             .unwrap();
-        assert_eq!(takeover["kind"], "lease.acquire");
-        assert_eq!(takeover["taken_over"][0]["holder"], "e1");
+        let LedgerEvent::LeaseAcquire(takeover) = takeover else {
+            panic!("not a lease acquisition: {takeover:?}");
+        };
+        assert_eq!(takeover.taken_over[0].holder, "e1");
         assert_eq!(
-            takeover["taken_over"][0]["selector"],
+            takeover.taken_over[0].selector.as_str(),
             "/artifacts/outputs/crashed/"
         );
         assert!(
@@ -884,10 +885,12 @@ mod suite {
             .unwrap()
             .pop()
             .unwrap()
-            .payload_json()
+            .ledger_event()
             .unwrap();
-        assert_eq!(released["kind"], "lease.release");
-        assert_eq!(released["reason"], "dropped");
+        let LedgerEvent::LeaseRelease(released) = released else {
+            panic!("not a lease release: {released:?}");
+        };
+        assert_eq!(released.reason, LeaseReleaseReason::Dropped);
         ledger
             .acquire_lease(
                 "p",

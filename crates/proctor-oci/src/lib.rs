@@ -38,8 +38,5 @@ pub use credentials::{PASSWORD_ENV, USERNAME_ENV};
 pub use image::REF_LABEL;
 pub use layout::layout_dir;
 pub use pin::{IndexReference, IndexSource, Pins, pin, resolve_pins};
-/// The canon types this crate's API speaks, re-exported so callers need not name
-/// `proctor_contract` for them.
-pub use proctor_contract::{ImageRepository, Platform, UnknownPlatform};
 pub use push::{PushedImage, push};
 pub use target::{InvalidRegistry, RegistryTarget};

@@ -20,10 +20,10 @@ use futures_util::{FutureExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use proctor_contract::{ErrorCode, ProcessorRef};
+use proctor_contract::{ErrorCode, Platform, ProcessorRef};
 use proctor_oci::{
-    BuildRequest, BuiltImage, IndexReference, IndexSource, Platform, PushedImage, RegistryTarget,
-    build, layout_dir, pin, push,
+    BuildRequest, BuiltImage, IndexReference, IndexSource, PushedImage, RegistryTarget, build,
+    layout_dir, pin, push,
 };
 use proctor_registry::{Registry, pinned_image};
 use reqwest::header::HeaderValue;

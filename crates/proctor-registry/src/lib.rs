@@ -15,6 +15,4 @@ mod spec;
 
 pub use checks::{check_secrets, pinned_image, validate_inputs};
 pub use loader::{REGISTRY_FILE, RegisteredProcessor, Registry};
-/// The canon platform the per-platform checks take, re-exported for callers of this crate.
-pub use proctor_contract::Platform;
 pub use spec::{Build, Example, Image, OutputDecl, Platforms, ProcessorSpec, Runtime, Secrets};

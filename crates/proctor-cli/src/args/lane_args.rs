@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
+use proctor_contract::Platform;
 use proctor_engine::{Lane, LaneChain, LaneRequest, LaneStep, MainLaneSettings};
-use proctor_oci::{Platform, RegistryTarget};
+use proctor_oci::RegistryTarget;
 use serde_json::Value;
 
 use super::ledger_args::RunLedgerArgs;
