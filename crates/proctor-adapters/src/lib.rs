@@ -10,6 +10,9 @@
 //! [`ModalAdapter`] runs processors on their Modal deployments, found with the naming
 //! convention of `proctor-deploy`, and applies the same envelope checks.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 mod cleanup;
 mod container;
 mod engine;

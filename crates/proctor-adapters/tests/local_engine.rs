@@ -2,6 +2,9 @@
 //! 127.0.0.1:5000), with the test-only `testing/faulty@1` processor: every failure path ends
 //! in its canonical error and leaves no container behind.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 mod support;
 
 use std::collections::BTreeSet;

@@ -10,6 +10,9 @@
 //! processor (closed port, hung endpoint, non-JSON and 5xx answers) need neither.
 //! Every server listens on 127.0.0.1 and stops with its test's runtime.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 mod support;
 
 use std::collections::{BTreeMap, HashMap};

@@ -7,6 +7,8 @@
 //! **Architecture Invariant:** only this crate prints. Logs are JSON lines on stderr; under
 //! `--json`, stdout carries exactly one line.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
 // The one crate that prints.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 

@@ -1,5 +1,8 @@
 //! RFC 8785 golden vectors, checked in under `tests/golden/jcs.json`.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 use proctor_contract::canonical_json;
 use serde_json::Value;
 

@@ -15,6 +15,9 @@
 //! an unreachable Modal or endpoint is a canonical error or an `unreachable` row. Token
 //! values never appear in errors, rows or logs.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 mod app;
 mod drift;
 mod endpoint;

@@ -3,6 +3,9 @@
 //! the World, the same library verifies the execution, and the ledger's chain records it. Needs the Docker engine that
 //! `scripts/setup.sh` starts.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

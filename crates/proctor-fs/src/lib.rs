@@ -7,6 +7,9 @@
 //! O_NOFOLLOW` (never through a link, never an existing file), and are removed when a write
 //! is abandoned. Directories are the caller's: nothing here creates one.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};

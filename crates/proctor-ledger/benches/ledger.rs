@@ -3,6 +3,9 @@
 //!
 //! Run with `cargo bench -p proctor-ledger -- --warm-up-time 1 --measurement-time 3`.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

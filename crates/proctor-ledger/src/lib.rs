@@ -15,6 +15,9 @@
 //! **Architecture Invariant:** the ledger knows nothing of containers, adapters or
 //! storage; it records what the CLI tells it and checks only its own consistency.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 mod budget;
 mod clock;
 mod error;

@@ -4,6 +4,9 @@
 //! server that `scripts/setup.sh` starts on 127.0.0.1:55432 (they fail, never skip, when it
 //! is missing). Every test gets a fresh database and removes it afterwards.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 mod support;
 
 use std::collections::HashSet;

@@ -16,6 +16,9 @@
 //! (oci-client) and to cargo; it never drives a container engine and never prints — progress
 //! bars go to stderr, and only on a terminal. Credentials are never logged.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 mod builder;
 mod compile;
 mod credentials;

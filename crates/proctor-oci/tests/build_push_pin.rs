@@ -6,6 +6,8 @@
 //!
 //! The shipped processor text/stats@1 is built once for both platforms and shared.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
 // Build and push timings are reported on stderr.
 #![allow(clippy::print_stderr)]
 

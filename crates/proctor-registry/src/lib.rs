@@ -9,6 +9,9 @@
 //! **Architecture Invariant:** the registry reads files and nothing else: no network, no
 //! containers. Processors never depend on it.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 mod checks;
 mod loader;
 mod spec;

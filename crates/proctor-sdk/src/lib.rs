@@ -42,6 +42,9 @@
 //! at `{write_prefix}receipt.json` and `/artifacts/execution/{execution_id}/receipt.json` —
 //! each atomically, and all of them or none.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 mod artifacts;
 mod config;
 mod error;

@@ -1,6 +1,9 @@
 //! The HTTP contract against an in-process server on 127.0.0.1 with a temporary artifacts
 //! root (`proctor_sdk::testing`). Needs nothing outside the process.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;

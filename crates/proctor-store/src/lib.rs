@@ -15,6 +15,9 @@
 //! types, nothing about containers, adapters, the ledger or the command line. It never logs
 //! credentials.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 mod error;
 mod fs;
 mod open;

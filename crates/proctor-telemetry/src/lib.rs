@@ -11,6 +11,9 @@
 //! **Invariant:** nothing here writes to stdout, so a `--json` caller's stdout carries only
 //! its envelope.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};

@@ -5,6 +5,9 @@
 //!   URL points at a closed port on 127.0.0.1).
 //! - `drift`: nothing; it serves `/healthz` on 127.0.0.1.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 mod drift;
 mod modal_app;
 mod modal_cli;

@@ -5,6 +5,9 @@
 //! that server: `scripts/setup.sh` installs and starts it, and CI runs it first. Without it
 //! they fail, saying so; they are never skipped.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 mod suite;
 mod support;
 

@@ -14,6 +14,9 @@
 //! Outputs: `text/response.txt` (the reply) and `metadata.json` (model, finish reason,
 //! token counts); usage carries `prompt_tokens`, `completion_tokens`, `total_tokens`.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 mod mock;
 mod openai;
 

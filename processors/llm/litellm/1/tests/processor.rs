@@ -2,6 +2,9 @@
 //! `registry.yaml`; `real` mode talks to a fake OpenAI-compatible server on 127.0.0.1 that
 //! each test starts and stops. Needs nothing outside the process.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 

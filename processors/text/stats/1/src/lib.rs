@@ -1,6 +1,9 @@
 //! text/stats@1: word, line and character counts of a text, plus its normalized form and
 //! a word-frequency table. Pure: `mock` and `real` give the same bytes.
 
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 use std::collections::BTreeMap;
 
 use proctor_contract::Usage;

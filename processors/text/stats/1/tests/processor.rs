@@ -1,6 +1,9 @@
 //! text/stats@1 served in-process (`proctor_sdk::testing`), checked against its own
 //! `registry.yaml`. Needs nothing outside the process.
 
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
 use proctor_contract::{Mode, inputs_hash};
 use proctor_sdk::testing::TestServer;
 use serde_json::{Value, json};
