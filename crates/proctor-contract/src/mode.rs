@@ -47,18 +47,26 @@ impl FromStr for Mode {
     }
 }
 
-/// Refuses `real` mode when the `CI` variable (passed in by the caller) is `true`.
+/// Refuses `real` mode when the `CI` variable (passed in by the caller) is set.
 ///
 /// Called before any registry, network or container work.
 pub fn ci_guard(mode: Mode, ci_variable: Option<&str>) -> Result<(), CanonError> {
-    let in_ci = ci_variable.is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
-    if in_ci && mode == Mode::Real {
+    if mode == Mode::Real
+        && let Some(value) = ci_variable.filter(|value| ci_is_set(value))
+    {
         return Err(CanonError::new(
             ErrorCode::CiSafety,
-            "CI=true; run mock mode in CI or unset CI outside it",
+            format!("CI={value}; run mock mode in CI or unset CI outside it"),
         ));
     }
     Ok(())
+}
+
+/// Whether a present `CI` value means "in CI": anything but empty, `0` or `false`
+/// (any case), ignoring surrounding whitespace.
+fn ci_is_set(value: &str) -> bool {
+    let value = value.trim();
+    !(value.is_empty() || value == "0" || value.eq_ignore_ascii_case("false"))
 }
 
 #[cfg(test)]
@@ -80,6 +88,30 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::CiSafety);
         assert!(err.message().contains("Refusing to run mode=real in CI"));
         assert!(ci_guard(Mode::Real, Some("TRUE")).is_err());
+    }
+
+    #[test]
+    fn ci_guard_counts_every_non_false_value_as_ci() {
+        for value in ["true", "TRUE", "1", "yes", "on", "github", " true "] {
+            let err = ci_guard(Mode::Real, Some(value)).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::CiSafety, "CI={value:?}");
+            assert!(err.message().contains("Refusing to run mode=real in CI"));
+        }
+    }
+
+    #[test]
+    fn ci_guard_treats_absent_empty_zero_and_false_as_outside_ci() {
+        for value in [
+            None,
+            Some(""),
+            Some("  "),
+            Some("0"),
+            Some("false"),
+            Some("FALSE"),
+            Some("False"),
+        ] {
+            assert!(ci_guard(Mode::Real, value).is_ok(), "CI={value:?}");
+        }
     }
 
     #[test]
