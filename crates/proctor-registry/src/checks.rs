@@ -8,8 +8,16 @@ use serde_json::Value;
 
 use crate::ProcessorSpec;
 
-/// Compiles a JSON Schema, explaining why it is not one.
+/// Compiles an inputs JSON Schema, explaining why it is not one. Its top level must describe
+/// an object (`type: object`): an inputs payload is always a JSON object, whatever the
+/// processor.
 pub(crate) fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
+    if schema.get("type").and_then(Value::as_str) != Some("object") {
+        return Err(
+            "its top level must describe an object (`type: object`): inputs are always a JSON object"
+                .to_owned(),
+        );
+    }
     jsonschema::validator_for(schema).map_err(|error| error.to_string())
 }
 
@@ -163,6 +171,33 @@ mod tests {
         let err =
             validate_inputs(&spec, &json!({"schema": "v2", "params": {}, "x": 1})).unwrap_err();
         assert!(err.message().contains("more)"), "{err}");
+    }
+
+    #[test]
+    fn inputs_schemas_whose_top_level_is_not_an_object_are_refused_at_load() {
+        let sample = crate::spec::tests::SAMPLE_YAML;
+        let inputs_start = sample.find("inputs:\n").unwrap();
+        let inputs_end = sample.find("outputs:\n").unwrap();
+        for schema in [
+            "{}",
+            "{type: array}",
+            "{type: [object, array]}",
+            "{properties: {schema: {const: v1}}}",
+            "true",
+        ] {
+            let yaml = format!(
+                "{}inputs: {schema}\n{}",
+                &sample[..inputs_start],
+                &sample[inputs_end..]
+            );
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("text/stats/1");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("registry.yaml"), yaml).unwrap();
+            let err = crate::Registry::load(root.path()).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Registry, "{schema}: {err}");
+            assert!(err.message().contains("`type: object`"), "{schema}: {err}");
+        }
     }
 
     #[test]
