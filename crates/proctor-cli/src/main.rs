@@ -24,18 +24,20 @@ mod verify_command;
 mod world_commands;
 
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
 use proctor_contract::EXIT_USAGE;
 use proctor_engine::CancellationToken;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::args::{Cli, Config, OutputFormat};
 
 /// Exit code for failures outside the error canon (e.g. stdout cannot be written).
 const EXIT_INTERNAL: i32 = 1;
-/// Exit code when a second Ctrl-C ends the process before it cleaned up, as shells report
-/// an interrupted process.
-const EXIT_INTERRUPTED_TWICE: i32 = 130;
+/// Added to a signal's number for the exit code of a command it stopped (130 for SIGINT,
+/// 143 for SIGTERM, 129 for SIGHUP), as shells report it.
+const EXIT_BY_SIGNAL: i32 = 128;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -76,9 +78,10 @@ fn main() -> ExitCode {
 async fn act(config: Config) -> anyhow::Result<i32> {
     match config {
         Config::Run(run) => {
-            let outcome = run::run(&run, &cancelled_by_ctrl_c()).await;
+            let stop = Stop::on_signals();
+            let outcome = run::run(&run, &stop.cancel).await;
             output::print_run(&outcome, run.format)?;
-            Ok(outcome.exit_code())
+            Ok(stop.exit_code().unwrap_or_else(|| outcome.exit_code()))
         }
         Config::Registry(registry) => Ok(registry_commands::execute(&registry)?),
         Config::World(world) => world_commands::execute(&world).await,
@@ -88,29 +91,76 @@ async fn act(config: Config) -> anyhow::Result<i32> {
         Config::Ledger(ledger) => ledger_commands::execute(&ledger).await,
         Config::Verify(verify) => verify_command::execute(&verify).await,
         Config::Image(image) => image_commands::execute(&image).await,
-        Config::Lane(lane) => lane_commands::execute(&lane, &cancelled_by_ctrl_c()).await,
+        Config::Lane(lane) => {
+            let stop = Stop::on_signals();
+            let code = lane_commands::execute(&lane, &stop.cancel).await?;
+            Ok(stop.exit_code().unwrap_or(code))
+        }
     }
 }
 
-/// The one [`CancellationToken`] of a command that cleans up after itself: the first Ctrl-C
-/// cancels it, a second one ends the process at once. Where signals cannot be watched,
-/// Ctrl-C keeps its default effect.
-fn cancelled_by_ctrl_c() -> CancellationToken {
-    let cancel = CancellationToken::new();
-    let watched = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!(
-                event = "cli.interrupt",
-                "Ctrl-C: cancelling; press it again to quit at once"
-            );
-            watched.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(EXIT_INTERRUPTED_TWICE);
-            }
+/// The signals that stop a command that cleans up after itself: SIGINT (Ctrl-C), SIGTERM
+/// (`timeout`, systemd, CI cancellation, `docker stop`) and SIGHUP (a closed terminal).
+const STOP_SIGNALS: [(SignalKind, i32, &str); 3] = [
+    (SignalKind::interrupt(), libc::SIGINT, "SIGINT"),
+    (SignalKind::terminate(), libc::SIGTERM, "SIGTERM"),
+    (SignalKind::hangup(), libc::SIGHUP, "SIGHUP"),
+];
+
+/// How a command that cleans up after itself is stopped: the first stop signal cancels its
+/// one [`CancellationToken`] (the run removes its container, releases its lease and
+/// reservation and records the interruption, then the envelope is printed); a second one
+/// ends the process at once. Where signals cannot be watched, they keep their default
+/// effect.
+struct Stop {
+    cancel: CancellationToken,
+    /// The number of the signal that cancelled the command.
+    signal: Arc<OnceLock<i32>>,
+}
+
+impl Stop {
+    /// Starts watching the stop signals.
+    fn on_signals() -> Stop {
+        let stop = Stop {
+            cancel: CancellationToken::new(),
+            signal: Arc::default(),
+        };
+        let mut streams: Vec<(Signal, i32, &str)> = STOP_SIGNALS
+            .into_iter()
+            .filter_map(|(kind, number, name)| Some((signal(kind).ok()?, number, name)))
+            .collect();
+        if streams.is_empty() {
+            return stop;
         }
-    });
-    cancel
+        let (cancel, first) = (stop.cancel.clone(), stop.signal.clone());
+        tokio::spawn(async move {
+            loop {
+                let next = streams.iter_mut().map(|(stream, number, name)| {
+                    Box::pin(async move {
+                        stream.recv().await;
+                        (*number, *name)
+                    })
+                });
+                let ((number, name), _, _) = futures_util::future::select_all(next).await;
+                if first.set(number).is_err() {
+                    std::process::exit(EXIT_BY_SIGNAL + number);
+                }
+                tracing::warn!(
+                    event = "cli.interrupt",
+                    signal = name,
+                    "stopping: the run cleans up and records the interruption; a second signal quits at once"
+                );
+                cancel.cancel();
+            }
+        });
+        stop
+    }
+
+    /// `128 + signal`, as shells report a process a signal ended, once a signal stopped the
+    /// command.
+    fn exit_code(&self) -> Option<i32> {
+        self.signal.get().map(|number| EXIT_BY_SIGNAL + number)
+    }
 }
 
 fn exit_code(code: i32) -> ExitCode {

@@ -471,6 +471,18 @@ fn lease_conflicts_refuse_runs_before_any_container() {
 
 #[test]
 fn ctrl_c_during_a_run_still_releases_and_settles() {
+    stopping_a_hanging_run_cleans_up("INT", 130);
+}
+
+#[test]
+fn sigterm_during_a_run_still_releases_and_settles() {
+    stopping_a_hanging_run_cleans_up("TERM", 143);
+}
+
+/// Sends `signal` to `proctor run` while its container hangs: the run still removes the
+/// container, releases the lease and the reservation, records the interruption, prints the
+/// error envelope and exits with `exit` (128 + the signal's number).
+fn stopping_a_hanging_run_cleans_up(signal: &str, exit: i32) {
     let sweep = ContainerSweep::new();
     let dir = TestDir::new();
     let fixtures = workspace_registry()
@@ -512,15 +524,23 @@ fn ctrl_c_during_a_run_still_releases_and_settles() {
         waited += Duration::from_millis(200);
     }
     let signalled = std::process::Command::new("kill")
-        .args(["-INT", &started.id().to_string()])
+        .args([&format!("-{signal}"), &started.id().to_string()])
         .status()
         .unwrap();
     assert!(signalled.success());
     let run = started.finish();
-    run.fails_with(ErrorCode::Interrupted, "testing/faulty@1 was cancelled");
+    run.exits(exit);
+    let envelope = run.json();
+    run.check(
+        envelope["error"]["code"] == ErrorCode::Interrupted.as_str()
+            && envelope["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("testing/faulty@1 was cancelled")),
+        "the envelope must say the run was interrupted",
+    );
     run.check(
         sweep.containers().is_empty(),
-        "no container may be left after Ctrl-C",
+        "no container may be left after the signal",
     );
     let id = run.json()["execution_id"].as_str().unwrap().to_owned();
     let show = ledger_json(&dir, &["show", "default"]);
