@@ -1,10 +1,19 @@
 //! Loading a registry root: walk `<ns>/<name>/<version>/registry.yaml`, parse each file
 //! strictly and check it once, so every later lookup works on a valid entry.
+//!
+//! The walk never leaves the root: every symbolic link it meets — a namespace, name or
+//! version directory, or a `registry.yaml` — is refused, whether it points inside the root
+//! or out of it, and its target is never read. Each `registry.yaml` is opened without
+//! following a final link, must be a regular file of at most
+//! [`MAX_REGISTRY_FILE_BYTES`], and an error quotes at most a short, redacted excerpt of it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use proctor_contract::{CanonError, ErrorCode, ProcessorRef, WritePrefix};
+use proctor_contract::{CanonError, ErrorCode, ProcessorRef, Redactor, WritePrefix};
 
 use crate::ProcessorSpec;
 use crate::checks::{compile_schema, schema_violation};
@@ -14,6 +23,12 @@ pub const REGISTRY_FILE: &str = "registry.yaml";
 
 /// The example every processor must declare; the README and smoke tests run it.
 const SMOKE_EXAMPLE: &str = "smoke";
+
+/// The largest `registry.yaml` the loader reads; a larger one is `ERR_REGISTRY`.
+const MAX_REGISTRY_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The most bytes of a file's content (or of a message built from it) an error quotes.
+const MAX_EXCERPT_BYTES: usize = 120;
 
 /// One loaded processor version and where it was found.
 #[derive(Debug, Clone)]
@@ -48,15 +63,15 @@ pub struct Registry {
 
 impl Registry {
     /// Loads every `<ns>/<name>/<version>/registry.yaml` under `root`. Directories without
-    /// a `registry.yaml` and hidden directories are skipped; any invalid file is
-    /// `ERR_REGISTRY` naming it.
+    /// a `registry.yaml` and hidden entries are skipped; any invalid file, and any symbolic
+    /// link on the way (see the module documentation), is `ERR_REGISTRY` naming it.
     pub fn load(root: &Path) -> Result<Registry, CanonError> {
         let mut processors = BTreeMap::new();
         for namespace in subdirectories(root)? {
             for name in subdirectories(&namespace)? {
                 for version in subdirectories(&name)? {
                     let file = version.join(REGISTRY_FILE);
-                    if !file.is_file() {
+                    if !registry_file_exists(&file)? {
                         continue;
                     }
                     let spec = load_file(&file, &expected_ref(root, &version))?;
@@ -118,20 +133,93 @@ fn invalid(path: &Path, detail: impl std::fmt::Display) -> CanonError {
     CanonError::new(ErrorCode::Registry, format!("{}: {detail}", path.display()))
 }
 
-/// The visible subdirectories of `dir`, sorted.
+/// `ERR_REGISTRY` for a symbolic link met on the walk.
+fn refused_link(path: &Path) -> CanonError {
+    invalid(
+        path,
+        "is a symbolic link; the registry does not follow links (they could lead out of its root)",
+    )
+}
+
+/// The visible subdirectories of `dir`, sorted. A visible symbolic link is refused without
+/// looking at its target.
 fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, CanonError> {
     let entries = std::fs::read_dir(dir).map_err(|e| invalid(dir, format!("cannot read: {e}")))?;
     let mut dirs = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| invalid(dir, format!("cannot read: {e}")))?;
         let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && path.is_dir() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let file_type = entry
+            .file_type()
+            .map_err(|e| invalid(&path, format!("cannot read: {e}")))?;
+        if file_type.is_symlink() {
+            return Err(refused_link(&path));
+        }
+        if file_type.is_dir() {
             dirs.push(path);
         }
     }
     dirs.sort();
     Ok(dirs)
+}
+
+/// Whether `file` exists, without following it; a symbolic link there is refused.
+fn registry_file_exists(file: &Path) -> Result<bool, CanonError> {
+    match std::fs::symlink_metadata(file) {
+        Ok(metadata) if metadata.file_type().is_symlink() => Err(refused_link(file)),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(invalid(file, format!("cannot read: {e}"))),
+    }
+}
+
+/// The text of `file`: opened without following a final link (nor blocking on a FIFO),
+/// a regular file, at most [`MAX_REGISTRY_FILE_BYTES`] long, UTF-8.
+fn read_bounded(file: &Path) -> Result<String, CanonError> {
+    let cannot_read = |e: std::io::Error| invalid(file, format!("cannot read: {e}"));
+    let handle = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                refused_link(file)
+            } else {
+                cannot_read(e)
+            }
+        })?;
+    let metadata = handle.metadata().map_err(cannot_read)?;
+    if !metadata.is_file() {
+        return Err(invalid(file, "is not a regular file"));
+    }
+    let too_large = || {
+        invalid(
+            file,
+            format!("is larger than {MAX_REGISTRY_FILE_BYTES} bytes"),
+        )
+    };
+    if metadata.len() > MAX_REGISTRY_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    handle
+        .take(MAX_REGISTRY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_REGISTRY_FILE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|_| invalid(file, "is not UTF-8"))
+}
+
+/// `ERR_REGISTRY` for `file` whose `detail` may quote the file's content: the detail is
+/// redacted and cut to [`MAX_EXCERPT_BYTES`].
+fn invalid_content(file: &Path, detail: impl std::fmt::Display) -> CanonError {
+    let excerpt = Redactor::default().truncate_redacted(&detail.to_string(), MAX_EXCERPT_BYTES);
+    invalid(file, excerpt)
 }
 
 /// `ns/name@version` spelled by the directory `root/ns/name/version`.
@@ -150,11 +238,11 @@ fn expected_ref(root: &Path, version_dir: &Path) -> String {
 
 /// Reads, parses and checks one `registry.yaml`.
 fn load_file(file: &Path, expected_ref: &str) -> Result<ProcessorSpec, CanonError> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| invalid(file, format!("cannot read: {e}")))?;
-    let spec: ProcessorSpec = serde_yaml_ng::from_str(&text).map_err(|e| invalid(file, e))?;
+    let text = read_bounded(file)?;
+    let spec: ProcessorSpec =
+        serde_yaml_ng::from_str(&text).map_err(|e| invalid_content(file, e))?;
     let dir = file.parent().unwrap_or(Path::new("."));
-    check_spec(&spec, dir, expected_ref).map_err(|why| invalid(file, why))?;
+    check_spec(&spec, dir, expected_ref).map_err(|why| invalid_content(file, why))?;
     Ok(spec)
 }
 
@@ -425,6 +513,107 @@ mod tests {
                 message.contains(why),
                 "{to:?} should say {why:?}: {message}"
             );
+        }
+    }
+
+    /// A file outside any registry root holding a fake secret, in its own tempdir.
+    const FAKE_SECRET: &str = "sk-live0123456789abcdefghij";
+
+    fn outside_secret() -> (tempfile::TempDir, PathBuf) {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.txt");
+        fs::write(&secret, format!("token: {FAKE_SECRET}\n")).unwrap();
+        (outside, secret)
+    }
+
+    fn assert_refused_link(err: &CanonError, link: &str) {
+        assert_eq!(err.code(), ErrorCode::Registry);
+        let message = err.message();
+        assert!(message.contains(link), "{message}");
+        assert!(message.contains("symbolic link"), "{message}");
+        assert!(!message.contains(FAKE_SECRET), "{message}");
+        assert!(!message.contains("root:"), "{message}");
+    }
+
+    #[test]
+    fn a_registry_file_linking_out_of_the_root_is_refused_unread() {
+        let (_outside, secret) = outside_secret();
+        for target in [secret.as_path(), Path::new("/etc/passwd")] {
+            let root = root_with(&[("text/stats/1/src/main.rs", "fn main() {}")]);
+            std::os::unix::fs::symlink(target, root.path().join("text/stats/1/registry.yaml"))
+                .unwrap();
+            let err = Registry::load(root.path()).unwrap_err();
+            assert_refused_link(&err, "text/stats/1/registry.yaml");
+        }
+    }
+
+    #[test]
+    fn a_directory_linking_out_of_the_root_is_refused() {
+        let (outside, _secret) = outside_secret();
+        let version = outside.path().join("1");
+        fs::create_dir(&version).unwrap();
+        fs::write(version.join(REGISTRY_FILE), FAKE_SECRET).unwrap();
+        for (link, target) in [
+            ("text", outside.path().to_path_buf()),
+            ("text/stats", outside.path().to_path_buf()),
+            ("text/stats/1", version.clone()),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            let link_path = root.path().join(link);
+            fs::create_dir_all(link_path.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(&target, &link_path).unwrap();
+            let err = Registry::load(root.path()).unwrap_err();
+            assert_refused_link(&err, link);
+        }
+    }
+
+    #[test]
+    fn a_link_inside_the_root_is_refused_too() {
+        let root = root_with(&[("text/stats/1/registry.yaml", SAMPLE_YAML)]);
+        std::os::unix::fs::symlink(
+            root.path().join("text/stats/1"),
+            root.path().join("text/stats/2"),
+        )
+        .unwrap();
+        let err = Registry::load(root.path()).unwrap_err();
+        assert_refused_link(&err, "text/stats/2");
+    }
+
+    #[test]
+    fn a_hidden_link_is_skipped_like_any_hidden_entry() {
+        let root = root_with(&[("text/stats/1/registry.yaml", SAMPLE_YAML)]);
+        std::os::unix::fs::symlink("/etc", root.path().join(".cache")).unwrap();
+        assert_eq!(Registry::load(root.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused() {
+        let padding = "#".repeat(usize::try_from(MAX_REGISTRY_FILE_BYTES).unwrap());
+        let err = load_error(&format!("{SAMPLE_YAML}\n{padding}\n"));
+        assert_eq!(err.code(), ErrorCode::Registry);
+        assert!(err.message().contains("larger than 1048576 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_registry_file_that_is_not_a_regular_file_is_refused() {
+        let root = root_with(&[]);
+        fs::create_dir_all(root.path().join("text/stats/1/registry.yaml")).unwrap();
+        let err = Registry::load(root.path()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Registry);
+        assert!(err.message().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn errors_quote_a_short_redacted_excerpt() {
+        let long_line = format!("{FAKE_SECRET} {}", "word ".repeat(200));
+        for yaml in [long_line.clone(), format!("ref: \"{long_line}\"")] {
+            let err = load_error(&yaml);
+            assert_eq!(err.code(), ErrorCode::Registry);
+            let message = err.message();
+            assert!(!message.contains(FAKE_SECRET), "{message}");
+            assert!(!message.contains("sk-live"), "{message}");
+            let (_, excerpt) = message.split_once("registry.yaml: ").unwrap();
+            assert!(excerpt.len() <= MAX_EXCERPT_BYTES, "{excerpt}");
         }
     }
 
