@@ -160,6 +160,15 @@ impl S3Store {
         }
     }
 
+    /// Starts reading the object at the exact path `path`.
+    async fn fetch(&self, path: &WorldPath) -> Result<object_store::GetResult, StoreError> {
+        require(path, SelectorKind::Exact)?;
+        self.inner
+            .get(&self.key(path)?)
+            .await
+            .map_err(|e| self.map_error("get", path, e))
+    }
+
     /// Maps an `object_store` error. Only a missing object is "not found": a 404 naming a
     /// missing bucket, or answering a put, is a backend failure.
     fn map_error(
@@ -235,25 +244,15 @@ impl ArtifactStore for S3Store {
     }
 
     async fn get(&self, path: &WorldPath) -> Result<Bytes, StoreError> {
-        require(path, SelectorKind::Exact)?;
-        let result = self
-            .inner
-            .get(&self.key(path)?)
-            .await
-            .map_err(|e| self.map_error("get", path, e))?;
-        result
+        self.fetch(path)
+            .await?
             .bytes()
             .await
             .map_err(|e| self.map_error("get", path, e))
     }
 
     async fn get_stream(&self, path: &WorldPath) -> Result<ByteStream, StoreError> {
-        require(path, SelectorKind::Exact)?;
-        let result = self
-            .inner
-            .get(&self.key(path)?)
-            .await
-            .map_err(|e| self.map_error("get", path, e))?;
+        let result = self.fetch(path).await?;
         let (store, world) = (self.clone(), path.clone());
         Ok(result
             .into_stream()
