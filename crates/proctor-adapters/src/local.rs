@@ -289,22 +289,27 @@ impl LocalAdapter {
         }
     }
 
-    /// The host port the engine published the processor's port on (bridge network).
+    /// The host port the engine published the processor's port on (bridge network). A
+    /// container that already exited has none: its exit code and log tail say why, as on
+    /// every other network.
     async fn published_port(
         &self,
         container: &str,
         invocation: &Invocation,
     ) -> Result<u16, CanonError> {
         let key = format!("{}/tcp", invocation.spec.build.port);
-        self.engine
-            .published_port(container, &key)
-            .await?
-            .ok_or_else(|| {
-                CanonError::new(
-                    ErrorCode::AdapterInvocation,
-                    format!("the engine published no host port for {key}"),
-                )
-            })
+        if let Some(port) = self.engine.published_port(container, &key).await? {
+            return Ok(port);
+        }
+        match tokio::time::timeout(EXIT_GRACE, self.engine.exit_code(container)).await {
+            Ok(code) => Err(self
+                .exited_early(container, code, "before /healthz answered", invocation)
+                .await),
+            Err(_) => Err(CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!("the engine published no host port for {key}"),
+            )),
+        }
     }
 
     /// Waits for health, posts the payload and checks the envelope, failing fast if the
@@ -522,6 +527,30 @@ mod tests {
         assert_eq!(
             kinds(&engine),
             ["image", "create", "start", "port", "remove"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bridge_run_that_exits_before_health_reports_its_exit_code() {
+        let script = Script {
+            processor: Processor::ExitsAtStart(7),
+            logs: "cannot bind\n".to_owned(),
+            ..Script::default()
+        };
+        let (engine, outcome) = run(script, &invocation(Mode::Real)).await;
+        let message = outcome.unwrap_err().message();
+        assert!(
+            message.contains("text/stats@1 exited with code 7 before /healthz answered"),
+            "{message}"
+        );
+        assert!(
+            message.contains("last log lines:\ncannot bind"),
+            "{message}"
+        );
+        assert!(!message.contains("published no host port"), "{message}");
+        assert_eq!(
+            kinds(&engine),
+            ["image", "create", "start", "port", "logs", "remove"]
         );
     }
 
