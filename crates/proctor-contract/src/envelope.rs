@@ -221,9 +221,11 @@ impl Envelope {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
+    use crate::world_path::tests::raw_world_paths;
 
     fn success() -> Value {
         json!({
@@ -306,5 +308,147 @@ mod tests {
                 .to_string()
                 .contains("duplicate output after canonicalization")
         );
+    }
+
+    /// Any JSON value, nested a few levels.
+    fn json_values() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Values an envelope field may plausibly hold, so that mutated envelopes are often
+    /// still valid, plus any JSON value at all.
+    fn field_values() -> impl Strategy<Value = Value> {
+        let code = proptest::sample::select(ErrorCode::ALL);
+        prop_oneof![
+            json_values(),
+            raw_world_paths().prop_map(Value::String),
+            prop_oneof![Just("mock"), Just("real"), Just("success"), Just("error")]
+                .prop_map(Value::from),
+            code.clone().prop_map(|code| json!(code)),
+            (code, ".{0,12}").prop_map(|(code, rest)| json!(format!("{}{rest}", code.fragment()))),
+            any::<u64>().prop_map(Value::from),
+        ]
+    }
+
+    /// Where a mutation may land: every field of both envelope shapes, and one unknown.
+    const FIELDS: &[&str] = &[
+        "/status",
+        "/execution_id",
+        "/outputs",
+        "/outputs/0",
+        "/outputs/0/path",
+        "/outputs/1/path",
+        "/outputs/0/size_bytes",
+        "/outputs/1/mime",
+        "/index_path",
+        "/meta",
+        "/meta/image_digest",
+        "/meta/env_fingerprint",
+        "/meta/duration_ms",
+        "/meta/mode",
+        "/error",
+        "/error/code",
+        "/error/message",
+        "/extra",
+    ];
+
+    /// `value` with the field at `pointer` replaced by `replacement`, or removed when
+    /// `replacement` is `None` (a field whose parent is missing is left alone).
+    fn mutate(value: &mut Value, pointer: &str, replacement: Option<Value>) {
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let Some(parent) = value.pointer_mut(parent) else {
+            return;
+        };
+        match (parent, replacement) {
+            (Value::Object(map), Some(new)) => {
+                map.insert(key.to_owned(), new);
+            }
+            (Value::Object(map), None) => {
+                map.remove(key);
+            }
+            (Value::Array(items), replacement) => {
+                if let Ok(at) = key.parse::<usize>()
+                    && at < items.len()
+                {
+                    match replacement {
+                        Some(new) => items[at] = new,
+                        None => {
+                            items.remove(at);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Valid envelopes of both shapes with a few fields replaced or removed.
+    fn mutated_envelopes() -> impl Strategy<Value = Value> {
+        let error = serde_json::to_value(Envelope::error(
+            "e1",
+            &CanonError::new(ErrorCode::Inputs, "/params"),
+            Mode::Real,
+            7,
+            Some("sha256:ab".to_owned()),
+        ))
+        .unwrap();
+        let mutations = proptest::collection::vec(
+            (
+                proptest::sample::select(FIELDS),
+                proptest::option::weighted(0.8, field_values()),
+            ),
+            0..4,
+        );
+        (prop_oneof![Just(success()), Just(error)], mutations).prop_map(|(mut value, edits)| {
+            for (pointer, replacement) in edits {
+                mutate(&mut value, pointer, replacement);
+            }
+            value
+        })
+    }
+
+    /// An accepted envelope comes back unchanged from its own JSON line.
+    fn assert_round_trips(envelope: &Envelope) -> Result<(), TestCaseError> {
+        let line = envelope.to_json_line();
+        prop_assert!(!line.contains('\n'));
+        prop_assert_eq!(&Envelope::from_slice(line.as_bytes()).unwrap(), envelope);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_bytes_are_parsed_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(envelope) = Envelope::from_slice(&bytes) {
+                assert_round_trips(&envelope)?;
+            }
+        }
+
+        #[test]
+        fn any_json_value_is_validated_without_panic(value in prop_oneof![json_values(), mutated_envelopes()]) {
+            let bytes = serde_json::to_vec(&value).unwrap();
+            match Envelope::from_slice(&bytes) {
+                Ok(envelope) => assert_round_trips(&envelope)?,
+                Err(error) => prop_assert!(
+                    matches!(error.code(), ErrorCode::Envelope | ErrorCode::OutputDuplicate),
+                    "{}", error
+                ),
+            }
+        }
     }
 }

@@ -88,7 +88,10 @@ impl OutputsIndex {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::world_path::tests::raw_world_paths;
 
     fn entry(path: &str) -> (String, String, u64, String) {
         (
@@ -133,5 +136,50 @@ mod tests {
             OutputsIndex::from_bytes(bytes).unwrap_err().code(),
             ErrorCode::Envelope
         );
+    }
+
+    /// Entries whose paths are canonical, in any order, possibly repeated.
+    fn entries() -> impl Strategy<Value = Vec<OutputEntry>> {
+        let entry = (raw_world_paths(), ".{0,8}", any::<u64>(), ".{0,8}").prop_filter_map(
+            "the path must canonicalize",
+            |(raw, cid, size_bytes, mime)| {
+                Some(OutputEntry {
+                    path: WorldPath::parse(&raw).ok()?,
+                    cid,
+                    size_bytes,
+                    mime,
+                })
+            },
+        );
+        proptest::collection::vec(entry, 0..5)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_bytes_are_parsed_without_panic(bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            entries().prop_map(|outputs| serde_json::to_vec_pretty(&OutputsIndex { outputs }).unwrap()),
+        ]) {
+            if let Ok(index) = OutputsIndex::from_bytes(&bytes) {
+                let canonical = index.to_bytes();
+                let again = OutputsIndex::from_bytes(&canonical).unwrap();
+                prop_assert_eq!(&again, &index);
+                prop_assert_eq!(again.to_bytes(), canonical);
+            }
+        }
+
+        #[test]
+        fn accepted_index_bytes_reserialize_to_the_same_bytes(outputs in entries(), sort in any::<bool>()) {
+            let mut outputs = outputs;
+            if sort {
+                outputs.sort_by(|a, b| a.path.cmp(&b.path));
+            }
+            let bytes = OutputsIndex { outputs }.to_bytes();
+            if let Ok(index) = OutputsIndex::from_bytes(&bytes) {
+                prop_assert_eq!(index.to_bytes(), bytes);
+            }
+        }
     }
 }

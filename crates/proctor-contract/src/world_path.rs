@@ -292,7 +292,7 @@ impl fmt::Display for WritePrefix {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -392,6 +392,30 @@ mod tests {
         let prefix = WritePrefix::expand("/artifacts/o/{execution_id}/", "e1").unwrap();
         for bad in ["../x", "a/../../x", "/x", "", "a/", "./a", "a%2Fb"] {
             assert!(prefix.output_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Strings that often start like a world path, and anything else.
+    pub(crate) fn raw_world_paths() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "(/artifacts|/streams|/)(/[a-zA-Z0-9%./é\u{301} \t-]{0,12}){0,6}/?",
+            any::<String>().prop_map(|tail| format!("/artifacts/{tail}")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_string_parses_without_panic_to_a_canonical_path(raw in raw_world_paths()) {
+            if let Ok(path) = WorldPath::parse(&raw) {
+                let text = path.as_str();
+                prop_assert_eq!(&WorldPath::parse(text).unwrap(), &path);
+                prop_assert!(!text.split('/').any(|s| s == "." || s == ".."), "{}", text);
+                prop_assert!(!text.contains("%2F") && !text.contains("%2f"), "{}", text);
+                prop_assert!(text.len() <= MAX_PATH_BYTES);
+            }
         }
     }
 
