@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use proctor_contract::Mode;
-use proctor_engine::{AdapterKind, DeployTarget, Inputs, Lane};
+use proctor_engine::{AdapterKind, DeployTarget, Inputs, Lane, Limits};
 use serde_json::Value;
 
 mod lane_args;
@@ -283,6 +283,15 @@ struct RunArgs {
     /// A file holding the inputs payload as JSON.
     #[arg(long, value_name = "FILE")]
     inputs_file: Option<PathBuf>,
+    /// The largest inputs payload read from `--inputs-json` or `--inputs-file`, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "PROCTOR_MAX_INPUTS_BYTES",
+        default_value_t = Limits::DEFAULT_MAX_INPUTS_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_inputs_bytes: u64,
     /// Adapter-specific options, a JSON object.
     #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
     adapter_opts_json: Option<Value>,
@@ -364,6 +373,8 @@ pub(crate) struct RunConfig {
     /// `--write-prefix` before expansion.
     pub(crate) write_prefix: String,
     pub(crate) inputs: Inputs,
+    /// `--max-inputs-bytes` / `PROCTOR_MAX_INPUTS_BYTES`.
+    pub(crate) limits: Limits,
     pub(crate) adapter_options: Value,
     pub(crate) timeout: Option<Duration>,
     pub(crate) format: OutputFormat,
@@ -497,6 +508,9 @@ impl Cli {
                     (None, None) => {
                         anyhow::bail!("one of --inputs-json and --inputs-file is required")
                     }
+                },
+                limits: Limits {
+                    max_inputs_bytes: run.max_inputs_bytes,
                 },
                 adapter_options: run
                     .adapter_opts_json

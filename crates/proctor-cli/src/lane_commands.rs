@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use proctor_engine::{
-    CancellationToken, ChainReport, Engine, EngineConfig, StepDetail, StepOutcome, StepStatus,
-    run_lane,
+    CancellationToken, ChainReport, Engine, EngineConfig, Limits, StepDetail, StepOutcome,
+    StepStatus, run_lane,
 };
 use serde_json::{Value, json};
 
@@ -27,6 +27,7 @@ pub(crate) async fn execute(
         artifacts_root: config.artifacts_root.clone(),
         ledger_url: config.ledger_url.clone(),
         env: host_env(),
+        limits: Limits::default(),
     });
     let report = run_lane(&engine, &config.request, cancel).await;
     engine.close().await;

@@ -12,6 +12,7 @@ pub(crate) async fn run(config: &RunConfig, cancel: &CancellationToken) -> RunOu
         artifacts_root: config.artifacts_root.clone(),
         ledger_url: config.ledger.url.clone(),
         env: crate::deploy_commands::host_env(),
+        limits: config.limits,
     });
     let request = RunRequest {
         processor_ref: config.processor_ref.clone(),

@@ -88,7 +88,7 @@ pub fn env_fingerprint<K: AsRef<str>, V: AsRef<str>>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -117,7 +117,8 @@ mod tests {
         assert_eq!(fp, "b=;image_digest=sha256:ab;mode=mock");
     }
 
-    fn arbitrary_json() -> impl Strategy<Value = Value> {
+    /// Any JSON value: nested arrays and objects of every leaf kind.
+    pub(crate) fn arbitrary_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),

@@ -12,6 +12,7 @@ mod error;
 mod hashing;
 mod image_reference;
 mod index;
+mod inputs;
 mod ledger_event;
 mod mode;
 mod payload;
@@ -29,6 +30,7 @@ pub use hashing::{
 };
 pub use image_reference::{ImageRepository, InvalidReference, PinnedReference};
 pub use index::{OutputEntry, OutputsIndex};
+pub use inputs::{InvalidInputs, inputs_object, parse_inputs};
 pub use ledger_event::{
     BudgetReserveEvent, BudgetSetEvent, BudgetSettleEvent, EventKind, ExecutionFailureEvent,
     ExecutionStartEvent, ExecutionSuccessEvent, LeaseAcquireEvent, LeaseReleaseEvent,

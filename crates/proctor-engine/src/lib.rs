@@ -19,7 +19,9 @@ mod run;
 mod save;
 
 pub use lane::{Lane, check_publish, check_run};
-pub use run::{AdapterKind, Engine, EngineConfig, Inputs, RunOutcome, RunRequest, workspace_root};
+pub use run::{
+    AdapterKind, Engine, EngineConfig, Inputs, Limits, RunOutcome, RunRequest, workspace_root,
+};
 pub use tokio_util::sync::CancellationToken;
 
 mod deploy;

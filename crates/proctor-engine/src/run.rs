@@ -11,6 +11,7 @@
 //! payloads) goes through a redactor that knows the values of the run's secrets.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -136,6 +137,29 @@ pub struct EngineConfig {
     pub ledger_url: String,
     /// The host environment: `CI`, secrets, pass-through variables, Modal settings.
     pub env: BTreeMap<String, String>,
+    /// Bounds on what a run reads from its caller.
+    pub limits: Limits,
+}
+
+/// Bounds on what a run reads from its caller, checked before any other work with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest inputs payload, in bytes, read from `--inputs-json` or `--inputs-file`
+    /// (default [`Limits::DEFAULT_MAX_INPUTS_BYTES`]); a larger one is `ERR_INPUTS`.
+    pub max_inputs_bytes: u64,
+}
+
+impl Limits {
+    /// 8 MiB.
+    pub const DEFAULT_MAX_INPUTS_BYTES: u64 = 8 * 1024 * 1024;
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_inputs_bytes: Limits::DEFAULT_MAX_INPUTS_BYTES,
+        }
+    }
 }
 
 /// Runs executions against one World. Cheap to share behind an [`Arc`]; the ledger and the
@@ -255,7 +279,7 @@ impl Engine {
         let registry = Registry::load(&self.config.registry_root)?;
         let entry = registry.get(&processor_ref)?;
         let spec = entry.spec();
-        let inputs = read_inputs(&request.inputs)?;
+        let inputs = read_inputs(&request.inputs, self.config.limits.max_inputs_bytes)?;
         validate_inputs(spec, &inputs)?;
         let env = match request.mode {
             Mode::Real => self.real_mode_env(spec)?,
@@ -360,23 +384,47 @@ fn redacted(envelope: Envelope, redactor: &Redactor) -> Envelope {
     }
 }
 
-/// The inputs payload, parsed; unreadable or non-JSON input is `ERR_INPUTS`.
-fn read_inputs(source: &Inputs) -> Result<Value, CanonError> {
-    let (text, origin) = match source {
-        Inputs::Value(value) => return Ok(value.clone()),
-        Inputs::Text(text) => (text.clone(), "--inputs-json".to_owned()),
+/// The inputs payload: a JSON object with no key twice at any depth, text and files read
+/// up to `max_bytes` (a file is never read past it, whatever kind of file it is). Anything
+/// else is `ERR_INPUTS` naming what is wrong.
+fn read_inputs(source: &Inputs, max_bytes: u64) -> Result<Value, CanonError> {
+    let invalid = |why: String| CanonError::new(ErrorCode::Inputs, why);
+    let too_large = |origin: &str| {
+        invalid(format!(
+            "{origin} is larger than {max_bytes} bytes; raise --max-inputs-bytes \
+             (PROCTOR_MAX_INPUTS_BYTES) to allow it"
+        ))
+    };
+    let (bytes, origin) = match source {
+        Inputs::Value(value) => {
+            return proctor_contract::inputs_object(value.clone())
+                .map(Value::Object)
+                .map_err(|why| invalid(format!("inputs: {why}")));
+        }
+        Inputs::Text(text) => {
+            let origin = "--inputs-json".to_owned();
+            if u64::try_from(text.len()).map_or(true, |len| len > max_bytes) {
+                return Err(too_large(&origin));
+            }
+            (text.as_bytes().to_vec(), origin)
+        }
         Inputs::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                CanonError::new(
-                    ErrorCode::Inputs,
-                    format!("cannot read --inputs-file `{}`: {e}", path.display()),
-                )
-            })?;
-            (text, format!("--inputs-file `{}`", path.display()))
+            let origin = format!("--inputs-file `{}`", path.display());
+            let cannot_read = |e: std::io::Error| invalid(format!("cannot read {origin}: {e}"));
+            let file = std::fs::File::open(path).map_err(cannot_read)?;
+            let mut bytes = Vec::new();
+            file.take(max_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(cannot_read)?;
+            if u64::try_from(bytes.len()).map_or(true, |len| len > max_bytes) {
+                return Err(too_large(&origin));
+            }
+            (bytes, origin)
         }
     };
-    serde_json::from_str(&text)
-        .map_err(|e| CanonError::new(ErrorCode::Inputs, format!("{origin} is not JSON: {e}")))
+    proctor_contract::parse_inputs(&bytes)
+        .map(Value::Object)
+        .map_err(|why| invalid(format!("{origin}: {why}")))
 }
 
 /// The Cargo workspace that builds processors: the nearest ancestor of the registry root
@@ -392,7 +440,60 @@ pub fn workspace_root(registry_root: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn refusal(source: &Inputs, max_bytes: u64) -> String {
+        let err = read_inputs(source, max_bytes).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Inputs, "{err}");
+        assert!(err.message().starts_with("invalid inputs payload"), "{err}");
+        err.message()
+    }
+
+    #[test]
+    fn inputs_are_a_json_object_from_any_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("inputs.json");
+        std::fs::write(&file, r#"{"schema":"v1","params":{}}"#).unwrap();
+        let expected = json!({"schema": "v1", "params": {}});
+        for source in [
+            Inputs::Text(r#"{"schema":"v1","params":{}}"#.to_owned()),
+            Inputs::File(file),
+            Inputs::Value(expected.clone()),
+        ] {
+            assert_eq!(read_inputs(&source, 64).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_and_non_objects_are_refused_from_every_source() {
+        let duplicated = Inputs::Text(r#"{"params":{"n":1,"n":2}}"#.to_owned());
+        assert!(refusal(&duplicated, 64).contains(
+            "--inputs-json: not JSON without duplicate keys: duplicate key at `/params/n`"
+        ));
+        let array = Inputs::Text("[1]".to_owned());
+        assert!(refusal(&array, 64).contains("must be a JSON object, not an array"));
+        let value = Inputs::Value(json!("text"));
+        assert!(refusal(&value, 64).contains("must be a JSON object, not a string"));
+    }
+
+    #[test]
+    fn inputs_past_the_limit_are_refused_and_files_are_read_only_up_to_it() {
+        let text = Inputs::Text(r#"{"a":"0123456789"}"#.to_owned());
+        assert!(read_inputs(&text, 18).is_ok());
+        assert!(refusal(&text, 17).contains("--inputs-json is larger than 17 bytes"));
+        let zero = refusal(
+            &Inputs::File("/dev/zero".into()),
+            Limits::DEFAULT_MAX_INPUTS_BYTES,
+        );
+        assert!(
+            zero.contains("--inputs-file `/dev/zero` is larger than 8388608 bytes"),
+            "{zero}"
+        );
+        let missing = refusal(&Inputs::File("/nonexistent/inputs.json".into()), 64);
+        assert!(missing.contains("cannot read --inputs-file"), "{missing}");
+    }
 
     #[test]
     fn the_workspace_root_is_the_nearest_directory_with_a_lockfile() {

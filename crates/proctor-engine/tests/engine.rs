@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use proctor_contract::{Envelope, Mode, cid};
 use proctor_engine::{
-    AdapterKind, CancellationToken, Engine, EngineConfig, EvidenceSources, Inputs, RunRequest,
-    verify_execution,
+    AdapterKind, CancellationToken, Engine, EngineConfig, EvidenceSources, Inputs, Limits,
+    RunRequest, verify_execution,
 };
 use serde_json::json;
 
@@ -31,6 +31,7 @@ fn engine(dir: &Path) -> Engine {
         artifacts_root: dir.join("artifacts"),
         ledger_url: format!("sqlite://{}", dir.join("ledger.db").display()),
         env: host_env(),
+        limits: Limits::default(),
     })
 }
 

@@ -89,6 +89,15 @@ fn ci_guard_refuses_real_mode_before_any_work() {
         "one execution.start",
     );
 
+    for ci in ["1", "yes", "true"] {
+        let run = proctor_run(
+            &dir,
+            &[("--mode", "real"), ("--registry-root", "absent")],
+            &[("CI", ci)],
+        );
+        run.fails_with(ErrorCode::CiSafety, "Refusing to run mode=real in CI");
+    }
+
     let registry = dir.fixture_registry(FIXTURE_YAML);
     let before = dir.files();
     let run = proctor_run(
@@ -113,11 +122,13 @@ fn ci_guard_allows_mock_in_ci_and_real_outside_ci() {
     let dir = TestDir::new();
     dir.fixture_registry(FIXTURE_YAML);
     reaches_adapter(&proctor_run(&dir, &[], &[("CI", "true")]));
-    reaches_adapter(&proctor_run(
-        &dir,
-        &[("--mode", "real")],
-        &[("CI", "false"), ("FIXTURE_API_KEY", "k")],
-    ));
+    for ci in ["false", "0", ""] {
+        reaches_adapter(&proctor_run(
+            &dir,
+            &[("--mode", "real")],
+            &[("CI", ci), ("FIXTURE_API_KEY", "k")],
+        ));
+    }
     reaches_adapter(&proctor_run(
         &dir,
         &[("--mode", "real")],
@@ -242,7 +253,13 @@ fn inputs_must_be_json_matching_the_schema() {
     let dir = TestDir::new();
     dir.fixture_registry(FIXTURE_YAML);
     proctor_run(&dir, &[("--inputs-json", "{not json")], &[])
-        .fails_with(ErrorCode::Inputs, "--inputs-json is not JSON");
+        .fails_with(ErrorCode::Inputs, "--inputs-json: not JSON");
+    proctor_run(
+        &dir,
+        &[("--inputs-json", r#"{"schema":"v1","params":{"n":1,"n":2}}"#)],
+        &[],
+    )
+    .fails_with(ErrorCode::Inputs, "duplicate key at `/params/n`");
     let message = proctor_run(
         &dir,
         &[(
@@ -256,7 +273,26 @@ fn inputs_must_be_json_matching_the_schema() {
         !message.contains("x-secretish"),
         "input values are not echoed: {message}"
     );
-    proctor_run(&dir, &[("--inputs-json", "[]")], &[]).fails_with(ErrorCode::Inputs, "at the root");
+    proctor_run(&dir, &[("--inputs-json", "[]")], &[])
+        .fails_with(ErrorCode::Inputs, "must be a JSON object, not an array");
+    let started = std::time::Instant::now();
+    proctor_run(
+        &dir,
+        &[("--inputs-json", DROP), ("--inputs-file", "/dev/zero")],
+        &[],
+    )
+    .fails_with(
+        ErrorCode::Inputs,
+        "--inputs-file `/dev/zero` is larger than 8388608 bytes",
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "/dev/zero is read up to the limit only"
+    );
+    proctor_run(&dir, &[("--max-inputs-bytes", "8")], &[])
+        .fails_with(ErrorCode::Inputs, "--inputs-json is larger than 8 bytes");
+    proctor_run(&dir, &[], &[("PROCTOR_MAX_INPUTS_BYTES", "8")])
+        .fails_with(ErrorCode::Inputs, "--inputs-json is larger than 8 bytes");
     proctor_run(
         &dir,
         &[("--inputs-json", DROP), ("--inputs-file", "absent.json")],
