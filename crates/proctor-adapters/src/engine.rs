@@ -13,7 +13,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use proctor_contract::{CanonError, ErrorCode, PinnedReference};
+use proctor_contract::{CanonError, ErrorCode, PinnedReference, Redactor};
 use tokio::sync::OnceCell;
 
 use crate::image_build::{BuiltImage, ImageBuild, build_image};
@@ -87,10 +87,29 @@ pub(crate) struct BollardEngine {
 }
 
 impl BollardEngine {
-    /// A client of the engine; fails only on an unusable `DOCKER_HOST`.
+    /// A client of the engine found as the docker CLI finds it: `DOCKER_HOST` (`unix://…`
+    /// or `tcp://…`), else the local socket. Anything else is refused, never ignored: another
+    /// scheme, and TLS to the engine (`DOCKER_TLS_VERIFY`), which this client does not speak.
     pub(crate) fn connect() -> Result<BollardEngine, CanonError> {
+        if std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|value| !value.is_empty()) {
+            return Err(CanonError::new(
+                ErrorCode::AdapterInvocation,
+                "DOCKER_TLS_VERIFY is set, but TLS to the Docker engine is not supported; \
+                 use a unix:// DOCKER_HOST or a tcp:// one on a trusted network",
+            ));
+        }
+        let client = Docker::connect_with_defaults().map_err(|error| match error {
+            bollard::errors::Error::UnsupportedURISchemeError { uri } => CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!(
+                    "DOCKER_HOST `{}` is not supported: use unix://PATH or tcp://HOST:PORT",
+                    Redactor::default().redact(&uri)
+                ),
+            ),
+            error => unreachable(error),
+        })?;
         Ok(BollardEngine {
-            client: Docker::connect_with_local_defaults().map_err(unreachable)?,
+            client,
             negotiated: OnceCell::new(),
         })
     }
@@ -242,13 +261,18 @@ impl ContainerEngine for BollardEngine {
     }
 }
 
-/// The engine cannot be reached.
+/// The engine cannot be reached (the text is redacted: an address may carry credentials).
 fn unreachable(error: bollard::errors::Error) -> CanonError {
+    let at = std::env::var("DOCKER_HOST")
+        .map(|host| format!(" at DOCKER_HOST `{host}`"))
+        .unwrap_or_default();
     CanonError::new(
         ErrorCode::AdapterInvocation,
-        format!(
-            "cannot reach the Docker engine: {error}; is dockerd running? (scripts/setup.sh starts it)"
-        ),
+        Redactor::default()
+            .redact(&format!(
+                "cannot reach the Docker engine{at}: {error}; is dockerd running? (scripts/setup.sh starts it)"
+            ))
+            .into_owned(),
     )
 }
 
