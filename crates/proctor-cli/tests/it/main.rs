@@ -11,6 +11,7 @@
 #![allow(unused_crate_dependencies)]
 
 mod deploy;
+mod docker_host;
 mod evidence;
 mod image;
 mod ipv6_pin;
