@@ -296,7 +296,8 @@ struct RunArgs {
     #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
     adapter_opts_json: Option<Value>,
     /// Limit for the run in seconds, from container creation to the envelope; image builds
-    /// and pulls are not counted (default: the registry's `runtime.timeout_s`).
+    /// and pulls are not counted (default: the registry's `runtime.timeout_s`; at most
+    /// 604800, 7 days).
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
     /// Print only the envelope, as one line of JSON, on stdout.

@@ -20,7 +20,8 @@ mod save;
 
 pub use lane::{Lane, check_publish, check_run};
 pub use run::{
-    AdapterKind, Engine, EngineConfig, Inputs, Limits, RunOutcome, RunRequest, workspace_root,
+    AdapterKind, Engine, EngineConfig, Inputs, Limits, MAX_RUN_TIMEOUT, RunOutcome, RunRequest,
+    workspace_root,
 };
 pub use tokio_util::sync::CancellationToken;
 

@@ -352,7 +352,10 @@ impl Recorder<'_> {
             ImageSource::Build { .. } => BUILD_ALLOWANCE,
             ImageSource::Pinned { .. } | ImageSource::Local { .. } => Duration::ZERO,
         };
-        self.invocation.timeout + LEASE_MARGIN + build
+        self.invocation
+            .timeout
+            .saturating_add(LEASE_MARGIN)
+            .saturating_add(build)
     }
 }
 

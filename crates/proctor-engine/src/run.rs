@@ -1,7 +1,8 @@
 //! One execution: every check in its fixed order, each before any later work, then the
 //! adapter, the evidence check and commit, and the ledger record.
 //!
-//! Order: CI guard → lane rules ([`crate::check_run`]) → ref → registry → inputs (JSON,
+//! Order: CI guard → lane rules ([`crate::check_run`]) → ref → registry → timeout (at most
+//! [`MAX_RUN_TIMEOUT`]) → inputs (JSON,
 //! then schema) → secrets (`real` only) → write prefix → image source (pinned digest unless
 //! `build`) → payload → ledger (start, budget reservation, write-prefix lease; see
 //! [`crate::record`]) → adapter → evidence ([`crate::evidence`]) → `save_dir`
@@ -25,7 +26,9 @@ use proctor_contract::{
     WritePrefix, ci_guard,
 };
 use proctor_ledger::Ledger;
-use proctor_registry::{ProcessorSpec, Registry, check_secrets, pinned_image, validate_inputs};
+use proctor_registry::{
+    ProcessorSpec, Registry, Runtime, check_secrets, pinned_image, validate_inputs,
+};
 use proctor_store::{ArtifactStore, FsStore};
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -124,6 +127,10 @@ impl RunOutcome {
         }
     }
 }
+
+/// The longest a run may be given, from `--timeout` or `runtime.timeout_s`: 7 days. Longer
+/// is refused before any ledger work, so every deadline and lease stays representable.
+pub const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Where executions run and what they share: the registry, the World's store, the ledger
 /// and the host environment.
@@ -279,6 +286,7 @@ impl Engine {
         let registry = Registry::load(&self.config.registry_root)?;
         let entry = registry.get(&processor_ref)?;
         let spec = entry.spec();
+        let timeout = run_timeout(request.timeout, &spec.runtime)?;
         let inputs = read_inputs(&request.inputs, self.config.limits.max_inputs_bytes)?;
         validate_inputs(spec, &inputs)?;
         let env = match request.mode {
@@ -314,9 +322,7 @@ impl Engine {
             spec: spec.clone(),
             image,
             staging,
-            timeout: request
-                .timeout
-                .unwrap_or(Duration::from_secs(spec.runtime.timeout_s)),
+            timeout,
             env,
             options: request.adapter_options.clone(),
         };
@@ -381,6 +387,31 @@ fn redacted(envelope: Envelope, redactor: &Redactor) -> Envelope {
             Envelope::Error(error)
         }
         success => success,
+    }
+}
+
+/// The run's timeout: `requested` (`--timeout`), else the registry's `runtime.timeout_s`.
+/// Either above [`MAX_RUN_TIMEOUT`] is refused: `ERR_INPUTS` for the request,
+/// `ERR_REGISTRY` for the registry entry.
+fn run_timeout(requested: Option<Duration>, runtime: &Runtime) -> Result<Duration, CanonError> {
+    let max = MAX_RUN_TIMEOUT.as_secs();
+    match requested {
+        Some(timeout) if timeout > MAX_RUN_TIMEOUT => Err(CanonError::new(
+            ErrorCode::Inputs,
+            format!(
+                "--timeout {} s is above the maximum of {max} s (7 days)",
+                timeout.as_secs()
+            ),
+        )),
+        Some(timeout) => Ok(timeout),
+        None if runtime.timeout_s > max => Err(CanonError::new(
+            ErrorCode::Registry,
+            format!(
+                "runtime.timeout_s {} is above the maximum of {max} s (7 days)",
+                runtime.timeout_s
+            ),
+        )),
+        None => Ok(Duration::from_secs(runtime.timeout_s)),
     }
 }
 
@@ -449,6 +480,29 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::Inputs, "{err}");
         assert!(err.message().starts_with("invalid inputs payload"), "{err}");
         err.message()
+    }
+
+    #[test]
+    fn timeouts_above_seven_days_are_refused_naming_their_source() {
+        let runtime = |timeout_s| Runtime {
+            cpu: 1.0,
+            memory_gb: 1.0,
+            timeout_s,
+            gpu: None,
+        };
+        let max = MAX_RUN_TIMEOUT;
+        assert_eq!(
+            run_timeout(None, &runtime(30)).unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(run_timeout(Some(max), &runtime(u64::MAX)).unwrap(), max);
+        let err = run_timeout(Some(Duration::MAX), &runtime(30)).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Inputs);
+        assert!(err.message().contains("--timeout"), "{err}");
+        assert_eq!(run_timeout(None, &runtime(max.as_secs())).unwrap(), max);
+        let err = run_timeout(None, &runtime(max.as_secs() + 1)).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Registry);
+        assert!(err.message().contains("runtime.timeout_s"), "{err}");
     }
 
     #[test]

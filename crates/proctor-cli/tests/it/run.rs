@@ -7,7 +7,9 @@
 
 use proctor_contract::ErrorCode;
 use serde_json::Value;
+use sqlx::{AnyConnection, Connection as _};
 
+use crate::ledger::{block_on, sqlite_url};
 use crate::util::{FIXTURE_YAML, Run, TestDir, fixture_pinned_to};
 
 /// Marks a default flag to leave out.
@@ -317,6 +319,50 @@ fn inputs_must_be_json_matching_the_schema() {
         &[("--inputs-json", r#"{"params":{"n":0},"schema":"v1"}"#)],
         &[],
     ));
+}
+
+#[test]
+fn timeouts_above_seven_days_are_refused_before_the_ledger() {
+    let dir = TestDir::new();
+    dir.fixture_registry(FIXTURE_YAML);
+    reaches_adapter(&proctor_run(&dir, &[("--timeout", "604800")], &[]));
+    let executions_before = executions_by_status(&dir);
+    for huge in ["604801", "18446744073709551615"] {
+        proctor_run(&dir, &[("--timeout", huge)], &[])
+            .fails_with(ErrorCode::Inputs, "is above the maximum of 604800 s");
+    }
+    dir.fixture_registry(&FIXTURE_YAML.replace("timeout_s: 30", "timeout_s: 18446744073709551615"));
+    proctor_run(&dir, &[], &[]).fails_with(
+        ErrorCode::Registry,
+        "runtime.timeout_s 18446744073709551615 is above the maximum",
+    );
+    let executions_after = executions_by_status(&dir);
+    assert_eq!(
+        executions_after, executions_before,
+        "refused runs record nothing"
+    );
+    assert!(
+        !executions_after
+            .iter()
+            .any(|(status, _)| status == "running"),
+        "no execution is left running: {executions_after:?}"
+    );
+}
+
+/// How many executions the test's SQLite ledger holds in each status.
+fn executions_by_status(dir: &TestDir) -> Vec<(String, i64)> {
+    block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut connection = AnyConnection::connect(&sqlite_url(dir)).await.unwrap();
+        let rows = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM executions GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+        connection.close().await.unwrap();
+        rows
+    })
 }
 
 #[test]
