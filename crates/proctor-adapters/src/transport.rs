@@ -17,6 +17,8 @@ const MAX_HEALTH_BACKOFF: Duration = Duration::from_millis(50);
 const HEALTH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest envelope accepted from a processor.
 pub(crate) const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest `/healthz` answer accepted from a processor.
+const MAX_HEALTH_BYTES: usize = 64 * 1024;
 
 /// Where a processor's HTTP server answers, seen from the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +76,14 @@ impl ProcessorClient {
             if let Ok(response) = answer
                 && response.status().is_success()
             {
-                let bytes = response.bytes().await.unwrap_or_default();
+                let bytes = read_body_up_to(response, MAX_HEALTH_BYTES)
+                    .await
+                    .map_err(|why| {
+                        CanonError::new(
+                            ErrorCode::AdapterInvocation,
+                            format!("/healthz: cannot read the answer: {why}"),
+                        )
+                    })?;
                 return check_health(&bytes, expected);
             }
             tokio::time::sleep(backoff).await;
@@ -107,11 +116,16 @@ impl ProcessorClient {
 }
 
 /// Reads a whole answer body, at most [`MAX_ENVELOPE_BYTES`]; the error says why not.
-pub(crate) async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
+    read_body_up_to(response, MAX_ENVELOPE_BYTES).await
+}
+
+/// Reads a whole answer body, at most `limit` bytes; the error says why not.
+async fn read_body_up_to(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|error| error.to_string())? {
-        if body.len() + chunk.len() > MAX_ENVELOPE_BYTES {
-            return Err(format!("answer larger than {MAX_ENVELOPE_BYTES} bytes"));
+        if body.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
         }
         body.extend_from_slice(&chunk);
     }
@@ -152,5 +166,30 @@ mod tests {
             assert_eq!(err.code(), ErrorCode::AdapterInvocation);
             assert!(err.message().contains("/healthz"), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_health_answer_is_refused_not_read_whole() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let huge = "x".repeat(MAX_HEALTH_BYTES * 4);
+        let app =
+            axum::Router::new().route("/healthz", axum::routing::get(move || async move { huge }));
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = ProcessorClient::new(&Endpoint::Loopback(port)).unwrap();
+        let error = client
+            .wait_healthy(&"text/stats@1".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::AdapterInvocation);
+        assert!(
+            error
+                .message()
+                .contains("cannot read the answer: answer larger than"),
+            "{error}"
+        );
+        server.abort();
     }
 }
