@@ -4,69 +4,15 @@
 //! relay of the test's own on loopback.
 
 use std::io::ErrorKind;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use proctor_contract::ErrorCode;
 
-use crate::util::{TestDir, workspace_registry};
+use crate::util::{Relay, TestDir, workspace_registry};
 
 /// The engine's socket, as `scripts/setup.sh` starts it.
 const ENGINE_SOCKET: &str = "/var/run/docker.sock";
-
-/// Relays every TCP connection to a loopback port to the engine's unix socket, until
-/// dropped.
-struct EngineRelay {
-    port: u16,
-    stopped: Arc<AtomicBool>,
-}
-
-impl EngineRelay {
-    fn start() -> EngineRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stopped = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stopped);
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let (Ok(client), Ok(engine)) = (client, UnixStream::connect(ENGINE_SOCKET)) {
-                    relay(client, engine);
-                }
-            }
-        });
-        EngineRelay { port, stopped }
-    }
-}
-
-impl Drop for EngineRelay {
-    fn drop(&mut self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        // Wakes the accepting thread so that it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-/// Copies bytes both ways between a TCP client and the engine until each side closes.
-fn relay(client: TcpStream, engine: UnixStream) {
-    let (Ok(mut client_reader), Ok(mut engine_reader)) = (client.try_clone(), engine.try_clone())
-    else {
-        return;
-    };
-    let (mut client_writer, mut engine_writer) = (client, engine);
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut client_reader, &mut engine_writer);
-        let _ = engine_writer.shutdown(Shutdown::Write);
-    });
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut engine_reader, &mut client_writer);
-        let _ = client_writer.shutdown(Shutdown::Write);
-    });
-}
 
 /// A loopback port nobody listens on.
 fn closed_port() -> u16 {
@@ -103,10 +49,10 @@ fn stats_run(registry: &str) -> [&str; 14] {
 fn a_tcp_docker_host_is_the_engine_runs_talk_to() {
     let dir = TestDir::new();
     let registry = workspace_registry().display().to_string();
-    let relay = EngineRelay::start();
+    let relay = Relay::start("127.0.0.1:0", || UnixStream::connect(ENGINE_SOCKET));
     let run = dir
         .proctor(&stats_run(&registry))
-        .env("DOCKER_HOST", &format!("tcp://127.0.0.1:{}", relay.port))
+        .env("DOCKER_HOST", &format!("tcp://127.0.0.1:{}", relay.port()))
         .run();
     run.exits(0);
 

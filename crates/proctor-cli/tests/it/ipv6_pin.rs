@@ -6,71 +6,23 @@
 //! loopback registry listens on 127.0.0.1 only, so the test reaches it on `[::1]` through a
 //! TCP relay of its own.
 
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 
 use proctor_contract::ErrorCode;
 
 use crate::oci::{
     EngineCleanup, REGISTRY, copy_processors, pins_in, unique_target, workspace_root,
 };
-use crate::util::TestDir;
+use crate::util::{Relay, TestDir};
 
 const STATS: &str = "text/stats@1";
 const STATS_YAML: &str = "text/stats/1/registry.yaml";
 
-/// Relays every TCP connection to `[::1]:<port>` to the loopback registry, until dropped.
-struct Ipv6Relay {
-    port: u16,
-    stopped: Arc<AtomicBool>,
-}
-
-impl Ipv6Relay {
-    fn start() -> Ipv6Relay {
-        let listener = TcpListener::bind("[::1]:0").expect("IPv6 on the loopback interface");
-        let port = listener.local_addr().unwrap().port();
-        let stopped = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stopped);
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let (Ok(client), Ok(registry)) = (client, TcpStream::connect(REGISTRY)) {
-                    relay(client, registry);
-                }
-            }
-        });
-        Ipv6Relay { port, stopped }
-    }
-
-    /// `[::1]:<port>/OWNER/REPO` for the loopback registry's `target` (`HOST/OWNER/REPO`).
-    fn target(&self, target: &str) -> String {
-        let (_, path) = target.split_once('/').unwrap();
-        format!("[::1]:{}/{path}", self.port)
-    }
-}
-
-impl Drop for Ipv6Relay {
-    fn drop(&mut self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        // Wakes the accepting thread so that it sees the flag.
-        let _ = TcpStream::connect(("::1", self.port));
-    }
-}
-
-/// Copies bytes both ways between `a` and `b` until each side closes.
-fn relay(a: TcpStream, b: TcpStream) {
-    let (Ok(a_reader), Ok(b_reader)) = (a.try_clone(), b.try_clone()) else {
-        return;
-    };
-    for (mut from, mut to) in [(a_reader, b), (b_reader, a)] {
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from, &mut to);
-            let _ = to.shutdown(Shutdown::Write);
-        });
-    }
+/// `[::1]:<port>/OWNER/REPO` for the loopback registry's `target` (`HOST/OWNER/REPO`),
+/// reached through `relay`.
+fn ipv6_target(relay: &Relay, target: &str) -> String {
+    let (_, path) = target.split_once('/').unwrap();
+    format!("[::1]:{}/{path}", relay.port())
 }
 
 #[test]
@@ -101,8 +53,8 @@ fn a_pin_on_an_ipv6_registry_host_is_written_and_then_run_as_pinned() {
     push.exits(0);
 
     // The same repository, reached on the IPv6 loopback address.
-    let relay = Ipv6Relay::start();
-    let ipv6_target = relay.target(&target);
+    let relay = Relay::start("[::1]:0", || TcpStream::connect(REGISTRY));
+    let ipv6_target = ipv6_target(&relay, &target);
     let pin = dir
         .proctor(&[
             "pin",

@@ -314,3 +314,93 @@ impl Run {
         message
     }
 }
+
+/// A stream a [`Relay`] can copy both ways: TCP or a unix socket.
+pub(crate) trait Duplex: std::io::Read + std::io::Write + Send + Sized + 'static {
+    /// A second handle on the same connection.
+    fn duplicate(&self) -> std::io::Result<Self>;
+    /// Ends the writing half, so the peer sees the end of the stream.
+    fn close_write(&self);
+}
+
+impl Duplex for std::net::TcpStream {
+    fn duplicate(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+
+    fn close_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Duplex for std::os::unix::net::UnixStream {
+    fn duplicate(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+
+    fn close_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Relays every TCP connection to a loopback address to what `connect` opens, until
+/// dropped: a registry on `[::1]`, the engine's socket on a TCP port.
+pub(crate) struct Relay {
+    address: std::net::SocketAddr,
+    stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    /// Listens on `bind` (`127.0.0.1:0`, `[::1]:0`) and relays to `connect`'s stream.
+    pub(crate) fn start<S: Duplex>(
+        bind: &str,
+        connect: impl Fn() -> std::io::Result<S> + Send + 'static,
+    ) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(bind).unwrap();
+        let address = listener.local_addr().unwrap();
+        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stopped);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let (Ok(client), Ok(server)) = (client, connect()) {
+                    copy_both_ways(client, server);
+                }
+            }
+        });
+        Relay { address, stopped }
+    }
+
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.address.port()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting thread so that it sees the flag.
+        let _ = std::net::TcpStream::connect(self.address);
+    }
+}
+
+/// Copies bytes both ways between `a` and `b` until each side closes.
+fn copy_both_ways<A: Duplex, B: Duplex>(a: A, b: B) {
+    let (Ok(mut a_reader), Ok(mut b_reader)) = (a.duplicate(), b.duplicate()) else {
+        return;
+    };
+    let (mut a_writer, mut b_writer) = (a, b);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a_reader, &mut b_writer);
+        b_writer.close_write();
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut b_reader, &mut a_writer);
+        a_writer.close_write();
+    });
+}
