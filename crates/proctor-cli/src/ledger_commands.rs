@@ -3,7 +3,9 @@
 //!
 //! `show` and `verify` only read: they refuse an SQLite ledger file that does not exist
 //! rather than create an empty one. A broken chain is `ERR_LEDGER_CHAIN`, naming the plan
-//! and its first broken seq; every other ledger failure is the ledger's own canonical error.
+//! and its first broken seq, and so is a `plans` or `executions` row that disagrees with a
+//! valid chain, named with its table, key, column and both values; every other ledger
+//! failure is the ledger's own canonical error.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -153,8 +155,8 @@ fn plan_summary(plan: &Plan) -> String {
     text
 }
 
-/// Verifies one plan or every plan; a broken chain answers `ERR_LEDGER_CHAIN`'s exit code
-/// with the report still printed.
+/// Verifies one plan or every plan; a broken chain, or a table that disagrees with its chain,
+/// answers `ERR_LEDGER_CHAIN`'s exit code with the report still printed.
 async fn verify(
     ledger: &Ledger,
     plan: Option<&str>,
@@ -167,8 +169,11 @@ async fn verify(
     let first_break = reports.iter().find_map(ChainReport::to_error);
     for report in &reports {
         match &report.broken {
-            None => {
+            None if report.mismatches.is_empty() => {
                 tracing::info!(event = "ledger.verify", plan = %report.plan, verified = report.verified, ok = true)
+            }
+            None => {
+                tracing::error!(event = "ledger.verify", plan = %report.plan, verified = report.verified, ok = false, table_mismatches = report.mismatches.len())
             }
             Some(broken) => {
                 tracing::error!(event = "ledger.verify", plan = %report.plan, verified = report.verified, ok = false, broken_seq = broken.seq)
@@ -194,11 +199,22 @@ async fn verify(
             let width = reports.iter().map(|r| r.plan.len()).max().unwrap_or(0);
             for report in &reports {
                 let _ = match &report.broken {
-                    None => writeln!(
+                    None if report.mismatches.is_empty() => writeln!(
                         text,
                         "✓ {:<width$}  {} events verified, head seq {}",
                         report.plan, report.verified, report.head_seq
                     ),
+                    None => {
+                        let _ = writeln!(
+                            text,
+                            "✗ {:<width$}  {} events verified, but the tables disagree with them:",
+                            report.plan, report.verified
+                        );
+                        report
+                            .mismatches
+                            .iter()
+                            .try_for_each(|mismatch| writeln!(text, "    {mismatch}"))
+                    }
                     Some(broken) => writeln!(
                         text,
                         "✗ {:<width$}  broken at seq {}: {}",

@@ -176,24 +176,50 @@ impl Event {
     /// JSON, names no known kind or does not hold that kind's fields is `ERR_LEDGER`, naming
     /// the event.
     pub fn ledger_event(&self) -> Result<LedgerEvent> {
-        let undecodable = |why: String| {
-            LedgerError::ledger(format!(
-                "event seq {} of plan `{}` does not decode: {why}",
-                self.seq, self.plan
-            ))
-        };
-        let mut body: Map<String, Value> =
-            serde_json::from_str(&self.payload).map_err(|e| undecodable(e.to_string()))?;
-        let kind = match body.get("kind") {
-            Some(Value::String(name)) => EventKind::from_wire(name)
-                .ok_or_else(|| undecodable(format!("unknown kind `{name}`")))?,
-            _ => return Err(undecodable("no `kind`".to_owned())),
-        };
-        for key in RESERVED_KEYS {
-            body.remove(key);
-        }
-        LedgerEvent::from_fields(kind, body).map_err(|e| undecodable(format!("`{kind}`: {e}")))
+        decode_payload(&self.payload)
+            .map(|decoded| decoded.event)
+            .map_err(|why| undecodable(&self.plan, self.seq, &why))
     }
+}
+
+/// A stored payload read back: its typed fields and the execution it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecodedPayload {
+    /// The kind's typed fields.
+    pub(crate) event: LedgerEvent,
+    /// The payload's `execution_id`, if any.
+    pub(crate) execution_id: Option<String>,
+}
+
+/// Reads a stored payload: the fields of the kind it names and its `execution_id`. The
+/// error says why the payload does not decode.
+pub(crate) fn decode_payload(payload: &str) -> std::result::Result<DecodedPayload, String> {
+    let mut body: Map<String, Value> = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+    let kind = match body.get("kind") {
+        Some(Value::String(name)) => {
+            EventKind::from_wire(name).ok_or_else(|| format!("unknown kind `{name}`"))?
+        }
+        _ => return Err("no `kind`".to_owned()),
+    };
+    let execution_id = match body.get("execution_id") {
+        Some(Value::String(execution_id)) => Some(execution_id.clone()),
+        _ => None,
+    };
+    for key in RESERVED_KEYS {
+        body.remove(key);
+    }
+    let event = LedgerEvent::from_fields(kind, body).map_err(|e| format!("`{kind}`: {e}"))?;
+    Ok(DecodedPayload {
+        event,
+        execution_id,
+    })
+}
+
+/// `ERR_LEDGER` for the event at `seq` of `plan` whose payload does not decode, and why.
+pub(crate) fn undecodable(plan: &str, seq: u64, why: &str) -> LedgerError {
+    LedgerError::ledger(format!(
+        "event seq {seq} of plan `{plan}` does not decode: {why}"
+    ))
 }
 
 fn payload_as_json<S: Serializer>(

@@ -375,17 +375,32 @@ pub(crate) async fn fetch_execution(
     conn: &mut AnyConnection,
     execution_id: &str,
 ) -> Result<Option<Execution>> {
-    let row = sqlx::query(
-        "SELECT execution_id, plan, processor_ref, mode, write_prefix, status, image_digest, \
-         error_code, reserved_micro_usd, spent_micro_usd, started_at, settled_at \
-         FROM executions WHERE execution_id = $1",
-    )
-    .bind(execution_id)
-    .fetch_optional(conn)
-    .await
-    .map_err(|e| LedgerError::database(format!("reading execution `{execution_id}`"), e))?;
+    let row = sqlx::query(&format!("{SELECT_EXECUTION} WHERE execution_id = $1"))
+        .bind(execution_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(|e| LedgerError::database(format!("reading execution `{execution_id}`"), e))?;
     row.as_ref().map(execution_from_row).transpose()
 }
+
+/// Reads every execution row of `plan` on `conn`, by execution id.
+pub(crate) async fn fetch_plan_executions(
+    conn: &mut AnyConnection,
+    plan: &str,
+) -> Result<Vec<Execution>> {
+    let rows = sqlx::query(&format!(
+        "{SELECT_EXECUTION} WHERE plan = $1 ORDER BY execution_id"
+    ))
+    .bind(plan)
+    .fetch_all(conn)
+    .await
+    .map_err(|e| LedgerError::database(format!("reading the executions of plan `{plan}`"), e))?;
+    rows.iter().map(execution_from_row).collect()
+}
+
+const SELECT_EXECUTION: &str = "SELECT execution_id, plan, processor_ref, mode, write_prefix, \
+     status, image_digest, error_code, reserved_micro_usd, spent_micro_usd, started_at, \
+     settled_at FROM executions";
 
 fn execution_from_row(row: &AnyRow) -> Result<Execution> {
     use sqlx::Row;

@@ -24,7 +24,8 @@ use tokio::task::JoinHandle;
 use crate::clock::Timestamp;
 use crate::error::{LedgerError, Result};
 use crate::event::{Appended, Event, GENESIS_HASH, NewEvent, chain_hash, is_free};
-use crate::verify::{ChainReport, ChainVerifier, StoredRow};
+use crate::executions::fetch_plan_executions;
+use crate::verify::{ChainReport, ChainVerifier, PlanAmounts, StoredRow, TableReplay};
 
 /// The ledger URL `proctor` uses when none is given: an SQLite file under `.proctor/`.
 pub const DEFAULT_LEDGER_URL: &str = "sqlite://.proctor/ledger.db";
@@ -201,22 +202,42 @@ impl Ledger {
         rows.iter().map(event_from_row).collect()
     }
 
-    /// Recomputes the hash chain of `plan` and reports the first broken seq, if any.
-    /// An unknown plan is `ERR_LEDGER`.
+    /// Recomputes the hash chain of `plan` and reports the first broken seq, if any; a valid
+    /// chain is then replayed and the plan's `plans` and `executions` rows checked against
+    /// it (see [`ChainReport::mismatches`]). Everything is read from one snapshot. An
+    /// unknown plan, or a valid chain whose payloads do not decode, is `ERR_LEDGER`.
     pub async fn verify_chain(&self, plan: &str) -> Result<ChainReport> {
         let operation = || format!("verifying plan `{plan}`");
         let mut tx = self.begin_read().await?;
-        let head = sqlx::query("SELECT head_seq, head_hash FROM plans WHERE key = $1")
-            .bind(plan)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| LedgerError::database(operation(), e))?
-            .ok_or_else(|| LedgerError::ledger(format!("unknown plan `{plan}`")))?;
+        let head = sqlx::query(
+            "SELECT budget_micro_usd, reserved_micro_usd, spent_micro_usd, head_seq, head_hash \
+             FROM plans WHERE key = $1",
+        )
+        .bind(plan)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| LedgerError::database(operation(), e))?
+        .ok_or_else(|| LedgerError::ledger(format!("unknown plan `{plan}`")))?;
         let head_seq = from_db(head.try_get("head_seq"), "plans.head_seq")?;
         let head_hash: String = head
             .try_get("head_hash")
             .map_err(|e| LedgerError::database(operation(), e))?;
+        let budget: Option<i64> = head
+            .try_get("budget_micro_usd")
+            .map_err(|e| LedgerError::database(operation(), e))?;
+        let amounts = PlanAmounts {
+            budget: budget
+                .map(|b| from_db(Ok(b), "plans.budget_micro_usd"))
+                .transpose()?,
+            reserved: from_db(
+                head.try_get("reserved_micro_usd"),
+                "plans.reserved_micro_usd",
+            )?,
+            spent: from_db(head.try_get("spent_micro_usd"), "plans.spent_micro_usd")?,
+        };
         let mut verifier = ChainVerifier::new(head_seq, head_hash.clone());
+        let mut replay = TableReplay::new(plan);
+        let mut replay_failure = None;
         let mut broken = None;
         {
             let mut rows = sqlx::query(
@@ -229,24 +250,38 @@ impl Ledger {
                 .await
                 .map_err(|e| LedgerError::database(operation(), e))?
             {
-                if let Err(chain_break) = verifier.check(&stored_row(&row)?) {
+                let row = stored_row(&row)?;
+                if let Err(chain_break) = verifier.check(&row) {
                     broken = Some(chain_break);
                     break;
                 }
+                // A replay failure counts only if the whole chain turns out valid.
+                if replay_failure.is_none() {
+                    replay_failure = replay.apply(&row).err();
+                }
             }
+        }
+        if broken.is_none() {
+            broken = verifier.finish().err();
+        }
+        let mut mismatches = Vec::new();
+        if broken.is_none() {
+            if let Some(failure) = replay_failure {
+                return Err(failure);
+            }
+            let executions = fetch_plan_executions(&mut tx, plan).await?;
+            mismatches = replay.mismatches(amounts, &executions);
         }
         tx.commit()
             .await
             .map_err(|e| LedgerError::database(operation(), e))?;
-        if broken.is_none() {
-            broken = verifier.finish().err();
-        }
         Ok(ChainReport {
             plan: plan.to_owned(),
             verified: verifier.verified(),
             head_seq,
             head_hash,
             broken,
+            mismatches,
         })
     }
 

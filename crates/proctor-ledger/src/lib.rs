@@ -4,7 +4,8 @@
 //! Every change appends an event to its plan's chain:
 //! `this_hash = BLAKE3(prev_hash bytes || JCS(payload))`, the first `prev_hash` being 32
 //! zero bytes, so [`Ledger::verify_chain`] finds any edited, deleted, inserted or reordered
-//! row. Both backends share one schema (`migrations/sqlite`, `migrations/postgres`) and
+//! row, and checks the `plans` and `executions` rows against what the chain's events say
+//! they hold. Both backends share one schema (`migrations/sqlite`, `migrations/postgres`) and
 //! one code path through sqlx's `Any` driver.
 //!
 //! A run, as `proctor run --plan KEY` records it:
@@ -36,4 +37,4 @@ pub use executions::{
 };
 pub use leases::{Lease, LeaseGuard, selectors_overlap};
 pub use ledger::{Backend, DEFAULT_LEDGER_URL, Ledger};
-pub use verify::{BreakReason, ChainBreak, ChainReport};
+pub use verify::{BreakReason, ChainBreak, ChainReport, TableMismatch};

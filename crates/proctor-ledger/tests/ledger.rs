@@ -17,7 +17,7 @@ use proctor_contract::{
 };
 use proctor_ledger::{
     BreakReason, ExecutionSettle, ExecutionStart, ExecutionStatus, GENESIS_HASH, Ledger,
-    LedgerError, NewEvent, Outcome, Settlement,
+    LedgerError, NewEvent, Outcome, Settlement, TableMismatch,
 };
 use sqlx::AnyPool;
 use sqlx::error::ErrorKind;
@@ -54,6 +54,8 @@ on_both_backends!(
     a_deleted_row_breaks_the_chain_at_its_seq,
     reordered_rows_break_the_chain_at_the_first_moved_seq,
     edited_columns_and_forged_rows_break_the_chain,
+    runs_budgets_and_failures_verify_against_their_tables,
+    edited_plans_and_executions_rows_are_reported,
     eight_concurrent_writers_leave_a_gap_free_valid_chain,
     a_reservation_past_the_budget_is_refused,
     the_database_enforces_budget_and_chain_constraints,
@@ -83,6 +85,44 @@ fn success(execution_id: &str) -> ExecutionSettle {
         image_digest: Some("sha256:abc".to_owned()),
         duration_ms: 12,
     }
+}
+
+fn failure(execution_id: &str) -> ExecutionSettle {
+    ExecutionSettle {
+        execution_id: execution_id.to_owned(),
+        outcome: Outcome::Failure(CanonError::new(ErrorCode::Timeout, "after 30 s")),
+        image_digest: None,
+        duration_ms: 30_000,
+    }
+}
+
+/// Records on `plan` two budgets, a success, a failure, a run with an open reservation and a
+/// run without one; execution ids are `{plan}-e1` to `{plan}-e4`.
+async fn record_runs_budgets_and_failures(ledger: &Ledger, plan: &str) {
+    ledger.set_budget(plan, Some(10_000)).await.unwrap();
+    ledger.set_budget(plan, Some(8_000)).await.unwrap();
+    let id = |n: u32| format!("{plan}-e{n}");
+
+    ledger.record_start(&start(plan, &id(1))).await.unwrap();
+    ledger.reserve(plan, &id(1), 2_000).await.unwrap();
+    ledger.settle(plan, &id(1), 1_500).await.unwrap();
+    ledger.record_settle(&success(&id(1))).await.unwrap();
+
+    let pinned = ExecutionStart {
+        image_digest: Some("sha256:def".to_owned()),
+        ..start(plan, &id(2))
+    };
+    ledger.record_start(&pinned).await.unwrap();
+    ledger.reserve(plan, &id(2), 1_000).await.unwrap();
+    ledger.reserve(plan, &id(2), 500).await.unwrap();
+    ledger.settle(plan, &id(2), 0).await.unwrap();
+    ledger.record_settle(&failure(&id(2))).await.unwrap();
+
+    ledger.record_start(&start(plan, &id(3))).await.unwrap();
+    ledger.reserve(plan, &id(3), 700).await.unwrap();
+
+    ledger.record_start(&start(plan, &id(4))).await.unwrap();
+    ledger.append(plan, &check_event(&id(4), 1)).await.unwrap();
 }
 
 fn path(raw: &str) -> WorldPath {
@@ -515,6 +555,126 @@ mod suite {
             matches!(broken.reason, BreakReason::PrevHashMismatch { .. }),
             "{broken:?}"
         );
+    }
+
+    pub(crate) async fn runs_budgets_and_failures_verify_against_their_tables(db: &TestDb) {
+        let ledger = db.ledger().await;
+        record_runs_budgets_and_failures(&ledger, "p").await;
+        ledger.set_budget("unlimited", None).await.unwrap();
+        let failed = ledger.execution("p-e2").await.unwrap().unwrap();
+        assert_eq!(
+            (failed.status, failed.error_code.as_deref()),
+            (ExecutionStatus::Failure, Some("ERR_TIMEOUT"))
+        );
+        let reports = ledger.verify_all().await.unwrap();
+        for report in &reports {
+            assert!(report.is_valid(), "{report:?}");
+            assert!(report.mismatches.is_empty(), "{report:?}");
+            assert!(report.to_error().is_none());
+        }
+        assert_eq!(reports.len(), 2);
+        ledger.close().await;
+    }
+
+    pub(crate) async fn edited_plans_and_executions_rows_are_reported(db: &TestDb) {
+        let ledger = db.ledger().await;
+        for plan in ["spent", "status", "deleted", "ghost", "clean"] {
+            record_runs_budgets_and_failures(&ledger, plan).await;
+        }
+        let raw = db.raw().await;
+        for sql in [
+            "UPDATE plans SET spent_micro_usd = 1 WHERE key = 'spent'",
+            "UPDATE executions SET status = 'failure', error_code = 'ERR_TIMEOUT' \
+             WHERE execution_id = 'status-e1'",
+            "DELETE FROM executions WHERE execution_id = 'deleted-e3'",
+            "INSERT INTO executions (execution_id, plan, processor_ref, mode, write_prefix, status, \
+             started_at) VALUES ('ghost-e9', 'ghost', 'llm/litellm@1', 'mock', \
+             '/artifacts/outputs/demo/ghost-e9/', 'running', '2026-01-01T00:00:00.000Z')",
+        ] {
+            assert_eq!(exec(&raw, sql).await.unwrap(), 1, "{sql}");
+        }
+        let mismatch = |table, key: &str, column, expected: &str, found: &str| TableMismatch {
+            table,
+            key: key.to_owned(),
+            column,
+            expected: expected.to_owned(),
+            found: found.to_owned(),
+        };
+        let expected = [
+            ("clean", vec![]),
+            (
+                "deleted",
+                vec![mismatch(
+                    "executions",
+                    "deleted-e3",
+                    "row",
+                    "present",
+                    "absent",
+                )],
+            ),
+            (
+                "ghost",
+                vec![mismatch(
+                    "executions",
+                    "ghost-e9",
+                    "row",
+                    "absent",
+                    "present",
+                )],
+            ),
+            (
+                "spent",
+                vec![mismatch("plans", "spent", "spent_micro_usd", "1500", "1")],
+            ),
+            (
+                "status",
+                vec![
+                    mismatch("executions", "status-e1", "status", "success", "failure"),
+                    mismatch(
+                        "executions",
+                        "status-e1",
+                        "error_code",
+                        "null",
+                        "ERR_TIMEOUT",
+                    ),
+                ],
+            ),
+        ];
+        let reports = ledger.verify_all().await.unwrap();
+        assert_eq!(reports.len(), expected.len());
+        for (report, (plan, mismatches)) in reports.iter().zip(expected) {
+            assert_eq!(report.plan, plan);
+            assert_eq!(report.broken, None, "{report:?}");
+            assert_eq!(report.mismatches, mismatches, "{plan}");
+            assert_eq!(report.is_valid(), plan == "clean", "{plan}");
+        }
+
+        let report = ledger.verify_chain("spent").await.unwrap();
+        let error = report.to_error().unwrap();
+        assert_eq!(error.code(), ErrorCode::LedgerChain);
+        assert!(
+            error.message().contains(
+                "plan `spent`: table `plans` row `spent`: spent_micro_usd is `1` but the chain \
+                 says `1500`"
+            ),
+            "{error}"
+        );
+        let error = ledger
+            .verify_chain("status")
+            .await
+            .unwrap()
+            .to_error()
+            .unwrap();
+        assert!(error.message().contains("(and 1 more)"), "{error}");
+
+        // A broken chain is reported as such, not replayed.
+        exec(&raw, "DELETE FROM events WHERE plan = 'spent' AND seq = 3")
+            .await
+            .unwrap();
+        let report = ledger.verify_chain("spent").await.unwrap();
+        assert_eq!(report.broken.unwrap().seq, 3);
+        assert!(report.mismatches.is_empty());
+        ledger.close().await;
     }
 
     pub(crate) async fn eight_concurrent_writers_leave_a_gap_free_valid_chain(db: &TestDb) {

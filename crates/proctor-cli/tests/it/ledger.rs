@@ -298,6 +298,57 @@ fn ledger_verify_reports_an_edited_payload_at_its_seq() {
 }
 
 #[test]
+fn ledger_verify_reports_an_execution_row_that_disagrees_with_the_chain() {
+    let dir = TestDir::new();
+    dir.fixture_registry(FIXTURE_YAML);
+    let failed = reaches_adapter(&modal_run(&dir, &[]));
+    execute_sql(
+        &sqlite_url(&dir),
+        &format!(
+            "UPDATE executions SET status = 'success', error_code = NULL \
+             WHERE execution_id = '{failed}'"
+        ),
+    );
+
+    let run = dir.proctor(&["ledger", "verify", "--json"]).run();
+    run.exits(ErrorCode::LedgerChain.exit_code());
+    let report = run.json();
+    assert_eq!(report["ok"], false);
+    let plan = &report["plans"][0];
+    assert_eq!(plan["broken"], Value::Null, "{report}");
+    assert_eq!(
+        plan["mismatches"][0],
+        serde_json::json!({
+            "table": "executions",
+            "key": failed,
+            "column": "status",
+            "expected": "failure",
+            "found": "success",
+        }),
+        "{report}"
+    );
+    assert_eq!(report["error"]["code"], "ERR_LEDGER_CHAIN");
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "plan `default`: table `executions` row `{failed}`: status is `success` but the \
+             chain says `failure`"
+        )),
+        "{message}"
+    );
+
+    let run = dir.proctor(&["ledger", "verify", "default"]).run();
+    run.exits(ErrorCode::LedgerChain.exit_code());
+    run.check(
+        run.stdout.starts_with(
+            "✗ default  6 events verified, but the tables disagree with them:\n    table \
+             `executions`",
+        ),
+        "the human report names the table",
+    );
+}
+
+#[test]
 fn budgets_refuse_runs_before_any_container() {
     let sweep = ContainerSweep::new();
     let dir = TestDir::new();
