@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use proctor_contract::{CanonError, WorldPath};
-use proctor_store::{ArtifactStore, FsStore, ObjectInfo, StoreError, SyncReport};
+use proctor_store::{ArtifactStore, FsStore, ObjectInfo, SyncReport};
 use serde_json::json;
 
 use crate::args::{OutputFormat, StoreLocation, WorldConfig};
@@ -29,7 +29,7 @@ pub(crate) async fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
                 let selector = WorldPath::parse(selector)?;
                 let objects = proctor_store::ls(store.as_ref(), &selector)
                     .await
-                    .map_err(canonical)?;
+                    .map_err(CanonError::from)?;
                 Ok::<_, CanonError>((store.location(), selector, objects))
             }
             .await;
@@ -48,7 +48,7 @@ pub(crate) async fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
                 let path = WorldPath::parse(path)?;
                 proctor_store::cat(store.as_ref(), &path)
                     .await
-                    .map_err(canonical)
+                    .map_err(CanonError::from)
             }
             .await;
             match read {
@@ -75,7 +75,7 @@ pub(crate) async fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
                 let report =
                     proctor_store::sync_execution(from.as_ref(), to.as_ref(), execution_id)
                         .await
-                        .map_err(canonical)?;
+                        .map_err(CanonError::from)?;
                 Ok::<_, CanonError>((from.location(), to.location(), report))
             }
             .await;
@@ -105,13 +105,8 @@ fn log_failure(error: &CanonError) {
 fn open(location: &StoreLocation) -> Result<Arc<dyn ArtifactStore>, CanonError> {
     match location {
         StoreLocation::ArtifactsRoot(root) => Ok(Arc::new(FsStore::new(root))),
-        StoreLocation::Url(url) => proctor_store::open(url).map_err(canonical),
+        StoreLocation::Url(url) => proctor_store::open(url).map_err(CanonError::from),
     }
-}
-
-/// The canonical error for a store failure.
-pub(crate) fn canonical(error: StoreError) -> CanonError {
-    error.into()
 }
 
 fn render_ls(

@@ -67,7 +67,6 @@ pub(crate) async fn record_run(
         engine,
         request,
         invocation,
-        redactor,
         started: Instant::now(),
     };
     recorder.record(cancel).await
@@ -79,7 +78,6 @@ struct Recorder<'a> {
     ledger: &'a Ledger,
     request: &'a RunRequest,
     invocation: Invocation,
-    redactor: &'a Redactor,
     started: Instant,
 }
 
@@ -209,8 +207,8 @@ impl Recorder<'_> {
                 },
                 Err(error) => Ran::failed(error, true),
             },
-            Ok(Envelope::Error(mut error)) => {
-                error.error.message = self.redactor.redact(&error.error.message).into_owned();
+            Ok(Envelope::Error(error)) => {
+                // The ledger and the printed envelope are each redacted where they are written.
                 Ran {
                     outcome: Outcome::Failure(error.error.to_canon_error()),
                     result: Ok((Envelope::Error(error), None)),
