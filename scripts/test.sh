@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# A CI run builds once from a fresh clone: incremental caches would only cost disk and time.
+if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL=0; fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast
