@@ -74,6 +74,7 @@ error_codes! {
     OutputWrite => ("ERR_OUTPUT_WRITE", "output write failed", 33),
     Interrupted => ("ERR_INTERRUPTED", "run interrupted", 34),
     Evidence => ("ERR_EVIDENCE", "evidence does not match the run", 35),
+    Abandoned => ("ERR_ABANDONED", "execution abandoned", 36),
     BudgetExceeded => ("ERR_BUDGET_EXCEEDED", "budget exceeded", 40),
     LeaseConflict => ("ERR_LEASE_CONFLICT", "write path leased by another execution", 41),
     Ledger => ("ERR_LEDGER", "ledger error", 42),
@@ -88,6 +89,7 @@ error_codes! {
     Lane => ("ERR_LANE", "lane rule violated", 80),
     Acceptance => ("ERR_ACCEPTANCE", "acceptance check failed", 81),
     Verify => ("ERR_VERIFY", "verification failed", 90),
+    Internal => ("ERR_INTERNAL", "internal error", 1),
 }
 
 impl fmt::Display for ErrorCode {

@@ -113,6 +113,24 @@ pub struct ExecutionStartEvent {
     /// The digest a pinned run must report; absent for a run built from source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// The process that runs the execution, so a later one can tell that it died;
+    /// absent in chains written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<ExecutionOwner>,
+}
+
+/// The process running an execution: which boot of which host, and which process there. A
+/// pid alone is reused; with the process's start time it names one process of one boot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExecutionOwner {
+    /// The host's name.
+    pub hostname: String,
+    /// The host's boot id (`/proc/sys/kernel/random/boot_id` on Linux).
+    pub boot_id: String,
+    /// The process id.
+    pub pid: u32,
+    /// When the process started, in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_time: u64,
 }
 
 /// `execution.settle.success`: where the outputs went and the content ids tying the files
@@ -263,6 +281,7 @@ mod tests {
                     mode: Mode::Mock,
                     write_prefix: "/artifacts/o/e1/".into(),
                     image_digest: Some("sha256:abc".into()),
+                    owner: None,
                 }),
                 json!({"ref": "text/stats@1", "mode": "mock", "write_prefix": "/artifacts/o/e1/", "image_digest": "sha256:abc"}),
             ),
@@ -272,8 +291,14 @@ mod tests {
                     mode: Mode::Real,
                     write_prefix: "/artifacts/o/e1/".into(),
                     image_digest: None,
+                    owner: Some(ExecutionOwner {
+                        hostname: "build-7".into(),
+                        boot_id: "5f0c".into(),
+                        pid: 4242,
+                        start_time: 98_765,
+                    }),
                 }),
-                json!({"ref": "text/stats@1", "mode": "real", "write_prefix": "/artifacts/o/e1/"}),
+                json!({"ref": "text/stats@1", "mode": "real", "write_prefix": "/artifacts/o/e1/", "owner": {"hostname": "build-7", "boot_id": "5f0c", "pid": 4242, "start_time": 98_765}}),
             ),
             (
                 LedgerEvent::ExecutionSettleSuccess(ExecutionSuccessEvent {
@@ -450,12 +475,19 @@ mod tests {
             prefix in "\\PC{0,20}",
             digest in prop::option::of("\\PC{0,20}"),
             real in any::<bool>(),
+            owner in prop::option::of(("\\PC{0,20}", "\\PC{0,20}", any::<u32>(), 0..MAX_EXACT)),
         ) {
             let event = LedgerEvent::ExecutionStart(ExecutionStartEvent {
                 processor_ref,
                 mode: if real { Mode::Real } else { Mode::Mock },
                 write_prefix: prefix,
                 image_digest: digest,
+                owner: owner.map(|(hostname, boot_id, pid, start_time)| ExecutionOwner {
+                    hostname,
+                    boot_id,
+                    pid,
+                    start_time,
+                }),
             });
             let text = canonical_json(&Value::Object(event.fields().unwrap()));
             let Value::Object(parsed) = serde_json::from_str(&text).unwrap() else {

@@ -33,8 +33,8 @@ pub use index::{OutputEntry, OutputsIndex};
 pub use inputs::{InvalidInputs, inputs_object, parse_inputs};
 pub use ledger_event::{
     BudgetReserveEvent, BudgetSetEvent, BudgetSettleEvent, EventKind, ExecutionFailureEvent,
-    ExecutionStartEvent, ExecutionSuccessEvent, LeaseAcquireEvent, LeaseReleaseEvent,
-    LeaseReleaseReason, LedgerEvent, PredicateCheckEvent, TakenOverLease,
+    ExecutionOwner, ExecutionStartEvent, ExecutionSuccessEvent, LeaseAcquireEvent,
+    LeaseReleaseEvent, LeaseReleaseReason, LedgerEvent, PredicateCheckEvent, TakenOverLease,
 };
 pub use mode::{Mode, ci_guard};
 pub use payload::{Health, PAYLOAD_SCHEMA, RunPayload};
