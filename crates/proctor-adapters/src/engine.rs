@@ -8,8 +8,8 @@ use std::fmt;
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -76,6 +76,13 @@ pub(crate) trait ContainerEngine: Send + Sync + fmt::Debug {
 
     /// Force-removes the container `name` with its anonymous volumes.
     fn remove_container<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Removal, CanonError>>;
+
+    /// The names of every container, running or not, labelled `label` = `value`.
+    fn labelled_containers<'a>(
+        &'a self,
+        label: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, CanonError>>;
 }
 
 /// The Docker engine at `DOCKER_HOST`, else the local socket. The API version is
@@ -258,6 +265,36 @@ impl ContainerEngine for BollardEngine {
                 Err(error) => Err(engine_error(&format!("removing container {name}"), error)),
             }
         })
+    }
+
+    fn labelled_containers<'a>(
+        &'a self,
+        label: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, CanonError>> {
+        Box::pin(self.list_labelled(format!("{label}={value}")))
+    }
+}
+
+impl BollardEngine {
+    /// The names of the containers `filter` (`label=value`) selects, stopped ones included.
+    async fn list_labelled(&self, filter: String) -> Result<Vec<String>, CanonError> {
+        let filters = std::collections::HashMap::from([("label", vec![filter])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker()
+            .await?
+            .list_containers(Some(options))
+            .await
+            .map_err(|error| engine_error("listing containers", error))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|container| container.names?.into_iter().next())
+            .map(|name| name.trim_start_matches('/').to_owned())
+            .collect())
     }
 }
 

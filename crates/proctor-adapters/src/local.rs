@@ -143,6 +143,41 @@ impl LocalAdapter {
         self.engine.build_image(build).await
     }
 
+    /// Force-removes every container of execution `execution_id`, running or not, found
+    /// by its [`LABEL_EXECUTION_ID`] label (e.g. left by a process that died); gives the
+    /// names of the containers the engine removed, and only those. When a removal fails,
+    /// the error names it and the containers removed before it.
+    pub async fn remove_execution_containers(
+        &self,
+        execution_id: &str,
+    ) -> Result<Vec<String>, CanonError> {
+        let mut removed = Vec::new();
+        for name in self
+            .engine
+            .labelled_containers(LABEL_EXECUTION_ID, execution_id)
+            .await?
+        {
+            match ContainerGuard::new(Arc::clone(&self.engine), name.clone())
+                .remove()
+                .await
+            {
+                Ok(Removal::Removed) => removed.push(name),
+                Ok(Removal::Absent) => {}
+                Err(failed) => {
+                    return Err(CanonError::new(
+                        ErrorCode::AdapterInvocation,
+                        format!(
+                            "containers of execution {execution_id}: removed [{}], then {}",
+                            removed.join(", "),
+                            failed.detail()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// The whole run; the container is gone, or the error says it may not be, when this
     /// returns.
     async fn invoke_local(
@@ -491,8 +526,46 @@ mod tests {
                 Call::PublishedPort(_) => "port",
                 Call::LogTail(_) => "logs",
                 Call::Remove(_) => "remove",
+                Call::ListLabelled(_) => "list",
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn an_executions_containers_are_found_by_label_and_removed_once() {
+        let engine = RecordingEngine::new(Script {
+            processor: Processor::HangsOnRun,
+            ..Script::default()
+        });
+        let adapter = adapter(&engine);
+        let invocation = invocation(Mode::Mock);
+        let cancel = CancellationToken::new();
+        let run = adapter.invoke(&invocation, &cancel);
+        let removals = async {
+            engine.run_received().await;
+            let other = adapter.remove_execution_containers("e2").await.unwrap();
+            let first = adapter.remove_execution_containers("e1").await.unwrap();
+            let second = adapter.remove_execution_containers("e1").await.unwrap();
+            cancel.cancel();
+            (other, first, second)
+        };
+        let (outcome, (other, first, second)) = tokio::join!(run, removals);
+        assert!(other.is_empty(), "{other:?}");
+        let calls = engine.calls();
+        let Call::Create(created) = &calls[1] else {
+            panic!("{calls:?}");
+        };
+        assert_eq!(first, [created.clone()]);
+        assert!(second.is_empty(), "{second:?}");
+        assert_eq!(
+            calls[3..6],
+            [
+                Call::ListLabelled(format!("{LABEL_EXECUTION_ID}=e2")),
+                Call::ListLabelled(format!("{LABEL_EXECUTION_ID}=e1")),
+                Call::Remove(created.clone()),
+            ]
+        );
+        assert!(outcome.is_err(), "{outcome:?}");
     }
 
     fn is_remove(call: &Call) -> bool {

@@ -73,6 +73,7 @@ pub(crate) enum Call {
     PublishedPort(String),
     LogTail(String),
     Remove(String),
+    ListLabelled(String),
 }
 
 /// The engine's state, shared with the tasks it spawns.
@@ -305,6 +306,32 @@ impl ContainerEngine for RecordingEngine {
                 _ => Removal::Absent,
             })
         })
+    }
+
+    fn labelled_containers<'a>(
+        &'a self,
+        label: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, CanonError>> {
+        Box::pin(async move {
+            self.record(Call::ListLabelled(format!("{label}={value}")));
+            Ok(self
+                .label_of_existing(label)
+                .filter(|(_, found)| found == value)
+                .map(|(name, _)| name)
+                .into_iter()
+                .collect())
+        })
+    }
+}
+
+impl RecordingEngine {
+    /// The value of `label` on the container that exists, if any.
+    fn label_of_existing(&self, label: &str) -> Option<(String, String)> {
+        let recorded = self.recorded.lock().unwrap();
+        let name = recorded.container.clone()?;
+        let labels = recorded.body.as_ref()?.labels.as_ref()?;
+        Some((name, labels.get(label)?.clone()))
     }
 }
 
