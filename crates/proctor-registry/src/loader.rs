@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use proctor_contract::{CanonError, ErrorCode, ProcessorRef, Redactor, WritePrefix};
 
-use crate::ProcessorSpec;
 use crate::checks::{compile_schema, schema_violation};
+use crate::{ProcessorSpec, Runtime};
 
 /// The file name that declares one processor version.
 pub const REGISTRY_FILE: &str = "registry.yaml";
@@ -298,6 +298,13 @@ fn check_runtime(spec: &ProcessorSpec) -> Result<(), String> {
     if !positive(runtime.cpu) || !positive(runtime.memory_gb) || runtime.timeout_s == 0 {
         return Err("runtime.cpu, runtime.memory_gb and runtime.timeout_s must be positive".into());
     }
+    if runtime.timeout_s > Runtime::MAX_TIMEOUT_S {
+        return Err(format!(
+            "runtime.timeout_s {} is above the maximum of {} s (7 days)",
+            runtime.timeout_s,
+            Runtime::MAX_TIMEOUT_S
+        ));
+    }
     Ok(())
 }
 
@@ -339,7 +346,12 @@ fn check_outputs(spec: &ProcessorSpec) -> Result<(), String> {
         let path = prefix
             .output_path(&output.path)
             .map_err(|e| format!("output {e}"))?;
-        let canonical = &path.as_str()[outputs_dir.as_str().len()..];
+        let Some(canonical) = path.as_str().strip_prefix(outputs_dir.as_str()) else {
+            return Err(format!(
+                "output path `{}` is not under outputs/",
+                output.path
+            ));
+        };
         if canonical != output.path {
             return Err(format!(
                 "output path `{}` is not canonical (write `{canonical}`)",
@@ -456,6 +468,17 @@ mod tests {
             ("port: 8000", "port: 0", "build.port"),
             ("cpu: 0.5", "cpu: 0", "must be positive"),
             ("timeout_s: 30", "timeout_s: 0", "must be positive"),
+            (
+                "timeout_s: 30",
+                "timeout_s: 604801",
+                "runtime.timeout_s 604801 is above the maximum of 604800 s (7 days)",
+            ),
+            (
+                "timeout_s: 30",
+                "timeout_s: 99999999999999999999",
+                "runtime.timeout_s",
+            ),
+            ("timeout_s: 30", "timeout_s: -1", "runtime.timeout_s"),
             (
                 "required: []",
                 "required: [api_key]",

@@ -80,11 +80,18 @@ pub struct Runtime {
     pub cpu: f64,
     /// Memory limit in GiB.
     pub memory_gb: f64,
-    /// Wall-clock limit of one run, including start-up.
+    /// Wall-clock limit of one run, including start-up: from 1 to
+    /// [`Runtime::MAX_TIMEOUT_S`].
     pub timeout_s: u64,
     /// GPU request (e.g. `A100`), if any.
     #[serde(default)]
     pub gpu: Option<String>,
+}
+
+impl Runtime {
+    /// The longest `timeout_s` an entry may give: 7 days, so that every deadline and lease
+    /// derived from it stays representable.
+    pub const MAX_TIMEOUT_S: u64 = 7 * 24 * 60 * 60;
 }
 
 /// Secret names.
