@@ -9,10 +9,13 @@
 //! ID is not loaded again; either way it is tagged `proctor/<ns>-<name>:<version>`.
 //!
 //! Cargo's output and the engine's are captured, never written to stdout: their last lines
-//! explain an `ERR_BUILD`.
+//! explain an `ERR_BUILD`. A build whose run stops (cancelled, timed out) stops its compiler's
+//! process group rather than waiting for the compile.
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bollard::Docker;
@@ -90,7 +93,9 @@ pub(crate) async fn build_image(
     Ok(BuiltImage { id, tag })
 }
 
-/// Compiles the binary and assembles the image, off the async runtime.
+/// Compiles the binary and assembles the image, off the async runtime. Dropping the
+/// future (the run was cancelled or timed out) stops the compiler's process group; the
+/// blocking task reaps it.
 async fn assemble(build: &ImageBuild<'_>) -> Result<DockerArchive, CanonError> {
     let processor_ref = build.spec.processor_ref.clone();
     let package = build.spec.build.cargo_package.clone();
@@ -98,6 +103,8 @@ async fn assemble(build: &ImageBuild<'_>) -> Result<DockerArchive, CanonError> {
     let workspace_root = build.workspace_root.to_path_buf();
     let platform = build.platform;
     tracing::info!(event = "image.compile", package = %package, platform = %platform);
+    let stop = StopOnDrop::default();
+    let cancel = Arc::clone(&stop.0);
     tokio::task::spawn_blocking(move || {
         build_docker_archive(&ArchiveRequest {
             processor_ref: &processor_ref,
@@ -105,10 +112,21 @@ async fn assemble(build: &ImageBuild<'_>) -> Result<DockerArchive, CanonError> {
             port,
             workspace_root: &workspace_root,
             platform,
+            cancel: Some(&cancel),
         })
     })
     .await
     .map_err(|error| build_error(format!("the image build task failed: {error}")))?
+}
+
+/// Sets its flag when dropped: the compile it was handed to stops.
+#[derive(Default)]
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Whether the engine has an image with exactly this ID.

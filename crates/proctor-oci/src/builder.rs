@@ -3,6 +3,7 @@
 //! `docker load`. No container engine is involved.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use proctor_contract::{CanonError, ErrorCode, ProcessorRef};
@@ -89,6 +90,7 @@ pub fn build(request: &BuildRequest) -> Result<BuiltImage, CanonError> {
             workspace_root: &request.workspace_root,
             cargo_package: &request.cargo_package,
             platform,
+            cancel: None,
         };
         // Cargo draws its own progress on stderr meanwhile.
         let binary = bar.suspend(|| compile(job))?;
@@ -142,6 +144,9 @@ pub struct ArchiveRequest<'a> {
     pub workspace_root: &'a Path,
     /// The platform to build.
     pub platform: Platform,
+    /// Set from another thread to stop the compile: the compiler's process group is
+    /// stopped and the build fails with `ERR_INTERRUPTED`.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// One platform's image, packed for `docker load`.
@@ -167,6 +172,7 @@ pub fn build_docker_archive(request: &ArchiveRequest<'_>) -> Result<DockerArchiv
         workspace_root: request.workspace_root,
         cargo_package: request.cargo_package,
         platform: request.platform,
+        cancel: request.cancel,
     })?;
     let compile_time = compile_started.elapsed();
     let settings = ImageSettings {

@@ -6,11 +6,24 @@
 //! Cargo's JSON messages (read from stdout) name the binary; its human output is captured,
 //! never printed: each line goes to the `debug` log and the last lines explain an
 //! `ERR_BUILD`.
+//!
+//! Cargo runs in a process group of its own, so a compile can be stopped as a whole: once
+//! the job's cancellation flag is set, the group (cargo, rustc, build scripts) gets SIGTERM,
+//! then SIGKILL after [`STOP_GRACE`], cargo is reaped and the compile fails with
+//! `ERR_INTERRUPTED`. The terminal's Ctrl-C no longer reaches the compiler directly; the
+//! caller's cancellation does.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process_group};
 
 use proctor_contract::{CanonError, ErrorCode};
 use serde::Deserialize;
@@ -21,6 +34,10 @@ use crate::platform::{Platform, is_host};
 const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 /// How many trailing lines of cargo's output an `ERR_BUILD` carries.
 const TAIL_LINES: usize = 20;
+/// How often a running compile looks at its cancellation flag.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+/// How long a cancelled compile's process group has to end after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// What to compile.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +48,8 @@ pub(crate) struct CompileJob<'a> {
     pub(crate) cargo_package: &'a str,
     /// The platform to compile for.
     pub(crate) platform: Platform,
+    /// Set (by another thread) to stop the compile; `None` when nothing cancels it.
+    pub(crate) cancel: Option<&'a AtomicBool>,
 }
 
 /// A compiled binary: where cargo left it, and its content as read (and checked) once.
@@ -44,42 +63,39 @@ pub(crate) struct CompiledBinary {
 
 /// Builds the job's binary with `cargo build --release --target <triple>` and `+crt-static`,
 /// and reads it, after checking that it is a statically linked ELF executable for the job's
-/// platform. Blocks until cargo is done.
+/// platform. Blocks until cargo is done, or until its process group is stopped and cargo
+/// reaped once `job.cancel` is set (`ERR_INTERRUPTED`).
 pub(crate) fn compile(job: CompileJob<'_>) -> Result<CompiledBinary, CanonError> {
     check_toolchain(job.platform)?;
     let mut command = cargo_command(job);
     let mut child = command
         .spawn()
         .map_err(|err| build_error(job, format!("cannot start cargo: {err}")))?;
-    let diagnostics = child.stderr.take().map(|stderr| {
-        std::thread::spawn(move || {
-            let mut tail = VecDeque::with_capacity(TAIL_LINES);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                tracing::debug!(event = "image.compile.output", line = %line);
-                if tail.len() == TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-            tail
-        })
-    });
-    let mut executables = Vec::new();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line =
-                line.map_err(|err| build_error(job, format!("reading cargo output: {err}")))?;
-            if let Some(path) = executable_of(&line) {
-                executables.push(path);
-            }
+    let output = (child.stdout.take(), child.stderr.take());
+    let group = CompilerGroup::new(child);
+    let (finished, done) = mpsc::channel::<()>();
+    let outcome = std::thread::scope(|scope| {
+        if let Some(cancel) = job.cancel {
+            let group = &group;
+            scope.spawn(move || group.stop_on(cancel, done));
         }
+        let outcome = run_cargo(job, output, &group);
+        drop(finished);
+        outcome
+    });
+    if job
+        .cancel
+        .is_some_and(|cancel| cancel.load(Ordering::SeqCst))
+    {
+        return Err(CanonError::new(
+            ErrorCode::Interrupted,
+            format!(
+                "the build of {} for {} was cancelled; its compiler is stopped",
+                job.cargo_package, job.platform
+            ),
+        ));
     }
-    let status = child
-        .wait()
-        .map_err(|err| build_error(job, format!("waiting for cargo: {err}")))?;
-    let tail = diagnostics
-        .and_then(|thread| thread.join().ok())
-        .unwrap_or_default();
+    let (status, executables, tail) = outcome?;
     if !status.success() {
         let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
         return Err(build_error(
@@ -109,6 +125,117 @@ pub(crate) fn compile(job: CompileJob<'_>) -> Result<CompiledBinary, CanonError>
     })
 }
 
+/// What a finished cargo said: its status, the executables it announced and its last lines.
+type CargoRun = (ExitStatus, Vec<PathBuf>, VecDeque<String>);
+
+/// Reads cargo's output (stdout, stderr) to its end and reaps cargo.
+fn run_cargo(
+    job: CompileJob<'_>,
+    (stdout, stderr): (Option<ChildStdout>, Option<ChildStderr>),
+    group: &CompilerGroup,
+) -> Result<CargoRun, CanonError> {
+    let diagnostics = stderr.map(|stderr| {
+        std::thread::spawn(move || {
+            let mut tail = VecDeque::with_capacity(TAIL_LINES);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                tracing::debug!(event = "image.compile.output", line = %line);
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+            tail
+        })
+    });
+    let mut executables = Vec::new();
+    if let Some(stdout) = stdout {
+        for line in BufReader::new(stdout).lines() {
+            let line =
+                line.map_err(|err| build_error(job, format!("reading cargo output: {err}")))?;
+            if let Some(path) = executable_of(&line) {
+                executables.push(path);
+            }
+        }
+    }
+    let status = group
+        .reap()
+        .map_err(|err| build_error(job, format!("waiting for cargo: {err}")))?;
+    let tail = diagnostics
+        .and_then(|thread| thread.join().ok())
+        .unwrap_or_default();
+    Ok((status, executables, tail))
+}
+
+/// Cargo as the leader of its own process group, until it is reaped; dropped unreaped
+/// (an early error), the group is killed and cargo reaped.
+struct CompilerGroup {
+    /// Cargo (`None` once reaped). Held while signalling, so that a reaped, possibly
+    /// reused, process ID is never signalled.
+    child: Mutex<Option<Child>>,
+}
+
+impl CompilerGroup {
+    fn new(child: Child) -> CompilerGroup {
+        CompilerGroup {
+            child: Mutex::new(Some(child)),
+        }
+    }
+
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for cargo to exit and reaps it. Called once its output has ended, i.e. as it
+    /// exits: signalling waits meanwhile.
+    fn reap(&self) -> std::io::Result<ExitStatus> {
+        let mut child = self.child();
+        let status = child.as_mut().map(Child::wait).transpose()?;
+        *child = None;
+        status.ok_or_else(|| std::io::Error::other("cargo was reaped already"))
+    }
+
+    /// Sends `signal` to the whole group, unless cargo has been reaped.
+    fn signal(&self, signal: Signal) {
+        let child = self.child();
+        let group = child
+            .as_ref()
+            .and_then(|child| i32::try_from(child.id()).ok())
+            .and_then(Pid::from_raw);
+        if let Some(group) = group {
+            // The group may have ended on its own meanwhile; there is nothing left to stop.
+            let _ = kill_process_group(group, signal);
+        }
+    }
+
+    /// Stops the group once `cancel` is set: SIGTERM, then SIGKILL if it has not ended
+    /// after [`STOP_GRACE`]. Returns when `done`'s sender is dropped (the compile ended) or
+    /// the group has been stopped.
+    fn stop_on(&self, cancel: &AtomicBool, done: mpsc::Receiver<()>) {
+        loop {
+            match done.recv_timeout(CANCEL_POLL) {
+                Err(RecvTimeoutError::Timeout) if cancel.load(Ordering::SeqCst) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        tracing::info!(event = "image.compile.stop", signal = "SIGTERM");
+        self.signal(Signal::TERM);
+        if let Err(RecvTimeoutError::Timeout) = done.recv_timeout(STOP_GRACE) {
+            tracing::warn!(event = "image.compile.stop", signal = "SIGKILL");
+            self.signal(Signal::KILL);
+        }
+    }
+}
+
+impl Drop for CompilerGroup {
+    fn drop(&mut self) {
+        if self.child().is_some() {
+            self.signal(Signal::KILL);
+            let _ = self.reap();
+        }
+    }
+}
+
 fn cargo_command(job: CompileJob<'_>) -> Command {
     let target = job.platform.rust_target();
     let target_env = target.to_uppercase().replace('-', "_");
@@ -131,7 +258,9 @@ fn cargo_command(job: CompileJob<'_>) -> Command {
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Its own process group, stopped as a whole on cancellation.
+        .process_group(0);
     if !is_host(job.platform) {
         let gcc = format!("{}-gcc", job.platform.gnu_triple());
         let ar = format!("{}-ar", job.platform.gnu_triple());
@@ -324,6 +453,7 @@ mod tests {
             workspace_root: Path::new("/w"),
             cargo_package: "p",
             platform: foreign,
+            cancel: None,
         };
         let command = cargo_command(job);
         let value = |key: String| {
@@ -361,6 +491,7 @@ mod tests {
             workspace_root: Path::new("/w"),
             cargo_package: "p",
             platform: host,
+            cancel: None,
         };
         let command = cargo_command(job);
         assert!(
@@ -376,5 +507,68 @@ mod tests {
             args.windows(2)
                 .any(|w| w == ["--target", host.rust_target()])
         );
+    }
+
+    #[test]
+    fn a_cancelled_compiler_group_is_stopped_whole_and_reaped() {
+        use std::os::unix::process::ExitStatusExt as _;
+        // A leader with a child of its own, as cargo has rustc.
+        let mut leader = Command::new("sh")
+            .args(["-c", "sleep 600 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut output = BufReader::new(leader.stdout.take().unwrap());
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        let sleeper: u32 = line.trim().parse().unwrap();
+        let group = CompilerGroup::new(leader);
+        let cancel = AtomicBool::new(true);
+        let (finished, done) = mpsc::channel::<()>();
+        let status = std::thread::scope(|scope| {
+            scope.spawn(|| group.stop_on(&cancel, done));
+            // The output ends once the whole group, which holds it, has ended.
+            std::io::copy(&mut output, &mut std::io::sink()).unwrap();
+            let status = group.reap().unwrap();
+            drop(finished);
+            status
+        });
+        assert_eq!(status.signal(), Some(Signal::TERM.as_raw()), "{status}");
+        assert!(
+            gone_or_dead(sleeper),
+            "the leader's child outlived the stop"
+        );
+    }
+
+    #[test]
+    fn an_uncancelled_compiler_group_is_left_alone() {
+        let leader = Command::new("sh")
+            .args(["-c", "exit 3"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let group = CompilerGroup::new(leader);
+        let cancel = AtomicBool::new(false);
+        let (finished, done) = mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(|| group.stop_on(&cancel, done));
+            let status = group.reap().unwrap();
+            drop(finished);
+            assert_eq!(status.code(), Some(3));
+        });
+    }
+
+    /// Whether process `pid` is gone or only a zombie waiting to be reaped by its new parent.
+    fn gone_or_dead(pid: u32) -> bool {
+        // The stat line is `pid (comm) state …`; the state follows the last `)`.
+        let state = |stat: String| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+        };
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => matches!(state(stat).as_deref(), Some("Z" | "X")),
+        }
     }
 }
