@@ -77,6 +77,9 @@ pub(crate) trait ContainerEngine: Send + Sync + fmt::Debug {
     /// Force-removes the container `name` with its anonymous volumes.
     fn remove_container<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Removal, CanonError>>;
 
+    /// Asks the engine whether it is there (`GET /_ping`); an error when it does not answer.
+    fn ping(&self) -> BoxFuture<'_, Result<(), CanonError>>;
+
     /// The names of every container, running or not, labelled `label` = `value`.
     fn labelled_containers<'a>(
         &'a self,
@@ -264,6 +267,17 @@ impl ContainerEngine for BollardEngine {
                 }
                 Err(error) => Err(engine_error(&format!("removing container {name}"), error)),
             }
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), CanonError>> {
+        Box::pin(async move {
+            self.docker()
+                .await?
+                .ping()
+                .await
+                .map(drop)
+                .map_err(|error| engine_error("ping", error))
         })
     }
 

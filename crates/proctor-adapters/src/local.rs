@@ -5,8 +5,11 @@
 //! → check the envelope → remove the container. Every step races the caller's
 //! cancellation token, and everything from container creation on is bounded by the
 //! invocation's timeout and races the container's own exit, so a processor that dies early
-//! fails fast with its last log lines. Whatever ends the run, the container is removed
-//! before [`Adapter::invoke`] returns, and the error says so only when it happened. See
+//! fails fast with its last log lines. Once the container has started, the engine's
+//! liveness is watched too: an engine that stops answering ends the run at once
+//! (`ERR_ADAPTER_INVOCATION`, "lost the Docker engine"). Whatever ends the run, the
+//! container is removed before [`Adapter::invoke`] returns, and the error says so only when
+//! it happened; when it could not be removed, the error names it. See
 //! [`crate::container`] for the network, mounts and hardening of the container, and
 //! [`crate::engine`] for the engine operations a run uses.
 
@@ -46,6 +49,10 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How long a create request already sent when the run stops may take to land, so the
 /// removal that follows finds the container it made.
 const CREATE_GRACE: Duration = Duration::from_secs(10);
+/// How often a running container's engine is asked whether it is still there.
+const LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the engine may take to answer a liveness ping before it counts as lost.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs processors in containers of the local Docker engine, through its API.
 #[derive(Debug, Clone)]
@@ -188,18 +195,21 @@ impl LocalAdapter {
         let mut resources = RunResources::default();
         let outcome = self.run(invocation, cancel, &mut resources).await;
         let removal = match resources.container.take() {
-            Some(container) => Some(container.remove().await),
+            Some(container) => {
+                let name = container.name().to_owned();
+                Some((name, container.remove().await))
+            }
             None => None,
         };
         drop(resources.socket_dir);
         match (outcome, removal) {
-            (Ok(envelope), None | Some(Ok(_))) => Ok(envelope),
-            (Ok(_), Some(Err(failed))) => Err(CanonError::new(
+            (Ok(envelope), None | Some((_, Ok(_)))) => Ok(envelope),
+            (Ok(_), Some((name, Err(failed)))) => Err(CanonError::new(
                 ErrorCode::AdapterInvocation,
                 format!(
-                    "{} answered, but its container was not removed: {}",
+                    "{} answered, but{}",
                     invocation.payload.processor_ref,
-                    failed.detail()
+                    not_removed(&name, &failed)
                 ),
             )),
             (Err(error), removal) => Err(with_cleanup_note(error, removal)),
@@ -270,20 +280,46 @@ impl LocalAdapter {
             container = %container.name(),
             image_id = %image.image_id,
         );
-        let endpoint = match known_endpoint {
-            Some(endpoint) => endpoint,
-            None => Endpoint::Loopback(
-                stop.unless_stopped(self.published_port(container.name(), invocation))
-                    .await?,
-            ),
+        let conversation = async {
+            let endpoint = match known_endpoint {
+                Some(endpoint) => endpoint,
+                None => {
+                    Endpoint::Loopback(self.published_port(container.name(), invocation).await?)
+                }
+            };
+            self.converse(
+                container.name(),
+                &endpoint,
+                invocation,
+                &image.expected_digest,
+            )
+            .await
         };
-        stop.unless_stopped(self.converse(
-            container.name(),
-            &endpoint,
-            invocation,
-            &image.expected_digest,
-        ))
+        stop.unless_stopped(async {
+            tokio::select! {
+                answered = conversation => answered,
+                lost = self.engine_lost() => Err(lost),
+            }
+        })
         .await
+    }
+
+    /// Resolves, with the error to report, once the engine stops answering its liveness
+    /// ping ([`LIVENESS_INTERVAL`], [`LIVENESS_TIMEOUT`]).
+    async fn engine_lost(&self) -> CanonError {
+        loop {
+            tokio::time::sleep(LIVENESS_INTERVAL).await;
+            let why = match tokio::time::timeout(LIVENESS_TIMEOUT, self.engine.ping()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error.detail().to_owned(),
+                Err(_) => format!("no answer to a ping within {LIVENESS_TIMEOUT:?}"),
+            };
+            tracing::warn!(event = "engine.lost", error = %why);
+            return CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!("lost the Docker engine during the run: {why}"),
+            );
+        }
     }
 
     /// The image to start and the digest to expect.
@@ -446,17 +482,25 @@ impl Adapter for LocalAdapter {
 /// removing it failed, and for a timeout or a cancellation in any case.
 fn with_cleanup_note(
     error: CanonError,
-    removal: Option<Result<Removal, CanonError>>,
+    removal: Option<(String, Result<Removal, CanonError>)>,
 ) -> CanonError {
     let stopped = matches!(error.code(), ErrorCode::Timeout | ErrorCode::Interrupted);
     let note = match removal {
-        Some(Err(failed)) => format!("; its container may be left: {}", failed.detail()),
-        Some(Ok(Removal::Removed)) if stopped => "; its container is removed".to_owned(),
-        Some(Ok(Removal::Absent)) if stopped => "; no container is left".to_owned(),
+        Some((name, Err(failed))) => format!(";{}", not_removed(&name, &failed)),
+        Some((_, Ok(Removal::Removed))) if stopped => "; its container is removed".to_owned(),
+        Some((_, Ok(Removal::Absent))) if stopped => "; no container is left".to_owned(),
         None if stopped => "; no container was created".to_owned(),
         _ => return error,
     };
     CanonError::new(error.code(), format!("{}{note}", error.detail()))
+}
+
+/// `" its container NAME could not be removed (why); remove it with …"`.
+fn not_removed(name: &str, failed: &CanonError) -> String {
+    format!(
+        " its container {name} could not be removed ({}); remove it with `docker rm -f {name}`",
+        failed.detail()
+    )
 }
 
 /// A fresh private directory for the processor's socket, owned by the container user.
@@ -628,6 +672,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_host_network_run_that_exits_before_health_reports_its_exit_code() {
+        let mut invocation = invocation(Mode::Real);
+        invocation.options = serde_json::json!({"network": "host"});
+        let script = Script {
+            processor: Processor::ExitsAtStart(9),
+            logs: "cannot bind 127.0.0.1\nkey sk-test-secret\n".to_owned(),
+            ..Script::default()
+        };
+        let (engine, outcome) = run(script, &invocation).await;
+        let message = outcome.unwrap_err().message();
+        assert!(
+            message.contains("text/stats@1 exited with code 9 before /healthz answered"),
+            "{message}"
+        );
+        assert!(
+            message.contains("last log lines:\ncannot bind 127.0.0.1"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("sk-test-secret"),
+            "a secret leaked: {message}"
+        );
+        assert_eq!(
+            kinds(&engine),
+            ["image", "create", "start", "logs", "remove"]
+        );
+    }
+
+    #[tokio::test]
     async fn a_foreign_staging_area_is_refused_before_the_engine_is_asked() {
         let mut invocation = invocation(Mode::Mock);
         invocation.payload.execution_id = "e2".to_owned();
@@ -718,12 +791,16 @@ mod tests {
             remove: Step::Fails,
             ..Script::default()
         };
-        let (_, outcome) = run(failing_removal.clone(), &invocation(Mode::Mock)).await;
+        let (engine, outcome) = run(failing_removal.clone(), &invocation(Mode::Mock)).await;
         let error = outcome.unwrap_err();
         assert_eq!(error.code(), ErrorCode::AdapterInvocation);
+        let name = removed_name(&engine);
         assert_eq!(
             error.detail(),
-            "text/stats@1 answered, but its container was not removed: docker engine: the script says so"
+            format!(
+                "text/stats@1 answered, but its container {name} could not be removed \
+                 (docker engine: the script says so); remove it with `docker rm -f {name}`"
+            )
         );
 
         let mut invocation = invocation(Mode::Mock);
@@ -732,13 +809,73 @@ mod tests {
             processor: Processor::HangsOnRun,
             ..failing_removal
         };
-        let (_, outcome) = run(hung, &invocation).await;
+        let (engine, outcome) = run(hung, &invocation).await;
         let error = outcome.unwrap_err();
         assert_eq!(error.code(), ErrorCode::Timeout);
+        let name = removed_name(&engine);
         assert_eq!(
             error.detail(),
-            "text/stats@1 gave no envelope within 200ms; its container may be left: docker engine: the script says so"
+            format!(
+                "text/stats@1 gave no envelope within 200ms; its container {name} could not be \
+                 removed (docker engine: the script says so); remove it with `docker rm -f {name}`"
+            )
         );
+    }
+
+    /// The name of the container the adapter asked the engine to remove last.
+    fn removed_name(engine: &RecordingEngine) -> String {
+        container_name(engine.calls().last().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_engine_ends_the_run_at_once_and_names_the_container_left() {
+        let mut invocation = invocation(Mode::Mock);
+        invocation.timeout = Duration::from_secs(600);
+        let script = Script {
+            processor: Processor::HangsOnRun,
+            ping: Step::Fails,
+            remove: Step::Fails,
+            ..Script::default()
+        };
+        let started = Instant::now();
+        let (engine, outcome) = run(script, &invocation).await;
+        assert!(
+            started.elapsed() < invocation.timeout,
+            "the run waited for its timeout"
+        );
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::AdapterInvocation);
+        let name = removed_name(&engine);
+        assert_eq!(
+            error.detail(),
+            format!(
+                "lost the Docker engine during the run: docker engine: the script says so; its \
+                 container {name} could not be removed (docker engine: the script says so); \
+                 remove it with `docker rm -f {name}`"
+            )
+        );
+        assert_eq!(kinds(&engine), ["image", "create", "start", "remove"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_that_stops_answering_pings_is_lost() {
+        let mut invocation = invocation(Mode::Mock);
+        invocation.timeout = Duration::from_secs(600);
+        let script = Script {
+            processor: Processor::HangsOnRun,
+            ping: Step::Hangs,
+            ..Script::default()
+        };
+        let (engine, outcome) = run(script, &invocation).await;
+        let error = outcome.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::AdapterInvocation);
+        assert_eq!(
+            error.detail(),
+            format!(
+                "lost the Docker engine during the run: no answer to a ping within {LIVENESS_TIMEOUT:?}"
+            )
+        );
+        assert_eq!(kinds(&engine), ["image", "create", "start", "remove"]);
     }
 
     #[tokio::test]

@@ -59,6 +59,8 @@ pub(crate) struct Script {
     pub(crate) create: Step,
     pub(crate) start: Step,
     pub(crate) remove: Step,
+    /// How `/_ping` behaves once the container has started (before, it succeeds).
+    pub(crate) ping: Step,
     pub(crate) processor: Processor,
     /// The container's output.
     pub(crate) logs: String,
@@ -134,6 +136,13 @@ impl RecordingEngine {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    /// Whether the container has been started.
+    fn started(&self) -> bool {
+        self.calls()
+            .iter()
+            .any(|call| matches!(call, Call::Start(_)))
     }
 
     fn record(&self, call: Call) {
@@ -305,6 +314,16 @@ impl ContainerEngine for RecordingEngine {
                 Some(existing) if existing == name => Removal::Removed,
                 _ => Removal::Absent,
             })
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), CanonError>> {
+        Box::pin(async move {
+            if self.started() {
+                RecordingEngine::play(self.script.ping, || {}).await
+            } else {
+                Ok(())
+            }
         })
     }
 
