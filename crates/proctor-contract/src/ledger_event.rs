@@ -255,6 +255,9 @@ pub enum LeaseReleaseReason {
     Released,
     /// Released because its guard was dropped without an explicit release.
     Dropped,
+    /// Released by recovery, which settled its execution: the process running it died, or
+    /// its run panicked.
+    Recovered,
 }
 
 #[cfg(test)]

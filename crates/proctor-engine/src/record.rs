@@ -124,13 +124,19 @@ impl Recorder<'_> {
             mode: payload.mode,
             write_prefix: payload.write_prefix.clone(),
             image_digest: pinned_digest(&self.invocation.image),
+            // Without /proc the owner goes unrecorded, and recovery leaves the run alone.
+            owner: proctor_ledger::this_process().ok(),
         };
         let adapter = self.engine.adapter(self.request.adapter);
         // The adapter connects while the ledger records the start: neither waits for the
         // other, and nothing is started before the reservation and the lease are granted.
         let prepare = async {
             if let Ok(adapter) = &adapter {
-                adapter.get().prepare().await;
+                // An engine that never answers must not hold up a cancelled run.
+                tokio::select! {
+                    () = adapter.get().prepare() => {}
+                    () = cancel.cancelled() => {}
+                }
             }
         };
         let (started, ()) = tokio::join!(self.ledger.record_start(&start), prepare);

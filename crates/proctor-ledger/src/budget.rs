@@ -165,47 +165,62 @@ impl Ledger {
         to_db(actual_micro_usd)?;
         self.retrying(|| async move {
             let mut txn = self.begin_write(plan, Locks::Plan).await?;
-            let execution = open_execution(&mut txn, execution_id).await?;
-            let released = execution.reserved_micro_usd;
-            let reserved = txn.reserved.checked_sub(released).ok_or_else(|| {
-                LedgerError::ledger(format!(
-                    "plan `{plan}` reserves {} micro-USD, less than execution `{execution_id}` holds",
-                    txn.reserved
-                ))
-            })?;
-            let spent = txn.spent.checked_add(actual_micro_usd);
-            let committed = spent.and_then(|spent| spent.checked_add(reserved));
-            let over_budget = match (txn.budget, committed) {
-                (Some(budget), Some(committed)) => committed > budget,
-                (_, None) => true,
-                (None, Some(_)) => false,
-            };
-            if over_budget {
-                return Err(budget_exceeded(format!(
-                    "plan `{plan}`: settling {actual_micro_usd} micro-USD for execution \
-                     `{execution_id}` (reserved {released}) would pass its budget of {}",
-                    txn.budget.map_or_else(|| "none".to_owned(), |b| b.to_string()),
-                )));
-            }
-            let spent = spent.unwrap_or(txn.spent);
-            update_amounts(&mut txn, reserved, spent).await?;
-            set_execution_amounts(&mut txn, execution_id, 0, Some(actual_micro_usd)).await?;
-            let event = NewEvent::internal(
-                Some(execution_id),
-                LedgerEvent::BudgetSettle(BudgetSettleEvent {
-                    released_micro_usd: released,
-                    actual_micro_usd,
-                    plan_reserved_micro_usd: reserved,
-                    plan_spent_micro_usd: spent,
-                    budget_micro_usd: txn.budget,
-                }),
-            );
-            let appended = txn.append(&event).await?;
+            let appended = settle_in(&mut txn, execution_id, actual_micro_usd).await?;
             txn.commit().await?;
             Ok(appended)
         })
         .await
     }
+}
+
+/// Settles `execution_id`'s budget in `txn` (which holds its plan): its reservation is
+/// released and `actual_micro_usd` added to what the plan has spent; appends
+/// `budget.settle`. Settling twice is `ERR_LEDGER`; an actual cost that would pass the
+/// budget is `ERR_BUDGET_EXCEEDED`.
+pub(crate) async fn settle_in(
+    txn: &mut PlanTxn,
+    execution_id: &str,
+    actual_micro_usd: u64,
+) -> Result<Appended> {
+    to_db(actual_micro_usd)?;
+    let plan = txn.key.clone();
+    let execution = open_execution(txn, execution_id).await?;
+    let released = execution.reserved_micro_usd;
+    let reserved = txn.reserved.checked_sub(released).ok_or_else(|| {
+        LedgerError::ledger(format!(
+            "plan `{plan}` reserves {} micro-USD, less than execution `{execution_id}` holds",
+            txn.reserved
+        ))
+    })?;
+    let spent = txn.spent.checked_add(actual_micro_usd);
+    let committed = spent.and_then(|spent| spent.checked_add(reserved));
+    let over_budget = match (txn.budget, committed) {
+        (Some(budget), Some(committed)) => committed > budget,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    };
+    if over_budget {
+        return Err(budget_exceeded(format!(
+            "plan `{plan}`: settling {actual_micro_usd} micro-USD for execution \
+             `{execution_id}` (reserved {released}) would pass its budget of {}",
+            txn.budget
+                .map_or_else(|| "none".to_owned(), |b| b.to_string()),
+        )));
+    }
+    let spent = spent.unwrap_or(txn.spent);
+    update_amounts(txn, reserved, spent).await?;
+    set_execution_amounts(txn, execution_id, 0, Some(actual_micro_usd)).await?;
+    let event = NewEvent::internal(
+        Some(execution_id),
+        LedgerEvent::BudgetSettle(BudgetSettleEvent {
+            released_micro_usd: released,
+            actual_micro_usd,
+            plan_reserved_micro_usd: reserved,
+            plan_spent_micro_usd: spent,
+            budget_micro_usd: txn.budget,
+        }),
+    );
+    txn.append(&event).await
 }
 
 const SELECT_PLAN: &str = "SELECT key, budget_micro_usd, reserved_micro_usd, spent_micro_usd, \

@@ -2,7 +2,7 @@
 //! its `execution.start` and `execution.settle.*` events in one transaction.
 
 use proctor_contract::{
-    CanonError, ErrorBody, EventKind, ExecutionFailureEvent, ExecutionStartEvent,
+    CanonError, ErrorBody, EventKind, ExecutionFailureEvent, ExecutionOwner, ExecutionStartEvent,
     ExecutionSuccessEvent, LedgerEvent, Mode, OutputEntry,
 };
 use serde::Serialize;
@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 
 use crate::error::{LedgerError, Result};
 use crate::event::{Appended, Event, NewEvent};
-use crate::ledger::{Ledger, Locks, from_db, optional_text, text};
+use crate::ledger::{Ledger, Locks, PlanTxn, from_db, optional_text, text};
 use crate::verify::ChainReport;
 
 /// Where an execution stands.
@@ -63,6 +63,9 @@ pub struct ExecutionStart {
     pub write_prefix: String,
     /// The image digest, when already known.
     pub image_digest: Option<String>,
+    /// The process running it (see [`crate::this_process`]), so that recovery can tell
+    /// when it died.
+    pub owner: Option<ExecutionOwner>,
 }
 
 /// How an execution ended.
@@ -281,6 +284,7 @@ impl Ledger {
                     mode: start.mode,
                     write_prefix: start.write_prefix.clone(),
                     image_digest: start.image_digest.clone(),
+                    owner: start.owner.clone(),
                 }),
             );
             let appended = txn.append(&event).await?;
@@ -307,52 +311,7 @@ impl Ledger {
         let plan = plan.as_str();
         self.retrying(|| async move {
             let mut txn = self.begin_write(plan, Locks::Plan).await?;
-            let execution = fetch_execution(txn.conn(), execution_id)
-                .await?
-                .ok_or_else(|| LedgerError::ledger(format!("unknown execution `{execution_id}`")))?;
-            if execution.status != ExecutionStatus::Running {
-                return Err(LedgerError::ledger(format!(
-                    "execution `{execution_id}` is already settled ({})",
-                    execution.status.as_str()
-                )));
-            }
-            let image_digest = settle.image_digest.clone().or(execution.image_digest);
-            let duration_ms = settle.duration_ms;
-            let (status, event, error_code) = match &settle.outcome {
-                Outcome::Success { index_path, outputs_index_cid, receipt_cid } => (
-                    ExecutionStatus::Success,
-                    LedgerEvent::ExecutionSettleSuccess(ExecutionSuccessEvent {
-                        index_path: index_path.clone(),
-                        outputs_index_cid: outputs_index_cid.clone(),
-                        receipt_cid: receipt_cid.clone(),
-                        image_digest: image_digest.clone(),
-                        duration_ms,
-                    }),
-                    None,
-                ),
-                Outcome::Failure(error) => (
-                    ExecutionStatus::Failure,
-                    LedgerEvent::ExecutionSettleFailure(ExecutionFailureEvent {
-                        error: ErrorBody { code: error.code(), message: error.message() },
-                        image_digest: image_digest.clone(),
-                        duration_ms,
-                    }),
-                    Some(error.code().as_str()),
-                ),
-            };
-            sqlx::query(
-                "UPDATE executions SET status = $2, image_digest = $3, error_code = $4, settled_at = $5 \
-                 WHERE execution_id = $1",
-            )
-            .bind(execution_id)
-            .bind(status.as_str())
-            .bind(image_digest.as_deref())
-            .bind(error_code)
-            .bind(txn.now.as_str().to_owned())
-            .execute(txn.conn())
-            .await
-            .map_err(|e| LedgerError::database(format!("settling execution `{execution_id}`"), e))?;
-            let appended = txn.append(&NewEvent::internal(Some(execution_id), event)).await?;
+            let appended = settle_in(&mut txn, settle).await?;
             txn.commit().await?;
             Ok(appended)
         })
@@ -368,6 +327,90 @@ impl Ledger {
             .map_err(|e| LedgerError::database("acquiring a connection", e))?;
         fetch_execution(&mut conn, execution_id).await
     }
+}
+
+/// Settles an execution in `txn` (which holds its plan): its row's status and
+/// `execution.settle.success` or `execution.settle.failure`. An unknown or already settled
+/// execution is `ERR_LEDGER`.
+pub(crate) async fn settle_in(txn: &mut PlanTxn, settle: &ExecutionSettle) -> Result<Appended> {
+    let execution_id = settle.execution_id.as_str();
+    let execution = fetch_execution(txn.conn(), execution_id)
+        .await?
+        .ok_or_else(|| LedgerError::ledger(format!("unknown execution `{execution_id}`")))?;
+    if execution.status != ExecutionStatus::Running {
+        return Err(LedgerError::ledger(format!(
+            "execution `{execution_id}` is already settled ({})",
+            execution.status.as_str()
+        )));
+    }
+    let image_digest = settle.image_digest.clone().or(execution.image_digest);
+    let duration_ms = settle.duration_ms;
+    let (status, event, error_code) = match &settle.outcome {
+        Outcome::Success {
+            index_path,
+            outputs_index_cid,
+            receipt_cid,
+        } => (
+            ExecutionStatus::Success,
+            LedgerEvent::ExecutionSettleSuccess(ExecutionSuccessEvent {
+                index_path: index_path.clone(),
+                outputs_index_cid: outputs_index_cid.clone(),
+                receipt_cid: receipt_cid.clone(),
+                image_digest: image_digest.clone(),
+                duration_ms,
+            }),
+            None,
+        ),
+        Outcome::Failure(error) => (
+            ExecutionStatus::Failure,
+            LedgerEvent::ExecutionSettleFailure(ExecutionFailureEvent {
+                error: ErrorBody {
+                    code: error.code(),
+                    message: error.message(),
+                },
+                image_digest: image_digest.clone(),
+                duration_ms,
+            }),
+            Some(error.code().as_str()),
+        ),
+    };
+    sqlx::query(
+        "UPDATE executions SET status = $2, image_digest = $3, error_code = $4, settled_at = $5 \
+         WHERE execution_id = $1",
+    )
+    .bind(execution_id)
+    .bind(status.as_str())
+    .bind(image_digest.as_deref())
+    .bind(error_code)
+    .bind(txn.now.as_str().to_owned())
+    .execute(txn.conn())
+    .await
+    .map_err(|e| LedgerError::database(format!("settling execution `{execution_id}`"), e))?;
+    txn.append(&NewEvent::internal(Some(execution_id), event))
+        .await
+}
+
+/// Reads the executions still `running`, of `plan` or of every plan, by plan and execution
+/// id: one query on the `executions_by_plan` index.
+pub(crate) async fn fetch_running_executions(
+    conn: &mut AnyConnection,
+    plan: Option<&str>,
+) -> Result<Vec<Execution>> {
+    let sql = match plan {
+        Some(_) => format!(
+            "{SELECT_EXECUTION} WHERE plan = $1 AND status = 'running' ORDER BY execution_id"
+        ),
+        None => format!("{SELECT_EXECUTION} WHERE status = 'running' ORDER BY plan, execution_id"),
+    };
+    let mut query = sqlx::query(&sql);
+    if let Some(plan) = plan {
+        query = query.bind(plan);
+    }
+    let rows = query
+        .fetch_all(conn)
+        .await
+        .map_err(|e| LedgerError::database("reading running executions", e))?;
+    rows.iter().map(execution_from_row).collect()
 }
 
 /// Reads one execution row on `conn` (inside a transaction or not).

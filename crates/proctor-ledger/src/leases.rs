@@ -277,28 +277,59 @@ async fn release(
     let released = ledger
         .retrying(|| async move {
             let mut txn = ledger.begin_write(plan, Locks::LeasesAndPlan).await?;
-            let held = all_leases(txn.conn())
-                .await?
-                .into_iter()
-                .any(|lease| lease.selector == *selector && lease.holder == holder);
-            if !held {
-                return Ok(false);
-            }
-            delete_lease(&mut txn, selector).await?;
-            let event = NewEvent::internal(
-                Some(holder),
-                LedgerEvent::LeaseRelease(LeaseReleaseEvent {
-                    selector: selector.clone(),
-                    reason,
-                }),
-            );
-            txn.append(&event).await?;
+            let released = release_in(&mut txn, selector, holder, reason).await?;
             txn.commit().await?;
-            Ok(true)
+            Ok(released)
         })
         .await?;
     tracing::debug!(selector = %selector, holder, released, "lease.release");
     Ok(released)
+}
+
+/// Releases `holder`'s lease on `selector` in `txn` (which holds the lease lock) and
+/// appends `lease.release`; `false` when it holds no such lease.
+async fn release_in(
+    txn: &mut PlanTxn,
+    selector: &WorldPath,
+    holder: &str,
+    reason: LeaseReleaseReason,
+) -> Result<bool> {
+    let held = all_leases(txn.conn())
+        .await?
+        .into_iter()
+        .any(|lease| lease.selector == *selector && lease.holder == holder);
+    if !held {
+        return Ok(false);
+    }
+    delete_lease(txn, selector).await?;
+    let event = NewEvent::internal(
+        Some(holder),
+        LedgerEvent::LeaseRelease(LeaseReleaseEvent {
+            selector: selector.clone(),
+            reason,
+        }),
+    );
+    txn.append(&event).await?;
+    Ok(true)
+}
+
+/// Releases, in `txn` (which holds the lease lock), every lease `holder` holds under the
+/// transaction's plan, appending one `lease.release` each; gives their selectors.
+pub(crate) async fn release_all_in(
+    txn: &mut PlanTxn,
+    holder: &str,
+    reason: LeaseReleaseReason,
+) -> Result<Vec<WorldPath>> {
+    let held: Vec<WorldPath> = all_leases(txn.conn())
+        .await?
+        .into_iter()
+        .filter(|lease| lease.holder == holder && lease.plan == txn.key)
+        .map(|lease| lease.selector)
+        .collect();
+    for selector in &held {
+        release_in(txn, selector, holder, reason).await?;
+    }
+    Ok(held)
 }
 
 /// The plan of `holder`'s lease on `selector`, if it holds one.

@@ -11,7 +11,8 @@
 //! A run, as `proctor run --plan KEY` records it:
 //! [`Ledger::record_start`], [`Ledger::reserve`] (refused with `ERR_BUDGET_EXCEEDED`),
 //! [`Ledger::acquire_lease`] on the write prefix (refused with `ERR_LEASE_CONFLICT`), the
-//! invocation, [`LeaseGuard::release`], [`Ledger::settle`], [`Ledger::record_settle`].
+//! invocation, [`LeaseGuard::release`], [`Ledger::settle`], [`Ledger::record_settle`]. A run
+//! whose process died is settled later by [`Ledger::settle_abandoned`] (see `recover`).
 //!
 //! **Architecture Invariant:** the ledger knows nothing of containers, adapters or
 //! storage; it records what the CLI tells it and checks only its own consistency.
@@ -26,6 +27,7 @@ mod event;
 mod executions;
 mod leases;
 mod ledger;
+mod recover;
 mod verify;
 
 pub use budget::Plan;
@@ -37,4 +39,8 @@ pub use executions::{
 };
 pub use leases::{Lease, LeaseGuard, selectors_overlap};
 pub use ledger::{Backend, DEFAULT_LEDGER_URL, Ledger};
+pub use recover::{
+    OwnerLiveness, RunningExecution, SettledAbandoned, abandoned_error, owner_liveness,
+    process_start_time, this_process,
+};
 pub use verify::{BreakReason, ChainBreak, ChainReport, TableMismatch};

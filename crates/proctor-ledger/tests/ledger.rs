@@ -7,13 +7,15 @@
 // Every test target of the package shares its dependencies; each uses some.
 #![allow(unused_crate_dependencies)]
 
+mod checkpoints;
 mod support;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use proctor_contract::{
-    CanonError, ErrorCode, EventKind, LeaseReleaseReason, LedgerEvent, Mode, OutputEntry, WorldPath,
+    CanonError, ErrorCode, EventKind, ExecutionOwner, LeaseReleaseReason, LedgerEvent, Mode,
+    OutputEntry, WorldPath,
 };
 use proctor_ledger::{
     BreakReason, ExecutionSettle, ExecutionStart, ExecutionStatus, GENESIS_HASH, Ledger,
@@ -61,6 +63,7 @@ on_both_backends!(
     the_database_enforces_budget_and_chain_constraints,
     overlapping_leases_conflict_until_released,
     expired_leases_are_taken_over_and_dropped_guards_release,
+    executions_of_dead_owners_are_settled_and_live_ones_left_alone,
 );
 
 fn start(plan: &str, execution_id: &str) -> ExecutionStart {
@@ -71,6 +74,28 @@ fn start(plan: &str, execution_id: &str) -> ExecutionStart {
         mode: Mode::Mock,
         write_prefix: format!("/artifacts/outputs/demo/{execution_id}/"),
         image_digest: None,
+        owner: None,
+    }
+}
+
+/// An owner on this host and boot whose process has ended: a real child process, its start
+/// time read while it ran, then killed and reaped.
+fn dead_owner(here: &ExecutionOwner) -> ExecutionOwner {
+    let mut child = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = child.id();
+    let start_time = proctor_ledger::process_start_time(pid)
+        .unwrap()
+        .expect("the child runs");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(proctor_ledger::process_start_time(pid).unwrap(), None);
+    ExecutionOwner {
+        pid,
+        start_time,
+        ..here.clone()
     }
 }
 
@@ -1067,5 +1092,147 @@ mod suite {
             .await
             .unwrap();
         assert!(ledger.verify_chain("p").await.unwrap().is_valid());
+    }
+
+    pub(crate) async fn executions_of_dead_owners_are_settled_and_live_ones_left_alone(
+        db: &TestDb,
+    ) {
+        let plan = "recover";
+        let here = proctor_ledger::this_process().unwrap();
+        let owners = [
+            ("dead", dead_owner(&here), Mode::Real),
+            (
+                "elsewhere",
+                ExecutionOwner {
+                    hostname: format!("{}-elsewhere", here.hostname),
+                    ..here.clone()
+                },
+                Mode::Mock,
+            ),
+            ("live", here.clone(), Mode::Mock),
+            (
+                "reused-pid",
+                ExecutionOwner {
+                    start_time: here.start_time + 1,
+                    ..here.clone()
+                },
+                Mode::Mock,
+            ),
+        ];
+        let prefix = |id: &str| path(&format!("/artifacts/outputs/demo/{id}/"));
+        // The owners record, reserve and lease, then vanish without releasing anything.
+        let owners_ledger = db.ledger().await;
+        owners_ledger.set_budget(plan, Some(1_000)).await.unwrap();
+        for (id, owner, mode) in &owners {
+            let execution = ExecutionStart {
+                owner: Some(owner.clone()),
+                mode: *mode,
+                ..start(plan, id)
+            };
+            owners_ledger.record_start(&execution).await.unwrap();
+            owners_ledger.reserve(plan, id, 200).await.unwrap();
+            let lease = owners_ledger
+                .acquire_lease(plan, &prefix(id), id, Duration::from_secs(600))
+                .await
+                .unwrap();
+            std::mem::forget(lease);
+        }
+        owners_ledger.close().await;
+
+        let ledger = db.ledger().await;
+        ledger.record_start(&start(plan, "next")).await.unwrap();
+        let refused = ledger.reserve(plan, "next", 300).await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::BudgetExceeded, "{refused}");
+
+        let settled = ledger.recover_abandoned(Some(plan), &here).await.unwrap();
+        let ids: Vec<&str> = settled.iter().map(|s| s.execution_id.as_str()).collect();
+        assert_eq!(ids, ["dead", "reused-pid"]);
+        for (done, spent) in settled.iter().zip([200, 0]) {
+            assert_eq!(done.released_leases, [prefix(&done.execution_id)]);
+            assert_eq!(done.released_micro_usd, 200);
+            assert_eq!(
+                done.spent_micro_usd, spent,
+                "a real run spends its reservation"
+            );
+            assert_eq!(done.error.code, ErrorCode::Abandoned);
+            assert!(
+                done.error
+                    .message
+                    .starts_with("execution abandoned: process "),
+                "{}",
+                done.error.message
+            );
+            let execution = ledger.execution(&done.execution_id).await.unwrap().unwrap();
+            assert_eq!(execution.status, ExecutionStatus::Failure);
+            assert_eq!(execution.error_code.as_deref(), Some("ERR_ABANDONED"));
+            let kinds: Vec<_> = ledger
+                .events_for_execution(&done.execution_id)
+                .await
+                .unwrap()
+                .iter()
+                .filter_map(|event| event.kind())
+                .collect();
+            assert_eq!(
+                kinds[kinds.len() - 3..],
+                [
+                    EventKind::LeaseRelease,
+                    EventKind::BudgetSettle,
+                    EventKind::ExecutionSettleFailure
+                ]
+            );
+        }
+        let release = ledger
+            .events_for_execution("dead")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|event| event.kind() == Some(EventKind::LeaseRelease))
+            .unwrap();
+        let LedgerEvent::LeaseRelease(release) = release.ledger_event().unwrap() else {
+            panic!("not a release");
+        };
+        assert_eq!(release.reason, LeaseReleaseReason::Recovered);
+        for alive in ["live", "elsewhere"] {
+            let execution = ledger.execution(alive).await.unwrap().unwrap();
+            assert_eq!(execution.status, ExecutionStatus::Running, "{alive}");
+        }
+        let held: Vec<String> = ledger
+            .leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|lease| lease.holder)
+            .collect();
+        assert_eq!(held, ["elsewhere", "live"]);
+        let budget = ledger.plan(plan).await.unwrap().unwrap();
+        assert_eq!(
+            (budget.reserved_micro_usd, budget.spent_micro_usd),
+            (400, 200)
+        );
+        let chain = ledger.verify_chain(plan).await.unwrap();
+        assert!(chain.is_valid(), "{chain:?}");
+        assert!(
+            ledger
+                .recover_abandoned(None, &here)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing is left to recover"
+        );
+        ledger.reserve(plan, "next", 300).await.unwrap();
+
+        // Asked by id, another host's execution is settled; only once.
+        let error = proctor_ledger::abandoned_error(None);
+        let elsewhere = ledger.settle_abandoned("elsewhere", &error).await.unwrap();
+        assert_eq!(elsewhere.unwrap().released_leases, [prefix("elsewhere")]);
+        assert_eq!(
+            ledger.settle_abandoned("elsewhere", &error).await.unwrap(),
+            None
+        );
+        let unknown = ledger.settle_abandoned("nobody", &error).await.unwrap_err();
+        assert_eq!(unknown.code(), ErrorCode::Ledger);
+        let chain = ledger.verify_chain(plan).await.unwrap();
+        assert!(chain.is_valid(), "{chain:?}");
+        ledger.close().await;
     }
 }
