@@ -21,6 +21,7 @@
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
 mod budget;
+mod checkpoint;
 mod clock;
 mod error;
 mod event;
@@ -31,6 +32,11 @@ mod recover;
 mod verify;
 
 pub use budget::Plan;
+pub use checkpoint::{
+    CHECKPOINT_FORMAT, ChainHead, CheckpointProblem, CheckpointPublicKey, CheckpointReport,
+    CheckpointSigningKey, CheckpointStatement, HeadCheck, HeadMismatch, SignedCheckpoint,
+    public_key_path,
+};
 pub use error::{LedgerError, Result};
 pub use event::{Appended, Event, GENESIS_HASH, NewEvent};
 pub use executions::{
