@@ -15,6 +15,7 @@ use proctor_ledger::{ChainReport, Event, Ledger, Plan};
 use serde_json::json;
 
 use crate::args::{LedgerAction, LedgerConfig, OutputFormat};
+use crate::checkpoint_command;
 use crate::output::{emit, error_json, print_error, table};
 
 /// How many hex characters of a hash the human views show.
@@ -25,6 +26,9 @@ const EVENTS_PER_PAGE: u32 = 1000;
 /// Runs a `ledger` command; returns the exit code (a canonical error's, or 0).
 pub(crate) async fn execute(config: &LedgerConfig) -> anyhow::Result<i32> {
     let rendered = async {
+        if let LedgerAction::Keygen { out } = &config.action {
+            return checkpoint_command::keygen(out, config.format);
+        }
         let creates_plans = matches!(config.action, LedgerAction::Budget { .. });
         let ledger = if creates_plans {
             open(&config.url).await?
@@ -33,7 +37,19 @@ pub(crate) async fn execute(config: &LedgerConfig) -> anyhow::Result<i32> {
         };
         let rendered = match &config.action {
             LedgerAction::Show { plan } => show(&ledger, plan, config.format).await,
-            LedgerAction::Verify { plan } => verify(&ledger, plan.as_deref(), config.format).await,
+            LedgerAction::Verify { plan, public_key } => {
+                verify(
+                    &ledger,
+                    plan.as_deref(),
+                    public_key.as_deref(),
+                    config.format,
+                )
+                .await
+            }
+            LedgerAction::Checkpoint { key } => {
+                checkpoint_command::checkpoint(&ledger, key, config.format).await
+            }
+            LedgerAction::Keygen { .. } => unreachable!("keygen opens no ledger"),
             LedgerAction::Budget {
                 plan,
                 budget_micro_usd,
@@ -155,18 +171,28 @@ fn plan_summary(plan: &Plan) -> String {
     text
 }
 
-/// Verifies one plan or every plan; a broken chain, or a table that disagrees with its chain,
-/// answers `ERR_LEDGER_CHAIN`'s exit code with the report still printed.
+/// Verifies one plan or every plan, and with `public_key` checks them against the latest
+/// signed checkpoint; a broken chain, a table that disagrees with its chain, or a chain that
+/// no longer holds its checkpointed head (or a missing or badly signed checkpoint) answers
+/// `ERR_LEDGER_CHAIN`'s exit code with the report still printed.
 async fn verify(
     ledger: &Ledger,
     plan: Option<&str>,
+    public_key: Option<&str>,
     format: OutputFormat,
 ) -> Result<(String, i32), CanonError> {
     let reports = match plan {
         Some(plan) => vec![ledger.verify_chain(plan).await?],
         None => ledger.verify_all().await?,
     };
-    let first_break = reports.iter().find_map(ChainReport::to_error);
+    let checkpoint = match public_key {
+        Some(key) => Some(checkpoint_command::check(ledger, key, plan).await?),
+        None => None,
+    };
+    let first_break = reports
+        .iter()
+        .find_map(ChainReport::to_error)
+        .or_else(|| checkpoint.as_ref()?.to_error());
     for report in &reports {
         match &report.broken {
             None if report.mismatches.is_empty() => {
@@ -185,7 +211,11 @@ async fn verify(
         .map_or(0, |error| error.code().exit_code());
     let text = match format {
         OutputFormat::Json => {
-            let mut body = json!({"ok": first_break.is_none(), "plans": reports});
+            let mut body = json!({
+                "ok": first_break.is_none(),
+                "plans": reports,
+                "checkpoint": checkpoint,
+            });
             if let Some(error) = &first_break {
                 body["error"] = error_json(error);
             }
@@ -222,6 +252,7 @@ async fn verify(
                     ),
                 };
             }
+            text.push_str(&checkpoint_command::summary(checkpoint.as_ref()));
             if let Some(error) = &first_break {
                 let _ = writeln!(text, "error: {error}");
             }

@@ -13,6 +13,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
+mod checkpoint_command;
 mod deploy_commands;
 mod image_commands;
 mod lane_commands;

@@ -65,11 +65,39 @@ pub(super) enum LedgerCommand {
     Verify {
         /// The plan to verify (default: every plan).
         plan: Option<String>,
+        /// Also check the chains against the latest signed checkpoint, with this Ed25519
+        /// public key: a PEM file (`-----BEGIN PUBLIC KEY-----`, as `ledger keygen` writes
+        /// it) or the PEM text itself. Without it, checkpoints are not checked.
+        #[arg(long, value_name = "PATH_OR_PEM", env = "PROCTOR_LEDGER_PUBLIC_KEY")]
+        public_key: Option<String>,
         /// Print one line of JSON instead of a report.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         ledger: LedgerUrlArg,
+    },
+    /// Sign every plan's chain head with an Ed25519 key and append the checkpoint to the
+    /// ledger; `ledger verify --public-key` then notices a chain rewritten since.
+    Checkpoint {
+        /// The private key: a PKCS#8 PEM file only its owner may read (mode 0600), kept
+        /// outside the ledger.
+        #[arg(long, value_name = "PATH", env = "PROCTOR_LEDGER_SIGNING_KEY")]
+        key: PathBuf,
+        /// Print one line of JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ledger: LedgerUrlArg,
+    },
+    /// Create an Ed25519 key pair for checkpoints: the private key at PATH (PKCS#8 PEM,
+    /// mode 0600, never over an existing file) and the public key at PATH.pub.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        /// Print one line of JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Set or remove a plan's budget (the plan is created when absent).
     Budget {
@@ -96,9 +124,21 @@ impl LedgerCommand {
             LedgerCommand::Show { plan, json, ledger } => {
                 (LedgerAction::Show { plan }, json, ledger)
             }
-            LedgerCommand::Verify { plan, json, ledger } => {
-                (LedgerAction::Verify { plan }, json, ledger)
+            LedgerCommand::Verify {
+                plan,
+                public_key,
+                json,
+                ledger,
+            } => (LedgerAction::Verify { plan, public_key }, json, ledger),
+            LedgerCommand::Checkpoint { key, json, ledger } => {
+                (LedgerAction::Checkpoint { key }, json, ledger)
             }
+            // keygen opens no ledger.
+            LedgerCommand::Keygen { out, json } => (
+                LedgerAction::Keygen { out },
+                json,
+                LedgerUrlArg { url: String::new() },
+            ),
             LedgerCommand::Budget {
                 plan,
                 set,
@@ -126,6 +166,8 @@ impl LedgerCommand {
         match self {
             LedgerCommand::Show { json, .. }
             | LedgerCommand::Verify { json, .. }
+            | LedgerCommand::Checkpoint { json, .. }
+            | LedgerCommand::Keygen { json, .. }
             | LedgerCommand::Budget { json, .. } => OutputFormat::from_flag(*json),
         }
     }
@@ -185,8 +227,16 @@ pub(crate) struct RunLedgerConfig {
 pub(crate) enum LedgerAction {
     /// `ledger show PLAN`.
     Show { plan: String },
-    /// `ledger verify [PLAN]`; `None` for every plan.
-    Verify { plan: Option<String> },
+    /// `ledger verify [PLAN] [--public-key KEY]`; `None` for every plan, and for no
+    /// checkpoint check.
+    Verify {
+        plan: Option<String>,
+        public_key: Option<String>,
+    },
+    /// `ledger checkpoint --key PATH`.
+    Checkpoint { key: PathBuf },
+    /// `ledger keygen --out PATH`.
+    Keygen { out: PathBuf },
     /// `ledger budget PLAN --set N | --unset`; `None` removes the budget.
     Budget {
         plan: String,
@@ -198,7 +248,7 @@ pub(crate) enum LedgerAction {
 #[derive(Debug, Clone)]
 pub(crate) struct LedgerConfig {
     pub(crate) action: LedgerAction,
-    /// `--ledger`.
+    /// `--ledger` (empty for `keygen`, which opens none).
     pub(crate) url: String,
     pub(crate) format: OutputFormat,
 }
@@ -218,6 +268,8 @@ pub(crate) struct VerifyConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use clap::Parser;
 
     use super::super::{Cli, Config};
@@ -241,7 +293,13 @@ mod tests {
         }
         match parse(&["ledger", "verify", "--ledger", "sqlite:///tmp/l.db"]).unwrap() {
             Config::Ledger(config) => {
-                assert!(matches!(config.action, LedgerAction::Verify { plan: None }));
+                assert!(matches!(
+                    config.action,
+                    LedgerAction::Verify {
+                        plan: None,
+                        public_key: None
+                    }
+                ));
                 assert_eq!(config.url, "sqlite:///tmp/l.db");
             }
             other => panic!("{other:?}"),
@@ -271,6 +329,41 @@ mod tests {
             &["ledger", "budget", "p", "--set", "5", "--unset"],
             &["ledger", "budget", "p", "--set", "-1"],
             &["ledger", "show"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_commands_parse() {
+        match parse(&["ledger", "verify", "p", "--public-key", "k.pub"]).unwrap() {
+            Config::Ledger(config) => assert!(matches!(
+                config.action,
+                LedgerAction::Verify { plan: Some(plan), public_key: Some(key) }
+                    if plan == "p" && key == "k.pub"
+            )),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["ledger", "checkpoint", "--key", "k.pem", "--json"]).unwrap() {
+            Config::Ledger(config) => {
+                assert!(matches!(
+                    config.action,
+                    LedgerAction::Checkpoint { key } if key == Path::new("k.pem")
+                ));
+                assert_eq!(config.format, OutputFormat::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["ledger", "keygen", "--out", "k.pem"]).unwrap() {
+            Config::Ledger(config) => assert!(matches!(
+                config.action,
+                LedgerAction::Keygen { out } if out == Path::new("k.pem")
+            )),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["ledger", "keygen"][..],
+            &["ledger", "keygen", "--out", "k", "--ledger", "sqlite://x"],
         ] {
             assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
         }

@@ -689,3 +689,139 @@ fn a_postgres_ledger_records_runs_from_the_cli() {
         "nothing went to the default SQLite ledger"
     );
 }
+
+#[test]
+fn signed_checkpoints_catch_a_chain_truncated_behind_the_ledgers_back() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = TestDir::new();
+    let keygen = ledger_json(&dir, &["keygen", "--out", "signing.pem"]);
+    assert_eq!(keygen["ok"], true);
+    let key_id = keygen["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(keygen["public_key_path"], "signing.pem.pub");
+    let public_pem = keygen["public_key"].as_str().unwrap().to_owned();
+    assert!(
+        public_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"),
+        "{public_pem}"
+    );
+    let private = dir.path().join("signing.pem");
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let written = std::fs::read(&private).unwrap();
+    let run = dir
+        .proctor(&["ledger", "keygen", "--out", "signing.pem", "--json"])
+        .run();
+    fails_plainly(
+        &run,
+        ErrorCode::Ledger,
+        "cannot write signing.pem: File exists",
+    );
+    assert_eq!(
+        std::fs::read(&private).unwrap(),
+        written,
+        "never overwritten"
+    );
+
+    for (plan, budget) in [("p", "100"), ("p", "200"), ("q", "5")] {
+        ledger_json(&dir, &["budget", plan, "--set", budget]);
+    }
+    let signed = ledger_json(&dir, &["checkpoint", "--key", "signing.pem"]);
+    let checkpoint = &signed["checkpoint"];
+    assert_eq!(checkpoint["seq"], 1);
+    assert_eq!(checkpoint["statement"]["key_id"], key_id.as_str());
+    assert_eq!(
+        checkpoint["statement"]["format"],
+        "proctor.ledger.checkpoint/v1"
+    );
+    let heads: Vec<(&str, u64)> = checkpoint["statement"]["heads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|head| {
+            (
+                head["plan"].as_str().unwrap(),
+                head["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(heads, [("p", 2), ("q", 1)]);
+    assert_eq!(checkpoint["signature"].as_str().unwrap().len(), 128);
+
+    // The chain grows after the checkpoint: still verified, by file or by PEM in the env.
+    ledger_json(&dir, &["budget", "p", "--set", "300"]);
+    let verified = ledger_json(&dir, &["verify", "--public-key", "signing.pem.pub"]);
+    assert_eq!(verified["ok"], true);
+    assert_eq!(verified["checkpoint"]["seq"], 1);
+    assert_eq!(verified["checkpoint"]["problem"], Value::Null);
+    assert_eq!(verified["checkpoint"]["heads"][0]["mismatch"], Value::Null);
+    let run = dir
+        .proctor(&["ledger", "verify", "p"])
+        .env("PROCTOR_LEDGER_PUBLIC_KEY", &public_pem)
+        .run();
+    run.exits(0);
+    run.check(
+        run.stdout
+            .contains("✓ p  still holds its checkpointed head seq 2"),
+        "the human report names the checkpointed head",
+    );
+    let run = dir.proctor(&["ledger", "verify"]).run();
+    run.exits(0);
+    run.check(
+        run.stdout
+            .contains("checkpoint: not checked (no --public-key)"),
+        "verify says when it checked no checkpoint",
+    );
+    assert_eq!(ledger_json(&dir, &["verify"])["checkpoint"], Value::Null);
+
+    // `p` cut back to its first event, its head moved along: the chain alone still verifies.
+    let url = sqlite_url(&dir);
+    execute_sql(&url, "DELETE FROM events WHERE plan = 'p' AND seq > 1");
+    execute_sql(
+        &url,
+        "UPDATE plans SET head_seq = 1, budget_micro_usd = 100, head_hash = \
+         (SELECT this_hash FROM events WHERE plan = 'p' AND seq = 1) WHERE key = 'p'",
+    );
+    ledger_json(&dir, &["verify"]);
+    let run = dir
+        .proctor(&[
+            "ledger",
+            "verify",
+            "--public-key",
+            "signing.pem.pub",
+            "--json",
+        ])
+        .run();
+    run.exits(ErrorCode::LedgerChain.exit_code());
+    let report = run.json();
+    assert_eq!(report["ok"], false);
+    assert_eq!(
+        report["checkpoint"]["heads"][0]["mismatch"],
+        serde_json::json!({"mismatch": "truncated", "head_seq": 1})
+    );
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("ledger chain broken: plan `p` at seq 2: the chain now ends at seq 1"),
+        "{message}"
+    );
+    dir.proctor(&["ledger", "verify", "q", "--public-key", "signing.pem.pub"])
+        .run()
+        .exits(0);
+
+    // Another key, and a signing key others may read, are refused.
+    ledger_json(&dir, &["keygen", "--out", "other.pem"]);
+    let run = dir
+        .proctor(&["ledger", "verify", "q", "--public-key", "other.pem.pub"])
+        .run();
+    run.exits(ErrorCode::LedgerChain.exit_code());
+    run.check(
+        run.stdout.contains("not by the public key given"),
+        "a wrong key is named as such",
+    );
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = dir
+        .proctor(&["ledger", "checkpoint", "--key", "signing.pem", "--json"])
+        .run();
+    fails_plainly(&run, ErrorCode::Ledger, "has mode 0644");
+    let run = dir.proctor(&["ledger", "checkpoint", "--json"]).run();
+    run.exits(2);
+}
