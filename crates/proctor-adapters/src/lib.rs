@@ -44,6 +44,7 @@ pub use local::{LABEL_EXECUTION_ID, LABEL_REF, LocalAdapter};
 pub use modal::ModalAdapter;
 pub use platform::host_platform;
 pub use staging::Staging;
+pub use transport::ResponseLimits;
 
 /// Where the image for a run comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +89,8 @@ pub struct Invocation {
     pub env: BTreeMap<String, String>,
     /// Adapter-specific options (`--adapter-opts-json`).
     pub options: serde_json::Value,
+    /// Bounds on the processor's answers.
+    pub limits: ResponseLimits,
 }
 
 /// A way to run processors.

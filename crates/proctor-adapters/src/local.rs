@@ -392,7 +392,7 @@ impl LocalAdapter {
         invocation: &Invocation,
         expected_digest: &str,
     ) -> Result<Envelope, CanonError> {
-        let client = ProcessorClient::new(endpoint)?;
+        let client = ProcessorClient::new(endpoint, invocation.limits)?;
         let mut exited = self.engine.exit_code(container);
         tokio::select! {
             health = client.wait_healthy(&invocation.payload.processor_ref) => health?,

@@ -47,7 +47,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope_check::check_envelope;
-use crate::transport::{MAX_ENVELOPE_BYTES, read_body};
+use crate::transport::{Answer, ResponseLimits};
 use crate::{Adapter, ImageSource, Invocation};
 
 /// How many characters of an answer that is not an envelope an error quotes.
@@ -283,7 +283,9 @@ impl<'a> Conversation<'a> {
             }
             self.done_event(response, &url).await?
         } else {
-            read_body(response)
+            self.invocation
+                .limits
+                .read_body(response, Answer::Envelope)
                 .await
                 .map_err(|why| self.failure(format!("POST {url}: {why}")))?
         };
@@ -299,7 +301,10 @@ impl<'a> Conversation<'a> {
             .await
             .map_err(|error| self.failure(format!("GET {url}: {}", error_chain(&error))))?;
         let status = response.status().as_u16();
-        let body = read_body(response)
+        let body = self
+            .invocation
+            .limits
+            .read_body(response, Answer::Health)
             .await
             .map_err(|why| self.failure(format!("GET {url}: {why}")))?;
         if !is_success(status) {
@@ -335,7 +340,7 @@ impl<'a> Conversation<'a> {
         mut response: reqwest::Response,
         url: &str,
     ) -> Result<Vec<u8>, CanonError> {
-        let mut parser = SseParser::default();
+        let mut parser = SseParser::new(self.invocation.limits);
         while let Some(chunk) = response
             .chunk()
             .await
@@ -494,8 +499,10 @@ struct SseEvent {
 /// Splits a `text/event-stream` body into events as chunks arrive: `event:` and `data:`
 /// fields, comments and other fields ignored, lines ending in LF or CRLF, an event
 /// dispatched at a blank line.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SseParser {
+    /// Bounds one event by the envelope limit.
+    limits: ResponseLimits,
     /// Bytes of a line not yet complete.
     pending: Vec<u8>,
     /// The current event's name, if given.
@@ -507,8 +514,19 @@ struct SseParser {
 }
 
 impl SseParser {
-    /// Feeds a chunk; returns the events it completed. More than [`MAX_ENVELOPE_BYTES`] in
-    /// one event, or a line that is not UTF-8, is refused.
+    /// A parser whose events are at most the envelope limit of `limits`.
+    fn new(limits: ResponseLimits) -> SseParser {
+        SseParser {
+            limits,
+            pending: Vec::new(),
+            name: None,
+            data: Vec::new(),
+            data_len: 0,
+        }
+    }
+
+    /// Feeds a chunk; returns the events it completed. An event over the envelope limit,
+    /// or a line that is not UTF-8, is refused.
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, String> {
         self.pending.extend_from_slice(chunk);
         let mut events = Vec::new();
@@ -535,15 +553,17 @@ impl SseParser {
             match field {
                 "event" => self.name = Some(value.to_owned()),
                 "data" => {
-                    self.data_len += value.len() + 1;
+                    self.data_len = self.data_len.saturating_add(value.len() + 1);
                     self.data.push(value.to_owned());
                 }
                 _ => {}
             }
         }
-        if self.pending.len() + self.data_len > MAX_ENVELOPE_BYTES {
+        let held = u64::try_from(self.pending.len().saturating_add(self.data_len));
+        if held.map_or(true, |held| held > self.limits.max_envelope_bytes) {
             return Err(format!(
-                "event stream event larger than {MAX_ENVELOPE_BYTES} bytes"
+                "event stream event: {}",
+                self.limits.over_limit(Answer::Envelope)
             ));
         }
         Ok(events)
@@ -820,7 +840,7 @@ mod tests {
     fn sse_events_are_split_across_chunks() {
         let stream = b": keep-alive\n\nevent: progress\ndata: {\"stage\":\"accepted\"}\n\nevent: done\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\ndata:plain\n\n";
         for split in [1, 7, stream.len()] {
-            let mut parser = SseParser::default();
+            let mut parser = SseParser::new(ResponseLimits::default());
             let events: Vec<SseEvent> = stream
                 .chunks(split)
                 .flat_map(|chunk| parser.feed(chunk).unwrap())
@@ -848,10 +868,19 @@ mod tests {
 
     #[test]
     fn sse_refuses_oversized_events_and_bad_text() {
-        let mut parser = SseParser::default();
-        let line = vec![b'a'; MAX_ENVELOPE_BYTES + 1];
-        assert!(parser.feed(&line).unwrap_err().contains("larger than"));
-        let mut parser = SseParser::default();
+        let limits = ResponseLimits {
+            max_envelope_bytes: 64,
+            ..ResponseLimits::default()
+        };
+        let mut parser = SseParser::new(limits);
+        assert!(parser.feed(&[b'a'; 64]).unwrap().is_empty());
+        let mut parser = SseParser::new(limits);
+        let error = parser.feed(&[b'a'; 65]).unwrap_err();
+        assert!(
+            error.contains("larger than the 64-byte envelope limit; raise --max-envelope-bytes"),
+            "{error}"
+        );
+        let mut parser = SseParser::new(limits);
         assert!(
             parser
                 .feed(b"data: \xff\n")

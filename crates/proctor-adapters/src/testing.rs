@@ -8,7 +8,7 @@ use proctor_contract::{Mode, RunPayload};
 use proctor_registry::ProcessorSpec;
 use serde_json::json;
 
-use crate::{ImageSource, Invocation, Staging};
+use crate::{ImageSource, Invocation, ResponseLimits, Staging};
 
 /// The execution id of every [`invocation`].
 pub(crate) const EXECUTION_ID: &str = "e1";
@@ -46,5 +46,6 @@ examples: {}
         timeout: Duration::from_secs(5),
         env: BTreeMap::from([("OPENAI_API_KEY".into(), "sk-test-secret".into())]),
         options: json!(null),
+        limits: ResponseLimits::default(),
     }
 }

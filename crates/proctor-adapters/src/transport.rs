@@ -15,10 +15,85 @@ const FAST_HEALTH_WINDOW: Duration = Duration::from_secs(1);
 const MAX_HEALTH_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait for one `/healthz` answer before trying again.
 const HEALTH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest envelope accepted from a processor.
-pub(crate) const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
-/// Largest `/healthz` answer accepted from a processor.
-const MAX_HEALTH_BYTES: usize = 64 * 1024;
+
+/// Bounds on the answers read from a processor, each checked while the body arrives: a
+/// larger one is refused with the adapter's code, never read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseLimits {
+    /// The largest envelope, in bytes: a `/run` body, one `/run-stream` event, or an error
+    /// answer to `/run` (default [`ResponseLimits::DEFAULT_MAX_ENVELOPE_BYTES`]).
+    pub max_envelope_bytes: u64,
+    /// The largest `/healthz` body, in bytes (default
+    /// [`ResponseLimits::DEFAULT_MAX_HEALTH_BYTES`]).
+    pub max_health_bytes: u64,
+}
+
+impl ResponseLimits {
+    /// 16 MiB.
+    pub const DEFAULT_MAX_ENVELOPE_BYTES: u64 = 16 * 1024 * 1024;
+    /// 64 KiB.
+    pub const DEFAULT_MAX_HEALTH_BYTES: u64 = 64 * 1024;
+
+    /// The limit on `answer`, in bytes.
+    pub(crate) fn max_bytes(&self, answer: Answer) -> u64 {
+        match answer {
+            Answer::Envelope => self.max_envelope_bytes,
+            Answer::Health => self.max_health_bytes,
+        }
+    }
+
+    /// Why an `answer` over its limit is refused, naming the limit and what raises it.
+    pub(crate) fn over_limit(&self, answer: Answer) -> String {
+        let (what, flag, env) = match answer {
+            Answer::Envelope => (
+                "envelope",
+                "--max-envelope-bytes",
+                "PROCTOR_MAX_ENVELOPE_BYTES",
+            ),
+            Answer::Health => ("/healthz", "--max-health-bytes", "PROCTOR_MAX_HEALTH_BYTES"),
+        };
+        format!(
+            "the answer is larger than the {}-byte {what} limit; raise {flag} ({env}) to allow it",
+            self.max_bytes(answer)
+        )
+    }
+
+    /// Reads a whole `answer` body, never more than its limit; the error says why not.
+    pub(crate) async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        answer: Answer,
+    ) -> Result<Vec<u8>, String> {
+        let limit = self.max_bytes(answer);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| error.to_string())? {
+            let len = u64::try_from(body.len().saturating_add(chunk.len())).unwrap_or(u64::MAX);
+            if len > limit {
+                return Err(self.over_limit(answer));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+impl Default for ResponseLimits {
+    fn default() -> ResponseLimits {
+        ResponseLimits {
+            max_envelope_bytes: ResponseLimits::DEFAULT_MAX_ENVELOPE_BYTES,
+            max_health_bytes: ResponseLimits::DEFAULT_MAX_HEALTH_BYTES,
+        }
+    }
+}
+
+/// Which of a processor's answers a body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// The answer to `/run` or `/run-stream`.
+    Envelope,
+    /// The answer to `/healthz`.
+    Health,
+}
 
 /// Where a processor's HTTP server answers, seen from the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +112,15 @@ pub(crate) struct TransportError(pub(crate) String);
 pub(crate) struct ProcessorClient {
     http: reqwest::Client,
     base_url: String,
+    limits: ResponseLimits,
 }
 
 impl ProcessorClient {
-    /// A client for `endpoint`; proxies are never used.
-    pub(crate) fn new(endpoint: &Endpoint) -> Result<ProcessorClient, CanonError> {
+    /// A client for `endpoint` that reads answers up to `limits`; proxies are never used.
+    pub(crate) fn new(
+        endpoint: &Endpoint,
+        limits: ResponseLimits,
+    ) -> Result<ProcessorClient, CanonError> {
         let builder = reqwest::Client::builder().no_proxy();
         let (builder, base_url) = match endpoint {
             Endpoint::Socket(path) => (
@@ -56,7 +135,11 @@ impl ProcessorClient {
                 format!("cannot build the HTTP client: {error}"),
             )
         })?;
-        Ok(ProcessorClient { http, base_url })
+        Ok(ProcessorClient {
+            http,
+            base_url,
+            limits,
+        })
     }
 
     /// Polls `GET /healthz` (every few milliseconds at first, then with a growing backoff)
@@ -76,7 +159,9 @@ impl ProcessorClient {
             if let Ok(response) = answer
                 && response.status().is_success()
             {
-                let bytes = read_body_up_to(response, MAX_HEALTH_BYTES)
+                let bytes = self
+                    .limits
+                    .read_body(response, Answer::Health)
                     .await
                     .map_err(|why| {
                         CanonError::new(
@@ -93,8 +178,8 @@ impl ProcessorClient {
         }
     }
 
-    /// Posts the payload to `/run` and returns the status and body (at most
-    /// [`MAX_ENVELOPE_BYTES`]).
+    /// Posts the payload to `/run` and returns the status and body (at most the envelope
+    /// limit).
     pub(crate) async fn post_run(
         &self,
         payload: &RunPayload,
@@ -108,28 +193,13 @@ impl ProcessorClient {
             .await
             .map_err(|error| TransportError(format!("POST /run: {error}")))?;
         let status = response.status().as_u16();
-        let body = read_body(response)
+        let body = self
+            .limits
+            .read_body(response, Answer::Envelope)
             .await
             .map_err(|why| TransportError(format!("POST /run: {why}")))?;
         Ok((status, body))
     }
-}
-
-/// Reads a whole answer body, at most [`MAX_ENVELOPE_BYTES`]; the error says why not.
-pub(crate) async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
-    read_body_up_to(response, MAX_ENVELOPE_BYTES).await
-}
-
-/// Reads a whole answer body, at most `limit` bytes; the error says why not.
-async fn read_body_up_to(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|error| error.to_string())? {
-        if body.len() + chunk.len() > limit {
-            return Err(format!("answer larger than {limit} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Checks a `/healthz` answer: a [`Health`] document naming the expected processor.
@@ -174,11 +244,15 @@ mod tests {
             .await
             .unwrap();
         let port = listener.local_addr().unwrap().port();
-        let huge = "x".repeat(MAX_HEALTH_BYTES * 4);
+        let limits = ResponseLimits {
+            max_health_bytes: 1024,
+            ..ResponseLimits::default()
+        };
+        let huge = "x".repeat(4096);
         let app =
             axum::Router::new().route("/healthz", axum::routing::get(move || async move { huge }));
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let client = ProcessorClient::new(&Endpoint::Loopback(port)).unwrap();
+        let client = ProcessorClient::new(&Endpoint::Loopback(port), limits).unwrap();
         let error = client
             .wait_healthy(&"text/stats@1".parse().unwrap())
             .await
@@ -187,8 +261,51 @@ mod tests {
         assert!(
             error
                 .message()
-                .contains("cannot read the answer: answer larger than"),
+                .contains("larger than the 1024-byte /healthz limit; raise --max-health-bytes"),
             "{error}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_envelope_over_its_limit_is_refused_and_one_at_it_is_read() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route(
+            "/run",
+            axum::routing::post(|body: String| async move { "x".repeat(body.len()) }),
+        );
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let payload: RunPayload = serde_json::from_value(serde_json::json!({
+            "schema": "v1",
+            "execution_id": "e1",
+            "ref": "text/stats@1",
+            "mode": "mock",
+            "inputs": {},
+            "write_prefix": "/artifacts/o/e1/",
+        }))
+        .unwrap();
+        let size = serde_json::to_vec(&payload).unwrap().len() as u64;
+        let client = |max_envelope_bytes| {
+            let limits = ResponseLimits {
+                max_envelope_bytes,
+                ..ResponseLimits::default()
+            };
+            ProcessorClient::new(&Endpoint::Loopback(port), limits).unwrap()
+        };
+        let (status, body) = client(size).post_run(&payload).await.unwrap();
+        assert_eq!((status, body.len() as u64), (200, size));
+        let refused = client(size - 1).post_run(&payload).await.unwrap_err();
+        assert!(
+            refused.0.contains(&format!(
+                "larger than the {}-byte envelope limit; raise --max-envelope-bytes \
+                 (PROCTOR_MAX_ENVELOPE_BYTES)",
+                size - 1
+            )),
+            "{}",
+            refused.0
         );
         server.abort();
     }

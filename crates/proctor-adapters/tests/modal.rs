@@ -33,8 +33,8 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use proctor_adapters::{
-    Adapter, ImageBuild, ImageSource, Invocation, LocalAdapter, ModalAdapter, Staging,
-    host_platform,
+    Adapter, ImageBuild, ImageSource, Invocation, LocalAdapter, ModalAdapter, ResponseLimits,
+    Staging, host_platform,
 };
 use proctor_contract::{
     CanonError, Digest, Envelope, ErrorCode, Mode, OutputsIndex, PAYLOAD_SCHEMA, PinnedReference,
@@ -160,6 +160,7 @@ fn modal_invocation(spec: &ProcessorSpec, inputs: Value, parent: &Path) -> Invoc
         timeout: Duration::from_secs(120),
         env: BTreeMap::new(),
         options: Value::Null,
+        limits: ResponseLimits::default(),
     }
 }
 

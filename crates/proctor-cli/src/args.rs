@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use proctor_contract::Mode;
-use proctor_engine::{AdapterKind, DeployTarget, Inputs, Lane, Limits};
+use proctor_engine::{AdapterKind, DeployTarget, Inputs, Lane, Limits, MAX_RUN_TIMEOUT};
 use serde_json::Value;
 
 mod lane_args;
@@ -292,13 +292,63 @@ struct RunArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     max_inputs_bytes: u64,
+    /// The largest envelope read from the processor (its `/run` answer or one
+    /// `/run-stream` event), in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "PROCTOR_MAX_ENVELOPE_BYTES",
+        default_value_t = Limits::default().responses.max_envelope_bytes,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_envelope_bytes: u64,
+    /// The largest `/healthz` answer read from the processor, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "PROCTOR_MAX_HEALTH_BYTES",
+        default_value_t = Limits::default().responses.max_health_bytes,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_health_bytes: u64,
+    /// The largest output file an execution may write, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "PROCTOR_MAX_OUTPUT_BYTES",
+        default_value_t = Limits::DEFAULT_MAX_OUTPUT_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_output_bytes: u64,
+    /// The largest sum of the output files of one execution, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "PROCTOR_MAX_OUTPUTS_TOTAL_BYTES",
+        default_value_t = Limits::DEFAULT_MAX_OUTPUTS_TOTAL_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_outputs_total_bytes: u64,
+    /// The most output files one execution may write.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "PROCTOR_MAX_OUTPUTS",
+        default_value_t = Limits::DEFAULT_MAX_OUTPUTS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_outputs: u64,
     /// Adapter-specific options, a JSON object.
     #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
     adapter_opts_json: Option<Value>,
     /// Limit for the run in seconds, from container creation to the envelope; image builds
     /// and pulls are not counted (default: the registry's `runtime.timeout_s`; at most
     /// 604800, 7 days).
-    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(
+        long,
+        value_name = "S",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_RUN_TIMEOUT.as_secs())
+    )]
     timeout: Option<u64>,
     /// Print only the envelope, as one line of JSON, on stdout.
     #[arg(long)]
@@ -316,6 +366,20 @@ struct RunArgs {
     /// images only). Selects no mode.
     #[arg(long, env = "PROCTOR_LANE", value_parser = lane_parser())]
     lane: Option<Lane>,
+}
+
+/// The run's limits, from their flags.
+fn run_limits(run: &RunArgs) -> Limits {
+    let mut limits = Limits {
+        max_inputs_bytes: run.max_inputs_bytes,
+        max_output_bytes: run.max_output_bytes,
+        max_outputs_total_bytes: run.max_outputs_total_bytes,
+        max_outputs: run.max_outputs,
+        ..Limits::default()
+    };
+    limits.responses.max_envelope_bytes = run.max_envelope_bytes;
+    limits.responses.max_health_bytes = run.max_health_bytes;
+    limits
 }
 
 /// `--adapter`: the engine's adapter kinds, by name.
@@ -495,6 +559,8 @@ impl Cli {
     pub(crate) fn into_config(self) -> anyhow::Result<Config> {
         Ok(match self.command {
             Command::Run(run) => Config::Run(Box::new(RunConfig {
+                // Read first: the fields below move out of `run`.
+                limits: run_limits(&run),
                 processor_ref: run.processor_ref,
                 adapter: run.adapter,
                 mode: match run.mode {
@@ -509,9 +575,6 @@ impl Cli {
                     (None, None) => {
                         anyhow::bail!("one of --inputs-json and --inputs-file is required")
                     }
-                },
-                limits: Limits {
-                    max_inputs_bytes: run.max_inputs_bytes,
                 },
                 adapter_options: run
                     .adapter_opts_json
@@ -684,6 +747,36 @@ mod tests {
     }
 
     #[test]
+    fn limit_flags_become_the_run_limits() {
+        assert_eq!(run_config(&[]).limits, Limits::default());
+        assert_eq!(
+            run_config(&["--timeout", "604800"]).timeout,
+            Some(MAX_RUN_TIMEOUT)
+        );
+        let run = run_config(&[
+            "--max-envelope-bytes",
+            "1",
+            "--max-health-bytes",
+            "2",
+            "--max-output-bytes",
+            "3",
+            "--max-outputs-total-bytes",
+            "4",
+            "--max-outputs",
+            "5",
+        ]);
+        let mut expected = Limits {
+            max_output_bytes: 3,
+            max_outputs_total_bytes: 4,
+            max_outputs: 5,
+            ..Limits::default()
+        };
+        expected.responses.max_envelope_bytes = 1;
+        expected.responses.max_health_bytes = 2;
+        assert_eq!(run.limits, expected);
+    }
+
+    #[test]
     fn bad_flags_are_usage_errors() {
         let with = |extra: &[&str]| {
             let args: Vec<&str> = RUN.iter().chain(extra).copied().collect();
@@ -692,6 +785,29 @@ mod tests {
         assert_eq!(with(&["--mode", "dry"]), 2);
         assert_eq!(with(&["--mode", "REAL"]), 2);
         assert_eq!(with(&["--timeout", "0"]), 2);
+        for timeout in [
+            "604801",
+            "99999999999999999999",
+            "18446744073709551616",
+            "1e999",
+            "-1",
+            "NaN",
+            "1.5",
+            "",
+        ] {
+            assert_eq!(with(&["--timeout", timeout]), 2, "--timeout {timeout:?}");
+        }
+        for limit in [
+            "--max-envelope-bytes",
+            "--max-health-bytes",
+            "--max-output-bytes",
+            "--max-outputs-total-bytes",
+            "--max-outputs",
+        ] {
+            for value in ["0", "-1", "99999999999999999999", "x"] {
+                assert_eq!(with(&[limit, value]), 2, "{limit} {value}");
+            }
+        }
         assert_eq!(with(&["--adapter-opts-json", "[1]"]), 2);
         assert_eq!(with(&["--adapter-opts-json", "{"]), 2);
         assert_eq!(with(&["--inputs-file", "x.json"]), 2);

@@ -11,7 +11,8 @@
 //!   a link, FIFO, socket, device or any other entry is refused.
 //! - **Outputs.** Each indexed output is a regular file under `{prefix}outputs/` whose size
 //!   and content id match; two files that are one world path after canonicalization are
-//!   `ERR_OUTPUT_DUPLICATE`.
+//!   `ERR_OUTPUT_DUPLICATE`. Their count, each one's size and their total size are within
+//!   the run's [`Limits`], checked from the file sizes before any output is read.
 //! - **Index.** Its bytes are the canonical index (compact, sorted, no duplicates) and list
 //!   exactly the envelope's outputs.
 //! - **Receipts.** Both copies exist, are byte-identical, parse as a receipt, and agree with
@@ -19,7 +20,9 @@
 //!   and environment fingerprint.
 //! - **Envelope.** Its mode is the requested one.
 //!
-//! Every read is bounded. [`commit`] then writes the checked bytes into the World's store
+//! Every read is bounded: outputs by the per-output limit, the index and receipts by
+//! [`MAX_RECORD_FILE_BYTES`]; what is held in memory is at most the total outputs limit
+//! plus those. [`commit`] then writes the checked bytes into the World's store
 //! (outputs, then the index, then the receipts, so a half-committed execution never looks
 //! complete), refusing to replace anything already there, and removes what it wrote if a
 //! write fails.
@@ -37,8 +40,10 @@ use proctor_contract::{
 };
 use proctor_store::ArtifactStore;
 
-/// The largest file the check reads; a larger one is refused.
-pub(crate) const MAX_EVIDENCE_FILE_BYTES: u64 = 256 * 1024 * 1024;
+use crate::run::Limits;
+
+/// The largest index or receipt the check reads; a larger one is refused.
+const MAX_RECORD_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// The most entries the check walks in one staging area.
 const MAX_STAGED_ENTRIES: usize = 100_000;
 
@@ -86,11 +91,30 @@ fn refused(detail: impl Into<String>) -> CanonError {
     CanonError::new(ErrorCode::Evidence, detail)
 }
 
-/// Checks the staged evidence of a success against the payload and the envelope.
+tokio::task_local! {
+    /// The limits of the run whose evidence is checked, set around its record by
+    /// [`crate::run`].
+    pub(crate) static RUN_LIMITS: Limits;
+}
+
+/// Checks the staged evidence of a success against the payload and the envelope, within
+/// the limits of the current run ([`RUN_LIMITS`], else the defaults).
 pub(crate) fn check(
     staged: StagedDirs<'_>,
     payload: &RunPayload,
     envelope: &SuccessEnvelope,
+) -> Result<CheckedEvidence, CanonError> {
+    let limits = RUN_LIMITS.try_with(|limits| *limits).unwrap_or_default();
+    check_within(staged, payload, envelope, &limits)
+}
+
+/// Checks the staged evidence of a success against the payload and the envelope, within
+/// `limits`.
+fn check_within(
+    staged: StagedDirs<'_>,
+    payload: &RunPayload,
+    envelope: &SuccessEnvelope,
+    limits: &Limits,
 ) -> Result<CheckedEvidence, CanonError> {
     if envelope.meta.mode != payload.mode {
         return Err(refused(format!(
@@ -109,6 +133,7 @@ pub(crate) fn check(
         )));
     }
     let staged_outputs = staged_outputs(&prefix, &prefix_files)?;
+    check_output_limits(&staged_outputs, limits)?;
 
     let index_bytes = read_required(&prefix_files, INDEX_FILE, &prefix.index_path())?;
     let index = OutputsIndex::from_bytes(&index_bytes)?;
@@ -124,7 +149,7 @@ pub(crate) fn check(
             prefix.index_path()
         )));
     }
-    let outputs = check_outputs(&index, staged_outputs)?;
+    let outputs = check_outputs(&index, staged_outputs, limits.max_output_bytes)?;
 
     let receipt_path = prefix.receipt_path();
     let execution_receipt = WorldPath::execution_receipt(&payload.execution_id)?;
@@ -236,11 +261,52 @@ fn staged_outputs(
         .collect()
 }
 
-/// Every indexed output is a staged file of its size and content id, and every staged file
-/// is indexed.
+/// The staged outputs are within `limits`: their count, each one's size and their sum, all
+/// known from the file sizes before any is read. A refusal names the file, its size, the
+/// limit and the flag that raises it.
+fn check_output_limits(
+    staged: &BTreeMap<WorldPath, PathBuf>,
+    limits: &Limits,
+) -> Result<(), CanonError> {
+    let count = u64::try_from(staged.len()).unwrap_or(u64::MAX);
+    if count > limits.max_outputs {
+        return Err(refused(format!(
+            "{count} outputs were written, more than the limit of {}; raise --max-outputs \
+             (PROCTOR_MAX_OUTPUTS) to allow them",
+            limits.max_outputs
+        )));
+    }
+    let mut total = 0u64;
+    for (world, host) in staged {
+        let size = fs::symlink_metadata(host)
+            .map_err(|error| unreadable(host, &error))?
+            .len();
+        if size > limits.max_output_bytes {
+            return Err(refused(format!(
+                "`{world}` is {size} bytes, over the {}-byte limit per output; raise \
+                 --max-output-bytes (PROCTOR_MAX_OUTPUT_BYTES) to allow it",
+                limits.max_output_bytes
+            )));
+        }
+        total = total.saturating_add(size);
+        if total > limits.max_outputs_total_bytes {
+            return Err(refused(format!(
+                "the outputs reach {total} bytes with `{world}` ({size} bytes), over the \
+                 {}-byte limit for all outputs of an execution; raise \
+                 --max-outputs-total-bytes (PROCTOR_MAX_OUTPUTS_TOTAL_BYTES) to allow them",
+                limits.max_outputs_total_bytes
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every indexed output is a staged file of its size and content id, read up to
+/// `max_output_bytes`, and every staged file is indexed.
 fn check_outputs(
     index: &OutputsIndex,
     mut staged: BTreeMap<WorldPath, PathBuf>,
+    max_output_bytes: u64,
 ) -> Result<Vec<(WorldPath, Bytes)>, CanonError> {
     let mut outputs = Vec::with_capacity(index.outputs.len());
     for entry in &index.outputs {
@@ -250,8 +316,8 @@ fn check_outputs(
                 entry.path
             )));
         };
-        let bytes = read_regular(&host, &entry.path)?;
-        if bytes.len() as u64 != entry.size_bytes || cid(&bytes) != entry.cid {
+        let bytes = read_regular(&host, &entry.path, max_output_bytes)?;
+        if u64::try_from(bytes.len()).ok() != Some(entry.size_bytes) || cid(&bytes) != entry.cid {
             return Err(refused(format!(
                 "`{}` does not match its size and content id in the index",
                 entry.path
@@ -272,7 +338,7 @@ fn read_required(
     world: &WorldPath,
 ) -> Result<Bytes, CanonError> {
     match files.get(name) {
-        Some(host) => read_regular(host, world),
+        Some(host) => read_regular(host, world, MAX_RECORD_FILE_BYTES),
         None => Err(refused(format!("`{world}` was not written"))),
     }
 }
@@ -337,8 +403,8 @@ fn describe(kind: fs::FileType) -> &'static str {
 }
 
 /// Reads a regular file without following a link or blocking on a special file, at most
-/// [`MAX_EVIDENCE_FILE_BYTES`].
-fn read_regular(host: &Path, world: &WorldPath) -> Result<Bytes, CanonError> {
+/// `max_bytes`.
+fn read_regular(host: &Path, world: &WorldPath, max_bytes: u64) -> Result<Bytes, CanonError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -350,23 +416,23 @@ fn read_regular(host: &Path, world: &WorldPath) -> Result<Bytes, CanonError> {
     if !metadata.is_file() {
         return Err(refused(format!("`{world}` is not a regular file")));
     }
-    if metadata.len() > MAX_EVIDENCE_FILE_BYTES {
+    if metadata.len() > max_bytes {
         return Err(refused(format!(
-            "`{world}` is {} bytes, over the {MAX_EVIDENCE_FILE_BYTES}-byte limit",
+            "`{world}` is {} bytes, over the {max_bytes}-byte limit",
             metadata.len()
         )));
     }
-    read_bounded(file, world)
+    read_bounded(file, world, max_bytes)
 }
 
-fn read_bounded(file: File, world: &WorldPath) -> Result<Bytes, CanonError> {
+fn read_bounded(file: File, world: &WorldPath, max_bytes: u64) -> Result<Bytes, CanonError> {
     let mut bytes = Vec::new();
-    file.take(MAX_EVIDENCE_FILE_BYTES + 1)
+    file.take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|error| refused(format!("cannot read `{world}`: {error}")))?;
-    if bytes.len() as u64 > MAX_EVIDENCE_FILE_BYTES {
+    if u64::try_from(bytes.len()).map_or(true, |len| len > max_bytes) {
         return Err(refused(format!(
-            "`{world}` grew over the {MAX_EVIDENCE_FILE_BYTES}-byte limit"
+            "`{world}` grew over the {max_bytes}-byte limit"
         )));
     }
     Ok(Bytes::from(bytes))
@@ -472,7 +538,11 @@ mod tests {
         }
 
         fn check(&self) -> Result<CheckedEvidence, CanonError> {
-            check(self.staged(), &self.payload, &self.envelope)
+            self.check_within(&Limits::default())
+        }
+
+        fn check_within(&self, limits: &Limits) -> Result<CheckedEvidence, CanonError> {
+            check_within(self.staged(), &self.payload, &self.envelope, limits)
         }
     }
 
@@ -604,6 +674,67 @@ mod tests {
             serde_json::to_string_pretty(&value).unwrap().as_bytes(),
         );
         refused_with(&pretty_index, ErrorCode::Evidence, "canonical index");
+    }
+
+    #[test]
+    fn outputs_over_a_limit_are_refused_naming_the_file_the_limit_and_the_flag() {
+        let limits = |max_output_bytes, max_outputs_total_bytes, max_outputs| Limits {
+            max_output_bytes,
+            max_outputs_total_bytes,
+            max_outputs,
+            ..Limits::default()
+        };
+        assert!(fixture().check_within(&limits(5, 5, 1)).is_ok());
+
+        // `b.txt` is not indexed: the limits are checked before the index is read.
+        let two = fixture();
+        two.write("outputs/b.txt", b"world!");
+        let refusal = |limits: Limits| {
+            let error = two.check_within(&limits).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::Evidence, "{error}");
+            error.message()
+        };
+        let file = refusal(limits(5, 100, 10));
+        assert!(
+            file.contains(&format!(
+                "`/artifacts/o/{ID}/outputs/b.txt` is 6 bytes, over the 5-byte limit per \
+                 output; raise --max-output-bytes (PROCTOR_MAX_OUTPUT_BYTES)"
+            )),
+            "{file}"
+        );
+        let total = refusal(limits(100, 10, 10));
+        assert!(
+            total.contains(&format!(
+                "the outputs reach 11 bytes with `/artifacts/o/{ID}/outputs/b.txt` (6 bytes), \
+                 over the 10-byte limit for all outputs of an execution; raise \
+                 --max-outputs-total-bytes (PROCTOR_MAX_OUTPUTS_TOTAL_BYTES)"
+            )),
+            "{total}"
+        );
+        let count = refusal(limits(100, 100, 1));
+        assert!(
+            count.contains(
+                "2 outputs were written, more than the limit of 1; raise --max-outputs \
+                 (PROCTOR_MAX_OUTPUTS)"
+            ),
+            "{count}"
+        );
+    }
+
+    #[test]
+    fn the_run_limits_in_scope_apply_to_the_check() {
+        let fixture = fixture();
+        let limits = Limits {
+            max_output_bytes: 4,
+            ..Limits::default()
+        };
+        let checked = || check(fixture.staged(), &fixture.payload, &fixture.envelope);
+        let error = RUN_LIMITS.sync_scope(limits, checked).unwrap_err();
+        assert!(
+            error.message().contains("over the 4-byte limit per output"),
+            "{error}"
+        );
+        assert!(checked().is_ok());
     }
 
     #[test]

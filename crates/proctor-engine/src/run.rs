@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proctor_adapters::{
-    Adapter, ImageSource, Invocation, LocalAdapter, ModalAdapter, Staging, host_platform,
+    Adapter, ImageSource, Invocation, LocalAdapter, ModalAdapter, ResponseLimits, Staging,
+    host_platform,
 };
 use proctor_contract::{
     CanonError, Envelope, ErrorCode, Mode, PAYLOAD_SCHEMA, ProcessorRef, Redactor, RunPayload,
@@ -130,7 +131,7 @@ impl RunOutcome {
 
 /// The longest a run may be given, from `--timeout` or `runtime.timeout_s`: 7 days. Longer
 /// is refused before any ledger work, so every deadline and lease stays representable.
-pub const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+pub const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(Runtime::MAX_TIMEOUT_S);
 
 /// Where executions run and what they share: the registry, the World's store, the ledger
 /// and the host environment.
@@ -148,23 +149,46 @@ pub struct EngineConfig {
     pub limits: Limits,
 }
 
-/// Bounds on what a run reads from its caller, checked before any other work with it.
+/// Bounds on what a run reads from its caller and from its processor, each checked before
+/// any work with what it bounds; every refusal names the limit and the flag that raises it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// The largest inputs payload, in bytes, read from `--inputs-json` or `--inputs-file`
     /// (default [`Limits::DEFAULT_MAX_INPUTS_BYTES`]); a larger one is `ERR_INPUTS`.
     pub max_inputs_bytes: u64,
+    /// The largest envelope and `/healthz` answers read from the processor; a larger one
+    /// is the adapter's error.
+    pub responses: ResponseLimits,
+    /// The largest staged output file, in bytes (default
+    /// [`Limits::DEFAULT_MAX_OUTPUT_BYTES`]); a larger one is `ERR_EVIDENCE`.
+    pub max_output_bytes: u64,
+    /// The largest sum of one execution's staged output files, in bytes (default
+    /// [`Limits::DEFAULT_MAX_OUTPUTS_TOTAL_BYTES`]); a larger one is `ERR_EVIDENCE`.
+    pub max_outputs_total_bytes: u64,
+    /// The most output files one execution may stage (default
+    /// [`Limits::DEFAULT_MAX_OUTPUTS`]); more is `ERR_EVIDENCE`.
+    pub max_outputs: u64,
 }
 
 impl Limits {
     /// 8 MiB.
     pub const DEFAULT_MAX_INPUTS_BYTES: u64 = 8 * 1024 * 1024;
+    /// 256 MiB.
+    pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
+    /// 1 GiB.
+    pub const DEFAULT_MAX_OUTPUTS_TOTAL_BYTES: u64 = 1024 * 1024 * 1024;
+    /// 10 000 files.
+    pub const DEFAULT_MAX_OUTPUTS: u64 = 10_000;
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_inputs_bytes: Limits::DEFAULT_MAX_INPUTS_BYTES,
+            responses: ResponseLimits::default(),
+            max_output_bytes: Limits::DEFAULT_MAX_OUTPUT_BYTES,
+            max_outputs_total_bytes: Limits::DEFAULT_MAX_OUTPUTS_TOTAL_BYTES,
+            max_outputs: Limits::DEFAULT_MAX_OUTPUTS,
         }
     }
 }
@@ -325,8 +349,14 @@ impl Engine {
             timeout,
             env,
             options: request.adapter_options.clone(),
+            limits: self.config.limits.responses,
         };
-        crate::record::record_run(self, request, invocation, redactor, cancel).await
+        crate::evidence::RUN_LIMITS
+            .scope(
+                self.config.limits,
+                crate::record::record_run(self, request, invocation, redactor, cancel),
+            )
+            .await
     }
 
     /// `real` mode's container environment: the required secrets (all present, or

@@ -20,7 +20,9 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::ContainerSummary;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
-use proctor_adapters::{ImageBuild, ImageSource, Invocation, LocalAdapter, Staging, host_platform};
+use proctor_adapters::{
+    ImageBuild, ImageSource, Invocation, LocalAdapter, ResponseLimits, Staging, host_platform,
+};
 use proctor_contract::{Mode, PAYLOAD_SCHEMA, RunPayload, WritePrefix};
 use proctor_registry::ProcessorSpec;
 use serde_json::{Value, json};
@@ -161,6 +163,7 @@ impl TestRun {
             timeout: Duration::from_secs(120),
             env: BTreeMap::new(),
             options: json!({"labels": {TEST_LABEL: self.label}}),
+            limits: ResponseLimits::default(),
         }
     }
 

@@ -18,6 +18,7 @@ mod ipv6_pin;
 mod lane;
 mod layering;
 mod ledger;
+mod limits;
 mod local_adapter;
 mod oci;
 mod registry;
