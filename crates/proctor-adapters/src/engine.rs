@@ -4,16 +4,19 @@
 //! do not leave this crate.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
-use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
+use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use proctor_contract::{CanonError, ErrorCode, PinnedReference, Redactor};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::OnceCell;
 
 use crate::image_build::{BuiltImage, ImageBuild, build_image};
@@ -98,26 +101,41 @@ pub(crate) struct BollardEngine {
 
 impl BollardEngine {
     /// A client of the engine found as the docker CLI finds it: `DOCKER_HOST` (`unix://…`
-    /// or `tcp://…`), else the local socket. Anything else is refused, never ignored: another
-    /// scheme, and TLS to the engine (`DOCKER_TLS_VERIFY`), which this client does not speak.
+    /// or `tcp://…`), else the local socket; with `DOCKER_TLS_VERIFY` set (non-empty), TLS
+    /// to a `tcp://` engine, with the client certificate and the CA of `DOCKER_CERT_PATH`
+    /// (see [`connect_tls`]). Anything else is refused, never ignored: another scheme, or
+    /// `DOCKER_TLS_VERIFY` without a `tcp://` host.
     pub(crate) fn connect() -> Result<BollardEngine, CanonError> {
-        if std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|value| !value.is_empty()) {
-            return Err(CanonError::new(
-                ErrorCode::AdapterInvocation,
-                "DOCKER_TLS_VERIFY is set, but TLS to the Docker engine is not supported; \
-                 use a unix:// DOCKER_HOST or a tcp:// one on a trusted network",
-            ));
-        }
-        let client = Docker::connect_with_defaults().map_err(|error| match error {
-            bollard::errors::Error::UnsupportedURISchemeError { uri } => CanonError::new(
-                ErrorCode::AdapterInvocation,
-                format!(
-                    "DOCKER_HOST `{}` is not supported: use unix://PATH or tcp://HOST:PORT",
-                    Redactor::default().redact(&uri)
-                ),
-            ),
-            error => unreachable(error),
-        })?;
+        let tls_verify =
+            std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|value| !value.is_empty());
+        let client = match std::env::var("DOCKER_HOST") {
+            Ok(host) if host.starts_with("tcp://") && tls_verify => connect_tls(&host)?,
+            Ok(host) if host.starts_with("tcp://") => {
+                Docker::connect_with_http(&host, ENGINE_TIMEOUT_S, API_DEFAULT_VERSION)
+                    .map_err(unreachable)?
+            }
+            _ if tls_verify => {
+                return Err(CanonError::new(
+                    ErrorCode::AdapterInvocation,
+                    "DOCKER_TLS_VERIFY is set, but DOCKER_HOST is not tcp://HOST:PORT: \
+                     TLS to the Docker engine needs a tcp:// DOCKER_HOST",
+                ));
+            }
+            Ok(host) if host.starts_with("unix://") => {
+                Docker::connect_with_unix(&host, ENGINE_TIMEOUT_S, API_DEFAULT_VERSION)
+                    .map_err(unreachable)?
+            }
+            Ok(host) => {
+                return Err(CanonError::new(
+                    ErrorCode::AdapterInvocation,
+                    format!(
+                        "DOCKER_HOST `{}` is not supported: use unix://PATH or tcp://HOST:PORT",
+                        Redactor::default().redact(&host)
+                    ),
+                ));
+            }
+            Err(_) => Docker::connect_with_unix_defaults().map_err(unreachable)?,
+        };
         Ok(BollardEngine {
             client,
             negotiated: OnceCell::new(),
@@ -312,16 +330,77 @@ impl BollardEngine {
     }
 }
 
+/// How long one request to the engine may take, in seconds (bollard's default).
+const ENGINE_TIMEOUT_S: u64 = 120;
+
+/// A TLS client of the engine at `host` (`tcp://HOST:PORT`), as the docker CLI makes one
+/// with `DOCKER_TLS_VERIFY`: the client certificate `cert.pem` and key `key.pem`, and the
+/// server verified against `ca.pem` (and the system's roots, as the docker CLI does), all
+/// three in `DOCKER_CERT_PATH`, by default `~/.docker`. A file that is missing, unreadable
+/// or holds no certificate or key is refused by name before anything is sent.
+fn connect_tls(host: &str) -> Result<Docker, CanonError> {
+    let cert_dir = match std::env::var_os("DOCKER_CERT_PATH").filter(|path| !path.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => std::env::home_dir()
+            .ok_or_else(|| {
+                CanonError::new(
+                    ErrorCode::AdapterInvocation,
+                    "DOCKER_TLS_VERIFY is set, but neither DOCKER_CERT_PATH nor a home \
+                     directory says where ca.pem, cert.pem and key.pem are",
+                )
+            })?
+            .join(".docker"),
+    };
+    let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|name| cert_dir.join(name));
+    let unusable = |path: &Path, why: String| {
+        CanonError::new(
+            ErrorCode::AdapterInvocation,
+            format!(
+                "DOCKER_TLS_VERIFY is set, but {} cannot be used: {why}",
+                path.display()
+            ),
+        )
+    };
+    for path in [&ca, &cert] {
+        let certificates = CertificateDer::pem_file_iter(path)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .map_err(|error| unusable(path, error.to_string()))?;
+        if certificates.is_empty() {
+            return Err(unusable(path, "it holds no PEM certificate".to_owned()));
+        }
+    }
+    PrivateKeyDer::from_pem_file(&key).map_err(|error| unusable(&key, error.to_string()))?;
+    // bollard builds its TLS configuration with the process-wide rustls provider: install
+    // the one already linked (aws-lc-rs), unless the process installed one first.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    Docker::connect_with_ssl(
+        host,
+        &key,
+        &cert,
+        &ca,
+        ENGINE_TIMEOUT_S,
+        API_DEFAULT_VERSION,
+    )
+    .map_err(unreachable)
+}
+
 /// The engine cannot be reached (the text is redacted: an address may carry credentials).
 fn unreachable(error: bollard::errors::Error) -> CanonError {
     let at = std::env::var("DOCKER_HOST")
         .map(|host| format!(" at DOCKER_HOST `{host}`"))
         .unwrap_or_default();
+    // The causes say why: a refused connection, a certificate the client does not trust.
+    let mut why = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        why = format!("{why}: {inner}");
+        cause = inner.source();
+    }
     CanonError::new(
         ErrorCode::AdapterInvocation,
         Redactor::default()
             .redact(&format!(
-                "cannot reach the Docker engine{at}: {error}; is dockerd running? (scripts/setup.sh starts it)"
+                "cannot reach the Docker engine{at}: {why}; is dockerd running? (scripts/setup.sh starts it)"
             ))
             .into_owned(),
     )
