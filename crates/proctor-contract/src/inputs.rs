@@ -188,6 +188,32 @@ mod tests {
         Some(format!("{{{repeated}{}", &body[1..]))
     }
 
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        for open in ["[", "{\"a\":"] {
+            let text = format!("{{\"a\":{}", open.repeat(100_000));
+            assert!(
+                refusal(&text).contains("recursion limit exceeded"),
+                "{open}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_bytes_are_an_inputs_object_or_refused(bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..128),
+            "[\\[\\]{}\":,0-9a-z\\\\ .eE+-]{0,64}".prop_map(String::into_bytes),
+        ]) {
+            if let Ok(object) = parse_inputs(&bytes) {
+                let text = serde_json::to_vec(&object).unwrap();
+                prop_assert_eq!(&parse_inputs(&text).unwrap(), &object);
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn serialized_objects_are_accepted_and_a_repeated_key_refused(

@@ -429,6 +429,26 @@ pub(crate) mod tests {
         }
 
         #[test]
+        fn any_text_is_a_world_path_and_a_write_prefix_or_refused(raw in prop_oneof![
+            "\\PC{0,48}",
+            "/artifacts/[%{}a-zA-F0-9./\\\\_é-]{0,40}",
+            "/artifacts/[a-z%./]{0,12}\\{execution_id\\}[a-z%./]{0,12}",
+        ]) {
+            if let Ok(path) = WorldPath::parse(&raw) {
+                prop_assert_eq!(&WorldPath::parse(path.as_str()).unwrap(), &path);
+                prop_assert_eq!(format!("/{}", path.relative()), path.as_str());
+            }
+            if let Ok(prefix) = WritePrefix::expand(&raw, "0b9c1e52-58f1-4a8e-8f0e-9d2b7f6f9c11") {
+                prop_assert!(prefix.as_str().starts_with("/artifacts/"), "{}", prefix);
+                prop_assert!(prefix.as_str().ends_with('/'), "{}", prefix);
+                prop_assert!(prefix.index_path().as_str().starts_with(prefix.as_str()));
+            }
+            if let Ok(prefix) = WritePrefix::from_expanded(&raw) {
+                prop_assert_eq!(&WritePrefix::from_expanded(prefix.as_str()).unwrap(), &prefix);
+            }
+        }
+
+        #[test]
         fn canonical_paths_have_no_dots_doubles_or_encoded_slashes(raw in "/artifacts/[a-z%2Ff./]{0,40}") {
             if let Ok(path) = WorldPath::parse(&raw) {
                 let text = path.as_str();
