@@ -89,6 +89,9 @@ pub(crate) trait ContainerEngine: Send + Sync + fmt::Debug {
         label: &'a str,
         value: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, CanonError>>;
+
+    /// Resolves once the container `name` no longer exists (another party is removing it).
+    fn removed<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), CanonError>>;
 }
 
 /// The Docker engine at `DOCKER_HOST`, else the local socket. The API version is
@@ -305,6 +308,38 @@ impl ContainerEngine for BollardEngine {
         value: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, CanonError>> {
         Box::pin(self.list_labelled(format!("{label}={value}")))
+    }
+
+    fn removed<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), CanonError>> {
+        Box::pin(async move {
+            let options = WaitContainerOptionsBuilder::default()
+                .condition("removed")
+                .build();
+            let answer = self
+                .docker()
+                .await?
+                .wait_container(name, Some(options))
+                .next()
+                .await;
+            match answer {
+                None | Some(Ok(_)) => Ok(()),
+                // Gone before the wait began; a non-zero exit of a removed container is
+                // reported as an error too.
+                Some(Err(error))
+                    if is_not_found(&error)
+                        || matches!(
+                            error,
+                            bollard::errors::Error::DockerContainerWaitError { .. }
+                        ) =>
+                {
+                    Ok(())
+                }
+                Some(Err(error)) => Err(engine_error(
+                    &format!("waiting for the removal of container {name}"),
+                    error,
+                )),
+            }
+        })
     }
 }
 

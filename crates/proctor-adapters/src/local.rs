@@ -49,6 +49,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How long a create request already sent when the run stops may take to land, so the
 /// removal that follows finds the container it made.
 const CREATE_GRACE: Duration = Duration::from_secs(10);
+/// How long a removal someone else started may take before recovery reports the container
+/// as possibly left.
+const REMOVAL_WAIT: Duration = Duration::from_secs(30);
 /// How often a running container's engine is asked whether it is still there.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the engine may take to answer a liveness ping before it counts as lost.
@@ -169,7 +172,23 @@ impl LocalAdapter {
                 .await
             {
                 Ok(Removal::Removed) => removed.push(name),
-                Ok(Removal::Absent) => {}
+                // Gone, or being removed by someone else (a dropped run's guard): wait
+                // until it is gone.
+                Ok(Removal::Absent) => {
+                    match tokio::time::timeout(REMOVAL_WAIT, self.engine.removed(&name)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(failed)) => return Err(failed),
+                        Err(_) => {
+                            return Err(CanonError::new(
+                                ErrorCode::AdapterInvocation,
+                                format!(
+                                    "container {name} of execution {execution_id} is still \
+                                     being removed after {REMOVAL_WAIT:?}"
+                                ),
+                            ));
+                        }
+                    }
+                }
                 Err(failed) => {
                     return Err(CanonError::new(
                         ErrorCode::AdapterInvocation,
@@ -599,7 +618,7 @@ mod tests {
         let Call::Create(created) = &calls[1] else {
             panic!("{calls:?}");
         };
-        assert_eq!(first, [created.clone()]);
+        assert_eq!(first, std::slice::from_ref(created));
         assert!(second.is_empty(), "{second:?}");
         assert_eq!(
             calls[3..6],

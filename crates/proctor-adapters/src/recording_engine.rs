@@ -342,6 +342,11 @@ impl ContainerEngine for RecordingEngine {
                 .collect())
         })
     }
+
+    fn removed<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<(), CanonError>> {
+        // Removals land at once here.
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 impl RecordingEngine {
