@@ -15,10 +15,12 @@
 mod evidence;
 mod lane;
 mod record;
+mod recover;
 mod run;
 mod save;
 
 pub use lane::{Lane, check_publish, check_run};
+pub use recover::{RecoverScope, RecoveredExecution, RecoveryReport, recover};
 pub use run::{
     AdapterKind, Engine, EngineConfig, Inputs, Limits, MAX_RUN_TIMEOUT, RunOutcome, RunRequest,
     workspace_root,

@@ -1,7 +1,8 @@
 //! A run's record in the ledger, around the adapter.
 //!
 //! Once every check of a run has passed, it is recorded in its plan, in this order:
-//! `execution.start` → `budget.reserve` (refused with `ERR_BUDGET_EXCEEDED`) →
+//! recovery of the plan's abandoned executions ([`crate::recover`]) → `execution.start`
+//! (naming this process as its owner) → `budget.reserve` (refused with `ERR_BUDGET_EXCEEDED`) →
 //! `lease.acquire` on the expanded write prefix (refused with `ERR_LEASE_CONFLICT`) → the
 //! adapter → the evidence check and commit → one `artifact.produce` per output → the copy to
 //! `save_dir` → `lease.release` → `budget.settle` → `execution.settle.success` or
@@ -62,7 +63,21 @@ pub(crate) async fn record_run(
 ) -> Result<(Envelope, Option<PathBuf>), CanonError> {
     let ledger = engine.ledger().await?;
     ledger.redact_with(redactor);
+    // Without /proc the owner goes unrecorded, and recovery leaves the run alone.
+    let owner = proctor_ledger::this_process().ok();
+    if let Some(here) = &owner
+        && let Err(error) =
+            crate::recover::recover_plan_at_start(engine, ledger, &request.plan, here).await
+    {
+        tracing::warn!(
+            event = "ledger.recover_failed",
+            plan = %request.plan,
+            code = %error.code(),
+            message = %error.message(),
+        );
+    }
     let recorder = Recorder {
+        owner,
         ledger,
         engine,
         request,
@@ -74,6 +89,8 @@ pub(crate) async fn record_run(
 
 /// One run's conversation with the ledger.
 struct Recorder<'a> {
+    /// This process, the owner `execution.start` records.
+    owner: Option<proctor_contract::ExecutionOwner>,
     engine: &'a Engine,
     ledger: &'a Ledger,
     request: &'a RunRequest,
@@ -124,8 +141,7 @@ impl Recorder<'_> {
             mode: payload.mode,
             write_prefix: payload.write_prefix.clone(),
             image_digest: pinned_digest(&self.invocation.image),
-            // Without /proc the owner goes unrecorded, and recovery leaves the run alone.
-            owner: proctor_ledger::this_process().ok(),
+            owner: self.owner.clone(),
         };
         let adapter = self.engine.adapter(self.request.adapter);
         // The adapter connects while the ledger records the start: neither waits for the

@@ -13,11 +13,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use proctor_adapters::{
     Adapter, ImageSource, Invocation, LocalAdapter, ModalAdapter, ResponseLimits, Staging,
     host_platform,
@@ -259,9 +261,20 @@ impl Engine {
             adapter = request.adapter.as_str(),
         );
         let mut redactor = proctor_telemetry::known_secrets().redactor();
-        let result = self
-            .execute(request, &execution_id, &mut redactor, cancel)
-            .await;
+        let executed =
+            AssertUnwindSafe(self.execute(request, &execution_id, &mut redactor, cancel))
+                .catch_unwind()
+                .await;
+        let result = match executed {
+            Ok(result) => result,
+            // A panic still ends in an envelope and a settled ledger: the run's container
+            // removed, its lease and reservation released.
+            Err(panic) => {
+                let error = crate::recover::panic_error(panic.as_ref());
+                crate::recover::settle_panicked(self, &execution_id, &error).await;
+                Err(error)
+            }
+        };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (envelope, saved_to) = match result {
             Ok(done) => done,
