@@ -111,16 +111,26 @@ async fn copy(
         let chunk =
             chunk.map_err(|e| save_error(format!("cannot read `{path}` from the World: {e}")))?;
         hasher.update(&chunk);
+        // A file grown past its size in the envelope is refused at once, not copied whole.
+        if let Some((size_bytes, _)) = expected
+            && hasher.len() > size_bytes
+        {
+            return Err(mismatch(path));
+        }
         file.write_all(&chunk).map_err(cannot_write)?;
     }
     if let Some((size_bytes, cid)) = expected
         && (hasher.len() != size_bytes || hasher.finish() != cid)
     {
-        return Err(save_error(format!(
-            "`{path}` in the World does not match its size and cid in the envelope"
-        )));
+        return Err(mismatch(path));
     }
     file.commit().map_err(cannot_write)
+}
+
+fn mismatch(path: &WorldPath) -> CanonError {
+    save_error(format!(
+        "`{path}` in the World does not match its size and cid in the envelope"
+    ))
 }
 
 /// Creates `dir` below `root` one component at a time; an existing component must be a
@@ -223,20 +233,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_changed_world_file_is_refused_and_leaves_nothing() {
-        let world = tempfile::tempdir().unwrap();
-        let save = tempfile::tempdir().unwrap();
-        let envelope = committed(world.path(), &[("a.txt", b"one")]).await;
-        let host = world.path().join("o/e1/outputs/a.txt");
-        fs::remove_file(&host).unwrap();
-        fs::write(&host, b"ONE").unwrap();
-        let store = FsStore::new(world.path());
-        let error = save_outputs(&store, world.path(), &envelope, save.path())
-            .await
-            .unwrap_err();
-        assert_eq!(error.code(), ErrorCode::OutputWrite);
-        let dir = save.path().join("artifacts/o/e1/outputs");
-        assert_eq!(fs::read_dir(dir).unwrap().count(), 0, "no partial file");
+    async fn a_changed_or_grown_world_file_is_refused_and_leaves_nothing() {
+        let changed = b"ONE".to_vec();
+        let grown = b"one".repeat(100_000);
+        for replacement in [changed, grown] {
+            let world = tempfile::tempdir().unwrap();
+            let save = tempfile::tempdir().unwrap();
+            let envelope = committed(world.path(), &[("a.txt", b"one")]).await;
+            let host = world.path().join("o/e1/outputs/a.txt");
+            fs::remove_file(&host).unwrap();
+            fs::write(&host, replacement).unwrap();
+            let store = FsStore::new(world.path());
+            let error = save_outputs(&store, world.path(), &envelope, save.path())
+                .await
+                .unwrap_err();
+            assert_eq!(error.code(), ErrorCode::OutputWrite);
+            assert!(
+                error.message().contains("does not match its size"),
+                "{error}"
+            );
+            let dir = save.path().join("artifacts/o/e1/outputs");
+            assert_eq!(fs::read_dir(dir).unwrap().count(), 0, "no partial file");
+        }
     }
 
     #[tokio::test]
