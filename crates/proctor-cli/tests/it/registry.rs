@@ -89,6 +89,37 @@ fn list_refuses_an_invalid_registry() {
 }
 
 #[test]
+fn every_registry_command_refuses_a_timeout_out_of_range() {
+    for (timeout_s, why) in [
+        (
+            "604801",
+            "runtime.timeout_s 604801 is above the maximum of 604800 s (7 days)",
+        ),
+        ("0", "runtime.timeout_s must be positive"),
+        ("99999999999999999999", "runtime.timeout_s"),
+    ] {
+        let dir = TestDir::new();
+        dir.fixture_registry(
+            &FIXTURE_YAML.replace("timeout_s: 30", &format!("timeout_s: {timeout_s}")),
+        );
+        for args in [
+            &["registry", "list", "--json"][..],
+            &["registry", "show", "text/stats@1", "--json"],
+        ] {
+            let run = dir.proctor(args).run();
+            run.exits(ErrorCode::Registry.exit_code());
+            let error = &run.json()["error"];
+            let message = error["message"].as_str().unwrap_or_default();
+            run.check(error["code"] == "ERR_REGISTRY", "the code is ERR_REGISTRY");
+            run.check(
+                message.contains(why) && message.contains("text/stats/1/registry.yaml"),
+                "the message names the entry and the field",
+            );
+        }
+    }
+}
+
+#[test]
 fn show_prints_one_processor_in_full() {
     let dir = two_versions();
     let run = dir.proctor(&["registry", "show", "text/stats@2"]).run();
