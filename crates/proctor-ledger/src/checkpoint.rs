@@ -676,6 +676,16 @@ mod tests {
     }
 
     #[test]
+    fn the_checkpoints_table_is_the_same_on_both_backends() {
+        let sqlite = include_str!("../migrations/sqlite/0002_checkpoints.sql");
+        let postgres = include_str!("../migrations/postgres/0002_checkpoints.sql");
+        let dialect_free = sqlite
+            .replace("INTEGER", "BIGINT")
+            .replace(") STRICT;", ");");
+        assert_eq!(dialect_free, postgres);
+    }
+
+    #[test]
     fn statements_sign_their_canonical_json() {
         let dir = tempfile::tempdir().unwrap();
         let key = CheckpointSigningKey::generate(&dir.path().join("k.pem")).unwrap();

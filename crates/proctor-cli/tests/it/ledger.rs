@@ -231,8 +231,10 @@ fn runs_are_recorded_and_ledger_commands_show_and_verify_them() {
     let run = dir.proctor(&["ledger", "verify", "team-a"]).run();
     run.exits(0);
     run.check(
-        run.stdout == "✓ team-a  6 events verified, head seq 6\n",
-        "one line per plan",
+        run.stdout
+            == "✓ team-a  6 events verified, head seq 6\n\
+                checkpoint: not checked (no --public-key)\n",
+        "one line per plan, and whether a checkpoint was checked",
     );
     let run = dir.proctor(&["ledger", "show", "nope", "--json"]).run();
     fails_plainly(&run, ErrorCode::Ledger, "unknown plan `nope`");
