@@ -280,8 +280,8 @@ impl Ledger {
             })
             .await?;
         if let Some(settled) = &settled {
-            tracing::info!(
-                event = "execution.recovered",
+            tracing::debug!(
+                event = "ledger.settle_abandoned",
                 execution_id,
                 plan,
                 code = %settled.error.code,
