@@ -1,5 +1,6 @@
-//! `proctor ledger show PLAN`, `proctor ledger verify [PLAN]` and `proctor ledger budget
-//! PLAN --set N | --unset`, on the ledger named by `--ledger` (SQLite by default).
+//! `proctor ledger show PLAN`, `proctor ledger verify [PLAN]`, `proctor ledger recover
+//! [PLAN]` and `proctor ledger budget PLAN --set N | --unset`, on the ledger named by
+//! `--ledger` (SQLite by default).
 //!
 //! `show` and `verify` only read: they refuse an SQLite ledger file that does not exist
 //! rather than create an empty one. A broken chain is `ERR_LEDGER_CHAIN`, naming the plan
@@ -8,9 +9,10 @@
 //! failure is the ledger's own canonical error.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use proctor_contract::{CanonError, ErrorCode};
+use proctor_engine::{Engine, EngineConfig, Limits, RecoverScope};
 use proctor_ledger::{ChainReport, Event, Ledger, Plan};
 use serde_json::json;
 
@@ -50,6 +52,7 @@ pub(crate) async fn execute(config: &LedgerConfig) -> anyhow::Result<i32> {
                 checkpoint_command::checkpoint(&ledger, key, config.format).await
             }
             LedgerAction::Keygen { .. } => unreachable!("keygen opens no ledger"),
+            LedgerAction::Recover { scope } => recover(&config.url, scope, config.format).await,
             LedgerAction::Budget {
                 plan,
                 budget_micro_usd,
@@ -70,6 +73,67 @@ pub(crate) async fn execute(config: &LedgerConfig) -> anyhow::Result<i32> {
             Ok(error.code().exit_code())
         }
     }
+}
+
+/// Recovers the abandoned executions `scope` selects through the engine (which removes
+/// their containers); exits with the containers' error when some may be left.
+async fn recover(
+    url: &str,
+    scope: &RecoverScope,
+    format: OutputFormat,
+) -> Result<(String, i32), CanonError> {
+    let engine = Engine::new(EngineConfig {
+        registry_root: PathBuf::new(),
+        artifacts_root: PathBuf::new(),
+        ledger_url: url.to_owned(),
+        env: crate::deploy_commands::host_env(),
+        limits: Limits::default(),
+    });
+    let report = proctor_engine::recover(&engine, scope).await;
+    engine.close().await;
+    let report = report?;
+    let code = report
+        .executions
+        .iter()
+        .find_map(|execution| execution.containers_error.as_ref())
+        .map_or(0, |error| error.code.exit_code());
+    let text = match format {
+        OutputFormat::Json => format!("{}\n", json!(report)),
+        OutputFormat::Human if report.executions.is_empty() => {
+            "no abandoned execution\n".to_owned()
+        }
+        OutputFormat::Human => {
+            let rows: Vec<[String; 5]> = report
+                .executions
+                .iter()
+                .map(|execution| {
+                    let containers = match &execution.containers_error {
+                        Some(error) => format!("not all removed: {}", error.message),
+                        None if execution.containers_removed.is_empty() => "-".to_owned(),
+                        None => execution.containers_removed.join(" "),
+                    };
+                    [
+                        execution.execution_id.clone(),
+                        execution.plan.clone(),
+                        execution.released_leases.join(" "),
+                        execution.released_micro_usd.to_string(),
+                        containers,
+                    ]
+                })
+                .collect();
+            table(
+                [
+                    "EXECUTION",
+                    "PLAN",
+                    "LEASES RELEASED",
+                    "RESERVATION RELEASED",
+                    "CONTAINERS REMOVED",
+                ],
+                &rows,
+            )
+        }
+    };
+    Ok((text, code))
 }
 
 /// Opens (creating it when absent) the ledger at `url`.

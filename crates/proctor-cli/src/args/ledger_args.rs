@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use proctor_engine::RecoverScope;
 use proctor_ledger::DEFAULT_LEDGER_URL;
 
 use super::{ArtifactsRootArg, OutputFormat, RegistryRootArg, StoreLocation, store_location};
@@ -99,6 +100,22 @@ pub(super) enum LedgerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Settle the executions left running by a process that is gone from this host (killed,
+    /// crashed, rebooted): remove their containers, release their leases and reservations,
+    /// and record them as `ERR_ABANDONED`.
+    Recover {
+        /// The plan whose executions to recover (default: every plan).
+        plan: Option<String>,
+        /// Recover this execution alone, unless its process still runs on this host: the
+        /// way to settle one whose process ran on another host.
+        #[arg(long, value_name = "ID", conflicts_with = "plan")]
+        execution: Option<String>,
+        /// Print one line of JSON instead of a report.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ledger: LedgerUrlArg,
+    },
     /// Set or remove a plan's budget (the plan is created when absent).
     Budget {
         /// The plan, e.g. `default`.
@@ -139,6 +156,19 @@ impl LedgerCommand {
                 json,
                 LedgerUrlArg { url: String::new() },
             ),
+            LedgerCommand::Recover {
+                plan,
+                execution,
+                json,
+                ledger,
+            } => {
+                let scope = match (execution, plan) {
+                    (Some(execution_id), _) => RecoverScope::Execution(execution_id),
+                    (None, Some(plan)) => RecoverScope::Plan(plan),
+                    (None, None) => RecoverScope::AllPlans,
+                };
+                (LedgerAction::Recover { scope }, json, ledger)
+            }
             LedgerCommand::Budget {
                 plan,
                 set,
@@ -168,6 +198,7 @@ impl LedgerCommand {
             | LedgerCommand::Verify { json, .. }
             | LedgerCommand::Checkpoint { json, .. }
             | LedgerCommand::Keygen { json, .. }
+            | LedgerCommand::Recover { json, .. }
             | LedgerCommand::Budget { json, .. } => OutputFormat::from_flag(*json),
         }
     }
@@ -237,6 +268,8 @@ pub(crate) enum LedgerAction {
     Checkpoint { key: PathBuf },
     /// `ledger keygen --out PATH`.
     Keygen { out: PathBuf },
+    /// `ledger recover [PLAN] [--execution ID]`.
+    Recover { scope: RecoverScope },
     /// `ledger budget PLAN --set N | --unset`; `None` removes the budget.
     Budget {
         plan: String,
