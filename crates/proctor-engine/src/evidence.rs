@@ -44,8 +44,9 @@ use crate::run::Limits;
 
 /// The largest index or receipt the check reads; a larger one is refused.
 const MAX_RECORD_FILE_BYTES: u64 = 256 * 1024 * 1024;
-/// The most entries the check walks in one staging area.
-const MAX_STAGED_ENTRIES: usize = 100_000;
+/// Entries (files and directories) the check walks in one staging area besides twice the
+/// output count limit; more is refused before the walk goes on.
+const STAGED_ENTRIES_MARGIN: u64 = 100_000;
 
 const INDEX_FILE: &str = "outputs.json";
 const RECEIPT_FILE: &str = "receipt.json";
@@ -123,8 +124,12 @@ fn check_within(
         )));
     }
     let prefix = WritePrefix::from_expanded(&payload.write_prefix)?;
-    let prefix_files = walk(staged.prefix)?;
-    let execution_files = walk(staged.execution)?;
+    let max_entries = limits
+        .max_outputs
+        .saturating_mul(2)
+        .saturating_add(STAGED_ENTRIES_MARGIN);
+    let prefix_files = walk(staged.prefix, max_entries)?;
+    let execution_files = walk(staged.execution, max_entries)?;
 
     if let Some(stray) = execution_files.keys().find(|name| *name != RECEIPT_FILE) {
         return Err(refused(format!(
@@ -346,18 +351,19 @@ fn read_required(
 /// Every regular file below `root`, by its path relative to `root` (`/`-separated). The
 /// walk never follows a link: each entry is typed with `lstat`, and only real directories
 /// are entered. Links, FIFOs, sockets, devices and names that are not UTF-8 are refused;
-/// directories hold no evidence of their own.
-fn walk(root: &Path) -> Result<BTreeMap<String, PathBuf>, CanonError> {
+/// directories hold no evidence of their own. More than `max_entries` entries are refused.
+fn walk(root: &Path, max_entries: u64) -> Result<BTreeMap<String, PathBuf>, CanonError> {
     let mut files = BTreeMap::new();
     let mut pending = vec![(root.to_path_buf(), String::new())];
-    let mut seen = 0usize;
+    let mut seen = 0u64;
     while let Some((dir, relative)) = pending.pop() {
         let entries = fs::read_dir(&dir).map_err(|error| unreadable(&dir, &error))?;
         for entry in entries {
             seen += 1;
-            if seen > MAX_STAGED_ENTRIES {
+            if seen > max_entries {
                 return Err(refused(format!(
-                    "more than {MAX_STAGED_ENTRIES} entries were written"
+                    "more than {max_entries} files and directories were written; raise \
+                     --max-outputs (PROCTOR_MAX_OUTPUTS) to allow them"
                 )));
             }
             let entry = entry.map_err(|error| unreadable(&dir, &error))?;
@@ -718,6 +724,21 @@ mod tests {
                  (PROCTOR_MAX_OUTPUTS)"
             ),
             "{count}"
+        );
+    }
+
+    #[test]
+    fn the_walk_stops_past_its_entry_limit() {
+        let fixture = fixture();
+        // `outputs/`, `outputs/a.txt`, `outputs.json` and `receipt.json`.
+        assert_eq!(walk(&fixture.prefix, 4).unwrap().len(), 3);
+        let error = walk(&fixture.prefix, 3).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Evidence);
+        assert!(
+            error
+                .message()
+                .contains("more than 3 files and directories were written; raise --max-outputs"),
+            "{error}"
         );
     }
 
