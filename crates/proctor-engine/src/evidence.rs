@@ -21,22 +21,25 @@
 //! - **Envelope.** Its mode is the requested one.
 //!
 //! Every read is bounded: outputs by the per-output limit, the index and receipts by
-//! [`MAX_RECORD_FILE_BYTES`]; what is held in memory is at most the total outputs limit
-//! plus those. [`commit`] then writes the checked bytes into the World's store
+//! [`MAX_RECORD_FILE_BYTES`]. The check hashes outputs as it streams them; [`commit`]
+//! reads each again, a few at a time ([`COMMIT_CONCURRENCY`]), and puts it only if it is
+//! still the checked bytes, so memory holds a few outputs, never all of them. [`commit`] then writes the checked bytes into the World's store
 //! (outputs, then the index, then the receipts, so a half-committed execution never looks
 //! complete), refusing to replace anything already there, and removes what it wrote if a
 //! write fails.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
 use std::io::Read as _;
 use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use proctor_contract::{
-    CanonError, ErrorCode, HASH_SCHEMA, OutputsIndex, Receipt, RunPayload, SuccessEnvelope,
-    WorldPath, WritePrefix, cid, inputs_hash,
+    CanonError, CidHasher, ErrorCode, HASH_SCHEMA, OutputsIndex, Receipt, RunPayload,
+    SuccessEnvelope, WorldPath, WritePrefix, cid, inputs_hash,
 };
 use proctor_store::ArtifactStore;
 
@@ -47,6 +50,11 @@ const MAX_RECORD_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// Entries (files and directories) the check walks in one staging area besides twice the
 /// output count limit; more is refused before the walk goes on.
 const STAGED_ENTRIES_MARGIN: u64 = 100_000;
+
+/// How many outputs [`commit`] reads and writes at once.
+const COMMIT_CONCURRENCY: usize = 4;
+/// The chunk the check hashes outputs by.
+const HASH_CHUNK_BYTES: usize = 64 * 1024;
 
 const INDEX_FILE: &str = "outputs.json";
 const RECEIPT_FILE: &str = "receipt.json";
@@ -60,12 +68,34 @@ pub(crate) struct StagedDirs<'a> {
     pub(crate) execution: &'a Path,
 }
 
-/// Evidence that passed every check: the bytes to commit, by world path.
+/// Evidence that passed every check: the outputs' staged files, and the bytes of the index
+/// and receipts, by world path.
 #[derive(Debug)]
 pub(crate) struct CheckedEvidence {
-    outputs: Vec<(WorldPath, Bytes)>,
+    outputs: Vec<CheckedOutput>,
     index: (WorldPath, Bytes),
     receipts: [(WorldPath, Bytes); 2],
+}
+
+/// An output that passed the check: the staged file it is committed from, and the size and
+/// content id the check found.
+#[derive(Debug)]
+struct CheckedOutput {
+    path: WorldPath,
+    host: PathBuf,
+    size_bytes: u64,
+    cid: String,
+}
+
+impl CheckedOutput {
+    /// The staged bytes, read again for the commit; they must still be the checked ones.
+    fn read(&self) -> Result<Bytes, CanonError> {
+        let bytes = read_regular(&self.host, &self.path, self.size_bytes)?;
+        if cid(&bytes) != self.cid {
+            return Err(refused(format!("`{}` changed after its check", self.path)));
+        }
+        Ok(bytes)
+    }
 }
 
 impl CheckedEvidence {
@@ -79,12 +109,13 @@ impl CheckedEvidence {
         cid(&self.receipts[0].1)
     }
 
-    /// Every file in commit order.
-    fn files(&self) -> impl Iterator<Item = &(WorldPath, Bytes)> {
+    /// Every world path it commits, in commit order.
+    fn paths(&self) -> impl Iterator<Item = &WorldPath> {
         self.outputs
             .iter()
-            .chain(std::iter::once(&self.index))
-            .chain(self.receipts.iter())
+            .map(|output| &output.path)
+            .chain(std::iter::once(&self.index.0))
+            .chain(self.receipts.iter().map(|(path, _)| path))
     }
 }
 
@@ -306,13 +337,13 @@ fn check_output_limits(
     Ok(())
 }
 
-/// Every indexed output is a staged file of its size and content id, read up to
+/// Every indexed output is a staged file of its size and content id, hashed up to
 /// `max_output_bytes`, and every staged file is indexed.
 fn check_outputs(
     index: &OutputsIndex,
     mut staged: BTreeMap<WorldPath, PathBuf>,
     max_output_bytes: u64,
-) -> Result<Vec<(WorldPath, Bytes)>, CanonError> {
+) -> Result<Vec<CheckedOutput>, CanonError> {
     let mut outputs = Vec::with_capacity(index.outputs.len());
     for entry in &index.outputs {
         let Some(host) = staged.remove(&entry.path) else {
@@ -321,14 +352,19 @@ fn check_outputs(
                 entry.path
             )));
         };
-        let bytes = read_regular(&host, &entry.path, max_output_bytes)?;
-        if u64::try_from(bytes.len()).ok() != Some(entry.size_bytes) || cid(&bytes) != entry.cid {
+        let (size_bytes, content_id) = hash_regular(&host, &entry.path, max_output_bytes)?;
+        if size_bytes != entry.size_bytes || content_id != entry.cid {
             return Err(refused(format!(
                 "`{}` does not match its size and content id in the index",
                 entry.path
             )));
         }
-        outputs.push((entry.path.clone(), bytes));
+        outputs.push(CheckedOutput {
+            path: entry.path.clone(),
+            host,
+            size_bytes,
+            cid: content_id,
+        });
     }
     if let Some(unlisted) = staged.keys().next() {
         return Err(refused(format!("`{unlisted}` was written but not indexed")));
@@ -411,6 +447,39 @@ fn describe(kind: fs::FileType) -> &'static str {
 /// Reads a regular file without following a link or blocking on a special file, at most
 /// `max_bytes`.
 fn read_regular(host: &Path, world: &WorldPath, max_bytes: u64) -> Result<Bytes, CanonError> {
+    let file = open_regular(host, world, max_bytes)?;
+    read_bounded(file, world, max_bytes)
+}
+
+/// The size and content id of a regular file, opened as [`read_regular`] does and hashed
+/// chunk by chunk, at most `max_bytes`.
+fn hash_regular(
+    host: &Path,
+    world: &WorldPath,
+    max_bytes: u64,
+) -> Result<(u64, String), CanonError> {
+    let mut reader = open_regular(host, world, max_bytes)?.take(max_bytes.saturating_add(1));
+    let mut hasher = CidHasher::default();
+    let mut chunk = vec![0; HASH_CHUNK_BYTES];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => hasher.update(chunk.get(..read).unwrap_or_default()),
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) => return Err(refused(format!("cannot read `{world}`: {error}"))),
+        }
+    }
+    if hasher.len() > max_bytes {
+        return Err(refused(format!(
+            "`{world}` grew over the {max_bytes}-byte limit"
+        )));
+    }
+    Ok((hasher.len(), hasher.finish()))
+}
+
+/// Opens a regular file of at most `max_bytes` without following a link or blocking on a
+/// special file.
+fn open_regular(host: &Path, world: &WorldPath, max_bytes: u64) -> Result<File, CanonError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -428,7 +497,7 @@ fn read_regular(host: &Path, world: &WorldPath, max_bytes: u64) -> Result<Bytes,
             metadata.len()
         )));
     }
-    read_bounded(file, world, max_bytes)
+    Ok(file)
 }
 
 fn read_bounded(file: File, world: &WorldPath, max_bytes: u64) -> Result<Bytes, CanonError> {
@@ -463,7 +532,7 @@ pub(crate) async fn commit(
             format!("cannot commit `{path}` to {}: {error}", store.location()),
         )
     };
-    let targets: BTreeSet<&WorldPath> = evidence.files().map(|(path, _)| path).collect();
+    let targets: BTreeSet<&WorldPath> = evidence.paths().collect();
     for path in &targets {
         match store.head(path).await {
             Ok(_) => {
@@ -478,35 +547,62 @@ pub(crate) async fn commit(
             Err(error) => return Err(commit_failed(path, error)),
         }
     }
-    // The outputs are written side by side; the index follows them, and the receipts come
-    // last, so an interrupted commit never leaves evidence that looks complete.
-    let outputs: Vec<&(WorldPath, Bytes)> = evidence.outputs.iter().collect();
-    let stages = [
-        outputs,
-        vec![&evidence.index],
-        evidence.receipts.iter().collect(),
-    ];
+    // The outputs are written a few at a time, each read from staging just before its put;
+    // the index follows them, and the receipts come last, so an interrupted commit never
+    // leaves evidence that looks complete.
     let mut written: Vec<&WorldPath> = Vec::new();
-    for stage in stages {
-        let puts = stage
-            .iter()
-            .map(|(path, bytes)| async move { (path, store.put(path, bytes.clone()).await) });
-        let mut failure = None;
-        for (path, put) in futures_util::future::join_all(puts).await {
-            match put {
-                Ok(()) => written.push(path),
-                Err(error) => failure = failure.or(Some(commit_failed(path, error))),
-            }
+    let outputs = futures_util::stream::iter(&evidence.outputs)
+        .map(|output| async move {
+            let put = match output.read() {
+                Ok(bytes) => store
+                    .put(&output.path, bytes)
+                    .await
+                    .map_err(|error| commit_failed(&output.path, error)),
+                Err(error) => Err(error),
+            };
+            (&output.path, put)
+        })
+        .buffer_unordered(COMMIT_CONCURRENCY)
+        .collect()
+        .await;
+    settle_stage(store, outputs, &mut written).await?;
+    let records: [Vec<&(WorldPath, Bytes)>; 2] =
+        [vec![&evidence.index], evidence.receipts.iter().collect()];
+    for stage in records {
+        let puts = stage.into_iter().map(|(path, bytes)| async move {
+            let put = store.put(path, bytes.clone()).await;
+            (path, put.map_err(|error| commit_failed(path, error)))
+        });
+        let results = futures_util::future::join_all(puts).await;
+        settle_stage(store, results, &mut written).await?;
+    }
+    Ok(())
+}
+
+/// Adds a stage's successful writes to `written`; if any write failed, removes everything
+/// written so far and returns the first failure.
+async fn settle_stage<'a>(
+    store: &dyn ArtifactStore,
+    stage: Vec<(&'a WorldPath, Result<(), CanonError>)>,
+    written: &mut Vec<&'a WorldPath>,
+) -> Result<(), CanonError> {
+    let mut failure = None;
+    for (path, put) in stage {
+        match put {
+            Ok(()) => written.push(path),
+            Err(error) => failure = failure.or(Some(error)),
         }
-        if let Some(error) = failure {
-            for done in written {
+    }
+    match failure {
+        None => Ok(()),
+        Some(error) => {
+            for done in written.iter() {
                 // Best effort: the failed write is the error to report.
                 let _ = store.delete(done).await;
             }
-            return Err(error);
+            Err(error)
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -629,7 +725,7 @@ mod tests {
     #[test]
     fn well_behaved_evidence_checks() {
         let checked = fixture().check().unwrap();
-        assert_eq!(checked.files().count(), 4);
+        assert_eq!(checked.paths().count(), 4);
         assert!(checked.index_cid().starts_with("b3:"));
     }
 
@@ -800,11 +896,36 @@ mod tests {
         let world = tempfile::tempdir().unwrap();
         let store = FsStore::new(world.path());
         commit(&store, &checked).await.unwrap();
-        for (path, bytes) in checked.files() {
-            assert_eq!(store.get(path).await.unwrap(), *bytes, "{path}");
+        let staged = |name: &str| Bytes::from(fs::read(fixture.prefix.join(name)).unwrap());
+        let expected = [
+            (&checked.outputs[0].path, staged("outputs/a.txt")),
+            (&checked.index.0, staged(INDEX_FILE)),
+            (&checked.receipts[0].0, staged(RECEIPT_FILE)),
+            (&checked.receipts[1].0, staged(RECEIPT_FILE)),
+        ];
+        for (path, bytes) in expected {
+            assert_eq!(store.get(path).await.unwrap(), bytes, "{path}");
         }
         let again = commit(&store, &checked).await.unwrap_err();
         assert_eq!(again.code(), ErrorCode::OutputWrite);
         assert!(again.message().contains("already in the World"), "{again}");
+    }
+
+    #[tokio::test]
+    async fn an_output_changed_after_its_check_is_not_committed() {
+        for replacement in [&b"HELLO"[..], b"hello, grown"] {
+            let fixture = fixture();
+            let checked = fixture.check().unwrap();
+            fixture.write("outputs/a.txt", replacement);
+            let world = tempfile::tempdir().unwrap();
+            let store = FsStore::new(world.path());
+            let error = commit(&store, &checked).await.unwrap_err();
+            assert_eq!(error.code(), ErrorCode::Evidence, "{error}");
+            assert!(error.message().contains("outputs/a.txt`"), "{error}");
+            assert!(
+                walk(world.path(), 100).unwrap().is_empty(),
+                "nothing committed"
+            );
+        }
     }
 }
