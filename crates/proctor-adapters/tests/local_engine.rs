@@ -342,6 +342,61 @@ async fn real_mode_talks_over_loopback_bridge_and_host_networks() {
     }
 }
 
+/// A real invocation of the shared faulty image on the network `options` choose, its
+/// server started as `startup` (`FAULTY_STARTUP`) says.
+async fn real_invocation(run: &TestRun, options: &serde_json::Value, startup: &str) -> Invocation {
+    let spec = load_spec(&faulty_dir());
+    let image = ImageSource::Local {
+        image_id: faulty_image().await,
+    };
+    let mut invocation = run.invocation(&spec, image, Mode::Real, json!({"schema": "v1"}));
+    let mut merged = invocation.options.clone();
+    merged
+        .as_object_mut()
+        .unwrap()
+        .extend(options.as_object().unwrap().clone());
+    invocation.options = merged;
+    invocation
+        .env
+        .insert("FAULTY_STARTUP".to_owned(), startup.to_owned());
+    invocation
+}
+
+#[tokio::test]
+async fn an_exit_before_health_reports_its_code_and_masked_log_tail_on_real_networks() {
+    for options in [json!({}), json!({"network": "host"})] {
+        let run = TestRun::new().await;
+        let invocation = real_invocation(&run, &options, "exit").await;
+        let error = invoke(&invocation).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            ErrorCode::AdapterInvocation,
+            "{options}: {error}"
+        );
+        let message = error.message();
+        assert!(
+            message.contains("testing/faulty@1 exited with code 3 before /healthz answered"),
+            "{options}: {message}"
+        );
+        assert!(
+            message.contains("last log lines:\nprocessor-testing-faulty: cannot start: upstream"),
+            "{options}: {message}"
+        );
+        assert!(
+            !message.contains("leak-password-5f2c"),
+            "{options}: a credential leaked: {message}"
+        );
+        assert!(
+            !message.contains("published no host port"),
+            "{options}: {message}"
+        );
+        assert!(
+            run.containers().await.is_empty(),
+            "{options}: a container is left"
+        );
+    }
+}
+
 #[tokio::test]
 async fn mock_refuses_a_network_option_before_any_container() {
     let run = TestRun::new().await;
