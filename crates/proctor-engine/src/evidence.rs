@@ -21,12 +21,12 @@
 //! - **Envelope.** Its mode is the requested one.
 //!
 //! Every read is bounded: outputs by the per-output limit, the index and receipts by
-//! [`MAX_RECORD_FILE_BYTES`]. The check hashes outputs as it streams them; [`commit`]
-//! reads each again, a few at a time ([`COMMIT_CONCURRENCY`]), and puts it only if it is
-//! still the checked bytes, so memory holds a few outputs, never all of them. [`commit`] then writes the checked bytes into the World's store
-//! (outputs, then the index, then the receipts, so a half-committed execution never looks
-//! complete), refusing to replace anything already there, and removes what it wrote if a
-//! write fails.
+//! [`MAX_RECORD_FILE_BYTES`]. The check hashes outputs as it streams them. [`commit`] then
+//! writes the evidence into the World's store (outputs, then the index, then the receipts,
+//! so a half-committed execution never looks complete), refusing to replace anything
+//! already there, and removes what it wrote if a write fails. It reads each output again,
+//! a few at a time ([`COMMIT_CONCURRENCY`]), and puts it only if it still has the checked
+//! bytes, so memory holds a few outputs, never all of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
