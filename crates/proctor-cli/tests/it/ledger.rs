@@ -4,8 +4,9 @@
 //! Most runs use `--adapter modal` with no deploy target configured: it fails in the adapter,
 //! without any network, once every check, the budget and the lease have passed; the refusal tests use `--adapter local --build`
 //! with a labelled container and check that no container was created. Needs: the Docker
-//! engine (label checks; one Ctrl-C run of `testing/faulty@1`) and the PostgreSQL server on
-//! 127.0.0.1:55432 that `scripts/setup.sh` starts (one test creates and drops a database).
+//! engine (label checks) and the PostgreSQL server on 127.0.0.1:55432 that
+//! `scripts/setup.sh` starts (one test creates and drops a database). Signal tests are in
+//! `signals`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -129,7 +130,7 @@ pub(crate) fn fails_plainly(run: &Run, code: ErrorCode, detail: &str) {
 }
 
 /// `proctor ledger ARGS --json`, which must succeed; its JSON line.
-fn ledger_json(dir: &TestDir, args: &[&str]) -> Value {
+pub(crate) fn ledger_json(dir: &TestDir, args: &[&str]) -> Value {
     let mut all = vec!["ledger"];
     all.extend_from_slice(args);
     all.push("--json");
@@ -139,7 +140,7 @@ fn ledger_json(dir: &TestDir, args: &[&str]) -> Value {
 }
 
 /// The kinds of `execution_id`'s events in a `ledger show --json` answer, in seq order.
-fn kinds_of(show: &Value, execution_id: &str) -> Vec<String> {
+pub(crate) fn kinds_of(show: &Value, execution_id: &str) -> Vec<String> {
     events_of(show, execution_id)
         .iter()
         .map(|event| event["kind"].as_str().unwrap().to_owned())
@@ -520,98 +521,6 @@ fn lease_conflicts_refuse_runs_before_any_container() {
     );
     assert!(runtime.block_on(ledger.leases()).unwrap().is_empty());
     runtime.block_on(ledger.close());
-}
-
-#[test]
-fn ctrl_c_during_a_run_still_releases_and_settles() {
-    stopping_a_hanging_run_cleans_up("INT", 130);
-}
-
-#[test]
-fn sigterm_during_a_run_still_releases_and_settles() {
-    stopping_a_hanging_run_cleans_up("TERM", 143);
-}
-
-/// Sends `signal` to `proctor run` while its container hangs: the run still removes the
-/// container, releases the lease and the reservation, records the interruption, prints the
-/// error envelope and exits with `exit` (128 + the signal's number).
-fn stopping_a_hanging_run_cleans_up(signal: &str, exit: i32) {
-    let sweep = ContainerSweep::new();
-    let dir = TestDir::new();
-    let fixtures = workspace_registry()
-        .join("../fixtures/processors")
-        .display()
-        .to_string();
-    let options = sweep.adapter_options();
-    let started = dir
-        .proctor(&[
-            "run",
-            "--ref",
-            "testing/faulty@1",
-            "--adapter",
-            "local",
-            "--build",
-            "--timeout",
-            "600",
-            "--write-prefix",
-            "/artifacts/o/{execution_id}",
-            "--inputs-json",
-            r#"{"schema":"v1","fault":"hang"}"#,
-            "--adapter-opts-json",
-            &options,
-            "--registry-root",
-            &fixtures,
-            "--artifacts-root",
-            "artifacts",
-            "--json",
-        ])
-        .start();
-    // The image build comes first; wait (bounded) for the hanging container.
-    let mut waited = Duration::ZERO;
-    while sweep.containers().is_empty() {
-        assert!(
-            waited < Duration::from_secs(900),
-            "the container never started"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-        waited += Duration::from_millis(200);
-    }
-    let signalled = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &started.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    let run = started.finish();
-    run.exits(exit);
-    let envelope = run.json();
-    run.check(
-        envelope["error"]["code"] == ErrorCode::Interrupted.as_str()
-            && envelope["error"]["message"]
-                .as_str()
-                .is_some_and(|message| message.contains("testing/faulty@1 was cancelled")),
-        "the envelope must say the run was interrupted",
-    );
-    run.check(
-        sweep.containers().is_empty(),
-        "no container may be left after the signal",
-    );
-    let id = run.json()["execution_id"].as_str().unwrap().to_owned();
-    let show = ledger_json(&dir, &["show", "default"]);
-    assert_eq!(
-        kinds_of(&show, &id),
-        [
-            "execution.start",
-            "budget.reserve",
-            "lease.acquire",
-            "lease.release",
-            "budget.settle",
-            "execution.settle.failure"
-        ],
-        "{show:#}"
-    );
-    let events = events_of(&show, &id);
-    assert_eq!(events[3]["payload"]["reason"], "released");
-    assert_eq!(events[5]["payload"]["error"]["code"], "ERR_INTERRUPTED");
 }
 
 /// A fresh database on the test PostgreSQL server, dropped with the value.

@@ -25,6 +25,7 @@ mod recover;
 mod registry;
 mod run;
 mod secrets;
+mod signals;
 mod util;
 mod verify;
 mod world;

@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -177,6 +179,11 @@ impl Started {
         self.child.id()
     }
 
+    /// Whether it has ended (its output is still to be read by [`Started::finish`]).
+    pub(crate) fn has_ended(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits for it to end.
     pub(crate) fn finish(self) -> Run {
         let output = self.child.wait_with_output().unwrap();
@@ -321,6 +328,8 @@ pub(crate) trait Duplex: std::io::Read + std::io::Write + Send + Sized + 'static
     fn duplicate(&self) -> std::io::Result<Self>;
     /// Ends the writing half, so the peer sees the end of the stream.
     fn close_write(&self);
+    /// Ends both halves, whatever other handles on the connection do.
+    fn close(&self);
 }
 
 impl Duplex for std::net::TcpStream {
@@ -330,6 +339,10 @@ impl Duplex for std::net::TcpStream {
 
     fn close_write(&self) {
         let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -341,13 +354,39 @@ impl Duplex for std::os::unix::net::UnixStream {
     fn close_write(&self) {
         let _ = self.shutdown(std::net::Shutdown::Write);
     }
+
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
 }
 
-/// Relays every TCP connection to a loopback address to what `connect` opens, until
-/// dropped: a registry on `[::1]`, the engine's socket on a TCP port.
+/// Where a [`Relay`] listens.
+enum Listening {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+/// What the accepting thread and the copying threads of a [`Relay`] share.
+#[derive(Default)]
+struct RelayState {
+    /// No connection is accepted any more.
+    stopped: AtomicBool,
+    /// Requests containing this text are never forwarded: their connection is held open,
+    /// unanswered.
+    hold: Option<String>,
+    /// A request has been held.
+    held: AtomicBool,
+    /// Both streams of every relayed connection, to close them all at once.
+    open: Mutex<Vec<Box<dyn Fn() + Send>>>,
+}
+
+/// Relays every connection to a loopback address or a unix socket to what `connect` opens:
+/// a registry on `[::1]`, the engine's socket on a TCP port or on another socket. Requests
+/// holding a chosen text can be held unanswered, and the whole relay cut, as an engine
+/// that hangs or goes away. Stops accepting when dropped.
 pub(crate) struct Relay {
-    address: std::net::SocketAddr,
-    stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    listening: Listening,
+    state: Arc<RelayState>,
 }
 
 impl Relay {
@@ -356,51 +395,156 @@ impl Relay {
         bind: &str,
         connect: impl Fn() -> std::io::Result<S> + Send + 'static,
     ) -> Relay {
-        use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind(bind).unwrap();
         let address = listener.local_addr().unwrap();
-        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopping = std::sync::Arc::clone(&stopped);
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let (Ok(client), Ok(server)) = (client, connect()) {
-                    copy_both_ways(client, server);
-                }
-            }
-        });
-        Relay { address, stopped }
+        let state = Arc::new(RelayState::default());
+        accept_and_relay(
+            move || listener.accept().map(|(client, _)| client),
+            Arc::clone(&state),
+            connect,
+        );
+        Relay {
+            listening: Listening::Tcp(address),
+            state,
+        }
     }
 
-    /// The port it listens on.
+    /// Listens on the unix socket `path` and relays to `connect`'s stream; a request whose
+    /// text contains `hold` (e.g. `/start HTTP`) is held unanswered, its connection open.
+    pub(crate) fn unix<S: Duplex>(
+        path: &Path,
+        hold: Option<&str>,
+        connect: impl Fn() -> std::io::Result<S> + Send + 'static,
+    ) -> Relay {
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        let state = Arc::new(RelayState {
+            hold: hold.map(str::to_owned),
+            ..RelayState::default()
+        });
+        accept_and_relay(
+            move || listener.accept().map(|(client, _)| client),
+            Arc::clone(&state),
+            connect,
+        );
+        Relay {
+            listening: Listening::Unix(path.to_owned()),
+            state,
+        }
+    }
+
+    /// The port it listens on (TCP).
     pub(crate) fn port(&self) -> u16 {
-        self.address.port()
+        match &self.listening {
+            Listening::Tcp(address) => address.port(),
+            Listening::Unix(path) => panic!("{} is a unix socket", path.display()),
+        }
+    }
+
+    /// `DOCKER_HOST` for an engine behind this relay.
+    pub(crate) fn docker_host(&self) -> String {
+        match &self.listening {
+            Listening::Tcp(address) => format!("tcp://{address}"),
+            Listening::Unix(path) => format!("unix://{}", path.display()),
+        }
+    }
+
+    /// Whether a request has been held.
+    pub(crate) fn held(&self) -> bool {
+        self.state.held.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting (new connections are refused) and closes every relayed connection,
+    /// as an engine that went away.
+    pub(crate) fn cut(&self) {
+        self.stop_accepting();
+        for close in self.state.open.lock().unwrap().iter() {
+            close();
+        }
+    }
+
+    fn stop_accepting(&self) {
+        if self.state.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wakes the accepting thread so that it sees the flag and drops the listener.
+        match &self.listening {
+            Listening::Tcp(address) => drop(std::net::TcpStream::connect(address)),
+            Listening::Unix(path) => drop(std::os::unix::net::UnixStream::connect(path)),
+        }
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.stopped
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        // Wakes the accepting thread so that it sees the flag.
-        let _ = std::net::TcpStream::connect(self.address);
+        self.stop_accepting();
     }
 }
 
-/// Copies bytes both ways between `a` and `b` until each side closes.
-fn copy_both_ways<A: Duplex, B: Duplex>(a: A, b: B) {
-    let (Ok(mut a_reader), Ok(mut b_reader)) = (a.duplicate(), b.duplicate()) else {
+/// Accepts connections until `state` says stop, relaying each to what `connect` opens.
+fn accept_and_relay<C: Duplex, S: Duplex>(
+    mut accept: impl FnMut() -> std::io::Result<C> + Send + 'static,
+    state: Arc<RelayState>,
+    connect: impl Fn() -> std::io::Result<S> + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        loop {
+            let client = accept();
+            if state.stopped.load(Ordering::SeqCst) {
+                break;
+            }
+            if let (Ok(client), Ok(server)) = (client, connect()) {
+                relay_connection(client, server, &state);
+            }
+        }
+    });
+}
+
+/// Copies bytes both ways between `client` and `server` until each side closes, or holds
+/// the connection once the client sends the state's `hold` text.
+fn relay_connection<A: Duplex, B: Duplex>(client: A, server: B, state: &Arc<RelayState>) {
+    let (Ok(mut client_reader), Ok(mut server_reader), Ok(client_closer), Ok(server_closer)) = (
+        client.duplicate(),
+        server.duplicate(),
+        client.duplicate(),
+        server.duplicate(),
+    ) else {
         return;
     };
-    let (mut a_writer, mut b_writer) = (a, b);
+    state.open.lock().unwrap().push(Box::new(move || {
+        client_closer.close();
+        server_closer.close();
+    }));
+    let (mut client_writer, mut server_writer) = (client, server);
+    let holding = Arc::new(AtomicBool::new(false));
+    let (upstream_state, upstream_holding) = (Arc::clone(state), Arc::clone(&holding));
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut a_reader, &mut b_writer);
-        b_writer.close_write();
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let read = match client_reader.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            let chunk = &buffer[..read];
+            let hold = upstream_state
+                .hold
+                .as_deref()
+                .is_some_and(|hold| String::from_utf8_lossy(chunk).contains(hold));
+            if hold {
+                upstream_holding.store(true, Ordering::SeqCst);
+                upstream_state.held.store(true, Ordering::SeqCst);
+                return;
+            }
+            if server_writer.write_all(chunk).is_err() {
+                break;
+            }
+        }
+        server_writer.close_write();
     });
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut b_reader, &mut a_writer);
-        a_writer.close_write();
+        let _ = std::io::copy(&mut server_reader, &mut client_writer);
+        // A held request is never answered, not even by the end of the stream.
+        if !holding.load(Ordering::SeqCst) {
+            client_writer.close_write();
+        }
     });
 }
