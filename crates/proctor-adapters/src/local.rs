@@ -236,7 +236,8 @@ impl LocalAdapter {
     }
 
     /// Resolves the image, then creates, starts and converses with the container, every
-    /// step racing `cancel` and, from creation on, the timeout.
+    /// step racing `cancel` and, from creation on, the timeout; once the container has
+    /// started, the engine's liveness too.
     async fn run(
         &self,
         invocation: &Invocation,
