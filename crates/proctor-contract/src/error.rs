@@ -89,6 +89,9 @@ error_codes! {
     Lane => ("ERR_LANE", "lane rule violated", 80),
     Acceptance => ("ERR_ACCEPTANCE", "acceptance check failed", 81),
     Verify => ("ERR_VERIFY", "verification failed", 90),
+    Plan => ("ERR_PLAN", "invalid plan", 100),
+    Predicate => ("ERR_PREDICATE", "predicate not satisfied", 101),
+    Proposal => ("ERR_PROPOSAL", "invalid plan proposal", 102),
     Internal => ("ERR_INTERNAL", "internal error", 1),
 }
 

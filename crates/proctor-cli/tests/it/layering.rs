@@ -50,11 +50,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "proctor-plan",
+        &[
+            "proctor-contract",
+            "proctor-registry",
+            "proctor-store",
+            "proctor-ledger",
+            "proctor-engine",
+        ],
+    ),
+    (
         "proctor-cli",
         &[
             "proctor-contract",
             "proctor-telemetry",
             "proctor-engine",
+            "proctor-plan",
             "proctor-registry",
             "proctor-store",
             "proctor-ledger",
