@@ -24,9 +24,10 @@
 //! [`MAX_RECORD_FILE_BYTES`]. The check hashes outputs as it streams them. [`commit`] then
 //! writes the evidence into the World's store (outputs, then the index, then the receipts,
 //! so a half-committed execution never looks complete), refusing to replace anything
-//! already there, and removes what it wrote if a write fails. It reads each output again,
-//! a few at a time ([`COMMIT_CONCURRENCY`]), and puts it only if it still has the checked
-//! bytes, so memory holds a few outputs, never all of them.
+//! already there, and removes what it wrote if a write fails or the run is cancelled
+//! meanwhile. It reads each output again, a few at a time ([`COMMIT_CONCURRENCY`]), and
+//! puts it only if it still has the checked bytes, so memory holds a few outputs, never
+//! all of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -38,10 +39,11 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use proctor_contract::{
-    CanonError, CidHasher, ErrorCode, HASH_SCHEMA, OutputsIndex, Receipt, RunPayload,
+    CanonError, CidHasher, ErrorCode, HASH_SCHEMA, OutputEntry, OutputsIndex, Receipt, RunPayload,
     SuccessEnvelope, WorldPath, WritePrefix, cid, inputs_hash,
 };
 use proctor_store::ArtifactStore;
+use tokio_util::sync::CancellationToken;
 
 use crate::run::Limits;
 
@@ -123,26 +125,9 @@ fn refused(detail: impl Into<String>) -> CanonError {
     CanonError::new(ErrorCode::Evidence, detail)
 }
 
-tokio::task_local! {
-    /// The limits of the run whose evidence is checked, set around its record by
-    /// [`crate::run`].
-    pub(crate) static RUN_LIMITS: Limits;
-}
-
-/// Checks the staged evidence of a success against the payload and the envelope, within
-/// the limits of the current run ([`RUN_LIMITS`], else the defaults).
-pub(crate) fn check(
-    staged: StagedDirs<'_>,
-    payload: &RunPayload,
-    envelope: &SuccessEnvelope,
-) -> Result<CheckedEvidence, CanonError> {
-    let limits = RUN_LIMITS.try_with(|limits| *limits).unwrap_or_default();
-    check_within(staged, payload, envelope, &limits)
-}
-
 /// Checks the staged evidence of a success against the payload and the envelope, within
 /// `limits`.
-fn check_within(
+pub(crate) fn check(
     staged: StagedDirs<'_>,
     payload: &RunPayload,
     envelope: &SuccessEnvelope,
@@ -304,7 +289,31 @@ fn check_output_limits(
     staged: &BTreeMap<WorldPath, PathBuf>,
     limits: &Limits,
 ) -> Result<(), CanonError> {
-    let count = u64::try_from(staged.len()).unwrap_or(u64::MAX);
+    check_output_count(staged.len(), limits)?;
+    let sizes = staged.iter().map(|(world, host)| {
+        let metadata = fs::symlink_metadata(host).map_err(|error| unreadable(host, &error))?;
+        Ok((world, metadata.len()))
+    });
+    check_output_sizes(sizes, limits)
+}
+
+/// The outputs a remote adapter's envelope declares are within `limits`, by their declared
+/// sizes: their files stay where the processor ran.
+pub(crate) fn check_declared_outputs(
+    outputs: &[OutputEntry],
+    limits: &Limits,
+) -> Result<(), CanonError> {
+    check_output_count(outputs.len(), limits)?;
+    check_output_sizes(
+        outputs
+            .iter()
+            .map(|output| Ok((&output.path, output.size_bytes))),
+        limits,
+    )
+}
+
+fn check_output_count(count: usize, limits: &Limits) -> Result<(), CanonError> {
+    let count = u64::try_from(count).unwrap_or(u64::MAX);
     if count > limits.max_outputs {
         return Err(refused(format!(
             "{count} outputs were written, more than the limit of {}; raise --max-outputs \
@@ -312,11 +321,16 @@ fn check_output_limits(
             limits.max_outputs
         )));
     }
+    Ok(())
+}
+
+fn check_output_sizes<'a>(
+    sizes: impl Iterator<Item = Result<(&'a WorldPath, u64), CanonError>>,
+    limits: &Limits,
+) -> Result<(), CanonError> {
     let mut total = 0u64;
-    for (world, host) in staged {
-        let size = fs::symlink_metadata(host)
-            .map_err(|error| unreadable(host, &error))?
-            .len();
+    for sized in sizes {
+        let (world, size) = sized?;
         if size > limits.max_output_bytes {
             return Err(refused(format!(
                 "`{world}` is {size} bytes, over the {}-byte limit per output; raise \
@@ -525,6 +539,7 @@ fn unreadable(path: &Path, error: &std::io::Error) -> CanonError {
 pub(crate) async fn commit(
     store: &dyn ArtifactStore,
     evidence: &CheckedEvidence,
+    cancel: &CancellationToken,
 ) -> Result<(), CanonError> {
     let commit_failed = |path: &WorldPath, error: proctor_store::StoreError| {
         CanonError::new(
@@ -553,6 +568,9 @@ pub(crate) async fn commit(
     let mut written: Vec<&WorldPath> = Vec::new();
     let outputs = futures_util::stream::iter(&evidence.outputs)
         .map(|output| async move {
+            if cancel.is_cancelled() {
+                return (&output.path, Err(interrupted()));
+            }
             let put = match output.read() {
                 Ok(bytes) => store
                     .put(&output.path, bytes)
@@ -569,6 +587,10 @@ pub(crate) async fn commit(
     let records: [Vec<&(WorldPath, Bytes)>; 2] =
         [vec![&evidence.index], evidence.receipts.iter().collect()];
     for stage in records {
+        if cancel.is_cancelled() {
+            roll_back(store, &written).await;
+            return Err(interrupted());
+        }
         let puts = stage.into_iter().map(|(path, bytes)| async move {
             let put = store.put(path, bytes.clone()).await;
             (path, put.map_err(|error| commit_failed(path, error)))
@@ -577,6 +599,14 @@ pub(crate) async fn commit(
         settle_stage(store, results, &mut written).await?;
     }
     Ok(())
+}
+
+/// A commit stopped by cancellation; what it wrote is removed.
+fn interrupted() -> CanonError {
+    CanonError::new(
+        ErrorCode::Interrupted,
+        "interrupted while committing the evidence; nothing of it was kept",
+    )
 }
 
 /// Adds a stage's successful writes to `written`; if any write failed, removes everything
@@ -596,12 +626,16 @@ async fn settle_stage<'a>(
     match failure {
         None => Ok(()),
         Some(error) => {
-            for done in written.iter() {
-                // Best effort: the failed write is the error to report.
-                let _ = store.delete(done).await;
-            }
+            roll_back(store, written).await;
             Err(error)
         }
+    }
+}
+
+/// Removes what a commit wrote, best effort: the reason it stopped is the error to report.
+async fn roll_back(store: &dyn ArtifactStore, written: &[&WorldPath]) {
+    for done in written {
+        let _ = store.delete(done).await;
     }
 }
 
@@ -610,7 +644,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use proctor_contract::{Mode, OutputEntry, PAYLOAD_SCHEMA, SuccessMeta};
-    use proctor_store::FsStore;
+    use proctor_store::{ByteStream, FsStore, ObjectInfo, StoreError};
     use serde_json::json;
 
     use super::*;
@@ -644,7 +678,7 @@ mod tests {
         }
 
         fn check_within(&self, limits: &Limits) -> Result<CheckedEvidence, CanonError> {
-            check_within(self.staged(), &self.payload, &self.envelope, limits)
+            check(self.staged(), &self.payload, &self.envelope, limits)
         }
     }
 
@@ -839,22 +873,6 @@ mod tests {
     }
 
     #[test]
-    fn the_run_limits_in_scope_apply_to_the_check() {
-        let fixture = fixture();
-        let limits = Limits {
-            max_output_bytes: 4,
-            ..Limits::default()
-        };
-        let checked = || check(fixture.staged(), &fixture.payload, &fixture.envelope);
-        let error = RUN_LIMITS.sync_scope(limits, checked).unwrap_err();
-        assert!(
-            error.message().contains("over the 4-byte limit per output"),
-            "{error}"
-        );
-        assert!(checked().is_ok());
-    }
-
-    #[test]
     fn links_fifos_and_devices_are_refused() {
         let link = fixture();
         fs::remove_file(link.prefix.join("outputs/a.txt")).unwrap();
@@ -895,7 +913,9 @@ mod tests {
         let checked = fixture.check().unwrap();
         let world = tempfile::tempdir().unwrap();
         let store = FsStore::new(world.path());
-        commit(&store, &checked).await.unwrap();
+        commit(&store, &checked, &CancellationToken::new())
+            .await
+            .unwrap();
         let staged = |name: &str| Bytes::from(fs::read(fixture.prefix.join(name)).unwrap());
         let expected = [
             (&checked.outputs[0].path, staged("outputs/a.txt")),
@@ -906,7 +926,9 @@ mod tests {
         for (path, bytes) in expected {
             assert_eq!(store.get(path).await.unwrap(), bytes, "{path}");
         }
-        let again = commit(&store, &checked).await.unwrap_err();
+        let again = commit(&store, &checked, &CancellationToken::new())
+            .await
+            .unwrap_err();
         assert_eq!(again.code(), ErrorCode::OutputWrite);
         assert!(again.message().contains("already in the World"), "{again}");
     }
@@ -919,13 +941,94 @@ mod tests {
             fixture.write("outputs/a.txt", replacement);
             let world = tempfile::tempdir().unwrap();
             let store = FsStore::new(world.path());
-            let error = commit(&store, &checked).await.unwrap_err();
+            let error = commit(&store, &checked, &CancellationToken::new())
+                .await
+                .unwrap_err();
             assert_eq!(error.code(), ErrorCode::Evidence, "{error}");
             assert!(error.message().contains("outputs/a.txt`"), "{error}");
             assert!(
                 walk(world.path(), 100).unwrap().is_empty(),
                 "nothing committed"
             );
+        }
+    }
+
+    /// A store that cancels its run's token once the first write is done.
+    #[derive(Debug)]
+    struct CancelAfterFirstPut {
+        inner: FsStore,
+        cancel: CancellationToken,
+    }
+
+    #[async_trait::async_trait]
+    impl ArtifactStore for CancelAfterFirstPut {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        async fn put(&self, path: &WorldPath, bytes: Bytes) -> Result<(), StoreError> {
+            let put = self.inner.put(path, bytes).await;
+            self.cancel.cancel();
+            put
+        }
+        async fn get(&self, path: &WorldPath) -> Result<Bytes, StoreError> {
+            self.inner.get(path).await
+        }
+        async fn get_stream(&self, path: &WorldPath) -> Result<ByteStream, StoreError> {
+            self.inner.get_stream(path).await
+        }
+        async fn head(&self, path: &WorldPath) -> Result<ObjectInfo, StoreError> {
+            self.inner.head(path).await
+        }
+        async fn list(&self, prefix: &WorldPath) -> Result<Vec<ObjectInfo>, StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, path: &WorldPath) -> Result<(), StoreError> {
+            self.inner.delete(path).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_cancelled_halfway_removes_what_it_wrote() {
+        let fixture = fixture();
+        let checked = fixture.check().unwrap();
+        let world = tempfile::tempdir().unwrap();
+        let cancel = CancellationToken::new();
+        let store = CancelAfterFirstPut {
+            inner: FsStore::new(world.path()),
+            cancel: cancel.clone(),
+        };
+        let error = commit(&store, &checked, &cancel).await.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Interrupted, "{error}");
+        assert!(
+            walk(world.path(), 100).unwrap().is_empty(),
+            "the output written before the cancellation is removed"
+        );
+    }
+
+    #[test]
+    fn declared_outputs_are_held_to_the_limits() {
+        let output = |name: &str, size_bytes: u64| OutputEntry {
+            path: WorldPath::parse(&format!("/artifacts/o/{name}")).unwrap(),
+            cid: cid(b""),
+            size_bytes,
+            mime: "text/plain".to_owned(),
+        };
+        let outputs = [output("a", 3), output("b", 3)];
+        let limits = |max_outputs, max_output_bytes, max_outputs_total_bytes| Limits {
+            max_outputs,
+            max_output_bytes,
+            max_outputs_total_bytes,
+            ..Limits::default()
+        };
+        assert!(check_declared_outputs(&outputs, &limits(2, 3, 6)).is_ok());
+        for (tight, flag) in [
+            (limits(1, 3, 6), "--max-outputs"),
+            (limits(2, 2, 6), "--max-output-bytes"),
+            (limits(2, 3, 5), "--max-outputs-total-bytes"),
+        ] {
+            let error = check_declared_outputs(&outputs, &tight).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::Evidence);
+            assert!(error.message().contains(flag), "{error}");
         }
     }
 }

@@ -221,7 +221,7 @@ impl Recorder<'_> {
             Err(error) => return Ran::failed(error.clone(), false),
         };
         match adapter.get().invoke(&self.invocation, cancel).await {
-            Ok(Envelope::Success(success)) => match self.accept(&success).await {
+            Ok(Envelope::Success(success)) => match self.accept(&success, cancel).await {
                 Ok((outcome, saved_to)) => Ran {
                     result: Ok((Envelope::Success(success), saved_to)),
                     outcome,
@@ -246,9 +246,21 @@ impl Recorder<'_> {
     async fn accept(
         &self,
         success: &SuccessEnvelope,
+        cancel: &CancellationToken,
     ) -> Result<(Outcome, Option<PathBuf>), CanonError> {
+        if cancel.is_cancelled() {
+            return Err(CanonError::new(
+                ErrorCode::Interrupted,
+                format!(
+                    "interrupted after {} returned; none of its evidence was committed",
+                    self.invocation.payload.processor_ref
+                ),
+            ));
+        }
+        let limits = &self.engine.config().limits;
         let (outputs_index_cid, receipt_cid) = match self.request.adapter {
             AdapterKind::Modal => {
+                evidence::check_declared_outputs(&success.outputs, limits)?;
                 let index = OutputsIndex {
                     outputs: success.outputs.clone(),
                 };
@@ -260,8 +272,8 @@ impl Recorder<'_> {
                     prefix: staging.prefix_dir(),
                     execution: staging.execution_dir(),
                 };
-                let checked = evidence::check(staged, &self.invocation.payload, success)?;
-                evidence::commit(self.engine.store().as_ref(), &checked).await?;
+                let checked = evidence::check(staged, &self.invocation.payload, success, limits)?;
+                evidence::commit(self.engine.store().as_ref(), &checked, cancel).await?;
                 (checked.index_cid(), Some(checked.receipt_cid()))
             }
         };

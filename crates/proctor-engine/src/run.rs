@@ -129,6 +129,11 @@ impl RunOutcome {
             Envelope::Error(error) => error.error.code.exit_code(),
         }
     }
+
+    /// Whether the run ended because it was cancelled (`ERR_INTERRUPTED`).
+    pub fn was_interrupted(&self) -> bool {
+        matches!(&self.envelope, Envelope::Error(error) if error.error.code == ErrorCode::Interrupted)
+    }
 }
 
 /// The longest a run may be given, from `--timeout` or `runtime.timeout_s`: 7 days. Longer
@@ -364,12 +369,7 @@ impl Engine {
             options: request.adapter_options.clone(),
             limits: self.config.limits.responses,
         };
-        crate::evidence::RUN_LIMITS
-            .scope(
-                self.config.limits,
-                crate::record::record_run(self, request, invocation, redactor, cancel),
-            )
-            .await
+        crate::record::record_run(self, request, invocation, redactor, cancel).await
     }
 
     /// `real` mode's container environment: the required secrets (all present, or
