@@ -24,11 +24,12 @@ mod run;
 mod verify_command;
 mod world_commands;
 
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
-use proctor_contract::EXIT_USAGE;
+use proctor_contract::{CanonError, EXIT_USAGE, ErrorCode};
 use proctor_engine::CancellationToken;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -61,7 +62,14 @@ fn main() -> ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|runtime| {
             let config = cli.into_config()?;
-            runtime.block_on(act(config))
+            // A run's own panic is settled by the engine; one anywhere else still ends with
+            // a canonical error (the panic message itself went to stderr).
+            std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(act(config))))
+                .unwrap_or_else(|_| {
+                    let error = CanonError::new(ErrorCode::Internal, "proctor panicked");
+                    output::print_error(&error, format)?;
+                    Ok(error.code().exit_code())
+                })
         });
     match acted {
         Ok(code) => exit_code(code),
@@ -82,7 +90,11 @@ async fn act(config: Config) -> anyhow::Result<i32> {
             let stop = Stop::on_signals();
             let outcome = run::run(&run, &stop.cancel).await;
             output::print_run(&outcome, run.format)?;
-            Ok(stop.exit_code().unwrap_or_else(|| outcome.exit_code()))
+            // A signal that came too late to stop the run leaves its outcome's exit code.
+            Ok(match stop.exit_code() {
+                Some(code) if outcome.was_interrupted() => code,
+                _ => outcome.exit_code(),
+            })
         }
         Config::Registry(registry) => Ok(registry_commands::execute(&registry)?),
         Config::World(world) => world_commands::execute(&world).await,
