@@ -27,41 +27,46 @@ const EVENTS_PER_PAGE: u32 = 1000;
 
 /// Runs a `ledger` command; returns the exit code (a canonical error's, or 0).
 pub(crate) async fn execute(config: &LedgerConfig) -> anyhow::Result<i32> {
-    let rendered = async {
-        if let LedgerAction::Keygen { out } = &config.action {
-            return checkpoint_command::keygen(out, config.format);
+    let format = config.format;
+    let url = config.url.as_str();
+    let rendered = match &config.action {
+        LedgerAction::Keygen { out } => checkpoint_command::keygen(out, format),
+        LedgerAction::Show { plan } => {
+            on_ledger(open_existing(url).await, async |ledger| {
+                show(ledger, plan, format).await
+            })
+            .await
         }
-        let creates_plans = matches!(config.action, LedgerAction::Budget { .. });
-        let ledger = if creates_plans {
-            open(&config.url).await?
-        } else {
-            open_existing(&config.url).await?
-        };
-        let rendered = match &config.action {
-            LedgerAction::Show { plan } => show(&ledger, plan, config.format).await,
-            LedgerAction::Verify { plan, public_key } => {
-                verify(
-                    &ledger,
-                    plan.as_deref(),
-                    public_key.as_deref(),
-                    config.format,
-                )
-                .await
-            }
-            LedgerAction::Checkpoint { key } => {
-                checkpoint_command::checkpoint(&ledger, key, config.format).await
-            }
-            LedgerAction::Keygen { .. } => unreachable!("keygen opens no ledger"),
-            LedgerAction::Recover { scope } => recover(&config.url, scope, config.format).await,
-            LedgerAction::Budget {
-                plan,
-                budget_micro_usd,
-            } => budget(&ledger, plan, *budget_micro_usd, config.format).await,
-        };
-        ledger.close().await;
-        rendered
-    }
-    .await;
+        LedgerAction::Verify { plan, public_key } => {
+            on_ledger(open_existing(url).await, async |ledger| {
+                verify(ledger, plan.as_deref(), public_key.as_deref(), format).await
+            })
+            .await
+        }
+        LedgerAction::Checkpoint { key } => {
+            on_ledger(open_existing(url).await, async |ledger| {
+                checkpoint_command::checkpoint(ledger, key, format).await
+            })
+            .await
+        }
+        // A missing ledger is refused as by the reading commands; the engine opens its own
+        // connection, next to the container engine's.
+        LedgerAction::Recover { scope } => {
+            on_ledger(open_existing(url).await, async |_| {
+                recover(url, scope, format).await
+            })
+            .await
+        }
+        LedgerAction::Budget {
+            plan,
+            budget_micro_usd,
+        } => {
+            on_ledger(open(url).await, async |ledger| {
+                budget(ledger, plan, *budget_micro_usd, format).await
+            })
+            .await
+        }
+    };
     match rendered {
         Ok((text, code)) => {
             emit(&text)?;
@@ -134,6 +139,17 @@ async fn recover(
         }
     };
     Ok((text, code))
+}
+
+/// Runs `act` on an opened ledger, then closes it.
+async fn on_ledger<T>(
+    opened: Result<Ledger, CanonError>,
+    act: impl AsyncFnOnce(&Ledger) -> Result<T, CanonError>,
+) -> Result<T, CanonError> {
+    let ledger = opened?;
+    let result = act(&ledger).await;
+    ledger.close().await;
+    result
 }
 
 /// Opens (creating it when absent) the ledger at `url`.
