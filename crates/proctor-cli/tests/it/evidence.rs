@@ -22,7 +22,7 @@ use sqlx::{AnyConnection, Connection as _};
 
 use crate::ledger::{block_on, sqlite_url};
 use crate::local_adapter::ContainerSweep;
-use crate::util::{Run, TestDir, workspace_registry};
+use crate::util::{Run, TestDir, fixtures_registry};
 
 /// The write prefix of every run, below the artifacts root `artifacts`.
 const WRITE_PREFIX: &str = "/artifacts/outputs/hostile/{execution_id}";
@@ -110,17 +110,12 @@ impl Hostile {
     }
 }
 
-/// The registry root holding the test-only processors.
-fn fixtures_registry() -> String {
-    workspace_registry()
-        .join("../fixtures/processors")
-        .display()
-        .to_string()
-}
-
 /// `execution_id`'s status and error code in the test's SQLite ledger, and the kind of its
 /// last event.
-fn ledger_outcome(dir: &TestDir, execution_id: &str) -> (String, Option<String>, String) {
+pub(crate) fn ledger_outcome(
+    dir: &TestDir,
+    execution_id: &str,
+) -> (String, Option<String>, String) {
     block_on(async {
         sqlx::any::install_default_drivers();
         let mut connection = AnyConnection::connect(&sqlite_url(dir)).await.unwrap();

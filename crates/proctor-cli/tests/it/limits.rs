@@ -12,11 +12,10 @@ use std::path::{Path, PathBuf};
 
 use proctor_contract::ErrorCode;
 use serde_json::{Value, json};
-use sqlx::{AnyConnection, Connection as _};
 
-use crate::ledger::{block_on, sqlite_url};
+use crate::evidence::ledger_outcome;
 use crate::local_adapter::ContainerSweep;
-use crate::util::{Run, TestDir, workspace_registry};
+use crate::util::{Run, TestDir, fixtures_registry};
 
 /// The write prefix of every run, below the artifacts root `artifacts`.
 const WRITE_PREFIX: &str = "/artifacts/outputs/limits/{execution_id}";
@@ -44,10 +43,7 @@ impl Limited {
     /// A `--build --json` run of `testing/hostile@1` in `mode` with `inputs`, `extra` flags
     /// and `env`; asserts no container is left after it.
     fn run(&self, mode: &str, inputs: &Value, extra: &[&str], env: &[(&str, &str)]) -> Run {
-        let fixtures = workspace_registry()
-            .join("../fixtures/processors")
-            .display()
-            .to_string();
+        let fixtures = fixtures_registry();
         let options = self.sweep.adapter_options();
         let inputs = inputs.to_string();
         let mut args = vec![
@@ -94,7 +90,7 @@ impl Limited {
     fn refused(&self, run: &Run, code: ErrorCode, detail: &str) {
         run.fails_with(code, detail);
         let id = run.json()["execution_id"].as_str().unwrap().to_owned();
-        let (status, error_code) = execution_outcome(&self.dir, &id);
+        let (status, error_code, _) = ledger_outcome(&self.dir, &id);
         run.check(
             status == "failure" && error_code.as_deref() == Some(code.as_str()),
             &format!("the ledger must settle a failure, not {status} / {error_code:?}"),
@@ -116,22 +112,6 @@ impl Limited {
         let verify = self.dir.proctor(&["ledger", "verify"]).run();
         verify.exits(0);
     }
-}
-
-/// `execution_id`'s status and error code in the test's SQLite ledger.
-fn execution_outcome(dir: &TestDir, execution_id: &str) -> (String, Option<String>) {
-    block_on(async {
-        sqlx::any::install_default_drivers();
-        let mut connection = AnyConnection::connect(&sqlite_url(dir)).await.unwrap();
-        let outcome =
-            sqlx::query_as("SELECT status, error_code FROM executions WHERE execution_id = ?")
-                .bind(execution_id)
-                .fetch_one(&mut connection)
-                .await
-                .unwrap();
-        connection.close().await.unwrap();
-        outcome
-    })
 }
 
 /// Every path below `root` whose relative path contains `needle`; never follows a link.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::ledger::events_of;
+use crate::ledger::{events_of, ledger_json};
 use crate::local_adapter::ContainerSweep;
 use crate::util::{TestDir, workspace_registry};
 
@@ -92,16 +92,6 @@ fn killed_run(dir: &TestDir, sweep: &ContainerSweep) -> String {
     docker(&["inspect", "--format", &label, &container], |inspected| {
         String::from_utf8_lossy(&inspected.stdout).trim().to_owned()
     })
-}
-
-/// `proctor ledger ARGS --json`, which must succeed, as JSON.
-fn ledger_json(dir: &TestDir, args: &[&str]) -> Value {
-    let mut all = vec!["ledger"];
-    all.extend_from_slice(args);
-    all.push("--json");
-    let run = dir.proctor(&all).run();
-    run.exits(0);
-    run.json()
 }
 
 /// Runs the docker CLI with `args` and reads its output.

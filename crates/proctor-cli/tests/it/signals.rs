@@ -19,7 +19,7 @@ use proctor_contract::ErrorCode;
 
 use crate::ledger::{events_of, kinds_of, ledger_json};
 use crate::local_adapter::ContainerSweep;
-use crate::util::{FIXTURE_YAML, Relay, Run, Started, TestDir, workspace_registry};
+use crate::util::{FIXTURE_YAML, Relay, Run, Started, TestDir, fixtures_registry};
 
 /// The engine's socket, as `scripts/setup.sh` starts it.
 const ENGINE_SOCKET: &str = "/var/run/docker.sock";
@@ -44,13 +44,6 @@ const SIGTERM: StopSignal = StopSignal {
 };
 
 /// `testing/faulty@1`'s registry root.
-fn fixtures() -> String {
-    workspace_registry()
-        .join("../fixtures/processors")
-        .display()
-        .to_string()
-}
-
 /// `proctor run` arguments for `testing/faulty@1` from source with `fault`, its container
 /// labelled by `options`, then `extra`.
 fn faulty_run<'a>(
@@ -183,7 +176,7 @@ fn stopping_while_connecting_to_the_engine(signal: StopSignal) {
     let (dir, sweep) = (TestDir::new(), ContainerSweep::new());
     // The engine accepts the connection and never answers its first request.
     let relay = engine_relay(&dir, Some("HTTP/1.1"));
-    let (fixtures, options) = (fixtures(), sweep.adapter_options());
+    let (fixtures, options) = (fixtures_registry(), sweep.adapter_options());
     let args = faulty_run(&fixtures, &options, "none", &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = dir
@@ -242,7 +235,7 @@ fn processes() -> Vec<(u32, u32, u32, String)> {
 /// the compiler's whole group is stopped, and proctor ends without waiting for the compile.
 fn stopping_during_the_build(signal: StopSignal) {
     let (dir, sweep) = (TestDir::new(), ContainerSweep::new());
-    let (fixtures, options) = (fixtures(), sweep.adapter_options());
+    let (fixtures, options) = (fixtures_registry(), sweep.adapter_options());
     let args = faulty_run(&fixtures, &options, "none", &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let cold_target = dir.path().join("target").display().to_string();
@@ -358,7 +351,7 @@ fn sigterm_during_the_pull_cleans_up() {
 fn stopping_during_the_start(signal: StopSignal) {
     let (dir, sweep) = (TestDir::new(), ContainerSweep::new());
     let relay = engine_relay(&dir, Some("/start"));
-    let (fixtures, options) = (fixtures(), sweep.adapter_options());
+    let (fixtures, options) = (fixtures_registry(), sweep.adapter_options());
     let args = faulty_run(&fixtures, &options, "none", &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = dir
@@ -399,7 +392,7 @@ fn container_logged(sweep: &ContainerSweep, text: &str) -> bool {
 /// Signals a real-mode run whose processor serves but never answers `/healthz` healthy.
 fn stopping_while_waiting_for_health(signal: StopSignal) {
     let (dir, sweep) = (TestDir::new(), ContainerSweep::new());
-    let (fixtures, options) = (fixtures(), sweep.adapter_options());
+    let (fixtures, options) = (fixtures_registry(), sweep.adapter_options());
     let args = faulty_run(&fixtures, &options, "none", &["--mode", "real"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = dir
@@ -431,7 +424,7 @@ fn sigterm_while_waiting_for_health_removes_the_container() {
 /// Signals a run while its container hangs in `/run`.
 fn stopping_a_hanging_run(signal: StopSignal) {
     let (dir, sweep) = (TestDir::new(), ContainerSweep::new());
-    let (fixtures, options) = (fixtures(), sweep.adapter_options());
+    let (fixtures, options) = (fixtures_registry(), sweep.adapter_options());
     let args = faulty_run(&fixtures, &options, "hang", &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = dir.proctor(&args).start();
@@ -464,7 +457,7 @@ fn sigterm_during_a_run_still_releases_and_settles() {
 fn a_lost_engine_ends_the_run_and_names_the_container_left() {
     let (dir, sweep) = (TestDir::new(), ContainerSweep::new());
     let relay = engine_relay(&dir, None);
-    let (fixtures, options) = (fixtures(), sweep.adapter_options());
+    let (fixtures, options) = (fixtures_registry(), sweep.adapter_options());
     let args = faulty_run(&fixtures, &options, "hang", &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = dir

@@ -26,6 +26,14 @@ pub(crate) fn workspace_registry() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processors")
 }
 
+/// The registry of the fixture processors, `fixtures/processors`.
+pub(crate) fn fixtures_registry() -> String {
+    workspace_registry()
+        .join("../fixtures/processors")
+        .display()
+        .to_string()
+}
+
 /// A valid `registry.yaml` for `text/stats@1` with one required secret, one pass-through
 /// variable and [`PINNED`] for both platforms. Tests mutate it with `str::replace`.
 pub(crate) const FIXTURE_YAML: &str = r#"ref: text/stats@1
