@@ -42,6 +42,10 @@ const SIGTERM: StopSignal = StopSignal {
     name: "TERM",
     exit: 143,
 };
+const SIGHUP: StopSignal = StopSignal {
+    name: "HUP",
+    exit: 129,
+};
 
 /// `testing/faulty@1`'s registry root.
 /// `proctor run` arguments for `testing/faulty@1` from source with `fault`, its container
@@ -448,6 +452,11 @@ fn ctrl_c_during_a_run_still_releases_and_settles() {
 #[test]
 fn sigterm_during_a_run_still_releases_and_settles() {
     stopping_a_hanging_run(SIGTERM);
+}
+
+#[test]
+fn sighup_during_a_run_still_releases_and_settles() {
+    stopping_a_hanging_run(SIGHUP);
 }
 
 /// The engine goes away while the container hangs in `/run`: the run ends at once (well
