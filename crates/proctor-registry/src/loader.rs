@@ -263,6 +263,7 @@ fn check_spec(spec: &ProcessorSpec, dir: &Path, expected_ref: &str) -> Result<()
     let validator = compile_schema(&spec.inputs)
         .map_err(|why| format!("inputs is not a JSON Schema: {why}"))?;
     check_outputs(spec)?;
+    check_planner(spec)?;
     if !spec.examples.contains_key(SMOKE_EXAMPLE) {
         return Err(format!("examples must include `{SMOKE_EXAMPLE}`"));
     }
@@ -370,6 +371,29 @@ fn check_outputs(spec: &ProcessorSpec) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A planner declares its proposal output as JSON.
+fn check_planner(spec: &ProcessorSpec) -> Result<(), String> {
+    if !spec.planner {
+        return Ok(());
+    }
+    let proposal = spec
+        .outputs
+        .iter()
+        .find(|output| output.path == ProcessorSpec::PROPOSAL_OUTPUT);
+    match proposal {
+        Some(output) if output.mime == "application/json" => Ok(()),
+        Some(output) => Err(format!(
+            "a planner's output `{}` must be application/json, not {}",
+            ProcessorSpec::PROPOSAL_OUTPUT,
+            output.mime
+        )),
+        None => Err(format!(
+            "a planner must declare the output `{}`",
+            ProcessorSpec::PROPOSAL_OUTPUT
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -537,6 +561,50 @@ mod tests {
                 "{to:?} should say {why:?}: {message}"
             );
         }
+    }
+
+    #[test]
+    fn a_planner_loads_only_when_it_declares_its_proposal_as_json() {
+        let planner = |output: &str| {
+            SAMPLE_YAML
+                .replace("env: []", "env: []\nplanner: true")
+                .replace("  - {path: text/normalized.txt, mime: text/plain}", output)
+        };
+        let root = root_with(&[(
+            "text/stats/1/registry.yaml",
+            &planner("  - {path: plan/transitions.json, mime: application/json}"),
+        )]);
+        let registry = Registry::load(root.path()).unwrap();
+        let entry = registry.get(&"text/stats@1".parse().unwrap()).unwrap();
+        assert!(entry.spec().planner);
+        for (output, why) in [
+            (
+                "  - {path: plan/other.json, mime: application/json}",
+                "a planner must declare the output `plan/transitions.json`",
+            ),
+            (
+                "  - {path: plan/transitions.json, mime: text/plain}",
+                "a planner's output `plan/transitions.json` must be application/json, not text/plain",
+            ),
+        ] {
+            let err = load_error(&planner(output));
+            assert_eq!(err.code(), ErrorCode::Registry);
+            assert!(err.message().contains(why), "{err}");
+        }
+        let not_a_planner = SAMPLE_YAML.replace(
+            "  - {path: text/normalized.txt, mime: text/plain}",
+            "  - {path: plan/transitions.json, mime: text/plain}",
+        );
+        let root = root_with(&[("text/stats/1/registry.yaml", &not_a_planner)]);
+        assert!(
+            !Registry::load(root.path())
+                .unwrap()
+                .iter()
+                .next()
+                .unwrap()
+                .spec()
+                .planner
+        );
     }
 
     /// A file outside any registry root holding a fake secret, in its own tempdir.

@@ -32,8 +32,18 @@ pub struct ProcessorSpec {
     pub inputs: Value,
     /// Outputs the processor declares, relative to `{write_prefix}outputs/`.
     pub outputs: Vec<OutputDecl>,
+    /// Whether the processor is a planner: among its outputs it proposes transitions for the
+    /// running plan, in [`ProcessorSpec::PROPOSAL_OUTPUT`]. Absent means `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub planner: bool,
     /// Named example inputs; `smoke` is used by the README, smoke tests and lane acceptance.
     pub examples: BTreeMap<String, Example>,
+}
+
+impl ProcessorSpec {
+    /// The output, relative to `{write_prefix}outputs/`, in which a planner proposes
+    /// transitions: `{"transitions": [TRANSITION, ...]}`. Every planner declares it.
+    pub const PROPOSAL_OUTPUT: &str = "plan/transitions.json";
 }
 
 /// How the image is built from source.
@@ -165,5 +175,24 @@ examples:
         assert!(serde_yaml_ng::from_str::<ProcessorSpec>(&extra).is_err());
         let nested = SAMPLE_YAML.replace("port: 8000", "port: 8000, user: root");
         assert!(serde_yaml_ng::from_str::<ProcessorSpec>(&nested).is_err());
+    }
+
+    #[test]
+    fn planner_defaults_to_false_and_is_written_only_when_true() {
+        let spec = sample_spec();
+        assert!(!spec.planner);
+        assert!(
+            serde_json::to_value(&spec)
+                .unwrap()
+                .get("planner")
+                .is_none()
+        );
+        let planner: ProcessorSpec =
+            serde_yaml_ng::from_str(&SAMPLE_YAML.replace("env: []", "env: []\nplanner: true"))
+                .unwrap();
+        assert!(planner.planner);
+        assert_eq!(serde_json::to_value(&planner).unwrap()["planner"], true);
+        let not_bool = SAMPLE_YAML.replace("env: []", "env: []\nplanner: yes please");
+        assert!(serde_yaml_ng::from_str::<ProcessorSpec>(&not_bool).is_err());
     }
 }
