@@ -92,6 +92,10 @@ ledger_events! {
     PredicateCheck(PredicateCheckEvent) => ("predicate.check", "a predicate was checked against an execution"),
     LeaseAcquire(LeaseAcquireEvent) => ("lease.acquire", "an execution leased a write path"),
     LeaseRelease(LeaseReleaseEvent) => ("lease.release", "a write-path lease was released"),
+    PlanApplied(PlanAppliedEvent) => ("plan.applied", "a plan file was applied"),
+    TransitionRun(TransitionRunEvent) => ("transition.run", "a plan transition ran as an execution"),
+    TransitionSkipped(TransitionSkippedEvent) => ("transition.skipped", "a plan transition was skipped: an earlier execution of it still verifies"),
+    PredicateRegressed(PredicateRegressedEvent) => ("predicate.regressed", "a plan invariant that held no longer holds"),
 }
 
 impl std::fmt::Display for EventKind {
@@ -260,6 +264,75 @@ pub enum LeaseReleaseReason {
     Recovered,
 }
 
+/// `plan.applied`: a plan file was validated and its transitions are about to be admitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanAppliedEvent {
+    /// `cid` of the plan file's bytes.
+    pub plan_cid: String,
+    /// The plan's graph, in file order: what `plan status` and `plan graph` show.
+    pub transitions: Vec<AppliedTransition>,
+}
+
+/// One transition of an applied plan: its id, processor and dependencies (explicit and
+/// implied by `$from`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedTransition {
+    /// The transition's id.
+    pub id: String,
+    /// The processor ref, `ns/name@version`.
+    #[serde(rename = "ref")]
+    pub processor_ref: String,
+    /// The transitions it runs after.
+    pub after: Vec<String>,
+}
+
+/// `transition.run`: a transition ran as the event's execution, with these resolved inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionRunEvent {
+    /// The transition's id in the plan.
+    pub transition: String,
+    /// The transition's identity: what a later apply compares to skip it.
+    pub identity: String,
+    /// The upstream outputs its `$from` references resolved to.
+    pub resolved: Vec<ResolvedReference>,
+}
+
+/// One `$from` reference resolved to an upstream execution's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedReference {
+    /// The upstream transition.
+    pub transition: String,
+    /// The upstream execution that produced the output.
+    pub execution_id: String,
+    /// The output's world path.
+    pub path: WorldPath,
+    /// The output's content id, as its execution's outputs index records it.
+    pub cid: String,
+}
+
+/// `transition.skipped`: a transition was not run because an earlier execution of it, with
+/// the same identity, still verifies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionSkippedEvent {
+    /// The transition's id in the plan.
+    pub transition: String,
+    /// The identity both share.
+    pub identity: String,
+    /// The earlier execution that stands for it.
+    pub by_execution: String,
+}
+
+/// `predicate.regressed`: a plan invariant held and no longer does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PredicateRegressedEvent {
+    /// The predicate's id, `name@version`.
+    pub predicate: String,
+    /// The transition after which it was found false.
+    pub after_transition: String,
+    /// What was found.
+    pub detail: String,
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -401,6 +474,46 @@ mod tests {
                     reason: LeaseReleaseReason::Dropped,
                 }),
                 json!({"selector": "/artifacts/o/e1/", "reason": "dropped"}),
+            ),
+            (
+                LedgerEvent::PlanApplied(PlanAppliedEvent {
+                    plan_cid: "b3:dd".into(),
+                    transitions: vec![AppliedTransition {
+                        id: "summary".into(),
+                        processor_ref: "llm/litellm@1".into(),
+                        after: vec!["stats".into()],
+                    }],
+                }),
+                json!({"plan_cid": "b3:dd", "transitions": [{"id": "summary", "ref": "llm/litellm@1", "after": ["stats"]}]}),
+            ),
+            (
+                LedgerEvent::TransitionRun(TransitionRunEvent {
+                    transition: "summary".into(),
+                    identity: "b3:ee".into(),
+                    resolved: vec![ResolvedReference {
+                        transition: "stats".into(),
+                        execution_id: "e0".into(),
+                        path: path("/artifacts/o/e0/outputs/normalized.txt"),
+                        cid: "b3:ff".into(),
+                    }],
+                }),
+                json!({"transition": "summary", "identity": "b3:ee", "resolved": [{"transition": "stats", "execution_id": "e0", "path": "/artifacts/o/e0/outputs/normalized.txt", "cid": "b3:ff"}]}),
+            ),
+            (
+                LedgerEvent::TransitionSkipped(TransitionSkippedEvent {
+                    transition: "stats".into(),
+                    identity: "b3:ee".into(),
+                    by_execution: "e0".into(),
+                }),
+                json!({"transition": "stats", "identity": "b3:ee", "by_execution": "e0"}),
+            ),
+            (
+                LedgerEvent::PredicateRegressed(PredicateRegressedEvent {
+                    predicate: "artifact.exists@1".into(),
+                    after_transition: "stats".into(),
+                    detail: "absent".into(),
+                }),
+                json!({"predicate": "artifact.exists@1", "after_transition": "stats", "detail": "absent"}),
             ),
         ]
     }

@@ -32,9 +32,11 @@ pub use image_reference::{ImageRepository, InvalidReference, PinnedReference};
 pub use index::{OutputEntry, OutputsIndex};
 pub use inputs::{InvalidInputs, inputs_object, parse_inputs};
 pub use ledger_event::{
-    BudgetReserveEvent, BudgetSetEvent, BudgetSettleEvent, EventKind, ExecutionFailureEvent,
-    ExecutionOwner, ExecutionStartEvent, ExecutionSuccessEvent, LeaseAcquireEvent,
-    LeaseReleaseEvent, LeaseReleaseReason, LedgerEvent, PredicateCheckEvent, TakenOverLease,
+    AppliedTransition, BudgetReserveEvent, BudgetSetEvent, BudgetSettleEvent, EventKind,
+    ExecutionFailureEvent, ExecutionOwner, ExecutionStartEvent, ExecutionSuccessEvent,
+    LeaseAcquireEvent, LeaseReleaseEvent, LeaseReleaseReason, LedgerEvent, PlanAppliedEvent,
+    PredicateCheckEvent, PredicateRegressedEvent, ResolvedReference, TakenOverLease,
+    TransitionRunEvent, TransitionSkippedEvent,
 };
 pub use mode::{Mode, ci_guard};
 pub use payload::{Health, PAYLOAD_SCHEMA, RunPayload};

@@ -26,7 +26,15 @@ const RESERVED_KEYS: [&str; 3] = ["kind", "at", "execution_id"];
 /// step with the chain and are appended only by their own operations (`record_start`,
 /// `reserve`, `acquire_lease`, …).
 pub(crate) fn is_free(kind: EventKind) -> bool {
-    matches!(kind, EventKind::ArtifactProduce | EventKind::PredicateCheck)
+    matches!(
+        kind,
+        EventKind::ArtifactProduce
+            | EventKind::PredicateCheck
+            | EventKind::PlanApplied
+            | EventKind::TransitionRun
+            | EventKind::TransitionSkipped
+            | EventKind::PredicateRegressed
+    )
 }
 
 /// An event to append: its typed payload and the execution it belongs to.
@@ -328,7 +336,8 @@ mod tests {
         assert!(err.to_string().contains("`budget.set`"), "{err}");
         assert!(is_free(EventKind::ArtifactProduce) && is_free(EventKind::PredicateCheck));
         let free = EventKind::ALL.iter().filter(|kind| is_free(**kind)).count();
-        assert_eq!(free, 2);
+        // artifact.produce, predicate.check and the four plan events.
+        assert_eq!(free, 6);
     }
 
     #[test]

@@ -385,7 +385,11 @@ impl TableReplay {
             LedgerEvent::ArtifactProduce(_)
             | LedgerEvent::PredicateCheck(_)
             | LedgerEvent::LeaseAcquire(_)
-            | LedgerEvent::LeaseRelease(_) => {}
+            | LedgerEvent::LeaseRelease(_)
+            | LedgerEvent::PlanApplied(_)
+            | LedgerEvent::TransitionRun(_)
+            | LedgerEvent::TransitionSkipped(_)
+            | LedgerEvent::PredicateRegressed(_) => {}
         }
         Ok(())
     }
