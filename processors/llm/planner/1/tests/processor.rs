@@ -1,0 +1,258 @@
+//! llm/planner@1 served in-process (`proctor_sdk::testing`), checked against its own
+//! `registry.yaml`; `real` mode talks to a fake OpenAI-compatible server on 127.0.0.1 that
+//! each test starts and stops. Needs nothing outside the process.
+
+// Every test target of the package shares its dependencies; each uses some.
+#![allow(unused_crate_dependencies)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use proctor_contract::{Mode, SuccessEnvelope};
+use proctor_sdk::testing::TestServer;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const KEY: &str = "sk-test-0123456789abcdefghijklmn";
+
+fn registry() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/registry.yaml");
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn example(name: &str) -> Value {
+    registry()["examples"][name]["inputs"].clone()
+}
+
+/// Requests the fake endpoint received: the Authorization header and the JSON body.
+type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+/// A fake `/v1/chat/completions` answering `status` and `answer`; stops when the returned
+/// sender drops.
+async fn fake_endpoint(
+    status: StatusCode,
+    answer: Value,
+) -> (SocketAddr, Seen, oneshot::Sender<()>) {
+    let seen = Seen::default();
+    let handler = move |State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<Value>| {
+        let answer = answer.clone();
+        async move {
+            let authorization = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            seen.lock().unwrap().push((authorization, body));
+            (status, Json(answer))
+        }
+    };
+    let app = Router::new()
+        .route("/v1/chat/completions", post(handler))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (addr, seen, stop)
+}
+
+/// A chat completion whose message is `content`.
+fn answer_with(content: &str) -> Value {
+    json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "fake-model-1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160},
+    })
+}
+
+/// A processor whose environment holds the key and points at the fake endpoint.
+async fn start_with_endpoint(addr: SocketAddr) -> TestServer {
+    let base_url = format!("http://{addr}/v1");
+    let env = [
+        ("OPENAI_API_KEY", KEY),
+        ("OPENAI_BASE_URL", base_url.as_str()),
+    ];
+    TestServer::start(processor_llm_planner::definition(), &env).await
+}
+
+fn proposal(server: &TestServer, envelope: &SuccessEnvelope) -> Value {
+    serde_json::from_slice(&server.output(envelope, processor_llm_planner::PROPOSAL_OUTPUT))
+        .unwrap()
+}
+
+#[test]
+fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
+    let registry = registry();
+    let definition = processor_llm_planner::definition();
+    assert_eq!(registry["ref"], definition.processor_ref().to_string());
+    assert_eq!(registry["build"]["cargo_package"], env!("CARGO_PKG_NAME"));
+    assert_eq!(registry["planner"], true);
+    assert_eq!(
+        registry["outputs"],
+        json!([{"path": processor_llm_planner::PROPOSAL_OUTPUT, "mime": "application/json"}])
+    );
+    assert_eq!(
+        registry["secrets"]["required"],
+        json!(definition.required_secrets())
+    );
+    assert_eq!(registry["env"], json!(definition.passthrough_env()));
+    assert_eq!(
+        registry["image"],
+        json!({"index": null, "platforms": {"amd64": null, "arm64": null}})
+    );
+    let schema = jsonschema::validator_for(&registry["inputs"]).unwrap();
+    for (name, example) in registry["examples"].as_object().unwrap() {
+        assert!(schema.is_valid(&example["inputs"]), "example {name}");
+    }
+    let offer = json!([{"ref": "text/stats@1", "description": "counts"}]);
+    for invalid in [
+        json!({"schema": "v1", "goal": "g"}),
+        json!({"schema": "v1", "goal": "", "processors": offer}),
+        json!({"schema": "v1", "goal": "g", "processors": []}),
+        json!({"schema": "v1", "goal": "g", "processors": [{"ref": "stats", "description": ""}]}),
+        json!({"schema": "v1", "goal": "g", "processors": offer, "max_transitions": 0}),
+        json!({"schema": "v1", "goal": "g", "processors": offer, "mode": "live"}),
+        json!({"schema": "v1", "goal": "g", "processors": offer, "params": {}}),
+    ] {
+        assert!(!schema.is_valid(&invalid), "{invalid}");
+    }
+}
+
+#[tokio::test]
+async fn mock_mode_proposes_a_canned_byte_stable_plan_without_network() {
+    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, answer_with("{}")).await;
+    let server = start_with_endpoint(addr).await;
+    let first = server.run_ok("smoke-1", Mode::Mock, example("smoke")).await;
+    let second = server.run_ok("smoke-2", Mode::Mock, example("smoke")).await;
+    assert_eq!(
+        proposal(&server, &first),
+        json!({"transitions": [{
+            "id": "goal-stats", "ref": "text/stats@1", "mode": "mock",
+            "inputs": {"schema": "v1", "text": "Count the words of this sentence."},
+        }]})
+    );
+    assert_eq!(
+        server.output(&first, "plan/transitions.json"),
+        server.output(&second, "plan/transitions.json")
+    );
+    assert_eq!(first.outputs[0].cid, second.outputs[0].cid);
+    assert_eq!(
+        server.receipt(&first).stable_part(),
+        server.receipt(&second).stable_part()
+    );
+    let mut real_mode = example("smoke");
+    real_mode["mode"] = json!("real");
+    let real_mode = server
+        .run_ok("smoke-real-mode", Mode::Mock, real_mode)
+        .await;
+    assert_eq!(
+        proposal(&server, &real_mode)["transitions"][0]["mode"],
+        "real"
+    );
+    assert!(seen.lock().unwrap().is_empty(), "mock mode called out");
+
+    let mut unoffered = example("smoke");
+    unoffered["processors"] = json!([{"ref": "json/merge@1", "description": "merges"}]);
+    let (status, code, message) = server.run_err("unoffered", Mode::Mock, unoffered).await;
+    assert_eq!((status, code.as_str()), (400, "ERR_INPUTS"));
+    assert!(message.contains("text/stats@1"), "{message}");
+}
+
+#[tokio::test]
+async fn real_mode_asks_the_endpoint_and_writes_the_checked_proposal() {
+    let content = "```json\n{\"transitions\": [\
+        {\"id\": \"stats\", \"ref\": \"text/stats@1\", \"inputs\": {\"schema\": \"v1\", \"text\": \"The quick brown fox.\"}},\
+        {\"id\": \"merge\", \"ref\": \"json/merge@1\", \"mode\": \"real\", \"inputs\": {\"schema\": \"v1\", \"documents\": [{\"$from\": \"stats:outputs/stats.json\"}]}}]}\n```";
+    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, answer_with(content)).await;
+    let server = start_with_endpoint(addr).await;
+    let envelope = server.run_ok("plan", Mode::Real, example("plan")).await;
+    let proposal = proposal(&server, &envelope);
+    let transitions = proposal["transitions"].as_array().unwrap();
+    assert_eq!(transitions.len(), 2);
+    assert_eq!(transitions[0]["mode"], "mock");
+    assert_eq!(transitions[1]["mode"], "mock", "the inputs' mode wins");
+    assert_eq!(
+        transitions[1]["inputs"]["documents"],
+        json!([{"$from": "stats:outputs/stats.json"}])
+    );
+    let receipt = server.receipt(&envelope);
+    assert_eq!(receipt.usage["transitions"], 2);
+    assert_eq!(receipt.usage["total_tokens"], 160);
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let (authorization, body) = &seen[0];
+    assert_eq!(
+        authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["temperature"], 0.0);
+    assert_eq!(body["messages"][0]["role"], "system");
+    assert!(
+        body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("{\"transitions\": [TRANSITION, ...]}")
+    );
+    let request: Value =
+        serde_json::from_str(body["messages"][1]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(request["goal"], example("plan")["goal"]);
+    assert_eq!(request["processors"], example("plan")["processors"]);
+    assert_eq!(request["max_transitions"], 4);
+}
+
+#[tokio::test]
+async fn real_mode_refuses_an_answer_that_is_not_an_offered_proposal() {
+    for (content, why) in [
+        (
+            "Here is my plan: count words.",
+            "the model's answer is not JSON",
+        ),
+        (
+            "{\"transitions\": [{\"id\": \"x\", \"ref\": \"llm/litellm@1\"}]}",
+            "transitions[0] uses `llm/litellm@1`, which was not offered",
+        ),
+        (
+            "{\"transitions\": [{\"ref\": \"text/stats@1\"}, {\"ref\": \"text/stats@1\"}, \
+             {\"ref\": \"text/stats@1\"}, {\"ref\": \"text/stats@1\"}, {\"ref\": \"text/stats@1\"}]}",
+            "the model proposed 5 transitions; from 1 to 4 are allowed",
+        ),
+    ] {
+        let (addr, _seen, _stop) = fake_endpoint(StatusCode::OK, answer_with(content)).await;
+        let server = start_with_endpoint(addr).await;
+        let (status, code, message) = server.run_err("bad", Mode::Real, example("plan")).await;
+        assert_eq!((status, code.as_str()), (502, "ERR_PROVIDER"), "{message}");
+        assert!(message.contains(why), "{message} should say {why}");
+        assert!(server.listing().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn real_mode_needs_a_model_and_redacts_the_endpoints_errors() {
+    let echo = json!({"error": format!("bad key {KEY}")});
+    let (addr, seen, _stop) = fake_endpoint(StatusCode::UNAUTHORIZED, echo).await;
+    let server = start_with_endpoint(addr).await;
+    let mut no_model = example("plan");
+    no_model.as_object_mut().unwrap().remove("model");
+    let (status, code, message) = server.run_err("no-model", Mode::Real, no_model).await;
+    assert_eq!((status, code.as_str()), (400, "ERR_INPUTS"));
+    assert!(message.contains("real mode needs model"), "{message}");
+    assert!(seen.lock().unwrap().is_empty());
+
+    let (status, code, message) = server.run_err("denied", Mode::Real, example("plan")).await;
+    assert_eq!((status, code.as_str()), (502, "ERR_PROVIDER"));
+    assert!(message.contains("401"), "{message}");
+    assert!(!message.contains(KEY), "{message}");
+    assert!(server.listing().is_empty());
+}
