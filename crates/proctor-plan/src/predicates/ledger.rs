@@ -31,8 +31,8 @@ impl BudgetAvailable {
         Ok(BudgetAvailable { micro_usd })
     }
 
-    /// Whether it defaults to the transition's reservation.
-    pub(super) fn needs_transition(&self) -> bool {
+    /// Whether it defaults to the reservation of the transition being admitted.
+    pub(super) fn needs_admission(&self) -> bool {
         self.micro_usd.is_none()
     }
 
@@ -84,7 +84,7 @@ impl LeaseAcquirable {
     /// directory for an `{outputs}` selector.
     pub(super) fn needs(&self) -> Option<Need> {
         match &self.selector {
-            None => Some(Need::Transition),
+            None => Some(Need::Admission),
             Some(selector) => selector.needs_outputs().then_some(Need::Outputs),
         }
     }

@@ -19,9 +19,10 @@
 //! `path` is an exact world path under `/artifacts/`; `selector` any world path, exact or a
 //! prefix. Either may start with `{outputs}/`, which expands to the transition's outputs
 //! directory: such a predicate belongs in the `success` scope only. A predicate that
-//! defaults to the transition's reservation or write prefix belongs to a transition
-//! (`admission` or `success`), never to the plan's invariants. [`Predicate::check_scope`]
-//! tells both at load time; evaluating anyway without the value is `ERR_PLAN`.
+//! defaults to the transition's reservation or write prefix belongs in the `admission` scope
+//! only: after admission the transition holds both itself, and an invariant has neither.
+//! [`Predicate::check_scope`] tells both at load time; evaluating an `{outputs}` path without
+//! outputs, or a defaulted selector without a write prefix, is `ERR_PLAN`.
 //!
 //! A missing artifact is a false verdict, not an error; a store or ledger failure is an
 //! error. The JSON predicates read at most [`MAX_JSON_BYTES`]: a larger document, or one that
@@ -130,14 +131,14 @@ impl Predicate {
 
     /// Whether the predicate can be evaluated in `scope`: `ERR_PLAN` for an `{outputs}` path
     /// outside `success`, and for a predicate that defaults to the transition's reservation
-    /// or write prefix among the plan's invariants.
+    /// or write prefix outside `admission`.
     pub fn check_scope(&self, scope: Scope) -> Result<(), CanonError> {
         let needs = match &self.check {
             Check::ArtifactExists(check) => check.path.needs_outputs().then_some(Need::Outputs),
             Check::SizeGreaterThan(check) => check.path.needs_outputs().then_some(Need::Outputs),
             Check::SchemaOk(check) => check.path.needs_outputs().then_some(Need::Outputs),
             Check::PathEquals(check) => check.path.needs_outputs().then_some(Need::Outputs),
-            Check::BudgetAvailable(check) => check.needs_transition().then_some(Need::Transition),
+            Check::BudgetAvailable(check) => check.needs_admission().then_some(Need::Admission),
             Check::LeaseAcquirable(check) => check.needs(),
         };
         match (needs, scope) {
@@ -145,9 +146,10 @@ impl Predicate {
                 &self.spec.id,
                 "`{outputs}` is defined only in the success scope",
             )),
-            (Some(Need::Transition), Scope::Invariant) => Err(plan_error(
+            (Some(Need::Admission), Scope::Success | Scope::Invariant) => Err(plan_error(
                 &self.spec.id,
-                "an invariant has no transition to default to: give the argument",
+                "it defaults to the reservation or write prefix of a transition being \
+                 admitted: give the argument outside the admission scope",
             )),
             _ => Ok(()),
         }
@@ -171,8 +173,8 @@ impl Predicate {
 enum Need {
     /// The transition's outputs directory (success only).
     Outputs,
-    /// A transition's reservation or write prefix (admission or success).
-    Transition,
+    /// The reservation or write prefix of a transition being admitted.
+    Admission,
 }
 
 /// What a predicate evaluates against.
@@ -407,15 +409,40 @@ mod tests {
         for defaulted in ["budget.available@1", "lease.acquirable@1"] {
             let predicate = parse(defaulted, json!({})).unwrap();
             assert!(predicate.check_scope(Scope::Admission).is_ok());
-            assert!(predicate.check_scope(Scope::Success).is_ok());
-            let err = predicate.check_scope(Scope::Invariant).unwrap_err();
-            assert_eq!(err.code(), ErrorCode::Plan);
+            for scope in [Scope::Success, Scope::Invariant] {
+                let err = predicate.check_scope(scope).unwrap_err();
+                assert_eq!(err.code(), ErrorCode::Plan);
+                assert!(err.message().contains(defaulted), "{err}");
+                assert!(err.message().contains("give the argument"), "{err}");
+            }
         }
-        let given = parse("budget.available@1", json!({"micro_usd": 1})).unwrap();
-        assert!(given.check_scope(Scope::Invariant).is_ok());
+        for given in [
+            parse("budget.available@1", json!({"micro_usd": 1})).unwrap(),
+            parse("lease.acquirable@1", json!({"selector": "/artifacts/x/"})).unwrap(),
+        ] {
+            for scope in [Scope::Admission, Scope::Success, Scope::Invariant] {
+                assert!(given.check_scope(scope).is_ok());
+            }
+        }
         let selector = parse("lease.acquirable@1", json!({"selector": "{outputs}/"})).unwrap();
         assert!(selector.check_scope(Scope::Admission).is_err());
         assert!(selector.check_scope(Scope::Success).is_ok());
+    }
+
+    #[tokio::test]
+    async fn predicates_evaluate_on_spawned_tasks() {
+        let fixture = testing::Fixture::new().await;
+        fixture.put("/artifacts/a.json", br#"{"n": 1}"#).await;
+        let predicate = parse(
+            "json.path@1",
+            json!({"path": "/artifacts/a.json", "query": "$.n", "equals": 1}),
+        )
+        .unwrap();
+        let verdict = tokio::spawn(async move { predicate.evaluate(&fixture.admission()).await })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(verdict.holds, "{verdict:?}");
     }
 
     #[test]
