@@ -8,3 +8,23 @@
 //!
 //! **Architecture invariant:** nothing in a plan bypasses the engine: every transition is one
 //! `RunRequest`, and nothing here prints or parses arguments.
+
+// Unit tests share the dev-dependencies of the integration tests.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
+mod graph;
+mod load;
+mod model;
+mod predicates;
+mod reference;
+
+pub use graph::{GraphFormat, TransitionState, admission_order, find_cycle, render};
+pub use load::{MAX_PLAN_BYTES, MAX_PLAN_DEPTH, PLAN_SCHEMA, load};
+pub use model::{
+    AdapterName, DEFAULT_MAX_PARALLEL, DEFAULT_WRITE_PREFIX, OnFailure, Plan, PlanFile, PolicySpec,
+    PredicatesSpec, Transition, TransitionSpec,
+};
+pub use predicates::{
+    MAX_JSON_BYTES, PREDICATE_IDS, Predicate, PredicateContext, PredicateSpec, Scope, Verdict,
+};
+pub use reference::{FROM_KEY, FromRef, MAX_REFERENCE_BYTES};
