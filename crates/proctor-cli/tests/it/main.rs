@@ -21,6 +21,7 @@ mod ledger;
 mod limits;
 mod local_adapter;
 mod oci;
+mod planners;
 mod recover;
 mod registry;
 mod run;
