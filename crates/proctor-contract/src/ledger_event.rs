@@ -286,7 +286,8 @@ pub struct AppliedTransition {
     pub after: Vec<String>,
 }
 
-/// `transition.run`: a transition ran as the event's execution, with these resolved inputs.
+/// `transition.run`: a transition ran as the event's execution, with these resolved inputs,
+/// and succeeded or failed; recorded once its success predicates were checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransitionRunEvent {
     /// The transition's id in the plan.
@@ -295,6 +296,10 @@ pub struct TransitionRunEvent {
     pub identity: String,
     /// The upstream outputs its `$from` references resolved to.
     pub resolved: Vec<ResolvedReference>,
+    /// Why the transition failed: its execution's error, or a success predicate that did
+    /// not hold; absent when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
 }
 
 /// One `$from` reference resolved to an upstream execution's output.
@@ -496,8 +501,21 @@ mod tests {
                         path: path("/artifacts/o/e0/outputs/normalized.txt"),
                         cid: "b3:ff".into(),
                     }],
+                    error: None,
                 }),
                 json!({"transition": "summary", "identity": "b3:ee", "resolved": [{"transition": "stats", "execution_id": "e0", "path": "/artifacts/o/e0/outputs/normalized.txt", "cid": "b3:ff"}]}),
+            ),
+            (
+                LedgerEvent::TransitionRun(TransitionRunEvent {
+                    transition: "stats".into(),
+                    identity: "b3:ee".into(),
+                    resolved: vec![],
+                    error: Some(ErrorBody {
+                        code: ErrorCode::Predicate,
+                        message: "predicate not satisfied: x".into(),
+                    }),
+                }),
+                json!({"transition": "stats", "identity": "b3:ee", "resolved": [], "error": {"code": "ERR_PREDICATE", "message": "predicate not satisfied: x"}}),
             ),
             (
                 LedgerEvent::TransitionSkipped(TransitionSkippedEvent {

@@ -12,12 +12,15 @@
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
+mod apply;
 mod graph;
 mod load;
 mod model;
 mod predicates;
 mod reference;
+mod status;
 
+pub use apply::{ApplyOptions, PlanReport, TransitionReport, apply};
 pub use graph::{GraphFormat, TransitionState, admission_order, find_cycle, render};
 pub use load::{MAX_PLAN_BYTES, MAX_PLAN_DEPTH, PLAN_SCHEMA, load};
 pub use model::{
@@ -28,3 +31,4 @@ pub use predicates::{
     MAX_JSON_BYTES, PREDICATE_IDS, Predicate, PredicateContext, PredicateSpec, Scope, Verdict,
 };
 pub use reference::{FROM_KEY, FromRef, MAX_REFERENCE_BYTES};
+pub use status::{PlanStatus, TransitionStatus, status};

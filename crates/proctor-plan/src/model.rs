@@ -162,6 +162,14 @@ impl Plan {
             .iter()
             .find(|transition| transition.id == id)
     }
+
+    /// The graph as `(id, after)` pairs in file order.
+    pub fn edges(&self) -> Vec<(String, Vec<String>)> {
+        self.transitions
+            .iter()
+            .map(|t| (t.id.clone(), t.after.clone()))
+            .collect()
+    }
 }
 
 /// A transition that passed every load-time check.

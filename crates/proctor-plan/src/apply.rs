@@ -1,0 +1,755 @@
+//! Applying a plan: ready transitions run concurrently, each through
+//! [`Engine::run`](proctor_engine::Engine::run), which does every per-run check and the
+//! ledger record (start, reservation, lease, settle).
+//!
+//! For each transition, in admission order once everything it runs after succeeded or was
+//! skipped: its `$from` references resolve to the upstream outputs' bytes (read from the
+//! World and checked against the upstream outputs index) → its identity is computed → an
+//! earlier execution with that identity that still verifies makes it `skipped`
+//! (`transition.skipped`) → its admission predicates (a false one: not started,
+//! `ERR_PREDICATE`) → `Engine::run` → its success predicates after a success envelope (a
+//! false one: failed, evidence kept) → `transition.run`. Every predicate evaluation is a
+//! `predicate.check` event; the plan's invariants are checked before the first transition
+//! and after every one, and one that flips from true to false is `predicate.regressed` and
+//! a failure. `on_failure: stop` admits nothing after a failure (running transitions
+//! finish); `continue` runs everything not downstream of one. Cancellation admits nothing
+//! more and cancels running executions, which clean up as single runs do.
+//!
+//! **Identity.** A transition's identity is the content id of the canonical JSON of its id,
+//! processor ref, mode, adapter, image source (pinned or built), write prefix template, the
+//! inputs hash of its resolved inputs and, for every reference, its text and the resolved
+//! output's `cid`. The upstream execution ids and world paths are recorded
+//! (`transition.run`) but not part of it, so a downstream transition reruns only when the
+//! bytes it reads changed. A pinned
+//! execution's image digest is checked by verification against the current pin.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use proctor_contract::{
+    AppliedTransition, CanonError, Envelope, ErrorBody, ErrorCode, LedgerEvent, OutputsIndex,
+    PlanAppliedEvent, PredicateCheckEvent, PredicateRegressedEvent, ResolvedReference,
+    SelectorKind, TransitionRunEvent, TransitionSkippedEvent, WorldPath, WritePrefix,
+    canonical_json, cid, inputs_hash,
+};
+use proctor_engine::{
+    CancellationToken, Engine, EvidenceSources, Inputs, RunRequest, verify_execution,
+};
+use proctor_ledger::{ExecutionStatus, Ledger, NewEvent};
+use proctor_store::ArtifactStore;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::graph::{TransitionState, admission_order};
+use crate::model::{OnFailure, Plan, Transition};
+use crate::predicates::{Predicate, PredicateContext};
+use crate::reference::{FromRef, replace_references};
+
+/// How a plan is applied, beyond what the plan file says.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Overrides the plan's `policy.max_parallel` (1..=64).
+    pub max_parallel: Option<u32>,
+    /// Build every image from source instead of running the pinned digest.
+    pub build: bool,
+}
+
+/// What applying a plan did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    /// The ledger plan key.
+    pub plan: String,
+    /// `cid` of the plan file.
+    pub plan_cid: String,
+    /// Whether every transition succeeded or was skipped.
+    pub ok: bool,
+    /// Each transition, in file order.
+    pub transitions: Vec<TransitionReport>,
+    /// The first failure, in the order failures happened.
+    pub error: Option<ErrorBody>,
+}
+
+impl PlanReport {
+    /// 0 when every transition succeeded or was skipped, else the first failure's exit code.
+    pub fn exit_code(&self) -> i32 {
+        self.error
+            .as_ref()
+            .map_or(0, |error| error.code.exit_code())
+    }
+}
+
+/// What happened to one transition.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransitionReport {
+    /// Its id.
+    pub id: String,
+    /// Its processor.
+    #[serde(rename = "ref")]
+    pub processor_ref: String,
+    /// Where it ended.
+    pub state: TransitionState,
+    /// The execution that ran it, or the earlier one that stands for it when skipped.
+    pub execution_id: Option<String>,
+    /// Why it failed or was not started.
+    pub error: Option<ErrorBody>,
+}
+
+/// A transition's finished execution, as downstream references read it.
+#[derive(Debug, Clone)]
+struct Done {
+    execution_id: String,
+    write_prefix: WritePrefix,
+}
+
+/// How one admitted transition ended.
+struct Finished {
+    state: TransitionState,
+    done: Option<Done>,
+    execution_id: Option<String>,
+    error: Option<CanonError>,
+}
+
+impl Finished {
+    fn failed(error: CanonError, execution_id: Option<String>) -> Finished {
+        Finished {
+            state: TransitionState::Failed,
+            done: None,
+            execution_id,
+            error: Some(error),
+        }
+    }
+}
+
+/// What every admitted transition shares.
+struct Context<'a> {
+    engine: &'a Engine,
+    ledger: &'a Ledger,
+    store: &'a dyn ArtifactStore,
+    plan: &'a Plan,
+    build: bool,
+    cancel: &'a CancellationToken,
+    /// Earlier `transition.run` successes of this plan: transition → (identity,
+    /// execution id), newest first.
+    earlier: HashMap<String, Vec<(String, String)>>,
+}
+
+/// Applies `plan` through `engine`; `progress` hears of each transition as it settles. Fails
+/// outright only when the ledger cannot be read or written before the first transition;
+/// every transition's failure is in the report.
+pub async fn apply(
+    engine: &Engine,
+    plan: &Plan,
+    options: &ApplyOptions,
+    cancel: &CancellationToken,
+    progress: &(dyn Fn(&TransitionReport) + Sync),
+) -> Result<PlanReport, CanonError> {
+    let ledger = engine.ledger().await?;
+    if let Some(budget) = plan.budget_micro_usd {
+        let current = ledger.plan(&plan.key).await?;
+        if current.and_then(|p| p.budget_micro_usd) != Some(budget) {
+            ledger.set_budget(&plan.key, Some(budget)).await?;
+        }
+    }
+    let earlier = earlier_runs(ledger, &plan.key).await?;
+    append(
+        ledger,
+        &plan.key,
+        None,
+        LedgerEvent::PlanApplied(PlanAppliedEvent {
+            plan_cid: plan.cid.clone(),
+            transitions: plan
+                .transitions
+                .iter()
+                .map(|t| AppliedTransition {
+                    id: t.id.clone(),
+                    processor_ref: t.processor_ref.to_string(),
+                    after: t.after.clone(),
+                })
+                .collect(),
+        }),
+    )
+    .await?;
+    let cx = Context {
+        engine,
+        ledger,
+        store: engine.store().as_ref(),
+        plan,
+        build: options.build,
+        cancel,
+        earlier,
+    };
+    let max_parallel = options.max_parallel.unwrap_or(plan.max_parallel).max(1) as usize;
+    let position: HashMap<&str, usize> = plan
+        .transitions
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    let order: Vec<usize> = admission_order(&plan.edges())
+        .iter()
+        .map(|id| position[id.as_str()])
+        .collect();
+    let mut reports: Vec<TransitionReport> = plan
+        .transitions
+        .iter()
+        .map(|t| TransitionReport {
+            id: t.id.clone(),
+            processor_ref: t.processor_ref.to_string(),
+            state: TransitionState::Pending,
+            execution_id: None,
+            error: None,
+        })
+        .collect();
+    let mut done: HashMap<String, Done> = HashMap::new();
+    let mut admitted = vec![false; plan.transitions.len()];
+    let mut first_error: Option<ErrorBody> = None;
+    let mut stopping = false;
+    let (mut invariants, _) = check_invariants(&cx, None, &[]).await;
+    let mut running = FuturesUnordered::new();
+    loop {
+        if !stopping && !cancel.is_cancelled() {
+            for &i in &order {
+                if running.len() >= max_parallel {
+                    break;
+                }
+                if admitted[i] || reports[i].state != TransitionState::Pending {
+                    continue;
+                }
+                let transition = &plan.transitions[i];
+                let upstream_states = transition
+                    .after
+                    .iter()
+                    .map(|id| reports[position[id.as_str()]].state);
+                let mut ready = true;
+                for state in upstream_states {
+                    match state {
+                        TransitionState::Succeeded | TransitionState::Skipped => {}
+                        TransitionState::Failed | TransitionState::NotStarted => {
+                            ready = false;
+                            reports[i].state = TransitionState::NotStarted;
+                            reports[i].error = Some(body(&CanonError::new(
+                                ErrorCode::Plan,
+                                format!(
+                                    "transition `{}` not started: it runs after a transition that did not succeed",
+                                    transition.id
+                                ),
+                            )));
+                            progress(&reports[i]);
+                            break;
+                        }
+                        TransitionState::Pending => ready = false,
+                    }
+                    if !ready {
+                        break;
+                    }
+                }
+                if !ready {
+                    continue;
+                }
+                admitted[i] = true;
+                let upstream: HashMap<String, Done> = transition
+                    .after
+                    .iter()
+                    .filter_map(|id| done.get(id).map(|d| (id.clone(), d.clone())))
+                    .collect();
+                let cx = &cx;
+                running.push(async move { (i, run_transition(cx, transition, upstream).await) });
+            }
+        }
+        let Some((i, finished)) = running.next().await else {
+            break;
+        };
+        let report = &mut reports[i];
+        report.state = finished.state;
+        report.execution_id = finished.execution_id;
+        report.error = finished.error.as_ref().map(body);
+        if let Some(d) = finished.done {
+            done.insert(plan.transitions[i].id.clone(), d);
+        }
+        let mut failure = finished.error;
+        let (now, regressions) =
+            check_invariants(&cx, Some(&plan.transitions[i].id), &invariants).await;
+        invariants = now;
+        if failure.is_none()
+            && let Some(regressed) = regressions.into_iter().next()
+        {
+            failure = Some(regressed);
+        }
+        if let Some(error) = &failure {
+            if first_error.is_none() {
+                first_error = Some(body(error));
+            }
+            if plan.on_failure == OnFailure::Stop {
+                stopping = true;
+            }
+        }
+        progress(&reports[i]);
+    }
+    for report in reports
+        .iter_mut()
+        .filter(|r| r.state == TransitionState::Pending)
+    {
+        report.state = TransitionState::NotStarted;
+        let why = if cancel.is_cancelled() {
+            CanonError::new(ErrorCode::Interrupted, "the plan was cancelled")
+        } else {
+            CanonError::new(
+                ErrorCode::Plan,
+                "not started: the plan stopped after a failure (on_failure: stop)",
+            )
+        };
+        if cancel.is_cancelled() && first_error.is_none() {
+            first_error = Some(body(&why));
+        }
+        report.error = Some(body(&why));
+        progress(report);
+    }
+    Ok(PlanReport {
+        plan: plan.key.clone(),
+        plan_cid: plan.cid.clone(),
+        ok: first_error.is_none(),
+        transitions: reports,
+        error: first_error,
+    })
+}
+
+fn body(error: &CanonError) -> ErrorBody {
+    ErrorBody {
+        code: error.code(),
+        message: error.message(),
+    }
+}
+
+async fn append(
+    ledger: &Ledger,
+    plan: &str,
+    execution_id: Option<&str>,
+    event: LedgerEvent,
+) -> Result<(), CanonError> {
+    let event = NewEvent::new(execution_id, event)?;
+    ledger.append(plan, &event).await?;
+    Ok(())
+}
+
+/// Every successful `transition.run` on `plan`'s chain: transition → (identity, execution
+/// id), newest first.
+async fn earlier_runs(
+    ledger: &Ledger,
+    plan: &str,
+) -> Result<HashMap<String, Vec<(String, String)>>, CanonError> {
+    const PAGE: u32 = 1000;
+    let mut runs: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    let mut after = 0;
+    loop {
+        let events = ledger.events(plan, after, PAGE).await?;
+        let Some(last) = events.last() else {
+            break;
+        };
+        after = last.seq;
+        for event in &events {
+            if let Ok(LedgerEvent::TransitionRun(run)) = event.ledger_event()
+                && run.error.is_none()
+                && let Some(execution_id) = &event.execution_id
+            {
+                runs.entry(run.transition)
+                    .or_default()
+                    .insert(0, (run.identity, execution_id.clone()));
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// Checks the plan's invariants; with `after` (the transition just settled), those that
+/// held in `before` and no longer do are recorded as `predicate.regressed` and returned as
+/// `ERR_PREDICATE`. Gives each invariant's verdict (an evaluation error counts as false).
+async fn check_invariants(
+    cx: &Context<'_>,
+    after: Option<&str>,
+    before: &[bool],
+) -> (Vec<bool>, Vec<CanonError>) {
+    let mut holds = Vec::with_capacity(cx.plan.invariants.len());
+    let mut regressed = Vec::new();
+    for (i, predicate) in cx.plan.invariants.iter().enumerate() {
+        let context = PredicateContext {
+            store: cx.store,
+            ledger: cx.ledger,
+            plan: &cx.plan.key,
+            outputs: None,
+            reserve_micro_usd: 0,
+            write_prefix: None,
+        };
+        let (held, detail) = evaluate(cx, predicate, &context, None, "invariant").await;
+        if let Some(transition) = after
+            && before.get(i).copied().unwrap_or(false)
+            && !held
+        {
+            let id = predicate.spec().id.clone();
+            let recorded = append(
+                cx.ledger,
+                &cx.plan.key,
+                None,
+                LedgerEvent::PredicateRegressed(PredicateRegressedEvent {
+                    predicate: id.clone(),
+                    after_transition: transition.to_owned(),
+                    detail: detail.clone(),
+                }),
+            )
+            .await;
+            regressed.push(recorded.err().unwrap_or_else(|| {
+                CanonError::new(
+                    ErrorCode::Predicate,
+                    format!("invariant `{id}` no longer holds after `{transition}`: {detail}"),
+                )
+            }));
+        }
+        holds.push(held);
+    }
+    (holds, regressed)
+}
+
+/// Evaluates `predicate` and records a `predicate.check` (its detail prefixed with the
+/// scope); an evaluation error is a false verdict naming the error.
+async fn evaluate(
+    cx: &Context<'_>,
+    predicate: &Predicate,
+    context: &PredicateContext<'_>,
+    execution_id: Option<&str>,
+    scope: &str,
+) -> (bool, String) {
+    let (holds, detail) = match predicate.evaluate(context).await {
+        Ok(verdict) => (verdict.holds, verdict.detail),
+        Err(error) => (false, error.to_string()),
+    };
+    let recorded = append(
+        cx.ledger,
+        &cx.plan.key,
+        execution_id,
+        LedgerEvent::PredicateCheck(PredicateCheckEvent {
+            predicate: predicate.spec().id.clone(),
+            passed: holds,
+            detail: format!("{scope}: {detail}"),
+        }),
+    )
+    .await;
+    match recorded {
+        Ok(()) => (holds, detail),
+        Err(error) => (false, format!("recording the check failed: {error}")),
+    }
+}
+
+/// Resolves, skips or admits and runs one transition.
+async fn run_transition(
+    cx: &Context<'_>,
+    transition: &Transition,
+    upstream: HashMap<String, Done>,
+) -> Finished {
+    let (inputs, resolved) = match resolve(cx.store, transition, &upstream).await {
+        Ok(resolved) => resolved,
+        Err(error) => return Finished::failed(error, None),
+    };
+    let identity = identity(transition, &inputs, &resolved, cx.build);
+    let resolved: Vec<ResolvedReference> = resolved.into_iter().map(|(_, r)| r).collect();
+    match reusable(cx, transition, &identity).await {
+        Ok(Some(done)) => return done,
+        Ok(None) => {}
+        Err(error) => return Finished::failed(error, None),
+    }
+    let selector = prefix_selector(&transition.write_prefix);
+    for predicate in &transition.admission {
+        let context = PredicateContext {
+            store: cx.store,
+            ledger: cx.ledger,
+            plan: &cx.plan.key,
+            outputs: None,
+            reserve_micro_usd: transition.reserve_micro_usd,
+            write_prefix: selector.as_ref(),
+        };
+        let (holds, detail) = evaluate(cx, predicate, &context, None, "admission").await;
+        if !holds {
+            return Finished::failed(
+                CanonError::new(
+                    ErrorCode::Predicate,
+                    format!(
+                        "admission `{}` of transition `{}`: {detail}",
+                        predicate.spec().id,
+                        transition.id
+                    ),
+                ),
+                None,
+            );
+        }
+    }
+    let request = RunRequest {
+        processor_ref: transition.processor_ref.to_string(),
+        adapter: transition.adapter,
+        mode: transition.mode,
+        build: cx.build,
+        write_prefix: transition.write_prefix.clone(),
+        inputs: Inputs::Value(inputs),
+        adapter_options: Value::Null,
+        timeout: transition.timeout,
+        save_dir: None,
+        plan: cx.plan.key.clone(),
+        reserve_micro_usd: transition.reserve_micro_usd,
+        lane: None,
+    };
+    let outcome = cx.engine.run(&request, cx.cancel).await;
+    let (execution_id, result) = match &outcome.envelope {
+        Envelope::Success(success) => {
+            let execution_id = success.execution_id.clone();
+            let checked = match written_prefix(&success.index_path) {
+                Ok(prefix) => check_success(cx, transition, &execution_id, &prefix)
+                    .await
+                    .map(|()| prefix),
+                Err(error) => Err(error),
+            };
+            (execution_id, checked)
+        }
+        Envelope::Error(error) => (
+            error.execution_id.clone(),
+            Err(error.error.to_canon_error()),
+        ),
+    };
+    let recorded = append(
+        cx.ledger,
+        &cx.plan.key,
+        Some(&execution_id),
+        LedgerEvent::TransitionRun(TransitionRunEvent {
+            transition: transition.id.clone(),
+            identity,
+            resolved,
+            error: result.as_ref().err().map(body),
+        }),
+    )
+    .await;
+    match (result, recorded) {
+        (Ok(write_prefix), Ok(())) => Finished {
+            state: TransitionState::Succeeded,
+            done: Some(Done {
+                execution_id: execution_id.clone(),
+                write_prefix,
+            }),
+            execution_id: Some(execution_id),
+            error: None,
+        },
+        (Err(error), _) | (Ok(_), Err(error)) => Finished::failed(error, Some(execution_id)),
+    }
+}
+
+/// Runs the success predicates of `transition` against its committed outputs.
+async fn check_success(
+    cx: &Context<'_>,
+    transition: &Transition,
+    execution_id: &str,
+    prefix: &WritePrefix,
+) -> Result<(), CanonError> {
+    let outputs = format!("{}outputs", prefix.as_str());
+    for predicate in &transition.success {
+        let context = PredicateContext {
+            store: cx.store,
+            ledger: cx.ledger,
+            plan: &cx.plan.key,
+            outputs: Some(&outputs),
+            reserve_micro_usd: transition.reserve_micro_usd,
+            write_prefix: Some(prefix.path()),
+        };
+        let (holds, detail) =
+            evaluate(cx, predicate, &context, Some(execution_id), "success").await;
+        if !holds {
+            return Err(CanonError::new(
+                ErrorCode::Predicate,
+                format!(
+                    "success `{}` of transition `{}`: {detail}",
+                    predicate.spec().id,
+                    transition.id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The write prefix an index path lies under (`{prefix}outputs.json`).
+fn written_prefix(index_path: &WorldPath) -> Result<WritePrefix, CanonError> {
+    let prefix = index_path
+        .as_str()
+        .strip_suffix("outputs.json")
+        .ok_or_else(|| {
+            CanonError::new(
+                ErrorCode::Envelope,
+                format!("index path `{index_path}` does not end in outputs.json"),
+            )
+        })?;
+    WritePrefix::from_expanded(prefix)
+}
+
+/// The part of a write prefix template before `{execution_id}`, as a prefix selector: what
+/// every execution of the transition writes under.
+fn prefix_selector(template: &str) -> Option<WorldPath> {
+    let head = &template[..template.find(proctor_contract::EXECUTION_ID_PLACEHOLDER)?];
+    let head = &head[..=head.rfind('/')?];
+    WorldPath::parse_kind(head, SelectorKind::Prefix).ok()
+}
+
+/// The transition's inputs with every reference replaced by the upstream output's text, and
+/// the references as resolved (each once, in document order).
+async fn resolve(
+    store: &dyn ArtifactStore,
+    transition: &Transition,
+    upstream: &HashMap<String, Done>,
+) -> Result<(Value, Vec<(FromRef, ResolvedReference)>), CanonError> {
+    let mut texts: BTreeMap<FromRef, String> = BTreeMap::new();
+    let mut resolved = Vec::new();
+    for reference in &transition.references {
+        if texts.contains_key(reference) {
+            continue;
+        }
+        let done = upstream.get(&reference.transition).ok_or_else(|| {
+            CanonError::new(
+                ErrorCode::Internal,
+                format!("`{reference}`: its transition has not finished"),
+            )
+        })?;
+        let (text, output) = read_output(store, reference, done).await?;
+        texts.insert(reference.clone(), text);
+        resolved.push((reference.clone(), output));
+    }
+    let inputs = replace_references(&transition.inputs, &mut |reference| {
+        Ok(Value::from(texts[reference].clone()))
+    })?;
+    Ok((inputs, resolved))
+}
+
+/// Reads the output `reference` names from `done`'s committed outputs, checked against its
+/// outputs index; UTF-8 text only.
+async fn read_output(
+    store: &dyn ArtifactStore,
+    reference: &FromRef,
+    done: &Done,
+) -> Result<(String, ResolvedReference), CanonError> {
+    let index = store.get(&done.write_prefix.index_path()).await?;
+    let index = OutputsIndex::from_bytes(&index)?;
+    let path = done.write_prefix.output_path(&reference.path)?;
+    let entry = index
+        .outputs
+        .iter()
+        .find(|entry| entry.path == path)
+        .ok_or_else(|| {
+            CanonError::new(
+                ErrorCode::Inputs,
+                format!(
+                    "`$from` `{reference}`: execution `{}` has no output `{path}`",
+                    done.execution_id
+                ),
+            )
+        })?;
+    let bytes = store.get(&path).await?;
+    let found = cid(&bytes);
+    if found != entry.cid {
+        return Err(CanonError::new(
+            ErrorCode::Evidence,
+            format!(
+                "`$from` `{reference}`: `{path}` is {found}, its outputs index says {}",
+                entry.cid
+            ),
+        ));
+    }
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        CanonError::new(
+            ErrorCode::Inputs,
+            format!("`$from` `{reference}`: `{path}` is not UTF-8 text"),
+        )
+    })?;
+    Ok((
+        text,
+        ResolvedReference {
+            transition: reference.transition.clone(),
+            execution_id: done.execution_id.clone(),
+            path,
+            cid: found,
+        },
+    ))
+}
+
+/// The transition's identity (see the module documentation).
+fn identity(
+    transition: &Transition,
+    inputs: &Value,
+    resolved: &[(FromRef, ResolvedReference)],
+    build: bool,
+) -> String {
+    let references: Vec<Value> = resolved
+        .iter()
+        .map(|(reference, r)| json!({"from": reference.to_string(), "cid": r.cid}))
+        .collect();
+    let hash = inputs_hash(inputs);
+    cid(canonical_json(&json!({
+        "transition": transition.id,
+        "ref": transition.processor_ref.to_string(),
+        "mode": transition.mode,
+        "adapter": transition.adapter.as_str(),
+        "image": if build { "build" } else { "pinned" },
+        "write_prefix": transition.write_prefix,
+        "inputs_hash": {"hash_schema": hash.hash_schema, "value": hash.value},
+        "resolved": references,
+    }))
+    .as_bytes())
+}
+
+/// The newest earlier execution of `transition` with `identity` that still verifies, as a
+/// skipped transition (recorded as `transition.skipped`), or `None`.
+async fn reusable(
+    cx: &Context<'_>,
+    transition: &Transition,
+    identity: &str,
+) -> Result<Option<Finished>, CanonError> {
+    let Some(runs) = cx.earlier.get(&transition.id) else {
+        return Ok(None);
+    };
+    let sources = EvidenceSources {
+        store: cx.store,
+        ledger: cx.ledger,
+        registry_root: &cx.engine.config().registry_root,
+    };
+    for (earlier_identity, execution_id) in runs {
+        if earlier_identity != identity {
+            continue;
+        }
+        let Some(execution) = cx.ledger.execution(execution_id).await? else {
+            continue;
+        };
+        if execution.status != ExecutionStatus::Success || execution.plan != cx.plan.key {
+            continue;
+        }
+        let Ok(report) = verify_execution(&sources, execution_id).await else {
+            continue;
+        };
+        if !report.ok {
+            continue;
+        }
+        let write_prefix = WritePrefix::from_expanded(&execution.write_prefix)?;
+        append(
+            cx.ledger,
+            &cx.plan.key,
+            None,
+            LedgerEvent::TransitionSkipped(TransitionSkippedEvent {
+                transition: transition.id.clone(),
+                identity: identity.to_owned(),
+                by_execution: execution_id.clone(),
+            }),
+        )
+        .await?;
+        return Ok(Some(Finished {
+            state: TransitionState::Skipped,
+            done: Some(Done {
+                execution_id: execution_id.clone(),
+                write_prefix,
+            }),
+            execution_id: Some(execution_id.clone()),
+            error: None,
+        }));
+    }
+    Ok(None)
+}
