@@ -14,11 +14,14 @@ use serde_json::Value;
 
 mod lane_args;
 mod ledger_args;
+mod plan_args;
 
 use lane_args::{BuildArgs, LaneCommand, PinArgs, PushArgs};
 pub(crate) use lane_args::{BuildConfig, ImageConfig, LaneConfig, PinConfig, PushConfig};
 pub(crate) use ledger_args::{LedgerAction, LedgerConfig, RunLedgerConfig, VerifyConfig};
 use ledger_args::{LedgerCommand, RunLedgerArgs, VerifyArgs};
+use plan_args::PlanCommand;
+pub(crate) use plan_args::{PlanApplyConfig, PlanConfig};
 
 /// Run containerized processors and keep checkable evidence of every run.
 ///
@@ -63,6 +66,9 @@ enum Command {
     /// Acceptance → Deploy → Drift).
     #[command(subcommand)]
     Lane(LaneCommand),
+    /// Apply a plan (a graph of transitions gated by predicates), or show its state.
+    #[command(subcommand)]
+    Plan(PlanCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -544,6 +550,7 @@ pub(crate) enum Config {
     Verify(Box<VerifyConfig>),
     Image(ImageConfig),
     Lane(Box<LaneConfig>),
+    Plan(PlanConfig),
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -655,6 +662,7 @@ impl Cli {
             Command::Push(push) => Config::Image(push.into_config()?),
             Command::Pin(pin) => Config::Image(pin.into_config()?),
             Command::Lane(lane) => Config::Lane(Box::new(lane.into_config()?)),
+            Command::Plan(plan) => Config::Plan(plan.into_config()?),
         })
     }
 
@@ -678,6 +686,7 @@ impl Cli {
             Command::Push(push) => push.format(),
             Command::Pin(pin) => pin.format(),
             Command::Lane(lane) => lane.format(),
+            Command::Plan(plan) => plan.format(),
         }
     }
 }

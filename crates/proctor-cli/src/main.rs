@@ -19,6 +19,7 @@ mod image_commands;
 mod lane_commands;
 mod ledger_commands;
 mod output;
+mod plan_command;
 mod registry_commands;
 mod run;
 mod verify_command;
@@ -107,6 +108,11 @@ async fn act(config: Config) -> anyhow::Result<i32> {
         Config::Lane(lane) => {
             let stop = Stop::on_signals();
             let code = lane_commands::execute(&lane, &stop.cancel).await?;
+            Ok(stop.exit_code().unwrap_or(code))
+        }
+        Config::Plan(plan) => {
+            let stop = Stop::on_signals();
+            let code = plan_command::execute(&plan, &stop.cancel).await?;
             Ok(stop.exit_code().unwrap_or(code))
         }
     }

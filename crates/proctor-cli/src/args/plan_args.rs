@@ -1,0 +1,163 @@
+//! Arguments of `proctor plan apply|status|graph`, and the validated configuration they
+//! become.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use proctor_ledger::DEFAULT_LEDGER_URL;
+use proctor_plan::GraphFormat;
+
+use super::{ArtifactsRootArg, OutputFormat, RegistryRootArg};
+
+/// `proctor plan …`.
+#[derive(Debug, Subcommand)]
+pub(super) enum PlanCommand {
+    /// Check a plan file whole, then run its ready transitions concurrently through the
+    /// engine; exits 0 when every transition succeeded or was skipped, else with the first
+    /// failure's code.
+    Apply(ApplyArgs),
+    /// Show each transition's state as the ledger recorded the plan's last apply.
+    Status {
+        /// The plan key.
+        key: String,
+        /// Print one line of JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ledger: PlanLedgerArg,
+    },
+    /// Print the plan's graph, each transition with its state.
+    Graph {
+        /// The plan key.
+        key: String,
+        /// `mermaid` or `dot`.
+        #[arg(long, value_enum, default_value_t = GraphFormatArg::Mermaid)]
+        format: GraphFormatArg,
+        #[command(flatten)]
+        ledger: PlanLedgerArg,
+    },
+}
+
+/// `proctor plan apply`.
+#[derive(Debug, Args)]
+pub(super) struct ApplyArgs {
+    /// The plan file, YAML or JSON.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// At most this many transitions at once (overrides `policy.max_parallel`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    max_parallel: Option<u32>,
+    /// Check the plan and print its admission order; run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Build every processor's image from source instead of running its pinned digest.
+    #[arg(long)]
+    build: bool,
+    /// Print one line of JSON (the plan report) on stdout; no progress lines.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    artifacts_root: ArtifactsRootArg,
+    #[command(flatten)]
+    registry_root: RegistryRootArg,
+    #[command(flatten)]
+    ledger: PlanLedgerArg,
+}
+
+/// `--ledger` of the plan commands.
+#[derive(Debug, Args)]
+pub(super) struct PlanLedgerArg {
+    /// The ledger: `sqlite://PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    #[arg(
+        long = "ledger",
+        value_name = "URL",
+        env = "PROCTOR_LEDGER_URL",
+        default_value = DEFAULT_LEDGER_URL
+    )]
+    url: String,
+}
+
+/// `--format` of `plan graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum GraphFormatArg {
+    Mermaid,
+    Dot,
+}
+
+/// A validated `proctor plan …`.
+#[derive(Debug, Clone)]
+pub(crate) enum PlanConfig {
+    /// `plan apply`.
+    Apply(Box<PlanApplyConfig>),
+    /// `plan status`.
+    Status {
+        key: String,
+        format: OutputFormat,
+        ledger_url: String,
+    },
+    /// `plan graph`.
+    Graph {
+        key: String,
+        format: GraphFormat,
+        ledger_url: String,
+    },
+}
+
+/// A validated `proctor plan apply`.
+#[derive(Debug, Clone)]
+pub(crate) struct PlanApplyConfig {
+    pub(crate) file: PathBuf,
+    pub(crate) max_parallel: Option<u32>,
+    pub(crate) dry_run: bool,
+    pub(crate) build: bool,
+    pub(crate) format: OutputFormat,
+    /// Absolute.
+    pub(crate) artifacts_root: PathBuf,
+    /// Absolute.
+    pub(crate) registry_root: PathBuf,
+    pub(crate) ledger_url: String,
+}
+
+impl PlanCommand {
+    /// The validated configuration.
+    pub(super) fn into_config(self) -> anyhow::Result<PlanConfig> {
+        Ok(match self {
+            PlanCommand::Apply(apply) => PlanConfig::Apply(Box::new(PlanApplyConfig {
+                file: apply.file,
+                max_parallel: apply.max_parallel,
+                dry_run: apply.dry_run,
+                build: apply.build,
+                format: OutputFormat::from_flag(apply.json),
+                artifacts_root: apply.artifacts_root.resolve()?,
+                registry_root: apply.registry_root.resolve()?,
+                ledger_url: apply.ledger.url,
+            })),
+            PlanCommand::Status { key, json, ledger } => PlanConfig::Status {
+                key,
+                format: OutputFormat::from_flag(json),
+                ledger_url: ledger.url,
+            },
+            PlanCommand::Graph {
+                key,
+                format,
+                ledger,
+            } => PlanConfig::Graph {
+                key,
+                format: match format {
+                    GraphFormatArg::Mermaid => GraphFormat::Mermaid,
+                    GraphFormatArg::Dot => GraphFormat::Dot,
+                },
+                ledger_url: ledger.url,
+            },
+        })
+    }
+
+    /// The output format asked for.
+    pub(super) fn format(&self) -> OutputFormat {
+        match self {
+            PlanCommand::Apply(apply) => OutputFormat::from_flag(apply.json),
+            PlanCommand::Status { json, .. } => OutputFormat::from_flag(*json),
+            PlanCommand::Graph { .. } => OutputFormat::Human,
+        }
+    }
+}
