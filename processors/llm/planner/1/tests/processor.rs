@@ -90,6 +90,23 @@ fn proposal(server: &TestServer, envelope: &SuccessEnvelope) -> Value {
         .unwrap()
 }
 
+/// Asserts that a proposal's transitions are valid transitions of a plan file
+/// (`schemas/plan.schema.json`, whose `$defs/transition` a plan applies to proposals).
+fn assert_valid_transitions(proposal: &Value) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../../schemas/plan.schema.json"
+    );
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let plan = json!({"plan": "proposal", "transitions": proposal["transitions"]});
+    let errors: Vec<String> = validator
+        .iter_errors(&plan)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 #[test]
 fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
     let registry = registry();
@@ -134,6 +151,7 @@ async fn mock_mode_proposes_a_canned_byte_stable_plan_without_network() {
     let server = start_with_endpoint(addr).await;
     let first = server.run_ok("smoke-1", Mode::Mock, example("smoke")).await;
     let second = server.run_ok("smoke-2", Mode::Mock, example("smoke")).await;
+    assert_valid_transitions(&proposal(&server, &first));
     assert_eq!(
         proposal(&server, &first),
         json!({"transitions": [{
@@ -177,6 +195,7 @@ async fn real_mode_asks_the_endpoint_and_writes_the_checked_proposal() {
     let server = start_with_endpoint(addr).await;
     let envelope = server.run_ok("plan", Mode::Real, example("plan")).await;
     let proposal = proposal(&server, &envelope);
+    assert_valid_transitions(&proposal);
     let transitions = proposal["transitions"].as_array().unwrap();
     assert_eq!(transitions.len(), 2);
     assert_eq!(transitions[0]["mode"], "mock");

@@ -25,6 +25,23 @@ fn proposal(server: &TestServer, envelope: &SuccessEnvelope) -> Value {
     serde_json::from_slice(&server.output(envelope, processor_plan_map::PROPOSAL_OUTPUT)).unwrap()
 }
 
+/// Asserts that a proposal's transitions are valid transitions of a plan file
+/// (`schemas/plan.schema.json`, whose `$defs/transition` a plan applies to proposals).
+fn assert_valid_transitions(proposal: &Value) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../../schemas/plan.schema.json"
+    );
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let plan = json!({"plan": "proposal", "transitions": proposal["transitions"]});
+    let errors: Vec<String> = validator
+        .iter_errors(&plan)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 #[test]
 fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
     let registry = registry();
@@ -87,6 +104,7 @@ async fn smoke_example_proposes_chunks_and_a_merge_alike_in_both_modes() {
         ["/artifacts/outputs/test/smoke-mock/outputs/plan/transitions.json"]
     );
     let proposal = proposal(&server, &mock);
+    assert_valid_transitions(&proposal);
     let transitions = proposal["transitions"].as_array().unwrap();
     let ids: Vec<&str> = transitions
         .iter()
@@ -127,6 +145,7 @@ async fn the_chunk_ref_output_and_mode_are_the_callers() {
     });
     let envelope = server.run_ok("custom", Mode::Mock, inputs).await;
     let proposal = proposal(&server, &envelope);
+    assert_valid_transitions(&proposal);
     let transitions = proposal["transitions"].as_array().unwrap();
     assert_eq!(transitions.len(), 3);
     assert_eq!(
@@ -153,10 +172,9 @@ async fn unusable_inputs_and_too_many_chunks_are_err_inputs() {
             json!({"schema": "v1", "text": at_the_limit, "chunk_chars": 1}),
         )
         .await;
-    let transitions = proposal(&server, &envelope)["transitions"]
-        .as_array()
-        .unwrap()
-        .len();
+    let proposal = proposal(&server, &envelope);
+    assert_valid_transitions(&proposal);
+    let transitions = proposal["transitions"].as_array().unwrap().len();
     assert_eq!(transitions, processor_plan_map::MAX_CHUNKS + 1);
 
     let server = start().await;
