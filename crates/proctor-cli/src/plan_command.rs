@@ -154,6 +154,7 @@ async fn apply(
     let options = ApplyOptions {
         max_parallel: config.max_parallel,
         build: config.build,
+        adapter_options: config.adapter_options.clone(),
     };
     let human = config.format == OutputFormat::Human;
     let progress = move |report: &TransitionReport| {

@@ -53,6 +53,8 @@ pub struct ApplyOptions {
     pub max_parallel: Option<u32>,
     /// Build every image from source instead of running the pinned digest.
     pub build: bool,
+    /// Adapter-specific options for every transition (`null` for none).
+    pub adapter_options: Value,
 }
 
 /// What applying a plan did.
@@ -128,6 +130,7 @@ struct Context<'a> {
     store: &'a dyn ArtifactStore,
     plan: &'a Plan,
     build: bool,
+    adapter_options: &'a Value,
     cancel: &'a CancellationToken,
     /// Earlier `transition.run` successes of this plan: transition → (identity,
     /// execution id), newest first.
@@ -176,6 +179,7 @@ pub async fn apply(
         store: engine.store().as_ref(),
         plan,
         build: options.build,
+        adapter_options: &options.adapter_options,
         cancel,
         earlier,
     };
@@ -488,7 +492,7 @@ async fn run_transition(
         build: cx.build,
         write_prefix: transition.write_prefix.clone(),
         inputs: Inputs::Value(inputs),
-        adapter_options: Value::Null,
+        adapter_options: cx.adapter_options.clone(),
         timeout: transition.timeout,
         save_dir: None,
         plan: cx.plan.key.clone(),

@@ -53,6 +53,9 @@ pub(super) struct ApplyArgs {
     /// Build every processor's image from source instead of running its pinned digest.
     #[arg(long)]
     build: bool,
+    /// Adapter-specific options for every transition, a JSON object.
+    #[arg(long, value_name = "JSON", value_parser = super::parse_json_object)]
+    adapter_opts_json: Option<serde_json::Value>,
     /// Print one line of JSON (the plan report) on stdout; no progress lines.
     #[arg(long)]
     json: bool,
@@ -110,6 +113,7 @@ pub(crate) struct PlanApplyConfig {
     pub(crate) max_parallel: Option<u32>,
     pub(crate) dry_run: bool,
     pub(crate) build: bool,
+    pub(crate) adapter_options: serde_json::Value,
     pub(crate) format: OutputFormat,
     /// Absolute.
     pub(crate) artifacts_root: PathBuf,
@@ -127,6 +131,9 @@ impl PlanCommand {
                 max_parallel: apply.max_parallel,
                 dry_run: apply.dry_run,
                 build: apply.build,
+                adapter_options: apply
+                    .adapter_opts_json
+                    .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
                 format: OutputFormat::from_flag(apply.json),
                 artifacts_root: apply.artifacts_root.resolve()?,
                 registry_root: apply.registry_root.resolve()?,

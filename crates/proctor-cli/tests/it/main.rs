@@ -21,6 +21,7 @@ mod ledger;
 mod limits;
 mod local_adapter;
 mod oci;
+mod plan;
 mod planners;
 mod recover;
 mod registry;

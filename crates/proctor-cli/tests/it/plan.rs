@@ -1,0 +1,375 @@
+//! `proctor plan apply|status|graph` on the Docker engine: mock mode, images built from
+//! source (`--build`), the shipped `text/stats@1`. Every container carries a
+//! [`ContainerSweep`] label; "before any container" means no `container.started` log line
+//! and no container with the label.
+
+use proctor_contract::ErrorCode;
+use serde_json::Value;
+
+use crate::local_adapter::ContainerSweep;
+use crate::util::{Run, TestDir, workspace_registry};
+
+/// A two-level plan: `stats` measures a text, `again` measures `stats`' normalized text
+/// (a `$from` reference) once `stats.json` is larger than 10 bytes.
+const TWO_LEVELS: &str = r#"
+plan: demo
+mode: mock
+policy: {max_parallel: 2}
+transitions:
+  - id: stats
+    ref: text/stats@1
+    inputs: {schema: v1, text: "The quick brown fox. The lazy dog."}
+    predicates:
+      success: [{id: file.size_gt@1, args: {path: "{outputs}/stats.json", bytes: 10}}]
+  - id: again
+    ref: text/stats@1
+    inputs: {schema: v1, text: {$from: "stats:outputs/normalized.txt"}}
+"#;
+
+/// `proctor plan apply FILE --build --json` with the workspace registry, a local World and
+/// ledger, and containers labelled by `sweep`.
+fn apply(dir: &TestDir, sweep: &ContainerSweep, plan: &str, env: &[(&str, &str)]) -> Run {
+    let file = dir.write("plan.yaml", plan);
+    let root = workspace_registry().display().to_string();
+    let options = sweep.adapter_options();
+    let mut command = dir.proctor(&[
+        "plan",
+        "apply",
+        file.to_str().unwrap(),
+        "--build",
+        "--json",
+        "--adapter-opts-json",
+        &options,
+        "--registry-root",
+        &root,
+        "--artifacts-root",
+        "artifacts",
+        "--ledger",
+        "sqlite://ledger.db",
+    ]);
+    for (name, value) in env {
+        command = command.env(name, value);
+    }
+    let run = command.run();
+    run.check(
+        sweep.containers().is_empty(),
+        "no container may be left after the plan",
+    );
+    run
+}
+
+/// How many containers the command started.
+fn containers_started(run: &Run) -> usize {
+    run.events("container.started").len()
+}
+
+/// The report's entry for `id`.
+fn transition(report: &Value, id: &str) -> Value {
+    report["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no transition {id} in {report}"))
+        .clone()
+}
+
+/// The plan's ledger events, each payload parsed.
+fn ledger_events(dir: &TestDir, plan: &str) -> Vec<Value> {
+    let run = dir
+        .proctor(&[
+            "ledger",
+            "show",
+            plan,
+            "--json",
+            "--ledger",
+            "sqlite://ledger.db",
+        ])
+        .run();
+    run.exits(0);
+    run.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| match &event["payload"] {
+            Value::String(text) => serde_json::from_str(text).unwrap(),
+            other => other.clone(),
+        })
+        .collect()
+}
+
+fn asserts_plan_refused(run: &Run, code: ErrorCode, detail: &str) {
+    run.exits(code.exit_code());
+    let message = run.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    run.check(run.json()["error"]["code"] == code.as_str(), "the code");
+    run.check(message.starts_with(code.fragment()), "the fragment");
+    run.check(
+        message.contains(detail),
+        &format!("a message naming {detail:?}"),
+    );
+    run.check(containers_started(run) == 0, "no container started");
+}
+
+#[test]
+fn a_two_level_plan_runs_verifies_and_reapplies_only_what_is_missing() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let run = apply(&dir, &sweep, TWO_LEVELS, &[]);
+    run.exits(0);
+    let report = run.json();
+    run.check(report["ok"] == true, "the plan succeeded");
+    let stats = transition(&report, "stats");
+    let again = transition(&report, "again");
+    for t in [&stats, &again] {
+        run.check(t["state"] == "succeeded", "each transition succeeded");
+        let execution_id = t["execution_id"].as_str().unwrap();
+        dir.proctor(&[
+            "verify",
+            execution_id,
+            "--artifacts-root",
+            "artifacts",
+            "--registry-root",
+            &workspace_registry().display().to_string(),
+            "--ledger",
+            "sqlite://ledger.db",
+        ])
+        .run()
+        .exits(0);
+    }
+    dir.proctor(&["ledger", "verify", "demo", "--ledger", "sqlite://ledger.db"])
+        .run()
+        .exits(0);
+    // `again` read the bytes of stats' output, pinned by its CID.
+    let events = ledger_events(&dir, "demo");
+    let resolved = events
+        .iter()
+        .find(|e| e["kind"] == "transition.run" && e["transition"] == "again")
+        .unwrap()["resolved"][0]
+        .clone();
+    run.check(
+        resolved["execution_id"] == stats["execution_id"],
+        "resolved upstream",
+    );
+    run.check(
+        resolved["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/outputs/normalized.txt"),
+        "resolved path",
+    );
+    run.check(
+        events
+            .iter()
+            .any(|e| e["kind"] == "predicate.check" && e["passed"] == true),
+        "the success predicate was recorded",
+    );
+
+    // Re-applying a finished plan starts no container.
+    let again_run = apply(&dir, &sweep, TWO_LEVELS, &[]);
+    again_run.exits(0);
+    again_run.check(
+        containers_started(&again_run) == 0,
+        "no container on re-apply",
+    );
+    for id in ["stats", "again"] {
+        let t = transition(&again_run.json(), id);
+        again_run.check(t["state"] == "skipped", "each transition skipped");
+    }
+
+    // Deleting stats' output reruns stats; `again` reads the same bytes and is skipped.
+    let stats_dir = dir.path().join(format!(
+        "artifacts/plans/demo/stats/{}/outputs",
+        stats["execution_id"].as_str().unwrap()
+    ));
+    std::fs::remove_file(stats_dir.join("words.csv")).unwrap();
+    let repaired = apply(&dir, &sweep, TWO_LEVELS, &[]);
+    repaired.exits(0);
+    let report = repaired.json();
+    repaired.check(
+        transition(&report, "stats")["state"] == "succeeded",
+        "stats reran",
+    );
+    repaired.check(
+        transition(&report, "again")["state"] == "skipped",
+        "again skipped",
+    );
+    repaired.check(containers_started(&repaired) == 1, "one container");
+
+    let status = dir
+        .proctor(&[
+            "plan",
+            "status",
+            "demo",
+            "--json",
+            "--ledger",
+            "sqlite://ledger.db",
+        ])
+        .run();
+    status.exits(0);
+    status.check(
+        transition(&status.json(), "again")["state"] == "skipped",
+        "status reads the last apply",
+    );
+    let graph = dir
+        .proctor(&["plan", "graph", "demo", "--ledger", "sqlite://ledger.db"])
+        .run();
+    graph.exits(0);
+    graph.check(
+        graph.stdout.contains("t0 --> t1") && graph.stdout.contains("stats<br/>succeeded"),
+        "a Mermaid graph with states",
+    );
+}
+
+#[test]
+fn a_false_admission_predicate_starts_nothing() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let plan = TWO_LEVELS.replace(
+        "    predicates:\n      success:",
+        "    predicates:\n      admission: [{id: artifact.exists@1, args: {path: /artifacts/inputs/style.md}}]\n      success:",
+    );
+    let run = apply(&dir, &sweep, &plan, &[]);
+    run.exits(ErrorCode::Predicate.exit_code());
+    run.check(containers_started(&run) == 0, "no container started");
+    let report = run.json();
+    run.check(report["error"]["code"] == "ERR_PREDICATE", "ERR_PREDICATE");
+    run.check(
+        transition(&report, "stats")["state"] == "failed",
+        "stats refused",
+    );
+    run.check(
+        transition(&report, "again")["state"] == "not_started",
+        "again not started",
+    );
+    let events = ledger_events(&dir, "demo");
+    run.check(
+        events.iter().any(|e| {
+            e["kind"] == "predicate.check"
+                && e["predicate"] == "artifact.exists@1"
+                && e["passed"] == false
+        }),
+        "the ledger shows the failed check",
+    );
+    run.check(
+        !events.iter().any(|e| e["kind"] == "execution.start"),
+        "no execution started",
+    );
+}
+
+#[test]
+fn a_false_success_predicate_fails_the_transition_and_keeps_its_evidence() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let plan = TWO_LEVELS.replace("bytes: 10}", "bytes: 1000000}");
+    let run = apply(&dir, &sweep, &plan, &[]);
+    run.exits(ErrorCode::Predicate.exit_code());
+    let stats = transition(&run.json(), "stats");
+    run.check(stats["state"] == "failed", "stats failed");
+    run.check(
+        stats["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("file.size_gt@1"),
+        "the error names the predicate",
+    );
+    run.check(containers_started(&run) == 1, "only stats ran");
+    // Its evidence is kept and verifies.
+    dir.proctor(&[
+        "verify",
+        stats["execution_id"].as_str().unwrap(),
+        "--artifacts-root",
+        "artifacts",
+        "--registry-root",
+        &workspace_registry().display().to_string(),
+        "--ledger",
+        "sqlite://ledger.db",
+    ])
+    .run()
+    .exits(0);
+}
+
+#[test]
+fn invalid_plans_are_refused_before_any_container() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let cycle = TWO_LEVELS.replace(
+        "    predicates:\n      success:",
+        "    after: [again]\n    predicates:\n      success:",
+    );
+    let cases = [
+        (cycle, "a cycle"),
+        (
+            TWO_LEVELS.replace(
+                "ref: text/stats@1\n    inputs: {schema: v1, text: {",
+                "ref: text/none@1\n    inputs: {schema: v1, text: {",
+            ),
+            "processor not found in registry",
+        ),
+        (
+            TWO_LEVELS.replace("file.size_gt@1", "file.size_lt@1"),
+            "file.size_lt@1",
+        ),
+        (
+            TWO_LEVELS.replace("{schema: v1, text: \"The", "{schema: v2, text: \"The"),
+            "invalid inputs payload",
+        ),
+    ];
+    for (plan, detail) in &cases {
+        let run = apply(&dir, &sweep, plan, &[]);
+        asserts_plan_refused(&run, ErrorCode::Plan, detail);
+    }
+    let real = TWO_LEVELS.replace(
+        "ref: text/stats@1\n    inputs: {schema: v1, text: {",
+        "ref: text/stats@1\n    mode: real\n    inputs: {schema: v1, text: {",
+    );
+    let run = apply(&dir, &sweep, &real, &[("CI", "true")]);
+    asserts_plan_refused(&run, ErrorCode::CiSafety, "CI=true");
+    run.check(
+        !dir.path().join("ledger.db").exists(),
+        "nothing was recorded",
+    );
+}
+
+#[test]
+fn an_exhausted_budget_refuses_later_transitions_before_their_container() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let plan = r#"
+plan: budgeted
+mode: mock
+budget_micro_usd: 10
+policy: {on_failure: continue}
+transitions:
+  - {id: first, ref: text/stats@1, reserve_micro_usd: 6, inputs: {schema: v1, text: "one"}}
+  - {id: second, ref: text/stats@1, after: [first], reserve_micro_usd: 11, inputs: {schema: v1, text: "two"}}
+  - {id: third, ref: text/stats@1, after: [second], inputs: {schema: v1, text: "three"}}
+  - {id: fourth, ref: text/stats@1, after: [first], reserve_micro_usd: 4, inputs: {schema: v1, text: "four"}}
+"#;
+    let run = apply(&dir, &sweep, plan, &[]);
+    run.exits(ErrorCode::BudgetExceeded.exit_code());
+    let report = run.json();
+    run.check(
+        transition(&report, "first")["state"] == "succeeded",
+        "first ran",
+    );
+    let second = transition(&report, "second");
+    run.check(
+        second["error"]["code"] == "ERR_BUDGET_EXCEEDED",
+        "second refused",
+    );
+    run.check(
+        transition(&report, "third")["state"] == "not_started",
+        "third downstream",
+    );
+    run.check(
+        transition(&report, "fourth")["state"] == "succeeded",
+        "fourth ran (continue)",
+    );
+    run.check(
+        containers_started(&run) == 2,
+        "only first and fourth started a container",
+    );
+}
