@@ -96,6 +96,7 @@ ledger_events! {
     TransitionRun(TransitionRunEvent) => ("transition.run", "a plan transition ran as an execution"),
     TransitionSkipped(TransitionSkippedEvent) => ("transition.skipped", "a plan transition was skipped: an earlier execution of it still verifies"),
     PredicateRegressed(PredicateRegressedEvent) => ("predicate.regressed", "a plan invariant that held no longer holds"),
+    PlanProposed(PlanProposedEvent) => ("plan.proposed", "a planner's proposal was admitted into the running plan"),
 }
 
 impl std::fmt::Display for EventKind {
@@ -327,6 +328,18 @@ pub struct TransitionSkippedEvent {
     pub by_execution: String,
 }
 
+/// `plan.proposed`: a planner transition's proposal passed validation and its transitions
+/// joined the running plan, namespaced under the planner's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanProposedEvent {
+    /// The planner transition's id.
+    pub planner: String,
+    /// `cid` of the proposal's bytes (`plan/transitions.json`).
+    pub proposal_cid: String,
+    /// The admitted transitions, namespaced, with their dependencies.
+    pub transitions: Vec<AppliedTransition>,
+}
+
 /// `predicate.regressed`: a plan invariant held and no longer does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PredicateRegressedEvent {
@@ -524,6 +537,18 @@ mod tests {
                     by_execution: "e0".into(),
                 }),
                 json!({"transition": "stats", "identity": "b3:ee", "by_execution": "e0"}),
+            ),
+            (
+                LedgerEvent::PlanProposed(PlanProposedEvent {
+                    planner: "map".into(),
+                    proposal_cid: "b3:aa".into(),
+                    transitions: vec![AppliedTransition {
+                        id: "map/merge".into(),
+                        processor_ref: "json/merge@1".into(),
+                        after: vec!["map/chunk-0000".into()],
+                    }],
+                }),
+                json!({"planner": "map", "proposal_cid": "b3:aa", "transitions": [{"id": "map/merge", "ref": "json/merge@1", "after": ["map/chunk-0000"]}]}),
             ),
             (
                 LedgerEvent::PredicateRegressed(PredicateRegressedEvent {

@@ -35,8 +35,8 @@ pub use ledger_event::{
     AppliedTransition, BudgetReserveEvent, BudgetSetEvent, BudgetSettleEvent, EventKind,
     ExecutionFailureEvent, ExecutionOwner, ExecutionStartEvent, ExecutionSuccessEvent,
     LeaseAcquireEvent, LeaseReleaseEvent, LeaseReleaseReason, LedgerEvent, PlanAppliedEvent,
-    PredicateCheckEvent, PredicateRegressedEvent, ResolvedReference, TakenOverLease,
-    TransitionRunEvent, TransitionSkippedEvent,
+    PlanProposedEvent, PredicateCheckEvent, PredicateRegressedEvent, ResolvedReference,
+    TakenOverLease, TransitionRunEvent, TransitionSkippedEvent,
 };
 pub use mode::{Mode, ci_guard};
 pub use payload::{Health, PAYLOAD_SCHEMA, RunPayload};

@@ -34,6 +34,7 @@ pub(crate) fn is_free(kind: EventKind) -> bool {
             | EventKind::TransitionRun
             | EventKind::TransitionSkipped
             | EventKind::PredicateRegressed
+            | EventKind::PlanProposed
     )
 }
 
@@ -336,8 +337,8 @@ mod tests {
         assert!(err.to_string().contains("`budget.set`"), "{err}");
         assert!(is_free(EventKind::ArtifactProduce) && is_free(EventKind::PredicateCheck));
         let free = EventKind::ALL.iter().filter(|kind| is_free(**kind)).count();
-        // artifact.produce, predicate.check and the four plan events.
-        assert_eq!(free, 6);
+        // artifact.produce, predicate.check and the five plan events.
+        assert_eq!(free, 7);
     }
 
     #[test]

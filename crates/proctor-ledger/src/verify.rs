@@ -389,7 +389,8 @@ impl TableReplay {
             | LedgerEvent::PlanApplied(_)
             | LedgerEvent::TransitionRun(_)
             | LedgerEvent::TransitionSkipped(_)
-            | LedgerEvent::PredicateRegressed(_) => {}
+            | LedgerEvent::PredicateRegressed(_)
+            | LedgerEvent::PlanProposed(_) => {}
         }
         Ok(())
     }

@@ -24,14 +24,15 @@
 //! execution's image digest is checked by verification against the current pin.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use proctor_contract::{
     AppliedTransition, CanonError, Envelope, ErrorBody, ErrorCode, LedgerEvent, OutputsIndex,
-    PlanAppliedEvent, PredicateCheckEvent, PredicateRegressedEvent, ResolvedReference,
-    SelectorKind, TransitionRunEvent, TransitionSkippedEvent, WorldPath, WritePrefix,
-    canonical_json, cid, inputs_hash,
+    PlanAppliedEvent, PlanProposedEvent, PredicateCheckEvent, PredicateRegressedEvent,
+    ResolvedReference, SelectorKind, TransitionRunEvent, TransitionSkippedEvent, WorldPath,
+    WritePrefix, canonical_json, cid, inputs_hash,
 };
 use proctor_engine::{
     CancellationToken, Engine, EvidenceSources, Inputs, RunRequest, verify_execution,
@@ -41,7 +42,10 @@ use proctor_store::ArtifactStore;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use proctor_registry::ProcessorSpec;
+
 use crate::graph::{TransitionState, admission_order};
+use crate::load::load_proposal;
 use crate::model::{OnFailure, Plan, Transition};
 use crate::predicates::{Predicate, PredicateContext};
 use crate::reference::{FromRef, replace_references};
@@ -97,6 +101,66 @@ pub struct TransitionReport {
     pub error: Option<ErrorBody>,
 }
 
+/// The transitions being applied: the plan's, then those its planners proposed, with their
+/// reports and admission order.
+#[derive(Default)]
+struct Graph {
+    transitions: Vec<Arc<Transition>>,
+    reports: Vec<TransitionReport>,
+    admitted: Vec<bool>,
+    position: HashMap<String, usize>,
+    /// Indexes in admission order.
+    order: Vec<usize>,
+}
+
+/// Whether a pending transition can be admitted.
+enum Readiness {
+    /// Everything it runs after succeeded or was skipped.
+    Ready,
+    /// Something it runs after has not finished.
+    Waiting,
+    /// Something it runs after failed or was not started.
+    Blocked,
+}
+
+impl Graph {
+    /// Adds a pending transition and recomputes the admission order.
+    fn add(&mut self, transition: Transition) {
+        self.position
+            .insert(transition.id.clone(), self.transitions.len());
+        self.reports.push(TransitionReport {
+            id: transition.id.clone(),
+            processor_ref: transition.processor_ref.to_string(),
+            state: TransitionState::Pending,
+            execution_id: None,
+            error: None,
+        });
+        self.admitted.push(false);
+        self.transitions.push(Arc::new(transition));
+        let edges: Vec<(String, Vec<String>)> = self
+            .transitions
+            .iter()
+            .map(|t| (t.id.clone(), t.after.clone()))
+            .collect();
+        self.order = admission_order(&edges)
+            .iter()
+            .map(|id| self.position[id.as_str()])
+            .collect();
+    }
+
+    fn readiness(&self, transition: &Transition) -> Readiness {
+        let mut readiness = Readiness::Ready;
+        for id in &transition.after {
+            match self.reports[self.position[id.as_str()]].state {
+                TransitionState::Succeeded | TransitionState::Skipped => {}
+                TransitionState::Failed | TransitionState::NotStarted => return Readiness::Blocked,
+                TransitionState::Pending => readiness = Readiness::Waiting,
+            }
+        }
+        readiness
+    }
+}
+
 /// A transition's finished execution, as downstream references read it.
 #[derive(Debug, Clone)]
 struct Done {
@@ -110,6 +174,8 @@ struct Finished {
     done: Option<Done>,
     execution_id: Option<String>,
     error: Option<CanonError>,
+    /// What a planner proposed, namespaced, to join the plan.
+    proposed: Vec<Transition>,
 }
 
 impl Finished {
@@ -119,6 +185,7 @@ impl Finished {
             done: None,
             execution_id,
             error: Some(error),
+            proposed: Vec::new(),
         }
     }
 }
@@ -161,15 +228,7 @@ pub async fn apply(
         None,
         LedgerEvent::PlanApplied(PlanAppliedEvent {
             plan_cid: plan.cid.clone(),
-            transitions: plan
-                .transitions
-                .iter()
-                .map(|t| AppliedTransition {
-                    id: t.id.clone(),
-                    processor_ref: t.processor_ref.to_string(),
-                    after: t.after.clone(),
-                })
-                .collect(),
+            transitions: plan.transitions.iter().map(applied).collect(),
         }),
     )
     .await?;
@@ -184,96 +243,70 @@ pub async fn apply(
         earlier,
     };
     let max_parallel = options.max_parallel.unwrap_or(plan.max_parallel).max(1) as usize;
-    let position: HashMap<&str, usize> = plan
-        .transitions
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.as_str(), i))
-        .collect();
-    let order: Vec<usize> = admission_order(&plan.edges())
-        .iter()
-        .map(|id| position[id.as_str()])
-        .collect();
-    let mut reports: Vec<TransitionReport> = plan
-        .transitions
-        .iter()
-        .map(|t| TransitionReport {
-            id: t.id.clone(),
-            processor_ref: t.processor_ref.to_string(),
-            state: TransitionState::Pending,
-            execution_id: None,
-            error: None,
-        })
-        .collect();
+    // The plan's transitions, and those its planners propose as they succeed.
+    let mut graph = Graph::default();
+    for transition in &plan.transitions {
+        graph.add(transition.clone());
+    }
     let mut done: HashMap<String, Done> = HashMap::new();
-    let mut admitted = vec![false; plan.transitions.len()];
     let mut first_error: Option<ErrorBody> = None;
     let mut stopping = false;
     let (mut invariants, _) = check_invariants(&cx, None, &[]).await;
     let mut running = FuturesUnordered::new();
     loop {
         if !stopping && !cancel.is_cancelled() {
-            for &i in &order {
+            for i in graph.order.clone() {
                 if running.len() >= max_parallel {
                     break;
                 }
-                if admitted[i] || reports[i].state != TransitionState::Pending {
+                if graph.admitted[i] || graph.reports[i].state != TransitionState::Pending {
                     continue;
                 }
-                let transition = &plan.transitions[i];
-                let upstream_states = transition
-                    .after
-                    .iter()
-                    .map(|id| reports[position[id.as_str()]].state);
-                let mut ready = true;
-                for state in upstream_states {
-                    match state {
-                        TransitionState::Succeeded | TransitionState::Skipped => {}
-                        TransitionState::Failed | TransitionState::NotStarted => {
-                            ready = false;
-                            reports[i].state = TransitionState::NotStarted;
-                            reports[i].error = Some(body(&CanonError::new(
-                                ErrorCode::Plan,
-                                format!(
-                                    "transition `{}` not started: it runs after a transition that did not succeed",
-                                    transition.id
-                                ),
-                            )));
-                            progress(&reports[i]);
-                            break;
-                        }
-                        TransitionState::Pending => ready = false,
+                let transition = Arc::clone(&graph.transitions[i]);
+                match graph.readiness(&transition) {
+                    Readiness::Waiting => continue,
+                    Readiness::Blocked => {
+                        let report = &mut graph.reports[i];
+                        report.state = TransitionState::NotStarted;
+                        report.error = Some(body(&CanonError::new(
+                            ErrorCode::Plan,
+                            format!(
+                                "transition `{}` not started: it runs after a transition that did not succeed",
+                                transition.id
+                            ),
+                        )));
+                        progress(report);
+                        continue;
                     }
-                    if !ready {
-                        break;
-                    }
+                    Readiness::Ready => {}
                 }
-                if !ready {
-                    continue;
-                }
-                admitted[i] = true;
+                graph.admitted[i] = true;
                 let upstream: HashMap<String, Done> = transition
                     .after
                     .iter()
                     .filter_map(|id| done.get(id).map(|d| (id.clone(), d.clone())))
                     .collect();
                 let cx = &cx;
-                running.push(async move { (i, run_transition(cx, transition, upstream).await) });
+                running.push(async move { (i, run_transition(cx, &transition, upstream).await) });
             }
         }
         let Some((i, finished)) = running.next().await else {
             break;
         };
-        let report = &mut reports[i];
+        let id = graph.transitions[i].id.clone();
+        let report = &mut graph.reports[i];
         report.state = finished.state;
         report.execution_id = finished.execution_id;
         report.error = finished.error.as_ref().map(body);
+        progress(&graph.reports[i]);
         if let Some(d) = finished.done {
-            done.insert(plan.transitions[i].id.clone(), d);
+            done.insert(id.clone(), d);
+        }
+        for transition in finished.proposed {
+            graph.add(transition);
         }
         let mut failure = finished.error;
-        let (now, regressions) =
-            check_invariants(&cx, Some(&plan.transitions[i].id), &invariants).await;
+        let (now, regressions) = check_invariants(&cx, Some(&id), &invariants).await;
         invariants = now;
         if failure.is_none()
             && let Some(regressed) = regressions.into_iter().next()
@@ -288,8 +321,8 @@ pub async fn apply(
                 stopping = true;
             }
         }
-        progress(&reports[i]);
     }
+    let mut reports = graph.reports;
     for report in reports
         .iter_mut()
         .filter(|r| r.state == TransitionState::Pending)
@@ -504,9 +537,16 @@ async fn run_transition(
         Envelope::Success(success) => {
             let execution_id = success.execution_id.clone();
             let checked = match written_prefix(&success.index_path) {
-                Ok(prefix) => check_success(cx, transition, &execution_id, &prefix)
-                    .await
-                    .map(|()| prefix),
+                Ok(prefix) => match check_success(cx, transition, &execution_id, &prefix).await {
+                    Ok(()) => {
+                        let done = Done {
+                            execution_id: execution_id.clone(),
+                            write_prefix: prefix,
+                        };
+                        propose(cx, transition, &done).await.map(|p| (done, p))
+                    }
+                    Err(error) => Err(error),
+                },
                 Err(error) => Err(error),
             };
             (execution_id, checked)
@@ -529,16 +569,75 @@ async fn run_transition(
     )
     .await;
     match (result, recorded) {
-        (Ok(write_prefix), Ok(())) => Finished {
+        (Ok((done, proposed)), Ok(())) => Finished {
             state: TransitionState::Succeeded,
-            done: Some(Done {
-                execution_id: execution_id.clone(),
-                write_prefix,
-            }),
+            done: Some(done),
             execution_id: Some(execution_id),
             error: None,
+            proposed,
         },
         (Err(error), _) | (Ok(_), Err(error)) => Finished::failed(error, Some(execution_id)),
+    }
+}
+
+/// A planner's proposal, read from its committed outputs (checked against its outputs
+/// index), validated like a plan file, within the plan's remaining budget, namespaced under
+/// the planner's id and recorded as `plan.proposed`; nothing for other processors.
+async fn propose(
+    cx: &Context<'_>,
+    transition: &Transition,
+    done: &Done,
+) -> Result<Vec<Transition>, CanonError> {
+    if !transition.planner {
+        return Ok(Vec::new());
+    }
+    let refused = |detail: String| {
+        CanonError::new(
+            ErrorCode::Proposal,
+            format!("proposal of `{}`: {detail}", transition.id),
+        )
+    };
+    let reference = FromRef {
+        transition: transition.id.clone(),
+        path: ProcessorSpec::PROPOSAL_OUTPUT.to_owned(),
+    };
+    let (text, output) = read_output(cx.store, &reference, done)
+        .await
+        .map_err(|error| refused(error.message()))?;
+    let proposed = load_proposal(text.as_bytes(), &transition.id, cx.plan, cx.engine.config())?;
+    let reserved: u64 = proposed.iter().map(|t| t.reserve_micro_usd).sum();
+    let available = cx
+        .ledger
+        .plan(&cx.plan.key)
+        .await?
+        .and_then(|plan| plan.available_micro_usd());
+    if let Some(available) = available
+        && reserved > available
+    {
+        return Err(refused(format!(
+            "its transitions reserve {reserved} micro-USD, the plan has {available} left"
+        )));
+    }
+    append(
+        cx.ledger,
+        &cx.plan.key,
+        Some(&done.execution_id),
+        LedgerEvent::PlanProposed(PlanProposedEvent {
+            planner: transition.id.clone(),
+            proposal_cid: output.cid,
+            transitions: proposed.iter().map(applied).collect(),
+        }),
+    )
+    .await?;
+    Ok(proposed)
+}
+
+/// A transition as `plan.applied` and `plan.proposed` record it.
+fn applied(transition: &Transition) -> AppliedTransition {
+    AppliedTransition {
+        id: transition.id.clone(),
+        processor_ref: transition.processor_ref.to_string(),
+        after: transition.after.clone(),
     }
 }
 
@@ -733,7 +832,10 @@ async fn reusable(
         if !report.ok {
             continue;
         }
-        let write_prefix = WritePrefix::from_expanded(&execution.write_prefix)?;
+        let done = Done {
+            execution_id: execution_id.clone(),
+            write_prefix: WritePrefix::from_expanded(&execution.write_prefix)?,
+        };
         append(
             cx.ledger,
             &cx.plan.key,
@@ -745,14 +847,16 @@ async fn reusable(
             }),
         )
         .await?;
-        return Ok(Some(Finished {
-            state: TransitionState::Skipped,
-            done: Some(Done {
-                execution_id: execution_id.clone(),
-                write_prefix,
-            }),
-            execution_id: Some(execution_id.clone()),
-            error: None,
+        // A skipped planner's proposal joins the plan again, checked as at first.
+        return Ok(Some(match propose(cx, transition, &done).await {
+            Ok(proposed) => Finished {
+                state: TransitionState::Skipped,
+                done: Some(done),
+                execution_id: Some(execution_id.clone()),
+                error: None,
+                proposed,
+            },
+            Err(error) => Finished::failed(error, Some(execution_id.clone())),
         }));
     }
     Ok(None)

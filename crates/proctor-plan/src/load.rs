@@ -21,7 +21,7 @@ use crate::model::{
     DEFAULT_MAX_PARALLEL, DEFAULT_WRITE_PREFIX, Plan, PlanFile, Transition, TransitionSpec,
 };
 use crate::predicates::{Predicate, PredicateSpec, Scope};
-use crate::reference::{references, replace_references};
+use crate::reference::{FROM_KEY, references, replace_references};
 
 /// The largest plan file read, in bytes: 8 MiB.
 pub const MAX_PLAN_BYTES: usize = 8 * 1024 * 1024;
@@ -33,8 +33,9 @@ pub const MAX_PLAN_DEPTH: usize = 64;
 pub const PLAN_SCHEMA: &str = include_str!("../../../schemas/plan.schema.json");
 
 /// What a stubbed `$from` reference is while inputs are checked against a processor's
-/// schema: a string, as the resolved bytes will be.
-const REFERENCE_STUB: &str = "";
+/// schema: a non-empty string, as the resolved bytes will be (their length is not known
+/// before they exist).
+const REFERENCE_STUB: &str = "$from";
 
 fn plan_error(detail: impl Into<String>) -> CanonError {
     CanonError::new(ErrorCode::Plan, detail)
@@ -48,6 +49,95 @@ fn in_transition(transition: &str, error: &CanonError) -> CanonError {
 /// Loads and checks a plan file's bytes against the registry and host environment of
 /// `config`. Starts nothing and writes nothing.
 pub fn load(bytes: &[u8], config: &EngineConfig) -> Result<Plan, CanonError> {
+    let document = parse_document(bytes)?;
+    check_schema(&document, plan_validator())?;
+    let file: PlanFile = serde_json::from_value(document)
+        .map_err(|e| plan_error(format!("the file does not match the plan schema: {e}")))?;
+    let mut plan = check_plan(&file, config)?;
+    plan.cid = cid(bytes);
+    Ok(plan)
+}
+
+/// The most levels of planners: a transition proposed by a transition proposed by … a
+/// planner of the plan file has at most this many `/` in its id.
+pub const MAX_PROPOSAL_DEPTH: usize = 3;
+
+/// A planner's proposal, `{"transitions": [TRANSITION, ...]}`, checked like a plan file's
+/// transitions (ids, `after` and `$from` local to the proposal) against `plan`'s defaults,
+/// then namespaced under `planner` (`{planner}/{id}`); those that run after nothing in the
+/// proposal run after the planner. `ERR_PROPOSAL` for what `ERR_PLAN` is in a plan file;
+/// the CI guard and secrets keep their codes.
+pub(crate) fn load_proposal(
+    bytes: &[u8],
+    planner: &str,
+    plan: &Plan,
+    config: &EngineConfig,
+) -> Result<Vec<Transition>, CanonError> {
+    let refused = |error: CanonError| {
+        if error.code() == ErrorCode::Plan {
+            CanonError::new(
+                ErrorCode::Proposal,
+                format!("proposal of `{planner}`: {}", error.detail()),
+            )
+        } else {
+            error
+        }
+    };
+    if planner.matches('/').count() >= MAX_PROPOSAL_DEPTH {
+        return Err(CanonError::new(
+            ErrorCode::Proposal,
+            format!(
+                "proposal of `{planner}`: planners nest deeper than {MAX_PROPOSAL_DEPTH} levels"
+            ),
+        ));
+    }
+    let document = parse_document(bytes).map_err(refused)?;
+    check_schema(&document, proposal_validator()).map_err(refused)?;
+    let specs: Vec<TransitionSpec> = serde_json::from_value(document["transitions"].clone())
+        .map_err(|e| refused(plan_error(format!("not transitions: {e}"))))?;
+    let defaults = Defaults {
+        plan: plan.key.clone(),
+        mode: plan.default_mode,
+        adapter: plan.default_adapter,
+    };
+    let transitions = check_transitions(&specs, &defaults, config).map_err(refused)?;
+    let namespaced = |id: &str| format!("{planner}/{id}");
+    transitions
+        .into_iter()
+        .zip(&specs)
+        .map(|(mut transition, spec)| {
+            transition.id = namespaced(&transition.id);
+            transition.after = if transition.after.is_empty() {
+                vec![planner.to_owned()]
+            } else {
+                transition.after.iter().map(|id| namespaced(id)).collect()
+            };
+            for reference in &mut transition.references {
+                reference.transition = namespaced(&reference.transition);
+            }
+            transition.inputs = replace_references(&transition.inputs, &mut |reference| {
+                let mut reference = reference.clone();
+                reference.transition = namespaced(&reference.transition);
+                Ok(serde_json::json!({ FROM_KEY: reference.to_string() }))
+            })?;
+            if spec.write_prefix.is_none() {
+                transition.write_prefix = default_write_prefix(&plan.key, &transition.id);
+            }
+            Ok(transition)
+        })
+        .collect::<Result<Vec<_>, CanonError>>()
+        .map_err(refused)
+}
+
+fn default_write_prefix(plan: &str, transition: &str) -> String {
+    DEFAULT_WRITE_PREFIX
+        .replace("{plan}", plan)
+        .replace("{transition}", transition)
+}
+
+/// The bytes of a plan file or proposal as a JSON value: size, UTF-8, YAML or JSON (no key
+/// twice), nesting depth.
+fn parse_document(bytes: &[u8]) -> Result<Value, CanonError> {
     if bytes.len() > MAX_PLAN_BYTES {
         return Err(plan_error(format!(
             "the file has {} bytes, more than the {MAX_PLAN_BYTES} allowed",
@@ -62,12 +152,7 @@ pub fn load(bytes: &[u8], config: &EngineConfig) -> Result<Plan, CanonError> {
     let document: Value = serde_json::to_value(document)
         .map_err(|e| plan_error(format!("the file is not YAML or JSON: {e}")))?;
     check_depth(&document)?;
-    check_schema(&document, plan_validator())?;
-    let file: PlanFile = serde_json::from_value(document)
-        .map_err(|e| plan_error(format!("the file does not match the plan schema: {e}")))?;
-    let mut plan = check_plan(&file, config)?;
-    plan.cid = cid(bytes);
-    Ok(plan)
+    Ok(document)
 }
 
 fn check_depth(document: &Value) -> Result<(), CanonError> {
@@ -93,6 +178,19 @@ fn plan_validator() -> &'static jsonschema::Validator {
     VALIDATOR.get_or_init(|| {
         let schema: Value = serde_json::from_str(PLAN_SCHEMA).expect("the plan schema is JSON");
         jsonschema::validator_for(&schema).expect("the plan schema compiles")
+    })
+}
+
+/// The proposal schema: `{"transitions": [...]}` of the plan schema's `$defs/transition`.
+fn proposal_validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let mut schema: Value = serde_json::from_str(PLAN_SCHEMA).expect("the plan schema is JSON");
+        schema["title"] = Value::from("proctor plan proposal");
+        schema["required"] = serde_json::json!(["transitions"]);
+        let transitions = schema["properties"]["transitions"].clone();
+        schema["properties"] = serde_json::json!({ "transitions": transitions });
+        jsonschema::validator_for(&schema).expect("the proposal schema compiles")
     })
 }
 
@@ -144,6 +242,8 @@ fn check_plan(file: &PlanFile, config: &EngineConfig) -> Result<Plan, CanonError
         key: file.plan.clone(),
         cid: String::new(),
         budget_micro_usd: file.budget_micro_usd,
+        default_mode: file.mode,
+        default_adapter: defaults.adapter,
         max_parallel: file.policy.max_parallel.unwrap_or(DEFAULT_MAX_PARALLEL),
         on_failure: file.policy.on_failure.unwrap_or_default(),
         invariants,
@@ -226,11 +326,10 @@ fn check_transitions(
         let entry = registry.get(&processor_ref).map_err(fail)?;
         let stubbed = replace_references(&spec.inputs, &mut |_| Ok(Value::from(REFERENCE_STUB)))?;
         validate_inputs(entry.spec(), &stubbed).map_err(fail)?;
-        let write_prefix = spec.write_prefix.clone().unwrap_or_else(|| {
-            DEFAULT_WRITE_PREFIX
-                .replace("{plan}", &defaults.plan)
-                .replace("{transition}", &spec.id)
-        });
+        let write_prefix = spec
+            .write_prefix
+            .clone()
+            .unwrap_or_else(|| default_write_prefix(&defaults.plan, &spec.id));
         WritePrefix::expand(&write_prefix, "00000000-0000-4000-8000-000000000000").map_err(fail)?;
         let timeout = spec.timeout_s.map(Duration::from_secs);
         if timeout.is_some_and(|timeout| timeout > MAX_RUN_TIMEOUT) {
@@ -263,6 +362,7 @@ fn check_transitions(
             timeout,
             admission: parse_all(&spec.predicates.admission, Scope::Admission)?,
             success: parse_all(&spec.predicates.success, Scope::Success)?,
+            planner: entry.spec().planner,
         });
     }
     Ok(transitions)
@@ -495,5 +595,66 @@ transitions:
         // The CI guard comes before every other check.
         let err = refusal(&litellm.replace("params: {}", "nope: 1"), &[("CI", "1")]);
         assert_eq!(err.code(), ErrorCode::CiSafety, "{err}");
+    }
+
+    fn proposal(transitions: &str) -> Result<Vec<Transition>, CanonError> {
+        let plan = load(TWO_LEVELS.as_bytes(), &config(&[])).unwrap();
+        let bytes = format!(r#"{{"transitions": {transitions}}}"#);
+        load_proposal(bytes.as_bytes(), "map", &plan, &config(&[]))
+    }
+
+    #[test]
+    fn proposals_are_namespaced_under_their_planner() {
+        let admitted = proposal(
+            r#"[{"id": "a", "ref": "text/stats@1", "inputs": {"schema": "v1", "text": "x"}},
+                {"id": "b", "ref": "text/stats@1", "inputs": {"schema": "v1", "text": {"$from": "a:outputs/normalized.txt"}}}]"#,
+        )
+        .unwrap();
+        assert_eq!(admitted[0].id, "map/a");
+        assert_eq!(admitted[0].after, ["map"]);
+        assert_eq!(admitted[0].mode, Mode::Mock, "the plan's default mode");
+        assert_eq!(admitted[1].after, ["map/a"]);
+        assert_eq!(admitted[1].references[0].transition, "map/a");
+        assert_eq!(
+            admitted[1].inputs["text"]["$from"],
+            "map/a:outputs/normalized.txt"
+        );
+        assert_eq!(
+            admitted[1].write_prefix,
+            "/artifacts/plans/demo/map/b/{execution_id}/"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_proposals() {
+        for (transitions, fragment) in [
+            ("[]", "/transitions"),
+            (
+                r#"[{"id": "a", "ref": "text/none@1"}]"#,
+                "processor not found in registry",
+            ),
+            (
+                r#"[{"id": "a", "ref": "text/stats@1", "after": ["b"], "inputs": {"schema": "v1", "text": "x"}},
+                    {"id": "b", "ref": "text/stats@1", "after": ["a"], "inputs": {"schema": "v1", "text": "x"}}]"#,
+                "a cycle",
+            ),
+            (
+                r#"[{"id": "a", "ref": "text/stats@1", "extra": 1}]"#,
+                "extra",
+            ),
+        ] {
+            let err = proposal(transitions).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Proposal, "{err}");
+            assert!(
+                err.message()
+                    .starts_with("invalid plan proposal: proposal of `map`"),
+                "{err}"
+            );
+            assert!(err.message().contains(fragment), "{err} lacks {fragment:?}");
+        }
+        let plan = load(TWO_LEVELS.as_bytes(), &config(&[])).unwrap();
+        let err =
+            load_proposal(br#"{"transitions": []}"#, "a/b/c/d", &plan, &config(&[])).unwrap_err();
+        assert!(err.message().contains("nest deeper"), "{err}");
     }
 }

@@ -145,6 +145,10 @@ pub struct Plan {
     pub cid: String,
     /// The budget to set on the ledger's plan, when the file gives one.
     pub budget_micro_usd: Option<u64>,
+    /// The plan file's default mode, which proposed transitions fall back on too.
+    pub default_mode: Option<Mode>,
+    /// The plan file's default adapter.
+    pub default_adapter: AdapterKind,
     /// At most this many transitions run at once.
     pub max_parallel: u32,
     /// What a failure does to the rest of the plan.
@@ -200,4 +204,6 @@ pub struct Transition {
     pub admission: Vec<Predicate>,
     /// Checked after its success envelope.
     pub success: Vec<Predicate>,
+    /// Whether its processor is a planner, whose proposal joins the plan after its success.
+    pub planner: bool,
 }

@@ -2,8 +2,9 @@
 //! inputs names an output of the upstream transition `ID`, relative to its outputs directory.
 //!
 //! A reference implies a dependency on `ID`; at admission it resolves to the bytes of that
-//! output (see [`crate::apply`]). Parsing is strict: the id follows the transition-id rule,
-//! the path has no empty, `.` or `..` segment and no backslash, so that it can only name a
+//! output (see [`crate::apply`]). Parsing is strict: the id follows the transition-id rule
+//! (segments joined by `/` for a transition a planner proposed, namespaced under its id), the
+//! path has no empty, `.` or `..` segment and no backslash, so that it can only name a
 //! file below the upstream execution's outputs directory.
 
 use std::fmt;
@@ -39,9 +40,9 @@ impl FromRef {
             return Err(invalid("too long"));
         }
         let (transition, rest) = text.split_once(':').ok_or_else(|| invalid("no `:`"))?;
-        if !is_transition_id(transition) {
+        if !transition.split('/').all(is_transition_id) {
             return Err(invalid(
-                "the transition id is not `[a-z0-9][a-z0-9_-]{0,63}`",
+                "the transition id is not `[a-z0-9][a-z0-9_-]{0,63}`, or such ids joined by `/`",
             ));
         }
         let path = rest
@@ -155,6 +156,8 @@ mod tests {
         assert_eq!(reference.transition, "stats");
         assert_eq!(reference.path, "sub/normalized.txt");
         assert_eq!(reference.to_string(), "stats:outputs/sub/normalized.txt");
+        let namespaced = FromRef::parse("map/chunk-0001:outputs/stats.json").unwrap();
+        assert_eq!(namespaced.transition, "map/chunk-0001");
     }
 
     #[test]
@@ -174,7 +177,9 @@ mod tests {
             "stats:outputs/./a",
             "stats:outputs/a\\b",
             "stats:outputs/a\nb",
-            "a/b:outputs/c",
+            "a//b:outputs/c",
+            "/a:outputs/c",
+            "a/:outputs/c",
         ] {
             let err = FromRef::parse(text).unwrap_err();
             assert_eq!(err.code(), ErrorCode::Plan, "{text:?}");

@@ -1,6 +1,6 @@
 //! A plan's state as its ledger chain tells it, for `plan status` and `plan graph`: the graph
-//! of the last `plan.applied`, and each transition's last `transition.run` or
-//! `transition.skipped` after it.
+//! of the last `plan.applied` with the transitions its planners proposed (`plan.proposed`),
+//! and each transition's last `transition.run` or `transition.skipped` after it.
 
 use std::collections::BTreeMap;
 
@@ -90,6 +90,20 @@ pub async fn status(ledger: &Ledger, plan: &str) -> Result<PlanStatus, CanonErro
                             })
                             .collect(),
                     });
+                }
+                LedgerEvent::PlanProposed(proposed) => {
+                    if let Some(status) = status.as_mut() {
+                        status
+                            .transitions
+                            .extend(proposed.transitions.into_iter().map(|t| TransitionStatus {
+                                id: t.id,
+                                processor_ref: t.processor_ref,
+                                after: t.after,
+                                state: TransitionState::Pending,
+                                execution_id: None,
+                                error: None,
+                            }));
+                    }
                 }
                 LedgerEvent::TransitionRun(run) => {
                     if let Some(t) = find(&mut status, &run.transition) {

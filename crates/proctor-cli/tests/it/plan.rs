@@ -373,3 +373,71 @@ transitions:
         "only first and fourth started a container",
     );
 }
+
+#[test]
+fn a_planner_fans_out_three_levels_and_every_execution_verifies() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let plan = r#"
+plan: mapped
+mode: mock
+transitions:
+  - id: stats
+    ref: text/stats@1
+    inputs: {schema: v1, text: "The quick brown fox jumps over the lazy dog. The dog sleeps."}
+  - id: map
+    ref: plan/map@1
+    inputs: {schema: v1, text: {$from: "stats:outputs/normalized.txt"}, chunk_chars: 30}
+"#;
+    let run = apply(&dir, &sweep, plan, &[]);
+    run.exits(0);
+    let report = run.json();
+    let ids: Vec<&str> = report["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    run.check(
+        ids.contains(&"map/chunk-0000"),
+        "the proposal's chunks joined",
+    );
+    run.check(ids.contains(&"map/merge"), "the proposal's merge joined");
+    for t in report["transitions"].as_array().unwrap() {
+        run.check(t["state"] == "succeeded", "every transition succeeded");
+        dir.proctor(&[
+            "verify",
+            t["execution_id"].as_str().unwrap(),
+            "--artifacts-root",
+            "artifacts",
+            "--registry-root",
+            &workspace_registry().display().to_string(),
+            "--ledger",
+            "sqlite://ledger.db",
+        ])
+        .run()
+        .exits(0);
+    }
+    dir.proctor(&[
+        "ledger",
+        "verify",
+        "mapped",
+        "--ledger",
+        "sqlite://ledger.db",
+    ])
+    .run()
+    .exits(0);
+    let events = ledger_events(&dir, "mapped");
+    run.check(
+        events
+            .iter()
+            .any(|e| e["kind"] == "plan.proposed" && e["planner"] == "map"),
+        "plan.proposed recorded",
+    );
+    let again = apply(&dir, &sweep, plan, &[]);
+    again.exits(0);
+    again.check(
+        containers_started(&again) == 0,
+        "re-apply starts no container",
+    );
+}
