@@ -861,3 +861,85 @@ async fn reusable(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use proctor_contract::OutputEntry;
+    use proctor_store::FsStore;
+
+    use super::*;
+
+    /// A World holding one execution `e1` under `/artifacts/p/e1/` whose index lists
+    /// `outputs/a.txt` (`text`), `outputs/bin` (non-UTF-8) and `outputs/changed.txt`
+    /// (listed with the CID of other bytes).
+    fn world() -> (tempfile::TempDir, FsStore, Done) {
+        let root = tempfile::tempdir().unwrap();
+        let prefix = WritePrefix::from_expanded("/artifacts/p/e1/").unwrap();
+        let files: [(&str, &[u8], &[u8]); 3] = [
+            ("a.txt", b"text", b"text"),
+            ("bin", b"\xff\xfe", b"\xff\xfe"),
+            ("changed.txt", b"now", b"before"),
+        ];
+        let mut outputs = Vec::new();
+        for (name, bytes, indexed) in files {
+            let path = prefix.output_path(name).unwrap();
+            let host = root.path().join(&path.as_str()["/artifacts/".len()..]);
+            std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+            std::fs::write(&host, bytes).unwrap();
+            outputs.push(OutputEntry {
+                path,
+                cid: cid(indexed),
+                size_bytes: indexed.len() as u64,
+                mime: "text/plain".into(),
+            });
+        }
+        let index = OutputsIndex { outputs };
+        std::fs::write(root.path().join("p/e1/outputs.json"), index.to_bytes()).unwrap();
+        let store = FsStore::new(root.path());
+        let done = Done {
+            execution_id: "e1".into(),
+            write_prefix: prefix,
+        };
+        (root, store, done)
+    }
+
+    fn reference(path: &str) -> FromRef {
+        FromRef::parse(&format!("up:outputs/{path}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn resolves_an_output_to_its_text_pinned_by_its_cid() {
+        let (_root, store, done) = world();
+        let (text, resolved) = read_output(&store, &reference("a.txt"), &done)
+            .await
+            .unwrap();
+        assert_eq!(text, "text");
+        assert_eq!(resolved.execution_id, "e1");
+        assert_eq!(resolved.path.as_str(), "/artifacts/p/e1/outputs/a.txt");
+        assert_eq!(resolved.cid, cid(b"text"));
+    }
+
+    #[tokio::test]
+    async fn refuses_missing_changed_and_binary_outputs() {
+        let (_root, store, done) = world();
+        for (path, code, fragment) in [
+            ("nope.txt", ErrorCode::Inputs, "has no output"),
+            ("changed.txt", ErrorCode::Evidence, "its outputs index says"),
+            ("bin", ErrorCode::Inputs, "not UTF-8"),
+        ] {
+            let err = read_output(&store, &reference(path), &done)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), code, "{err}");
+            assert!(err.message().contains(fragment), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_selector_is_the_template_before_the_execution_id() {
+        let selector = prefix_selector("/artifacts/plans/p/t/{execution_id}/").unwrap();
+        assert_eq!(selector.as_str(), "/artifacts/plans/p/t/");
+        assert_eq!(selector.kind(), SelectorKind::Prefix);
+        assert_eq!(prefix_selector("/artifacts/x/"), None);
+    }
+}
