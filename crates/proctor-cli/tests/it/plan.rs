@@ -7,7 +7,7 @@ use proctor_contract::ErrorCode;
 use serde_json::Value;
 
 use crate::local_adapter::ContainerSweep;
-use crate::util::{Run, TestDir, workspace_registry};
+use crate::util::{Run, TestDir, fixtures_registry, workspace_registry};
 
 /// A two-level plan: `stats` measures a text, `again` measures `stats`' normalized text
 /// (a `$from` reference) once `stats.json` is larger than 10 bytes.
@@ -333,11 +333,8 @@ fn invalid_plans_are_refused_before_any_container() {
     );
 }
 
-#[test]
-fn an_exhausted_budget_refuses_later_transitions_before_their_container() {
-    let dir = TestDir::new();
-    let sweep = ContainerSweep::new();
-    let plan = r#"
+/// Four transitions under a budget of 10: `second` reserves more than is left.
+const BUDGETED: &str = r#"
 plan: budgeted
 mode: mock
 budget_micro_usd: 10
@@ -348,7 +345,12 @@ transitions:
   - {id: third, ref: text/stats@1, after: [second], inputs: {schema: v1, text: "three"}}
   - {id: fourth, ref: text/stats@1, after: [first], reserve_micro_usd: 4, inputs: {schema: v1, text: "four"}}
 "#;
-    let run = apply(&dir, &sweep, plan, &[]);
+
+#[test]
+fn an_exhausted_budget_refuses_later_transitions_before_their_container() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let run = apply(&dir, &sweep, BUDGETED, &[]);
     run.exits(ErrorCode::BudgetExceeded.exit_code());
     let report = run.json();
     run.check(
@@ -439,5 +441,101 @@ transitions:
     again.check(
         containers_started(&again) == 0,
         "re-apply starts no container",
+    );
+}
+
+#[test]
+fn ctrl_c_stops_admitting_and_cancels_the_running_transition() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let file = dir.write(
+        "plan.yaml",
+        r#"
+plan: stopped
+mode: mock
+transitions:
+  - {id: hang, ref: testing/faulty@1, timeout_s: 600, inputs: {schema: v1, fault: hang}}
+  - {id: later, ref: testing/faulty@1, after: [hang], inputs: {schema: v1}}
+"#,
+    );
+    let (fixtures, options) = (fixtures_registry(), sweep.adapter_options());
+    let started = dir
+        .proctor(&[
+            "plan",
+            "apply",
+            file.to_str().unwrap(),
+            "--build",
+            "--json",
+            "--adapter-opts-json",
+            &options,
+            "--registry-root",
+            &fixtures,
+            "--artifacts-root",
+            "artifacts",
+            "--ledger",
+            "sqlite://ledger.db",
+        ])
+        .start();
+    let mut started = started;
+    while sweep.containers().is_empty() {
+        assert!(
+            !started.has_ended(),
+            "the plan ended before its container started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &started.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let run = started.finish();
+    run.exits(130);
+    let report = run.json();
+    let hang = transition(&report, "hang");
+    run.check(
+        hang["error"]["code"] == "ERR_INTERRUPTED",
+        "the run was interrupted",
+    );
+    run.check(
+        transition(&report, "later")["state"] == "not_started",
+        "later not started",
+    );
+    run.check(sweep.containers().is_empty(), "no container is left");
+    dir.proctor(&[
+        "ledger",
+        "verify",
+        "stopped",
+        "--ledger",
+        "sqlite://ledger.db",
+    ])
+    .run()
+    .exits(0);
+}
+
+#[test]
+fn on_failure_stop_admits_nothing_after_a_failure() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let plan = BUDGETED.replace(
+        "policy: {on_failure: continue}",
+        "policy: {max_parallel: 1, on_failure: stop}",
+    );
+    let run = apply(&dir, &sweep, &plan, &[]);
+    run.exits(ErrorCode::BudgetExceeded.exit_code());
+    let report = run.json();
+    run.check(
+        transition(&report, "first")["state"] == "succeeded",
+        "first ran",
+    );
+    for id in ["third", "fourth"] {
+        run.check(
+            transition(&report, id)["state"] == "not_started",
+            "nothing after the failure",
+        );
+    }
+    run.check(
+        containers_started(&run) == 1,
+        "only first started a container",
     );
 }
