@@ -935,6 +935,83 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn an_invariant_that_stops_holding_is_recorded_as_regressed() {
+        let root = tempfile::tempdir().unwrap();
+        let engine = Engine::new(proctor_engine::EngineConfig {
+            registry_root: root.path().join("processors"),
+            artifacts_root: root.path().join("artifacts"),
+            ledger_url: format!("sqlite://{}/ledger.db", root.path().display()),
+            env: BTreeMap::new(),
+            limits: proctor_engine::Limits::default(),
+        });
+        let input = root.path().join("artifacts/inputs/style.md");
+        std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+        std::fs::write(&input, "short").unwrap();
+        let spec = crate::PredicateSpec {
+            id: "artifact.exists@1".into(),
+            args: json!({"path": "/artifacts/inputs/style.md"}),
+        };
+        let plan = Plan {
+            key: "inv".into(),
+            cid: String::new(),
+            budget_micro_usd: None,
+            default_mode: None,
+            default_adapter: proctor_engine::AdapterKind::Local,
+            max_parallel: 1,
+            on_failure: OnFailure::Stop,
+            invariants: vec![Predicate::parse(&spec).unwrap()],
+            transitions: Vec::new(),
+        };
+        let (cancel, adapter_options) = (CancellationToken::new(), Value::Null);
+        let ledger = engine.ledger().await.unwrap();
+        let cx = Context {
+            engine: &engine,
+            ledger,
+            store: engine.store().as_ref(),
+            plan: &plan,
+            build: false,
+            adapter_options: &adapter_options,
+            cancel: &cancel,
+            earlier: HashMap::new(),
+        };
+        let (before, regressed) = check_invariants(&cx, None, &[]).await;
+        assert_eq!((before.as_slice(), regressed.len()), (&[true][..], 0));
+        let (still, regressed) = check_invariants(&cx, Some("t1"), &before).await;
+        assert_eq!((still.as_slice(), regressed.len()), (&[true][..], 0));
+        std::fs::remove_file(&input).unwrap();
+        let (now, regressed) = check_invariants(&cx, Some("t2"), &still).await;
+        assert_eq!(now, [false]);
+        assert_eq!(regressed[0].code(), ErrorCode::Predicate);
+        assert!(
+            regressed[0]
+                .message()
+                .contains("no longer holds after `t2`")
+        );
+        // A false invariant that was false before is not a regression.
+        let (_, regressed) = check_invariants(&cx, Some("t3"), &now).await;
+        assert!(regressed.is_empty());
+        let events = ledger.events("inv", 0, 100).await.unwrap();
+        let kinds: Vec<_> = events.iter().map(|e| e.kind_name.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "predicate.check",
+                "predicate.check",
+                "predicate.check",
+                "predicate.regressed",
+                "predicate.check"
+            ]
+        );
+        let Ok(LedgerEvent::PredicateRegressed(event)) = events[3].ledger_event() else {
+            panic!("{:?}", events[3]);
+        };
+        assert_eq!(event.after_transition, "t2");
+        let chain = ledger.verify_chain("inv").await.unwrap();
+        assert!(chain.broken.is_none() && chain.mismatches.is_empty());
+        assert_eq!(chain.verified, 5);
+    }
+
     #[test]
     fn a_prefix_selector_is_the_template_before_the_execution_id() {
         let selector = prefix_selector("/artifacts/plans/p/t/{execution_id}/").unwrap();
