@@ -1012,6 +1012,130 @@ mod tests {
         assert_eq!(chain.verified, 5);
     }
 
+    /// A planner `map` whose committed execution `e1` proposed two `text/stats@1`
+    /// transitions reserving 4 and 5 micro-USD, on a plan with `budget`.
+    async fn planner_world(budget: u64) -> (tempfile::TempDir, Engine, Plan, Transition, Done) {
+        let root = tempfile::tempdir().unwrap();
+        let registry = root.path().join("processors/text/stats/1");
+        std::fs::create_dir_all(&registry).unwrap();
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../processors/text/stats/1/registry.yaml");
+        std::fs::copy(shipped, registry.join("registry.yaml")).unwrap();
+        let proposal = br#"{"transitions": [
+            {"id": "a", "ref": "text/stats@1", "reserve_micro_usd": 4, "inputs": {"schema": "v1", "text": "x"}},
+            {"id": "b", "ref": "text/stats@1", "reserve_micro_usd": 5, "after": ["a"], "inputs": {"schema": "v1", "text": "y"}}
+        ]}"#;
+        let prefix = WritePrefix::from_expanded("/artifacts/p/e1/").unwrap();
+        let path = prefix.output_path(ProcessorSpec::PROPOSAL_OUTPUT).unwrap();
+        let host = root
+            .path()
+            .join("artifacts")
+            .join(&path.as_str()["/artifacts/".len()..]);
+        std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+        std::fs::write(&host, proposal).unwrap();
+        let index = OutputsIndex {
+            outputs: vec![OutputEntry {
+                path,
+                cid: cid(proposal),
+                size_bytes: proposal.len() as u64,
+                mime: "application/json".into(),
+            }],
+        };
+        std::fs::write(
+            root.path().join("artifacts/p/e1/outputs.json"),
+            index.to_bytes(),
+        )
+        .unwrap();
+        let engine = Engine::new(proctor_engine::EngineConfig {
+            registry_root: root.path().join("processors"),
+            artifacts_root: root.path().join("artifacts"),
+            ledger_url: format!("sqlite://{}/ledger.db", root.path().display()),
+            env: BTreeMap::new(),
+            limits: proctor_engine::Limits::default(),
+        });
+        let ledger = engine.ledger().await.unwrap();
+        ledger.set_budget("p", Some(budget)).await.unwrap();
+        let plan = Plan {
+            key: "p".into(),
+            cid: String::new(),
+            budget_micro_usd: Some(budget),
+            default_mode: Some(proctor_contract::Mode::Mock),
+            default_adapter: proctor_engine::AdapterKind::Local,
+            max_parallel: 1,
+            on_failure: OnFailure::Stop,
+            invariants: Vec::new(),
+            transitions: Vec::new(),
+        };
+        let planner = Transition {
+            id: "map".into(),
+            processor_ref: "plan/map@1".parse().unwrap(),
+            mode: proctor_contract::Mode::Mock,
+            adapter: proctor_engine::AdapterKind::Local,
+            inputs: json!({}),
+            after: Vec::new(),
+            references: Vec::new(),
+            reserve_micro_usd: 0,
+            write_prefix: "/artifacts/p/{execution_id}/".into(),
+            timeout: None,
+            admission: Vec::new(),
+            success: Vec::new(),
+            planner: true,
+        };
+        let done = Done {
+            execution_id: "e1".into(),
+            write_prefix: prefix,
+        };
+        (root, engine, plan, planner, done)
+    }
+
+    async fn proposed(budget: u64) -> (Result<Vec<Transition>, CanonError>, Vec<String>) {
+        let (_root, engine, plan, planner, done) = planner_world(budget).await;
+        let (cancel, adapter_options) = (CancellationToken::new(), Value::Null);
+        let ledger = engine.ledger().await.unwrap();
+        let cx = Context {
+            engine: &engine,
+            ledger,
+            store: engine.store().as_ref(),
+            plan: &plan,
+            build: false,
+            adapter_options: &adapter_options,
+            cancel: &cancel,
+            earlier: HashMap::new(),
+        };
+        let result = propose(&cx, &planner, &done).await;
+        let kinds = ledger
+            .events("p", 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind_name)
+            .collect();
+        (result, kinds)
+    }
+
+    #[tokio::test]
+    async fn a_proposal_within_budget_joins_the_plan_namespaced() {
+        let (result, kinds) = proposed(9).await;
+        let admitted = result.unwrap();
+        let ids: Vec<&str> = admitted.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["map/a", "map/b"]);
+        assert_eq!(admitted[1].after, ["map/a"]);
+        assert_eq!(kinds, ["budget.set", "plan.proposed"]);
+    }
+
+    #[tokio::test]
+    async fn a_proposal_over_budget_admits_nothing() {
+        let (result, kinds) = proposed(8).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Proposal, "{err}");
+        assert!(
+            err.message()
+                .contains("reserve 9 micro-USD, the plan has 8 left"),
+            "{err}"
+        );
+        assert_eq!(kinds, ["budget.set"], "nothing proposed");
+    }
+
     #[test]
     fn a_prefix_selector_is_the_template_before_the_execution_id() {
         let selector = prefix_selector("/artifacts/plans/p/t/{execution_id}/").unwrap();
