@@ -93,7 +93,7 @@ ledger_events! {
     LeaseAcquire(LeaseAcquireEvent) => ("lease.acquire", "an execution leased a write path"),
     LeaseRelease(LeaseReleaseEvent) => ("lease.release", "a write-path lease was released"),
     PlanApplied(PlanAppliedEvent) => ("plan.applied", "a plan file was applied"),
-    TransitionRun(TransitionRunEvent) => ("transition.run", "a plan transition ran as an execution"),
+    TransitionRun(TransitionRunEvent) => ("transition.run", "a plan transition ran as an execution, or was refused at admission"),
     TransitionSkipped(TransitionSkippedEvent) => ("transition.skipped", "a plan transition was skipped: an earlier execution of it still verifies"),
     PredicateRegressed(PredicateRegressedEvent) => ("predicate.regressed", "a plan invariant that held no longer holds"),
     PlanProposed(PlanProposedEvent) => ("plan.proposed", "a planner's proposal was admitted into the running plan"),
@@ -288,7 +288,8 @@ pub struct AppliedTransition {
 }
 
 /// `transition.run`: a transition ran as the event's execution, with these resolved inputs,
-/// and succeeded or failed; recorded once its success predicates were checked.
+/// and succeeded or failed, recorded once its success predicates were checked; or, without
+/// an execution, it was refused at admission.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransitionRunEvent {
     /// The transition's id in the plan.

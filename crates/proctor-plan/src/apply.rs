@@ -505,17 +505,27 @@ async fn run_transition(
         };
         let (holds, detail) = evaluate(cx, predicate, &context, None, "admission").await;
         if !holds {
-            return Finished::failed(
-                CanonError::new(
-                    ErrorCode::Predicate,
-                    format!(
-                        "admission `{}` of transition `{}`: {detail}",
-                        predicate.spec().id,
-                        transition.id
-                    ),
+            let refused = CanonError::new(
+                ErrorCode::Predicate,
+                format!(
+                    "admission `{}` of transition `{}`: {detail}",
+                    predicate.spec().id,
+                    transition.id
                 ),
-                None,
             );
+            let recorded = append(
+                cx.ledger,
+                &cx.plan.key,
+                None,
+                LedgerEvent::TransitionRun(TransitionRunEvent {
+                    transition: transition.id.clone(),
+                    identity,
+                    resolved,
+                    error: Some(body(&refused)),
+                }),
+            )
+            .await;
+            return Finished::failed(recorded.err().unwrap_or(refused), None);
         }
     }
     let request = RunRequest {

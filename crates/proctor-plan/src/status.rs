@@ -32,7 +32,7 @@ pub struct TransitionStatus {
     /// What it runs after.
     pub after: Vec<String>,
     /// `succeeded`, `failed` or `skipped` as last recorded; `pending` when the last apply
-    /// recorded no run of it (not started, refused at admission, or still running).
+    /// recorded no run of it (not started, or still running).
     pub state: TransitionState,
     /// The execution that ran it or stands for it.
     pub execution_id: Option<String>,

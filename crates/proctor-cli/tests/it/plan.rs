@@ -257,6 +257,22 @@ fn a_false_admission_predicate_starts_nothing() {
         !events.iter().any(|e| e["kind"] == "execution.start"),
         "no execution started",
     );
+    let status = dir
+        .proctor(&[
+            "plan",
+            "status",
+            "demo",
+            "--json",
+            "--ledger",
+            "sqlite://ledger.db",
+        ])
+        .run();
+    status.exits(0);
+    let stats = transition(&status.json(), "stats");
+    status.check(
+        stats["state"] == "failed" && stats["error"]["code"] == "ERR_PREDICATE",
+        "status shows the refusal",
+    );
 }
 
 #[test]
