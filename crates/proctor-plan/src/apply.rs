@@ -417,7 +417,11 @@ async fn check_invariants(
             reserve_micro_usd: 0,
             write_prefix: None,
         };
-        let (held, detail) = evaluate(cx, predicate, &context, None, "invariant").await;
+        let scope = match after {
+            Some(transition) => format!("invariant after `{transition}`"),
+            None => "invariant".to_owned(),
+        };
+        let (held, detail) = evaluate(cx, predicate, &context, None, &scope).await;
         if let Some(transition) = after
             && before.get(i).copied().unwrap_or(false)
             && !held
@@ -447,7 +451,8 @@ async fn check_invariants(
 }
 
 /// Evaluates `predicate` and records a `predicate.check` (its detail prefixed with the
-/// scope); an evaluation error is a false verdict naming the error.
+/// scope and the transition, e.g. ``admission of `stats`: …``); an evaluation error is a
+/// false verdict naming the error.
 async fn evaluate(
     cx: &Context<'_>,
     predicate: &Predicate,
@@ -503,7 +508,8 @@ async fn run_transition(
             reserve_micro_usd: transition.reserve_micro_usd,
             write_prefix: selector.as_ref(),
         };
-        let (holds, detail) = evaluate(cx, predicate, &context, None, "admission").await;
+        let scope = format!("admission of `{}`", transition.id);
+        let (holds, detail) = evaluate(cx, predicate, &context, None, &scope).await;
         if !holds {
             let refused = CanonError::new(
                 ErrorCode::Predicate,
@@ -659,6 +665,7 @@ async fn check_success(
     prefix: &WritePrefix,
 ) -> Result<(), CanonError> {
     let outputs = format!("{}outputs", prefix.as_str());
+    let scope = format!("success of `{}`", transition.id);
     for predicate in &transition.success {
         let context = PredicateContext {
             store: cx.store,
@@ -668,8 +675,7 @@ async fn check_success(
             reserve_micro_usd: transition.reserve_micro_usd,
             write_prefix: Some(prefix.path()),
         };
-        let (holds, detail) =
-            evaluate(cx, predicate, &context, Some(execution_id), "success").await;
+        let (holds, detail) = evaluate(cx, predicate, &context, Some(execution_id), &scope).await;
         if !holds {
             return Err(CanonError::new(
                 ErrorCode::Predicate,
