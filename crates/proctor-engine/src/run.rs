@@ -39,8 +39,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lane::{Lane, check_run};
 
-/// The adapter that runs a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The adapter that runs a request; `local` or `modal` in plan files and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AdapterKind {
     /// The Docker engine on this machine.
     Local,

@@ -24,7 +24,7 @@ pub use apply::{ApplyOptions, PlanReport, TransitionReport, apply};
 pub use graph::{GraphFormat, TransitionState, admission_order, find_cycle, render};
 pub use load::{MAX_PLAN_BYTES, MAX_PLAN_DEPTH, MAX_PROPOSAL_DEPTH, PLAN_SCHEMA, load};
 pub use model::{
-    AdapterName, DEFAULT_MAX_PARALLEL, DEFAULT_WRITE_PREFIX, OnFailure, Plan, PlanFile, PolicySpec,
+    DEFAULT_MAX_PARALLEL, DEFAULT_WRITE_PREFIX, OnFailure, Plan, PlanFile, PolicySpec,
     PredicatesSpec, Transition, TransitionSpec,
 };
 pub use predicates::{

@@ -229,7 +229,7 @@ fn check_plan(file: &PlanFile, config: &EngineConfig) -> Result<Plan, CanonError
     let defaults = Defaults {
         plan: file.plan.clone(),
         mode: file.mode,
-        adapter: file.adapter.map_or(AdapterKind::Local, AdapterKind::from),
+        adapter: file.adapter.unwrap_or(AdapterKind::Local),
     };
     let transitions = check_transitions(&file.transitions, &defaults, config)?;
     let invariants = file
@@ -353,7 +353,7 @@ fn check_transitions(
             id: spec.id.clone(),
             processor_ref,
             mode,
-            adapter: spec.adapter.map_or(defaults.adapter, AdapterKind::from),
+            adapter: spec.adapter.unwrap_or(defaults.adapter),
             inputs: spec.inputs.clone(),
             after,
             references: found,

@@ -32,7 +32,7 @@ pub struct PlanFile {
     pub mode: Option<Mode>,
     /// The default adapter of its transitions (`local` when absent).
     #[serde(default)]
-    pub adapter: Option<AdapterName>,
+    pub adapter: Option<AdapterKind>,
     /// Parallelism and failure policy.
     #[serde(default)]
     pub policy: PolicySpec,
@@ -41,25 +41,6 @@ pub struct PlanFile {
     pub invariants: Vec<PredicateSpec>,
     /// The transitions.
     pub transitions: Vec<TransitionSpec>,
-}
-
-/// An adapter as a plan names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AdapterName {
-    /// The local Docker engine.
-    Local,
-    /// Modal.
-    Modal,
-}
-
-impl From<AdapterName> for AdapterKind {
-    fn from(name: AdapterName) -> AdapterKind {
-        match name {
-            AdapterName::Local => AdapterKind::Local,
-            AdapterName::Modal => AdapterKind::Modal,
-        }
-    }
 }
 
 /// The policy as written.
@@ -99,7 +80,7 @@ pub struct TransitionSpec {
     pub mode: Option<Mode>,
     /// Its adapter; the plan's when absent.
     #[serde(default)]
-    pub adapter: Option<AdapterName>,
+    pub adapter: Option<AdapterKind>,
     /// Its inputs, which may hold `$from` references.
     #[serde(default = "empty_object")]
     pub inputs: Value,
