@@ -48,6 +48,8 @@
 mod artifacts;
 mod config;
 mod error;
+#[cfg(feature = "openai")]
+pub mod openai;
 mod provider;
 mod run;
 mod server;

@@ -1,11 +1,18 @@
 //! Test support (feature `testing`): a processor served in-process on 127.0.0.1 with a
-//! temporary artifacts root, and helpers to post payloads and read what a run wrote.
+//! temporary artifacts root, helpers to post payloads and read what a run wrote, and a fake
+//! OpenAI-compatible endpoint.
 //!
 //! Helpers panic on failure, as test code does; never use them outside tests.
 
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
 
 use proctor_contract::{
     Envelope, ErrorCode, Mode, ProcessorRef, Receipt, SuccessEnvelope, WorldPath,
@@ -233,5 +240,80 @@ impl TestServer {
         }
         out.sort();
         out
+    }
+}
+
+/// A request a [`FakeChatEndpoint`] received: its `Authorization` header and JSON body.
+pub type SeenRequest = (Option<String>, Value);
+
+/// A fake OpenAI-compatible endpoint on an ephemeral 127.0.0.1 port: `POST
+/// /v1/chat/completions` records each request and answers the same status and JSON body.
+/// It stops when dropped.
+pub struct FakeChatEndpoint {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FakeChatEndpoint {
+    /// Serves `answer` with HTTP status `status`. Must be called within a Tokio runtime.
+    ///
+    /// # Panics
+    /// When `status` is not a valid status code or the listener cannot be created.
+    pub async fn start(status: u16, answer: Value) -> FakeChatEndpoint {
+        let status = StatusCode::from_u16(status).expect("a valid status code");
+        let seen = Arc::<Mutex<Vec<SeenRequest>>>::default();
+        let handler = move |State(seen): State<Arc<Mutex<Vec<SeenRequest>>>>,
+                            headers: HeaderMap,
+                            Json(body): Json<Value>| {
+            let answer = answer.clone();
+            async move {
+                let authorization = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().expect("an ASCII header").to_owned());
+                seen.lock()
+                    .expect("the request log")
+                    .push((authorization, body));
+                (status, Json(answer))
+            }
+        };
+        let app = Router::new()
+            .route("/v1/chat/completions", post(handler))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a 127.0.0.1 listener");
+        let addr = listener.local_addr().expect("the listener's address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        FakeChatEndpoint {
+            addr,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    /// The address served.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL a client is given: `http://{addr}/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The requests received so far, oldest first.
+    ///
+    /// # Panics
+    /// When a request handler panicked.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().expect("the request log").clone()
     }
 }
