@@ -21,6 +21,8 @@ mod mock;
 mod openai;
 
 use proctor_contract::{Mode, Usage};
+use proctor_sdk::openai::Message;
+pub use proctor_sdk::openai::{API_KEY_SECRET, BASE_URL_VAR, DEFAULT_BASE_URL};
 use proctor_sdk::{
     Context, ProcessorDefinition, Provider, ProviderError, ProviderFuture, ProviderOutput,
     ProviderResult,
@@ -30,12 +32,6 @@ use serde_json::Value;
 
 /// This processor's ref.
 pub const PROCESSOR_REF: &str = "llm/litellm@1";
-/// The secret holding the endpoint's API key, required in `real` mode.
-pub const API_KEY_SECRET: &str = "OPENAI_API_KEY";
-/// The pass-through variable naming the endpoint's base URL.
-pub const BASE_URL_VAR: &str = "OPENAI_BASE_URL";
-/// The base URL used when [`BASE_URL_VAR`] is unset.
-pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// The model `mock` mode answers as when `params.model` is absent.
 pub const MOCK_MODEL: &str = "mock-gpt";
 /// The user message `mock` mode answers when `params.messages` is absent or empty.
@@ -68,14 +64,6 @@ struct Params {
     messages: Option<Vec<Message>>,
     temperature: Option<f64>,
     max_tokens: Option<u64>,
-}
-
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Message {
-    role: String,
-    content: String,
 }
 
 /// What a completion produced, mock or real.

@@ -5,18 +5,9 @@
 // Every test target of the package shares its dependencies; each uses some.
 #![allow(unused_crate_dependencies)]
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-
-use axum::Json;
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use proctor_contract::{ErrorCode, Mode, SuccessEnvelope};
-use proctor_sdk::testing::TestServer;
+use proctor_sdk::testing::{FakeChatEndpoint, TestServer};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 const KEY: &str = "sk-test-0123456789abcdefghijklmn";
 
@@ -27,42 +18,6 @@ fn registry() -> Value {
 
 fn example(name: &str) -> Value {
     registry()["examples"][name]["inputs"].clone()
-}
-
-/// Requests the fake endpoint received: the Authorization header and the JSON body.
-type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
-
-/// A fake `/v1/chat/completions` answering `status` and `answer`; stops when the returned
-/// sender drops.
-async fn fake_endpoint(
-    status: StatusCode,
-    answer: Value,
-) -> (SocketAddr, Seen, oneshot::Sender<()>) {
-    let seen = Seen::default();
-    let handler = move |State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<Value>| {
-        let answer = answer.clone();
-        async move {
-            let authorization = headers
-                .get("authorization")
-                .map(|v| v.to_str().unwrap().to_owned());
-            seen.lock().unwrap().push((authorization, body));
-            (status, Json(answer))
-        }
-    };
-    let app = Router::new()
-        .route("/v1/chat/completions", post(handler))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    (addr, seen, stop)
 }
 
 fn completion_answer() -> Value {
@@ -76,8 +31,8 @@ fn completion_answer() -> Value {
 }
 
 /// A processor whose environment holds the key and points at the fake endpoint.
-async fn start_with_endpoint(addr: SocketAddr) -> TestServer {
-    start_with_base_url(&format!("http://{addr}/v1")).await
+async fn start_with_endpoint(endpoint: &FakeChatEndpoint) -> TestServer {
+    start_with_base_url(&endpoint.base_url()).await
 }
 
 /// A processor whose environment holds the key and `base_url`.
@@ -117,8 +72,8 @@ fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
 
 #[tokio::test]
 async fn smoke_example_in_mock_writes_the_declared_outputs_without_network() {
-    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, completion_answer()).await;
-    let server = start_with_endpoint(addr).await;
+    let endpoint = FakeChatEndpoint::start(200, completion_answer()).await;
+    let server = start_with_endpoint(&endpoint).await;
     let envelope = server.run_ok("smoke", Mode::Mock, example("smoke")).await;
 
     let mut declared: Vec<(String, String)> = registry()["outputs"]
@@ -168,7 +123,7 @@ async fn smoke_example_in_mock_writes_the_declared_outputs_without_network() {
     assert_eq!(receipt.processor_info, "llm/litellm@1 mock model=mock-gpt");
     assert!(envelope.meta.env_fingerprint.ends_with(";secrets="));
     assert!(
-        seen.lock().unwrap().is_empty(),
+        endpoint.requests().is_empty(),
         "mock mode called the endpoint"
     );
 }
@@ -203,11 +158,11 @@ async fn mock_replies_are_byte_stable_and_follow_the_messages() {
 
 #[tokio::test]
 async fn real_mode_calls_the_endpoint_with_the_key_and_returns_text_and_usage() {
-    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, completion_answer()).await;
-    let server = start_with_endpoint(addr).await;
+    let endpoint = FakeChatEndpoint::start(200, completion_answer()).await;
+    let server = start_with_endpoint(&endpoint).await;
     let envelope = server.run_ok("real-1", Mode::Real, example("chat")).await;
 
-    let requests = seen.lock().unwrap().clone();
+    let requests = endpoint.requests();
     assert_eq!(requests.len(), 1);
     let (authorization, body) = &requests[0];
     assert_eq!(
@@ -256,20 +211,20 @@ async fn real_mode_calls_the_endpoint_with_the_key_and_returns_text_and_usage() 
 
 #[tokio::test]
 async fn real_mode_needs_model_and_messages() {
-    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, completion_answer()).await;
-    let server = start_with_endpoint(addr).await;
+    let endpoint = FakeChatEndpoint::start(200, completion_answer()).await;
+    let server = start_with_endpoint(&endpoint).await;
     let (status, code, message) = server.run_err("real-2", Mode::Real, example("smoke")).await;
     assert_eq!((status, code), (400, ErrorCode::Inputs));
     assert!(message.contains("params.model"), "{message}");
-    assert!(seen.lock().unwrap().is_empty());
+    assert!(endpoint.requests().is_empty());
     assert!(server.listing().is_empty());
 }
 
 #[tokio::test]
 async fn endpoint_errors_are_err_provider_and_never_quote_the_key() {
     let answer = json!({"error": {"message": format!("Incorrect API key provided: {KEY}")}});
-    let (addr, _seen, _stop) = fake_endpoint(StatusCode::UNAUTHORIZED, answer).await;
-    let server = start_with_endpoint(addr).await;
+    let endpoint = FakeChatEndpoint::start(401, answer).await;
+    let server = start_with_endpoint(&endpoint).await;
     let (status, code, message) = server.run_err("real-3", Mode::Real, example("chat")).await;
     assert_eq!((status, code), (502, ErrorCode::Provider));
     assert!(message.contains("401"), "{message}");
@@ -292,13 +247,16 @@ const PROXY_PASSWORD: &str = "proxy-pass-4711";
 
 #[tokio::test]
 async fn userinfo_in_the_base_url_is_dropped_and_only_the_key_is_sent() {
-    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, completion_answer()).await;
-    let server =
-        start_with_base_url(&format!("http://{PROXY_USER}:{PROXY_PASSWORD}@{addr}/v1")).await;
+    let endpoint = FakeChatEndpoint::start(200, completion_answer()).await;
+    let server = start_with_base_url(&format!(
+        "http://{PROXY_USER}:{PROXY_PASSWORD}@{}/v1",
+        endpoint.addr()
+    ))
+    .await;
     server
         .run_ok("userinfo-1", Mode::Real, example("chat"))
         .await;
-    let requests = seen.lock().unwrap().clone();
+    let requests = endpoint.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(
         requests[0].0.as_deref(),
@@ -310,16 +268,14 @@ async fn userinfo_in_the_base_url_is_dropped_and_only_the_key_is_sent() {
 #[tokio::test]
 async fn errors_never_quote_the_base_urls_userinfo() {
     let answer = json!({"error": {"message": "proxy refused"}});
-    let (addr, _seen, _stop) = fake_endpoint(StatusCode::BAD_GATEWAY, answer).await;
+    let endpoint = FakeChatEndpoint::start(502, answer).await;
     let closed = {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         listener.local_addr().unwrap()
     };
-    for (endpoint, said) in [(addr, "proxy refused"), (closed, "cannot reach")] {
-        let server = start_with_base_url(&format!(
-            "http://{PROXY_USER}:{PROXY_PASSWORD}@{endpoint}/v1"
-        ))
-        .await;
+    for (addr, said) in [(endpoint.addr(), "proxy refused"), (closed, "cannot reach")] {
+        let server =
+            start_with_base_url(&format!("http://{PROXY_USER}:{PROXY_PASSWORD}@{addr}/v1")).await;
         let (status, code, message) = server
             .run_err("userinfo-2", Mode::Real, example("chat"))
             .await;
@@ -330,7 +286,11 @@ async fn errors_never_quote_the_base_urls_userinfo() {
             "{message}"
         );
     }
-    let server = start_with_base_url(&format!("ftp://{PROXY_USER}:{PROXY_PASSWORD}@{addr}/")).await;
+    let server = start_with_base_url(&format!(
+        "ftp://{PROXY_USER}:{PROXY_PASSWORD}@{}/",
+        endpoint.addr()
+    ))
+    .await;
     let (_, code, message) = server
         .run_err("userinfo-3", Mode::Real, example("chat"))
         .await;
@@ -350,8 +310,8 @@ async fn error_bodies_are_redacted_before_they_are_cut() {
     let padding = "x".repeat(490 - prefix.len());
     let answer = json!({"error": {"message": format!("{padding}{KEY}")}});
     assert_eq!(answer.to_string().find(KEY), Some(490));
-    let (addr, _seen, _stop) = fake_endpoint(StatusCode::UNAUTHORIZED, answer).await;
-    let server = start_with_endpoint(addr).await;
+    let endpoint = FakeChatEndpoint::start(401, answer).await;
+    let server = start_with_endpoint(&endpoint).await;
     let (_, code, message) = server.run_err("cut-1", Mode::Real, example("chat")).await;
     assert_eq!(code, ErrorCode::Provider);
     assert!(message.ends_with(&format!("{padding}…")), "{message}");

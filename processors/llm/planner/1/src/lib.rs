@@ -24,6 +24,8 @@ mod openai;
 use std::collections::BTreeSet;
 
 use proctor_contract::{Mode, Usage};
+use proctor_sdk::openai::Message;
+pub use proctor_sdk::openai::{API_KEY_SECRET, BASE_URL_VAR, DEFAULT_BASE_URL};
 use proctor_sdk::{
     Context, ProcessorDefinition, Provider, ProviderError, ProviderFuture, ProviderOutput,
     ProviderResult,
@@ -35,12 +37,6 @@ use serde_json::{Map, Value, json};
 pub const PROCESSOR_REF: &str = "llm/planner@1";
 /// The proposal output, relative to `{write_prefix}outputs/`.
 pub const PROPOSAL_OUTPUT: &str = "plan/transitions.json";
-/// The secret holding the endpoint's API key, required in `real` mode.
-pub const API_KEY_SECRET: &str = "OPENAI_API_KEY";
-/// The pass-through variable naming the endpoint's base URL.
-pub const BASE_URL_VAR: &str = "OPENAI_BASE_URL";
-/// The base URL used when [`BASE_URL_VAR`] is unset.
-pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// The processor the canned `mock` proposal runs over the goal text.
 pub const MOCK_REF: &str = "text/stats@1";
 /// The id of the canned `mock` proposal's transition.
@@ -190,7 +186,7 @@ the text of an output of an earlier transition, which implies after. Use at most
 max_transitions transitions and only the offered processors.";
 
 /// The chat messages: the system prompt, then the goal and the offer as JSON.
-fn messages(inputs: &Inputs) -> Result<Vec<openai::Message>, ProviderError> {
+fn messages(inputs: &Inputs) -> Result<Vec<Message>, ProviderError> {
     let request = json!({
         "goal": inputs.goal,
         "processors": inputs.processors,
@@ -199,8 +195,8 @@ fn messages(inputs: &Inputs) -> Result<Vec<openai::Message>, ProviderError> {
     let request = serde_json::to_string_pretty(&request)
         .map_err(|e| ProviderError::failed(format!("cannot serialize the request: {e}")))?;
     Ok(vec![
-        openai::Message::new("system", SYSTEM_PROMPT),
-        openai::Message::new("user", request),
+        Message::new("system", SYSTEM_PROMPT),
+        Message::new("user", request),
     ])
 }
 

@@ -5,17 +5,9 @@
 // Every test target of the package shares its dependencies; each uses some.
 #![allow(unused_crate_dependencies)]
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
 use proctor_contract::{Mode, SuccessEnvelope};
-use proctor_sdk::testing::TestServer;
+use proctor_sdk::testing::{FakeChatEndpoint, TestServer};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 const KEY: &str = "sk-test-0123456789abcdefghijklmn";
 
@@ -26,42 +18,6 @@ fn registry() -> Value {
 
 fn example(name: &str) -> Value {
     registry()["examples"][name]["inputs"].clone()
-}
-
-/// Requests the fake endpoint received: the Authorization header and the JSON body.
-type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
-
-/// A fake `/v1/chat/completions` answering `status` and `answer`; stops when the returned
-/// sender drops.
-async fn fake_endpoint(
-    status: StatusCode,
-    answer: Value,
-) -> (SocketAddr, Seen, oneshot::Sender<()>) {
-    let seen = Seen::default();
-    let handler = move |State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<Value>| {
-        let answer = answer.clone();
-        async move {
-            let authorization = headers
-                .get("authorization")
-                .map(|v| v.to_str().unwrap().to_owned());
-            seen.lock().unwrap().push((authorization, body));
-            (status, Json(answer))
-        }
-    };
-    let app = Router::new()
-        .route("/v1/chat/completions", post(handler))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    (addr, seen, stop)
 }
 
 /// A chat completion whose message is `content`.
@@ -76,8 +32,8 @@ fn answer_with(content: &str) -> Value {
 }
 
 /// A processor whose environment holds the key and points at the fake endpoint.
-async fn start_with_endpoint(addr: SocketAddr) -> TestServer {
-    let base_url = format!("http://{addr}/v1");
+async fn start_with_endpoint(endpoint: &FakeChatEndpoint) -> TestServer {
+    let base_url = endpoint.base_url();
     let env = [
         ("OPENAI_API_KEY", KEY),
         ("OPENAI_BASE_URL", base_url.as_str()),
@@ -147,8 +103,8 @@ fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
 
 #[tokio::test]
 async fn mock_mode_proposes_a_canned_byte_stable_plan_without_network() {
-    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, answer_with("{}")).await;
-    let server = start_with_endpoint(addr).await;
+    let endpoint = FakeChatEndpoint::start(200, answer_with("{}")).await;
+    let server = start_with_endpoint(&endpoint).await;
     let first = server.run_ok("smoke-1", Mode::Mock, example("smoke")).await;
     let second = server.run_ok("smoke-2", Mode::Mock, example("smoke")).await;
     assert_valid_transitions(&proposal(&server, &first));
@@ -177,7 +133,7 @@ async fn mock_mode_proposes_a_canned_byte_stable_plan_without_network() {
         proposal(&server, &real_mode)["transitions"][0]["mode"],
         "real"
     );
-    assert!(seen.lock().unwrap().is_empty(), "mock mode called out");
+    assert!(endpoint.requests().is_empty(), "mock mode called out");
 
     let mut unoffered = example("smoke");
     unoffered["processors"] = json!([{"ref": "json/merge@1", "description": "merges"}]);
@@ -191,8 +147,8 @@ async fn real_mode_asks_the_endpoint_and_writes_the_checked_proposal() {
     let content = "```json\n{\"transitions\": [\
         {\"id\": \"stats\", \"ref\": \"text/stats@1\", \"inputs\": {\"schema\": \"v1\", \"text\": \"The quick brown fox.\"}},\
         {\"id\": \"merge\", \"ref\": \"json/merge@1\", \"mode\": \"real\", \"inputs\": {\"schema\": \"v1\", \"documents\": [{\"$from\": \"stats:outputs/stats.json\"}]}}]}\n```";
-    let (addr, seen, _stop) = fake_endpoint(StatusCode::OK, answer_with(content)).await;
-    let server = start_with_endpoint(addr).await;
+    let endpoint = FakeChatEndpoint::start(200, answer_with(content)).await;
+    let server = start_with_endpoint(&endpoint).await;
     let envelope = server.run_ok("plan", Mode::Real, example("plan")).await;
     let proposal = proposal(&server, &envelope);
     assert_valid_transitions(&proposal);
@@ -208,7 +164,7 @@ async fn real_mode_asks_the_endpoint_and_writes_the_checked_proposal() {
     assert_eq!(receipt.usage["transitions"], 2);
     assert_eq!(receipt.usage["total_tokens"], 160);
 
-    let seen = seen.lock().unwrap();
+    let seen = endpoint.requests();
     assert_eq!(seen.len(), 1);
     let (authorization, body) = &seen[0];
     assert_eq!(
@@ -248,8 +204,8 @@ async fn real_mode_refuses_an_answer_that_is_not_an_offered_proposal() {
             "the model proposed 5 transitions; from 1 to 4 are allowed",
         ),
     ] {
-        let (addr, _seen, _stop) = fake_endpoint(StatusCode::OK, answer_with(content)).await;
-        let server = start_with_endpoint(addr).await;
+        let endpoint = FakeChatEndpoint::start(200, answer_with(content)).await;
+        let server = start_with_endpoint(&endpoint).await;
         let (status, code, message) = server.run_err("bad", Mode::Real, example("plan")).await;
         assert_eq!((status, code.as_str()), (502, "ERR_PROVIDER"), "{message}");
         assert!(message.contains(why), "{message} should say {why}");
@@ -260,14 +216,14 @@ async fn real_mode_refuses_an_answer_that_is_not_an_offered_proposal() {
 #[tokio::test]
 async fn real_mode_needs_a_model_and_redacts_the_endpoints_errors() {
     let echo = json!({"error": format!("bad key {KEY}")});
-    let (addr, seen, _stop) = fake_endpoint(StatusCode::UNAUTHORIZED, echo).await;
-    let server = start_with_endpoint(addr).await;
+    let endpoint = FakeChatEndpoint::start(401, echo).await;
+    let server = start_with_endpoint(&endpoint).await;
     let mut no_model = example("plan");
     no_model.as_object_mut().unwrap().remove("model");
     let (status, code, message) = server.run_err("no-model", Mode::Real, no_model).await;
     assert_eq!((status, code.as_str()), (400, "ERR_INPUTS"));
     assert!(message.contains("real mode needs model"), "{message}");
-    assert!(seen.lock().unwrap().is_empty());
+    assert!(endpoint.requests().is_empty());
 
     let (status, code, message) = server.run_err("denied", Mode::Real, example("plan")).await;
     assert_eq!((status, code.as_str()), (502, "ERR_PROVIDER"));
