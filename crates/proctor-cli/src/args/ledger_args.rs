@@ -9,7 +9,7 @@ use proctor_ledger::DEFAULT_LEDGER_URL;
 
 use super::{ArtifactsRootArg, OutputFormat, RegistryRootArg, StoreLocation, store_location};
 
-/// `--ledger`, shared by `run`, `ledger …` and `verify`.
+/// `--ledger`, shared by `run`, `ledger …`, `verify` and `plan …`.
 #[derive(Debug, Args)]
 pub(super) struct LedgerUrlArg {
     /// The ledger: `sqlite://PATH` (relative to the working directory; `sqlite:///abs` for
@@ -20,7 +20,7 @@ pub(super) struct LedgerUrlArg {
         env = "PROCTOR_LEDGER_URL",
         default_value = DEFAULT_LEDGER_URL
     )]
-    url: String,
+    pub(super) url: String,
 }
 
 /// The ledger flags of `proctor run`.

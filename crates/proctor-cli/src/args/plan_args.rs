@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use proctor_ledger::DEFAULT_LEDGER_URL;
 use proctor_plan::GraphFormat;
 
+use super::ledger_args::LedgerUrlArg;
 use super::{ArtifactsRootArg, OutputFormat, RegistryRootArg};
 
 /// `proctor plan …`.
@@ -24,7 +24,7 @@ pub(super) enum PlanCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        ledger: PlanLedgerArg,
+        ledger: LedgerUrlArg,
     },
     /// Print the plan's graph, each transition with its state.
     Graph {
@@ -34,7 +34,7 @@ pub(super) enum PlanCommand {
         #[arg(long, value_enum, default_value_t = GraphFormatArg::Mermaid)]
         format: GraphFormatArg,
         #[command(flatten)]
-        ledger: PlanLedgerArg,
+        ledger: LedgerUrlArg,
     },
 }
 
@@ -64,20 +64,7 @@ pub(super) struct ApplyArgs {
     #[command(flatten)]
     registry_root: RegistryRootArg,
     #[command(flatten)]
-    ledger: PlanLedgerArg,
-}
-
-/// `--ledger` of the plan commands.
-#[derive(Debug, Args)]
-pub(super) struct PlanLedgerArg {
-    /// The ledger: `sqlite://PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
-    #[arg(
-        long = "ledger",
-        value_name = "URL",
-        env = "PROCTOR_LEDGER_URL",
-        default_value = DEFAULT_LEDGER_URL
-    )]
-    url: String,
+    ledger: LedgerUrlArg,
 }
 
 /// `--format` of `plan graph`.
