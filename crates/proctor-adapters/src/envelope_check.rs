@@ -85,6 +85,7 @@ mod tests {
             mode: Mode::Mock,
             inputs: json!({}),
             write_prefix: "/artifacts/o/e1/".into(),
+            upstream: Vec::new(),
         }
     }
 

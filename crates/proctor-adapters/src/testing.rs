@@ -37,6 +37,7 @@ examples: {}
             mode,
             inputs: json!({}),
             write_prefix: "/artifacts/o/e1/".into(),
+            upstream: Vec::new(),
         },
         spec,
         image: ImageSource::Local {

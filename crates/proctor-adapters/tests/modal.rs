@@ -151,6 +151,7 @@ fn modal_invocation(spec: &ProcessorSpec, inputs: Value, parent: &Path) -> Invoc
             mode: Mode::Mock,
             inputs,
             write_prefix: prefix.as_str().to_owned(),
+            upstream: Vec::new(),
         },
         spec: spec.clone(),
         image: ImageSource::Pinned {

@@ -27,6 +27,7 @@ pub(crate) async fn run(config: &RunConfig, cancel: &CancellationToken) -> RunOu
         plan: config.ledger.plan.clone(),
         reserve_micro_usd: config.ledger.reserve_micro_usd,
         lane: config.lane,
+        upstream: Vec::new(),
     };
     let outcome = engine.run(&request, cancel).await;
     engine.close().await;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{EXECUTION_ID_PLACEHOLDER, Mode, ProcessorRef, WorldPath};
+use crate::{EXECUTION_ID_PLACEHOLDER, Mode, ProcessorRef, UpstreamOutput, WorldPath};
 
 /// Named usage counters (tokens, milliseconds, calls).
 pub type Usage = BTreeMap<String, u64>;
@@ -39,6 +39,10 @@ pub struct Receipt {
     pub duration_ms: u64,
     /// The mode it ran in.
     pub mode: Mode,
+    /// The upstream outputs its inputs were resolved from, as the payload named them;
+    /// omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<UpstreamOutput>,
 }
 
 impl Receipt {
@@ -84,6 +88,7 @@ mod tests {
             timestamp_utc: format!("2026-01-01T00:00:0{duration_ms}Z"),
             duration_ms,
             mode: Mode::Mock,
+            upstream: Vec::new(),
         }
     }
 
@@ -120,6 +125,26 @@ mod tests {
         ] {
             assert!(value.get(field).is_some(), "{field}");
         }
+        assert!(value.get("upstream").is_none());
+        assert_eq!(serde_json::from_value::<Receipt>(value).unwrap(), a);
+    }
+
+    #[test]
+    fn upstream_is_written_when_present_and_round_trips() {
+        let mut a = receipt("e2", 1);
+        a.upstream = vec![UpstreamOutput {
+            execution_id: "e1".to_owned(),
+            path: WorldPath::parse("/artifacts/o/e1/outputs/a.txt").unwrap(),
+            cid: "b3:ff".to_owned(),
+        }];
+        let value: Value = serde_json::from_slice(&a.to_bytes()).unwrap();
+        assert_eq!(value["upstream"][0]["execution_id"], "e1");
+        assert_eq!(
+            value["upstream"][0]["path"],
+            "/artifacts/o/e1/outputs/a.txt"
+        );
+        assert_eq!(value["upstream"][0]["cid"], "b3:ff");
+        assert_eq!(a.stable_part()["upstream"], value["upstream"]);
         assert_eq!(serde_json::from_value::<Receipt>(value).unwrap(), a);
     }
 }

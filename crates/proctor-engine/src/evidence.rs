@@ -16,8 +16,8 @@
 //! - **Index.** Its bytes are the canonical index (compact, sorted, no duplicates) and list
 //!   exactly the envelope's outputs.
 //! - **Receipts.** Both copies exist, are byte-identical, parse as a receipt, and agree with
-//!   the run: execution id, processor ref, image digest, mode, inputs hash, outputs index
-//!   and environment fingerprint.
+//!   the run: execution id, processor ref, image digest, mode, inputs hash, outputs index,
+//!   environment fingerprint and the upstream outputs the inputs were resolved from.
 //! - **Envelope.** Its mode is the requested one.
 //!
 //! Every read is bounded: outputs by the per-output limit, the index and receipts by
@@ -226,6 +226,7 @@ fn check_receipt(
             "env_fingerprint",
             receipt.env_fingerprint == envelope.meta.env_fingerprint,
         ),
+        ("upstream", receipt.upstream == payload.upstream),
     ];
     let wrong: Vec<&str> = disagreements
         .iter()
@@ -643,7 +644,7 @@ async fn roll_back(store: &dyn ArtifactStore, written: &[&WorldPath]) {
 mod tests {
     use std::os::unix::fs::symlink;
 
-    use proctor_contract::{Mode, OutputEntry, PAYLOAD_SCHEMA, SuccessMeta};
+    use proctor_contract::{Mode, OutputEntry, PAYLOAD_SCHEMA, SuccessMeta, UpstreamOutput};
     use proctor_store::{ByteStream, FsStore, ObjectInfo, StoreError};
     use serde_json::json;
 
@@ -697,6 +698,7 @@ mod tests {
             mode: Mode::Mock,
             inputs: json!({"schema": "v1"}),
             write_prefix: write_prefix.as_str().to_owned(),
+            upstream: Vec::new(),
         };
         let output = b"hello";
         let index = OutputsIndex {
@@ -726,6 +728,7 @@ mod tests {
             timestamp_utc: "2026-01-01T00:00:00Z".to_owned(),
             duration_ms: 1,
             mode: Mode::Mock,
+            upstream: Vec::new(),
         };
         let envelope = match proctor_contract::Envelope::success(
             ID,
@@ -789,6 +792,18 @@ mod tests {
         let mut other_inputs = fixture();
         other_inputs.payload.inputs = json!({"schema": "v1", "text": "x"});
         refused_with(&other_inputs, ErrorCode::Evidence, "inputs_hash");
+
+        let mut other_upstream = fixture();
+        other_upstream.payload.upstream = vec![UpstreamOutput {
+            execution_id: "e0".to_owned(),
+            path: WorldPath::parse("/artifacts/o/e0/outputs/a.txt").unwrap(),
+            cid: cid(b"upstream"),
+        }];
+        refused_with(
+            &other_upstream,
+            ErrorCode::Evidence,
+            "disagrees with the run on upstream",
+        );
 
         let unlisted = fixture();
         unlisted.write("outputs/b.txt", b"extra");

@@ -623,6 +623,7 @@ impl Steps<'_> {
             plan: self.request.plan.clone(),
             reserve_micro_usd: self.request.reserve_micro_usd,
             lane: Some(lane),
+            upstream: Vec::new(),
         };
         let execution_id = match self.engine.run(&request, self.cancel).await.envelope {
             Envelope::Success(success) => success.execution_id,

@@ -26,7 +26,7 @@ use proctor_adapters::{
 };
 use proctor_contract::{
     CanonError, Envelope, ErrorCode, Mode, PAYLOAD_SCHEMA, ProcessorRef, Redactor, RunPayload,
-    WritePrefix, ci_guard,
+    UpstreamOutput, WritePrefix, ci_guard,
 };
 use proctor_ledger::Ledger;
 use proctor_registry::{
@@ -111,6 +111,9 @@ pub struct RunRequest {
     pub reserve_micro_usd: u64,
     /// The lane whose rules the run follows.
     pub lane: Option<Lane>,
+    /// The upstream outputs the inputs were resolved from, named in the payload and the
+    /// receipt; empty outside a plan.
+    pub upstream: Vec<UpstreamOutput>,
 }
 
 /// How a run ended.
@@ -361,6 +364,7 @@ impl Engine {
                 mode: request.mode,
                 inputs,
                 write_prefix: write_prefix.as_str().to_owned(),
+                upstream: request.upstream.clone(),
             },
             spec: spec.clone(),
             image,

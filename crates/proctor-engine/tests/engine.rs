@@ -50,6 +50,7 @@ fn stats_request(text: &str) -> RunRequest {
         plan: "library".to_owned(),
         reserve_micro_usd: 0,
         lane: None,
+        upstream: Vec::new(),
     }
 }
 

@@ -19,8 +19,8 @@
 //! processor ref, mode, adapter, image source (pinned or built), write prefix template, the
 //! inputs hash of its resolved inputs and, for every reference, its text and the resolved
 //! output's `cid`. The upstream execution ids and world paths are recorded
-//! (`transition.run`) but not part of it, so a downstream transition reruns only when the
-//! bytes it reads changed. A pinned
+//! (`transition.run`, and the run's payload and receipt as `upstream`) but not part of it,
+//! so a downstream transition reruns only when the bytes it reads changed. A pinned
 //! execution's image digest is checked by verification against the current pin.
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,8 +31,8 @@ use futures_util::stream::FuturesUnordered;
 use proctor_contract::{
     AppliedTransition, CanonError, Envelope, ErrorBody, ErrorCode, LedgerEvent, OutputsIndex,
     PlanAppliedEvent, PlanProposedEvent, PredicateCheckEvent, PredicateRegressedEvent,
-    ResolvedReference, SelectorKind, TransitionRunEvent, TransitionSkippedEvent, WorldPath,
-    WritePrefix, canonical_json, cid, inputs_hash,
+    ResolvedReference, SelectorKind, TransitionRunEvent, TransitionSkippedEvent, UpstreamOutput,
+    WorldPath, WritePrefix, canonical_json, cid, inputs_hash,
 };
 use proctor_engine::{
     CancellationToken, Engine, EvidenceSources, Inputs, RunRequest, verify_execution,
@@ -547,6 +547,14 @@ async fn run_transition(
         plan: cx.plan.key.clone(),
         reserve_micro_usd: transition.reserve_micro_usd,
         lane: None,
+        upstream: resolved
+            .iter()
+            .map(|reference| UpstreamOutput {
+                execution_id: reference.execution_id.clone(),
+                path: reference.path.clone(),
+                cid: reference.cid.clone(),
+            })
+            .collect(),
     };
     let outcome = cx.engine.run(&request, cx.cancel).await;
     let (execution_id, result) = match &outcome.envelope {

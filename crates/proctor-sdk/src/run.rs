@@ -431,6 +431,7 @@ impl Runner {
             timestamp_utc: timestamp_utc(),
             duration_ms,
             mode: payload.mode,
+            upstream: payload.upstream,
         };
         let receipt_bytes = receipt.to_bytes();
         let execution_receipt =

@@ -172,7 +172,45 @@ async fn run_writes_outputs_index_and_identical_receipts() {
     assert_eq!(receipt.duration_ms, envelope.meta.duration_ms);
     assert_eq!(receipt.mode, Mode::Mock);
     assert!(receipt.timestamp_utc.ends_with('Z'));
+    assert!(receipt.upstream.is_empty());
+    assert!(
+        !String::from_utf8(server.read(&receipt_path(&envelope)))
+            .unwrap()
+            .contains("upstream")
+    );
     assert!(!server.listing().iter().any(|name| name.ends_with(".tmp")));
+}
+
+fn receipt_path(envelope: &proctor_contract::SuccessEnvelope) -> WorldPath {
+    WorldPath::execution_receipt(&envelope.execution_id).unwrap()
+}
+
+#[tokio::test]
+async fn the_receipt_names_the_upstream_outputs_of_the_payload() {
+    let server = start(&[]).await;
+    let upstream = json!([
+        {"execution_id": "e0", "path": "/artifacts/p/e0/outputs/a.txt", "cid": proctor_contract::cid(b"a")},
+        {"execution_id": "e9", "path": "/artifacts/p/e9/outputs/b.txt", "cid": proctor_contract::cid(b"b")},
+    ]);
+    let mut payload = server.payload("u1", Mode::Mock, files_inputs());
+    payload["upstream"] = upstream.clone();
+    let (status, envelope) = server.post("/run", &payload).await;
+    let Envelope::Success(envelope) = envelope else {
+        panic!("expected success, got {status}: {envelope:?}");
+    };
+    let receipt = server.receipt(&envelope);
+    assert_eq!(serde_json::to_value(&receipt.upstream).unwrap(), upstream);
+    assert_eq!(
+        receipt.inputs_hash,
+        proctor_contract::inputs_hash(&files_inputs()).value,
+        "the upstream list is not hashed with the inputs"
+    );
+
+    payload["execution_id"] = json!("u2");
+    payload["upstream"][0]["transition"] = json!("stats");
+    let (status, envelope) = server.post("/run", &payload).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&envelope), ErrorCode::Inputs);
 }
 
 #[tokio::test]

@@ -156,6 +156,7 @@ impl TestRun {
                 mode,
                 inputs,
                 write_prefix: prefix.as_str().to_owned(),
+                upstream: Vec::new(),
             },
             spec: spec.clone(),
             image,

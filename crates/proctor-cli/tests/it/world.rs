@@ -99,6 +99,7 @@ fn write_execution(artifacts_root: &Path) -> Execution {
         timestamp_utc: "2026-01-01T00:00:00Z".to_owned(),
         duration_ms: 7,
         mode: Mode::Mock,
+        upstream: Vec::new(),
     };
     files.push((prefix.receipt_path(), receipt.to_bytes()));
     files.push((

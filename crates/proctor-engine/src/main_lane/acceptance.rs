@@ -148,6 +148,7 @@ mod tests {
             timestamp_utc: format!("2025-01-01T00:00:0{}Z", id.len() % 10),
             duration_ms: 3,
             mode: Mode::Mock,
+            upstream: Vec::new(),
         };
         let checks = ["receipt.execution", "ledger.execution", "image.pin"]
             .into_iter()

@@ -220,6 +220,7 @@ pub(crate) async fn write_execution(store: &dyn ArtifactStore) -> Execution {
         timestamp_utc: "2026-01-01T00:00:00Z".to_owned(),
         duration_ms: 7,
         mode: Mode::Mock,
+        upstream: Vec::new(),
     };
     let bytes = Bytes::from(receipt.to_bytes());
     store
