@@ -160,6 +160,31 @@ fn a_two_level_plan_runs_verifies_and_reapplies_only_what_is_missing() {
             .ends_with("/outputs/normalized.txt"),
         "resolved path",
     );
+    // Its committed receipt names the upstream execution, path and CID it read.
+    let receipt: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(format!(
+            "artifacts/execution/{}/receipt.json",
+            again["execution_id"].as_str().unwrap()
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    let normalized_path = resolved["path"].as_str().unwrap();
+    let normalized = std::fs::read(
+        dir.path()
+            .join("artifacts")
+            .join(normalized_path.strip_prefix("/artifacts/").unwrap()),
+    )
+    .unwrap();
+    run.check(
+        receipt["upstream"]
+            == serde_json::json!([{
+                "execution_id": stats["execution_id"],
+                "path": resolved["path"],
+                "cid": proctor_contract::cid(&normalized),
+            }]),
+        &format!("the receipt names its upstream: {receipt}"),
+    );
     run.check(
         events
             .iter()
