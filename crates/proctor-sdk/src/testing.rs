@@ -1,6 +1,7 @@
 //! Test support (feature `testing`): a processor served in-process on 127.0.0.1 with a
-//! temporary artifacts root, helpers to post payloads and read what a run wrote, and a fake
-//! OpenAI-compatible endpoint.
+//! temporary artifacts root, helpers to post payloads and read what a run wrote, a fake
+//! OpenAI-compatible endpoint, and a processor package's `registry.yaml` checked against its
+//! definition.
 //!
 //! Helpers panic on failure, as test code does; never use them outside tests.
 
@@ -106,8 +107,29 @@ impl TestServer {
             "ref": self.processor_ref,
             "mode": mode,
             "inputs": inputs,
-            "write_prefix": format!("/artifacts/outputs/test/{execution_id}/"),
+            "write_prefix": write_prefix(execution_id),
         })
+    }
+
+    /// The outputs `envelope` lists, each as (its path under the run's write prefix, mime),
+    /// in the envelope's order.
+    ///
+    /// # Panics
+    /// When an output lies outside the write prefix of [`TestServer::payload`].
+    pub fn written_outputs(&self, envelope: &SuccessEnvelope) -> Vec<(String, String)> {
+        let prefix = write_prefix(&envelope.execution_id);
+        envelope
+            .outputs
+            .iter()
+            .map(|output| {
+                let relative = output
+                    .path
+                    .as_str()
+                    .strip_prefix(&prefix)
+                    .unwrap_or_else(|| panic!("{} is outside {prefix}", output.path));
+                (relative.to_owned(), output.mime.clone())
+            })
+            .collect()
     }
 
     /// Posts `body` as JSON to `path` and returns the status and the validated envelope.
@@ -240,6 +262,92 @@ impl TestServer {
         }
         out.sort();
         out
+    }
+}
+
+/// The write prefix of [`TestServer::payload`]: `/artifacts/outputs/test/{execution_id}/`.
+fn write_prefix(execution_id: &str) -> String {
+    format!("/artifacts/outputs/test/{execution_id}/")
+}
+
+/// A processor package's `registry.yaml`, parsed.
+pub struct RegistryEntry {
+    yaml: Value,
+}
+
+impl RegistryEntry {
+    /// Reads `{manifest_dir}/registry.yaml` (pass `env!("CARGO_MANIFEST_DIR")`).
+    ///
+    /// # Panics
+    /// When the file cannot be read or is not YAML.
+    pub fn read(manifest_dir: &str) -> RegistryEntry {
+        let path = Path::new(manifest_dir).join("registry.yaml");
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let yaml = serde_yaml_ng::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+        RegistryEntry { yaml }
+    }
+
+    /// The whole entry.
+    pub fn yaml(&self) -> &Value {
+        &self.yaml
+    }
+
+    /// The inputs of the example `name` (`Null` when there is none).
+    pub fn example(&self, name: &str) -> Value {
+        self.yaml["examples"][name]["inputs"].clone()
+    }
+
+    /// The declared outputs as `(outputs/{path}, mime)`, sorted.
+    ///
+    /// # Panics
+    /// When `outputs` is not a list of `{path, mime}` strings.
+    pub fn declared_outputs(&self) -> Vec<(String, String)> {
+        let mut declared: Vec<(String, String)> = self.yaml["outputs"]
+            .as_array()
+            .expect("an outputs list")
+            .iter()
+            .map(|output| {
+                (
+                    format!("outputs/{}", output["path"].as_str().expect("a path")),
+                    output["mime"].as_str().expect("a mime type").to_owned(),
+                )
+            })
+            .collect();
+        declared.sort();
+        declared
+    }
+
+    /// Asserts the entry agrees with `definition` and its package: the ref, the cargo package
+    /// (pass `env!("CARGO_PKG_NAME")`), the required secrets, the pass-through env and an
+    /// unpinned image; and that every example validates against the inputs schema. Returns
+    /// that schema's validator for the package's own cases.
+    ///
+    /// # Panics
+    /// When any of these disagree or the inputs schema does not compile.
+    pub fn assert_agrees_with(
+        &self,
+        definition: &ProcessorDefinition,
+        cargo_package: &str,
+    ) -> jsonschema::Validator {
+        let yaml = &self.yaml;
+        assert_eq!(yaml["ref"], definition.processor_ref().to_string());
+        assert_eq!(yaml["build"]["cargo_package"], cargo_package);
+        assert_eq!(
+            yaml["secrets"]["required"],
+            json!(definition.required_secrets())
+        );
+        assert_eq!(yaml["env"], json!(definition.passthrough_env()));
+        assert_eq!(
+            yaml["image"],
+            json!({"index": null, "platforms": {"amd64": null, "arm64": null}})
+        );
+        let schema = jsonschema::validator_for(&yaml["inputs"]).expect("an inputs schema");
+        for (name, example) in yaml["examples"].as_object().expect("an examples map") {
+            assert!(schema.is_valid(&example["inputs"]), "example {name}");
+        }
+        schema
     }
 }
 

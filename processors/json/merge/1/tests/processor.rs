@@ -5,16 +5,11 @@
 #![allow(unused_crate_dependencies)]
 
 use proctor_contract::{Mode, inputs_hash};
-use proctor_sdk::testing::TestServer;
+use proctor_sdk::testing::{RegistryEntry, TestServer};
 use serde_json::{Value, json};
 
-fn registry() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/registry.yaml");
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn example(name: &str) -> Value {
-    registry()["examples"][name]["inputs"].clone()
+fn registry() -> RegistryEntry {
+    RegistryEntry::read(env!("CARGO_MANIFEST_DIR"))
 }
 
 async fn start() -> TestServer {
@@ -24,26 +19,12 @@ async fn start() -> TestServer {
 #[test]
 fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
     let registry = registry();
-    let definition = processor_json_merge::definition();
-    assert_eq!(registry["ref"], definition.processor_ref().to_string());
-    assert_eq!(registry["build"]["cargo_package"], env!("CARGO_PKG_NAME"));
+    let schema =
+        registry.assert_agrees_with(&processor_json_merge::definition(), env!("CARGO_PKG_NAME"));
     assert_eq!(
-        registry["secrets"]["required"],
-        json!(definition.required_secrets())
-    );
-    assert_eq!(registry["env"], json!(definition.passthrough_env()));
-    assert_eq!(
-        registry["outputs"],
+        registry.yaml()["outputs"],
         json!([{"path": processor_json_merge::MERGED_OUTPUT, "mime": "application/json"}])
     );
-    assert_eq!(
-        registry["image"],
-        json!({"index": null, "platforms": {"amd64": null, "arm64": null}})
-    );
-    let schema = jsonschema::validator_for(&registry["inputs"]).unwrap();
-    for (name, example) in registry["examples"].as_object().unwrap() {
-        assert!(schema.is_valid(&example["inputs"]), "example {name}");
-    }
     assert!(!schema.is_valid(&json!({"schema": "v1"})));
     assert!(!schema.is_valid(&json!({"schema": "v1", "documents": [{}]})));
     assert!(!schema.is_valid(&json!({"schema": "v1", "documents": [], "extra": 1})));
@@ -53,13 +34,13 @@ fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
 async fn smoke_example_merges_in_order_alike_in_both_modes_and_twice() {
     let server = start().await;
     let mock = server
-        .run_ok("smoke-mock", Mode::Mock, example("smoke"))
+        .run_ok("smoke-mock", Mode::Mock, registry().example("smoke"))
         .await;
     let real = server
-        .run_ok("smoke-real", Mode::Real, example("smoke"))
+        .run_ok("smoke-real", Mode::Real, registry().example("smoke"))
         .await;
     let again = server
-        .run_ok("smoke-again", Mode::Mock, example("smoke"))
+        .run_ok("smoke-again", Mode::Mock, registry().example("smoke"))
         .await;
     let merged: Value = serde_json::from_slice(&server.output(&mock, "merged.json")).unwrap();
     assert_eq!(merged, json!({"documents": [{"words": 3}, {"words": 5}]}));
@@ -73,7 +54,10 @@ async fn smoke_example_merges_in_order_alike_in_both_modes_and_twice() {
         server.receipt(&again).stable_part()
     );
     let receipt = server.receipt(&mock);
-    assert_eq!(receipt.inputs_hash, inputs_hash(&example("smoke")).value);
+    assert_eq!(
+        receipt.inputs_hash,
+        inputs_hash(&registry().example("smoke")).value
+    );
     assert_eq!(receipt.usage["documents"], 2);
 }
 

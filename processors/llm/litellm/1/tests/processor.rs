@@ -6,18 +6,13 @@
 #![allow(unused_crate_dependencies)]
 
 use proctor_contract::{ErrorCode, Mode, SuccessEnvelope};
-use proctor_sdk::testing::{FakeChatEndpoint, TestServer};
+use proctor_sdk::testing::{FakeChatEndpoint, RegistryEntry, TestServer};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk-test-0123456789abcdefghijklmn";
 
-fn registry() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/registry.yaml");
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn example(name: &str) -> Value {
-    registry()["examples"][name]["inputs"].clone()
+fn registry() -> RegistryEntry {
+    RegistryEntry::read(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn completion_answer() -> Value {
@@ -48,23 +43,12 @@ fn text(server: &TestServer, envelope: &SuccessEnvelope, relative: &str) -> Stri
 #[test]
 fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
     let registry = registry();
-    let definition = processor_llm_litellm::definition();
-    assert_eq!(registry["ref"], definition.processor_ref().to_string());
-    assert_eq!(registry["build"]["cargo_package"], env!("CARGO_PKG_NAME"));
+    let schema =
+        registry.assert_agrees_with(&processor_llm_litellm::definition(), env!("CARGO_PKG_NAME"));
     assert_eq!(
-        registry["secrets"]["required"],
-        json!(definition.required_secrets())
+        registry.example("smoke"),
+        json!({"schema": "v1", "params": {}})
     );
-    assert_eq!(registry["env"], json!(definition.passthrough_env()));
-    assert_eq!(
-        registry["image"],
-        json!({"index": null, "platforms": {"amd64": null, "arm64": null}})
-    );
-    assert_eq!(example("smoke"), json!({"schema": "v1", "params": {}}));
-    let schema = jsonschema::validator_for(&registry["inputs"]).unwrap();
-    for (name, example) in registry["examples"].as_object().unwrap() {
-        assert!(schema.is_valid(&example["inputs"]), "example {name}");
-    }
     assert!(!schema.is_valid(&json!({"schema": "v1"})));
     assert!(!schema.is_valid(&json!({"schema": "v1", "params": {"messages": []}})));
     assert!(!schema.is_valid(&json!({"schema": "v1", "params": {"top_k": 1}})));
@@ -74,33 +58,14 @@ fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
 async fn smoke_example_in_mock_writes_the_declared_outputs_without_network() {
     let endpoint = FakeChatEndpoint::start(200, completion_answer()).await;
     let server = start_with_endpoint(&endpoint).await;
-    let envelope = server.run_ok("smoke", Mode::Mock, example("smoke")).await;
+    let envelope = server
+        .run_ok("smoke", Mode::Mock, registry().example("smoke"))
+        .await;
 
-    let mut declared: Vec<(String, String)> = registry()["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            (
-                format!("outputs/{}", o["path"].as_str().unwrap()),
-                o["mime"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    declared.sort();
-    let written: Vec<(String, String)> = envelope
-        .outputs
-        .iter()
-        .map(|o| {
-            let relative = o
-                .path
-                .as_str()
-                .strip_prefix("/artifacts/outputs/test/smoke/")
-                .unwrap();
-            (relative.to_owned(), o.mime.clone())
-        })
-        .collect();
-    assert_eq!(written, declared);
+    assert_eq!(
+        server.written_outputs(&envelope),
+        registry().declared_outputs()
+    );
 
     let reply = text(&server, &envelope, "text/response.txt");
     assert!(
@@ -131,8 +96,12 @@ async fn smoke_example_in_mock_writes_the_declared_outputs_without_network() {
 #[tokio::test]
 async fn mock_replies_are_byte_stable_and_follow_the_messages() {
     let server = TestServer::start(processor_llm_litellm::definition(), &[]).await;
-    let first = server.run_ok("chat-1", Mode::Mock, example("chat")).await;
-    let second = server.run_ok("chat-2", Mode::Mock, example("chat")).await;
+    let first = server
+        .run_ok("chat-1", Mode::Mock, registry().example("chat"))
+        .await;
+    let second = server
+        .run_ok("chat-2", Mode::Mock, registry().example("chat"))
+        .await;
     for (a, b) in first.outputs.iter().zip(&second.outputs) {
         assert_eq!(
             (&a.cid, server.read(&a.path)),
@@ -150,7 +119,7 @@ async fn mock_replies_are_byte_stable_and_follow_the_messages() {
         "{reply}"
     );
 
-    let mut other = example("chat");
+    let mut other = registry().example("chat");
     other["params"]["messages"][1]["content"] = json!("Something else entirely?");
     let third = server.run_ok("chat-3", Mode::Mock, other).await;
     assert_ne!(text(&server, &third, "text/response.txt"), reply);
@@ -160,7 +129,9 @@ async fn mock_replies_are_byte_stable_and_follow_the_messages() {
 async fn real_mode_calls_the_endpoint_with_the_key_and_returns_text_and_usage() {
     let endpoint = FakeChatEndpoint::start(200, completion_answer()).await;
     let server = start_with_endpoint(&endpoint).await;
-    let envelope = server.run_ok("real-1", Mode::Real, example("chat")).await;
+    let envelope = server
+        .run_ok("real-1", Mode::Real, registry().example("chat"))
+        .await;
 
     let requests = endpoint.requests();
     assert_eq!(requests.len(), 1);
@@ -170,7 +141,10 @@ async fn real_mode_calls_the_endpoint_with_the_key_and_returns_text_and_usage() 
         Some(format!("Bearer {KEY}").as_str())
     );
     assert_eq!(body["model"], "gpt-4o-mini");
-    assert_eq!(body["messages"], example("chat")["params"]["messages"]);
+    assert_eq!(
+        body["messages"],
+        registry().example("chat")["params"]["messages"]
+    );
     assert_eq!(body["temperature"], 0.0);
     assert_eq!(body["max_tokens"], 64);
 
@@ -213,7 +187,9 @@ async fn real_mode_calls_the_endpoint_with_the_key_and_returns_text_and_usage() 
 async fn real_mode_needs_model_and_messages() {
     let endpoint = FakeChatEndpoint::start(200, completion_answer()).await;
     let server = start_with_endpoint(&endpoint).await;
-    let (status, code, message) = server.run_err("real-2", Mode::Real, example("smoke")).await;
+    let (status, code, message) = server
+        .run_err("real-2", Mode::Real, registry().example("smoke"))
+        .await;
     assert_eq!((status, code), (400, ErrorCode::Inputs));
     assert!(message.contains("params.model"), "{message}");
     assert!(endpoint.requests().is_empty());
@@ -225,7 +201,9 @@ async fn endpoint_errors_are_err_provider_and_never_quote_the_key() {
     let answer = json!({"error": {"message": format!("Incorrect API key provided: {KEY}")}});
     let endpoint = FakeChatEndpoint::start(401, answer).await;
     let server = start_with_endpoint(&endpoint).await;
-    let (status, code, message) = server.run_err("real-3", Mode::Real, example("chat")).await;
+    let (status, code, message) = server
+        .run_err("real-3", Mode::Real, registry().example("chat"))
+        .await;
     assert_eq!((status, code), (502, ErrorCode::Provider));
     assert!(message.contains("401"), "{message}");
     assert!(message.contains("Incorrect API key provided"), "{message}");
@@ -236,7 +214,9 @@ async fn endpoint_errors_are_err_provider_and_never_quote_the_key() {
 #[tokio::test]
 async fn real_mode_without_the_key_is_err_missing_secret() {
     let server = TestServer::start(processor_llm_litellm::definition(), &[]).await;
-    let (status, code, message) = server.run_err("real-4", Mode::Real, example("chat")).await;
+    let (status, code, message) = server
+        .run_err("real-4", Mode::Real, registry().example("chat"))
+        .await;
     assert_eq!((status, code), (400, ErrorCode::MissingSecret));
     assert!(message.contains("OPENAI_API_KEY"), "{message}");
 }
@@ -254,7 +234,7 @@ async fn userinfo_in_the_base_url_is_dropped_and_only_the_key_is_sent() {
     ))
     .await;
     server
-        .run_ok("userinfo-1", Mode::Real, example("chat"))
+        .run_ok("userinfo-1", Mode::Real, registry().example("chat"))
         .await;
     let requests = endpoint.requests();
     assert_eq!(requests.len(), 1);
@@ -277,7 +257,7 @@ async fn errors_never_quote_the_base_urls_userinfo() {
         let server =
             start_with_base_url(&format!("http://{PROXY_USER}:{PROXY_PASSWORD}@{addr}/v1")).await;
         let (status, code, message) = server
-            .run_err("userinfo-2", Mode::Real, example("chat"))
+            .run_err("userinfo-2", Mode::Real, registry().example("chat"))
             .await;
         assert_eq!((status, code), (502, ErrorCode::Provider), "{message}");
         assert!(message.contains(said), "{message}");
@@ -292,7 +272,7 @@ async fn errors_never_quote_the_base_urls_userinfo() {
     ))
     .await;
     let (_, code, message) = server
-        .run_err("userinfo-3", Mode::Real, example("chat"))
+        .run_err("userinfo-3", Mode::Real, registry().example("chat"))
         .await;
     assert_eq!(code, ErrorCode::Provider);
     assert!(
@@ -312,7 +292,9 @@ async fn error_bodies_are_redacted_before_they_are_cut() {
     assert_eq!(answer.to_string().find(KEY), Some(490));
     let endpoint = FakeChatEndpoint::start(401, answer).await;
     let server = start_with_endpoint(&endpoint).await;
-    let (_, code, message) = server.run_err("cut-1", Mode::Real, example("chat")).await;
+    let (_, code, message) = server
+        .run_err("cut-1", Mode::Real, registry().example("chat"))
+        .await;
     assert_eq!(code, ErrorCode::Provider);
     assert!(message.ends_with(&format!("{padding}…")), "{message}");
     assert!(!message.contains(&KEY[..6]), "{message}");

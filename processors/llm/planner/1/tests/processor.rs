@@ -6,18 +6,13 @@
 #![allow(unused_crate_dependencies)]
 
 use proctor_contract::{Mode, SuccessEnvelope};
-use proctor_sdk::testing::{FakeChatEndpoint, TestServer};
+use proctor_sdk::testing::{FakeChatEndpoint, RegistryEntry, TestServer};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk-test-0123456789abcdefghijklmn";
 
-fn registry() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/registry.yaml");
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn example(name: &str) -> Value {
-    registry()["examples"][name]["inputs"].clone()
+fn registry() -> RegistryEntry {
+    RegistryEntry::read(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A chat completion whose message is `content`.
@@ -66,27 +61,13 @@ fn assert_valid_transitions(proposal: &Value) {
 #[test]
 fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
     let registry = registry();
-    let definition = processor_llm_planner::definition();
-    assert_eq!(registry["ref"], definition.processor_ref().to_string());
-    assert_eq!(registry["build"]["cargo_package"], env!("CARGO_PKG_NAME"));
-    assert_eq!(registry["planner"], true);
+    let schema =
+        registry.assert_agrees_with(&processor_llm_planner::definition(), env!("CARGO_PKG_NAME"));
+    assert_eq!(registry.yaml()["planner"], true);
     assert_eq!(
-        registry["outputs"],
+        registry.yaml()["outputs"],
         json!([{"path": processor_llm_planner::PROPOSAL_OUTPUT, "mime": "application/json"}])
     );
-    assert_eq!(
-        registry["secrets"]["required"],
-        json!(definition.required_secrets())
-    );
-    assert_eq!(registry["env"], json!(definition.passthrough_env()));
-    assert_eq!(
-        registry["image"],
-        json!({"index": null, "platforms": {"amd64": null, "arm64": null}})
-    );
-    let schema = jsonschema::validator_for(&registry["inputs"]).unwrap();
-    for (name, example) in registry["examples"].as_object().unwrap() {
-        assert!(schema.is_valid(&example["inputs"]), "example {name}");
-    }
     let offer = json!([{"ref": "text/stats@1", "description": "counts"}]);
     for invalid in [
         json!({"schema": "v1", "goal": "g"}),
@@ -105,8 +86,12 @@ fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
 async fn mock_mode_proposes_a_canned_byte_stable_plan_without_network() {
     let endpoint = FakeChatEndpoint::start(200, answer_with("{}")).await;
     let server = start_with_endpoint(&endpoint).await;
-    let first = server.run_ok("smoke-1", Mode::Mock, example("smoke")).await;
-    let second = server.run_ok("smoke-2", Mode::Mock, example("smoke")).await;
+    let first = server
+        .run_ok("smoke-1", Mode::Mock, registry().example("smoke"))
+        .await;
+    let second = server
+        .run_ok("smoke-2", Mode::Mock, registry().example("smoke"))
+        .await;
     assert_valid_transitions(&proposal(&server, &first));
     assert_eq!(
         proposal(&server, &first),
@@ -124,7 +109,7 @@ async fn mock_mode_proposes_a_canned_byte_stable_plan_without_network() {
         server.receipt(&first).stable_part(),
         server.receipt(&second).stable_part()
     );
-    let mut real_mode = example("smoke");
+    let mut real_mode = registry().example("smoke");
     real_mode["mode"] = json!("real");
     let real_mode = server
         .run_ok("smoke-real-mode", Mode::Mock, real_mode)
@@ -135,7 +120,7 @@ async fn mock_mode_proposes_a_canned_byte_stable_plan_without_network() {
     );
     assert!(endpoint.requests().is_empty(), "mock mode called out");
 
-    let mut unoffered = example("smoke");
+    let mut unoffered = registry().example("smoke");
     unoffered["processors"] = json!([{"ref": "json/merge@1", "description": "merges"}]);
     let (status, code, message) = server.run_err("unoffered", Mode::Mock, unoffered).await;
     assert_eq!((status, code.as_str()), (400, "ERR_INPUTS"));
@@ -149,7 +134,9 @@ async fn real_mode_asks_the_endpoint_and_writes_the_checked_proposal() {
         {\"id\": \"merge\", \"ref\": \"json/merge@1\", \"mode\": \"real\", \"inputs\": {\"schema\": \"v1\", \"documents\": [{\"$from\": \"stats:outputs/stats.json\"}]}}]}\n```";
     let endpoint = FakeChatEndpoint::start(200, answer_with(content)).await;
     let server = start_with_endpoint(&endpoint).await;
-    let envelope = server.run_ok("plan", Mode::Real, example("plan")).await;
+    let envelope = server
+        .run_ok("plan", Mode::Real, registry().example("plan"))
+        .await;
     let proposal = proposal(&server, &envelope);
     assert_valid_transitions(&proposal);
     let transitions = proposal["transitions"].as_array().unwrap();
@@ -182,8 +169,11 @@ async fn real_mode_asks_the_endpoint_and_writes_the_checked_proposal() {
     );
     let request: Value =
         serde_json::from_str(body["messages"][1]["content"].as_str().unwrap()).unwrap();
-    assert_eq!(request["goal"], example("plan")["goal"]);
-    assert_eq!(request["processors"], example("plan")["processors"]);
+    assert_eq!(request["goal"], registry().example("plan")["goal"]);
+    assert_eq!(
+        request["processors"],
+        registry().example("plan")["processors"]
+    );
     assert_eq!(request["max_transitions"], 4);
 }
 
@@ -206,7 +196,9 @@ async fn real_mode_refuses_an_answer_that_is_not_an_offered_proposal() {
     ] {
         let endpoint = FakeChatEndpoint::start(200, answer_with(content)).await;
         let server = start_with_endpoint(&endpoint).await;
-        let (status, code, message) = server.run_err("bad", Mode::Real, example("plan")).await;
+        let (status, code, message) = server
+            .run_err("bad", Mode::Real, registry().example("plan"))
+            .await;
         assert_eq!((status, code.as_str()), (502, "ERR_PROVIDER"), "{message}");
         assert!(message.contains(why), "{message} should say {why}");
         assert!(server.listing().is_empty());
@@ -218,14 +210,16 @@ async fn real_mode_needs_a_model_and_redacts_the_endpoints_errors() {
     let echo = json!({"error": format!("bad key {KEY}")});
     let endpoint = FakeChatEndpoint::start(401, echo).await;
     let server = start_with_endpoint(&endpoint).await;
-    let mut no_model = example("plan");
+    let mut no_model = registry().example("plan");
     no_model.as_object_mut().unwrap().remove("model");
     let (status, code, message) = server.run_err("no-model", Mode::Real, no_model).await;
     assert_eq!((status, code.as_str()), (400, "ERR_INPUTS"));
     assert!(message.contains("real mode needs model"), "{message}");
     assert!(endpoint.requests().is_empty());
 
-    let (status, code, message) = server.run_err("denied", Mode::Real, example("plan")).await;
+    let (status, code, message) = server
+        .run_err("denied", Mode::Real, registry().example("plan"))
+        .await;
     assert_eq!((status, code.as_str()), (502, "ERR_PROVIDER"));
     assert!(message.contains("401"), "{message}");
     assert!(!message.contains(KEY), "{message}");

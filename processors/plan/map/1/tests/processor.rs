@@ -5,16 +5,11 @@
 #![allow(unused_crate_dependencies)]
 
 use proctor_contract::{Mode, SuccessEnvelope};
-use proctor_sdk::testing::TestServer;
+use proctor_sdk::testing::{RegistryEntry, TestServer};
 use serde_json::{Value, json};
 
-fn registry() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/registry.yaml");
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn example(name: &str) -> Value {
-    registry()["examples"][name]["inputs"].clone()
+fn registry() -> RegistryEntry {
+    RegistryEntry::read(env!("CARGO_MANIFEST_DIR"))
 }
 
 async fn start() -> TestServer {
@@ -45,27 +40,13 @@ fn assert_valid_transitions(proposal: &Value) {
 #[test]
 fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
     let registry = registry();
-    let definition = processor_plan_map::definition();
-    assert_eq!(registry["ref"], definition.processor_ref().to_string());
-    assert_eq!(registry["build"]["cargo_package"], env!("CARGO_PKG_NAME"));
-    assert_eq!(registry["planner"], true);
+    let schema =
+        registry.assert_agrees_with(&processor_plan_map::definition(), env!("CARGO_PKG_NAME"));
+    assert_eq!(registry.yaml()["planner"], true);
     assert_eq!(
-        registry["outputs"],
+        registry.yaml()["outputs"],
         json!([{"path": processor_plan_map::PROPOSAL_OUTPUT, "mime": "application/json"}])
     );
-    assert_eq!(
-        registry["secrets"]["required"],
-        json!(definition.required_secrets())
-    );
-    assert_eq!(registry["env"], json!(definition.passthrough_env()));
-    assert_eq!(
-        registry["image"],
-        json!({"index": null, "platforms": {"amd64": null, "arm64": null}})
-    );
-    let schema = jsonschema::validator_for(&registry["inputs"]).unwrap();
-    for (name, example) in registry["examples"].as_object().unwrap() {
-        assert!(schema.is_valid(&example["inputs"]), "example {name}");
-    }
     for valid in [
         json!({"schema": "v1", "text": "x", "ref": "text/stats@1", "mode": "real"}),
         json!({"schema": "v1", "text": "x", "chunk_chars": 100000, "output": "a/b.json"}),
@@ -90,13 +71,13 @@ fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
 async fn smoke_example_proposes_chunks_and_a_merge_alike_in_both_modes() {
     let server = start().await;
     let mock = server
-        .run_ok("smoke-mock", Mode::Mock, example("smoke"))
+        .run_ok("smoke-mock", Mode::Mock, registry().example("smoke"))
         .await;
     let real = server
-        .run_ok("smoke-real", Mode::Real, example("smoke"))
+        .run_ok("smoke-real", Mode::Real, registry().example("smoke"))
         .await;
     let again = server
-        .run_ok("smoke-again", Mode::Mock, example("smoke"))
+        .run_ok("smoke-again", Mode::Mock, registry().example("smoke"))
         .await;
     let written: Vec<&str> = mock.outputs.iter().map(|o| o.path.as_str()).collect();
     assert_eq!(
@@ -115,7 +96,7 @@ async fn smoke_example_proposes_chunks_and_a_merge_alike_in_both_modes() {
         .iter()
         .map(|t| t["inputs"]["text"].as_str().unwrap())
         .collect();
-    assert_eq!(text, example("smoke")["text"].as_str().unwrap());
+    assert_eq!(text, registry().example("smoke")["text"].as_str().unwrap());
     assert_eq!(
         transitions[3]["after"],
         json!(["chunk-0000", "chunk-0001", "chunk-0002"])

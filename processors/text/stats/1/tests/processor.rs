@@ -5,16 +5,11 @@
 #![allow(unused_crate_dependencies)]
 
 use proctor_contract::{Mode, inputs_hash};
-use proctor_sdk::testing::TestServer;
+use proctor_sdk::testing::{RegistryEntry, TestServer};
 use serde_json::{Value, json};
 
-fn registry() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/registry.yaml");
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn example(name: &str) -> Value {
-    registry()["examples"][name]["inputs"].clone()
+fn registry() -> RegistryEntry {
+    RegistryEntry::read(env!("CARGO_MANIFEST_DIR"))
 }
 
 async fn start() -> TestServer {
@@ -24,22 +19,8 @@ async fn start() -> TestServer {
 #[test]
 fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
     let registry = registry();
-    let definition = processor_text_stats::definition();
-    assert_eq!(registry["ref"], definition.processor_ref().to_string());
-    assert_eq!(registry["build"]["cargo_package"], env!("CARGO_PKG_NAME"));
-    assert_eq!(
-        registry["secrets"]["required"],
-        json!(definition.required_secrets())
-    );
-    assert_eq!(registry["env"], json!(definition.passthrough_env()));
-    assert_eq!(
-        registry["image"],
-        json!({"index": null, "platforms": {"amd64": null, "arm64": null}})
-    );
-    let schema = jsonschema::validator_for(&registry["inputs"]).unwrap();
-    for (name, example) in registry["examples"].as_object().unwrap() {
-        assert!(schema.is_valid(&example["inputs"]), "example {name}");
-    }
+    let schema =
+        registry.assert_agrees_with(&processor_text_stats::definition(), env!("CARGO_PKG_NAME"));
     assert!(!schema.is_valid(&json!({"schema": "v1"})));
     assert!(!schema.is_valid(&json!({"schema": "v1", "text": "x", "extra": 1})));
 }
@@ -48,51 +29,28 @@ fn registry_yaml_agrees_with_the_definition_and_examples_validate() {
 async fn smoke_example_writes_the_declared_outputs_in_both_modes_alike() {
     let server = start().await;
     let mock = server
-        .run_ok("smoke-mock", Mode::Mock, example("smoke"))
+        .run_ok("smoke-mock", Mode::Mock, registry().example("smoke"))
         .await;
     let real = server
-        .run_ok("smoke-real", Mode::Real, example("smoke"))
+        .run_ok("smoke-real", Mode::Real, registry().example("smoke"))
         .await;
-    let declared: Vec<(String, String)> = registry()["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            (
-                format!("outputs/{}", o["path"].as_str().unwrap()),
-                o["mime"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    let mut declared_sorted = declared.clone();
-    declared_sorted.sort();
-    let written: Vec<(String, String)> = mock
-        .outputs
-        .iter()
-        .map(|o| {
-            let relative = o
-                .path
-                .as_str()
-                .strip_prefix("/artifacts/outputs/test/smoke-mock/")
-                .unwrap();
-            (relative.to_owned(), o.mime.clone())
-        })
-        .collect();
-    assert_eq!(written, declared_sorted);
+    assert_eq!(server.written_outputs(&mock), registry().declared_outputs());
     let cids = |envelope: &proctor_contract::SuccessEnvelope| -> Vec<String> {
         envelope.outputs.iter().map(|o| o.cid.clone()).collect()
     };
     assert_eq!(cids(&mock), cids(&real));
     assert_eq!(
         server.receipt(&mock).inputs_hash,
-        inputs_hash(&example("smoke")).value
+        inputs_hash(&registry().example("smoke")).value
     );
 }
 
 #[tokio::test]
 async fn outputs_hold_counts_normalized_text_and_a_frequency_table() {
     let server = start().await;
-    let envelope = server.run_ok("counts", Mode::Mock, example("smoke")).await;
+    let envelope = server
+        .run_ok("counts", Mode::Mock, registry().example("smoke"))
+        .await;
     let stats: Value = serde_json::from_slice(&server.output(&envelope, "stats.json")).unwrap();
     assert_eq!(stats["lines"], 2);
     assert_eq!(stats["words"], 12);
@@ -112,7 +70,9 @@ async fn outputs_hold_counts_normalized_text_and_a_frequency_table() {
     assert_eq!(csv.lines().count(), 10);
     assert_eq!(server.receipt(&envelope).usage["input_bytes"], 60);
 
-    let top = server.run_ok("top", Mode::Mock, example("top_three")).await;
+    let top = server
+        .run_ok("top", Mode::Mock, registry().example("top_three"))
+        .await;
     let stats: Value = serde_json::from_slice(&server.output(&top, "stats.json")).unwrap();
     let words: Vec<&str> = stats["top_words"]
         .as_array()
@@ -126,8 +86,12 @@ async fn outputs_hold_counts_normalized_text_and_a_frequency_table() {
 #[tokio::test]
 async fn same_inputs_give_the_same_bytes_and_stable_receipt() {
     let server = start().await;
-    let first = server.run_ok("twice-1", Mode::Mock, example("smoke")).await;
-    let second = server.run_ok("twice-2", Mode::Mock, example("smoke")).await;
+    let first = server
+        .run_ok("twice-1", Mode::Mock, registry().example("smoke"))
+        .await;
+    let second = server
+        .run_ok("twice-2", Mode::Mock, registry().example("smoke"))
+        .await;
     for (a, b) in first.outputs.iter().zip(&second.outputs) {
         assert_eq!(
             (&a.cid, server.read(&a.path)),
