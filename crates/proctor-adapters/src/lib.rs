@@ -13,6 +13,7 @@
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
+mod build_cache;
 mod cleanup;
 mod container;
 mod engine;

@@ -23,6 +23,7 @@ use tempfile::TempDir;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::build_cache::{BuildCache, BuildKey};
 use crate::cleanup::ContainerGuard;
 use crate::container::{
     ContainerSettings, LocalOptions, Network, NetworkOption, SOCKET_NAME, StagingMounts,
@@ -61,6 +62,7 @@ const LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct LocalAdapter {
     engine: Arc<dyn ContainerEngine>,
+    builds: Arc<BuildCache>,
 }
 
 /// The image a run starts from and the digest its envelope must report.
@@ -144,13 +146,22 @@ impl LocalAdapter {
     pub fn connect() -> Result<LocalAdapter, CanonError> {
         Ok(LocalAdapter {
             engine: Arc::new(BollardEngine::connect()?),
+            builds: Arc::default(),
         })
     }
 
     /// Builds a processor's image from source; see [`ImageBuild`]. The returned ID can be
-    /// run with [`ImageSource::Local`].
+    /// run with [`ImageSource::Local`]. A package is built once per adapter and platform:
+    /// later calls get that image, so sources changed meanwhile need a new adapter.
     pub async fn build_image(&self, build: &ImageBuild<'_>) -> Result<BuiltImage, CanonError> {
-        self.engine.build_image(build).await
+        let key = BuildKey {
+            workspace_root: build.workspace_root.to_path_buf(),
+            cargo_package: build.spec.build.cargo_package.clone(),
+            platform: build.platform,
+        };
+        self.builds
+            .get_or_build(key, || self.engine.build_image(build))
+            .await
     }
 
     /// Force-removes every container of execution `execution_id`, running or not, found
@@ -563,6 +574,7 @@ mod tests {
     fn adapter(engine: &Arc<RecordingEngine>) -> LocalAdapter {
         LocalAdapter {
             engine: Arc::clone(engine) as Arc<dyn ContainerEngine>,
+            builds: Arc::default(),
         }
     }
 
