@@ -16,8 +16,8 @@
 #   BENCH_PARALLEL     --max-parallel of both applies (default 8)
 #
 # The image is built once before the timing (`proctor run --build`). The timed applies use
-# `--build` too: each execution then still checks its build (a no-op `cargo build` of the
-# processor and an image lookup), and that check is part of the timing.
+# `--build` too: each apply checks the build once (a no-op `cargo build` of the processor
+# and an image lookup; the adapter builds a package once), and that check is timed.
 set -euo pipefail
 
 COUNT="${1:-200}"
