@@ -44,6 +44,10 @@ pub struct UpstreamOutput {
     pub cid: String,
 }
 
+/// The output, relative to `{write_prefix}outputs/`, in which a planner processor proposes
+/// transitions: `{"transitions": [TRANSITION, ...]}`. Every planner declares it.
+pub const PROPOSAL_OUTPUT: &str = "plan/transitions.json";
+
 /// The body of `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

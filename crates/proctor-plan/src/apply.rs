@@ -30,9 +30,10 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use proctor_contract::{
     AppliedTransition, CanonError, Envelope, ErrorBody, ErrorCode, LedgerEvent, OutputsIndex,
-    PlanAppliedEvent, PlanProposedEvent, PredicateCheckEvent, PredicateRegressedEvent,
-    ResolvedReference, SelectorKind, TransitionRunEvent, TransitionSkippedEvent, UpstreamOutput,
-    WorldPath, WritePrefix, canonical_json, cid, inputs_hash,
+    PROPOSAL_OUTPUT, PlanAppliedEvent, PlanProposedEvent, PredicateCheckEvent,
+    PredicateRegressedEvent, ResolvedReference, SelectorKind, TransitionRunEvent,
+    TransitionSkippedEvent, UpstreamOutput, WorldPath, WritePrefix, canonical_json, cid,
+    inputs_hash,
 };
 use proctor_engine::{
     CancellationToken, Engine, EvidenceSources, Inputs, RunRequest, verify_execution,
@@ -41,8 +42,6 @@ use proctor_ledger::{ExecutionStatus, Ledger, NewEvent};
 use proctor_store::ArtifactStore;
 use serde::Serialize;
 use serde_json::{Value, json};
-
-use proctor_registry::ProcessorSpec;
 
 use crate::graph::{TransitionState, admission_order};
 use crate::load::load_proposal;
@@ -623,7 +622,7 @@ async fn propose(
     };
     let reference = FromRef {
         transition: transition.id.clone(),
-        path: ProcessorSpec::PROPOSAL_OUTPUT.to_owned(),
+        path: PROPOSAL_OUTPUT.to_owned(),
     };
     let (text, output) = read_output(cx.store, &reference, done)
         .await
@@ -1050,7 +1049,7 @@ mod tests {
             {"id": "b", "ref": "text/stats@1", "reserve_micro_usd": 5, "after": ["a"], "inputs": {"schema": "v1", "text": "y"}}
         ]}"#;
         let prefix = WritePrefix::from_expanded("/artifacts/p/e1/").unwrap();
-        let path = prefix.output_path(ProcessorSpec::PROPOSAL_OUTPUT).unwrap();
+        let path = prefix.output_path(PROPOSAL_OUTPUT).unwrap();
         let host = root
             .path()
             .join("artifacts")

@@ -381,17 +381,17 @@ fn check_planner(spec: &ProcessorSpec) -> Result<(), String> {
     let proposal = spec
         .outputs
         .iter()
-        .find(|output| output.path == ProcessorSpec::PROPOSAL_OUTPUT);
+        .find(|output| output.path == proctor_contract::PROPOSAL_OUTPUT);
     match proposal {
         Some(output) if output.mime == "application/json" => Ok(()),
         Some(output) => Err(format!(
             "a planner's output `{}` must be application/json, not {}",
-            ProcessorSpec::PROPOSAL_OUTPUT,
+            proctor_contract::PROPOSAL_OUTPUT,
             output.mime
         )),
         None => Err(format!(
             "a planner must declare the output `{}`",
-            ProcessorSpec::PROPOSAL_OUTPUT
+            proctor_contract::PROPOSAL_OUTPUT
         )),
     }
 }

@@ -33,17 +33,11 @@ pub struct ProcessorSpec {
     /// Outputs the processor declares, relative to `{write_prefix}outputs/`.
     pub outputs: Vec<OutputDecl>,
     /// Whether the processor is a planner: among its outputs it proposes transitions for the
-    /// running plan, in [`ProcessorSpec::PROPOSAL_OUTPUT`]. Absent means `false`.
+    /// running plan, in [`proctor_contract::PROPOSAL_OUTPUT`]. Absent means `false`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub planner: bool,
     /// Named example inputs; `smoke` is used by the README, smoke tests and lane acceptance.
     pub examples: BTreeMap<String, Example>,
-}
-
-impl ProcessorSpec {
-    /// The output, relative to `{write_prefix}outputs/`, in which a planner proposes
-    /// transitions: `{"transitions": [TRANSITION, ...]}`. Every planner declares it.
-    pub const PROPOSAL_OUTPUT: &str = "plan/transitions.json";
 }
 
 /// How the image is built from source.

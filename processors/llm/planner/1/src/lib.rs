@@ -36,7 +36,7 @@ use serde_json::{Map, Value, json};
 /// This processor's ref.
 pub const PROCESSOR_REF: &str = "llm/planner@1";
 /// The proposal output, relative to `{write_prefix}outputs/`.
-pub const PROPOSAL_OUTPUT: &str = "plan/transitions.json";
+pub use proctor_contract::PROPOSAL_OUTPUT;
 /// The processor the canned `mock` proposal runs over the goal text.
 pub const MOCK_REF: &str = "text/stats@1";
 /// The id of the canned `mock` proposal's transition.

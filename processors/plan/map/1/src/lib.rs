@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 /// This processor's ref.
 pub const PROCESSOR_REF: &str = "plan/map@1";
 /// The proposal output, relative to `{write_prefix}outputs/`.
-pub const PROPOSAL_OUTPUT: &str = "plan/transitions.json";
+pub use proctor_contract::PROPOSAL_OUTPUT;
 /// The most chunks one proposal holds.
 pub const MAX_CHUNKS: usize = 1000;
 /// The chunk size, in characters, when `chunk_chars` is not given.
