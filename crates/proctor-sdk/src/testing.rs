@@ -354,6 +354,24 @@ impl RegistryEntry {
 /// A request a [`FakeChatEndpoint`] received: its `Authorization` header and JSON body.
 pub type SeenRequest = (Option<String>, Value);
 
+/// Asserts that a planner's proposal holds valid transitions of a plan file: the
+/// workspace's `schemas/plan.schema.json`, whose `$defs/transition` a plan applies to
+/// proposals.
+pub fn assert_valid_proposal(proposal: &Value) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/plan.schema.json"
+    );
+    let schema: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let plan = json!({"plan": "proposal", "transitions": proposal["transitions"]});
+    let errors: Vec<String> = validator
+        .iter_errors(&plan)
+        .map(|error| error.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 /// A fake OpenAI-compatible endpoint on an ephemeral 127.0.0.1 port: `POST
 /// /v1/chat/completions` records each request and answers the same status and JSON body.
 /// It stops when dropped.

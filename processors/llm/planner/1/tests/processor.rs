@@ -6,7 +6,7 @@
 #![allow(unused_crate_dependencies)]
 
 use proctor_contract::{Mode, SuccessEnvelope};
-use proctor_sdk::testing::{FakeChatEndpoint, RegistryEntry, TestServer};
+use proctor_sdk::testing::{FakeChatEndpoint, RegistryEntry, TestServer, assert_valid_proposal};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk-test-0123456789abcdefghijklmn";
@@ -39,23 +39,6 @@ async fn start_with_endpoint(endpoint: &FakeChatEndpoint) -> TestServer {
 fn proposal(server: &TestServer, envelope: &SuccessEnvelope) -> Value {
     serde_json::from_slice(&server.output(envelope, processor_llm_planner::PROPOSAL_OUTPUT))
         .unwrap()
-}
-
-/// Asserts that a proposal's transitions are valid transitions of a plan file
-/// (`schemas/plan.schema.json`, whose `$defs/transition` a plan applies to proposals).
-fn assert_valid_transitions(proposal: &Value) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../../schemas/plan.schema.json"
-    );
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let plan = json!({"plan": "proposal", "transitions": proposal["transitions"]});
-    let errors: Vec<String> = validator
-        .iter_errors(&plan)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
 }
 
 #[test]
@@ -92,7 +75,7 @@ async fn mock_mode_proposes_a_canned_byte_stable_plan_without_network() {
     let second = server
         .run_ok("smoke-2", Mode::Mock, registry().example("smoke"))
         .await;
-    assert_valid_transitions(&proposal(&server, &first));
+    assert_valid_proposal(&proposal(&server, &first));
     assert_eq!(
         proposal(&server, &first),
         json!({"transitions": [{
@@ -138,7 +121,7 @@ async fn real_mode_asks_the_endpoint_and_writes_the_checked_proposal() {
         .run_ok("plan", Mode::Real, registry().example("plan"))
         .await;
     let proposal = proposal(&server, &envelope);
-    assert_valid_transitions(&proposal);
+    assert_valid_proposal(&proposal);
     let transitions = proposal["transitions"].as_array().unwrap();
     assert_eq!(transitions.len(), 2);
     assert_eq!(transitions[0]["mode"], "mock");

@@ -5,7 +5,7 @@
 #![allow(unused_crate_dependencies)]
 
 use proctor_contract::{Mode, SuccessEnvelope};
-use proctor_sdk::testing::{RegistryEntry, TestServer};
+use proctor_sdk::testing::{RegistryEntry, TestServer, assert_valid_proposal};
 use serde_json::{Value, json};
 
 fn registry() -> RegistryEntry {
@@ -18,23 +18,6 @@ async fn start() -> TestServer {
 
 fn proposal(server: &TestServer, envelope: &SuccessEnvelope) -> Value {
     serde_json::from_slice(&server.output(envelope, processor_plan_map::PROPOSAL_OUTPUT)).unwrap()
-}
-
-/// Asserts that a proposal's transitions are valid transitions of a plan file
-/// (`schemas/plan.schema.json`, whose `$defs/transition` a plan applies to proposals).
-fn assert_valid_transitions(proposal: &Value) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../../schemas/plan.schema.json"
-    );
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let plan = json!({"plan": "proposal", "transitions": proposal["transitions"]});
-    let errors: Vec<String> = validator
-        .iter_errors(&plan)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
 }
 
 #[test]
@@ -85,7 +68,7 @@ async fn smoke_example_proposes_chunks_and_a_merge_alike_in_both_modes() {
         ["/artifacts/outputs/test/smoke-mock/outputs/plan/transitions.json"]
     );
     let proposal = proposal(&server, &mock);
-    assert_valid_transitions(&proposal);
+    assert_valid_proposal(&proposal);
     let transitions = proposal["transitions"].as_array().unwrap();
     let ids: Vec<&str> = transitions
         .iter()
@@ -126,7 +109,7 @@ async fn the_chunk_ref_output_and_mode_are_the_callers() {
     });
     let envelope = server.run_ok("custom", Mode::Mock, inputs).await;
     let proposal = proposal(&server, &envelope);
-    assert_valid_transitions(&proposal);
+    assert_valid_proposal(&proposal);
     let transitions = proposal["transitions"].as_array().unwrap();
     assert_eq!(transitions.len(), 3);
     assert_eq!(
@@ -154,7 +137,7 @@ async fn unusable_inputs_and_too_many_chunks_are_err_inputs() {
         )
         .await;
     let proposal = proposal(&server, &envelope);
-    assert_valid_transitions(&proposal);
+    assert_valid_proposal(&proposal);
     let transitions = proposal["transitions"].as_array().unwrap().len();
     assert_eq!(transitions, processor_plan_map::MAX_CHUNKS + 1);
 
