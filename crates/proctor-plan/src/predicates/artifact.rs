@@ -104,7 +104,7 @@ mod tests {
     use proctor_contract::ErrorCode;
     use serde_json::json;
 
-    use super::super::testing::{Fixture, predicate};
+    use super::super::testing::{Fixture, assert_refused, predicate};
 
     #[tokio::test]
     async fn exists_true_false_and_outputs() {
@@ -230,17 +230,7 @@ mod tests {
                 "invalid type",
             ),
         ] {
-            let err = super::super::Predicate::parse(&super::super::PredicateSpec {
-                id: id.to_owned(),
-                args,
-            })
-            .unwrap_err();
-            assert_eq!(err.code(), ErrorCode::Plan);
-            assert!(
-                err.message().contains(&format!("predicate `{id}`")),
-                "{err}"
-            );
-            assert!(err.message().contains(why), "{why}: {err}");
+            assert_refused(id, args, why);
         }
     }
 }

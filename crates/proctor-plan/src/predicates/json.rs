@@ -247,10 +247,9 @@ fn short(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use proctor_contract::ErrorCode;
     use serde_json::json;
 
-    use super::super::testing::{Fixture, predicate};
+    use super::super::testing::{Fixture, assert_refused, predicate};
     use super::*;
 
     fn stats_schema() -> Value {
@@ -438,17 +437,7 @@ mod tests {
                 "invalid type",
             ),
         ] {
-            let err = super::super::Predicate::parse(&super::super::PredicateSpec {
-                id: id.to_owned(),
-                args,
-            })
-            .unwrap_err();
-            assert_eq!(err.code(), ErrorCode::Plan);
-            assert!(
-                err.message().contains(&format!("predicate `{id}`")),
-                "{err}"
-            );
-            assert!(err.message().contains(why), "{why}: {err}");
+            assert_refused(id, args, why);
         }
     }
 

@@ -127,7 +127,7 @@ mod tests {
     use proctor_contract::{ErrorCode, WorldPath};
     use serde_json::json;
 
-    use super::super::testing::{Fixture, PLAN, predicate};
+    use super::super::testing::{Fixture, PLAN, assert_refused, predicate};
     use super::super::{Predicate, PredicateSpec};
 
     #[tokio::test]
@@ -266,17 +266,7 @@ mod tests {
                 "invalid type",
             ),
         ] {
-            let err = Predicate::parse(&PredicateSpec {
-                id: id.to_owned(),
-                args,
-            })
-            .unwrap_err();
-            assert_eq!(err.code(), ErrorCode::Plan);
-            assert!(
-                err.message().contains(&format!("predicate `{id}`")),
-                "{err}"
-            );
-            assert!(err.message().contains(why), "{why}: {err}");
+            assert_refused(id, args, why);
         }
         // A selector may be a prefix, and may lie outside /artifacts/.
         for selector in ["/artifacts/x/", "/streams/x"] {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use proctor_contract::Mode;
+use proctor_contract::{ErrorCode, Mode};
 use proctor_ledger::{ExecutionStart, Ledger};
 use proctor_store::FsStore;
 use serde_json::Value;
@@ -98,4 +98,20 @@ pub(super) fn predicate(id: &str, args: Value) -> Predicate {
         args,
     })
     .unwrap_or_else(|err| panic!("{id}: {err}"))
+}
+
+/// Asserts that the predicate `id` with `args` is refused when parsed: `ERR_PLAN`, naming
+/// the predicate, and saying `why`.
+pub(super) fn assert_refused(id: &str, args: Value, why: &str) {
+    let err = Predicate::parse(&PredicateSpec {
+        id: id.to_owned(),
+        args,
+    })
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Plan);
+    assert!(
+        err.message().contains(&format!("predicate `{id}`")),
+        "{err}"
+    );
+    assert!(err.message().contains(why), "{why}: {err}");
 }
