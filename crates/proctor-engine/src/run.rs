@@ -463,9 +463,9 @@ fn run_timeout(requested: Option<Duration>, runtime: &Runtime) -> Result<Duratio
     }
 }
 
-/// The inputs payload: a JSON object with no key twice at any depth, text and files read
-/// up to `max_bytes` (a file is never read past it, whatever kind of file it is). Anything
-/// else is `ERR_INPUTS` naming what is wrong.
+/// The inputs payload: a JSON object with no key twice at any depth, at most `max_bytes`
+/// whatever its source (a file is never read past it, whatever kind of file it is; a parsed
+/// value is measured as JSON). Anything else is `ERR_INPUTS` naming what is wrong.
 fn read_inputs(source: &Inputs, max_bytes: u64) -> Result<Value, CanonError> {
     let invalid = |why: String| CanonError::new(ErrorCode::Inputs, why);
     let too_large = |origin: &str| {
@@ -476,6 +476,10 @@ fn read_inputs(source: &Inputs, max_bytes: u64) -> Result<Value, CanonError> {
     };
     let (bytes, origin) = match source {
         Inputs::Value(value) => {
+            let size = serde_json::to_vec(value).map_or(u64::MAX, |bytes| bytes.len() as u64);
+            if size > max_bytes {
+                return Err(too_large("the inputs payload"));
+            }
             return proctor_contract::inputs_object(value.clone())
                 .map(Value::Object)
                 .map_err(|why| invalid(format!("inputs: {why}")));
@@ -585,6 +589,9 @@ mod tests {
         let text = Inputs::Text(r#"{"a":"0123456789"}"#.to_owned());
         assert!(read_inputs(&text, 18).is_ok());
         assert!(refusal(&text, 17).contains("--inputs-json is larger than 17 bytes"));
+        let value = Inputs::Value(json!({"a": "0123456789"}));
+        assert!(read_inputs(&value, 18).is_ok());
+        assert!(refusal(&value, 17).contains("the inputs payload is larger than 17 bytes"));
         let zero = refusal(
             &Inputs::File("/dev/zero".into()),
             Limits::DEFAULT_MAX_INPUTS_BYTES,

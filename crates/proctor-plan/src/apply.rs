@@ -44,7 +44,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::graph::{TransitionState, admission_order};
-use crate::load::load_proposal;
+use crate::load::{MAX_PLAN_BYTES, load_proposal};
 use crate::model::{OnFailure, Plan, Transition};
 use crate::predicates::{Predicate, PredicateContext};
 use crate::reference::{FromRef, replace_references};
@@ -486,7 +486,8 @@ async fn run_transition(
     transition: &Transition,
     upstream: HashMap<String, Done>,
 ) -> Finished {
-    let (inputs, resolved) = match resolve(cx.store, transition, &upstream).await {
+    let max_bytes = cx.engine.config().limits.max_inputs_bytes;
+    let (inputs, resolved) = match resolve(cx.store, transition, &upstream, max_bytes).await {
         Ok(resolved) => resolved,
         Err(error) => return Finished::failed(error, None),
     };
@@ -624,7 +625,7 @@ async fn propose(
         transition: transition.id.clone(),
         path: PROPOSAL_OUTPUT.to_owned(),
     };
-    let (text, output) = read_output(cx.store, &reference, done)
+    let (text, output) = read_output(cx.store, &reference, done, MAX_PLAN_BYTES as u64)
         .await
         .map_err(|error| refused(error.message()))?;
     let proposed = load_proposal(text.as_bytes(), &transition.id, cx.plan, cx.engine.config())?;
@@ -725,6 +726,7 @@ async fn resolve(
     store: &dyn ArtifactStore,
     transition: &Transition,
     upstream: &HashMap<String, Done>,
+    max_bytes: u64,
 ) -> Result<(Value, Vec<(FromRef, ResolvedReference)>), CanonError> {
     let mut texts: BTreeMap<FromRef, String> = BTreeMap::new();
     let mut resolved = Vec::new();
@@ -738,7 +740,7 @@ async fn resolve(
                 format!("`{reference}`: its transition has not finished"),
             )
         })?;
-        let (text, output) = read_output(store, reference, done).await?;
+        let (text, output) = read_output(store, reference, done, max_bytes).await?;
         texts.insert(reference.clone(), text);
         resolved.push((reference.clone(), output));
     }
@@ -754,6 +756,7 @@ async fn read_output(
     store: &dyn ArtifactStore,
     reference: &FromRef,
     done: &Done,
+    max_bytes: u64,
 ) -> Result<(String, ResolvedReference), CanonError> {
     let index = store.get(&done.write_prefix.index_path()).await?;
     let index = OutputsIndex::from_bytes(&index)?;
@@ -771,6 +774,16 @@ async fn read_output(
                 ),
             )
         })?;
+    if entry.size_bytes > max_bytes {
+        return Err(CanonError::new(
+            ErrorCode::Inputs,
+            format!(
+                "`$from` `{reference}`: `{path}` is {} bytes, over the {max_bytes}-byte limit \
+                 for what a transition reads",
+                entry.size_bytes
+            ),
+        ));
+    }
     let bytes = store.get(&path).await?;
     let found = cid(&bytes);
     if found != entry.cid {
@@ -933,7 +946,7 @@ mod tests {
     #[tokio::test]
     async fn resolves_an_output_to_its_text_pinned_by_its_cid() {
         let (_root, store, done) = world();
-        let (text, resolved) = read_output(&store, &reference("a.txt"), &done)
+        let (text, resolved) = read_output(&store, &reference("a.txt"), &done, 64)
             .await
             .unwrap();
         assert_eq!(text, "text");
@@ -950,12 +963,20 @@ mod tests {
             ("changed.txt", ErrorCode::Evidence, "its outputs index says"),
             ("bin", ErrorCode::Inputs, "not UTF-8"),
         ] {
-            let err = read_output(&store, &reference(path), &done)
+            let err = read_output(&store, &reference(path), &done, 64)
                 .await
                 .unwrap_err();
             assert_eq!(err.code(), code, "{err}");
             assert!(err.message().contains(fragment), "{err}");
         }
+        let err = read_output(&store, &reference("a.txt"), &done, 3)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Inputs, "{err}");
+        assert!(
+            err.message().contains("is 4 bytes, over the 3-byte limit"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
