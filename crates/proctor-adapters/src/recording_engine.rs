@@ -375,11 +375,10 @@ struct ProcessorState {
 }
 
 async fn healthz(State(state): State<Arc<ProcessorState>>) -> Response {
-    axum::Json(Health {
-        ok: true,
-        image_digest: state.digest.clone(),
-        processor_ref: "text/stats@1".parse::<ProcessorRef>().unwrap(),
-    })
+    axum::Json(Health::ready(
+        state.digest.clone(),
+        "text/stats@1".parse::<ProcessorRef>().unwrap(),
+    ))
     .into_response()
 }
 

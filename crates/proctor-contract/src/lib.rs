@@ -39,7 +39,9 @@ pub use ledger_event::{
     TakenOverLease, TransitionRunEvent, TransitionSkippedEvent,
 };
 pub use mode::{Mode, ci_guard};
-pub use payload::{Health, PAYLOAD_SCHEMA, PROPOSAL_OUTPUT, RunPayload, UpstreamOutput};
+pub use payload::{
+    Health, HealthState, PAYLOAD_SCHEMA, PROPOSAL_OUTPUT, RunPayload, UpstreamOutput,
+};
 pub use platform::{Platform, UnknownPlatform};
 pub use processor_ref::ProcessorRef;
 pub use receipt::{Receipt, Usage};

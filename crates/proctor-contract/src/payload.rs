@@ -1,5 +1,7 @@
 //! What the orchestrator sends a processor, and what `/healthz` answers.
 
+use std::num::NonZeroU32;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -48,7 +50,10 @@ pub struct UpstreamOutput {
 /// transitions: `{"transitions": [TRANSITION, ...]}`. Every planner declares it.
 pub const PROPOSAL_OUTPUT: &str = "plan/transitions.json";
 
-/// The body of `GET /healthz`.
+/// The body of `GET /healthz`, answered with [`HealthState::http_status`]: 200 while the
+/// processor serves runs (`ready`, `busy`), 503 while it cannot (`starting`,
+/// `setup_failed`). An answer without `state` or `concurrency` (a processor written before
+/// they existed) reads as `ready` with a concurrency of 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
@@ -59,6 +64,72 @@ pub struct Health {
     /// The processor's ref.
     #[serde(rename = "ref")]
     pub processor_ref: ProcessorRef,
+    /// What the processor can do now.
+    #[serde(default)]
+    pub state: HealthState,
+    /// How many `/run` and `/run-stream` requests it serves at once; one more is answered
+    /// with HTTP 409 and `ERR_PROCESSOR_BUSY`.
+    #[serde(default = "single_slot")]
+    pub concurrency: NonZeroU32,
+    /// For `setup_failed`: the last lines the processor logged, oldest first, secrets
+    /// redacted; empty (and omitted) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
+}
+
+impl Health {
+    /// A `ready` answer with one slot: what a processor that serves one run at a time and
+    /// has no set-up reports.
+    pub fn ready(image_digest: impl Into<String>, processor_ref: ProcessorRef) -> Health {
+        Health {
+            ok: true,
+            image_digest: image_digest.into(),
+            processor_ref,
+            state: HealthState::Ready,
+            concurrency: single_slot(),
+            log_tail: Vec::new(),
+        }
+    }
+}
+
+fn single_slot() -> NonZeroU32 {
+    NonZeroU32::MIN
+}
+
+/// What a processor can do when `/healthz` answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// Its set-up is still running; `/run` answers busy until it ends.
+    Starting,
+    /// A slot is free: the next `/run` is served.
+    #[default]
+    Ready,
+    /// Every slot is taken: `/run` answers busy until a run ends.
+    Busy,
+    /// Its set-up failed; it never serves a run (`log_tail` says why).
+    SetupFailed,
+}
+
+impl HealthState {
+    /// The HTTP status `/healthz` answers with: 200 for `ready` and `busy`, 503 for
+    /// `starting` and `setup_failed`.
+    pub fn http_status(self) -> u16 {
+        match self {
+            HealthState::Ready | HealthState::Busy => 200,
+            HealthState::Starting | HealthState::SetupFailed => 503,
+        }
+    }
+
+    /// The state's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Starting => "starting",
+            HealthState::Ready => "ready",
+            HealthState::Busy => "busy",
+            HealthState::SetupFailed => "setup_failed",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -120,5 +191,55 @@ mod tests {
         let mut extra = value;
         extra["upstream"][0]["transition"] = json!("stats");
         assert!(serde_json::from_value::<RunPayload>(extra).is_err());
+    }
+
+    #[test]
+    fn health_without_state_reads_as_ready_with_one_slot() {
+        let health: Health = serde_json::from_value(
+            json!({"ok": true, "image_digest": "sha256:ab", "ref": "text/stats@1"}),
+        )
+        .unwrap();
+        assert_eq!(health.state, HealthState::Ready);
+        assert_eq!(health.concurrency.get(), 1);
+        assert!(health.log_tail.is_empty());
+        assert_eq!(
+            serde_json::to_value(&health).unwrap(),
+            json!({
+                "ok": true,
+                "image_digest": "sha256:ab",
+                "ref": "text/stats@1",
+                "state": "ready",
+                "concurrency": 1,
+            })
+        );
+    }
+
+    #[test]
+    fn health_states_round_trip_with_their_statuses() {
+        for (state, status) in [
+            (HealthState::Starting, 503),
+            (HealthState::Ready, 200),
+            (HealthState::Busy, 200),
+            (HealthState::SetupFailed, 503),
+        ] {
+            assert_eq!(state.http_status(), status);
+            let value = json!({
+                "ok": true,
+                "image_digest": "sha256:ab",
+                "ref": "text/stats@1",
+                "state": state.as_str(),
+                "concurrency": 4,
+                "log_tail": ["model load failed"],
+            });
+            let health: Health = serde_json::from_value(value.clone()).unwrap();
+            assert_eq!((health.state, health.concurrency.get()), (state, 4));
+            assert_eq!(serde_json::to_value(&health).unwrap(), value);
+        }
+        let zero =
+            json!({"ok": true, "image_digest": "d", "ref": "text/stats@1", "concurrency": 0});
+        assert!(serde_json::from_value::<Health>(zero).is_err());
+        let unknown =
+            json!({"ok": true, "image_digest": "d", "ref": "text/stats@1", "state": "sleepy"});
+        assert!(serde_json::from_value::<Health>(unknown).is_err());
     }
 }

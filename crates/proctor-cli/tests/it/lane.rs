@@ -319,11 +319,7 @@ impl HealthEndpoints {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let base_url = format!("http://{}/{{label}}", listener.local_addr().unwrap());
-        let health = Health {
-            ok: true,
-            image_digest: digest.to_owned(),
-            processor_ref: "text/stats@1".parse().unwrap(),
-        };
+        let health = Health::ready(digest, "text/stats@1".parse().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
