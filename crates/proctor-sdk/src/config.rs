@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use crate::SdkError;
@@ -18,6 +19,9 @@ pub const ENV_SOCKET: &str = "PROCTOR_SOCKET";
 pub const ENV_IMAGE_DIGEST: &str = "PROCTOR_IMAGE_DIGEST";
 /// The directory backing world `/artifacts/`; default `/artifacts`.
 pub const ENV_ARTIFACTS_ROOT: &str = "PROCTOR_ARTIFACTS_ROOT";
+/// How many `/run` and `/run-stream` requests the processor serves at once, overriding
+/// what its `main` declares ([`crate::ProcessorDefinition::with_concurrency`]); at least 1.
+pub const ENV_CONCURRENCY: &str = "PROCTOR_CONCURRENCY";
 /// The port a processor listens on when [`ENV_PORT`] is unset.
 pub const DEFAULT_PORT: u16 = 8000;
 /// The digest reported when [`ENV_IMAGE_DIGEST`] is unset (a processor run outside a
@@ -35,6 +39,8 @@ pub struct ServerConfig {
     pub image_digest: String,
     /// Filesystem directory backing world `/artifacts/`.
     pub artifacts_root: PathBuf,
+    /// [`ENV_CONCURRENCY`]: overrides the processor's declared concurrency when set.
+    pub concurrency: Option<NonZeroU32>,
     /// The process environment; secrets and pass-through variables are taken from it in
     /// `real` mode only.
     pub environment: BTreeMap<String, String>,
@@ -77,11 +83,18 @@ impl ServerConfig {
             .unwrap_or_else(|| UNKNOWN_IMAGE_DIGEST.to_owned());
         let artifacts_root =
             PathBuf::from(var(ENV_ARTIFACTS_ROOT).map_or("/artifacts", String::as_str));
+        let concurrency = var(ENV_CONCURRENCY)
+            .map(|raw| {
+                raw.parse()
+                    .map_err(|e| invalid(ENV_CONCURRENCY, raw, format!("{e}; at least 1")))
+            })
+            .transpose()?;
         Ok(ServerConfig {
             bind,
             port,
             image_digest,
             artifacts_root,
+            concurrency,
             environment,
         })
     }
@@ -107,6 +120,7 @@ impl fmt::Debug for ServerConfig {
             .field("port", &self.port)
             .field("image_digest", &self.image_digest)
             .field("artifacts_root", &self.artifacts_root)
+            .field("concurrency", &self.concurrency)
             .field(
                 "environment",
                 &format_args!("[{} variables]", self.environment.len()),
@@ -132,6 +146,7 @@ mod tests {
         assert_eq!(config.socket_addr().to_string(), "0.0.0.0:8000");
         assert_eq!(config.image_digest, "unknown");
         assert_eq!(config.artifacts_root, PathBuf::from("/artifacts"));
+        assert_eq!(config.concurrency, None);
     }
 
     #[test]
@@ -141,9 +156,11 @@ mod tests {
             ("PROCTOR_BIND", "127.0.0.1"),
             ("PROCTOR_IMAGE_DIGEST", "sha256:ab"),
             ("PROCTOR_ARTIFACTS_ROOT", "/tmp/a"),
+            ("PROCTOR_CONCURRENCY", "3"),
             ("OPENAI_API_KEY", "sk-very-secret"),
         ]))
         .unwrap();
+        assert_eq!(config.concurrency.map(NonZeroU32::get), Some(3));
         assert_eq!(config.socket_addr().to_string(), "127.0.0.1:9001");
         assert_eq!(config.image_digest, "sha256:ab");
         assert_eq!(config.artifacts_root, PathBuf::from("/tmp/a"));
@@ -152,10 +169,12 @@ mod tests {
     }
 
     #[test]
-    fn refuses_bad_port_and_bind() {
+    fn refuses_bad_port_bind_and_concurrency() {
         for pairs in [
             [("PROCTOR_PORT", "eighty")],
             [("PROCTOR_BIND", "localhost")],
+            [("PROCTOR_CONCURRENCY", "0")],
+            [("PROCTOR_CONCURRENCY", "-1")],
         ] {
             let err = ServerConfig::from_vars(vars(&pairs)).unwrap_err();
             assert!(err.to_string().contains(pairs[0].0), "{err}");

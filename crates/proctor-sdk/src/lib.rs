@@ -22,7 +22,14 @@
 //! The HTTP contract (`PROCTOR_PORT`, `PROCTOR_BIND`, `PROCTOR_IMAGE_DIGEST`,
 //! `PROCTOR_ARTIFACTS_ROOT`; with `PROCTOR_SOCKET` set, served on that unix socket instead
 //! of a port):
-//! - `GET /healthz` answers [`proctor_contract::Health`].
+//! - `GET /healthz` answers [`proctor_contract::Health`]: 200 while `ready` or `busy`, 503
+//!   while `starting` (a set-up step, [`ProcessorDefinition::with_setup`], is running) or
+//!   `setup_failed` (with the redacted tail of the set-up's log), and the concurrency: how
+//!   many runs it serves at once ([`ProcessorDefinition::with_concurrency`], default 1,
+//!   overridden by `PROCTOR_CONCURRENCY`).
+//! - `POST /run` and `POST /run-stream` over the concurrency, or before set-up has ended,
+//!   answer 409 with an `ERR_PROCESSOR_BUSY` envelope: try again later; after a failed
+//!   set-up, 503 with `ERR_PROVIDER`.
 //! - `POST /run` takes a [`proctor_contract::RunPayload`] as `application/json` and answers
 //!   an envelope: 200 on success; 415 for another content type; 400 for a body that is not
 //!   a valid payload for this processor, a bad write prefix, a missing secret (`real`), or
@@ -53,12 +60,13 @@ pub mod openai;
 mod provider;
 mod run;
 mod server;
+mod setup;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::{
-    DEFAULT_PORT, ENV_ARTIFACTS_ROOT, ENV_BIND, ENV_IMAGE_DIGEST, ENV_PORT, ENV_SOCKET,
-    ServerConfig, UNKNOWN_IMAGE_DIGEST,
+    DEFAULT_PORT, ENV_ARTIFACTS_ROOT, ENV_BIND, ENV_CONCURRENCY, ENV_IMAGE_DIGEST, ENV_PORT,
+    ENV_SOCKET, ServerConfig, UNKNOWN_IMAGE_DIGEST,
 };
 pub use error::SdkError;
 pub use provider::{
@@ -67,3 +75,4 @@ pub use provider::{
 };
 pub use rand_chacha::ChaCha20Rng;
 pub use server::{serve, serve_main, serve_on, serve_on_socket, shutdown_signal};
+pub use setup::{SetupFuture, SetupLog};

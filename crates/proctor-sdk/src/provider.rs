@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -11,6 +13,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::setup::{SetupFuture, SetupLog, SetupStep};
 
 /// The future a [`Provider`] returns.
 pub type ProviderFuture<'a> = BoxFuture<'a, Result<ProviderResult, ProviderError>>;
@@ -214,12 +218,15 @@ impl fmt::Debug for Context {
     }
 }
 
-/// A processor: its ref, the secret and variable names it needs, and its provider.
+/// A processor: its ref, the secret and variable names it needs, how many runs it serves
+/// at once, its optional set-up step, and its provider.
 #[derive(Clone)]
 pub struct ProcessorDefinition {
     processor_ref: ProcessorRef,
     required_secrets: Vec<String>,
     passthrough_env: Vec<String>,
+    concurrency: NonZeroU32,
+    setup: Option<SetupStep>,
     provider: Arc<dyn Provider>,
 }
 
@@ -230,8 +237,31 @@ impl ProcessorDefinition {
             processor_ref,
             required_secrets: Vec::new(),
             passthrough_env: Vec::new(),
+            concurrency: NonZeroU32::MIN,
+            setup: None,
             provider: Arc::new(provider),
         }
+    }
+
+    /// Declares how many `/run` and `/run-stream` requests the processor serves at once
+    /// (default 1); `PROCTOR_CONCURRENCY` overrides it. One more is answered with HTTP 409
+    /// and `ERR_PROCESSOR_BUSY`.
+    pub fn with_concurrency(mut self, concurrency: NonZeroU32) -> ProcessorDefinition {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Declares a set-up step, run once when the server starts. Until it ends `/healthz`
+    /// answers `starting` and `/run` answers busy; if it fails, `/healthz` answers
+    /// `setup_failed` with the last lines it logged to its [`SetupLog`] and its error,
+    /// redacted, and `/run` is refused with `ERR_PROVIDER`.
+    pub fn with_setup<F, Fut>(mut self, setup: F) -> ProcessorDefinition
+    where
+        F: Fn(SetupLog) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ProviderError>> + Send + 'static,
+    {
+        self.setup = Some(Arc::new(move |log| -> SetupFuture { Box::pin(setup(log)) }));
+        self
     }
 
     /// Declares secrets that must be present in `real` mode (`secrets.required` in
@@ -275,9 +305,19 @@ impl ProcessorDefinition {
         &self.passthrough_env
     }
 
+    /// How many runs it declares it serves at once.
+    pub fn concurrency(&self) -> NonZeroU32 {
+        self.concurrency
+    }
+
     /// The provider.
     pub(crate) fn provider(&self) -> &dyn Provider {
         self.provider.as_ref()
+    }
+
+    /// The set-up step, if any.
+    pub(crate) fn setup(&self) -> Option<&SetupStep> {
+        self.setup.as_ref()
     }
 }
 
@@ -287,6 +327,8 @@ impl fmt::Debug for ProcessorDefinition {
             .field("processor_ref", &self.processor_ref)
             .field("required_secrets", &self.required_secrets)
             .field("passthrough_env", &self.passthrough_env)
+            .field("concurrency", &self.concurrency)
+            .field("setup", &self.setup.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -2,26 +2,33 @@
 //! its outputs, then write outputs, index and receipts — all or nothing — and answer.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::http::StatusCode;
 use futures_util::FutureExt;
 use proctor_contract::{
-    CanonError, Envelope, ErrorCode, Mode, OutputsIndex, PAYLOAD_SCHEMA, Receipt, Redactor,
-    RunPayload, SuccessMeta, WorldPath, WritePrefix, cid, env_fingerprint, inputs_hash,
+    CanonError, Envelope, ErrorCode, Health, HealthState, Mode, OutputsIndex, PAYLOAD_SCHEMA,
+    Receipt, Redactor, RunPayload, SuccessMeta, WorldPath, WritePrefix, cid, env_fingerprint,
+    inputs_hash,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::format_description;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::artifacts::{PlannedFile, check_layout, write_all};
+use crate::setup::{Readiness, SetupLog};
 use crate::{Context, ProcessorDefinition, ProviderError, ServerConfig};
 
 /// Longest accepted execution id.
 const MAX_EXECUTION_ID_BYTES: usize = 128;
 /// Longest detail of an error envelope's message, in bytes, counted after redaction.
 const MAX_ERROR_DETAIL_BYTES: usize = 4096;
+/// Longest line of a failed set-up's log tail, in bytes, counted after redaction.
+const MAX_SETUP_LINE_BYTES: usize = 512;
 
 /// What a run answers: an HTTP status and the envelope that is the body.
 #[derive(Debug)]
@@ -106,6 +113,12 @@ pub(crate) struct Runner {
     /// Masks the values of the processor's secrets and pass-through variables found in
     /// the environment, whatever the mode, in every error it answers.
     redactor: Redactor,
+    /// How many runs are served at once.
+    concurrency: NonZeroU32,
+    /// One permit per run served at once; a run holds one until it has answered.
+    slots: Arc<Semaphore>,
+    /// What the set-up step left.
+    readiness: RwLock<Readiness>,
 }
 
 impl Runner {
@@ -119,21 +132,129 @@ impl Runner {
                 .filter_map(|name| config.var(name))
                 .map(str::to_owned),
         );
+        let concurrency = config.concurrency.unwrap_or(definition.concurrency());
+        let readiness = match definition.setup() {
+            Some(_) => Readiness::Starting,
+            None => Readiness::Ready,
+        };
         Runner {
             config,
             definition,
             redactor,
+            concurrency,
+            slots: Arc::new(Semaphore::new(concurrency.get() as usize)),
+            readiness: RwLock::new(readiness),
         }
     }
 
-    /// The server configuration.
-    pub(crate) fn config(&self) -> &ServerConfig {
-        &self.config
+    /// Runs the processor's set-up step, if any, and records how it ended.
+    pub(crate) async fn set_up(&self) {
+        let Some(setup) = self.definition.setup() else {
+            return;
+        };
+        tracing::info!(event = "setup.start");
+        let log = SetupLog::default();
+        let ended = AssertUnwindSafe(setup(log.clone())).catch_unwind().await;
+        let readiness = match ended {
+            Ok(Ok(())) => {
+                tracing::info!(event = "setup.done");
+                Readiness::Ready
+            }
+            Ok(Err(error)) => self.setup_failed(&log, format!("set-up failed: {error}")),
+            Err(_) => self.setup_failed(&log, "set-up failed: the set-up step panicked".into()),
+        };
+        *self
+            .readiness
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = readiness;
     }
 
-    /// The processor.
-    pub(crate) fn definition(&self) -> &ProcessorDefinition {
-        &self.definition
+    /// The failed readiness: the set-up log's last lines and `why`, redacted and cut.
+    fn setup_failed(&self, log: &SetupLog, why: String) -> Readiness {
+        log.push(why);
+        let tail: Vec<String> = log
+            .tail()
+            .iter()
+            .map(|line| self.redactor.truncate_redacted(line, MAX_SETUP_LINE_BYTES))
+            .collect();
+        tracing::error!(event = "setup.fail", log_tail = ?tail);
+        Readiness::Failed(tail)
+    }
+
+    /// What `/healthz` answers now.
+    pub(crate) fn health(&self) -> Health {
+        let readiness = self
+            .readiness
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let (state, log_tail) = match readiness {
+            Readiness::Starting => (HealthState::Starting, Vec::new()),
+            Readiness::Failed(tail) => (HealthState::SetupFailed, tail),
+            Readiness::Ready if self.slots.available_permits() == 0 => {
+                (HealthState::Busy, Vec::new())
+            }
+            Readiness::Ready => (HealthState::Ready, Vec::new()),
+        };
+        Health {
+            state,
+            concurrency: self.concurrency,
+            log_tail,
+            ..Health::ready(
+                self.config.image_digest.clone(),
+                self.definition.processor_ref().clone(),
+            )
+        }
+    }
+
+    /// Takes a slot for an accepted run, held until the run has answered; when set-up has
+    /// not ended or every slot is taken, the busy answer (409), and after a failed set-up,
+    /// a refusal (503).
+    pub(crate) fn claim_slot(
+        &self,
+        accepted: &Accepted,
+    ) -> Result<OwnedSemaphorePermit, Box<Outcome>> {
+        let refuse = |status, code, detail: String| {
+            let failure = Failure::new(status, CanonError::new(code, detail));
+            Box::new(self.fail(
+                accepted.execution_id(),
+                accepted.mode(),
+                accepted.started(),
+                None,
+                failure,
+            ))
+        };
+        match &*self
+            .readiness
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Readiness::Ready => {}
+            Readiness::Starting => {
+                return Err(refuse(
+                    StatusCode::CONFLICT,
+                    ErrorCode::ProcessorBusy,
+                    "set-up has not finished; try again".to_owned(),
+                ));
+            }
+            Readiness::Failed(tail) => {
+                return Err(refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Provider,
+                    tail.last().cloned().unwrap_or_default(),
+                ));
+            }
+        }
+        Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
+            refuse(
+                StatusCode::CONFLICT,
+                ErrorCode::ProcessorBusy,
+                format!(
+                    "all {} run slots are taken; try again when one ends",
+                    self.concurrency
+                ),
+            )
+        })
     }
 
     /// Checks a request: JSON content type (else 415), a JSON body (else 400), a valid

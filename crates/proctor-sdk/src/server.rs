@@ -12,15 +12,15 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::Stream;
 use proctor_contract::Health;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::config::ENV_SOCKET;
 use crate::run::{Accepted, Outcome, Runner, Stage};
@@ -152,13 +152,18 @@ pub async fn serve_on_socket(
     Ok(())
 }
 
-/// The contract's routes, over one shared runner.
+/// The contract's routes, over one shared runner whose set-up step starts now.
 fn router(config: ServerConfig, definition: ProcessorDefinition) -> Router {
+    let runner = Arc::new(Runner::new(config, definition));
+    tokio::spawn({
+        let runner = Arc::clone(&runner);
+        async move { runner.set_up().await }
+    });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/run", post(run))
         .route("/run-stream", post(run_stream))
-        .with_state(Arc::new(Runner::new(config, definition)))
+        .with_state(runner)
 }
 
 /// Completes on SIGTERM (unix) or Ctrl-C.
@@ -185,20 +190,20 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn healthz(State(runner): State<Arc<Runner>>) -> Json<Health> {
-    Json(Health {
-        ok: true,
-        image_digest: runner.config().image_digest.clone(),
-        processor_ref: runner.definition().processor_ref().clone(),
-    })
+async fn healthz(State(runner): State<Arc<Runner>>) -> (StatusCode, Json<Health>) {
+    let health = runner.health();
+    let status =
+        StatusCode::from_u16(health.state.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    (status, Json(health))
 }
 
-/// Reads and checks a request, or answers it with an error envelope.
+/// Reads and checks a request and takes a run slot for it, or answers it with an error
+/// envelope (a busy one when every slot is taken).
 async fn accept(
     runner: &Runner,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Accepted, Box<Outcome>> {
+) -> Result<(Accepted, OwnedSemaphorePermit), Box<Outcome>> {
     let started = Instant::now();
     let content_type = headers
         .get(CONTENT_TYPE)
@@ -208,14 +213,16 @@ async fn accept(
         Ok(bytes) => Ok(bytes.as_ref()),
         Err(error) => Err(format!("{error} (limit {MAX_BODY_BYTES} bytes)")),
     };
-    runner.accept(content_type, body, started)
+    let accepted = runner.accept(content_type, body, started)?;
+    let slot = runner.claim_slot(&accepted)?;
+    Ok((accepted, slot))
 }
 
 /// Runs an accepted payload on its own task, so a dropped connection never stops a run
-/// halfway.
+/// halfway; its slot is free again once the run has ended.
 async fn execute_detached(
     runner: Arc<Runner>,
-    accepted: Accepted,
+    (accepted, slot): (Accepted, OwnedSemaphorePermit),
     progress: impl Fn(Stage) + Send + Sync + 'static,
 ) -> Outcome {
     let execution_id = accepted.execution_id().to_owned();
@@ -223,7 +230,11 @@ async fn execute_detached(
     let started = accepted.started();
     let task = tokio::spawn({
         let runner = Arc::clone(&runner);
-        async move { runner.execute(accepted, &progress).await }
+        async move {
+            let outcome = runner.execute(accepted, &progress).await;
+            drop(slot);
+            outcome
+        }
     });
     task.await
         .unwrap_or_else(|error| runner.stopped(&execution_id, mode, started, error))

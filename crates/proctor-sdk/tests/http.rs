@@ -7,12 +7,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
-use proctor_contract::{Envelope, ErrorCode, Health, Mode, OutputsIndex, Usage, WorldPath};
+use proctor_contract::{
+    Envelope, ErrorCode, Health, HealthState, Mode, OutputsIndex, Usage, WorldPath,
+};
 use proctor_sdk::testing::{TEST_IMAGE_DIGEST, TestServer};
 use proctor_sdk::{
     Context, ProcessorDefinition, ProviderError, ProviderOutput, ProviderResult, ServerConfig,
+    SetupLog,
 };
 use rand_chacha::rand_core::Rng;
 use serde_json::{Value, json};
@@ -696,4 +700,158 @@ async fn long_provider_errors_are_redacted_before_they_are_cut() {
     let detail = message.strip_prefix("provider failed: ").unwrap();
     assert!(detail.len() <= 4096, "{} bytes", detail.len());
     assert_eq!(detail, format!("{}…", "x".repeat(4090)));
+}
+
+/// A provider whose runs wait at a gate: each announces it has started, then waits for a
+/// permit of `release`.
+struct Gated {
+    started: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl proctor_sdk::Provider for Gated {
+    fn run<'a>(&'a self, _: &'a Context, _: Value) -> proctor_sdk::ProviderFuture<'a> {
+        Box::pin(async move {
+            self.started.notify_one();
+            let permit = self.release.acquire().await.unwrap();
+            permit.forget();
+            Ok(ProviderResult::default())
+        })
+    }
+}
+
+/// `GET /healthz`: the status and the health document.
+async fn health(server: &TestServer) -> (u16, Health) {
+    let response = server
+        .client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Polls `/healthz` until it leaves `starting`.
+async fn health_after_setup(server: &TestServer) -> (u16, Health) {
+    loop {
+        let answer = health(server).await;
+        if answer.1.state != HealthState::Starting {
+            return answer;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn healthz_reports_ready_and_the_concurrency_declared_or_set() {
+    let (status, reported) = health(&start(&[]).await).await;
+    assert_eq!((status, reported.state), (200, HealthState::Ready));
+    assert_eq!(reported.concurrency.get(), 1);
+    assert!(reported.log_tail.is_empty());
+
+    let declared = definition().with_concurrency(NonZeroU32::new(4).unwrap());
+    let server = TestServer::start(declared.clone(), &[]).await;
+    assert_eq!(health(&server).await.1.concurrency.get(), 4);
+    let server = TestServer::start(declared, &[("PROCTOR_CONCURRENCY", "2")]).await;
+    assert_eq!(health(&server).await.1.concurrency.get(), 2);
+}
+
+#[tokio::test]
+async fn a_run_over_the_limit_is_answered_busy_until_a_slot_frees() {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gated = Gated {
+        started: Arc::clone(&started),
+        release: Arc::clone(&release),
+    };
+    let definition = ProcessorDefinition::new(REF.parse().unwrap(), gated);
+    let server = Arc::new(TestServer::start(definition, &[]).await);
+    let inputs = json!({"schema": "v1"});
+
+    let first = tokio::spawn({
+        let server = Arc::clone(&server);
+        let inputs = inputs.clone();
+        async move { server.run("first", Mode::Mock, inputs).await }
+    });
+    started.notified().await;
+    let (status, busy) = health(&server).await;
+    assert_eq!((status, busy.state), (200, HealthState::Busy));
+
+    let (status, code, message) = server.run_err("second", Mode::Mock, inputs.clone()).await;
+    assert_eq!((status, code), (409, ErrorCode::ProcessorBusy));
+    assert!(
+        message.starts_with("processor busy: all 1 run slots are taken"),
+        "{message}"
+    );
+    let stream = server
+        .post(
+            "/run-stream",
+            &server.payload("third", Mode::Mock, inputs.clone()),
+        )
+        .await;
+    assert_eq!(
+        (stream.0, error_code(&stream.1)),
+        (409, ErrorCode::ProcessorBusy)
+    );
+
+    release.add_permits(1);
+    let (status, envelope) = first.await.unwrap();
+    assert!(matches!(envelope, Envelope::Success(_)), "{envelope:?}");
+    assert_eq!(status, 200);
+    assert_eq!(health(&server).await.1.state, HealthState::Ready);
+    release.add_permits(1);
+    server.run_ok("fourth", Mode::Mock, inputs).await;
+}
+
+#[tokio::test]
+async fn runs_wait_for_setup_and_are_busy_meanwhile() {
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = Arc::clone(&release);
+    let definition = definition().with_setup(move |log: SetupLog| {
+        let gate = Arc::clone(&gate);
+        async move {
+            log.line("loading the model");
+            gate.acquire().await.unwrap().forget();
+            Ok(())
+        }
+    });
+    let server = TestServer::start(definition, &[]).await;
+    let (status, starting) = health(&server).await;
+    assert_eq!((status, starting.state), (503, HealthState::Starting));
+    let (status, code, message) = server.run_err("early", Mode::Mock, json!({})).await;
+    assert_eq!((status, code), (409, ErrorCode::ProcessorBusy));
+    assert!(message.contains("set-up has not finished"), "{message}");
+
+    release.add_permits(1);
+    let (status, ready) = health_after_setup(&server).await;
+    assert_eq!((status, ready.state), (200, HealthState::Ready));
+    server.run_ok("later", Mode::Mock, files_inputs()).await;
+}
+
+#[tokio::test]
+async fn a_failed_setup_reports_its_redacted_log_tail_and_refuses_runs() {
+    let definition = definition().with_setup(|log: SetupLog| async move {
+        log.line("connecting to the model server");
+        log.line(format!("GET {BASE_URL}/models with token {TOKEN}"));
+        Err(ProviderError::failed(format!("{BASE_URL} answered 401")))
+    });
+    let env = [("TEST_TOKEN", TOKEN), ("TEST_BASE_URL", BASE_URL)];
+    let server = TestServer::start(definition, &env).await;
+    let (status, failed) = health_after_setup(&server).await;
+    assert_eq!((status, failed.state), (503, HealthState::SetupFailed));
+    assert_eq!(
+        failed.log_tail,
+        [
+            "connecting to the model server",
+            "GET [REDACTED]/models with token [REDACTED]",
+            "set-up failed: [REDACTED] answered 401",
+        ]
+    );
+    let (status, code, message) = server.run_err("refused", Mode::Mock, json!({})).await;
+    assert_eq!((status, code), (503, ErrorCode::Provider));
+    assert_eq!(
+        message,
+        "provider failed: set-up failed: [REDACTED] answered 401"
+    );
 }
