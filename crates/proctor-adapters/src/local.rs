@@ -425,13 +425,20 @@ impl LocalAdapter {
     ) -> Result<Envelope, CanonError> {
         let client = ProcessorClient::new(endpoint, invocation.limits)?;
         let mut exited = self.engine.exit_code(container);
-        tokio::select! {
+        let health = tokio::select! {
             health = client.wait_healthy(&invocation.payload.processor_ref) => health?,
             code = &mut exited => {
                 return Err(self.exited_early(container, code, "before /healthz answered", invocation).await);
             }
-        }
-        tracing::debug!(event = "container.healthy", container = %container);
+        };
+        tracing::debug!(
+            event = "container.healthy",
+            container = %container,
+            state = health.state.as_str(),
+            concurrency = health.concurrency.get(),
+        );
+        // A busy answer is waited out and posted again (`post_run`), within the run's
+        // timeout and cancellation and racing the container's exit.
         let (status, body) = tokio::select! {
             answer = client.post_run(&invocation.payload) => match answer {
                 Ok(answer) => answer,
