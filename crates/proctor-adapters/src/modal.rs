@@ -47,7 +47,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope_check::check_envelope;
-use crate::transport::{Answer, ResponseLimits};
+use crate::transport::{Answer, BusyBackoff, ResponseLimits, is_busy};
 use crate::{Adapter, ImageSource, Invocation};
 
 /// How many characters of an answer that is not an envelope an error quotes.
@@ -263,8 +263,23 @@ impl<'a> Conversation<'a> {
             "/run"
         };
         let url = self.endpoint.url(path);
+        // A busy answer (409, `ERR_PROCESSOR_BUSY`) is waited out and posted again, within
+        // the run's timeout and cancellation.
+        let mut backoff = BusyBackoff::default();
+        loop {
+            let (status, body) = self.post(&url, options).await?;
+            if !is_busy(status, &body) {
+                return self.judge(&url, status, &body);
+            }
+            backoff.pause(&self.invocation.payload.execution_id).await;
+        }
+    }
+
+    /// Posts the payload to `url` once: the status and the envelope's bytes (the `done`
+    /// event's data for a stream).
+    async fn post(&self, url: &str, options: ModalOptions) -> Result<(u16, Vec<u8>), CanonError> {
         let mut request = self
-            .request(reqwest::Method::POST, &url)
+            .request(reqwest::Method::POST, url)
             .json(&self.invocation.payload);
         if options.stream {
             request = request.header(ACCEPT, EVENT_STREAM);
@@ -281,7 +296,7 @@ impl<'a> Conversation<'a> {
                     "POST {url} answered HTTP {status} with `{media_type}`, not {EVENT_STREAM}"
                 )));
             }
-            self.done_event(response, &url).await?
+            self.done_event(response, url).await?
         } else {
             self.invocation
                 .limits
@@ -289,7 +304,7 @@ impl<'a> Conversation<'a> {
                 .await
                 .map_err(|why| self.failure(format!("POST {url}: {why}")))?
         };
-        self.judge(&url, status, &body)
+        Ok((status, body))
     }
 
     /// `GET /healthz`: the endpoint must answer as the processor, started from the pin.
@@ -625,6 +640,56 @@ mod tests {
             error.detail(),
             "text/stats@1 was cancelled before its Modal deployment answered"
         );
+    }
+
+    #[tokio::test]
+    async fn a_busy_answer_is_posted_again_not_reported() {
+        let health = json!({"ok": true, "image_digest": digest(), "ref": "text/stats@1"});
+        let busy = json!({
+            "status": "error",
+            "execution_id": "e1",
+            "error": {"code": "ERR_PROCESSOR_BUSY", "message": "processor busy"},
+            "meta": {"duration_ms": 0, "mode": "mock"}
+        });
+        let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&posts);
+        let app = axum::Router::new()
+            .route(
+                "/healthz",
+                axum::routing::get(move || async move { axum::Json(health) }),
+            )
+            .route(
+                "/run",
+                axum::routing::post(move || {
+                    let first_two = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2;
+                    let (status, body) = if first_two {
+                        (axum::http::StatusCode::CONFLICT, busy.clone())
+                    } else {
+                        (axum::http::StatusCode::BAD_GATEWAY, error_envelope("e1"))
+                    };
+                    async move { (status, axum::Json(body)) }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let target = ModalTarget {
+            base_url: Some(format!("http://127.0.0.1:{port}")),
+            ..ModalTarget::default()
+        };
+        let adapter = ModalAdapter::new(target, None).unwrap();
+        let mut invocation = pinned();
+        invocation.payload.execution_id = "e1".to_owned();
+        let answer = adapter
+            .invoke(&invocation, &CancellationToken::new())
+            .await
+            .unwrap();
+        let Envelope::Error(error) = answer else {
+            panic!("expected the provider's error envelope, got {answer:?}")
+        };
+        assert_eq!(error.error.code, ErrorCode::Provider);
+        assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 3);
+        server.abort();
     }
 
     fn bytes(value: &Value) -> Vec<u8> {

@@ -209,26 +209,17 @@ impl ProcessorClient {
     }
 
     /// Posts the payload to `/run` until the processor takes it: a busy answer is followed
-    /// by a short pause (doubling from [`FIRST_BUSY_BACKOFF`] to [`MAX_BUSY_BACKOFF`]) and
-    /// the same payload again, never by a failure. Unbounded: the caller bounds it (run
+    /// by a short pause ([`BusyBackoff`]) and the same payload again, never by a failure. Unbounded: the caller bounds it (run
     /// timeout, cancellation, container exit). Returns the status and the body.
     pub(crate) async fn post_run(
         &self,
         payload: &RunPayload,
     ) -> Result<(u16, Vec<u8>), TransportError> {
-        let mut backoff = FIRST_BUSY_BACKOFF;
+        let mut backoff = BusyBackoff::default();
         loop {
             match self.try_post_run(payload).await? {
                 RunAnswer::Answered { status, body } => return Ok((status, body)),
-                RunAnswer::Busy => {
-                    tracing::debug!(
-                        event = "processor.busy",
-                        execution_id = %payload.execution_id,
-                        retry_in_ms = backoff.as_millis() as u64,
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BUSY_BACKOFF);
-                }
+                RunAnswer::Busy => backoff.pause(&payload.execution_id).await,
             }
         }
     }
@@ -260,8 +251,32 @@ impl ProcessorClient {
     }
 }
 
+/// The pauses before posting again a payload a processor answered busy: doubling from
+/// [`FIRST_BUSY_BACKOFF`] to [`MAX_BUSY_BACKOFF`].
+#[derive(Debug)]
+pub(crate) struct BusyBackoff(Duration);
+
+impl Default for BusyBackoff {
+    fn default() -> BusyBackoff {
+        BusyBackoff(FIRST_BUSY_BACKOFF)
+    }
+}
+
+impl BusyBackoff {
+    /// Waits the next pause before the run `execution_id` is posted again.
+    pub(crate) async fn pause(&mut self, execution_id: &str) {
+        tracing::debug!(
+            event = "processor.busy",
+            execution_id = %execution_id,
+            retry_in_ms = self.0.as_millis() as u64,
+        );
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(MAX_BUSY_BACKOFF);
+    }
+}
+
 /// Whether a `/run` answer is the busy one: 409 with an `ERR_PROCESSOR_BUSY` envelope.
-fn is_busy(status: u16, body: &[u8]) -> bool {
+pub(crate) fn is_busy(status: u16, body: &[u8]) -> bool {
     status == 409
         && matches!(
             Envelope::from_slice(body),
