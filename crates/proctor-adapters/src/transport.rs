@@ -265,7 +265,7 @@ impl Default for BusyBackoff {
 impl BusyBackoff {
     /// Waits the next pause before the run `execution_id` is posted again.
     pub(crate) async fn pause(&mut self, execution_id: &str) {
-        tracing::debug!(
+        tracing::info!(
             event = "processor.busy",
             execution_id = %execution_id,
             retry_in_ms = self.0.as_millis() as u64,

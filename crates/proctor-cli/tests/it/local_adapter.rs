@@ -285,3 +285,86 @@ fn a_processor_error_envelope_is_printed_and_exits_with_its_code() {
         "no container may be left after the run",
     );
 }
+
+/// `proctor run --build` of `testing/faulty@1` with `fault`, `--json`, its container
+/// labelled for `sweep`; `extra` arguments and `env` added.
+fn faulty_run(
+    dir: &TestDir,
+    sweep: &ContainerSweep,
+    fault: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let fixtures = workspace_registry()
+        .join("../fixtures/processors")
+        .display()
+        .to_string();
+    let options = sweep.adapter_options();
+    let inputs = json!({"schema": "v1", "fault": fault}).to_string();
+    let mut args = vec![
+        "run",
+        "--ref",
+        "testing/faulty@1",
+        "--adapter",
+        "local",
+        "--build",
+        "--write-prefix",
+        "/artifacts/o/{execution_id}",
+        "--inputs-json",
+        &inputs,
+        "--adapter-opts-json",
+        &options,
+        "--registry-root",
+        &fixtures,
+        "--artifacts-root",
+        "artifacts",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let mut command = dir.proctor(&args);
+    for (name, value) in env {
+        command = command.env(name, value);
+    }
+    let run = command.run();
+    run.check(
+        sweep.containers().is_empty(),
+        "no container may be left after the run",
+    );
+    run
+}
+
+#[test]
+fn a_busy_processor_is_waited_for_and_the_run_succeeds() {
+    let sweep = ContainerSweep::new();
+    let dir = TestDir::new();
+    let run = faulty_run(&dir, &sweep, "busy", &[], &[]);
+    run.exits(0);
+    run.check(run.json()["status"] == "success", "the run succeeds");
+    let busy = run.events("processor.busy");
+    run.check(
+        busy.len() == 2,
+        "both busy answers of the fixture were waited out and posted again",
+    );
+}
+
+#[test]
+fn a_failed_setup_fails_the_run_with_its_redacted_log_tail() {
+    let sweep = ContainerSweep::new();
+    let dir = TestDir::new();
+    let startup = [("FAULTY_STARTUP", "failing_setup")];
+    let run = faulty_run(&dir, &sweep, "none", &["--mode", "real"], &startup);
+    let message = run.fails_with(
+        ErrorCode::AdapterInvocation,
+        "testing/faulty@1 reports setup_failed; last log lines:\nloading the model\nset-up failed: upstream",
+    );
+    for leaked in ["leak-password-5f2c", "leak-user:"] {
+        run.check(
+            !message.contains(leaked),
+            &format!("`{leaked}` in the message"),
+        );
+        run.check(
+            !run.stderr.contains(leaked),
+            &format!("`{leaked}` on stderr"),
+        );
+    }
+}
