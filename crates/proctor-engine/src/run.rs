@@ -541,6 +541,7 @@ mod tests {
             memory_gb: 1.0,
             timeout_s,
             gpu: None,
+            reuse: true,
         };
         let max = MAX_RUN_TIMEOUT;
         assert_eq!(

@@ -90,6 +90,21 @@ pub struct Runtime {
     /// GPU request (e.g. `A100`), if any.
     #[serde(default)]
     pub gpu: Option<String>,
+    /// Whether a container may serve later runs of the same kind (image, mode,
+    /// environment, adapter options) within one long-lived caller, such as `plan apply`.
+    /// Default `true`; `false` gives every run a fresh container.
+    #[serde(default = "reuse_by_default", skip_serializing_if = "is_default_reuse")]
+    pub reuse: bool,
+}
+
+fn reuse_by_default() -> bool {
+    true
+}
+
+/// Whether `reuse` is the default, which the serialized entry leaves out, as `registry.yaml`
+/// files usually do.
+fn is_default_reuse(reuse: &bool) -> bool {
+    *reuse == reuse_by_default()
 }
 
 impl Runtime {
