@@ -23,6 +23,11 @@
 //! engine creates both mount points on the read-only root filesystem, where every other
 //! write fails; no other part of the World is mounted.
 //!
+//! A warm container ([`crate::warm`]), which serves several runs one after another, gets a
+//! private, initially empty directory at `/artifacts` instead; before each run the adapter
+//! creates that run's two directories in it, and after the envelope it moves them into the
+//! run's [`Staging`] area, out of the container's reach.
+//!
 //! Every container runs with no new privileges, all capabilities dropped, a read-only root
 //! filesystem, memory (no swap), CPU and process-count limits, as an unprivileged user.
 //! Secrets and pass-through variables are set in `real` mode only.
@@ -34,7 +39,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBin
 use proctor_contract::{CanonError, ErrorCode, Mode, RunPayload, WritePrefix};
 use serde::Deserialize;
 
-use crate::local::{LABEL_EXECUTION_ID, LABEL_REF};
+use crate::local::{LABEL_EXECUTION_ID, LABEL_REF, LABEL_WARM};
 use crate::{Invocation, Staging};
 
 /// Where the socket directory is mounted inside the container.
@@ -42,7 +47,7 @@ pub(crate) const SOCKET_DIR: &str = "/run/proctor";
 /// The socket's file name inside [`SOCKET_DIR`].
 pub(crate) const SOCKET_NAME: &str = "processor.sock";
 /// The artifacts root as the processor sees it (`PROCTOR_ARTIFACTS_ROOT`).
-const ARTIFACTS_ROOT: &str = "/artifacts";
+pub(crate) const ARTIFACTS_ROOT: &str = "/artifacts";
 /// Processes (threads included) a processor may run.
 const PIDS_LIMIT: i64 = 256;
 /// The engine refuses memory limits below 6 MiB.
@@ -165,6 +170,15 @@ impl<'a> StagingMounts<'a> {
     }
 }
 
+/// What a container may write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mounts<'a> {
+    /// One run's two staging directories.
+    Execution(&'a StagingMounts<'a>),
+    /// A warm container's private directory, mounted at [`ARTIFACTS_ROOT`].
+    Warm(&'a Path),
+}
+
 /// Everything that shapes one run's container.
 pub(crate) struct ContainerSettings<'a> {
     /// The run.
@@ -179,8 +193,8 @@ pub(crate) struct ContainerSettings<'a> {
     pub(crate) network: Network,
     /// `uid:gid` the processor runs as.
     pub(crate) user: (u32, u32),
-    /// The staging directories, the only writable mounts besides the socket directory.
-    pub(crate) staging: &'a StagingMounts<'a>,
+    /// The only writable mounts besides the socket directory.
+    pub(crate) mounts: Mounts<'a>,
     /// Absolute host path of the socket directory (`Network::None` only).
     pub(crate) socket_dir: Option<&'a Path>,
 }
@@ -198,11 +212,13 @@ pub(crate) fn create_body(settings: &ContainerSettings<'_>) -> ContainerCreateBo
         format!("PROCTOR_IMAGE_DIGEST={}", settings.expected_digest),
         format!("PROCTOR_ARTIFACTS_ROOT={ARTIFACTS_ROOT}"),
     ];
-    let staging = settings.staging;
-    let mut mounts = vec![
-        bind_mount(staging.prefix_dir, &staging.prefix_target),
-        bind_mount(staging.execution_dir, &staging.execution_target),
-    ];
+    let mut mounts = match settings.mounts {
+        Mounts::Execution(staging) => vec![
+            bind_mount(staging.prefix_dir, &staging.prefix_target),
+            bind_mount(staging.execution_dir, &staging.execution_target),
+        ],
+        Mounts::Warm(dir) => vec![bind_mount(dir, ARTIFACTS_ROOT)],
+    };
     let mut host_config = HostConfig {
         security_opt: Some(vec!["no-new-privileges".to_owned()]),
         cap_drop: Some(vec!["ALL".to_owned()]),
@@ -262,6 +278,9 @@ pub(crate) fn create_body(settings: &ContainerSettings<'_>) -> ContainerCreateBo
         LABEL_REF.to_owned(),
         invocation.payload.processor_ref.to_string(),
     );
+    if let Mounts::Warm(_) = settings.mounts {
+        labels.insert(LABEL_WARM.to_owned(), "true".to_owned());
+    }
     ContainerCreateBody {
         image: Some(settings.image_id.to_owned()),
         user: Some(format!("{}:{}", settings.user.0, settings.user.1)),
@@ -311,7 +330,7 @@ mod tests {
             expected_digest: "sha256:ab",
             network,
             user: (65532, 65532),
-            staging: &staging,
+            mounts: Mounts::Execution(&staging),
             socket_dir: Some(Path::new("/tmp/s")),
         })
     }

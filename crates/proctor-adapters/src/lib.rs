@@ -29,6 +29,7 @@ mod staging;
 #[cfg(test)]
 mod testing;
 mod transport;
+mod warm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,7 +42,7 @@ use proctor_registry::ProcessorSpec;
 use tokio_util::sync::CancellationToken;
 
 pub use image_build::{BuiltImage, ImageBuild};
-pub use local::{LABEL_EXECUTION_ID, LABEL_REF, LocalAdapter};
+pub use local::{LABEL_EXECUTION_ID, LABEL_REF, LABEL_WARM, LocalAdapter};
 pub use modal::ModalAdapter;
 pub use platform::host_platform;
 pub use staging::Staging;

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::build_cache::{BuildCache, BuildKey};
 use crate::cleanup::ContainerGuard;
 use crate::container::{
-    ContainerSettings, LocalOptions, Network, NetworkOption, SOCKET_NAME, StagingMounts,
+    ContainerSettings, LocalOptions, Mounts, Network, NetworkOption, SOCKET_NAME, StagingMounts,
     create_body,
 };
 use crate::engine::{BollardEngine, ContainerEngine, Removal};
@@ -37,12 +37,18 @@ use crate::image_build::{BuiltImage, ImageBuild};
 use crate::platform::host_platform;
 use crate::staging::{container_user, hand_over};
 use crate::transport::{Endpoint, ProcessorClient};
+use crate::warm::{
+    Lease, Slot, StartTicket, WarmContainer, WarmKey, WarmPool, WarmRoot, can_run_warm,
+};
 use crate::{Adapter, ImageSource, Invocation};
 
 /// Label carrying the execution id on every run's container.
 pub const LABEL_EXECUTION_ID: &str = "proctor.execution_id";
 /// Label carrying the processor ref on every run's container and built image.
 pub const LABEL_REF: &str = "proctor.ref";
+/// Label marking a warm container, one that serves several runs ([`crate::warm`]); its
+/// [`LABEL_EXECUTION_ID`] is the run that started it.
+pub const LABEL_WARM: &str = "proctor.warm";
 /// How many log lines of a failed container an error carries.
 const LOG_TAIL_LINES: usize = 20;
 /// How long a broken `/run` connection waits for the container's exit to explain it.
@@ -63,6 +69,7 @@ const LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct LocalAdapter {
     engine: Arc<dyn ContainerEngine>,
     builds: Arc<BuildCache>,
+    warm: Option<Arc<WarmPool>>,
 }
 
 /// The image a run starts from and the digest its envelope must report.
@@ -81,7 +88,7 @@ struct RunResources {
 
 /// What ends a run early: the caller's cancellation, and once the container is being
 /// created, the run's timeout.
-struct Stop<'a> {
+pub(crate) struct Stop<'a> {
     cancel: &'a CancellationToken,
     processor_ref: &'a ProcessorRef,
     deadline: Option<(Instant, Duration)>,
@@ -102,7 +109,7 @@ impl<'a> Stop<'a> {
     }
 
     /// Resolves, with the error to report, once the run must stop.
-    async fn stopped(&self) -> CanonError {
+    pub(crate) async fn stopped(&self) -> CanonError {
         let timed_out = async {
             match self.deadline {
                 Some((deadline, _)) => tokio::time::sleep_until(deadline).await,
@@ -147,7 +154,26 @@ impl LocalAdapter {
         Ok(LocalAdapter {
             engine: Arc::new(BollardEngine::connect()?),
             builds: Arc::default(),
+            warm: None,
         })
+    }
+
+    /// This adapter, keeping containers warm: a container serves later runs of the same
+    /// kind, up to `per_kind` containers per kind, until [`LocalAdapter::close_warm`]
+    /// (see [`crate::warm`]). For long-lived callers that must call that at the end.
+    pub fn with_warm_containers(self, per_kind: usize) -> LocalAdapter {
+        LocalAdapter {
+            warm: Some(Arc::new(WarmPool::new(per_kind))),
+            ..self
+        }
+    }
+
+    /// Removes every warm container: idle ones now, busy ones as soon as their run ends.
+    /// Later runs get containers of their own.
+    pub async fn close_warm(&self) {
+        if let Some(pool) = &self.warm {
+            pool.close().await;
+        }
     }
 
     /// Builds a processor's image from source; see [`ImageBuild`]. The returned ID can be
@@ -215,9 +241,24 @@ impl LocalAdapter {
         Ok(removed)
     }
 
-    /// The whole run; the container is gone, or the error says it may not be, when this
-    /// returns.
+    /// The whole run, on a warm container when the adapter keeps them and the processor
+    /// allows it, else on a container of its own.
     async fn invoke_local(
+        &self,
+        invocation: &Invocation,
+        cancel: &CancellationToken,
+    ) -> Result<Envelope, CanonError> {
+        match &self.warm {
+            Some(pool) if invocation.spec.runtime.reuse && can_run_warm(&invocation.payload) => {
+                self.run_warm(pool, invocation, cancel).await
+            }
+            _ => self.invoke_cold(invocation, cancel).await,
+        }
+    }
+
+    /// A run on a container of its own; the container is gone, or the error says it may
+    /// not be, when this returns.
+    async fn invoke_cold(
         &self,
         invocation: &Invocation,
         cancel: &CancellationToken,
@@ -256,16 +297,45 @@ impl LocalAdapter {
         resources: &mut RunResources,
     ) -> Result<Envelope, CanonError> {
         let options = LocalOptions::parse(&invocation.options)?;
-        let network = match options.network_option(invocation.payload.mode)? {
-            None => Network::None,
-            Some(NetworkOption::Bridge) => Network::Bridge,
-            Some(NetworkOption::Host) => Network::Host {
-                port: free_loopback_port()?,
-            },
-        };
+        let network = run_network(&options, invocation)?;
         let staging = StagingMounts::new(&invocation.staging, &invocation.payload)?;
         let mut stop = Stop::new(cancel, &invocation.payload.processor_ref);
         let image = stop.unless_stopped(self.resolve_image(invocation)).await?;
+        stop.start_clock(invocation.timeout);
+        let endpoint = self
+            .start_container(
+                invocation,
+                &options,
+                network,
+                &image,
+                Mounts::Execution(&staging),
+                &stop,
+                resources,
+            )
+            .await?;
+        let container = resources.container.as_ref().expect("started above");
+        stop.unless_stopped(async {
+            tokio::select! {
+                answered = self.converse(container.name(), &endpoint, invocation, &image.expected_digest) => answered,
+                lost = self.engine_lost() => Err(lost),
+            }
+        })
+        .await
+    }
+
+    /// Creates and starts a container for `invocation` with `mounts` (its guard and socket
+    /// directory go into `resources` first), racing `stop`; gives the processor's endpoint.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_container(
+        &self,
+        invocation: &Invocation,
+        options: &LocalOptions,
+        network: Network,
+        image: &ResolvedImage,
+        mounts: Mounts<'_>,
+        stop: &Stop<'_>,
+        resources: &mut RunResources,
+    ) -> Result<Endpoint, CanonError> {
         let user = container_user()?;
         let socket_dir = match network {
             Network::None => Some(resources.socket_dir.insert(socket_dir(user)?).path()),
@@ -279,19 +349,18 @@ impl LocalAdapter {
         };
         let body = create_body(&ContainerSettings {
             invocation,
-            options: &options,
+            options,
             image_id: &image.image_id,
             expected_digest: &image.expected_digest,
             network,
             user,
-            staging: &staging,
+            mounts,
             socket_dir,
         });
         let name = format!("proctor-{}", uuid::Uuid::new_v4().simple());
         let container = resources
             .container
             .insert(ContainerGuard::new(Arc::clone(&self.engine), name));
-        stop.start_clock(invocation.timeout);
         let mut create = pin!(self.engine.create_container(container.name(), body));
         tokio::select! {
             biased;
@@ -311,28 +380,167 @@ impl LocalAdapter {
             container = %container.name(),
             image_id = %image.image_id,
         );
-        let conversation = async {
-            let endpoint = match known_endpoint {
-                Some(endpoint) => endpoint,
-                None => {
-                    Endpoint::Loopback(self.published_port(container.name(), invocation).await?)
+        match known_endpoint {
+            Some(endpoint) => Ok(endpoint),
+            None => stop
+                .unless_stopped(async {
+                    tokio::select! {
+                        port = self.published_port(container.name(), invocation) => port.map(Endpoint::Loopback),
+                        lost = self.engine_lost() => Err(lost),
+                    }
+                })
+                .await,
+        }
+    }
+
+    /// A run on a warm container of its kind ([`crate::warm`]): a free one, else a new one
+    /// when the kind is below its limit, else the first to free up. Falls back to a
+    /// container of its own once the pool is closed.
+    async fn run_warm(
+        &self,
+        pool: &Arc<WarmPool>,
+        invocation: &Invocation,
+        cancel: &CancellationToken,
+    ) -> Result<Envelope, CanonError> {
+        let mut stop = Stop::new(cancel, &invocation.payload.processor_ref);
+        let image = stop.unless_stopped(self.resolve_image(invocation)).await?;
+        stop.start_clock(invocation.timeout);
+        let key = WarmKey::new(invocation, &image.image_id, &image.expected_digest);
+        let slot = match pool.acquire(&key, stop.stopped()).await? {
+            Lease::Warm(slot) => {
+                tracing::info!(
+                    event = "container.reused",
+                    execution_id = %invocation.payload.execution_id,
+                    container = %slot.container().name(),
+                );
+                slot
+            }
+            Lease::Start(ticket) => self.start_warm(ticket, invocation, &image, &stop).await?,
+            Lease::Cold => return self.invoke_cold(invocation, cancel).await,
+        };
+        let outcome = self
+            .serve_warm(slot.container(), invocation, &image, &stop)
+            .await;
+        let removal = slot.release(outcome.is_ok()).await;
+        match (outcome, removal) {
+            (Ok(envelope), None | Some((_, Ok(_)))) => Ok(envelope),
+            (Ok(_), Some((name, Err(failed)))) => Err(CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!(
+                    "{} answered, but{}",
+                    invocation.payload.processor_ref,
+                    not_removed(&name, &failed)
+                ),
+            )),
+            (Err(error), removal) => Err(with_cleanup_note(error, removal)),
+        }
+    }
+
+    /// Starts a warm container for `invocation`'s kind and waits until it is healthy; a
+    /// container that does not get there is removed, never admitted.
+    async fn start_warm(
+        &self,
+        ticket: StartTicket,
+        invocation: &Invocation,
+        image: &ResolvedImage,
+        stop: &Stop<'_>,
+    ) -> Result<Slot, CanonError> {
+        let options = LocalOptions::parse(&invocation.options)?;
+        let network = run_network(&options, invocation)?;
+        let root = WarmRoot::create(container_user()?)?;
+        let mut resources = RunResources::default();
+        let healthy = async {
+            let endpoint = self
+                .start_container(
+                    invocation,
+                    &options,
+                    network,
+                    image,
+                    Mounts::Warm(root.artifacts()),
+                    stop,
+                    &mut resources,
+                )
+                .await?;
+            let name = resources.container.as_ref().expect("started above").name();
+            let client = ProcessorClient::new(&endpoint, invocation.limits)?;
+            stop.unless_stopped(async {
+                tokio::select! {
+                    health = client.wait_healthy(&invocation.payload.processor_ref) => health,
+                    code = self.engine.exit_code(name) => {
+                        Err(self.exited_early(name, code, "before /healthz answered", invocation).await)
+                    }
+                    lost = self.engine_lost() => Err(lost),
+                }
+            })
+            .await?;
+            Ok::<_, CanonError>(client)
+        }
+        .await;
+        match healthy {
+            Ok(client) => {
+                let guard = resources.container.take().expect("started above");
+                tracing::debug!(event = "container.warm", container = %guard.name());
+                Ok(ticket.admit(guard, resources.socket_dir.take(), client, root, 1))
+            }
+            Err(error) => {
+                let removal = match resources.container.take() {
+                    Some(container) => {
+                        let name = container.name().to_owned();
+                        Some((name, container.remove().await))
+                    }
+                    None => None,
+                };
+                Err(with_cleanup_note(error, removal))
+            }
+        }
+    }
+
+    /// One run on a warm container: its directories prepared, the payload posted, the
+    /// envelope checked, and its directories moved into its staging area whatever the
+    /// outcome (the evidence check decides what they are worth).
+    async fn serve_warm(
+        &self,
+        container: &WarmContainer,
+        invocation: &Invocation,
+        image: &ResolvedImage,
+        stop: &Stop<'_>,
+    ) -> Result<Envelope, CanonError> {
+        let payload = &invocation.payload;
+        container.root().prepare(payload)?;
+        let exchange = async {
+            let mut exited = self.engine.exit_code(container.name());
+            let (status, body) = tokio::select! {
+                answer = container.client().post_run(payload) => match answer {
+                    Ok(answer) => answer,
+                    Err(broken) => {
+                        let logs = self.last_logs(container.name(), invocation).await;
+                        return Err(CanonError::new(ErrorCode::AdapterInvocation, format!("{}{logs}", broken.0)));
+                    }
+                },
+                code = &mut exited => {
+                    return Err(self.exited_early(container.name(), code, "while answering /run", invocation).await);
                 }
             };
-            self.converse(
-                container.name(),
-                &endpoint,
-                invocation,
+            check_envelope(
+                status,
+                &body,
+                payload,
                 &image.expected_digest,
+                ErrorCode::AdapterInvocation,
             )
-            .await
         };
-        stop.unless_stopped(async {
-            tokio::select! {
-                answered = conversation => answered,
-                lost = self.engine_lost() => Err(lost),
-            }
-        })
-        .await
+        let answered = stop
+            .unless_stopped(async {
+                tokio::select! {
+                    answered = exchange => answered,
+                    lost = self.engine_lost() => Err(lost),
+                }
+            })
+            .await;
+        let staged = container.root().move_out(payload, &invocation.staging);
+        let envelope = answered?;
+        staged?;
+        Ok(envelope)
     }
 
     /// Resolves, with the error to report, once the engine stops answering its liveness
@@ -541,6 +749,17 @@ fn not_removed(name: &str, failed: &CanonError) -> String {
     )
 }
 
+/// The network of `invocation`'s container, a free port picked for the host network.
+fn run_network(options: &LocalOptions, invocation: &Invocation) -> Result<Network, CanonError> {
+    Ok(match options.network_option(invocation.payload.mode)? {
+        None => Network::None,
+        Some(NetworkOption::Bridge) => Network::Bridge,
+        Some(NetworkOption::Host) => Network::Host {
+            port: free_loopback_port()?,
+        },
+    })
+}
+
 /// A fresh private directory for the processor's socket, owned by the container user.
 fn socket_dir(user: (u32, u32)) -> Result<TempDir, CanonError> {
     let failed = |error: std::io::Error| {
@@ -582,6 +801,7 @@ mod tests {
         LocalAdapter {
             engine: Arc::clone(engine) as Arc<dyn ContainerEngine>,
             builds: Arc::default(),
+            warm: None,
         }
     }
 
@@ -649,6 +869,61 @@ mod tests {
             ]
         );
         assert!(outcome.is_err(), "{outcome:?}");
+    }
+
+    /// [`invocation`] for execution `id`, writing under `/artifacts/o/{id}/`.
+    fn invocation_of(id: &str) -> Invocation {
+        let mut invocation = invocation(Mode::Mock);
+        invocation.payload.execution_id = id.into();
+        invocation.payload.write_prefix = format!("/artifacts/o/{id}/");
+        invocation.staging = Arc::new(crate::Staging::create(id).unwrap());
+        invocation
+    }
+
+    fn count(engine: &RecordingEngine, kind: &str) -> usize {
+        kinds(engine).iter().filter(|k| **k == kind).count()
+    }
+
+    #[tokio::test]
+    async fn a_warm_container_serves_later_runs_until_the_pool_closes() {
+        let engine = RecordingEngine::new(Script::default());
+        let adapter = adapter(&engine).with_warm_containers(2);
+        let cancel = CancellationToken::new();
+        for id in ["e1", "e2", "e3"] {
+            let invocation = invocation_of(id);
+            let outcome = adapter.invoke(&invocation, &cancel).await;
+            assert!(matches!(outcome, Ok(Envelope::Success(_))), "{outcome:?}");
+        }
+        assert_eq!(count(&engine, "create"), 1);
+        assert_eq!(count(&engine, "remove"), 0);
+        let labels = engine.created_body().unwrap().labels.unwrap();
+        assert_eq!(labels[LABEL_WARM], "true");
+        adapter.close_warm().await;
+        assert_eq!(kinds(&engine).last(), Some(&"remove"));
+        assert_eq!(count(&engine, "remove"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_warm_container_that_timed_out_is_removed_at_once() {
+        let engine = RecordingEngine::new(Script {
+            processor: Processor::HangsOnRun,
+            ..Script::default()
+        });
+        let adapter = adapter(&engine).with_warm_containers(2);
+        let mut invocation = invocation_of("e1");
+        invocation.timeout = Duration::from_millis(300);
+        let error = adapter
+            .invoke(&invocation, &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Timeout);
+        assert!(
+            error.message().contains("its container is removed"),
+            "{error}"
+        );
+        assert_eq!(kinds(&engine), ["image", "create", "start", "remove"]);
+        adapter.close_warm().await;
+        assert_eq!(count(&engine, "remove"), 1);
     }
 
     fn is_remove(call: &Call) -> bool {

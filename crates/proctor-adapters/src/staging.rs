@@ -19,7 +19,7 @@ use proctor_contract::{CanonError, ErrorCode, WorldPath};
 /// The user processors run as when proctor runs as root.
 const UNPRIVILEGED_ID: u32 = 65532;
 /// Mode of every directory proctor creates for a run: its owner only.
-const PRIVATE_MODE: u32 = 0o700;
+pub(crate) const PRIVATE_MODE: u32 = 0o700;
 
 /// One execution's staging area on the host; removed on drop.
 ///
@@ -104,19 +104,25 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if std::fs::remove_dir_all(&self.root).is_ok() {
-            return;
-        }
-        // A processor running as proctor's own user may leave directories it cannot write;
-        // as their owner, proctor gives itself write access back and tries once more.
-        restore_owner_access(&self.root);
-        if let Err(error) = std::fs::remove_dir_all(&self.root) {
-            tracing::warn!(
-                event = "staging.remove_failed",
-                path = %self.root.display(),
-                error = %error,
-            );
-        }
+        remove_private_dir(&self.root);
+    }
+}
+
+/// Removes a directory proctor created for a container, and everything the container left
+/// in it, never following a link. Best effort: a failure is logged.
+pub(crate) fn remove_private_dir(root: &Path) {
+    if std::fs::remove_dir_all(root).is_ok() {
+        return;
+    }
+    // A processor running as proctor's own user may leave directories it cannot write;
+    // as their owner, proctor gives itself write access back and tries once more.
+    restore_owner_access(root);
+    if let Err(error) = std::fs::remove_dir_all(root) {
+        tracing::warn!(
+            event = "staging.remove_failed",
+            path = %root.display(),
+            error = %error,
+        );
     }
 }
 
