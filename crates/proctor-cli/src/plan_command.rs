@@ -93,6 +93,10 @@ async fn execute_apply(
         env: crate::deploy_commands::host_env(),
         limits: Limits::default(),
     });
+    let engine = match config.warm_per_image {
+        0 => engine,
+        per_image => engine.with_warm_containers(per_image),
+    };
     let result = apply(&engine, config, cancel).await;
     engine.close().await;
     match result {

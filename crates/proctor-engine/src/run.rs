@@ -212,6 +212,7 @@ pub struct Engine {
     store: Arc<dyn ArtifactStore>,
     ledger: OnceCell<Ledger>,
     local: std::sync::OnceLock<LocalAdapter>,
+    warm_per_kind: Option<usize>,
 }
 
 impl Engine {
@@ -223,6 +224,20 @@ impl Engine {
             store,
             ledger: OnceCell::new(),
             local: std::sync::OnceLock::new(),
+            warm_per_kind: None,
+        }
+    }
+
+    /// This engine, keeping local containers warm: a container serves later runs of the
+    /// same image, mode, environment and adapter options, up to `per_kind` containers of
+    /// each kind, until [`Engine::close`] removes them. For callers that start many runs
+    /// (`plan apply`); each run keeps its own execution id, staging area, evidence check
+    /// and ledger record. A processor whose `runtime.reuse` is `false` always gets a
+    /// fresh container.
+    pub fn with_warm_containers(self, per_kind: usize) -> Engine {
+        Engine {
+            warm_per_kind: Some(per_kind),
+            ..self
         }
     }
 
@@ -247,8 +262,11 @@ impl Engine {
             .await
     }
 
-    /// Closes the ledger's connections.
+    /// Removes the warm containers, then closes the ledger's connections.
     pub async fn close(self) {
+        if let Some(local) = self.local.get() {
+            local.close_warm().await;
+        }
         if let Some(ledger) = self.ledger.into_inner() {
             ledger.close().await;
         }
@@ -397,7 +415,11 @@ impl Engine {
                 let local = match self.local.get() {
                     Some(local) => local,
                     None => {
-                        let _ = self.local.set(LocalAdapter::connect()?);
+                        let local = LocalAdapter::connect()?;
+                        let _ = self.local.set(match self.warm_per_kind {
+                            Some(per_kind) => local.with_warm_containers(per_kind),
+                            None => local,
+                        });
                         self.local.get().expect("set just above")
                     }
                 };

@@ -47,6 +47,12 @@ pub(super) struct ApplyArgs {
     /// At most this many transitions at once (overrides `policy.max_parallel`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     max_parallel: Option<u32>,
+    /// Keep up to N warm containers per image: a container serves later transitions of
+    /// the same image, mode, environment and adapter options, and all are removed at the
+    /// end. 0 gives every transition a fresh container.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u8).range(0..=64))]
+    warm_per_image: u8,
     /// Check the plan and print its admission order; run nothing.
     #[arg(long)]
     dry_run: bool,
@@ -98,6 +104,8 @@ pub(crate) enum PlanConfig {
 pub(crate) struct PlanApplyConfig {
     pub(crate) file: PathBuf,
     pub(crate) max_parallel: Option<u32>,
+    /// 0: no warm containers.
+    pub(crate) warm_per_image: usize,
     pub(crate) dry_run: bool,
     pub(crate) build: bool,
     pub(crate) adapter_options: serde_json::Value,
@@ -116,6 +124,7 @@ impl PlanCommand {
             PlanCommand::Apply(apply) => PlanConfig::Apply(Box::new(PlanApplyConfig {
                 file: apply.file,
                 max_parallel: apply.max_parallel,
+                warm_per_image: usize::from(apply.warm_per_image),
                 dry_run: apply.dry_run,
                 build: apply.build,
                 adapter_options: apply

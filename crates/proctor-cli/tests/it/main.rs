@@ -30,4 +30,5 @@ mod secrets;
 mod signals;
 mod util;
 mod verify;
+mod warm;
 mod world;

@@ -29,8 +29,24 @@ transitions:
 /// `proctor plan apply FILE --build --json` with the workspace registry, a local World and
 /// ledger, and containers labelled by `sweep`.
 fn apply(dir: &TestDir, sweep: &ContainerSweep, plan: &str, env: &[(&str, &str)]) -> Run {
+    apply_in(
+        dir,
+        sweep,
+        plan,
+        &workspace_registry().display().to_string(),
+        env,
+    )
+}
+
+/// [`apply`] with the registry at `root`.
+pub(crate) fn apply_in(
+    dir: &TestDir,
+    sweep: &ContainerSweep,
+    plan: &str,
+    root: &str,
+    env: &[(&str, &str)],
+) -> Run {
     let file = dir.write("plan.yaml", plan);
-    let root = workspace_registry().display().to_string();
     let options = sweep.adapter_options();
     let mut command = dir.proctor(&[
         "plan",
@@ -41,7 +57,7 @@ fn apply(dir: &TestDir, sweep: &ContainerSweep, plan: &str, env: &[(&str, &str)]
         "--adapter-opts-json",
         &options,
         "--registry-root",
-        &root,
+        root,
         "--artifacts-root",
         "artifacts",
         "--ledger",
@@ -58,13 +74,14 @@ fn apply(dir: &TestDir, sweep: &ContainerSweep, plan: &str, env: &[(&str, &str)]
     run
 }
 
-/// How many containers the command started.
-fn containers_started(run: &Run) -> usize {
-    run.events("container.started").len()
+/// How many runs of the command reached a container: a new one (`container.started`) or
+/// a warm one (`container.reused`).
+pub(crate) fn containers_started(run: &Run) -> usize {
+    run.events("container.started").len() + run.events("container.reused").len()
 }
 
 /// The report's entry for `id`.
-fn transition(report: &Value, id: &str) -> Value {
+pub(crate) fn transition(report: &Value, id: &str) -> Value {
     report["transitions"]
         .as_array()
         .unwrap()
