@@ -47,7 +47,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope_check::check_envelope;
-use crate::transport::{Answer, BusyBackoff, ResponseLimits, is_busy};
+use crate::transport::{
+    Answer, BusyBackoff, MAX_HEALTH_BACKOFF, ResponseLimits, is_busy, reports_starting,
+};
 use crate::{Adapter, ImageSource, Invocation};
 
 /// How many characters of an answer that is not an envelope an error quotes.
@@ -308,20 +310,28 @@ impl<'a> Conversation<'a> {
     }
 
     /// `GET /healthz`: the endpoint must answer as the processor, started from the pin.
+    /// A processor still `starting` (its set-up running) is asked again, within the run's
+    /// timeout and cancellation.
     async fn check_health(&self) -> Result<(), CanonError> {
         let url = self.endpoint.url("/healthz");
-        let response = self
-            .request(reqwest::Method::GET, &url)
-            .send()
-            .await
-            .map_err(|error| self.failure(format!("GET {url}: {}", error_chain(&error))))?;
-        let status = response.status().as_u16();
-        let body = self
-            .invocation
-            .limits
-            .read_body(response, Answer::Health)
-            .await
-            .map_err(|why| self.failure(format!("GET {url}: {why}")))?;
+        let (status, body) = loop {
+            let response = self
+                .request(reqwest::Method::GET, &url)
+                .send()
+                .await
+                .map_err(|error| self.failure(format!("GET {url}: {}", error_chain(&error))))?;
+            let status = response.status().as_u16();
+            let body = self
+                .invocation
+                .limits
+                .read_body(response, Answer::Health)
+                .await
+                .map_err(|why| self.failure(format!("GET {url}: {why}")))?;
+            if is_success(status) || !reports_starting(&body) {
+                break (status, body);
+            }
+            tokio::time::sleep(MAX_HEALTH_BACKOFF).await;
+        };
         if !is_success(status) {
             return Err(self.refusal("GET", &url, status, &body));
         }
@@ -643,8 +653,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_busy_answer_is_posted_again_not_reported() {
+    async fn a_starting_processor_is_asked_again_and_a_busy_answer_posted_again() {
         let health = json!({"ok": true, "image_digest": digest(), "ref": "text/stats@1"});
+        let mut starting = health.clone();
+        starting["state"] = json!("starting");
+        let health_asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let asked = std::sync::Arc::clone(&health_asked);
         let busy = json!({
             "status": "error",
             "execution_id": "e1",
@@ -656,7 +670,18 @@ mod tests {
         let app = axum::Router::new()
             .route(
                 "/healthz",
-                axum::routing::get(move || async move { axum::Json(health) }),
+                axum::routing::get(move || {
+                    let (status, body) =
+                        if asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                            (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                starting.clone(),
+                            )
+                        } else {
+                            (axum::http::StatusCode::OK, health.clone())
+                        };
+                    async move { (status, axum::Json(body)) }
+                }),
             )
             .route(
                 "/run",
@@ -688,6 +713,7 @@ mod tests {
             panic!("expected the provider's error envelope, got {answer:?}")
         };
         assert_eq!(error.error.code, ErrorCode::Provider);
+        assert_eq!(health_asked.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 3);
         server.abort();
     }

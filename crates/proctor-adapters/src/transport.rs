@@ -14,7 +14,7 @@ const FAST_HEALTH_POLL: Duration = Duration::from_millis(4);
 /// How long the fast poll lasts; after it the pause doubles, up to [`MAX_HEALTH_BACKOFF`].
 const FAST_HEALTH_WINDOW: Duration = Duration::from_secs(1);
 /// Longest pause between two `/healthz` attempts.
-const MAX_HEALTH_BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const MAX_HEALTH_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait for one `/healthz` answer before trying again.
 const HEALTH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First pause before posting again a payload a processor answered busy; it doubles up
@@ -282,6 +282,12 @@ pub(crate) fn is_busy(status: u16, body: &[u8]) -> bool {
             Envelope::from_slice(body),
             Ok(Envelope::Error(error)) if error.error.code == ErrorCode::ProcessorBusy
         )
+}
+
+/// Whether a `/healthz` answer is a health document in the state `starting`.
+pub(crate) fn reports_starting(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Health>(bytes)
+        .is_ok_and(|health| health.state == HealthState::Starting)
 }
 
 /// Fails on a non-success `/healthz` answer that reports `setup_failed` for `expected`,
