@@ -36,7 +36,7 @@ use crate::envelope_check::check_envelope;
 use crate::image_build::{BuiltImage, ImageBuild};
 use crate::platform::host_platform;
 use crate::staging::{container_user, hand_over};
-use crate::transport::{Endpoint, ProcessorClient};
+use crate::transport::{BusyBackoff, Endpoint, ProcessorClient, RunAnswer};
 use crate::warm::{
     Lease, Slot, StartTicket, WarmContainer, WarmKey, WarmPool, WarmRoot, can_run_warm,
 };
@@ -406,21 +406,37 @@ impl LocalAdapter {
         let image = stop.unless_stopped(self.resolve_image(invocation)).await?;
         stop.start_clock(invocation.timeout);
         let key = WarmKey::new(invocation, &image.image_id, &image.expected_digest);
-        let slot = match pool.acquire(&key, stop.stopped()).await? {
-            Lease::Warm(slot) => {
-                tracing::info!(
-                    event = "container.reused",
-                    execution_id = %invocation.payload.execution_id,
-                    container = %slot.container().name(),
-                );
-                slot
+        let mut busy = BusyBackoff::default();
+        let (slot, outcome) = loop {
+            let slot = match pool.acquire(&key, stop.stopped()).await? {
+                Lease::Warm(slot) => {
+                    tracing::info!(
+                        event = "container.reused",
+                        execution_id = %invocation.payload.execution_id,
+                        container = %slot.container().name(),
+                    );
+                    slot
+                }
+                Lease::Start(ticket) => self.start_warm(ticket, invocation, &image, &stop).await?,
+                Lease::Cold => return self.invoke_cold(invocation, cancel).await,
+            };
+            match self
+                .serve_warm(slot.container(), invocation, &image, &stop)
+                .await
+            {
+                // Nothing ran: give the slot back, pause, and take the first free one.
+                Ok(None) => {
+                    drop(slot.release(true).await);
+                    stop.unless_stopped(async {
+                        busy.pause(&invocation.payload.execution_id).await;
+                        Ok(())
+                    })
+                    .await?;
+                }
+                Ok(Some(envelope)) => break (slot, Ok(envelope)),
+                Err(error) => break (slot, Err(error)),
             }
-            Lease::Start(ticket) => self.start_warm(ticket, invocation, &image, &stop).await?,
-            Lease::Cold => return self.invoke_cold(invocation, cancel).await,
         };
-        let outcome = self
-            .serve_warm(slot.container(), invocation, &image, &stop)
-            .await;
         let removal = slot.release(outcome.is_ok()).await;
         match (outcome, removal) {
             (Ok(envelope), None | Some((_, Ok(_)))) => Ok(envelope),
@@ -472,15 +488,25 @@ impl LocalAdapter {
                     lost = self.engine_lost() => Err(lost),
                 }
             })
-            .await?;
-            Ok::<_, CanonError>(client)
+            .await
+            .map(|health| (client, health.concurrency.get()))
         }
         .await;
         match healthy {
-            Ok(client) => {
+            Ok((client, concurrency)) => {
                 let guard = resources.container.take().expect("started above");
-                tracing::debug!(event = "container.warm", container = %guard.name());
-                Ok(ticket.admit(guard, resources.socket_dir.take(), client, root, 1))
+                tracing::debug!(
+                    event = "container.warm",
+                    container = %guard.name(),
+                    concurrency,
+                );
+                Ok(ticket.admit(
+                    guard,
+                    resources.socket_dir.take(),
+                    client,
+                    root,
+                    usize::try_from(concurrency).unwrap_or(1),
+                ))
             }
             Err(error) => {
                 let removal = match resources.container.take() {
@@ -497,21 +523,23 @@ impl LocalAdapter {
 
     /// One run on a warm container: its directories prepared, the payload posted, the
     /// envelope checked, and its directories moved into its staging area whatever the
-    /// outcome (the evidence check decides what they are worth).
+    /// outcome (the evidence check decides what they are worth). `None` when the container
+    /// answered busy: nothing ran.
     async fn serve_warm(
         &self,
         container: &WarmContainer,
         invocation: &Invocation,
         image: &ResolvedImage,
         stop: &Stop<'_>,
-    ) -> Result<Envelope, CanonError> {
+    ) -> Result<Option<Envelope>, CanonError> {
         let payload = &invocation.payload;
         container.root().prepare(payload)?;
         let exchange = async {
             let mut exited = self.engine.exit_code(container.name());
             let (status, body) = tokio::select! {
-                answer = container.client().post_run(payload) => match answer {
-                    Ok(answer) => answer,
+                answer = container.client().try_post_run(payload) => match answer {
+                    Ok(RunAnswer::Answered { status, body }) => (status, body),
+                    Ok(RunAnswer::Busy) => return Ok(None),
                     Err(broken) => {
                         let logs = self.last_logs(container.name(), invocation).await;
                         return Err(CanonError::new(ErrorCode::AdapterInvocation, format!("{}{logs}", broken.0)));
@@ -528,6 +556,7 @@ impl LocalAdapter {
                 &image.expected_digest,
                 ErrorCode::AdapterInvocation,
             )
+            .map(Some)
         };
         let answered = stop
             .unless_stopped(async {
