@@ -50,6 +50,11 @@ pub struct SuccessEnvelope {
     pub index_path: WorldPath,
     /// Run metadata.
     pub meta: SuccessMeta,
+    /// For a memo hit, the earlier execution whose verified outputs answered the run (no
+    /// processor ran for it); absent for an execution that ran. Only the engine sets it:
+    /// a processor's envelope that names one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo_source: Option<String>,
 }
 
 /// The code and message of a failed run.
@@ -154,6 +159,7 @@ impl Envelope {
             outputs,
             index_path,
             meta,
+            memo_source: None,
         })
     }
 
@@ -238,6 +244,21 @@ mod tests {
             "index_path": "/artifacts/o/e1/outputs.json",
             "meta": {"image_digest": "sha256:ab", "env_fingerprint": "mode=mock", "duration_ms": 5, "mode": "mock"}
         })
+    }
+
+    #[test]
+    fn a_memo_hit_names_its_source_and_others_omit_it() {
+        let mut hit = success();
+        hit["memo_source"] = json!("e0");
+        let Envelope::Success(envelope) = Envelope::validate(&hit).unwrap() else {
+            panic!("a success envelope");
+        };
+        assert_eq!(envelope.memo_source.as_deref(), Some("e0"));
+        let again: Value =
+            serde_json::from_str(&Envelope::Success(envelope).to_json_line()).unwrap();
+        assert_eq!(again, hit);
+        let ran = Envelope::validate(&success()).unwrap();
+        assert!(!ran.to_json_line().contains("memo_source"));
     }
 
     #[test]

@@ -97,6 +97,7 @@ ledger_events! {
     TransitionSkipped(TransitionSkippedEvent) => ("transition.skipped", "a plan transition was skipped: an earlier execution of it still verifies"),
     PredicateRegressed(PredicateRegressedEvent) => ("predicate.regressed", "a plan invariant that held no longer holds"),
     PlanProposed(PlanProposedEvent) => ("plan.proposed", "a planner's proposal was admitted into the running plan"),
+    ExecutionMemo(ExecutionMemoEvent) => ("execution.memo", "a run was answered by an earlier execution's verified outputs: no processor ran"),
 }
 
 impl std::fmt::Display for EventKind {
@@ -167,6 +168,35 @@ pub struct ExecutionFailureEvent {
     pub image_digest: Option<String>,
     /// How long the run took.
     pub duration_ms: u64,
+}
+
+/// `execution.memo`: a run was a memo hit. Its memo key matched an earlier successful
+/// execution whose evidence still verified, and that execution's outputs answered it; no
+/// processor ran, no budget was reserved and no write path leased. The event's
+/// `execution_id` is the hit's own id; the hit has no execution row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionMemoEvent {
+    /// The processor ref asked for, `ns/name@version`.
+    #[serde(rename = "ref")]
+    pub processor_ref: String,
+    /// `mock` or `real`.
+    pub mode: Mode,
+    /// The image digest the run would have used (the pin, or the built image ID).
+    pub image_digest: String,
+    /// Hex BLAKE3 of the JCS inputs (`jcs-blake3-v1`), as the source's receipt records it.
+    pub inputs_hash: String,
+    /// The memo key both share.
+    pub memo_key: String,
+    /// The execution whose outputs answered the run.
+    pub source_execution_id: String,
+    /// The plan that records the source execution.
+    pub source_plan: String,
+    /// The source's outputs index, `{write_prefix}outputs.json`.
+    pub index_path: String,
+    /// `cid` of the source's `outputs.json` bytes, as verified for the hit.
+    pub outputs_index_cid: String,
+    /// `cid` of the source's `receipt.json` bytes, as verified for the hit.
+    pub receipt_cid: String,
 }
 
 /// `budget.set`: a plan's budget after the change.
@@ -558,6 +588,21 @@ mod tests {
                     detail: "absent".into(),
                 }),
                 json!({"predicate": "artifact.exists@1", "after_transition": "stats", "detail": "absent"}),
+            ),
+            (
+                LedgerEvent::ExecutionMemo(ExecutionMemoEvent {
+                    processor_ref: "text/stats@1".into(),
+                    mode: Mode::Mock,
+                    image_digest: "sha256:abc".into(),
+                    inputs_hash: "00ff".into(),
+                    memo_key: "b3:0a".into(),
+                    source_execution_id: "e1".into(),
+                    source_plan: "default".into(),
+                    index_path: "/artifacts/o/e1/outputs.json".into(),
+                    outputs_index_cid: "b3:01".into(),
+                    receipt_cid: "b3:02".into(),
+                }),
+                json!({"ref": "text/stats@1", "mode": "mock", "image_digest": "sha256:abc", "inputs_hash": "00ff", "memo_key": "b3:0a", "source_execution_id": "e1", "source_plan": "default", "index_path": "/artifacts/o/e1/outputs.json", "outputs_index_cid": "b3:01", "receipt_cid": "b3:02"}),
             ),
         ]
     }

@@ -33,10 +33,10 @@ pub use index::{OutputEntry, OutputsIndex};
 pub use inputs::{InvalidInputs, inputs_object, parse_inputs};
 pub use ledger_event::{
     AppliedTransition, BudgetReserveEvent, BudgetSetEvent, BudgetSettleEvent, EventKind,
-    ExecutionFailureEvent, ExecutionOwner, ExecutionStartEvent, ExecutionSuccessEvent,
-    LeaseAcquireEvent, LeaseReleaseEvent, LeaseReleaseReason, LedgerEvent, PlanAppliedEvent,
-    PlanProposedEvent, PredicateCheckEvent, PredicateRegressedEvent, ResolvedReference,
-    TakenOverLease, TransitionRunEvent, TransitionSkippedEvent,
+    ExecutionFailureEvent, ExecutionMemoEvent, ExecutionOwner, ExecutionStartEvent,
+    ExecutionSuccessEvent, LeaseAcquireEvent, LeaseReleaseEvent, LeaseReleaseReason, LedgerEvent,
+    PlanAppliedEvent, PlanProposedEvent, PredicateCheckEvent, PredicateRegressedEvent,
+    ResolvedReference, TakenOverLease, TransitionRunEvent, TransitionSkippedEvent,
 };
 pub use mode::{Mode, ci_guard};
 pub use payload::{

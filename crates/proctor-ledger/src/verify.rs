@@ -390,7 +390,9 @@ impl TableReplay {
             | LedgerEvent::TransitionRun(_)
             | LedgerEvent::TransitionSkipped(_)
             | LedgerEvent::PredicateRegressed(_)
-            | LedgerEvent::PlanProposed(_) => {}
+            | LedgerEvent::PlanProposed(_)
+            // A memo hit has no execution row: it keeps no table in step.
+            | LedgerEvent::ExecutionMemo(_) => {}
         }
         Ok(())
     }
