@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::error::{LedgerError, Result};
 use crate::event::{Appended, NewEvent};
 use crate::executions::fetch_execution;
-use crate::ledger::{Ledger, Locks, PlanTxn, from_db, text, to_db};
+use crate::group::{PlanTxn, Write};
+use crate::ledger::{Ledger, from_db, text, to_db};
 
 /// A plan: a named hash chain with an optional budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,31 +71,13 @@ impl Ledger {
     /// appends `budget.set`. A budget below what is already reserved and spent is
     /// `ERR_BUDGET_EXCEEDED`.
     pub async fn set_budget(&self, plan: &str, budget_micro_usd: Option<u64>) -> Result<Appended> {
-        let budget_db = budget_micro_usd.map(to_db).transpose()?;
-        self.retrying(|| async move {
-            let mut txn = self.begin_write(plan, Locks::Plan).await?;
-            let committed = txn.reserved + txn.spent;
-            if let Some(budget) = budget_micro_usd.filter(|budget| *budget < committed) {
-                return Err(budget_exceeded(format!(
-                    "plan `{plan}`: a budget of {budget} micro-USD is below the {committed} \
-                     already reserved and spent"
-                )));
-            }
-            sqlx::query("UPDATE plans SET budget_micro_usd = $2 WHERE key = $1")
-                .bind(plan)
-                .bind(budget_db)
-                .execute(txn.conn())
-                .await
-                .map_err(|e| LedgerError::database(format!("setting the budget of `{plan}`"), e))?;
-            let event = NewEvent::internal(
-                None,
-                LedgerEvent::BudgetSet(BudgetSetEvent { budget_micro_usd }),
-            );
-            let appended = txn.append(&event).await?;
-            txn.commit().await?;
-            Ok(appended)
+        budget_micro_usd.map(to_db).transpose()?;
+        self.write(Write::SetBudget {
+            plan: plan.to_owned(),
+            budget_micro_usd,
         })
-        .await
+        .await?
+        .event()
     }
 
     /// Reserves `amount_micro_usd` of `plan`'s budget for `execution_id` (whose start is
@@ -107,49 +90,13 @@ impl Ledger {
         amount_micro_usd: u64,
     ) -> Result<Appended> {
         to_db(amount_micro_usd)?;
-        self.retrying(|| async move {
-            let mut txn = self.begin_write(plan, Locks::Plan).await?;
-            let execution = open_execution(&mut txn, execution_id).await?;
-            let reserved = txn.reserved.checked_add(amount_micro_usd);
-            let committed = reserved.and_then(|reserved| reserved.checked_add(txn.spent));
-            let over_budget = match (txn.budget, committed) {
-                (Some(budget), Some(committed)) => committed > budget,
-                (_, None) => true,
-                (None, Some(_)) => false,
-            };
-            if over_budget {
-                return Err(budget_exceeded(format!(
-                    "plan `{plan}`: reserving {amount_micro_usd} micro-USD for execution \
-                     `{execution_id}` would pass its budget of {} ({} reserved, {} spent)",
-                    txn.budget
-                        .map_or_else(|| "none".to_owned(), |b| b.to_string()),
-                    txn.reserved,
-                    txn.spent
-                )));
-            }
-            let (reserved, spent) = (reserved.unwrap_or(txn.reserved), txn.spent);
-            update_amounts(&mut txn, reserved, spent).await?;
-            set_execution_amounts(
-                &mut txn,
-                execution_id,
-                execution.reserved_micro_usd + amount_micro_usd,
-                None,
-            )
-            .await?;
-            let event = NewEvent::internal(
-                Some(execution_id),
-                LedgerEvent::BudgetReserve(BudgetReserveEvent {
-                    amount_micro_usd,
-                    plan_reserved_micro_usd: reserved,
-                    plan_spent_micro_usd: spent,
-                    budget_micro_usd: txn.budget,
-                }),
-            );
-            let appended = txn.append(&event).await?;
-            txn.commit().await?;
-            Ok(appended)
+        self.write(Write::Reserve {
+            plan: plan.to_owned(),
+            execution_id: execution_id.to_owned(),
+            amount_micro_usd,
         })
-        .await
+        .await?
+        .event()
     }
 
     /// Settles `execution_id`'s budget: its reservation is released and `actual_micro_usd`
@@ -163,14 +110,89 @@ impl Ledger {
         actual_micro_usd: u64,
     ) -> Result<Appended> {
         to_db(actual_micro_usd)?;
-        self.retrying(|| async move {
-            let mut txn = self.begin_write(plan, Locks::Plan).await?;
-            let appended = settle_in(&mut txn, execution_id, actual_micro_usd).await?;
-            txn.commit().await?;
-            Ok(appended)
+        self.write(Write::SettleBudget {
+            plan: plan.to_owned(),
+            execution_id: execution_id.to_owned(),
+            actual_micro_usd,
         })
-        .await
+        .await?
+        .event()
     }
+}
+
+/// Sets (or with `None` removes) the budget of the plan `txn` holds and appends
+/// `budget.set`; `ERR_BUDGET_EXCEEDED` below what is already reserved and spent.
+pub(crate) async fn set_budget_in(
+    txn: &mut PlanTxn<'_>,
+    budget_micro_usd: Option<u64>,
+) -> Result<Appended> {
+    let plan = txn.key.clone();
+    let committed = txn.reserved + txn.spent;
+    if let Some(budget) = budget_micro_usd.filter(|budget| *budget < committed) {
+        return Err(budget_exceeded(format!(
+            "plan `{plan}`: a budget of {budget} micro-USD is below the {committed} \
+             already reserved and spent"
+        )));
+    }
+    sqlx::query("UPDATE plans SET budget_micro_usd = $2 WHERE key = $1")
+        .bind(plan.as_str())
+        .bind(budget_micro_usd.map(to_db).transpose()?)
+        .execute(txn.writing())
+        .await
+        .map_err(|e| LedgerError::database(format!("setting the budget of `{plan}`"), e))?;
+    txn.budget = budget_micro_usd;
+    let event = NewEvent::internal(
+        None,
+        LedgerEvent::BudgetSet(BudgetSetEvent { budget_micro_usd }),
+    );
+    txn.append(&event)
+}
+
+/// Reserves `amount_micro_usd` of the budget of the plan `txn` holds for `execution_id`
+/// and appends `budget.reserve`; `ERR_BUDGET_EXCEEDED`, changing nothing, past the budget.
+pub(crate) async fn reserve_in(
+    txn: &mut PlanTxn<'_>,
+    execution_id: &str,
+    amount_micro_usd: u64,
+) -> Result<Appended> {
+    let plan = txn.key.clone();
+    let execution = open_execution(txn, execution_id).await?;
+    let reserved = txn.reserved.checked_add(amount_micro_usd);
+    let committed = reserved.and_then(|reserved| reserved.checked_add(txn.spent));
+    let over_budget = match (txn.budget, committed) {
+        (Some(budget), Some(committed)) => committed > budget,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    };
+    if over_budget {
+        return Err(budget_exceeded(format!(
+            "plan `{plan}`: reserving {amount_micro_usd} micro-USD for execution \
+             `{execution_id}` would pass its budget of {} ({} reserved, {} spent)",
+            txn.budget
+                .map_or_else(|| "none".to_owned(), |b| b.to_string()),
+            txn.reserved,
+            txn.spent
+        )));
+    }
+    let (reserved, spent) = (reserved.unwrap_or(txn.reserved), txn.spent);
+    update_amounts(txn, reserved, spent).await?;
+    set_execution_amounts(
+        txn,
+        execution_id,
+        execution.reserved_micro_usd + amount_micro_usd,
+        None,
+    )
+    .await?;
+    let event = NewEvent::internal(
+        Some(execution_id),
+        LedgerEvent::BudgetReserve(BudgetReserveEvent {
+            amount_micro_usd,
+            plan_reserved_micro_usd: reserved,
+            plan_spent_micro_usd: spent,
+            budget_micro_usd: txn.budget,
+        }),
+    );
+    txn.append(&event)
 }
 
 /// Settles `execution_id`'s budget in `txn` (which holds its plan): its reservation is
@@ -178,7 +200,7 @@ impl Ledger {
 /// `budget.settle`. Settling twice is `ERR_LEDGER`; an actual cost that would pass the
 /// budget is `ERR_BUDGET_EXCEEDED`.
 pub(crate) async fn settle_in(
-    txn: &mut PlanTxn,
+    txn: &mut PlanTxn<'_>,
     execution_id: &str,
     actual_micro_usd: u64,
 ) -> Result<Appended> {
@@ -220,7 +242,7 @@ pub(crate) async fn settle_in(
             budget_micro_usd: txn.budget,
         }),
     );
-    txn.append(&event).await
+    txn.append(&event)
 }
 
 const SELECT_PLAN: &str = "SELECT key, budget_micro_usd, reserved_micro_usd, spent_micro_usd, \
@@ -248,7 +270,7 @@ fn plan_from_row(row: &sqlx::any::AnyRow) -> Result<Plan> {
 }
 
 /// The execution's budget state, checked to belong to the locked plan and to be unsettled.
-async fn open_execution(txn: &mut PlanTxn, execution_id: &str) -> Result<crate::Execution> {
+async fn open_execution(txn: &mut PlanTxn<'_>, execution_id: &str) -> Result<crate::Execution> {
     let execution = fetch_execution(txn.conn(), execution_id)
         .await?
         .ok_or_else(|| {
@@ -270,13 +292,13 @@ async fn open_execution(txn: &mut PlanTxn, execution_id: &str) -> Result<crate::
     Ok(execution)
 }
 
-async fn update_amounts(txn: &mut PlanTxn, reserved: u64, spent: u64) -> Result<()> {
+async fn update_amounts(txn: &mut PlanTxn<'_>, reserved: u64, spent: u64) -> Result<()> {
     let key = txn.key.clone();
     sqlx::query("UPDATE plans SET reserved_micro_usd = $2, spent_micro_usd = $3 WHERE key = $1")
         .bind(key.as_str())
         .bind(to_db(reserved)?)
         .bind(to_db(spent)?)
-        .execute(txn.conn())
+        .execute(txn.writing())
         .await
         .map_err(|e| LedgerError::database(format!("updating the budget of `{key}`"), e))?;
     txn.reserved = reserved;
@@ -285,7 +307,7 @@ async fn update_amounts(txn: &mut PlanTxn, reserved: u64, spent: u64) -> Result<
 }
 
 async fn set_execution_amounts(
-    txn: &mut PlanTxn,
+    txn: &mut PlanTxn<'_>,
     execution_id: &str,
     reserved: u64,
     spent: Option<u64>,
@@ -294,7 +316,7 @@ async fn set_execution_amounts(
         .bind(execution_id)
         .bind(to_db(reserved)?)
         .bind(spent.map(to_db).transpose()?)
-        .execute(txn.conn())
+        .execute(txn.writing())
         .await
         .map_err(|e| LedgerError::database(format!("updating the budget of execution `{execution_id}`"), e))?;
     Ok(())

@@ -11,7 +11,8 @@ use sqlx::any::AnyRow;
 
 use crate::error::{LedgerError, Result};
 use crate::event::{Appended, Event, NewEvent};
-use crate::ledger::{Ledger, Locks, PlanTxn, from_db, optional_text, text};
+use crate::group::{PlanTxn, Write};
+use crate::ledger::{Ledger, from_db, optional_text, text};
 use crate::verify::ChainReport;
 
 /// Where an execution stands.
@@ -249,49 +250,7 @@ impl Ledger {
     /// Records an execution's start: its row (status `running`) and `execution.start`, in
     /// one transaction on its plan (created if needed). A known execution id is `ERR_LEDGER`.
     pub async fn record_start(&self, start: &ExecutionStart) -> Result<Appended> {
-        let plan = start.plan.as_str();
-        self.retrying(|| async move {
-            let mut txn = self.begin_write(plan, Locks::Plan).await?;
-            if fetch_execution(txn.conn(), &start.execution_id)
-                .await?
-                .is_some()
-            {
-                return Err(LedgerError::ledger(format!(
-                    "execution `{}` is already recorded",
-                    start.execution_id
-                )));
-            }
-            sqlx::query(
-                "INSERT INTO executions (execution_id, plan, processor_ref, mode, write_prefix, \
-                 status, image_digest, started_at) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)",
-            )
-            .bind(start.execution_id.as_str())
-            .bind(plan)
-            .bind(start.processor_ref.as_str())
-            .bind(start.mode.as_str())
-            .bind(start.write_prefix.as_str())
-            .bind(start.image_digest.as_deref())
-            .bind(txn.now.as_str().to_owned())
-            .execute(txn.conn())
-            .await
-            .map_err(|e| {
-                LedgerError::database(format!("recording execution `{}`", start.execution_id), e)
-            })?;
-            let event = NewEvent::internal(
-                Some(&start.execution_id),
-                LedgerEvent::ExecutionStart(ExecutionStartEvent {
-                    processor_ref: start.processor_ref.clone(),
-                    mode: start.mode,
-                    write_prefix: start.write_prefix.clone(),
-                    image_digest: start.image_digest.clone(),
-                    owner: start.owner.clone(),
-                }),
-            );
-            let appended = txn.append(&event).await?;
-            txn.commit().await?;
-            Ok(appended)
-        })
-        .await
+        self.write(Write::RecordStart(start.clone())).await?.event()
     }
 
     /// Records how an execution ended: its row's status and `execution.settle.success` or
@@ -308,14 +267,12 @@ impl Ledger {
                 ))
             })?
             .plan;
-        let plan = plan.as_str();
-        self.retrying(|| async move {
-            let mut txn = self.begin_write(plan, Locks::Plan).await?;
-            let appended = settle_in(&mut txn, settle).await?;
-            txn.commit().await?;
-            Ok(appended)
+        self.write(Write::RecordSettle {
+            plan,
+            settle: settle.clone(),
         })
-        .await
+        .await?
+        .event()
     }
 
     /// The execution `execution_id`, if recorded.
@@ -329,10 +286,52 @@ impl Ledger {
     }
 }
 
+/// Records an execution's start in `txn` (which holds its plan): its row (status
+/// `running`) and `execution.start`. A known execution id is `ERR_LEDGER`.
+pub(crate) async fn start_in(txn: &mut PlanTxn<'_>, start: &ExecutionStart) -> Result<Appended> {
+    if fetch_execution(txn.conn(), &start.execution_id)
+        .await?
+        .is_some()
+    {
+        return Err(LedgerError::ledger(format!(
+            "execution `{}` is already recorded",
+            start.execution_id
+        )));
+    }
+    let now = txn.now.as_str().to_owned();
+    sqlx::query(
+        "INSERT INTO executions (execution_id, plan, processor_ref, mode, write_prefix, \
+         status, image_digest, started_at) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)",
+    )
+    .bind(start.execution_id.as_str())
+    .bind(start.plan.as_str())
+    .bind(start.processor_ref.as_str())
+    .bind(start.mode.as_str())
+    .bind(start.write_prefix.as_str())
+    .bind(start.image_digest.as_deref())
+    .bind(now)
+    .execute(txn.writing())
+    .await
+    .map_err(|e| {
+        LedgerError::database(format!("recording execution `{}`", start.execution_id), e)
+    })?;
+    let event = NewEvent::internal(
+        Some(&start.execution_id),
+        LedgerEvent::ExecutionStart(ExecutionStartEvent {
+            processor_ref: start.processor_ref.clone(),
+            mode: start.mode,
+            write_prefix: start.write_prefix.clone(),
+            image_digest: start.image_digest.clone(),
+            owner: start.owner.clone(),
+        }),
+    );
+    txn.append(&event)
+}
+
 /// Settles an execution in `txn` (which holds its plan): its row's status and
 /// `execution.settle.success` or `execution.settle.failure`. An unknown or already settled
 /// execution is `ERR_LEDGER`.
-pub(crate) async fn settle_in(txn: &mut PlanTxn, settle: &ExecutionSettle) -> Result<Appended> {
+pub(crate) async fn settle_in(txn: &mut PlanTxn<'_>, settle: &ExecutionSettle) -> Result<Appended> {
     let execution_id = settle.execution_id.as_str();
     let execution = fetch_execution(txn.conn(), execution_id)
         .await?
@@ -383,11 +382,10 @@ pub(crate) async fn settle_in(txn: &mut PlanTxn, settle: &ExecutionSettle) -> Re
     .bind(image_digest.as_deref())
     .bind(error_code)
     .bind(txn.now.as_str().to_owned())
-    .execute(txn.conn())
+    .execute(txn.writing())
     .await
     .map_err(|e| LedgerError::database(format!("settling execution `{execution_id}`"), e))?;
     txn.append(&NewEvent::internal(Some(execution_id), event))
-        .await
 }
 
 /// Reads the executions still `running`, of `plan` or of every plan, by plan and execution

@@ -19,7 +19,8 @@ use serde::Serialize;
 use crate::clock::Timestamp;
 use crate::error::{LedgerError, Result};
 use crate::event::NewEvent;
-use crate::ledger::{Ledger, Locks, PlanTxn, text};
+use crate::group::{PlanTxn, Write};
+use crate::ledger::{Ledger, text};
 
 /// A lease row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -131,13 +132,14 @@ impl Ledger {
             ));
         }
         let lease = self
-            .retrying(|| async move {
-                let mut txn = self.begin_write(plan, Locks::LeasesAndPlan).await?;
-                let lease = acquire_in(&mut txn, selector, holder, ttl).await?;
-                txn.commit().await?;
-                Ok(lease)
+            .write(Write::AcquireLease {
+                plan: plan.to_owned(),
+                selector: selector.clone(),
+                holder: holder.to_owned(),
+                ttl,
             })
-            .await?;
+            .await?
+            .lease()?;
         tracing::debug!(selector = %selector, holder, "lease.acquire");
         Ok(LeaseGuard {
             ledger: self.clone(),
@@ -180,8 +182,11 @@ impl Ledger {
     }
 }
 
-async fn acquire_in(
-    txn: &mut PlanTxn,
+/// Leases `selector` for `holder` in `txn` (which holds the lease lock) and appends
+/// `lease.acquire`; `ERR_LEASE_CONFLICT` while another holder has an overlapping unexpired
+/// lease.
+pub(crate) async fn acquire_in(
+    txn: &mut PlanTxn<'_>,
     selector: &WorldPath,
     holder: &str,
     ttl: Duration,
@@ -225,7 +230,7 @@ async fn acquire_in(
         .bind(plan.as_str())
         .bind(now.as_str())
         .bind(expires_at.as_str())
-        .execute(txn.conn())
+        .execute(txn.writing())
         .await
     } else {
         sqlx::query(
@@ -238,7 +243,7 @@ async fn acquire_in(
         .bind(now.as_str())
         .bind(expires_at.as_str())
         .bind(selector.kind().as_str())
-        .execute(txn.conn())
+        .execute(txn.writing())
         .await
     };
     written.map_err(|e| LedgerError::database(format!("leasing `{selector}`"), e))?;
@@ -254,7 +259,7 @@ async fn acquire_in(
             taken_over,
         }),
     );
-    txn.append(&event).await?;
+    txn.append(&event)?;
     Ok(Lease {
         selector: selector.clone(),
         holder: holder.to_owned(),
@@ -273,23 +278,23 @@ async fn release(
     let Some(plan) = held_lease_plan(ledger, selector, holder).await? else {
         return Ok(false);
     };
-    let plan = plan.as_str();
     let released = ledger
-        .retrying(|| async move {
-            let mut txn = ledger.begin_write(plan, Locks::LeasesAndPlan).await?;
-            let released = release_in(&mut txn, selector, holder, reason).await?;
-            txn.commit().await?;
-            Ok(released)
+        .write(Write::ReleaseLease {
+            plan,
+            selector: selector.clone(),
+            holder: holder.to_owned(),
+            reason,
         })
-        .await?;
+        .await?
+        .released()?;
     tracing::debug!(selector = %selector, holder, released, "lease.release");
     Ok(released)
 }
 
 /// Releases `holder`'s lease on `selector` in `txn` (which holds the lease lock) and
 /// appends `lease.release`; `false` when it holds no such lease.
-async fn release_in(
-    txn: &mut PlanTxn,
+pub(crate) async fn release_in(
+    txn: &mut PlanTxn<'_>,
     selector: &WorldPath,
     holder: &str,
     reason: LeaseReleaseReason,
@@ -309,14 +314,14 @@ async fn release_in(
             reason,
         }),
     );
-    txn.append(&event).await?;
+    txn.append(&event)?;
     Ok(true)
 }
 
 /// Releases, in `txn` (which holds the lease lock), every lease `holder` holds under the
 /// transaction's plan, appending one `lease.release` each; gives their selectors.
 pub(crate) async fn release_all_in(
-    txn: &mut PlanTxn,
+    txn: &mut PlanTxn<'_>,
     holder: &str,
     reason: LeaseReleaseReason,
 ) -> Result<Vec<WorldPath>> {
@@ -346,10 +351,10 @@ async fn held_lease_plan(
         .map_err(|e| LedgerError::database(format!("reading the lease on `{selector}`"), e))
 }
 
-async fn delete_lease(txn: &mut PlanTxn, selector: &WorldPath) -> Result<()> {
+async fn delete_lease(txn: &mut PlanTxn<'_>, selector: &WorldPath) -> Result<()> {
     sqlx::query("DELETE FROM leases WHERE selector = $1")
         .bind(selector.as_str())
-        .execute(txn.conn())
+        .execute(txn.writing())
         .await
         .map_err(|e| LedgerError::database(format!("removing the lease on `{selector}`"), e))?;
     Ok(())

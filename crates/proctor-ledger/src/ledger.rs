@@ -1,11 +1,12 @@
-//! The ledger handle: opening a backend by URL, migrations, write transactions that lock a
-//! plan's chain head, appends, reads and chain verification.
+//! The ledger handle: opening a backend by URL, migrations, appends, reads and chain
+//! verification.
 //!
-//! **Concurrency.** Every write runs in one transaction that first takes the plan's write
-//! lock: on SQLite `BEGIN IMMEDIATE` (the database write lock, waited for through
-//! `busy_timeout`), on PostgreSQL `SELECT … FOR UPDATE` of the plan row (plus a
+//! **Concurrency.** Every write goes to the handle's write queue (see `group`), which
+//! commits the writes that arrive together in one transaction holding the write lock of
+//! every plan they touch: on SQLite `BEGIN IMMEDIATE` (the database write lock, waited for
+//! through `busy_timeout`), on PostgreSQL `SELECT … FOR UPDATE` of the plan rows (plus a
 //! transaction-scoped advisory lock for lease changes, which span plans). The chain head
-//! (last seq and hash) lives in the plan row, so an append reads it, inserts the events and
+//! (last seq and hash) lives in the plan row, so a write reads it, inserts the events and
 //! moves it, all under that lock. Transient failures (busy, serialization failure,
 //! deadlock, a unique violation) roll the transaction back and retry it.
 
@@ -21,10 +22,10 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::task::JoinHandle;
 
-use crate::clock::Timestamp;
 use crate::error::{LedgerError, Result};
-use crate::event::{Appended, Event, GENESIS_HASH, NewEvent, chain_hash, is_free};
+use crate::event::{Appended, Event, NewEvent, is_free};
 use crate::executions::fetch_plan_executions;
+use crate::group::{Write, WriteQueue, Written, is_transient};
 use crate::verify::{ChainReport, ChainVerifier, PlanAmounts, StoredRow, TableReplay};
 
 /// The ledger URL `proctor` uses when none is given: an SQLite file under `.proctor/`.
@@ -43,10 +44,6 @@ const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
 /// How many times a write transaction is tried before a transient failure is reported.
 const MAX_ATTEMPTS: u32 = 50;
-/// Events inserted by one `INSERT` statement of a batch (5 parameters each).
-const ROWS_PER_INSERT: usize = 100;
-/// The PostgreSQL advisory lock key that serializes lease changes ("proctor" in ASCII).
-const LEASES_LOCK_KEY: i64 = 0x0070_726f_6374_6f72;
 
 /// The database behind a ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,15 +74,8 @@ pub struct Ledger {
     pub(crate) dropped_releases: Arc<Mutex<Vec<JoinHandle<()>>>>,
     /// What every payload passes before it is hashed and stored; clones share it.
     redactor: Arc<RwLock<Redactor>>,
-}
-
-/// Which locks a write transaction takes besides its plan's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Locks {
-    /// The plan's chain head only.
-    Plan,
-    /// The lease table too (taken first, so lock order is always leases, then plan).
-    LeasesAndPlan,
+    /// Where every write goes to be committed with the writes that arrive with it.
+    writes: Arc<WriteQueue>,
 }
 
 impl Ledger {
@@ -114,11 +104,17 @@ impl Ledger {
     }
 
     fn from_pool(pool: AnyPool, backend: Backend) -> Ledger {
+        let redactor = Arc::default();
         Ledger {
+            writes: Arc::new(WriteQueue::new(
+                pool.clone(),
+                backend,
+                Arc::clone(&redactor),
+            )),
             pool,
             backend,
             dropped_releases: Arc::default(),
-            redactor: Arc::default(),
+            redactor,
         }
     }
 
@@ -163,13 +159,19 @@ impl Ledger {
                 event.kind()
             )));
         }
-        self.retrying(|| async move {
-            let mut txn = self.begin_write(plan, Locks::Plan).await?;
-            let appended = txn.append_all(events).await?;
-            txn.commit().await?;
-            Ok(appended)
+        self.write(Write::Append {
+            plan: plan.to_owned(),
+            events: events.to_vec(),
         })
-        .await
+        .await?
+        .events()
+    }
+
+    /// Queues `write` to be committed with the writes that arrive with it, and gives its
+    /// own answer. A bad plan key is refused before it is queued.
+    pub(crate) async fn write(&self, write: Write) -> Result<Written> {
+        validate_plan_key(write.plan())?;
+        self.writes.write(write).await
     }
 
     /// Up to `limit` events of `plan` with seq greater than `after_seq`, in seq order.
@@ -318,237 +320,42 @@ impl Ledger {
             .map_err(|e| LedgerError::database("beginning a read", e))
     }
 
-    /// Begins a write transaction holding `plan`'s write lock (and the lease lock with
-    /// [`Locks::LeasesAndPlan`]), creating the plan if it does not exist.
-    pub(crate) async fn begin_write(&self, plan: &str, locks: Locks) -> Result<PlanTxn> {
-        validate_plan_key(plan)?;
-        let operation = || format!("locking plan `{plan}`");
-        let now = Timestamp::now();
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
-        .map_err(|e| LedgerError::database(operation(), e))?;
-        if self.backend == Backend::Postgres && locks == Locks::LeasesAndPlan {
-            sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
-                .bind(LEASES_LOCK_KEY)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| LedgerError::database("locking leases", e))?;
-        }
-        let select = match self.backend {
-            Backend::Sqlite => {
-                "SELECT budget_micro_usd, reserved_micro_usd, spent_micro_usd, head_seq, head_hash \
-                 FROM plans WHERE key = $1"
-            }
-            Backend::Postgres => {
-                "SELECT budget_micro_usd, reserved_micro_usd, spent_micro_usd, head_seq, head_hash \
-                 FROM plans WHERE key = $1 FOR UPDATE"
-            }
-        };
-        let mut row = sqlx::query(select)
-            .bind(plan)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| LedgerError::database(operation(), e))?;
-        if row.is_none() {
-            sqlx::query(
-                "INSERT INTO plans (key, head_hash, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(plan)
-            .bind(GENESIS_HASH)
-            .bind(now.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| LedgerError::database(format!("creating plan `{plan}`"), e))?;
-            row = Some(
-                sqlx::query(select)
-                    .bind(plan)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(|e| LedgerError::database(operation(), e))?,
-            );
-        }
-        let row = row.ok_or_else(|| LedgerError::ledger(format!("plan `{plan}` vanished")))?;
-        let head_hash: String = row
-            .try_get("head_hash")
-            .map_err(|e| LedgerError::database(operation(), e))?;
-        let head = blake3::Hash::from_hex(&head_hash)
-            .map_err(|_| LedgerError::ledger(format!("plan `{plan}` has a malformed head hash")))?;
-        let budget: Option<i64> = row
-            .try_get("budget_micro_usd")
-            .map_err(|e| LedgerError::database(operation(), e))?;
-        Ok(PlanTxn {
-            tx,
-            redactor: self
-                .redactor
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-            key: plan.to_owned(),
-            budget: budget
-                .map(|b| from_db(Ok(b), "plans.budget_micro_usd"))
-                .transpose()?,
-            reserved: from_db(
-                row.try_get("reserved_micro_usd"),
-                "plans.reserved_micro_usd",
-            )?,
-            spent: from_db(row.try_get("spent_micro_usd"), "plans.spent_micro_usd")?,
-            head_seq: from_db(row.try_get("head_seq"), "plans.head_seq")?,
-            head,
-            head_moved: false,
-            now,
-        })
-    }
-
     /// Runs `attempt` until it succeeds, fails for good, or runs out of tries on transient
     /// database failures.
-    pub(crate) async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    pub(crate) async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut tries = 1;
-        loop {
-            match attempt().await {
-                Err(err) if tries < MAX_ATTEMPTS && self.is_transient(&err) => {
-                    tracing::debug!(tries, error = %err, "ledger.retry");
-                    tokio::time::sleep(Duration::from_millis(u64::from(tries.min(20)))).await;
-                    tries += 1;
-                }
-                result => return result,
-            }
-        }
+        retrying(self.backend, attempt).await
     }
+}
 
-    /// Whether `err` is a lock, serialization or uniqueness failure worth retrying.
-    fn is_transient(&self, err: &LedgerError) -> bool {
-        let Some(sqlx::Error::Database(db_error)) = err.sqlx_error() else {
-            return false;
-        };
-        let Some(code) = db_error.code() else {
-            return false;
-        };
-        match self.backend {
-            // serialization_failure, deadlock_detected, lock_not_available, unique_violation
-            Backend::Postgres => matches!(&*code, "40001" | "40P01" | "55P03" | "23505"),
-            // SQLITE_BUSY and SQLITE_LOCKED (any extended code), SQLITE_CONSTRAINT_PRIMARYKEY
-            // and SQLITE_CONSTRAINT_UNIQUE.
-            Backend::Sqlite => code
-                .parse::<i32>()
-                .is_ok_and(|code| matches!(code & 0xff, 5 | 6) || matches!(code, 1555 | 2067)),
+/// Runs `attempt` until it succeeds, fails for good, or runs out of tries on transient
+/// failures of `backend`.
+pub(crate) async fn retrying<T, F, Fut>(backend: Backend, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(err) if wait_to_retry(backend, &err, tries).await => tries += 1,
+            result => return result,
         }
     }
 }
 
-/// A write transaction holding one plan's lock, with the plan's row as read under it.
-pub(crate) struct PlanTxn {
-    tx: Transaction<'static, Any>,
-    /// What every payload this transaction writes passes first.
-    redactor: Redactor,
-    /// The plan key.
-    pub(crate) key: String,
-    /// Its budget, if set.
-    pub(crate) budget: Option<u64>,
-    /// What is reserved against it.
-    pub(crate) reserved: u64,
-    /// What is spent against it.
-    pub(crate) spent: u64,
-    head_seq: u64,
-    head: blake3::Hash,
-    head_moved: bool,
-    /// The time every row written by this transaction carries.
-    pub(crate) now: Timestamp,
-}
-
-impl PlanTxn {
-    /// The connection, for statements of the ledger's own operations.
-    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
+/// Whether try number `tries`, failed with `err`, is to be tried again; waits a little
+/// first when it is (a transient failure of `backend`, tries left).
+pub(crate) async fn wait_to_retry(backend: Backend, err: &LedgerError, tries: u32) -> bool {
+    if tries >= MAX_ATTEMPTS || !is_transient(backend, err) {
+        return false;
     }
-
-    /// Appends `event` after the current head.
-    pub(crate) async fn append(&mut self, event: &NewEvent) -> Result<Appended> {
-        let mut appended = self.append_all(std::slice::from_ref(event)).await?;
-        appended
-            .pop()
-            .ok_or_else(|| LedgerError::ledger("append returned no event"))
-    }
-
-    /// Appends `events` after the current head, in order, with one multi-row `INSERT` per
-    /// [`ROWS_PER_INSERT`] events.
-    pub(crate) async fn append_all(&mut self, events: &[NewEvent]) -> Result<Vec<Appended>> {
-        let mut appended = Vec::with_capacity(events.len());
-        for chunk in events.chunks(ROWS_PER_INSERT) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            let (mut seq, mut head) = (self.head_seq, self.head);
-            for event in chunk {
-                seq += 1;
-                let payload = event.payload(&self.now, &self.redactor)?;
-                let this = chain_hash(&head, &payload);
-                rows.push((seq, to_db(seq)?, payload, head.to_hex(), this.to_hex()));
-                head = this;
-            }
-            let sql = insert_events_sql(rows.len());
-            let mut insert = sqlx::query(&sql);
-            for (_, seq, payload, prev_hash, this_hash) in &rows {
-                insert = insert
-                    .bind(self.key.as_str())
-                    .bind(*seq)
-                    .bind(payload.as_str())
-                    .bind(prev_hash.as_str())
-                    .bind(this_hash.as_str());
-            }
-            insert.execute(&mut *self.tx).await.map_err(|e| {
-                LedgerError::database(format!("appending to plan `{}`", self.key), e)
-            })?;
-            appended.extend(rows.iter().map(|(seq, _, _, _, this_hash)| Appended {
-                seq: *seq,
-                this_hash: this_hash.to_string(),
-            }));
-            (self.head_seq, self.head, self.head_moved) = (seq, head, true);
-        }
-        Ok(appended)
-    }
-
-    /// Moves the plan's recorded head to the last appended event and commits.
-    pub(crate) async fn commit(mut self) -> Result<()> {
-        let operation = || format!("committing to plan `{}`", self.key);
-        if self.head_moved {
-            sqlx::query("UPDATE plans SET head_seq = $2, head_hash = $3 WHERE key = $1")
-                .bind(self.key.as_str())
-                .bind(to_db(self.head_seq)?)
-                .bind(self.head.to_hex().as_str())
-                .execute(&mut *self.tx)
-                .await
-                .map_err(|e| LedgerError::database(operation(), e))?;
-        }
-        self.tx
-            .commit()
-            .await
-            .map_err(|e| LedgerError::database(operation(), e))
-    }
-}
-
-/// `INSERT INTO events … VALUES ($1, …, $5), ($6, …, $10), …` for `rows` rows.
-fn insert_events_sql(rows: usize) -> String {
-    let mut sql =
-        String::from("INSERT INTO events (plan, seq, payload, prev_hash, this_hash) VALUES ");
-    for row in 0..rows {
-        let first = row * 5 + 1;
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${first}, ${}, ${}, ${}, ${})",
-            first + 1,
-            first + 2,
-            first + 3,
-            first + 4
-        ));
-    }
-    sql
+    tracing::debug!(tries, error = %err, "ledger.retry");
+    tokio::time::sleep(Duration::from_millis(u64::from(tries.min(20)))).await;
+    true
 }
 
 /// Where a ledger URL points.
@@ -617,11 +424,17 @@ async fn open_sqlite(path: &Path) -> Result<Ledger> {
     let operation = || format!("opening {}", path.display());
     let pool = AnyPoolOptions::new()
         .max_connections(4)
+        // A connection to a local file does not go stale: no round trip to check it on
+        // every acquire (each write transaction acquires one).
+        .test_before_acquire(false)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
                     .await?;
                 conn.execute("PRAGMA synchronous = NORMAL").await?;
+                // Statement journals (a multi-row INSERT's undo) in memory, not temporary
+                // files created and removed for every group of events.
+                conn.execute("PRAGMA temp_store = MEMORY").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
                 Ok(())
             })
@@ -766,15 +579,6 @@ mod tests {
         for bad in ["", "a b", "a/b", "ü", &"x".repeat(129)] {
             assert!(validate_plan_key(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn batch_inserts_number_their_parameters() {
-        assert_eq!(
-            insert_events_sql(2),
-            "INSERT INTO events (plan, seq, payload, prev_hash, this_hash) VALUES \
-             ($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)"
-        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod clock;
 mod error;
 mod event;
 mod executions;
+mod group;
 mod leases;
 mod ledger;
 mod recover;

@@ -26,7 +26,8 @@ use crate::executions::{
     Execution, ExecutionSettle, ExecutionStatus, Outcome, fetch_execution,
     fetch_running_executions, settle_in,
 };
-use crate::ledger::{Ledger, Locks};
+use crate::group::{PlanTxn, Write};
+use crate::ledger::Ledger;
 
 /// Where the host's boot id is read.
 const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
@@ -229,56 +230,14 @@ impl Ledger {
             .await?
             .ok_or_else(|| LedgerError::ledger(format!("unknown execution `{execution_id}`")))?
             .plan;
-        let plan = plan.as_str();
         let settled = self
-            .retrying(|| async move {
-                let mut txn = self.begin_write(plan, Locks::LeasesAndPlan).await?;
-                let Some(execution) = fetch_execution(txn.conn(), execution_id).await? else {
-                    return Ok(None);
-                };
-                if execution.status != ExecutionStatus::Running {
-                    return Ok(None);
-                }
-                let released_leases = crate::leases::release_all_in(
-                    &mut txn,
-                    execution_id,
-                    LeaseReleaseReason::Recovered,
-                )
-                .await?;
-                let (released_micro_usd, spent_micro_usd) = match execution.spent_micro_usd {
-                    Some(spent) => (0, spent),
-                    None => {
-                        let reserved = execution.reserved_micro_usd;
-                        let spent = match execution.mode {
-                            Mode::Real => reserved,
-                            Mode::Mock => 0,
-                        };
-                        crate::budget::settle_in(&mut txn, execution_id, spent).await?;
-                        (reserved, spent)
-                    }
-                };
-                let settle = ExecutionSettle {
-                    execution_id: execution_id.to_owned(),
-                    outcome: Outcome::Failure(error.clone()),
-                    image_digest: None,
-                    duration_ms: millis_since(&execution.started_at, OffsetDateTime::now_utc()),
-                };
-                let settled = settle_in(&mut txn, &settle).await?;
-                txn.commit().await?;
-                Ok(Some(SettledAbandoned {
-                    execution_id: execution_id.to_owned(),
-                    plan: plan.to_owned(),
-                    released_leases,
-                    released_micro_usd,
-                    spent_micro_usd,
-                    error: ErrorBody {
-                        code: error.code(),
-                        message: error.message(),
-                    },
-                    settled,
-                }))
+            .write(Write::SettleAbandoned {
+                plan: plan.clone(),
+                execution_id: execution_id.to_owned(),
+                error: error.clone(),
             })
-            .await?;
+            .await?
+            .abandoned()?;
         if let Some(settled) = &settled {
             tracing::debug!(
                 event = "ledger.settle_abandoned",
@@ -291,6 +250,54 @@ impl Ledger {
         }
         Ok(settled)
     }
+}
+
+/// Settles `execution_id` in `txn` (which holds its plan and the lease lock) as
+/// [`Ledger::settle_abandoned`] describes; `None` when it is no longer running.
+pub(crate) async fn settle_abandoned_in(
+    txn: &mut PlanTxn<'_>,
+    execution_id: &str,
+    error: &CanonError,
+) -> Result<Option<SettledAbandoned>> {
+    let Some(execution) = fetch_execution(txn.conn(), execution_id).await? else {
+        return Ok(None);
+    };
+    if execution.status != ExecutionStatus::Running {
+        return Ok(None);
+    }
+    let released_leases =
+        crate::leases::release_all_in(txn, execution_id, LeaseReleaseReason::Recovered).await?;
+    let (released_micro_usd, spent_micro_usd) = match execution.spent_micro_usd {
+        Some(spent) => (0, spent),
+        None => {
+            let reserved = execution.reserved_micro_usd;
+            let spent = match execution.mode {
+                Mode::Real => reserved,
+                Mode::Mock => 0,
+            };
+            crate::budget::settle_in(txn, execution_id, spent).await?;
+            (reserved, spent)
+        }
+    };
+    let settle = ExecutionSettle {
+        execution_id: execution_id.to_owned(),
+        outcome: Outcome::Failure(error.clone()),
+        image_digest: None,
+        duration_ms: millis_since(&execution.started_at, OffsetDateTime::now_utc()),
+    };
+    let settled = settle_in(txn, &settle).await?;
+    Ok(Some(SettledAbandoned {
+        execution_id: execution_id.to_owned(),
+        plan: txn.key.clone(),
+        released_leases,
+        released_micro_usd,
+        spent_micro_usd,
+        error: ErrorBody {
+            code: error.code(),
+            message: error.message(),
+        },
+        settled,
+    }))
 }
 
 /// Milliseconds from `started_at` (a stored timestamp, `2026-01-02T03:04:05.678Z`) to

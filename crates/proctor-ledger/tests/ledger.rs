@@ -8,6 +8,7 @@
 #![allow(unused_crate_dependencies)]
 
 mod checkpoints;
+mod group_commit;
 mod support;
 
 use std::collections::HashSet;
