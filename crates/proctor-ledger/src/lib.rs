@@ -29,6 +29,7 @@ mod executions;
 mod group;
 mod leases;
 mod ledger;
+mod memo;
 mod recover;
 mod verify;
 
@@ -46,6 +47,7 @@ pub use executions::{
 };
 pub use leases::{Lease, LeaseGuard, selectors_overlap};
 pub use ledger::{Backend, DEFAULT_LEDGER_URL, Ledger};
+pub use memo::{MemoHit, MemoSource};
 pub use recover::{
     OwnerLiveness, RunningExecution, SettledAbandoned, abandoned_error, owner_liveness,
     process_start_time, this_process,
