@@ -368,6 +368,11 @@ struct RunArgs {
     /// images only). Selects no mode.
     #[arg(long, env = "PROCTOR_LANE", value_parser = lane_parser())]
     lane: Option<Lane>,
+    /// Answer from the memo cache: when an earlier successful execution of the same
+    /// processor, image, mode and inputs still verifies, print its outputs (the envelope's
+    /// `memo_source` names it) and start no container. Local adapter only.
+    #[arg(long)]
+    memo: bool,
 }
 
 /// The run's limits, from their flags.
@@ -454,6 +459,8 @@ pub(crate) struct RunConfig {
     pub(crate) ledger: RunLedgerConfig,
     /// `--lane` / `PROCTOR_LANE`.
     pub(crate) lane: Option<Lane>,
+    /// `--memo`.
+    pub(crate) memo: bool,
 }
 
 /// A validated `proctor registry …`.
@@ -589,6 +596,7 @@ impl Cli {
                 save_dir: run.save_dir,
                 ledger: run.ledger.into_config(),
                 lane: run.lane,
+                memo: run.memo,
             })),
             Command::Registry(RegistryCommand::List { common }) => {
                 Config::Registry(RegistryConfig {

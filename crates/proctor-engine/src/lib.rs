@@ -14,6 +14,7 @@
 
 mod evidence;
 mod lane;
+mod memo;
 mod record;
 mod recover;
 mod run;

@@ -30,6 +30,9 @@
 //! - **Redaction.** Every payload recorded passes the run's redactor first (the ledger
 //!   applies it to whole payloads before they are hashed), so no secret value and no
 //!   credential a processor echoes reaches the chain, where it could never be removed.
+//! - **Memo keys.** A local success records its memo key ([`crate::memo`]) once settled,
+//!   so later runs with the same key can be answered by it; an envelope that claims to be
+//!   a memo hit (`memo_source`) is refused with `ERR_ENVELOPE`.
 //! - Failures before the ledger is opened (CI guard, every pre-adapter check) are not
 //!   recorded: they happen before any work.
 
@@ -44,6 +47,7 @@ use proctor_ledger::{ExecutionSettle, ExecutionStart, LeaseGuard, Ledger, NewEve
 use tokio_util::sync::CancellationToken;
 
 use crate::evidence::{self, StagedDirs};
+use crate::memo::MemoKey;
 use crate::run::{AdapterHandle, AdapterKind, Engine, RunRequest};
 
 /// Added to the run's timeout for the lease TTL: container start-up, cleanup, the ledger.
@@ -158,7 +162,20 @@ impl Recorder<'_> {
         let (started, ()) = tokio::join!(self.ledger.record_start(&start), prepare);
         started?;
         let ran = self.reserve_lease_and_invoke(&adapter, cancel).await;
-        self.settle(ran).await
+        let settled = self.settle(ran).await;
+        if let Ok((Envelope::Success(success), _)) = &settled
+            && self.request.adapter == AdapterKind::Local
+        {
+            let key = MemoKey::of_run(
+                &payload.processor_ref,
+                &success.meta.image_digest,
+                payload.mode,
+                &payload.inputs,
+                &payload.upstream,
+            );
+            crate::memo::record_key(self.ledger, self.execution_id(), &key).await;
+        }
+        settled
     }
 
     /// Reserves, leases, and (both granted) invokes; the lease is released on every path.
@@ -248,6 +265,16 @@ impl Recorder<'_> {
         success: &SuccessEnvelope,
         cancel: &CancellationToken,
     ) -> Result<(Outcome, Option<PathBuf>), CanonError> {
+        if let Some(source) = &success.memo_source {
+            return Err(CanonError::new(
+                ErrorCode::Envelope,
+                format!(
+                    "{} answered as a memo hit of `{source}`; only the engine answers from \
+                     the memo cache",
+                    self.invocation.payload.processor_ref
+                ),
+            ));
+        }
         if cancel.is_cancelled() {
             return Err(CanonError::new(
                 ErrorCode::Interrupted,

@@ -4,7 +4,8 @@
 //! Order: CI guard → lane rules ([`crate::check_run`]) → ref → registry → timeout (at most
 //! [`MAX_RUN_TIMEOUT`]) → inputs (JSON,
 //! then schema) → secrets (`real` only) → write prefix → image source (pinned digest unless
-//! `build`) → payload → ledger (start, budget reservation, write-prefix lease; see
+//! `build`) → memo lookup (when asked: a verified earlier result answers the run, see
+//! [`crate::memo`]) → payload → ledger (start, budget reservation, write-prefix lease; see
 //! [`crate::record`]) → adapter → evidence ([`crate::evidence`]) → `save_dir`
 //! ([`crate::save`]) → settle.
 //! Every run logs `execution.start` and then exactly one of `execution.settle` or
@@ -114,6 +115,9 @@ pub struct RunRequest {
     /// The upstream outputs the inputs were resolved from, named in the payload and the
     /// receipt; empty outside a plan.
     pub upstream: Vec<UpstreamOutput>,
+    /// Answer the run from the memo cache when an earlier successful execution with the
+    /// same memo key still verifies (local adapter only; see [`crate::memo`]).
+    pub memo: bool,
 }
 
 /// How a run ended.
@@ -372,6 +376,21 @@ impl Engine {
         };
         if let Some(save_dir) = &request.save_dir {
             crate::save::check_destination(&self.config.artifacts_root, save_dir)?;
+        }
+        if request.memo
+            && request.adapter == AdapterKind::Local
+            && let Some(answered) = crate::memo::answer_from_memo(
+                self,
+                request,
+                execution_id,
+                spec,
+                &image,
+                &inputs,
+                cancel,
+            )
+            .await?
+        {
+            return Ok(answered);
         }
         let staging = Arc::new(Staging::create(execution_id)?);
         let invocation = Invocation {

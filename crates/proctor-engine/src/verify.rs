@@ -11,6 +11,12 @@
 //! registry's current pin for the host platform; a `build` run (no digest recorded at
 //! start) is reported as built from source.
 //!
+//! A memo hit (`execution.memo`, see [`crate::memo`]) is verified as the hit of its
+//! source: `memo.hit` (its event lies on a verified chain; the detail names the source),
+//! `memo.key` (the source's receipt re-derives the hit's memo key), `memo.evidence` (the
+//! source's receipt and index are the bytes the hit recorded), then every check of the
+//! source execution.
+//!
 //! Every finding is a [`Check`]; any failed check makes the report's error `ERR_VERIFY`.
 //! Only evidence that cannot be read at all (an invalid execution id, an unreadable store
 //! or ledger) is an error of the call itself.
@@ -22,11 +28,13 @@ use proctor_contract::{
     CanonError, ErrorCode, EventKind, ExecutionSuccessEvent, OutputsIndex, PinnedReference,
     ProcessorRef, Receipt, WorldPath, cid,
 };
-use proctor_ledger::{Execution, ExecutionEvidence, ExecutionStatus, Ledger, Settlement};
+use proctor_ledger::{Execution, ExecutionEvidence, ExecutionStatus, Ledger, MemoHit, Settlement};
 use proctor_registry::{Registry, pinned_image};
 use proctor_store::{ArtifactStore, Check};
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::memo::MemoKey;
 
 /// Hex digits of an event hash shown in a check's detail.
 const SHORT_HASH_LEN: usize = 12;
@@ -101,6 +109,91 @@ pub async fn verify_execution(
 }
 
 async fn verify(
+    sources: &EvidenceSources<'_>,
+    execution_id: &str,
+) -> Result<VerifyReport, CanonError> {
+    match sources.ledger.memo_hit(execution_id).await? {
+        Some(hit) => verify_hit(sources, execution_id, hit).await,
+        None => verify_recorded(sources, execution_id).await,
+    }
+}
+
+/// A memo hit: its `execution.memo` event on a verified chain, the source's receipt and
+/// index as the hit recorded them, then every check of the source execution.
+async fn verify_hit(
+    sources: &EvidenceSources<'_>,
+    hit_id: &str,
+    hit: MemoHit,
+) -> Result<VerifyReport, CanonError> {
+    let memo = &hit.memo;
+    let source = verify_recorded(sources, &memo.source_execution_id).await?;
+    let mut checks = Checks(Vec::new());
+    let chain = sources.ledger.verify_chain(&hit.event.plan).await?;
+    let on_chain = chain.is_valid() && hit.event.seq <= chain.verified;
+    checks.record(
+        "memo.hit",
+        on_chain,
+        format!(
+            "seq {} execution.memo on plan `{}`{}: a memo hit of execution `{}` (plan `{}`), \
+             whose evidence follows",
+            hit.event.seq,
+            hit.event.plan,
+            if on_chain {
+                ""
+            } else {
+                ", not on the verified part of the chain"
+            },
+            memo.source_execution_id,
+            memo.source_plan
+        ),
+    );
+    let key = source.receipt.as_ref().map(|r| MemoKey::of_receipt(r).id());
+    checks.record(
+        "memo.key",
+        key.as_deref() == Some(memo.memo_key.as_str()),
+        format!(
+            "hit: {}; source receipt: {}",
+            memo.memo_key,
+            shown(key.as_deref())
+        ),
+    );
+    let receipt_cid = match WorldPath::execution_receipt(&memo.source_execution_id) {
+        Ok(path) => stored_cid(sources.store, &path).await,
+        Err(_) => None,
+    };
+    let index_cid = match WorldPath::parse(&memo.index_path) {
+        Ok(path) => stored_cid(sources.store, &path).await,
+        Err(_) => None,
+    };
+    checks.record(
+        "memo.evidence",
+        receipt_cid.as_deref() == Some(memo.receipt_cid.as_str())
+            && index_cid.as_deref() == Some(memo.outputs_index_cid.as_str()),
+        format!(
+            "receipt {} (hit recorded {}), index {} (hit recorded {})",
+            shown(receipt_cid.as_deref()),
+            memo.receipt_cid,
+            shown(index_cid.as_deref()),
+            memo.outputs_index_cid
+        ),
+    );
+    checks.0.extend(source.checks);
+    let error = failure(hit_id, &checks.0);
+    Ok(VerifyReport {
+        execution_id: hit_id.to_owned(),
+        ok: error.is_none(),
+        store: source.store,
+        ledger: source.ledger,
+        plan: Some(hit.event.plan),
+        checks: checks.0,
+        error,
+        receipt: source.receipt,
+        index: source.index,
+    })
+}
+
+/// An execution that ran: the storage half, then the ledger half.
+async fn verify_recorded(
     sources: &EvidenceSources<'_>,
     execution_id: &str,
 ) -> Result<VerifyReport, CanonError> {

@@ -555,6 +555,7 @@ async fn run_transition(
                 cid: reference.cid.clone(),
             })
             .collect(),
+        memo: transition.memo,
     };
     let outcome = cx.engine.run(&request, cx.cancel).await;
     let (execution_id, result) = match &outcome.envelope {
@@ -563,8 +564,13 @@ async fn run_transition(
             let checked = match written_prefix(&success.index_path) {
                 Ok(prefix) => match check_success(cx, transition, &execution_id, &prefix).await {
                     Ok(()) => {
+                        // A memo hit's outputs are its source's: downstream references
+                        // name the execution that produced them.
                         let done = Done {
-                            execution_id: execution_id.clone(),
+                            execution_id: success
+                                .memo_source
+                                .clone()
+                                .unwrap_or_else(|| execution_id.clone()),
                             write_prefix: prefix,
                         };
                         propose(cx, transition, &done).await.map(|p| (done, p))
@@ -1124,6 +1130,7 @@ mod tests {
             admission: Vec::new(),
             success: Vec::new(),
             planner: true,
+            memo: false,
         };
         let done = Done {
             execution_id: "e1".into(),

@@ -363,6 +363,7 @@ fn check_transitions(
             admission: parse_all(&spec.predicates.admission, Scope::Admission)?,
             success: parse_all(&spec.predicates.success, Scope::Success)?,
             planner: entry.spec().planner,
+            memo: spec.memo.unwrap_or(mode == Mode::Mock),
         });
     }
     Ok(transitions)
@@ -450,6 +451,25 @@ transitions:
             "/artifacts/plans/demo/again/{execution_id}/"
         );
         assert_eq!(plan.transition("stats").unwrap().success.len(), 1);
+    }
+
+    #[test]
+    fn memo_is_on_by_default_in_mock_and_asked_for_in_real() {
+        let plan = r#"
+plan: m
+transitions:
+  - {id: mock, ref: text/stats@1, mode: mock, inputs: {schema: v1, text: a}}
+  - {id: mock-off, ref: text/stats@1, mode: mock, memo: false, inputs: {schema: v1, text: a}}
+  - {id: real, ref: text/stats@1, mode: real, inputs: {schema: v1, text: a}}
+  - {id: real-on, ref: text/stats@1, mode: real, memo: true, inputs: {schema: v1, text: a}}
+"#;
+        let plan = load(plan.as_bytes(), &config(&[])).unwrap();
+        let memo: Vec<bool> = plan.transitions.iter().map(|t| t.memo).collect();
+        assert_eq!(memo, [true, false, false, true]);
+        assert_plan_error(
+            &TWO_LEVELS.replace("reserve_micro_usd: 5", "memo: yes please"),
+            "memo",
+        );
     }
 
     #[test]

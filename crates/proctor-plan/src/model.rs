@@ -96,6 +96,10 @@ pub struct TransitionSpec {
     /// Overrides the processor's timeout.
     #[serde(default)]
     pub timeout_s: Option<u64>,
+    /// Whether a verified earlier result with its memo key may answer it; by default on
+    /// in `mock` and off in `real`.
+    #[serde(default)]
+    pub memo: Option<bool>,
     /// Its admission and success predicates.
     #[serde(default)]
     pub predicates: PredicatesSpec,
@@ -187,4 +191,7 @@ pub struct Transition {
     pub success: Vec<Predicate>,
     /// Whether its processor is a planner, whose proposal joins the plan after its success.
     pub planner: bool,
+    /// Whether a verified earlier result with its memo key may answer it (the file's
+    /// `memo`, else `true` in `mock` and `false` in `real`).
+    pub memo: bool,
 }
