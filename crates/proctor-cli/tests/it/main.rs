@@ -20,6 +20,7 @@ mod layering;
 mod ledger;
 mod limits;
 mod local_adapter;
+mod memo;
 mod oci;
 mod plan;
 mod planners;
