@@ -5,11 +5,13 @@
 //! server on 127.0.0.1:9000; neither is skipped without them. `ledger` and `verify` also need
 //! the engine, and `ledger` the PostgreSQL server on 127.0.0.1:55432. `deploy` serves its own
 //! endpoints on 127.0.0.1. `image` and `lane` also need the OCI registry on 127.0.0.1:5000
-//! and the arm64 cross toolchain (see `oci`).
+//! and the arm64 cross toolchain (see `oci`). `concurrent_plans` needs the engine and the
+//! PostgreSQL server.
 
 // Every test target of the package shares its dependencies; each uses some.
 #![allow(unused_crate_dependencies)]
 
+mod concurrent_plans;
 mod deploy;
 mod docker_host;
 mod evidence;
