@@ -175,8 +175,14 @@ impl<'a> StagingMounts<'a> {
 pub(crate) enum Mounts<'a> {
     /// One run's two staging directories.
     Execution(&'a StagingMounts<'a>),
-    /// A warm container's private directory, mounted at [`ARTIFACTS_ROOT`].
-    Warm(&'a Path),
+    /// A warm container's private directory, mounted at [`ARTIFACTS_ROOT`], and the
+    /// process key of the process that keeps it (its [`LABEL_WARM`]).
+    Warm {
+        /// The directory.
+        dir: &'a Path,
+        /// The keeping process.
+        owner: &'a str,
+    },
 }
 
 /// Everything that shapes one run's container.
@@ -217,7 +223,7 @@ pub(crate) fn create_body(settings: &ContainerSettings<'_>) -> ContainerCreateBo
             bind_mount(staging.prefix_dir, &staging.prefix_target),
             bind_mount(staging.execution_dir, &staging.execution_target),
         ],
-        Mounts::Warm(dir) => vec![bind_mount(dir, ARTIFACTS_ROOT)],
+        Mounts::Warm { dir, .. } => vec![bind_mount(dir, ARTIFACTS_ROOT)],
     };
     let mut host_config = HostConfig {
         security_opt: Some(vec!["no-new-privileges".to_owned()]),
@@ -278,8 +284,8 @@ pub(crate) fn create_body(settings: &ContainerSettings<'_>) -> ContainerCreateBo
         LABEL_REF.to_owned(),
         invocation.payload.processor_ref.to_string(),
     );
-    if let Mounts::Warm(_) = settings.mounts {
-        labels.insert(LABEL_WARM.to_owned(), "true".to_owned());
+    if let Mounts::Warm { owner, .. } = settings.mounts {
+        labels.insert(LABEL_WARM.to_owned(), owner.to_owned());
     }
     ContainerCreateBody {
         image: Some(settings.image_id.to_owned()),

@@ -46,8 +46,9 @@ use crate::{Adapter, ImageSource, Invocation};
 pub const LABEL_EXECUTION_ID: &str = "proctor.execution_id";
 /// Label carrying the processor ref on every run's container and built image.
 pub const LABEL_REF: &str = "proctor.ref";
-/// Label marking a warm container, one that serves several runs ([`crate::warm`]); its
-/// [`LABEL_EXECUTION_ID`] is the run that started it.
+/// Label marking a warm container, one that serves several runs ([`crate::warm`]), with the
+/// process key of the process that keeps it; its [`LABEL_EXECUTION_ID`] is the run that
+/// started it.
 pub const LABEL_WARM: &str = "proctor.warm";
 /// How many log lines of a failed container an error carries.
 const LOG_TAIL_LINES: usize = 20;
@@ -161,9 +162,12 @@ impl LocalAdapter {
     /// This adapter, keeping containers warm: a container serves later runs of the same
     /// kind, up to `per_kind` containers per kind, until [`LocalAdapter::close_warm`]
     /// (see [`crate::warm`]). For long-lived callers that must call that at the end.
-    pub fn with_warm_containers(self, per_kind: usize) -> LocalAdapter {
+    /// `owner` is the caller's process key: warm containers carry it as their
+    /// [`LABEL_WARM`], so [`LocalAdapter::remove_warm_containers`] finds those a killed
+    /// process left.
+    pub fn with_warm_containers(self, per_kind: usize, owner: String) -> LocalAdapter {
         LocalAdapter {
-            warm: Some(Arc::new(WarmPool::new(per_kind))),
+            warm: Some(Arc::new(WarmPool::new(per_kind, owner))),
             ..self
         }
     }
@@ -198,12 +202,27 @@ impl LocalAdapter {
         &self,
         execution_id: &str,
     ) -> Result<Vec<String>, CanonError> {
+        self.remove_labelled(LABEL_EXECUTION_ID, execution_id, "execution")
+            .await
+    }
+
+    /// Force-removes every warm container kept by the process whose process key is
+    /// `owner` (its [`LABEL_WARM`]), e.g. one that was killed; gives the names of the
+    /// containers the engine removed, as [`LocalAdapter::remove_execution_containers`] does.
+    pub async fn remove_warm_containers(&self, owner: &str) -> Result<Vec<String>, CanonError> {
+        self.remove_labelled(LABEL_WARM, owner, "process").await
+    }
+
+    /// Force-removes every container whose `label` is `value` (`what` names the value in
+    /// errors).
+    async fn remove_labelled(
+        &self,
+        label: &str,
+        value: &str,
+        what: &str,
+    ) -> Result<Vec<String>, CanonError> {
         let mut removed = Vec::new();
-        for name in self
-            .engine
-            .labelled_containers(LABEL_EXECUTION_ID, execution_id)
-            .await?
-        {
+        for name in self.engine.labelled_containers(label, value).await? {
             match ContainerGuard::new(Arc::clone(&self.engine), name.clone())
                 .remove()
                 .await
@@ -219,7 +238,7 @@ impl LocalAdapter {
                             return Err(CanonError::new(
                                 ErrorCode::AdapterInvocation,
                                 format!(
-                                    "container {name} of execution {execution_id} is still \
+                                    "container {name} of {what} {value} is still \
                                      being removed after {REMOVAL_WAIT:?}"
                                 ),
                             ));
@@ -230,7 +249,7 @@ impl LocalAdapter {
                     return Err(CanonError::new(
                         ErrorCode::AdapterInvocation,
                         format!(
-                            "containers of execution {execution_id}: removed [{}], then {}",
+                            "containers of {what} {value}: removed [{}], then {}",
                             removed.join(", "),
                             failed.detail()
                         ),
@@ -417,7 +436,10 @@ impl LocalAdapter {
                     );
                     slot
                 }
-                Lease::Start(ticket) => self.start_warm(ticket, invocation, &image, &stop).await?,
+                Lease::Start(ticket) => {
+                    self.start_warm(ticket, pool.owner(), invocation, &image, &stop)
+                        .await?
+                }
                 Lease::Cold => return self.invoke_cold(invocation, cancel).await,
             };
             match self
@@ -457,6 +479,7 @@ impl LocalAdapter {
     async fn start_warm(
         &self,
         ticket: StartTicket,
+        owner: &str,
         invocation: &Invocation,
         image: &ResolvedImage,
         stop: &Stop<'_>,
@@ -472,7 +495,10 @@ impl LocalAdapter {
                     &options,
                     network,
                     image,
-                    Mounts::Warm(root.artifacts()),
+                    Mounts::Warm {
+                        dir: root.artifacts(),
+                        owner,
+                    },
                     stop,
                     &mut resources,
                 )
@@ -916,7 +942,7 @@ mod tests {
     #[tokio::test]
     async fn a_warm_container_serves_later_runs_until_the_pool_closes() {
         let engine = RecordingEngine::new(Script::default());
-        let adapter = adapter(&engine).with_warm_containers(2);
+        let adapter = adapter(&engine).with_warm_containers(2, "boot:1:2".into());
         let cancel = CancellationToken::new();
         for id in ["e1", "e2", "e3"] {
             let invocation = invocation_of(id);
@@ -926,7 +952,7 @@ mod tests {
         assert_eq!(count(&engine, "create"), 1);
         assert_eq!(count(&engine, "remove"), 0);
         let labels = engine.created_body().unwrap().labels.unwrap();
-        assert_eq!(labels[LABEL_WARM], "true");
+        assert_eq!(labels[LABEL_WARM], "boot:1:2");
         adapter.close_warm().await;
         assert_eq!(kinds(&engine).last(), Some(&"remove"));
         assert_eq!(count(&engine, "remove"), 1);
@@ -938,7 +964,7 @@ mod tests {
             processor: Processor::HangsOnRun,
             ..Script::default()
         });
-        let adapter = adapter(&engine).with_warm_containers(2);
+        let adapter = adapter(&engine).with_warm_containers(2, "boot:1:2".into());
         let mut invocation = invocation_of("e1");
         invocation.timeout = Duration::from_millis(300);
         let error = adapter

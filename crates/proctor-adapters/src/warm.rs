@@ -75,6 +75,7 @@ impl WarmKey {
 /// The warm containers of one adapter.
 pub(crate) struct WarmPool {
     per_kind: usize,
+    owner: String,
     state: Mutex<PoolState>,
     /// Signalled whenever a slot frees up, a start ends or the pool closes.
     changed: Notify,
@@ -168,13 +169,20 @@ impl std::fmt::Debug for WarmPool {
 }
 
 impl WarmPool {
-    /// A pool of at most `per_kind` containers (at least one) per [`WarmKey`].
-    pub(crate) fn new(per_kind: usize) -> WarmPool {
+    /// A pool of at most `per_kind` containers (at least one) per [`WarmKey`], kept by the
+    /// process whose process key is `owner`.
+    pub(crate) fn new(per_kind: usize, owner: String) -> WarmPool {
         WarmPool {
             per_kind: per_kind.max(1),
+            owner,
             state: Mutex::default(),
             changed: Notify::new(),
         }
+    }
+
+    /// The process key of the process that keeps the pool.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {

@@ -139,6 +139,14 @@ pub struct ExecutionOwner {
     pub start_time: u64,
 }
 
+impl ExecutionOwner {
+    /// `BOOT_ID:PID:START_TIME`: names this process among every process the host ever ran,
+    /// e.g. to label what it leaves behind.
+    pub fn process_key(&self) -> String {
+        format!("{}:{}:{}", self.boot_id, self.pid, self.start_time)
+    }
+}
+
 /// `execution.settle.success`: where the outputs went and the content ids tying the files
 /// to the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,9 @@
 //! Recovery of executions that ended without settling: their process died (`proctor run`
 //! killed, crashed, its machine rebooted) or their run panicked.
 //!
-//! For each such execution, its containers (found by their execution-id label) are removed
-//! through the local adapter, then the ledger settles it in one transaction (leases and
+//! For each such execution, its containers (found by their execution-id label) and the warm
+//! containers its process kept (found by their process-key label) are removed through the
+//! local adapter, then the ledger settles it in one transaction (leases and
 //! reservation released, settled as a failure; see `proctor_ledger::recover`). Containers
 //! go first: once settled, an execution is no longer looked for. An engine that cannot be
 //! reached does not stop the settle; the report says which containers were removed, and
@@ -108,7 +109,8 @@ pub(crate) async fn settle_panicked(engine: &Engine, execution_id: &str, error: 
         if ledger.execution(execution_id).await?.is_none() {
             return Ok::<_, CanonError>(None);
         }
-        let removal = remove_containers(engine, execution_id).await;
+        // This process lives on: its warm containers stay with their pool.
+        let removal = remove_containers(engine, execution_id, None).await;
         let settled = ledger.settle_abandoned(execution_id, error).await?;
         Ok(settled.map(|settled| recovered_execution(settled, removal)))
     };
@@ -178,7 +180,7 @@ async fn recover_executions(
     let mut report = RecoveryReport::default();
     for running in executions {
         let execution_id = running.execution.execution_id.as_str();
-        let removal = remove_containers(engine, execution_id).await;
+        let removal = remove_containers(engine, execution_id, running.owner.as_ref()).await;
         let error = abandoned_error(running.owner.as_ref());
         if let Some(settled) = ledger.settle_abandoned(execution_id, &error).await? {
             let recovered = recovered_execution(settled, removal);
@@ -197,10 +199,21 @@ async fn recover_executions(
     Ok(report)
 }
 
-/// Removes the execution's containers through the local adapter.
-async fn remove_containers(engine: &Engine, execution_id: &str) -> Result<Vec<String>, CanonError> {
+/// Removes the execution's containers through the local adapter, and the warm containers
+/// its (gone) process kept, which may have served it.
+async fn remove_containers(
+    engine: &Engine,
+    execution_id: &str,
+    owner: Option<&ExecutionOwner>,
+) -> Result<Vec<String>, CanonError> {
     match engine.adapter(AdapterKind::Local)? {
-        AdapterHandle::Borrowed(local) => local.remove_execution_containers(execution_id).await,
+        AdapterHandle::Borrowed(local) => {
+            let mut removed = local.remove_execution_containers(execution_id).await?;
+            if let Some(owner) = owner {
+                removed.extend(local.remove_warm_containers(&owner.process_key()).await?);
+            }
+            Ok(removed)
+        }
         AdapterHandle::Owned(_) => Ok(Vec::new()),
     }
 }

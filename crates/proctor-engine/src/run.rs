@@ -436,7 +436,7 @@ impl Engine {
                     None => {
                         let local = LocalAdapter::connect()?;
                         let _ = self.local.set(match self.warm_per_kind {
-                            Some(per_kind) => local.with_warm_containers(per_kind),
+                            Some(per_kind) => local.with_warm_containers(per_kind, warm_owner()?),
                             None => local,
                         });
                         self.local.get().expect("set just above")
@@ -451,6 +451,19 @@ impl Engine {
             )?))),
         }
     }
+}
+
+/// This process's key, which labels its warm containers, so recovery of an execution it
+/// abandoned removes them too.
+fn warm_owner() -> Result<String, CanonError> {
+    proctor_ledger::this_process()
+        .map(|owner| owner.process_key())
+        .map_err(|error| {
+            CanonError::new(
+                ErrorCode::AdapterInvocation,
+                format!("cannot name this process for its warm containers: {error}"),
+            )
+        })
 }
 
 /// An adapter the engine keeps, or one made for a single run.
