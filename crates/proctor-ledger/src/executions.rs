@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use crate::error::{LedgerError, Result};
 use crate::event::{Appended, Event, NewEvent};
 use crate::group::{PlanTxn, Write};
-use crate::ledger::{Ledger, from_db, optional_text, text};
+use crate::ledger::{Ledger, from_db, optional_text, text, to_db};
 use crate::verify::ChainReport;
 
 /// Where an execution stands.
@@ -253,6 +253,31 @@ impl Ledger {
         self.write(Write::RecordStart(start.clone())).await?.event()
     }
 
+    /// Settles an execution's budget on `plan` (`budget.settle`, as [`Ledger::settle`]
+    /// with `actual_micro_usd`) and records how it ended (as [`Ledger::record_settle`]), in
+    /// one write: both events, in that order. A budget settle that is refused (it would
+    /// pass the budget, or the budget is already settled) still records the end, and is the
+    /// error returned; an unknown, already settled or other plan's execution is
+    /// `ERR_LEDGER` and records nothing.
+    pub async fn settle_execution(
+        &self,
+        plan: &str,
+        actual_micro_usd: u64,
+        settle: &ExecutionSettle,
+    ) -> Result<Appended> {
+        to_db(actual_micro_usd)?;
+        let (budget, settled) = self
+            .write(Write::SettleExecution {
+                plan: plan.to_owned(),
+                actual_micro_usd,
+                settle: settle.clone(),
+            })
+            .await?
+            .settled()?;
+        budget.map_err(LedgerError::Canon)?;
+        Ok(settled)
+    }
+
     /// Records how an execution ended: its row's status and `execution.settle.success` or
     /// `execution.settle.failure`, in one transaction on its plan. An unknown or already
     /// settled execution is `ERR_LEDGER`.
@@ -336,6 +361,12 @@ pub(crate) async fn settle_in(txn: &mut PlanTxn<'_>, settle: &ExecutionSettle) -
     let execution = fetch_execution(txn.conn(), execution_id)
         .await?
         .ok_or_else(|| LedgerError::ledger(format!("unknown execution `{execution_id}`")))?;
+    if execution.plan != txn.key {
+        return Err(LedgerError::ledger(format!(
+            "execution `{execution_id}` belongs to plan `{}`, not `{}`",
+            execution.plan, txn.key
+        )));
+    }
     if execution.status != ExecutionStatus::Running {
         return Err(LedgerError::ledger(format!(
             "execution `{execution_id}` is already settled ({})",

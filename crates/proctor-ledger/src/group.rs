@@ -68,6 +68,12 @@ pub(crate) enum Write {
         execution_id: String,
         actual_micro_usd: u64,
     },
+    /// `settle_execution`: the budget settle, then the execution's.
+    SettleExecution {
+        plan: String,
+        actual_micro_usd: u64,
+        settle: ExecutionSettle,
+    },
     /// `record_settle`, on the execution's plan.
     RecordSettle {
         plan: String,
@@ -104,6 +110,7 @@ impl Write {
             | Write::SetBudget { plan, .. }
             | Write::Reserve { plan, .. }
             | Write::SettleBudget { plan, .. }
+            | Write::SettleExecution { plan, .. }
             | Write::RecordSettle { plan, .. }
             | Write::AcquireLease { plan, .. }
             | Write::ReleaseLease { plan, .. }
@@ -145,6 +152,22 @@ impl Write {
             } => crate::budget::settle_in(txn, execution_id, *actual_micro_usd)
                 .await
                 .map(Written::Event),
+            Write::SettleExecution {
+                actual_micro_usd,
+                settle,
+                ..
+            } => {
+                let budget =
+                    crate::budget::settle_in(txn, &settle.execution_id, *actual_micro_usd).await;
+                // A budget refused before it changed anything still lets the end be recorded.
+                let budget = match budget {
+                    Ok(appended) => Ok(appended),
+                    Err(LedgerError::Canon(refusal)) if !txn.changed => Err(refusal),
+                    Err(error) => return Err(error),
+                };
+                let settled = crate::executions::settle_in(txn, settle).await?;
+                Ok(Written::Settled { budget, settled })
+            }
             Write::RecordSettle { settle, .. } => crate::executions::settle_in(txn, settle)
                 .await
                 .map(Written::Event),
@@ -182,6 +205,11 @@ pub(crate) enum Written {
     Event(Appended),
     /// The events it appended, in order.
     Events(Vec<Appended>),
+    /// The budget settle (or its refusal) and the execution settle it appended.
+    Settled {
+        budget: std::result::Result<Appended, CanonError>,
+        settled: Appended,
+    },
     /// The lease it took.
     Lease(Lease),
     /// Whether the lease was still held and is now released.
@@ -207,6 +235,14 @@ impl Written {
     pub(crate) fn events(self) -> Result<Vec<Appended>> {
         match self {
             Written::Events(appended) => Ok(appended),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// The budget settle (or its refusal) and the execution settle.
+    pub(crate) fn settled(self) -> Result<(std::result::Result<Appended, CanonError>, Appended)> {
+        match self {
+            Written::Settled { budget, settled } => Ok((budget, settled)),
             other => Err(other.unexpected()),
         }
     }

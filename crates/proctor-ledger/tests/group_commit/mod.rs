@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use proctor_contract::{ErrorCode, OutputEntry};
+use proctor_contract::{ErrorCode, EventKind, OutputEntry};
 use proctor_ledger::{ExecutionStatus, Ledger, LedgerError};
 
 use crate::support::{Kind, TestDb};
@@ -38,6 +38,7 @@ macro_rules! group_commit_on_both_backends {
 group_commit_on_both_backends!(
     concurrent_executions_keep_every_chain_and_table_in_step,
     a_refused_member_does_not_fail_its_group,
+    an_execution_is_settled_with_its_budget_in_one_write,
 );
 
 const PLANS: usize = 3;
@@ -300,5 +301,78 @@ pub(crate) async fn a_refused_member_does_not_fail_its_group(db: &TestDb, kind: 
         report.is_valid() && report.mismatches.is_empty(),
         "{report:?}"
     );
+    ledger.close().await;
+}
+
+pub(crate) async fn an_execution_is_settled_with_its_budget_in_one_write(db: &TestDb, _kind: Kind) {
+    let ledger = db.ledger().await;
+    ledger.set_budget("p", Some(1_000)).await.unwrap();
+    for execution_id in ["e1", "e2"] {
+        ledger
+            .record_start(&start("p", execution_id))
+            .await
+            .unwrap();
+        ledger.reserve("p", execution_id, 400).await.unwrap();
+    }
+
+    let settled = ledger
+        .settle_execution("p", 300, &success("e1"))
+        .await
+        .unwrap();
+    let events = ledger.events("p", settled.seq - 2, 10).await.unwrap();
+    let kinds: Vec<_> = events.iter().filter_map(|event| event.kind()).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::BudgetSettle, EventKind::ExecutionSettleSuccess],
+        "the budget settle, then the end, consecutive"
+    );
+    let e1 = ledger.execution("e1").await.unwrap().unwrap();
+    assert_eq!(
+        (e1.status, e1.reserved_micro_usd, e1.spent_micro_usd),
+        (ExecutionStatus::Success, 0, Some(300))
+    );
+
+    // A cost past the budget is refused, and the end is recorded all the same.
+    let err = ledger
+        .settle_execution("p", 900, &failure("e2"))
+        .await
+        .unwrap_err();
+    assert_canon(err, ErrorCode::BudgetExceeded);
+    let e2 = ledger.execution("e2").await.unwrap().unwrap();
+    assert_eq!(
+        (e2.status, e2.reserved_micro_usd, e2.spent_micro_usd),
+        (ExecutionStatus::Failure, 400, None)
+    );
+
+    // Settled twice, or on another plan: refused, and nothing is recorded.
+    let head = ledger.plan("p").await.unwrap().unwrap().head_seq;
+    let canon = assert_canon(
+        ledger
+            .settle_execution("p", 0, &success("e1"))
+            .await
+            .unwrap_err(),
+        ErrorCode::Ledger,
+    );
+    assert!(canon.message().contains("already settled"), "{canon}");
+    ledger.record_start(&start("p", "e3")).await.unwrap();
+    let canon = assert_canon(
+        ledger
+            .settle_execution("q", 0, &success("e3"))
+            .await
+            .unwrap_err(),
+        ErrorCode::Ledger,
+    );
+    assert!(canon.message().contains("belongs to plan `p`"), "{canon}");
+    assert_eq!(ledger.plan("p").await.unwrap().unwrap().head_seq, head + 1);
+    assert!(ledger.plan("q").await.unwrap().is_none(), "no plan is left behind");
+    let e3 = ledger.execution("e3").await.unwrap().unwrap();
+    assert_eq!(e3.status, ExecutionStatus::Running);
+
+    for report in ledger.verify_all().await.unwrap() {
+        assert!(
+            report.is_valid() && report.mismatches.is_empty(),
+            "{report:?}"
+        );
+    }
     ledger.close().await;
 }
