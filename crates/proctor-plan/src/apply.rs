@@ -5,8 +5,8 @@
 //! For each transition, in admission order once everything it runs after succeeded or was
 //! skipped: its `$from` references resolve to the upstream outputs' bytes (read from the
 //! World and checked against the upstream outputs index) → its identity is computed → an
-//! earlier execution with that identity that still verifies makes it `skipped`
-//! (`transition.skipped`) → its admission predicates (a false one: not started,
+//! earlier execution (or memo hit) with that identity that still verifies makes it
+//! `skipped` (`transition.skipped`) → its admission predicates (a false one: not started,
 //! `ERR_PREDICATE`) → `Engine::run` → its success predicates after a success envelope (a
 //! false one: failed, evidence kept) → `transition.run`. Every predicate evaluation is a
 //! `predicate.check` event; the plan's invariants are checked before the first transition
@@ -843,6 +843,31 @@ fn identity(
     .as_bytes())
 }
 
+/// The outputs an earlier run recorded on this plan stands for: those of an execution
+/// that succeeded here, or, for a memo hit recorded here, those of its source (a hit's
+/// verification verifies its source); `None` for anything else.
+async fn standing_outputs(
+    cx: &Context<'_>,
+    execution_id: &str,
+) -> Result<Option<Done>, CanonError> {
+    if let Some(execution) = cx.ledger.execution(execution_id).await? {
+        if execution.status != ExecutionStatus::Success || execution.plan != cx.plan.key {
+            return Ok(None);
+        }
+        return Ok(Some(Done {
+            execution_id: execution_id.to_owned(),
+            write_prefix: WritePrefix::from_expanded(&execution.write_prefix)?,
+        }));
+    }
+    match cx.ledger.memo_hit(execution_id).await? {
+        Some(hit) if hit.event.plan == cx.plan.key => Ok(Some(Done {
+            write_prefix: written_prefix(&WorldPath::parse(&hit.memo.index_path)?)?,
+            execution_id: hit.memo.source_execution_id,
+        })),
+        _ => Ok(None),
+    }
+}
+
 /// The newest earlier execution of `transition` with `identity` that still verifies, as a
 /// skipped transition (recorded as `transition.skipped`), or `None`.
 async fn reusable(
@@ -862,22 +887,15 @@ async fn reusable(
         if earlier_identity != identity {
             continue;
         }
-        let Some(execution) = cx.ledger.execution(execution_id).await? else {
+        let Some(done) = standing_outputs(cx, execution_id).await? else {
             continue;
         };
-        if execution.status != ExecutionStatus::Success || execution.plan != cx.plan.key {
-            continue;
-        }
         let Ok(report) = verify_execution(&sources, execution_id).await else {
             continue;
         };
         if !report.ok {
             continue;
         }
-        let done = Done {
-            execution_id: execution_id.clone(),
-            write_prefix: WritePrefix::from_expanded(&execution.write_prefix)?,
-        };
         append(
             cx.ledger,
             &cx.plan.key,

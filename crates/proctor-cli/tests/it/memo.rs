@@ -280,6 +280,13 @@ fn a_mock_plan_applied_again_under_a_new_name_is_answered_by_its_first_execution
         containers_created(&again_sweep, since) == 0,
         "a re-apply starts no container either",
     );
+    for id in ["stats", "again", "third"] {
+        let t = transition(&reapplied.json(), id);
+        reapplied.check(
+            t["state"] == "skipped" && t["execution_id"] == execution_id(&report, id).as_str(),
+            "a re-apply skips each transition its verified hit stands for",
+        );
+    }
     let status = dir
         .proctor(&[
             "plan",
