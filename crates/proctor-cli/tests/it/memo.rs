@@ -383,7 +383,13 @@ fn run_memo_hits_only_a_source_that_still_verifies(ledger: &str) {
 
     let hit_sweep = ContainerSweep::new();
     let since = now_s();
-    let hit = run_stats(&dir, &hit_sweep, ledger, text, &["--memo"]);
+    let hit = run_stats(
+        &dir,
+        &hit_sweep,
+        ledger,
+        text,
+        &["--memo", "--save-dir", "saved"],
+    );
     hit.exits(0);
     hit.check(
         containers_created(&hit_sweep, since) == 0,
@@ -395,6 +401,16 @@ fn run_memo_hits_only_a_source_that_still_verifies(ledger: &str) {
         envelope["outputs"] == source.json()["outputs"]
             && envelope["index_path"] == source.json()["index_path"],
         "the hit's outputs are the source's",
+    );
+    let saved = dir
+        .path()
+        .join(format!("saved/artifacts/o/{source_id}/outputs/stats.json"));
+    let world = dir
+        .path()
+        .join(format!("artifacts/o/{source_id}/outputs/stats.json"));
+    hit.check(
+        saved.is_file() && std::fs::read(&saved).unwrap() == std::fs::read(&world).unwrap(),
+        "--save-dir copies the source's outputs",
     );
     let hit_id = envelope["execution_id"].as_str().unwrap().to_owned();
     verify_on(&dir, &hit_id, ledger).exits(0);
