@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::ledger::ledger_json;
 use crate::local_adapter::ContainerSweep;
 use crate::plan::{apply_in, containers_started, transition};
-use crate::util::{Run, TestDir, fixtures_registry, workspace_registry};
+use crate::util::{Run, Started, TestDir, fixtures_registry, workspace_registry};
 
 /// The container each execution ran in, from the `container.started` and
 /// `container.reused` log lines.
@@ -205,12 +206,10 @@ transitions:
     run.check(run.events("container.reused").is_empty(), "none reused");
 }
 
-#[test]
-fn ctrl_c_mid_plan_removes_busy_and_idle_warm_containers() {
-    let dir = TestDir::new();
-    let sweep = ContainerSweep::new();
-    // `a` and `b` start two warm containers; `hang` takes the first to free up, the other
-    // stays idle.
+/// Starts `plan apply` of a plan whose `a` and `b` start two warm containers and whose
+/// `hang` then takes the first to free up and never answers, the other staying idle; returns
+/// once `hang` has been posted to its container.
+fn start_with_busy_and_idle_warm_containers(dir: &TestDir, sweep: &ContainerSweep) -> Started {
     let file = dir.write(
         "plan.yaml",
         r#"
@@ -241,7 +240,6 @@ transitions:
             "sqlite://ledger.db",
         ])
         .start();
-    // Both containers exist once `hang` has been admitted: wait for its run in the ledger.
     let hang_admitted = || {
         let run = dir
             .proctor(&[
@@ -268,11 +266,24 @@ transitions:
     }
     // Give `hang` time to be posted to its container.
     std::thread::sleep(std::time::Duration::from_millis(500));
+    started
+}
+
+/// Sends `signal` to the started command.
+fn signal(started: &Started, signal: &str) {
     let sent = std::process::Command::new("kill")
-        .args(["-INT", &started.id().to_string()])
+        .args([signal, &started.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
+}
+
+#[test]
+fn ctrl_c_mid_plan_removes_busy_and_idle_warm_containers() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let started = start_with_busy_and_idle_warm_containers(&dir, &sweep);
+    signal(&started, "-INT");
     let run = started.finish();
     run.exits(130);
     let report = run.json();
@@ -290,4 +301,63 @@ transitions:
     ])
     .run()
     .exits(0);
+}
+
+#[test]
+fn recovery_removes_the_warm_containers_of_a_killed_apply() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    let started = start_with_busy_and_idle_warm_containers(&dir, &sweep);
+    signal(&started, "-KILL");
+    drop(started.finish());
+    assert_eq!(
+        sweep.containers().len(),
+        2,
+        "both containers outlive the kill"
+    );
+    let report = ledger_json(&dir, &["recover", "--ledger", "sqlite://ledger.db"]);
+    let recovered = report["executions"].as_array().unwrap();
+    assert_eq!(recovered.len(), 1, "{report:#}");
+    assert_eq!(recovered[0]["error"]["code"], "ERR_ABANDONED", "{report:#}");
+    assert_eq!(
+        recovered[0]["containers_removed"].as_array().unwrap().len(),
+        2,
+        "the busy and the idle container: {report:#}"
+    );
+    assert!(sweep.containers().is_empty(), "no container is left");
+    ledger_json(&dir, &["verify", "--ledger", "sqlite://ledger.db"]);
+}
+
+#[test]
+fn a_busy_warm_container_is_waited_for_and_the_transitions_succeed() {
+    let dir = TestDir::new();
+    let sweep = ContainerSweep::new();
+    // The fixture answers its first two `/run` requests busy, then runs (with receipts)
+    // every `busy` request: `after` (the same inputs, so no memo) reuses the container
+    // and is not answered busy.
+    let plan = r#"
+plan: busy
+mode: mock
+policy: {max_parallel: 1}
+transitions:
+  - {id: busy, ref: testing/faulty@1, inputs: {schema: v1, fault: busy}}
+  - {id: after, ref: testing/faulty@1, after: [busy], memo: false, inputs: {schema: v1, fault: busy}}
+"#;
+    let run = apply_in(&dir, &sweep, plan, &fixtures_registry(), &[]);
+    run.exits(0);
+    let report = run.json();
+    for id in ["busy", "after"] {
+        run.check(
+            transition(&report, id)["state"] == "succeeded",
+            "each transition succeeded",
+        );
+    }
+    run.check(
+        run.events("processor.busy").len() == 2,
+        "both busy answers were waited out",
+    );
+    run.check(
+        container_of(&run, &report, "after") == container_of(&run, &report, "busy"),
+        "a busy answer does not discard the container",
+    );
 }
