@@ -371,12 +371,11 @@ impl Recorder<'_> {
             image_digest,
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
-        let budget = self
+        let settled = self
             .ledger
-            .settle(self.plan(), self.execution_id(), actual_micro_usd)
+            .settle_execution(self.plan(), actual_micro_usd, &settle)
             .await;
-        let settled = self.ledger.record_settle(&settle).await;
-        match budget.and(settled) {
+        match settled {
             Ok(appended) => {
                 tracing::info!(
                     event = "ledger.settle",
