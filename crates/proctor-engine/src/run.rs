@@ -31,7 +31,7 @@ use proctor_contract::{
 };
 use proctor_ledger::Ledger;
 use proctor_registry::{
-    ProcessorSpec, Registry, Runtime, check_secrets, pinned_image, validate_inputs,
+    ProcessorSpec, RegistryCache, Runtime, check_secrets, pinned_image, validate_inputs,
 };
 use proctor_store::{ArtifactStore, FsStore};
 use serde_json::Value;
@@ -217,6 +217,8 @@ pub struct Engine {
     ledger: OnceCell<Ledger>,
     local: std::sync::OnceLock<LocalAdapter>,
     warm_per_kind: Option<usize>,
+    /// Loaded again only when a `registry.yaml` changes, so runs do not each parse it.
+    registry: RegistryCache,
 }
 
 impl Engine {
@@ -229,6 +231,7 @@ impl Engine {
             ledger: OnceCell::new(),
             local: std::sync::OnceLock::new(),
             warm_per_kind: None,
+            registry: RegistryCache::default(),
         }
     }
 
@@ -351,7 +354,7 @@ impl Engine {
         ci_guard(request.mode, self.env("CI"))?;
         check_run(request.lane, request.mode, request.build)?;
         let processor_ref: ProcessorRef = request.processor_ref.parse()?;
-        let registry = Registry::load(&self.config.registry_root)?;
+        let registry = self.registry.get(&self.config.registry_root)?;
         let entry = registry.get(&processor_ref)?;
         let spec = entry.spec();
         let timeout = run_timeout(request.timeout, &spec.runtime)?;

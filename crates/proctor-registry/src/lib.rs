@@ -17,5 +17,5 @@ mod loader;
 mod spec;
 
 pub use checks::{check_secrets, pinned_image, validate_inputs};
-pub use loader::{REGISTRY_FILE, RegisteredProcessor, Registry};
+pub use loader::{REGISTRY_FILE, RegisteredProcessor, Registry, RegistryCache};
 pub use spec::{Build, Example, Image, OutputDecl, Platforms, ProcessorSpec, Runtime, Secrets};

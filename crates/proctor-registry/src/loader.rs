@@ -67,20 +67,12 @@ impl Registry {
     /// link on the way (see the module documentation), is `ERR_REGISTRY` naming it.
     pub fn load(root: &Path) -> Result<Registry, CanonError> {
         let mut processors = BTreeMap::new();
-        for namespace in subdirectories(root)? {
-            for name in subdirectories(&namespace)? {
-                for version in subdirectories(&name)? {
-                    let file = version.join(REGISTRY_FILE);
-                    if !registry_file_exists(&file)? {
-                        continue;
-                    }
-                    let spec = load_file(&file, &expected_ref(root, &version))?;
-                    processors.insert(
-                        spec.processor_ref.clone(),
-                        RegisteredProcessor { spec, dir: version },
-                    );
-                }
-            }
+        for version in version_dirs(root)? {
+            let spec = load_file(&version.join(REGISTRY_FILE), &expected_ref(root, &version))?;
+            processors.insert(
+                spec.processor_ref.clone(),
+                RegisteredProcessor { spec, dir: version },
+            );
         }
         Ok(Registry {
             root: root.to_path_buf(),
@@ -125,6 +117,83 @@ impl Registry {
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.processors.is_empty()
+    }
+}
+
+/// The `<ns>/<name>/<version>` directories under `root` that hold a `registry.yaml`, in
+/// order; a symbolic link on the way is refused.
+fn version_dirs(root: &Path) -> Result<Vec<PathBuf>, CanonError> {
+    let mut versions = Vec::new();
+    for namespace in subdirectories(root)? {
+        for name in subdirectories(&namespace)? {
+            for version in subdirectories(&name)? {
+                if registry_file_exists(&version.join(REGISTRY_FILE))? {
+                    versions.push(version);
+                }
+            }
+        }
+    }
+    Ok(versions)
+}
+
+/// A registry loaded once and loaded again only when a `registry.yaml` under its root was
+/// added, removed or rewritten, so a long-lived caller pays a walk of the root per lookup,
+/// not a parse of every file. A file counts as rewritten when its inode, size, or change
+/// or modification time differs (an atomic rewrite always gets a new inode).
+#[derive(Debug, Default)]
+pub struct RegistryCache {
+    loaded: std::sync::Mutex<Option<LoadedRegistry>>,
+}
+
+#[derive(Debug)]
+struct LoadedRegistry {
+    stamps: Vec<FileStamp>,
+    registry: std::sync::Arc<Registry>,
+}
+
+/// What tells one `registry.yaml` from a rewrite of it.
+#[derive(Debug, PartialEq, Eq)]
+struct FileStamp {
+    file: PathBuf,
+    inode: u64,
+    size: u64,
+    changed: (i64, i64),
+    modified: (i64, i64),
+}
+
+impl RegistryCache {
+    /// The registry under `root`, as [`Registry::load`] would load it now.
+    pub fn get(&self, root: &Path) -> Result<std::sync::Arc<Registry>, CanonError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut stamps = Vec::new();
+        for version in version_dirs(root)? {
+            let file = version.join(REGISTRY_FILE);
+            let metadata = std::fs::symlink_metadata(&file)
+                .map_err(|e| invalid(&file, format!("cannot read: {e}")))?;
+            stamps.push(FileStamp {
+                inode: metadata.ino(),
+                size: metadata.size(),
+                changed: (metadata.ctime(), metadata.ctime_nsec()),
+                modified: (metadata.mtime(), metadata.mtime_nsec()),
+                file,
+            });
+        }
+        let mut loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(kept) = loaded.as_ref()
+            && kept.registry.root() == root
+            && kept.stamps == stamps
+        {
+            return Ok(std::sync::Arc::clone(&kept.registry));
+        }
+        let registry = std::sync::Arc::new(Registry::load(root)?);
+        *loaded = Some(LoadedRegistry {
+            stamps,
+            registry: std::sync::Arc::clone(&registry),
+        });
+        Ok(registry)
     }
 }
 
@@ -441,6 +510,29 @@ mod tests {
         assert_eq!(entry.file(), root.path().join("text/stats/1/registry.yaml"));
         assert_eq!(registry.len(), 2);
         assert!(Registry::load(root_with(&[]).path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_cache_loads_again_only_after_a_file_changes() {
+        let root = root_with(&[("text/stats/1/registry.yaml", SAMPLE_YAML)]);
+        let cache = RegistryCache::default();
+        let first = cache.get(root.path()).unwrap();
+        assert!(std::sync::Arc::ptr_eq(
+            &first,
+            &cache.get(root.path()).unwrap()
+        ));
+        let file = root.path().join("text/stats/1/registry.yaml");
+        let rewritten = SAMPLE_YAML.replace("timeout_s: 30", "timeout_s: 31");
+        assert_ne!(rewritten, SAMPLE_YAML);
+        let next = root.path().join("text/stats/1/registry.yaml.next");
+        std::fs::write(&next, rewritten).unwrap();
+        std::fs::rename(&next, &file).unwrap();
+        let second = cache.get(root.path()).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&first, &second));
+        let stats = "text/stats@1".parse().unwrap();
+        assert_eq!(second.get(&stats).unwrap().spec().runtime.timeout_s, 31);
+        std::fs::remove_file(&file).unwrap();
+        assert!(cache.get(root.path()).unwrap().is_empty());
     }
 
     #[test]
