@@ -46,6 +46,7 @@ async fn verify(config: &VerifyConfig) -> Result<VerifyReport, CanonError> {
         store: store.as_ref(),
         ledger: &ledger,
         registry_root: &config.registry_root,
+        chains: None,
     };
     let report = verify_execution(&sources, &config.execution_id).await;
     ledger.close().await;

@@ -636,6 +636,7 @@ impl Steps<'_> {
             store: self.engine.store().as_ref(),
             ledger: self.engine.ledger().await?,
             registry_root: &self.engine.config().registry_root,
+            chains: None,
         };
         let verified = verify_execution(&sources, &execution_id).await?;
         checked_run(processor_ref, &write_prefix, verified)

@@ -28,7 +28,9 @@ use proctor_contract::{
     CanonError, ErrorCode, EventKind, ExecutionSuccessEvent, OutputsIndex, PinnedReference,
     ProcessorRef, Receipt, WorldPath, cid,
 };
-use proctor_ledger::{Execution, ExecutionEvidence, ExecutionStatus, Ledger, MemoHit, Settlement};
+use proctor_ledger::{
+    ChainCache, Execution, ExecutionEvidence, ExecutionStatus, Ledger, MemoHit, Settlement,
+};
 use proctor_registry::{Registry, pinned_image};
 use proctor_store::{ArtifactStore, Check};
 use serde::Serialize;
@@ -48,6 +50,9 @@ pub struct EvidenceSources<'a> {
     pub ledger: &'a Ledger,
     /// The registry whose current pins pinned runs must carry.
     pub registry_root: &'a Path,
+    /// Chain verifications to reuse (one plan apply keeps one), or `None` to verify every
+    /// chain afresh.
+    pub chains: Option<&'a ChainCache>,
 }
 
 /// What the verification of one execution found.
@@ -128,7 +133,15 @@ async fn verify_hit(
     let memo = &hit.memo;
     let source = verify_recorded(sources, &memo.source_execution_id).await?;
     let mut checks = Checks(Vec::new());
-    let chain = sources.ledger.verify_chain(&hit.event.plan).await?;
+    let chain = match sources.chains {
+        Some(chains) => {
+            sources
+                .ledger
+                .verify_chain_covering(&hit.event.plan, hit.event.seq, chains)
+                .await?
+        }
+        None => sources.ledger.verify_chain(&hit.event.plan).await?,
+    };
     let on_chain = chain.is_valid() && hit.event.seq <= chain.verified;
     checks.record(
         "memo.hit",
@@ -267,7 +280,12 @@ impl Recorded<'_> {
         execution_id: &str,
         checks: &mut Checks,
     ) -> Result<Option<String>, CanonError> {
-        let Some(evidence) = self.sources.ledger.execution_evidence(execution_id).await? else {
+        let ledger = self.sources.ledger;
+        let evidence = match self.sources.chains {
+            Some(chains) => ledger.execution_evidence_with(execution_id, chains).await?,
+            None => ledger.execution_evidence(execution_id).await?,
+        };
+        let Some(evidence) = evidence else {
             checks.record(
                 "ledger.execution",
                 false,

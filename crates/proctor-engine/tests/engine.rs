@@ -83,6 +83,7 @@ async fn the_library_runs_verifies_and_chains_an_execution() {
         store: engine.store().as_ref(),
         ledger,
         registry_root: &engine.config().registry_root,
+        chains: None,
     };
     let report = verify_execution(&sources, &success.execution_id)
         .await

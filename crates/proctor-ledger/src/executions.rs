@@ -13,7 +13,7 @@ use crate::error::{LedgerError, Result};
 use crate::event::{Appended, Event, NewEvent};
 use crate::group::{PlanTxn, Write};
 use crate::ledger::{Ledger, from_db, optional_text, text, to_db};
-use crate::verify::ChainReport;
+use crate::verify::{ChainCache, ChainReport};
 
 /// Where an execution stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -220,6 +220,24 @@ impl Ledger {
         &self,
         execution_id: &str,
     ) -> Result<Option<ExecutionEvidence>> {
+        self.evidence_of(execution_id, None).await
+    }
+
+    /// [`Ledger::execution_evidence`], its plan's chain verified again only when its settle
+    /// event lies past what `chains` already verified.
+    pub async fn execution_evidence_with(
+        &self,
+        execution_id: &str,
+        chains: &ChainCache,
+    ) -> Result<Option<ExecutionEvidence>> {
+        self.evidence_of(execution_id, Some(chains)).await
+    }
+
+    async fn evidence_of(
+        &self,
+        execution_id: &str,
+        chains: Option<&ChainCache>,
+    ) -> Result<Option<ExecutionEvidence>> {
         let Some(execution) = self.execution(execution_id).await? else {
             return Ok(None);
         };
@@ -238,7 +256,13 @@ impl Ledger {
                 )
             })
             .cloned();
-        let chain = self.verify_chain(&execution.plan).await?;
+        let chain = match (chains, &settle_event) {
+            (Some(chains), Some(settle)) => {
+                self.verify_chain_covering(&execution.plan, settle.seq, chains)
+                    .await?
+            }
+            _ => self.verify_chain(&execution.plan).await?,
+        };
         Ok(Some(ExecutionEvidence {
             execution,
             settle_event,

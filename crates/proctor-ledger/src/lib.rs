@@ -52,4 +52,4 @@ pub use recover::{
     OwnerLiveness, RunningExecution, SettledAbandoned, abandoned_error, owner_liveness,
     process_start_time, this_process,
 };
-pub use verify::{BreakReason, ChainBreak, ChainReport, TableMismatch};
+pub use verify::{BreakReason, ChainBreak, ChainCache, ChainReport, TableMismatch};

@@ -25,6 +25,64 @@ use crate::error::{LedgerError, Result as LedgerResult};
 use crate::event::{chain_hash, decode_payload, genesis, undecodable};
 use crate::executions::{Execution, ExecutionStatus};
 
+/// Chain verifications one caller reuses while it works, e.g. one plan apply checking the
+/// earlier executions it may skip: a plan's chain is verified again only when the event
+/// asked about lies past the head its last valid verification covered. A broken chain is
+/// never kept, and nothing is kept beyond the cache's owner.
+#[derive(Debug, Default)]
+pub struct ChainCache {
+    valid: std::sync::Mutex<BTreeMap<String, ChainReport>>,
+}
+
+impl ChainCache {
+    /// The kept valid report of `plan`, if it covers `seq`.
+    fn covering(&self, plan: &str, seq: u64) -> Option<ChainReport> {
+        let valid = self
+            .valid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        valid
+            .get(plan)
+            .filter(|report| report.head_seq >= seq)
+            .cloned()
+    }
+
+    /// Keeps `report` if it is valid and covers more than the one kept.
+    fn keep(&self, report: &ChainReport) {
+        if !report.is_valid() {
+            return;
+        }
+        let mut valid = self
+            .valid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let newer = valid
+            .get(&report.plan)
+            .is_none_or(|kept| kept.head_seq < report.head_seq);
+        if newer {
+            valid.insert(report.plan.clone(), report.clone());
+        }
+    }
+}
+
+impl crate::Ledger {
+    /// `plan`'s chain verification, from `chains` when a valid one kept there covers `seq`,
+    /// else verified now (and kept when valid).
+    pub async fn verify_chain_covering(
+        &self,
+        plan: &str,
+        seq: u64,
+        chains: &ChainCache,
+    ) -> LedgerResult<ChainReport> {
+        if let Some(report) = chains.covering(plan, seq) {
+            return Ok(report);
+        }
+        let report = self.verify_chain(plan).await?;
+        chains.keep(&report);
+        Ok(report)
+    }
+}
+
 /// The outcome of verifying one plan's chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainReport {

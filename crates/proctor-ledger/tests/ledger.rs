@@ -19,8 +19,8 @@ use proctor_contract::{
     OutputEntry, WorldPath,
 };
 use proctor_ledger::{
-    BreakReason, ExecutionSettle, ExecutionStart, ExecutionStatus, GENESIS_HASH, Ledger,
-    LedgerError, NewEvent, Outcome, Settlement, TableMismatch,
+    BreakReason, ChainCache, ExecutionSettle, ExecutionStart, ExecutionStatus, GENESIS_HASH,
+    Ledger, LedgerError, NewEvent, Outcome, Settlement, TableMismatch,
 };
 use sqlx::AnyPool;
 use sqlx::error::ErrorKind;
@@ -54,6 +54,7 @@ on_both_backends!(
     a_run_is_recorded_and_its_fresh_chain_verifies,
     executions_are_recorded_and_settled_once,
     an_edited_payload_breaks_the_chain_at_its_seq,
+    a_chain_cache_verifies_again_only_past_what_it_covers,
     a_deleted_row_breaks_the_chain_at_its_seq,
     reordered_rows_break_the_chain_at_the_first_moved_seq,
     edited_columns_and_forged_rows_break_the_chain,
@@ -445,6 +446,53 @@ mod suite {
             "{err}"
         );
         assert!(evidence.start().unwrap().is_some());
+    }
+
+    pub(crate) async fn a_chain_cache_verifies_again_only_past_what_it_covers(db: &TestDb) {
+        let ledger = db.ledger().await;
+        ledger.record_start(&start("p", "e1")).await.unwrap();
+        ledger.record_settle(&success("e1")).await.unwrap();
+        let chains = ChainCache::default();
+        let first = ledger
+            .execution_evidence_with("e1", &chains)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first.is_settled_on_a_valid_chain());
+        // An edit the kept verification covers is not seen again through the cache...
+        append_checks(&ledger, "p", 3).await;
+        let raw = db.raw().await;
+        let edited = exec(
+            &raw,
+            "UPDATE events SET payload = replace(payload, 'check 1', 'check 10') \
+             WHERE plan = 'p' AND seq = 3",
+        )
+        .await
+        .unwrap();
+        assert_eq!(edited, 1);
+        let cached = ledger
+            .execution_evidence_with("e1", &chains)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cached.chain, first.chain);
+        // ...but an event past it is verified afresh, and a broken chain is never kept.
+        ledger.record_start(&start("p", "e2")).await.unwrap();
+        ledger.record_settle(&success("e2")).await.unwrap();
+        let later = ledger
+            .execution_evidence_with("e2", &chains)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!later.is_settled_on_a_valid_chain());
+        let uncached = ledger.execution_evidence("e1").await.unwrap().unwrap();
+        assert!(!uncached.is_settled_on_a_valid_chain());
+        let again = ledger
+            .execution_evidence_with("e2", &chains)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!again.is_settled_on_a_valid_chain());
     }
 
     pub(crate) async fn a_deleted_row_breaks_the_chain_at_its_seq(db: &TestDb) {

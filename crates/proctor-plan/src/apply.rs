@@ -38,7 +38,7 @@ use proctor_contract::{
 use proctor_engine::{
     CancellationToken, Engine, EvidenceSources, Inputs, RunRequest, verify_execution,
 };
-use proctor_ledger::{ExecutionStatus, Ledger, NewEvent};
+use proctor_ledger::{ChainCache, ExecutionStatus, Ledger, NewEvent};
 use proctor_store::ArtifactStore;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -201,6 +201,9 @@ struct Context<'a> {
     /// Earlier `transition.run` successes of this plan: transition → (identity,
     /// execution id), newest first.
     earlier: HashMap<String, Vec<(String, String)>>,
+    /// The chains verified while this plan is applied: each earlier execution checked for a
+    /// skip lies on a chain verified once, not once per transition.
+    chains: ChainCache,
 }
 
 /// Applies `plan` through `engine`; `progress` hears of each transition as it settles. Fails
@@ -240,6 +243,7 @@ pub async fn apply(
         adapter_options: &options.adapter_options,
         cancel,
         earlier,
+        chains: ChainCache::default(),
     };
     let max_parallel = options.max_parallel.unwrap_or(plan.max_parallel).max(1) as usize;
     // The plan's transitions, and those its planners propose as they succeed.
@@ -882,6 +886,7 @@ async fn reusable(
         store: cx.store,
         ledger: cx.ledger,
         registry_root: &cx.engine.config().registry_root,
+        chains: Some(&cx.chains),
     };
     for (earlier_identity, execution_id) in runs {
         if earlier_identity != identity {
@@ -1042,6 +1047,7 @@ mod tests {
             adapter_options: &adapter_options,
             cancel: &cancel,
             earlier: HashMap::new(),
+            chains: ChainCache::default(),
         };
         let (before, regressed) = check_invariants(&cx, None, &[]).await;
         assert_eq!((before.as_slice(), regressed.len()), (&[true][..], 0));
@@ -1170,6 +1176,7 @@ mod tests {
             adapter_options: &adapter_options,
             cancel: &cancel,
             earlier: HashMap::new(),
+            chains: ChainCache::default(),
         };
         let result = propose(&cx, &planner, &done).await;
         let kinds = ledger
