@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks the ledger under concurrency: 8 writers sharing one ledger handle append
 # events one at a time to 2 plans (events/s), then record whole mock executions the way
-# the engine does, 7 writes each (executions/s), then `verify_all` over every chain (ms).
+# the engine does, 7 events in 6 writes each (executions/s), then `verify_all` over every
+# chain (ms).
 # Runs on an SQLite file in a temporary directory and, when the PostgreSQL server of
 # scripts/setup.sh answers, on a scratch database there. Prints rates; asserts none.
 #

@@ -1,6 +1,6 @@
 //! Ledger throughput under concurrency: 8 writers sharing one ledger handle append events
 //! one at a time to 2 plans, then record whole executions (start, reserve, lease,
-//! `artifact.produce`, release, budget settle, settle); prints events/s, executions/s and
+//! `artifact.produce`, release, budget settle and settle); prints events/s, executions/s and
 //! how long `verify_all` takes. `scripts/bench-ledger.sh` runs it in release.
 //!
 //! Usage: `concurrent_appends [LEDGER_URL]` (default: an SQLite file in a temporary
@@ -36,7 +36,7 @@ fn check_event(writer: usize, n: usize) -> NewEvent {
     )
 }
 
-/// Records one mock execution the way the engine does, in its seven writes.
+/// Records one mock execution the way the engine does, in its six writes.
 async fn record_execution(ledger: &Ledger, plan: &str, execution_id: &str) {
     let write_prefix = format!("/artifacts/outputs/bench/{execution_id}/");
     let start = ExecutionStart {
@@ -69,7 +69,6 @@ async fn record_execution(ledger: &Ledger, plan: &str, execution_id: &str) {
         .await
         .expect("append_batch");
     assert!(lease.release().await.expect("release"));
-    ledger.settle(plan, execution_id, 0).await.expect("settle");
     let settle = ExecutionSettle {
         execution_id: execution_id.to_owned(),
         outcome: Outcome::Success {
@@ -80,7 +79,10 @@ async fn record_execution(ledger: &Ledger, plan: &str, execution_id: &str) {
         image_digest: Some("sha256:bench".to_owned()),
         duration_ms: 1,
     };
-    ledger.record_settle(&settle).await.expect("record_settle");
+    ledger
+        .settle_execution(plan, 0, &settle)
+        .await
+        .expect("settle_execution");
 }
 
 /// Runs `WRITERS` tasks of `work(ledger, writer)` and gives the elapsed time.
@@ -142,7 +144,7 @@ fn main() {
         .await;
         let total = (WRITERS * executions) as f64;
         println!(
-            "{backend}: {WRITERS} writers, {} executions of 7 events: {:.0} executions/s ({:.0} events/s)",
+            "{backend}: {WRITERS} writers, {} executions of 7 events in 6 writes: {:.0} executions/s ({:.0} events/s)",
             WRITERS * executions,
             total / elapsed.as_secs_f64(),
             total * 7.0 / elapsed.as_secs_f64()
