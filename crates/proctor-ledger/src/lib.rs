@@ -11,8 +11,12 @@
 //! A run, as `proctor run --plan KEY` records it:
 //! [`Ledger::record_start`], [`Ledger::reserve`] (refused with `ERR_BUDGET_EXCEEDED`),
 //! [`Ledger::acquire_lease`] on the write prefix (refused with `ERR_LEASE_CONFLICT`), the
-//! invocation, [`LeaseGuard::release`], [`Ledger::settle`], [`Ledger::record_settle`]. A run
-//! whose process died is settled later by [`Ledger::settle_abandoned`] (see `recover`).
+//! invocation, [`LeaseGuard::release`], [`Ledger::settle_execution`] (the budget's settle and
+//! the run's end in one write). A run whose process died is settled later by
+//! [`Ledger::settle_abandoned`] (see `recover`).
+//!
+//! Writes of one handle are committed in groups (see `group`): concurrent writers share
+//! transactions, each still getting its own answer.
 //!
 //! **Architecture Invariant:** the ledger knows nothing of containers, adapters or
 //! storage; it records what the CLI tells it and checks only its own consistency.
