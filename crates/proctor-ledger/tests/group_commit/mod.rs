@@ -364,7 +364,10 @@ pub(crate) async fn an_execution_is_settled_with_its_budget_in_one_write(db: &Te
     );
     assert!(canon.message().contains("belongs to plan `p`"), "{canon}");
     assert_eq!(ledger.plan("p").await.unwrap().unwrap().head_seq, head + 1);
-    assert!(ledger.plan("q").await.unwrap().is_none(), "no plan is left behind");
+    assert!(
+        ledger.plan("q").await.unwrap().is_none(),
+        "no plan is left behind"
+    );
     let e3 = ledger.execution("e3").await.unwrap().unwrap();
     assert_eq!(e3.status, ExecutionStatus::Running);
 
