@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
-# Benchmarks `proctor plan apply --build` on the local adapter: a generated plan of N mock
+# Benchmarks `proctor plan apply` on the local adapter: a generated plan of N mock
 # `text/stats@1` transitions in layers of W. Layer 0 measures literal texts; every later
 # transition reads the normalized text of one transition of the layer before through `$from`
-# and runs `after` a second one, so each has two upstream transitions (fan-in). Prints
-# transitions per second for the first apply and for a re-apply (every transition skipped),
-# and the time `proctor ledger verify` takes over the plan's chain. Prints rates; asserts
-# none. Checks that no container is left.
+# (with its own `top_n`, so no two transitions share inputs and none is a memo hit) and runs
+# `after` a second one, so each has two upstream transitions (fan-in). Prints transitions per
+# second for the first apply (every transition run, on warm containers) and for a re-apply
+# (every transition skipped), and the time `proctor ledger verify` takes over the plan's
+# chain. Prints rates; asserts none. Checks that no container is left.
 #
-# Usage: scripts/bench-plan.sh [N]     N transitions (default 200, at least 200).
-# Needs: the Docker engine (scripts/setup.sh), jq.
+# Usage: scripts/bench-plan.sh [N]     N transitions (default 1000, at least 200).
+# Needs: the Docker engine and the registry at 127.0.0.1:5000 (scripts/setup.sh), jq.
 # Environment:
 #   PROCTOR_BIN        the proctor binary (default: target/release/proctor, built by cargo
 #                      first so it is current)
 #   BENCH_WIDTH        transitions per layer (default 20)
 #   BENCH_PARALLEL     --max-parallel of both applies (default 8)
 #
-# The image is built once before the timing (`proctor run --build`). The timed applies use
-# `--build` too: each apply checks the build once (a no-op `cargo build` of the processor
-# and an image lookup; the adapter builds a package once), and that check is timed.
+# The image is built from source, pushed and pinned in a copy of the registry before the
+# timing (scripts/bench-pin.sh): the timed applies run the pinned image, with no build check.
 set -euo pipefail
 
-COUNT="${1:-200}"
+COUNT="${1:-1000}"
 WIDTH="${BENCH_WIDTH:-20}"
 PARALLEL="${BENCH_PARALLEL:-8}"
 REF="text/stats@1"
@@ -28,6 +28,7 @@ PLAN="bench-plan"
 INPUTS='{"schema":"v1","text":"The quick brown fox jumps over the lazy dog."}'
 
 cd "$(dirname "$0")/.."
+source scripts/bench-pin.sh
 log() { printf '[bench-plan] %s\n' "$*" >&2; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 rate() { awk -v n="$1" -v ms="$2" 'BEGIN {printf "%.1f", n * 1000 / (ms > 0 ? ms : 1)}'; }
@@ -48,12 +49,12 @@ cleanup() {
   local left
   left="$(docker ps -aq --filter "label=proctor.bench=$label")"
   [[ -n "$left" ]] && docker rm -f $left >/dev/null 2>&1
+  [[ -n "${BENCH_PUSHED:-}" ]] && docker rmi "$BENCH_PUSHED" >/dev/null 2>&1
   rm -rf "$work"
 }
 trap cleanup EXIT
 opts="{\"labels\":{\"proctor.bench\":\"$label\"}}"
 ledger="sqlite://$work/ledger.db"
-common=(--registry-root processors --artifacts-root "$work/artifacts" --ledger "$ledger")
 
 # The plan: layer 0 literal, each later transition `$from` one upstream and `after` another.
 {
@@ -67,24 +68,23 @@ common=(--registry-root processors --artifacts-root "$work/artifacts" --ledger "
     else
       read_from=$(((layer - 1) * WIDTH + column))
       also_after=$(((layer - 1) * WIDTH + (column + 1) % WIDTH))
-      printf '    inputs: {schema: v1, text: {$from: "t%d:outputs/normalized.txt"}}\n' "$read_from"
+      printf '    inputs: {schema: v1, top_n: %d, text: {$from: "t%d:outputs/normalized.txt"}}\n' \
+        "$i" "$read_from"
       printf '    after: [t%d]\n' "$also_after"
     fi
   done
 } >"$work/plan.yaml"
 log "$COUNT transitions, $(((COUNT + WIDTH - 1) / WIDTH)) layers of $WIDTH, max_parallel $PARALLEL"
 
-log "building the $REF image (proctor run --build, not timed)"
-"$PROCTOR_BIN" run --ref "$REF" --adapter local --mode mock --build --json \
-  --write-prefix '/artifacts/warmup/{execution_id}' --inputs-json "$INPUTS" \
-  --adapter-opts-json "$opts" --plan warmup "${common[@]}" >/dev/null 2>"$work/build.log" \
-  || { tail -n 20 "$work/build.log" >&2; exit 1; }
+log "building and pinning the $REF image (not timed)"
+bench_pin "$PROCTOR_BIN" "$REF" "$work" "$label" "$INPUTS"
+common=(--registry-root "$BENCH_REGISTRY" --artifacts-root "$work/artifacts" --ledger "$ledger")
 
 # One timed apply; prints its elapsed milliseconds, checks every transition ended as `$1`.
 apply() {
   local expected="$1" started elapsed report
   started="$(now_ms)"
-  report="$("$PROCTOR_BIN" plan apply "$work/plan.yaml" --build --json \
+  report="$("$PROCTOR_BIN" plan apply "$work/plan.yaml" --json \
     --max-parallel "$PARALLEL" --adapter-opts-json "$opts" "${common[@]}" \
     2>"$work/apply.log")" || { tail -n 20 "$work/apply.log" >&2; exit 1; }
   elapsed=$(($(now_ms) - started))
