@@ -292,18 +292,7 @@ impl LocalAdapter {
             None => None,
         };
         drop(resources.socket_dir);
-        match (outcome, removal) {
-            (Ok(envelope), None | Some((_, Ok(_)))) => Ok(envelope),
-            (Ok(_), Some((name, Err(failed)))) => Err(CanonError::new(
-                ErrorCode::AdapterInvocation,
-                format!(
-                    "{} answered, but{}",
-                    invocation.payload.processor_ref,
-                    not_removed(&name, &failed)
-                ),
-            )),
-            (Err(error), removal) => Err(with_cleanup_note(error, removal)),
-        }
+        with_removal(invocation, outcome, removal)
     }
 
     /// Resolves the image, then creates, starts and converses with the container, every
@@ -460,18 +449,7 @@ impl LocalAdapter {
             }
         };
         let removal = slot.release(outcome.is_ok()).await;
-        match (outcome, removal) {
-            (Ok(envelope), None | Some((_, Ok(_)))) => Ok(envelope),
-            (Ok(_), Some((name, Err(failed)))) => Err(CanonError::new(
-                ErrorCode::AdapterInvocation,
-                format!(
-                    "{} answered, but{}",
-                    invocation.payload.processor_ref,
-                    not_removed(&name, &failed)
-                ),
-            )),
-            (Err(error), removal) => Err(with_cleanup_note(error, removal)),
-        }
+        with_removal(invocation, outcome, removal)
     }
 
     /// Starts a warm container for `invocation`'s kind and waits until it is healthy; a
@@ -776,6 +754,27 @@ impl Adapter for LocalAdapter {
             // Only the head start matters: invoke reports an unreachable engine.
             let _ = self.engine.negotiate().await;
         })
+    }
+}
+
+/// The run's outcome once its container's removal (if one was due) is known: a removal
+/// that failed turns an answer into an error naming the container.
+fn with_removal(
+    invocation: &Invocation,
+    outcome: Result<Envelope, CanonError>,
+    removal: Option<(String, Result<Removal, CanonError>)>,
+) -> Result<Envelope, CanonError> {
+    match (outcome, removal) {
+        (Ok(envelope), None | Some((_, Ok(_)))) => Ok(envelope),
+        (Ok(_), Some((name, Err(failed)))) => Err(CanonError::new(
+            ErrorCode::AdapterInvocation,
+            format!(
+                "{} answered, but{}",
+                invocation.payload.processor_ref,
+                not_removed(&name, &failed)
+            ),
+        )),
+        (Err(error), removal) => Err(with_cleanup_note(error, removal)),
     }
 }
 
