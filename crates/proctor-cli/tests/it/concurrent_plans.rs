@@ -6,12 +6,11 @@
 
 use serde_json::Value;
 
-use crate::ledger::execute_sql;
+use crate::ledger::PostgresDatabase;
 use crate::local_adapter::ContainerSweep;
+use crate::plan::apply_command;
 use crate::util::{Run, Started, TestDir, workspace_registry};
 
-/// The server `scripts/setup.sh` starts (override with `PROCTOR_TEST_POSTGRES_URL`).
-const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:55432/postgres";
 /// Transitions per plan.
 const TRANSITIONS: usize = 6;
 
@@ -30,23 +29,7 @@ fn plan(name: &str) -> String {
 fn start_apply(dir: &TestDir, sweep: &ContainerSweep, name: &str, ledger: &str) -> Started {
     let file = dir.write(&format!("{name}.yaml"), &plan(name));
     let root = workspace_registry().display().to_string();
-    let options = sweep.adapter_options();
-    dir.proctor(&[
-        "plan",
-        "apply",
-        file.to_str().unwrap(),
-        "--build",
-        "--json",
-        "--adapter-opts-json",
-        &options,
-        "--registry-root",
-        &root,
-        "--artifacts-root",
-        "artifacts",
-        "--ledger",
-        ledger,
-    ])
-    .start()
+    apply_command(dir, sweep, &file, &root, ledger).start()
 }
 
 /// `proctor ledger ARGS --json --ledger LEDGER`, which must succeed.
@@ -108,19 +91,6 @@ fn two_plan_applies_at_once_on_one_sqlite_ledger_stay_verifiable() {
 
 #[test]
 fn two_plan_applies_at_once_on_one_postgres_ledger_stay_verifiable() {
-    let admin_url = std::env::var("PROCTOR_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| POSTGRES_ADMIN_URL.to_owned());
-    let name = format!("proctor_cli_{}", uuid::Uuid::new_v4().simple());
-    execute_sql(&admin_url, &format!("CREATE DATABASE {name}"));
-    let base = admin_url.rsplit_once('/').unwrap().0;
-    let outcome = std::panic::catch_unwind(|| {
-        two_plans_at_once_stay_verifiable(&format!("{base}/{name}"));
-    });
-    execute_sql(
-        &admin_url,
-        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-    );
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    let database = PostgresDatabase::create();
+    two_plans_at_once_stay_verifiable(&database.url());
 }

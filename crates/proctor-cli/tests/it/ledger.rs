@@ -523,8 +523,9 @@ fn lease_conflicts_refuse_runs_before_any_container() {
     runtime.block_on(ledger.close());
 }
 
-/// A fresh database on the test PostgreSQL server, dropped with the value.
-struct PostgresDatabase {
+/// A fresh database on the test PostgreSQL server, dropped with the value (also when a
+/// test panics).
+pub(crate) struct PostgresDatabase {
     admin_url: String,
     name: String,
 }
@@ -533,7 +534,7 @@ struct PostgresDatabase {
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:55432/postgres";
 
 impl PostgresDatabase {
-    fn create() -> PostgresDatabase {
+    pub(crate) fn create() -> PostgresDatabase {
         let admin_url = std::env::var("PROCTOR_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| POSTGRES_ADMIN_URL.to_owned());
         let name = format!("proctor_cli_{}", uuid::Uuid::new_v4().simple());
@@ -541,7 +542,7 @@ impl PostgresDatabase {
         PostgresDatabase { admin_url, name }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let base = self.admin_url.rsplit_once('/').unwrap().0;
         format!("{base}/{}", self.name)
     }

@@ -13,9 +13,9 @@ use futures_util::StreamExt;
 use proctor_contract::ErrorCode;
 use serde_json::Value;
 
-use crate::ledger::execute_sql;
+use crate::ledger::PostgresDatabase;
 use crate::local_adapter::ContainerSweep;
-use crate::plan::{apply_in, containers_started, transition};
+use crate::plan::{apply_in, containers_started, ledger_events, transition};
 use crate::util::{Run, TestDir, workspace_registry};
 
 /// The two-level plan of `plan.rs` under the key `KEY`, plus `third`, which reads `stats`'
@@ -35,9 +35,6 @@ transitions:
     ref: text/stats@1
     inputs: {schema: v1, top_n: 3, text: {$from: "stats:outputs/normalized.txt"}}
 "#;
-
-/// The server `scripts/setup.sh` starts (override with `PROCTOR_TEST_POSTGRES_URL`).
-const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:55432/postgres";
 
 fn now_s() -> u64 {
     SystemTime::now()
@@ -154,30 +151,6 @@ fn run_stats(
     run
 }
 
-/// The plan's ledger events, each payload parsed.
-fn events(dir: &TestDir, plan: &str) -> Vec<Value> {
-    let run = dir
-        .proctor(&[
-            "ledger",
-            "show",
-            plan,
-            "--json",
-            "--ledger",
-            "sqlite://ledger.db",
-        ])
-        .run();
-    run.exits(0);
-    run.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| match &event["payload"] {
-            Value::String(text) => serde_json::from_str(text).unwrap(),
-            other => other.clone(),
-        })
-        .collect()
-}
-
 fn execution_id(report: &Value, id: &str) -> String {
     transition(report, id)["execution_id"]
         .as_str()
@@ -212,7 +185,7 @@ fn a_mock_plan_applied_again_under_a_new_name_is_answered_by_its_first_execution
         "the engine created no container for the second apply",
     );
     let report = second.json();
-    let memo_events = events(&dir, "memo-second");
+    let memo_events = ledger_events(&dir, "memo-second");
     for id in ["stats", "again", "third"] {
         let t = transition(&report, id);
         second.check(t["state"] == "succeeded", "a hit satisfies the transition");
@@ -351,21 +324,8 @@ fn run_memo_hits_only_a_source_that_still_verifies_on_sqlite() {
 
 #[test]
 fn run_memo_hits_only_a_source_that_still_verifies_on_postgres() {
-    let admin_url = std::env::var("PROCTOR_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| POSTGRES_ADMIN_URL.to_owned());
-    let name = format!("proctor_cli_{}", uuid::Uuid::new_v4().simple());
-    execute_sql(&admin_url, &format!("CREATE DATABASE {name}"));
-    let base = admin_url.rsplit_once('/').unwrap().0;
-    let outcome = std::panic::catch_unwind(|| {
-        run_memo_hits_only_a_source_that_still_verifies(&format!("{base}/{name}"));
-    });
-    execute_sql(
-        &admin_url,
-        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-    );
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    let database = PostgresDatabase::create();
+    run_memo_hits_only_a_source_that_still_verifies(&database.url());
 }
 
 fn run_memo_hits_only_a_source_that_still_verifies(ledger: &str) {

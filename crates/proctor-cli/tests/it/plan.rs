@@ -3,11 +3,13 @@
 //! [`ContainerSweep`] label; "before any container" means no `container.started` log line
 //! and no container with the label.
 
+use std::path::Path;
+
 use proctor_contract::ErrorCode;
 use serde_json::Value;
 
 use crate::local_adapter::ContainerSweep;
-use crate::util::{Run, TestDir, fixtures_registry, workspace_registry};
+use crate::util::{Proctor, Run, TestDir, fixtures_registry, workspace_registry};
 
 /// A two-level plan: `stats` measures a text, `again` measures `stats`' normalized text
 /// (a `$from` reference) once `stats.json` is larger than 10 bytes.
@@ -47,22 +49,7 @@ pub(crate) fn apply_in(
     env: &[(&str, &str)],
 ) -> Run {
     let file = dir.write("plan.yaml", plan);
-    let options = sweep.adapter_options();
-    let mut command = dir.proctor(&[
-        "plan",
-        "apply",
-        file.to_str().unwrap(),
-        "--build",
-        "--json",
-        "--adapter-opts-json",
-        &options,
-        "--registry-root",
-        root,
-        "--artifacts-root",
-        "artifacts",
-        "--ledger",
-        "sqlite://ledger.db",
-    ]);
+    let mut command = apply_command(dir, sweep, &file, root, "sqlite://ledger.db");
     for (name, value) in env {
         command = command.env(name, value);
     }
@@ -72,6 +59,32 @@ pub(crate) fn apply_in(
         "no container may be left after the plan",
     );
     run
+}
+
+/// `proctor plan apply FILE --build --json` with the registry at `root`, the World in
+/// `artifacts`, the ledger at `ledger`, and containers labelled by `sweep`.
+pub(crate) fn apply_command(
+    dir: &TestDir,
+    sweep: &ContainerSweep,
+    file: &Path,
+    root: &str,
+    ledger: &str,
+) -> Proctor {
+    dir.proctor(&[
+        "plan",
+        "apply",
+        file.to_str().unwrap(),
+        "--build",
+        "--json",
+        "--adapter-opts-json",
+        &sweep.adapter_options(),
+        "--registry-root",
+        root,
+        "--artifacts-root",
+        "artifacts",
+        "--ledger",
+        ledger,
+    ])
 }
 
 /// How many runs of the command reached a container: a new one (`container.started`) or
@@ -92,7 +105,7 @@ pub(crate) fn transition(report: &Value, id: &str) -> Value {
 }
 
 /// The plan's ledger events, each payload parsed.
-fn ledger_events(dir: &TestDir, plan: &str) -> Vec<Value> {
+pub(crate) fn ledger_events(dir: &TestDir, plan: &str) -> Vec<Value> {
     let run = dir
         .proctor(&[
             "ledger",
@@ -516,24 +529,14 @@ transitions:
   - {id: later, ref: testing/faulty@1, after: [hang], inputs: {schema: v1}}
 "#,
     );
-    let (fixtures, options) = (fixtures_registry(), sweep.adapter_options());
-    let started = dir
-        .proctor(&[
-            "plan",
-            "apply",
-            file.to_str().unwrap(),
-            "--build",
-            "--json",
-            "--adapter-opts-json",
-            &options,
-            "--registry-root",
-            &fixtures,
-            "--artifacts-root",
-            "artifacts",
-            "--ledger",
-            "sqlite://ledger.db",
-        ])
-        .start();
+    let started = apply_command(
+        &dir,
+        &sweep,
+        &file,
+        &fixtures_registry(),
+        "sqlite://ledger.db",
+    )
+    .start();
     let mut started = started;
     while sweep.containers().is_empty() {
         assert!(

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::ledger::ledger_json;
 use crate::local_adapter::ContainerSweep;
-use crate::plan::{apply_in, containers_started, transition};
+use crate::plan::{apply_command, apply_in, containers_started, transition};
 use crate::util::{Run, Started, TestDir, fixtures_registry, workspace_registry};
 
 /// The container each execution ran in, from the `container.started` and
@@ -222,24 +222,14 @@ transitions:
   - {id: hang, ref: testing/faulty@1, timeout_s: 600, inputs: {schema: v1, fault: hang}}
 "#,
     );
-    let (fixtures, options) = (fixtures_registry(), sweep.adapter_options());
-    let mut started = dir
-        .proctor(&[
-            "plan",
-            "apply",
-            file.to_str().unwrap(),
-            "--build",
-            "--json",
-            "--adapter-opts-json",
-            &options,
-            "--registry-root",
-            &fixtures,
-            "--artifacts-root",
-            "artifacts",
-            "--ledger",
-            "sqlite://ledger.db",
-        ])
-        .start();
+    let mut started = apply_command(
+        dir,
+        sweep,
+        &file,
+        &fixtures_registry(),
+        "sqlite://ledger.db",
+    )
+    .start();
     let hang_admitted = || {
         let run = dir
             .proctor(&[
