@@ -1,4 +1,30 @@
-# Sourced by the benchmarks. `bench_pin PROCTOR_BIN REF WORK LABEL INPUTS` builds REF's image
+# Sourced by the benchmarks that run plans on the Docker engine.
+
+# `bench_setup NAME` makes sure PROCTOR_BIN names a proctor binary (building
+# target/release/proctor when it is unset), and sets `label` (the label of every container
+# the benchmark starts), `work` (a scratch directory) and `opts` (the adapter options that
+# label containers); at exit, containers left with the label, the pushed tag and `work` go.
+bench_setup() {
+  if [[ -z "${PROCTOR_BIN:-}" ]]; then
+    echo "[$1] building target/release/proctor" >&2
+    cargo build --release -p proctor-cli >&2
+    PROCTOR_BIN=target/release/proctor
+  fi
+  label="$1-$$-$RANDOM"
+  work="$(mktemp -d)"
+  opts="{\"labels\":{\"proctor.bench\":\"$label\"}}"
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  local left
+  left="$(docker ps -aq --filter "label=proctor.bench=$label")"
+  [[ -n "$left" ]] && docker rm -f $left >/dev/null 2>&1
+  [[ -n "${BENCH_PUSHED:-}" ]] && docker rmi "$BENCH_PUSHED" >/dev/null 2>&1
+  rm -rf "$work"
+}
+
+# `bench_pin PROCTOR_BIN REF WORK LABEL INPUTS` builds REF's image
 # from source (`proctor run --build` with the inputs JSON INPUTS, not timed), pushes it to the local registry and writes a copy
 # of the registry in WORK/registry whose REF entry pins that digest for the host platform, so
 # timed runs take the path a user's pinned run takes: image present, no build check. Sets

@@ -17,7 +17,7 @@
 #   BENCH_PARALLEL     --max-parallel of both applies (default 8)
 #
 # The image is built from source, pushed and pinned in a copy of the registry before the
-# timing (scripts/bench-pin.sh): the timed applies run the pinned image, with no build check.
+# timing (scripts/bench-common.sh): the timed applies run the pinned image, with no build check.
 set -euo pipefail
 
 COUNT="${1:-1000}"
@@ -28,7 +28,7 @@ PLAN="bench-plan"
 INPUTS='{"schema":"v1","text":"The quick brown fox jumps over the lazy dog."}'
 
 cd "$(dirname "$0")/.."
-source scripts/bench-pin.sh
+source scripts/bench-common.sh
 log() { printf '[bench-plan] %s\n' "$*" >&2; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 rate() { awk -v n="$1" -v ms="$2" 'BEGIN {printf "%.1f", n * 1000 / (ms > 0 ? ms : 1)}'; }
@@ -37,23 +37,7 @@ if ((COUNT < 200)); then
   log "N must be at least 200"
   exit 2
 fi
-if [[ -z "${PROCTOR_BIN:-}" ]]; then
-  log "building target/release/proctor"
-  cargo build --release -p proctor-cli >&2
-  PROCTOR_BIN=target/release/proctor
-fi
-
-label="bench-plan-$$-$RANDOM"
-work="$(mktemp -d)"
-cleanup() {
-  local left
-  left="$(docker ps -aq --filter "label=proctor.bench=$label")"
-  [[ -n "$left" ]] && docker rm -f $left >/dev/null 2>&1
-  [[ -n "${BENCH_PUSHED:-}" ]] && docker rmi "$BENCH_PUSHED" >/dev/null 2>&1
-  rm -rf "$work"
-}
-trap cleanup EXIT
-opts="{\"labels\":{\"proctor.bench\":\"$label\"}}"
+bench_setup bench-plan
 ledger="sqlite://$work/ledger.db"
 
 # The plan: layer 0 literal, each later transition `$from` one upstream and `after` another.

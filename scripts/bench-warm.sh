@@ -13,34 +13,18 @@
 #   PROCTOR_BIN   the proctor binary (default: target/release/proctor, built by cargo first)
 #
 # The image is built from source, pushed to the local registry and pinned in a copy of the
-# registry before the timing (scripts/bench-pin.sh): the timed apply runs the pinned image, as
+# registry before the timing (scripts/bench-common.sh): the timed apply runs the pinned image, as
 # a user's plan does, with no build check.
 set -euo pipefail
 
 COUNT="${1:-300}"
 REF="text/stats@1"
 cd "$(dirname "$0")/.."
-source scripts/bench-pin.sh
+source scripts/bench-common.sh
 log() { printf '[bench-warm] %s\n' "$*" >&2; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-if [[ -z "${PROCTOR_BIN:-}" ]]; then
-  log "building target/release/proctor"
-  cargo build --release -p proctor-cli >&2
-  PROCTOR_BIN=target/release/proctor
-fi
-
-label="bench-warm-$$-$RANDOM"
-work="$(mktemp -d)"
-cleanup() {
-  local left
-  left="$(docker ps -aq --filter "label=proctor.bench=$label")"
-  [[ -n "$left" ]] && docker rm -f $left >/dev/null 2>&1
-  [[ -n "${BENCH_PUSHED:-}" ]] && docker rmi "$BENCH_PUSHED" >/dev/null 2>&1
-  rm -rf "$work"
-}
-trap cleanup EXIT
-opts="{\"labels\":{\"proctor.bench\":\"$label\"}}"
+bench_setup bench-warm
 
 {
   printf 'plan: bench-warm\nmode: mock\npolicy: {max_parallel: 1}\ntransitions:\n'
