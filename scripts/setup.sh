@@ -158,24 +158,38 @@ if command -v rustup >/dev/null 2>&1 \
 fi
 log "cross toolchain for linux/arm64: aarch64-linux-gnu-gcc $(aarch64-linux-gnu-gcc -dumpversion)"
 
-# --- Modal client (proctor-deploy's tests and `proctor deploy --target modal`) -------------
-# The `modal` package from PyPI, pinned, into the python3 on PATH so that both `python3 -c
-# 'import modal'` (the tests import generated apps with it; no token or network needed) and
-# the `modal` command work. Debian's own python3 refuses plain pip installs, hence the
-# fallback. Skipped when modal is already importable.
-MODAL_VERSION="1.6.4"
-
-if ! python3 -c 'import modal' >/dev/null 2>&1; then
+# --- Python packages from PyPI, pinned, into the python3 on PATH ---------------------------
+# Debian's own python3 refuses plain pip installs, hence the fallback.
+pip_install() { # pip_install REQUIREMENT
   if ! python3 -m pip --version >/dev/null 2>&1; then
     log "installing python3-pip"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
   fi
-  log "installing modal==$MODAL_VERSION"
-  python3 -m pip install -q --disable-pip-version-check "modal==$MODAL_VERSION" 2>/dev/null \
-    || python3 -m pip install -q --disable-pip-version-check --break-system-packages \
-      "modal==$MODAL_VERSION"
+  log "installing $1"
+  python3 -m pip install -q --disable-pip-version-check "$1" 2>/dev/null \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$1"
+}
+
+# --- Modal client (proctor-deploy's tests and `proctor deploy --target modal`) -------------
+# The `modal` package, so that both `python3 -c 'import modal'` (the tests import generated
+# apps with it; no token or network needed) and the `modal` command work. Skipped when modal
+# is already importable.
+MODAL_VERSION="1.6.4"
+
+if ! python3 -c 'import modal' >/dev/null 2>&1; then
+  pip_install "modal==$MODAL_VERSION"
 fi
 command -v modal >/dev/null 2>&1 || { log "the modal command is not on PATH"; exit 1; }
 log "modal $(python3 -c 'import modal; print(modal.__version__)') importable, $(command -v modal)"
+
+# --- PyYAML (proctor-registry's portability test) ------------------------------------------
+# The test reads every shipped registry.yaml with PyYAML too, as tools outside Rust do.
+# Skipped when yaml is already importable.
+PYYAML_VERSION="6.0.3"
+
+if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+  pip_install "PyYAML==$PYYAML_VERSION"
+fi
+log "PyYAML $(python3 -c 'import yaml; print(yaml.__version__)') importable"
