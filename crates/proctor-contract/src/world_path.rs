@@ -213,8 +213,21 @@ impl WritePrefix {
                 format!("`{template}` must contain {EXECUTION_ID_PLACEHOLDER}"),
             ));
         }
+        refuse_other_placeholders(template)?;
         let expanded = template.replace(EXECUTION_ID_PLACEHOLDER, execution_id);
         WritePrefix::from_expanded(&expanded)
+    }
+
+    /// The write prefix a processor receives in its payload: a template that still holds
+    /// `{execution_id}` is expanded with `execution_id` exactly as the orchestrator does
+    /// ([`WritePrefix::expand`]); an expanded one is validated ([`WritePrefix::from_expanded`]).
+    /// Either way, any other `{…}` placeholder left in it is refused.
+    pub fn receive(raw: &str, execution_id: &str) -> Result<WritePrefix, CanonError> {
+        if raw.contains(EXECUTION_ID_PLACEHOLDER) {
+            return WritePrefix::expand(raw, execution_id);
+        }
+        refuse_other_placeholders(raw)?;
+        WritePrefix::from_expanded(raw)
     }
 
     /// Validates an already expanded prefix (as a processor receives it).
@@ -273,6 +286,27 @@ impl WritePrefix {
         debug_assert!(self.outputs_dir().covers(&path));
         Ok(path)
     }
+}
+
+/// Refuses a `{name}` placeholder (braces around a run of characters without `/`) other
+/// than `{execution_id}`: nothing expands it, so it would become a literal directory name.
+fn refuse_other_placeholders(template: &str) -> Result<(), CanonError> {
+    let rest = template.replace(EXECUTION_ID_PLACEHOLDER, "");
+    let mut from = 0;
+    while let Some(open) = rest[from..].find('{').map(|i| from + i) {
+        let segment_end = rest[open..].find('/').map_or(rest.len(), |i| open + i);
+        if let Some(close) = rest[open..segment_end].find('}') {
+            return Err(CanonError::new(
+                ErrorCode::WritePrefix,
+                format!(
+                    "`{template}` holds the placeholder `{}`; only {EXECUTION_ID_PLACEHOLDER} is expanded",
+                    &rest[open..=open + close]
+                ),
+            ));
+        }
+        from = open + 1;
+    }
+    Ok(())
 }
 
 impl WorldPath {
@@ -385,6 +419,41 @@ pub(crate) mod tests {
         assert_eq!(code("/streams/{execution_id}/"), ErrorCode::WritePrefix);
         assert_eq!(code("/artifacts/../{execution_id}"), ErrorCode::DotSegments);
         assert_eq!(code("outputs/{execution_id}"), ErrorCode::BadPath);
+    }
+
+    #[test]
+    fn received_prefixes_expand_like_templates_and_refuse_other_placeholders() {
+        for template in [
+            "/artifacts/o/{execution_id}",
+            "/artifacts/o/{execution_id}/x/",
+        ] {
+            assert_eq!(
+                WritePrefix::receive(template, "e1").unwrap(),
+                WritePrefix::expand(template, "e1").unwrap(),
+                "{template}"
+            );
+        }
+        assert_eq!(
+            WritePrefix::receive("/artifacts/o/e1", "e1")
+                .unwrap()
+                .as_str(),
+            "/artifacts/o/e1/"
+        );
+        for good in ["/artifacts/o/{a/b}/", "/artifacts/o/}{/", "/artifacts/o/{"] {
+            assert!(WritePrefix::receive(good, "e1").is_ok(), "{good}");
+        }
+        for bad in [
+            "/artifacts/o/{plan_id}/{execution_id}/",
+            "/artifacts/o/{}/e1/",
+            "/artifacts/o/{execution-id}/",
+            "/artifacts/o/x{execution_id}{run}/",
+        ] {
+            let err = WritePrefix::receive(bad, "e1").unwrap_err();
+            assert_eq!(err.code(), ErrorCode::WritePrefix, "{bad}");
+            assert!(err.detail().contains("only {execution_id}"), "{bad}: {err}");
+        }
+        let err = WritePrefix::expand("/artifacts/{plan}/{execution_id}", "e1").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::WritePrefix);
     }
 
     #[test]
