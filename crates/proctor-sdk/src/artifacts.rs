@@ -25,35 +25,55 @@ pub(crate) fn fs_path(root: &Path, path: &WorldPath) -> PathBuf {
     root.join(relative.strip_prefix("artifacts/").unwrap_or(relative))
 }
 
-/// Checks that the files can all be written side by side: each under `/artifacts/`, no
-/// path written twice with different bytes, no path both a file and a directory. Returns
-/// the files with exact repeats removed.
-pub(crate) fn check_layout(files: Vec<PlannedFile>) -> Result<Vec<PlannedFile>, CanonError> {
+/// A run's evidence, checked to fit side by side: its outputs and index, and the paths its
+/// receipt is written to once they are on disk.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    files: Vec<PlannedFile>,
+    receipt_paths: Vec<WorldPath>,
+}
+
+/// Checks that `files` and the receipt at each of `receipt_paths` can all be written side
+/// by side: each under `/artifacts/`, no path written twice with different bytes (a receipt
+/// path is never another file's), no path both a file and a directory. Exact repeats are
+/// dropped.
+pub(crate) fn check_layout(
+    files: Vec<PlannedFile>,
+    receipt_paths: Vec<WorldPath>,
+) -> Result<Layout, CanonError> {
     let mut by_path: BTreeMap<WorldPath, Vec<u8>> = BTreeMap::new();
-    for file in files {
-        if file.path.facet() != Facet::Artifacts {
+    let receipt_paths: BTreeSet<WorldPath> = receipt_paths.into_iter().collect();
+    let twice = |path: &WorldPath| {
+        CanonError::new(
+            ErrorCode::BadPath,
+            format!("`{path}` would be written twice with different bytes"),
+        )
+    };
+    for path in files.iter().map(|file| &file.path).chain(&receipt_paths) {
+        if path.facet() != Facet::Artifacts {
             return Err(CanonError::new(
                 ErrorCode::BadPath,
-                format!("`{}` is not under /artifacts/", file.path),
+                format!("`{path}` is not under /artifacts/"),
             ));
         }
+    }
+    for file in files {
+        if receipt_paths.contains(&file.path) {
+            return Err(twice(&file.path));
+        }
         match by_path.get(&file.path) {
-            Some(bytes) if *bytes != file.bytes => {
-                return Err(CanonError::new(
-                    ErrorCode::BadPath,
-                    format!(
-                        "`{}` would be written twice with different bytes",
-                        file.path
-                    ),
-                ));
-            }
+            Some(bytes) if *bytes != file.bytes => return Err(twice(&file.path)),
             Some(_) => {}
             None => {
                 by_path.insert(file.path, file.bytes);
             }
         }
     }
-    let names: BTreeSet<&str> = by_path.keys().map(WorldPath::as_str).collect();
+    let names: BTreeSet<&str> = by_path
+        .keys()
+        .chain(&receipt_paths)
+        .map(WorldPath::as_str)
+        .collect();
     for name in &names {
         let mut ancestor = *name;
         while let Some((parent, _)) = ancestor.rsplit_once('/') {
@@ -66,29 +86,55 @@ pub(crate) fn check_layout(files: Vec<PlannedFile>) -> Result<Vec<PlannedFile>, 
             ancestor = parent;
         }
     }
-    Ok(by_path
-        .into_iter()
-        .map(|(path, bytes)| PlannedFile { path, bytes })
-        .collect())
+    Ok(Layout {
+        files: by_path
+            .into_iter()
+            .map(|(path, bytes)| PlannedFile { path, bytes })
+            .collect(),
+        receipt_paths: receipt_paths.into_iter().collect(),
+    })
 }
 
-/// Writes every file under `root`, in order. On the first failure, removes what this call
-/// wrote and the directories it created, and reports `ERR_OUTPUT_WRITE`.
-pub(crate) fn write_all(root: &Path, files: &[PlannedFile]) -> Result<(), CanonError> {
+/// Writes the layout's files under `root`, in order, then calls `receipt` — once they are
+/// all on disk — for the receipt's bytes and writes them at each receipt path; returns what
+/// `receipt` returned beside its bytes. On the first failure (or `receipt`'s error),
+/// removes what this call wrote and the directories it created; a failed write is reported
+/// as `ERR_OUTPUT_WRITE`.
+pub(crate) fn write_evidence<T>(
+    root: &Path,
+    layout: Layout,
+    receipt: impl FnOnce() -> Result<(Vec<u8>, T), CanonError>,
+) -> Result<T, CanonError> {
     let mut journal = Journal::default();
+    let written = write_each(root, layout.files, &mut journal).and_then(|()| {
+        let (bytes, made) = receipt()?;
+        let receipts = layout.receipt_paths.into_iter().map(|path| PlannedFile {
+            path,
+            bytes: bytes.clone(),
+        });
+        write_each(root, receipts, &mut journal).map(|()| made)
+    });
+    if written.is_err() {
+        journal.roll_back();
+    }
+    written
+}
+
+/// Writes each file, recording what it changed in `journal`.
+fn write_each(
+    root: &Path,
+    files: impl IntoIterator<Item = PlannedFile>,
+    journal: &mut Journal,
+) -> Result<(), CanonError> {
     for file in files {
-        if let Err(error) = write_one(root, file, &mut journal) {
-            journal.roll_back();
-            return Err(CanonError::new(
-                ErrorCode::OutputWrite,
-                format!("`{}`: {error}", file.path),
-            ));
-        }
+        write_one(root, &file, journal).map_err(|error| {
+            CanonError::new(ErrorCode::OutputWrite, format!("`{}`: {error}", file.path))
+        })?;
     }
     Ok(())
 }
 
-/// What one [`write_all`] call has changed so far.
+/// What one [`write_evidence`] call has changed so far.
 #[derive(Default)]
 struct Journal {
     created_dirs: Vec<PathBuf>,
@@ -175,48 +221,94 @@ mod tests {
         );
     }
 
+    fn receipt(bytes: &[u8]) -> impl FnOnce() -> Result<(Vec<u8>, ()), CanonError> {
+        let bytes = bytes.to_vec();
+        move || Ok((bytes, ()))
+    }
+
+    fn layout(files: Vec<PlannedFile>, receipts: &[&str]) -> Result<Layout, CanonError> {
+        let receipts = receipts.iter().map(|p| WorldPath::parse(p).unwrap());
+        check_layout(files, receipts.collect())
+    }
+
     #[test]
-    fn writes_files_and_leaves_no_temp_files() {
+    fn writes_files_then_receipts_and_leaves_no_temp_files() {
         let root = tempfile::tempdir().unwrap();
-        let files = [
+        let files = vec![
             planned("/artifacts/o/a/b.txt", b"ab"),
             planned("/artifacts/o/c.txt", b"c"),
         ];
-        write_all(root.path(), &files).unwrap();
+        let layout = layout(files, &["/artifacts/o/r.json", "/artifacts/x/r.json"]).unwrap();
+        let root_path = root.path().to_owned();
+        let seen = write_evidence(root.path(), layout, move || {
+            // The receipt is made once every other file is on disk.
+            Ok((b"r".to_vec(), root_path.join("o/c.txt").is_file()))
+        })
+        .unwrap();
+        assert!(seen);
         assert_eq!(fs::read(root.path().join("o/a/b.txt")).unwrap(), b"ab");
-        assert_eq!(listing(root.path()), ["o", "o/a", "o/a/b.txt", "o/c.txt"]);
+        assert_eq!(fs::read(root.path().join("x/r.json")).unwrap(), b"r");
+        assert_eq!(
+            listing(root.path()),
+            [
+                "o",
+                "o/a",
+                "o/a/b.txt",
+                "o/c.txt",
+                "o/r.json",
+                "x",
+                "x/r.json"
+            ]
+        );
     }
 
     #[test]
     fn a_failure_midway_removes_what_was_written() {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("o/blocked")).unwrap();
-        let files = [
+        let files = vec![
             planned("/artifacts/o/new/a.txt", b"a"),
             planned("/artifacts/o/top.txt", b"t"),
-            planned("/artifacts/o/blocked", b"x"),
         ];
-        let err = write_all(root.path(), &files).unwrap_err();
+        let blocked = layout(files.clone(), &["/artifacts/o/blocked"]).unwrap();
+        let err = write_evidence(root.path(), blocked, receipt(b"r")).unwrap_err();
         assert_eq!(err.code(), ErrorCode::OutputWrite);
+        assert_eq!(listing(root.path()), ["o", "o/blocked"]);
+
+        let refused = layout(files, &["/artifacts/o/r.json"]).unwrap();
+        let clock = || Err(CanonError::new(ErrorCode::Internal, "no clock"));
+        let err = write_evidence::<()>(root.path(), refused, clock).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Internal);
         assert_eq!(listing(root.path()), ["o", "o/blocked"]);
     }
 
     #[test]
     fn layout_refuses_conflicts_and_drops_exact_repeats() {
-        let same = check_layout(vec![
-            planned("/artifacts/a", b"1"),
-            planned("/artifacts/a", b"1"),
-        ]);
-        assert_eq!(same.unwrap().len(), 1);
-        for files in [
-            vec![planned("/artifacts/a", b"1"), planned("/artifacts/a", b"2")],
-            vec![
-                planned("/artifacts/a", b"1"),
-                planned("/artifacts/a/b", b"2"),
-            ],
-            vec![planned("/streams/s", b"1")],
+        let same = layout(
+            vec![planned("/artifacts/a", b"1"), planned("/artifacts/a", b"1")],
+            &["/artifacts/r", "/artifacts/r"],
+        )
+        .unwrap();
+        assert_eq!((same.files.len(), same.receipt_paths.len()), (1, 1));
+        for (files, receipts) in [
+            (
+                vec![planned("/artifacts/a", b"1"), planned("/artifacts/a", b"2")],
+                &[][..],
+            ),
+            (
+                vec![
+                    planned("/artifacts/a", b"1"),
+                    planned("/artifacts/a/b", b"2"),
+                ],
+                &[],
+            ),
+            (vec![planned("/streams/s", b"1")], &[]),
+            (vec![planned("/artifacts/r", b"")], &["/artifacts/r"]),
+            (vec![planned("/artifacts/r/x", b"")], &["/artifacts/r"]),
+            (vec![], &["/streams/r"]),
         ] {
-            assert_eq!(check_layout(files).unwrap_err().code(), ErrorCode::BadPath);
+            let err = layout(files, receipts).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::BadPath, "{receipts:?}");
         }
     }
 }

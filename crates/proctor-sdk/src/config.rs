@@ -15,8 +15,18 @@ pub const ENV_BIND: &str = "PROCTOR_BIND";
 /// Unix socket to listen on instead of `PROCTOR_BIND:PROCTOR_PORT` (set by the local adapter
 /// in `mock` mode, where the container has no network).
 pub const ENV_SOCKET: &str = "PROCTOR_SOCKET";
-/// The image digest or ID the container was started from.
+/// The image digest or ID the container was started from. Required: without it the
+/// processor serves `/healthz` (`setup_failed`, saying why) but refuses every run.
 pub const ENV_IMAGE_DIGEST: &str = "PROCTOR_IMAGE_DIGEST";
+/// The CPU cores the container may use (the registry's `runtime.cpu`), as the adapter set
+/// them; part of the env fingerprint when set.
+pub const ENV_CPU: &str = "PROCTOR_CPU";
+/// The container's memory limit in GiB (`runtime.memory_gb`); part of the env fingerprint
+/// when set.
+pub const ENV_MEMORY_GB: &str = "PROCTOR_MEMORY_GB";
+/// The GPU the container was given (`runtime.gpu`), set only when one was requested; part
+/// of the env fingerprint when set.
+pub const ENV_GPU: &str = "PROCTOR_GPU";
 /// The directory backing world `/artifacts/`; default `/artifacts`.
 pub const ENV_ARTIFACTS_ROOT: &str = "PROCTOR_ARTIFACTS_ROOT";
 /// How many `/run` and `/run-stream` requests the processor serves at once, overriding
@@ -24,9 +34,6 @@ pub const ENV_ARTIFACTS_ROOT: &str = "PROCTOR_ARTIFACTS_ROOT";
 pub const ENV_CONCURRENCY: &str = "PROCTOR_CONCURRENCY";
 /// The port a processor listens on when [`ENV_PORT`] is unset.
 pub const DEFAULT_PORT: u16 = 8000;
-/// The digest reported when [`ENV_IMAGE_DIGEST`] is unset (a processor run outside a
-/// container).
-pub const UNKNOWN_IMAGE_DIGEST: &str = "unknown";
 
 /// How a processor server runs.
 #[derive(Clone)]
@@ -35,8 +42,9 @@ pub struct ServerConfig {
     pub bind: IpAddr,
     /// Port to listen on.
     pub port: u16,
-    /// Reported by `/healthz`, envelopes and receipts.
-    pub image_digest: String,
+    /// Reported by `/healthz`, envelopes and receipts; `None` when [`ENV_IMAGE_DIGEST`] is
+    /// unset, and then every run is refused.
+    pub image_digest: Option<String>,
     /// Filesystem directory backing world `/artifacts/`.
     pub artifacts_root: PathBuf,
     /// [`ENV_CONCURRENCY`]: overrides the processor's declared concurrency when set.
@@ -78,9 +86,7 @@ impl ServerConfig {
                 .map_err(|e| invalid(ENV_BIND, raw, format!("{e}")))?,
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
-        let image_digest = var(ENV_IMAGE_DIGEST)
-            .cloned()
-            .unwrap_or_else(|| UNKNOWN_IMAGE_DIGEST.to_owned());
+        let image_digest = var(ENV_IMAGE_DIGEST).cloned();
         let artifacts_root =
             PathBuf::from(var(ENV_ARTIFACTS_ROOT).map_or("/artifacts", String::as_str));
         let concurrency = var(ENV_CONCURRENCY)
@@ -102,6 +108,19 @@ impl ServerConfig {
     /// `bind:port`.
     pub fn socket_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.port)
+    }
+
+    /// The runtime limits the adapter set ([`ENV_CPU`], [`ENV_MEMORY_GB`], [`ENV_GPU`]), as
+    /// env-fingerprint pairs (`cpu`, `memory_gb`, `gpu`); a variable that is unset is left out.
+    pub(crate) fn runtime_limits(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("cpu", ENV_CPU),
+            ("memory_gb", ENV_MEMORY_GB),
+            ("gpu", ENV_GPU),
+        ]
+        .into_iter()
+        .filter_map(|(key, name)| Some((key, self.var(name)?)))
+        .collect()
     }
 
     /// The non-empty value of variable `name`.
@@ -144,7 +163,8 @@ mod tests {
     fn defaults_apply_when_unset() {
         let config = ServerConfig::from_vars(vars(&[])).unwrap();
         assert_eq!(config.socket_addr().to_string(), "0.0.0.0:8000");
-        assert_eq!(config.image_digest, "unknown");
+        assert_eq!(config.image_digest, None);
+        assert!(config.runtime_limits().is_empty());
         assert_eq!(config.artifacts_root, PathBuf::from("/artifacts"));
         assert_eq!(config.concurrency, None);
     }
@@ -157,12 +177,19 @@ mod tests {
             ("PROCTOR_IMAGE_DIGEST", "sha256:ab"),
             ("PROCTOR_ARTIFACTS_ROOT", "/tmp/a"),
             ("PROCTOR_CONCURRENCY", "3"),
+            ("PROCTOR_CPU", "0.5"),
+            ("PROCTOR_MEMORY_GB", "2"),
+            ("PROCTOR_GPU", "A100"),
             ("OPENAI_API_KEY", "sk-very-secret"),
         ]))
         .unwrap();
         assert_eq!(config.concurrency.map(NonZeroU32::get), Some(3));
         assert_eq!(config.socket_addr().to_string(), "127.0.0.1:9001");
-        assert_eq!(config.image_digest, "sha256:ab");
+        assert_eq!(config.image_digest.as_deref(), Some("sha256:ab"));
+        assert_eq!(
+            config.runtime_limits(),
+            [("cpu", "0.5"), ("memory_gb", "2"), ("gpu", "A100")]
+        );
         assert_eq!(config.artifacts_root, PathBuf::from("/tmp/a"));
         assert_eq!(config.var("OPENAI_API_KEY"), Some("sk-very-secret"));
         assert!(!format!("{config:?}").contains("sk-very-secret"));

@@ -20,8 +20,12 @@
 //! ```
 //!
 //! The HTTP contract (`PROCTOR_PORT`, `PROCTOR_BIND`, `PROCTOR_IMAGE_DIGEST`,
-//! `PROCTOR_ARTIFACTS_ROOT`; with `PROCTOR_SOCKET` set, served on that unix socket instead
-//! of a port):
+//! `PROCTOR_ARTIFACTS_ROOT`, and the runtime limits `PROCTOR_CPU`, `PROCTOR_MEMORY_GB`,
+//! `PROCTOR_GPU` that the env fingerprint names; with `PROCTOR_SOCKET` set, served on that
+//! unix socket instead of a port):
+//! - Without `PROCTOR_IMAGE_DIGEST` nothing runs: `/healthz` answers `setup_failed` with a
+//!   line saying so, and every `POST /run` and `POST /run-stream` answers 500 with an
+//!   `ERR_IMAGE_UNPINNED` envelope, whatever its body.
 //! - `GET /healthz` answers [`proctor_contract::Health`]: 200 while `ready` or `busy`, 503
 //!   while `starting` (a set-up step, [`ProcessorDefinition::with_setup`], is running) or
 //!   `setup_failed` (with the redacted tail of the set-up's log), and the concurrency: how
@@ -32,7 +36,9 @@
 //!   set-up, 503 with `ERR_PROVIDER`.
 //! - `POST /run` takes a [`proctor_contract::RunPayload`] as `application/json` and answers
 //!   an envelope: 200 on success; 415 for another content type; 400 for a body that is not
-//!   a valid payload for this processor, a bad write prefix, a missing secret (`real`), or
+//!   a valid payload for this processor, a bad write prefix (`ERR_WRITE_PREFIX` for a
+//!   `{…}` placeholder other than `{execution_id}`, which is expanded with the payload's
+//!   execution id as the orchestrator expands it), a missing secret (`real`), or
 //!   inputs the provider refuses; 500 for outputs that are invalid or cannot be written;
 //!   502 when the provider fails.
 //! - `POST /run-stream` checks the request the same way (same error answers), then answers
@@ -65,8 +71,8 @@ mod setup;
 pub mod testing;
 
 pub use config::{
-    DEFAULT_PORT, ENV_ARTIFACTS_ROOT, ENV_BIND, ENV_CONCURRENCY, ENV_IMAGE_DIGEST, ENV_PORT,
-    ENV_SOCKET, ServerConfig, UNKNOWN_IMAGE_DIGEST,
+    DEFAULT_PORT, ENV_ARTIFACTS_ROOT, ENV_BIND, ENV_CONCURRENCY, ENV_CPU, ENV_GPU,
+    ENV_IMAGE_DIGEST, ENV_MEMORY_GB, ENV_PORT, ENV_SOCKET, ServerConfig,
 };
 pub use error::SdkError;
 pub use provider::{

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::http::StatusCode;
 use futures_util::FutureExt;
@@ -19,7 +19,8 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::artifacts::{PlannedFile, check_layout, write_all};
+use crate::artifacts::{PlannedFile, check_layout, write_evidence};
+use crate::config::ENV_IMAGE_DIGEST;
 use crate::setup::{Readiness, SetupLog};
 use crate::{Context, ProcessorDefinition, ProviderError, ServerConfig};
 
@@ -70,6 +71,7 @@ pub(crate) struct Accepted {
     payload: RunPayload,
     prefix: WritePrefix,
     started: Instant,
+    image_digest: String,
 }
 
 impl Accepted {
@@ -133,9 +135,10 @@ impl Runner {
                 .map(str::to_owned),
         );
         let concurrency = config.concurrency.unwrap_or(definition.concurrency());
-        let readiness = match definition.setup() {
-            Some(_) => Readiness::Starting,
-            None => Readiness::Ready,
+        let readiness = match (&config.image_digest, definition.setup()) {
+            (None, _) => Readiness::Failed(vec![missing_digest().detail().to_owned()]),
+            (Some(_), Some(_)) => Readiness::Starting,
+            (Some(_), None) => Readiness::Ready,
         };
         Runner {
             config,
@@ -149,6 +152,14 @@ impl Runner {
 
     /// Runs the processor's set-up step, if any, and records how it ended.
     pub(crate) async fn set_up(&self) {
+        if let Readiness::Failed(tail) = &*self
+            .readiness
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            tracing::error!(event = "setup.fail", log_tail = ?tail);
+            return;
+        }
         let Some(setup) = self.definition.setup() else {
             return;
         };
@@ -201,7 +212,7 @@ impl Runner {
             concurrency: self.concurrency,
             log_tail,
             ..Health::ready(
-                self.config.image_digest.clone(),
+                self.config.image_digest.clone().unwrap_or_default(),
                 self.definition.processor_ref().clone(),
             )
         }
@@ -257,9 +268,10 @@ impl Runner {
         })
     }
 
-    /// Checks a request: JSON content type (else 415), a JSON body (else 400), a valid
-    /// `RunPayload` for this processor with schema `v1`, a usable execution id and a valid
-    /// write prefix (else 400). Errors come back as finished outcomes.
+    /// Checks a request: an image digest to run from (else 500 `ERR_IMAGE_UNPINNED`), JSON
+    /// content type (else 415), a JSON body (else 400), a valid `RunPayload` for this
+    /// processor with schema `v1`, a usable execution id and a valid write prefix, its
+    /// `{execution_id}` expanded (else 400). Errors come back as finished outcomes.
     pub(crate) fn accept(
         &self,
         content_type: Option<&str>,
@@ -282,12 +294,20 @@ impl Runner {
             .and_then(Value::as_str)
             .and_then(|m| m.parse().ok())
             .unwrap_or_default();
+        let fail = |failure| Box::new(self.fail(&hint_id, hint_mode, started, None, failure));
+        let Some(image_digest) = self.config.image_digest.clone() else {
+            return Err(fail(Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                missing_digest(),
+            )));
+        };
         self.validate(content_type, body, parsed)
-            .map_err(|failure| Box::new(self.fail(&hint_id, hint_mode, started, None, failure)))
+            .map_err(fail)
             .map(|(payload, prefix)| Accepted {
                 payload,
                 prefix,
                 started,
+                image_digest,
             })
     }
 
@@ -349,7 +369,7 @@ impl Runner {
                 "inputs must be a JSON object",
             ));
         }
-        let prefix = WritePrefix::from_expanded(&payload.write_prefix)
+        let prefix = WritePrefix::receive(&payload.write_prefix, &payload.execution_id)
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e))?;
         Ok((payload, prefix))
     }
@@ -364,6 +384,7 @@ impl Runner {
             payload,
             prefix,
             started,
+            image_digest,
         } = accepted;
         progress(Stage::Accepted);
         tracing::info!(
@@ -374,23 +395,36 @@ impl Runner {
         );
         let secrets = self.secrets_for(payload.mode);
         let secret_names: Vec<&str> = secrets.keys().map(String::as_str).collect();
-        let fingerprint = env_fingerprint([
-            ("image_digest", self.config.image_digest.as_str()),
-            ("mode", payload.mode.as_str()),
-            ("ref", &payload.processor_ref.to_string()),
-            ("secrets", &secret_names.join(",")),
-        ]);
+        let processor_ref = payload.processor_ref.to_string();
+        let secret_names = secret_names.join(",");
+        let fingerprint = env_fingerprint(
+            [
+                ("image_digest", image_digest.as_str()),
+                ("mode", payload.mode.as_str()),
+                ("ref", &processor_ref),
+                ("secrets", &secret_names),
+            ]
+            .into_iter()
+            .chain(self.config.runtime_limits()),
+        );
         let execution_id = payload.execution_id.clone();
         let mode = payload.mode;
-        match self
-            .produce(payload, &prefix, secrets, &fingerprint, started, progress)
-            .await
-        {
+        let run = Run {
+            payload,
+            prefix,
+            image_digest,
+            fingerprint: fingerprint.clone(),
+            started,
+        };
+        match self.produce(run, secrets, progress).await {
             Ok(envelope) => {
                 tracing::info!(
                     event = "run.settle",
                     execution_id = %execution_id,
-                    duration_ms = duration_ms(started),
+                    duration_ms = match &envelope {
+                        Envelope::Success(success) => success.meta.duration_ms,
+                        Envelope::Error(error) => error.meta.duration_ms,
+                    },
                 );
                 Outcome {
                     status: StatusCode::OK,
@@ -441,7 +475,7 @@ impl Runner {
             &error,
             mode,
             duration_ms(started),
-            Some(self.config.image_digest.clone()),
+            self.config.image_digest.clone(),
         );
         if let Envelope::Error(error) = &mut envelope {
             error.meta.env_fingerprint = fingerprint;
@@ -466,13 +500,17 @@ impl Runner {
 
     async fn produce(
         &self,
-        payload: RunPayload,
-        prefix: &WritePrefix,
+        run: Run,
         secrets: BTreeMap<String, String>,
-        fingerprint: &str,
-        started: Instant,
         progress: &(dyn Fn(Stage) + Send + Sync),
     ) -> Result<Envelope, Failure> {
+        let Run {
+            payload,
+            prefix,
+            image_digest,
+            fingerprint,
+            started,
+        } = run;
         if payload.mode == Mode::Real
             && let Some(missing) = self
                 .definition
@@ -538,49 +576,47 @@ impl Runner {
             });
         }
         let index = OutputsIndex::build(entries).map_err(invalid_output)?;
-        let duration_ms = duration_ms(started);
-        let receipt = Receipt {
+        files.push(PlannedFile {
+            path: prefix.index_path(),
+            bytes: index.to_bytes(),
+        });
+        let execution_receipt =
+            WorldPath::execution_receipt(&payload.execution_id).map_err(invalid_output)?;
+        let layout = check_layout(files, vec![prefix.receipt_path(), execution_receipt])
+            .map_err(invalid_output)?;
+        let mut receipt = Receipt {
             execution_id: payload.execution_id.clone(),
             processor_ref: payload.processor_ref.clone(),
-            image_digest: self.config.image_digest.clone(),
-            env_fingerprint: fingerprint.to_owned(),
+            image_digest: image_digest.clone(),
+            env_fingerprint: fingerprint.clone(),
             inputs_hash: hash.value,
             hash_schema: hash.hash_schema,
             outputs_index: prefix.index_path(),
             processor_info: result.processor_info,
             usage: result.usage,
-            timestamp_utc: timestamp_utc(),
-            duration_ms,
+            timestamp_utc: String::new(),
+            duration_ms: 0,
             mode: payload.mode,
             upstream: payload.upstream,
         };
-        let receipt_bytes = receipt.to_bytes();
-        let execution_receipt =
-            WorldPath::execution_receipt(&payload.execution_id).map_err(invalid_output)?;
-        files.push(PlannedFile {
-            path: prefix.index_path(),
-            bytes: index.to_bytes(),
-        });
-        files.push(PlannedFile {
-            path: prefix.receipt_path(),
-            bytes: receipt_bytes.clone(),
-        });
-        files.push(PlannedFile {
-            path: execution_receipt,
-            bytes: receipt_bytes,
-        });
-        let files = check_layout(files).map_err(invalid_output)?;
 
         let root = self.config.artifacts_root.clone();
-        tokio::task::spawn_blocking(move || write_all(&root, &files))
-            .await
-            .map_err(|e| {
-                invalid_output(CanonError::new(
-                    ErrorCode::OutputWrite,
-                    format!("writer stopped: {e}"),
-                ))
-            })?
-            .map_err(invalid_output)?;
+        let duration_ms = tokio::task::spawn_blocking(move || {
+            write_evidence(&root, layout, move || {
+                // Stamped once the outputs and the index are on disk.
+                receipt.duration_ms = duration_ms(started);
+                receipt.timestamp_utc = timestamp_utc()?;
+                Ok((receipt.to_bytes(), receipt.duration_ms))
+            })
+        })
+        .await
+        .map_err(|e| {
+            invalid_output(CanonError::new(
+                ErrorCode::OutputWrite,
+                format!("writer stopped: {e}"),
+            ))
+        })?
+        .map_err(invalid_output)?;
         progress(Stage::OutputsWritten);
 
         Ok(Envelope::success(
@@ -588,8 +624,8 @@ impl Runner {
             index.outputs,
             prefix.index_path(),
             SuccessMeta {
-                image_digest: self.config.image_digest.clone(),
-                env_fingerprint: fingerprint.to_owned(),
+                image_digest,
+                env_fingerprint: fingerprint,
                 duration_ms,
                 mode: payload.mode,
             },
@@ -597,18 +633,47 @@ impl Runner {
     }
 }
 
-/// Milliseconds since `started`.
-fn duration_ms(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+/// An accepted run on its way to the provider, with what its receipt and envelope state.
+struct Run {
+    payload: RunPayload,
+    prefix: WritePrefix,
+    image_digest: String,
+    fingerprint: String,
+    started: Instant,
 }
 
-/// Now, as RFC 3339 UTC with milliseconds (`2026-01-01T00:00:00.000Z`).
-fn timestamp_utc() -> String {
+/// Why a processor started without [`ENV_IMAGE_DIGEST`] refuses every run: its envelopes
+/// and receipts could not name the image they came from.
+fn missing_digest() -> CanonError {
+    CanonError::new(
+        ErrorCode::ImageUnpinned,
+        format!("{ENV_IMAGE_DIGEST} is unset; a processor runs only from an image it can name"),
+    )
+}
+
+/// Milliseconds since `started` (the request's arrival), rounded up: a run that took any
+/// time at all is at least 1 ms.
+fn duration_ms(started: Instant) -> u64 {
+    let elapsed = started.elapsed();
+    let whole = elapsed.as_millis() + u128::from(!elapsed.subsec_nanos().is_multiple_of(1_000_000));
+    u64::try_from(whole).unwrap_or(u64::MAX)
+}
+
+/// Now, as RFC 3339 UTC with milliseconds (`2026-01-01T00:00:00.000Z`); a clock that reads
+/// before 1970 or beyond year 9999 is an `ERR_INTERNAL` error, never a made-up time.
+fn timestamp_utc() -> Result<String, CanonError> {
+    format_utc(SystemTime::now())
+}
+
+fn format_utc(now: SystemTime) -> Result<String, CanonError> {
+    let clock = |why: String| CanonError::new(ErrorCode::Internal, format!("system clock: {why}"));
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|e| clock(format!("reads before 1970 ({e})")))?;
     let format =
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    OffsetDateTime::now_utc()
+    OffsetDateTime::from(now)
         .format(&format)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+        .map_err(|e| clock(e.to_string()))
 }
 
 /// An execution id becomes one path segment: 1–128 bytes of `[A-Za-z0-9._-]`, not `.` or
@@ -684,11 +749,29 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
-        let stamp = timestamp_utc();
+        let stamp = timestamp_utc().unwrap();
         assert_eq!(stamp.len(), "2026-01-01T00:00:00.000Z".len(), "{stamp}");
         assert!(
             stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
             "{stamp}"
         );
+        let epoch = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1);
+        assert_eq!(format_utc(epoch).unwrap(), "1970-01-01T00:00:00.001Z");
+    }
+
+    #[test]
+    fn a_clock_before_1970_is_an_error_not_a_time() {
+        let before = SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(1);
+        let err = format_utc(before).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Internal);
+        assert!(err.detail().contains("before 1970"), "{err}");
+    }
+
+    #[test]
+    fn durations_round_up_to_whole_milliseconds() {
+        let started = Instant::now()
+            .checked_sub(std::time::Duration::from_micros(10))
+            .unwrap();
+        assert!(duration_ms(started) >= 1);
     }
 }

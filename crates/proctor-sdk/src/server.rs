@@ -108,7 +108,7 @@ pub async fn serve_on(
         event = "server.listening",
         addr = %addr,
         processor_ref = %definition.processor_ref(),
-        image_digest = %config.image_digest,
+        image_digest = config.image_digest.as_deref().unwrap_or_default(),
     );
     axum::serve(listener, router(config, definition))
         .with_graceful_shutdown(shutdown)
@@ -138,7 +138,7 @@ pub async fn serve_on_socket(
         event = "server.listening",
         socket = %path.display(),
         processor_ref = %definition.processor_ref(),
-        image_digest = %config.image_digest,
+        image_digest = config.image_digest.as_deref().unwrap_or_default(),
     );
     let served = axum::serve(listener, router(config, definition))
         .with_graceful_shutdown(shutdown)

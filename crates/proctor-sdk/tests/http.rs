@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use proctor_contract::{
-    Envelope, ErrorCode, Health, HealthState, Mode, OutputsIndex, Usage, WorldPath,
+    Envelope, ErrorCode, Health, HealthState, Mode, OutputsIndex, Usage, WorldPath, WritePrefix,
 };
 use proctor_sdk::testing::{TEST_IMAGE_DIGEST, TestServer};
 use proctor_sdk::{
@@ -174,6 +174,7 @@ async fn run_writes_outputs_index_and_identical_receipts() {
     assert_eq!(receipt.processor_info, "echo");
     assert_eq!(receipt.usage["calls"], 1);
     assert_eq!(receipt.duration_ms, envelope.meta.duration_ms);
+    assert!(receipt.duration_ms >= 1, "a run that wrote files took time");
     assert_eq!(receipt.mode, Mode::Mock);
     assert!(receipt.timestamp_utc.ends_with('Z'));
     assert!(receipt.upstream.is_empty());
@@ -532,6 +533,14 @@ async fn run_stream_sends_progress_then_one_done() {
     );
 }
 
+/// `PROCTOR_IMAGE_DIGEST`, which every processor needs to run.
+fn digest() -> (String, String) {
+    (
+        "PROCTOR_IMAGE_DIGEST".to_owned(),
+        TEST_IMAGE_DIGEST.to_owned(),
+    )
+}
+
 #[tokio::test]
 async fn serve_on_stops_when_asked() {
     let artifacts = tempfile::tempdir().unwrap();
@@ -539,7 +548,7 @@ async fn serve_on_stops_when_asked() {
         "PROCTOR_ARTIFACTS_ROOT".to_owned(),
         artifacts.path().display().to_string(),
     );
-    let config = ServerConfig::from_vars([root]).unwrap();
+    let config = ServerConfig::from_vars([root, digest()]).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -556,7 +565,7 @@ async fn serve_on_stops_when_asked() {
         .unwrap();
     assert_eq!(
         health.json::<Health>().await.unwrap().image_digest,
-        "unknown"
+        TEST_IMAGE_DIGEST
     );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
@@ -576,7 +585,7 @@ async fn serve_on_socket_answers_over_the_socket_and_removes_it_when_stopped() {
         "PROCTOR_ARTIFACTS_ROOT".to_owned(),
         dir.path().join("artifacts").display().to_string(),
     );
-    let config = ServerConfig::from_vars([root]).unwrap();
+    let config = ServerConfig::from_vars([root, digest()]).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn({
         let socket = socket.clone();
@@ -853,5 +862,143 @@ async fn a_failed_setup_reports_its_redacted_log_tail_and_refuses_runs() {
     assert_eq!(
         message,
         "provider failed: set-up failed: [REDACTED] answered 401"
+    );
+}
+
+#[tokio::test]
+async fn a_template_write_prefix_is_expanded_as_the_orchestrator_expands_it() {
+    let server = start(&[]).await;
+    for (path, template) in [
+        ("/run", "/artifacts/outputs/demo/{execution_id}"),
+        (
+            "/run-stream",
+            "/artifacts/outputs/demo/{execution_id}/part/",
+        ),
+    ] {
+        let id = if path == "/run" { "t1" } else { "t2" };
+        let mut body = server.payload(id, Mode::Mock, files_inputs());
+        body["write_prefix"] = json!(template);
+        let envelope = if path == "/run" {
+            server.post(path, &body).await.1
+        } else {
+            let response = server.client().post(server.url(path)).json(&body);
+            let text = response.send().await.unwrap().text().await.unwrap();
+            let (event, data) = sse_events(&text).pop().unwrap();
+            assert_eq!(event, "done");
+            Envelope::from_slice(data.as_bytes()).unwrap()
+        };
+        let Envelope::Success(success) = envelope else {
+            panic!("{template}: {envelope:?}")
+        };
+        let expected = WritePrefix::expand(template, id).unwrap();
+        assert_eq!(success.index_path, expected.index_path(), "{template}");
+        assert_eq!(
+            server.receipt(&success).outputs_index,
+            expected.index_path()
+        );
+        assert!(server.fs_path(&expected.receipt_path()).is_file());
+    }
+    assert!(
+        !server.listing().iter().any(|name| name.contains('{')),
+        "{:?}",
+        server.listing()
+    );
+}
+
+#[tokio::test]
+async fn other_placeholders_in_the_write_prefix_are_refused_and_nothing_is_written() {
+    let server = start(&[]).await;
+    for template in [
+        "/artifacts/outputs/{plan_id}/{execution_id}/",
+        "/artifacts/outputs/{run}/p1/",
+        "/artifacts/outputs/{execution-id}/",
+    ] {
+        for path in ["/run", "/run-stream"] {
+            let mut body = server.payload("p1", Mode::Mock, files_inputs());
+            body["write_prefix"] = json!(template);
+            let (status, envelope) = server.post(path, &body).await;
+            assert_eq!(status, 400, "{path} {template}");
+            assert_eq!(error_code(&envelope), ErrorCode::WritePrefix, "{template}");
+            let Envelope::Error(error) = envelope else {
+                unreachable!()
+            };
+            assert!(
+                error.error.message.starts_with("invalid write_prefix: "),
+                "{}",
+                error.error.message
+            );
+        }
+    }
+    assert!(server.listing().is_empty(), "{:?}", server.listing());
+}
+
+#[tokio::test]
+async fn without_an_image_digest_every_run_is_refused_and_healthz_says_why() {
+    let setup_ran = Arc::new(Mutex::new(false));
+    let ran = Arc::clone(&setup_ran);
+    let definition = definition().with_setup(move |_: SetupLog| {
+        *ran.lock().unwrap() = true;
+        async { Ok(()) }
+    });
+    let server = TestServer::start(definition, &[("PROCTOR_IMAGE_DIGEST", "")]).await;
+    let (status, reported) = health(&server).await;
+    assert_eq!((status, reported.state), (503, HealthState::SetupFailed));
+    assert_eq!(reported.image_digest, "");
+    assert_eq!(
+        reported.log_tail,
+        ["PROCTOR_IMAGE_DIGEST is unset; a processor runs only from an image it can name"]
+    );
+    assert!(!*setup_ran.lock().unwrap(), "no set-up without a digest");
+
+    let good = server.payload("d1", Mode::Mock, files_inputs());
+    for path in ["/run", "/run-stream"] {
+        let (status, envelope) = server.post(path, &good).await;
+        assert_eq!(status, 500, "{path}");
+        let Envelope::Error(error) = envelope else {
+            panic!("{path}: {envelope:?}")
+        };
+        assert_eq!(error.error.code, ErrorCode::ImageUnpinned);
+        assert!(
+            error
+                .error
+                .message
+                .contains("PROCTOR_IMAGE_DIGEST is unset"),
+            "{}",
+            error.error.message
+        );
+        assert_eq!(error.meta.image_digest, None);
+        assert_eq!(error.execution_id, "d1");
+    }
+    let malformed = server
+        .client()
+        .post(server.url("/run"))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status().as_u16(), 500);
+    assert!(server.listing().is_empty(), "{:?}", server.listing());
+}
+
+#[tokio::test]
+async fn the_env_fingerprint_names_the_runtime_limits_the_adapter_set() {
+    let limits = [
+        ("PROCTOR_CPU", "0.5"),
+        ("PROCTOR_MEMORY_GB", "2"),
+        ("PROCTOR_GPU", "A100"),
+    ];
+    let server = start(&limits).await;
+    let envelope = server.run_ok("f1", Mode::Mock, files_inputs()).await;
+    let fingerprint =
+        "cpu=0.5;gpu=A100;image_digest=sha256:test;memory_gb=2;mode=mock;ref=test/echo@1;secrets=";
+    assert_eq!(envelope.meta.env_fingerprint, fingerprint);
+    assert_eq!(server.receipt(&envelope).env_fingerprint, fingerprint);
+
+    let server = start(&limits[..2]).await;
+    let envelope = server.run_ok("f2", Mode::Mock, files_inputs()).await;
+    assert_eq!(
+        envelope.meta.env_fingerprint,
+        "cpu=0.5;image_digest=sha256:test;memory_gb=2;mode=mock;ref=test/echo@1;secrets=",
+        "no gpu requested, none named"
     );
 }
