@@ -218,6 +218,11 @@ pub(crate) fn create_body(settings: &ContainerSettings<'_>) -> ContainerCreateBo
         format!("PROCTOR_IMAGE_DIGEST={}", settings.expected_digest),
         format!("PROCTOR_ARTIFACTS_ROOT={ARTIFACTS_ROOT}"),
     ];
+    env.extend(
+        proctor_deploy::runtime_env(&spec.runtime)
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}")),
+    );
     let mut mounts = match settings.mounts {
         Mounts::Execution(staging) => vec![
             bind_mount(staging.prefix_dir, &staging.prefix_target),
@@ -385,7 +390,19 @@ mod tests {
             let env = body.env.as_ref().unwrap();
             assert!(env.contains(&"PROCTOR_ARTIFACTS_ROOT=/artifacts".to_owned()));
             assert!(env.contains(&"PROCTOR_IMAGE_DIGEST=sha256:ab".to_owned()));
+            assert!(env.contains(&"PROCTOR_CPU=0.5".to_owned()));
+            assert!(env.contains(&"PROCTOR_MEMORY_GB=0.25".to_owned()));
+            assert!(!env.iter().any(|var| var.starts_with("PROCTOR_GPU=")));
         }
+    }
+
+    #[test]
+    fn a_requested_gpu_is_passed_to_the_container() {
+        let mut invocation = invocation(Mode::Mock);
+        invocation.spec.runtime.gpu = Some("A100".to_owned());
+        let body = body(&invocation, Network::None);
+        let env = body.env.as_ref().unwrap();
+        assert!(env.contains(&"PROCTOR_GPU=A100".to_owned()), "{env:?}");
     }
 
     #[test]

@@ -209,8 +209,8 @@ struct StandIn {
 }
 
 impl StandIn {
-    /// Starts `image_id` reporting `digest`, labelled for `run`, and waits for its
-    /// `/healthz`.
+    /// Starts `image_id` (`text/stats@1`) reporting `digest`, labelled for `run`, with the
+    /// environment a Modal deployment gives it, and waits for its `/healthz`.
     async fn start(run: &TestRun, image_id: &str, digest: &Digest) -> StandIn {
         let artifacts = tempfile::tempdir().unwrap();
         let me = std::fs::metadata("/proc/self").unwrap();
@@ -221,15 +221,22 @@ impl StandIn {
             (me.uid(), me.gid())
         };
         let port = free_port();
+        let mut env = vec![
+            "PROCTOR_BIND=127.0.0.1".to_owned(),
+            format!("PROCTOR_PORT={port}"),
+            format!("PROCTOR_IMAGE_DIGEST={digest}"),
+            "PROCTOR_ARTIFACTS_ROOT=/artifacts".to_owned(),
+        ];
+        let spec = load_spec(&processor_dir("processors/text/stats/1"));
+        env.extend(
+            proctor_deploy::runtime_env(&spec.runtime)
+                .into_iter()
+                .map(|(name, value)| format!("{name}={value}")),
+        );
         let body = ContainerCreateBody {
             image: Some(image_id.to_owned()),
             user: Some(format!("{}:{}", user.0, user.1)),
-            env: Some(vec![
-                "PROCTOR_BIND=127.0.0.1".to_owned(),
-                format!("PROCTOR_PORT={port}"),
-                format!("PROCTOR_IMAGE_DIGEST={digest}"),
-                "PROCTOR_ARTIFACTS_ROOT=/artifacts".to_owned(),
-            ]),
+            env: Some(env),
             labels: Some(HashMap::from([(TEST_LABEL.to_owned(), run.label.clone())])),
             host_config: Some(HostConfig {
                 network_mode: Some("host".to_owned()),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use proctor_contract::{CanonError, Digest, ErrorCode, PinnedReference, Platform, ProcessorRef};
-use proctor_registry::{ProcessorSpec, pinned_image};
+use proctor_registry::{ProcessorSpec, Runtime, pinned_image};
 
 use crate::target::is_object_name;
 use crate::{ModalNames, ModalTarget};
@@ -77,6 +77,21 @@ fn deploy_tag(image_digest: &Digest) -> String {
     format!("sha256-{}", &image_digest.hex()[..TAG_HEX_LEN])
 }
 
+/// A container's runtime limits as the processor contract's variables: `PROCTOR_CPU`
+/// (cores), `PROCTOR_MEMORY_GB` (GiB), and `PROCTOR_GPU` when a GPU is requested. The
+/// processor names them in its env fingerprint; the local adapter and the generated Modal
+/// app set the same ones.
+pub fn runtime_env(runtime: &Runtime) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("PROCTOR_CPU", runtime.cpu.to_string()),
+        ("PROCTOR_MEMORY_GB", runtime.memory_gb.to_string()),
+    ];
+    if let Some(gpu) = runtime.gpu.as_deref().filter(|gpu| !gpu.is_empty()) {
+        env.push(("PROCTOR_GPU", gpu.to_owned()));
+    }
+    env
+}
+
 /// Generates the Modal app of `spec` for `target`.
 ///
 /// The app runs the pinned linux/amd64 image (`ERR_IMAGE_UNPINNED` without one; never a
@@ -86,9 +101,9 @@ fn deploy_tag(image_digest: &Digest) -> String {
 /// the key `NAME`; the private-registry secret on the image when configured) and
 /// `@modal.web_server` (the build port, `startup_timeout` = `runtime.timeout_s`,
 /// `requires_proxy_auth=True`, the convention's label). The function sets the container
-/// contract's `PROCTOR_IMAGE_DIGEST`, `PROCTOR_PORT` and `PROCTOR_ARTIFACTS_ROOT`
+/// contract's `PROCTOR_IMAGE_DIGEST`, `PROCTOR_PORT`, `PROCTOR_ARTIFACTS_ROOT`
 /// ([`EPHEMERAL_ARTIFACTS_ROOT`], or the artifacts volume at [`VOLUME_ARTIFACTS_ROOT`]) and
-/// starts `/processor`.
+/// the runtime limits ([`runtime_env`]), and starts `/processor`.
 ///
 /// `pass_env` holds values for the registry's non-secret `env` names; those present are
 /// baked into the app's environment, others are ignored.
@@ -132,6 +147,7 @@ pub fn generate_app(
     env.insert("PROCTOR_ARTIFACTS_ROOT", artifacts_root.to_owned());
     env.insert("PROCTOR_IMAGE_DIGEST", image_digest.to_string());
     env.insert("PROCTOR_PORT", spec.build.port.to_string());
+    env.extend(runtime_env(&spec.runtime));
 
     let mut source = String::new();
     let mut line = |text: &str| {
@@ -331,8 +347,9 @@ examples: {{smoke: {{inputs: {{schema: v1, params: {{}}}}}}}}
             "    cpu=1.0,\n    memory=512,\n    timeout=60,\n    gpu=None,".to_owned(),
             "    secrets=[modal.Secret.from_name(\"OPENAI_API_KEY\")],".to_owned(),
             format!(
-                "    env={{\"PROCTOR_ARTIFACTS_ROOT\": \"/tmp/artifacts\", \"PROCTOR_IMAGE_DIGEST\": \
-                 \"sha256:{DIGEST}\", \"PROCTOR_PORT\": \"8000\"}},"
+                "    env={{\"PROCTOR_ARTIFACTS_ROOT\": \"/tmp/artifacts\", \"PROCTOR_CPU\": \"1\", \
+                 \"PROCTOR_IMAGE_DIGEST\": \"sha256:{DIGEST}\", \"PROCTOR_MEMORY_GB\": \"0.5\", \
+                 \"PROCTOR_PORT\": \"8000\"}},"
             ),
             "@modal.web_server(port=PORT, startup_timeout=60, requires_proxy_auth=True, label=\"llm-litellm-v1\")\ndef serve():".to_owned(),
             "    subprocess.Popen([\"/processor\"])\n".to_owned(),
@@ -369,6 +386,8 @@ examples: {{smoke: {{inputs: {{schema: v1, params: {{}}}}}}}}
             "from_registry(PINNED_IMAGE, secret=modal.Secret.from_name(\"ghcr-pull\"), add_python="
         ));
         assert!(source.contains("    gpu=\"A100-80GB:2\",\n"));
+        assert!(source.contains("\"PROCTOR_GPU\": \"A100-80GB:2\""));
+        assert!(source.contains("\"PROCTOR_MEMORY_GB\": \"0.3\""));
         assert!(
             source.contains("    memory=308,\n"),
             "0.3 GiB rounds up to 308 MiB"

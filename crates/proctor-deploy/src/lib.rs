@@ -28,7 +28,7 @@ mod target;
 
 pub use app::{
     ADD_PYTHON, APP_DIR, EPHEMERAL_ARTIFACTS_ROOT, GeneratedApp, VOLUME_ARTIFACTS_ROOT,
-    generate_app,
+    generate_app, runtime_env,
 };
 pub use drift::{DriftRow, DriftStatus, check_drift, drift_verdict};
 pub use endpoint::{Endpoint, ProxyAuth};
