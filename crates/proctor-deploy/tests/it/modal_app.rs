@@ -161,6 +161,14 @@ fn assert_app_matches(
         spec.build.port.to_string(),
         "{context}"
     );
+    for (name, value) in proctor_deploy::runtime_env(runtime) {
+        assert_eq!(env[name], value, "{context}");
+    }
+    assert_eq!(
+        env.get("PROCTOR_GPU").is_some(),
+        runtime.gpu.is_some(),
+        "{context}"
+    );
     let web = &summary["web"];
     assert_eq!(web["kind"], "WEBHOOK_TYPE_WEB_SERVER", "{context}");
     assert_eq!(web["label"], names.label, "{context}");
