@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use proctor_contract::{CanonError, Envelope, ErrorCode, ProcessorRef, Redactor};
+use proctor_contract::{CanonError, Envelope, ErrorCode, Health, ProcessorRef, Redactor};
 use tempfile::TempDir;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,7 @@ use crate::envelope_check::check_envelope;
 use crate::image_build::{BuiltImage, ImageBuild};
 use crate::platform::host_platform;
 use crate::staging::{container_user, hand_over};
-use crate::transport::{BusyBackoff, Endpoint, ProcessorClient, RunAnswer};
+use crate::transport::{BusyBackoff, Endpoint, ProcessorClient, RunAnswer, TransportError};
 use crate::warm::{
     Lease, Slot, StartTicket, WarmContainer, WarmKey, WarmPool, WarmRoot, can_run_warm,
 };
@@ -85,6 +85,15 @@ struct ResolvedImage {
 struct RunResources {
     container: Option<ContainerGuard>,
     socket_dir: Option<TempDir>,
+}
+
+impl RunResources {
+    /// Removes the container, if one was armed, and says what became of it.
+    async fn remove_container(&mut self) -> Option<(String, Result<Removal, CanonError>)> {
+        let container = self.container.take()?;
+        let name = container.name().to_owned();
+        Some((name, container.remove().await))
+    }
 }
 
 /// What ends a run early: the caller's cancellation, and once the container is being
@@ -284,13 +293,7 @@ impl LocalAdapter {
     ) -> Result<Envelope, CanonError> {
         let mut resources = RunResources::default();
         let outcome = self.run(invocation, cancel, &mut resources).await;
-        let removal = match resources.container.take() {
-            Some(container) => {
-                let name = container.name().to_owned();
-                Some((name, container.remove().await))
-            }
-            None => None,
-        };
+        let removal = resources.remove_container().await;
         drop(resources.socket_dir);
         with_removal(invocation, outcome, removal)
     }
@@ -483,12 +486,10 @@ impl LocalAdapter {
                 .await?;
             let name = resources.container.as_ref().expect("started above").name();
             let client = ProcessorClient::new(&endpoint, invocation.limits)?;
+            let mut exited = self.engine.exit_code(name);
             stop.unless_stopped(async {
                 tokio::select! {
-                    health = client.wait_healthy(&invocation.payload.processor_ref) => health,
-                    code = self.engine.exit_code(name) => {
-                        Err(self.exited_early(name, code, "before /healthz answered", invocation).await)
-                    }
+                    health = self.wait_healthy(&client, name, invocation, &mut exited) => health,
                     lost = self.engine_lost() => Err(lost),
                 }
             })
@@ -512,16 +513,7 @@ impl LocalAdapter {
                     usize::try_from(concurrency).unwrap_or(1),
                 ))
             }
-            Err(error) => {
-                let removal = match resources.container.take() {
-                    Some(container) => {
-                        let name = container.name().to_owned();
-                        Some((name, container.remove().await))
-                    }
-                    None => None,
-                };
-                Err(with_cleanup_note(error, removal))
-            }
+            Err(error) => Err(with_cleanup_note(error, resources.remove_container().await)),
         }
     }
 
@@ -545,8 +537,7 @@ impl LocalAdapter {
                     Ok(RunAnswer::Answered { status, body }) => (status, body),
                     Ok(RunAnswer::Busy) => return Ok(None),
                     Err(broken) => {
-                        let logs = self.last_logs(container.name(), invocation).await;
-                        return Err(CanonError::new(ErrorCode::AdapterInvocation, format!("{}{logs}", broken.0)));
+                        return Err(self.broken_exchange(container.name(), invocation, broken, &mut exited).await);
                     }
                 },
                 code = &mut exited => {
@@ -666,31 +657,15 @@ impl LocalAdapter {
     ) -> Result<Envelope, CanonError> {
         let client = ProcessorClient::new(endpoint, invocation.limits)?;
         let mut exited = self.engine.exit_code(container);
-        let health = tokio::select! {
-            health = client.wait_healthy(&invocation.payload.processor_ref) => health?,
-            code = &mut exited => {
-                return Err(self.exited_early(container, code, "before /healthz answered", invocation).await);
-            }
-        };
-        tracing::debug!(
-            event = "container.healthy",
-            container = %container,
-            state = health.state.as_str(),
-            concurrency = health.concurrency.get(),
-        );
+        self.wait_healthy(&client, container, invocation, &mut exited)
+            .await?;
         // A busy answer is waited out and posted again (`post_run`), within the run's
         // timeout and cancellation and racing the container's exit.
         let (status, body) = tokio::select! {
             answer = client.post_run(&invocation.payload) => match answer {
                 Ok(answer) => answer,
                 Err(broken) => {
-                    return Err(match tokio::time::timeout(EXIT_GRACE, &mut exited).await {
-                        Ok(code) => self.exited_early(container, code, "while answering /run", invocation).await,
-                        Err(_) => {
-                            let logs = self.last_logs(container, invocation).await;
-                            CanonError::new(ErrorCode::AdapterInvocation, format!("{}{logs}", broken.0))
-                        }
-                    });
+                    return Err(self.broken_exchange(container, invocation, broken, &mut exited).await);
                 }
             },
             code = &mut exited => {
@@ -704,6 +679,51 @@ impl LocalAdapter {
             expected_digest,
             ErrorCode::AdapterInvocation,
         )
+    }
+
+    /// Polls `/healthz` until the processor answers ready or busy, failing fast if the
+    /// container exits first (`exited`).
+    async fn wait_healthy(
+        &self,
+        client: &ProcessorClient,
+        container: &str,
+        invocation: &Invocation,
+        exited: &mut BoxFuture<'_, i64>,
+    ) -> Result<Health, CanonError> {
+        let health = tokio::select! {
+            health = client.wait_healthy(&invocation.payload.processor_ref) => health?,
+            code = exited => {
+                return Err(self.exited_early(container, code, "before /healthz answered", invocation).await);
+            }
+        };
+        tracing::debug!(
+            event = "container.healthy",
+            container = %container,
+            state = health.state.as_str(),
+            concurrency = health.concurrency.get(),
+        );
+        Ok(health)
+    }
+
+    /// The error for a `/run` exchange that broke: the container's exit and log tail when
+    /// it exits within [`EXIT_GRACE`] (`exited`), else the transport's error and the tail.
+    async fn broken_exchange(
+        &self,
+        container: &str,
+        invocation: &Invocation,
+        broken: TransportError,
+        exited: &mut BoxFuture<'_, i64>,
+    ) -> CanonError {
+        match tokio::time::timeout(EXIT_GRACE, exited).await {
+            Ok(code) => {
+                self.exited_early(container, code, "while answering /run", invocation)
+                    .await
+            }
+            Err(_) => {
+                let logs = self.last_logs(container, invocation).await;
+                CanonError::new(ErrorCode::AdapterInvocation, format!("{}{logs}", broken.0))
+            }
+        }
     }
 
     /// The error for a container that stopped before answering.
