@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use crate::ledger::PostgresDatabase;
 use crate::local_adapter::ContainerSweep;
-use crate::plan::{apply_in, containers_started, ledger_events, transition};
+use crate::plan::{
+    apply_in, containers_started, ledger_events, transition, verify_chain, verify_execution_on,
+};
 use crate::util::{Run, TestDir, workspace_registry};
 
 /// The two-level plan of `plan.rs` under the key `KEY`, plus `third`, which reads `stats`'
@@ -97,18 +99,7 @@ fn verify(dir: &TestDir, execution_id: &str) -> Run {
 
 /// `proctor verify ID --json` on `ledger`.
 fn verify_on(dir: &TestDir, execution_id: &str, ledger: &str) -> Run {
-    dir.proctor(&[
-        "verify",
-        execution_id,
-        "--json",
-        "--artifacts-root",
-        "artifacts",
-        "--registry-root",
-        &registry(),
-        "--ledger",
-        ledger,
-    ])
-    .run()
+    verify_execution_on(dir, execution_id, &registry(), ledger)
 }
 
 /// `proctor run` of mock `text/stats@1` on `text`, recorded in `ledger`, with `extra` flags.
@@ -241,9 +232,7 @@ fn a_mock_plan_applied_again_under_a_new_name_is_answered_by_its_first_execution
         "a reference to a hit names the execution that produced the output",
     );
     for plan in ["memo-first", "memo-second"] {
-        dir.proctor(&["ledger", "verify", plan, "--ledger", "sqlite://ledger.db"])
-            .run()
-            .exits(0);
+        verify_chain(&dir, plan).exits(0);
     }
     // Re-applying and reading the status keep working over hits.
     let again_sweep = ContainerSweep::new();

@@ -87,6 +87,51 @@ pub(crate) fn apply_command(
     ])
 }
 
+/// `proctor verify ID --json` with the registry at `root`, on the test's SQLite ledger.
+pub(crate) fn verify_execution(dir: &TestDir, execution_id: &str, root: &str) -> Run {
+    verify_execution_on(dir, execution_id, root, "sqlite://ledger.db")
+}
+
+/// `proctor verify ID --json` with the registry at `root`, on `ledger`.
+pub(crate) fn verify_execution_on(
+    dir: &TestDir,
+    execution_id: &str,
+    root: &str,
+    ledger: &str,
+) -> Run {
+    dir.proctor(&[
+        "verify",
+        execution_id,
+        "--json",
+        "--artifacts-root",
+        "artifacts",
+        "--registry-root",
+        root,
+        "--ledger",
+        ledger,
+    ])
+    .run()
+}
+
+/// `proctor ledger verify PLAN` on the test's SQLite ledger.
+pub(crate) fn verify_chain(dir: &TestDir, plan: &str) -> Run {
+    dir.proctor(&["ledger", "verify", plan, "--ledger", "sqlite://ledger.db"])
+        .run()
+}
+
+/// `proctor plan status PLAN --json` on the test's SQLite ledger.
+fn plan_status(dir: &TestDir, plan: &str) -> Run {
+    dir.proctor(&[
+        "plan",
+        "status",
+        plan,
+        "--json",
+        "--ledger",
+        "sqlite://ledger.db",
+    ])
+    .run()
+}
+
 /// How many runs of the command reached a container: a new one (`container.started`) or
 /// a warm one (`container.reused`).
 pub(crate) fn containers_started(run: &Run) -> usize {
@@ -156,22 +201,14 @@ fn a_two_level_plan_runs_verifies_and_reapplies_only_what_is_missing() {
     for t in [&stats, &again] {
         run.check(t["state"] == "succeeded", "each transition succeeded");
         let execution_id = t["execution_id"].as_str().unwrap();
-        dir.proctor(&[
-            "verify",
+        verify_execution(
+            &dir,
             execution_id,
-            "--artifacts-root",
-            "artifacts",
-            "--registry-root",
             &workspace_registry().display().to_string(),
-            "--ledger",
-            "sqlite://ledger.db",
-        ])
-        .run()
+        )
         .exits(0);
     }
-    dir.proctor(&["ledger", "verify", "demo", "--ledger", "sqlite://ledger.db"])
-        .run()
-        .exits(0);
+    verify_chain(&dir, "demo").exits(0);
     // `again` read the bytes of stats' output, pinned by its CID.
     let events = ledger_events(&dir, "demo");
     let resolved = events
@@ -253,16 +290,7 @@ fn a_two_level_plan_runs_verifies_and_reapplies_only_what_is_missing() {
     );
     repaired.check(containers_started(&repaired) == 1, "one container");
 
-    let status = dir
-        .proctor(&[
-            "plan",
-            "status",
-            "demo",
-            "--json",
-            "--ledger",
-            "sqlite://ledger.db",
-        ])
-        .run();
+    let status = plan_status(&dir, "demo");
     status.exits(0);
     status.check(
         transition(&status.json(), "again")["state"] == "skipped",
@@ -312,16 +340,7 @@ fn a_false_admission_predicate_starts_nothing() {
         !events.iter().any(|e| e["kind"] == "execution.start"),
         "no execution started",
     );
-    let status = dir
-        .proctor(&[
-            "plan",
-            "status",
-            "demo",
-            "--json",
-            "--ledger",
-            "sqlite://ledger.db",
-        ])
-        .run();
+    let status = plan_status(&dir, "demo");
     status.exits(0);
     let stats = transition(&status.json(), "stats");
     status.check(
@@ -348,17 +367,11 @@ fn a_false_success_predicate_fails_the_transition_and_keeps_its_evidence() {
     );
     run.check(containers_started(&run) == 1, "only stats ran");
     // Its evidence is kept and verifies.
-    dir.proctor(&[
-        "verify",
+    verify_execution(
+        &dir,
         stats["execution_id"].as_str().unwrap(),
-        "--artifacts-root",
-        "artifacts",
-        "--registry-root",
         &workspace_registry().display().to_string(),
-        "--ledger",
-        "sqlite://ledger.db",
-    ])
-    .run()
+    )
     .exits(0);
 }
 
@@ -478,28 +491,14 @@ transitions:
     run.check(ids.contains(&"map/merge"), "the proposal's merge joined");
     for t in report["transitions"].as_array().unwrap() {
         run.check(t["state"] == "succeeded", "every transition succeeded");
-        dir.proctor(&[
-            "verify",
+        verify_execution(
+            &dir,
             t["execution_id"].as_str().unwrap(),
-            "--artifacts-root",
-            "artifacts",
-            "--registry-root",
             &workspace_registry().display().to_string(),
-            "--ledger",
-            "sqlite://ledger.db",
-        ])
-        .run()
+        )
         .exits(0);
     }
-    dir.proctor(&[
-        "ledger",
-        "verify",
-        "mapped",
-        "--ledger",
-        "sqlite://ledger.db",
-    ])
-    .run()
-    .exits(0);
+    verify_chain(&dir, "mapped").exits(0);
     let events = ledger_events(&dir, "mapped");
     run.check(
         events
@@ -563,15 +562,7 @@ transitions:
         "later not started",
     );
     run.check(sweep.containers().is_empty(), "no container is left");
-    dir.proctor(&[
-        "ledger",
-        "verify",
-        "stopped",
-        "--ledger",
-        "sqlite://ledger.db",
-    ])
-    .run()
-    .exits(0);
+    verify_chain(&dir, "stopped").exits(0);
 }
 
 #[test]

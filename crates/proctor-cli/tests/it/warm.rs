@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::ledger::ledger_json;
 use crate::local_adapter::ContainerSweep;
-use crate::plan::{apply_command, apply_in, containers_started, transition};
+use crate::plan::{
+    apply_command, apply_in, containers_started, transition, verify_chain, verify_execution,
+};
 use crate::util::{Run, Started, TestDir, fixtures_registry, workspace_registry};
 
 /// The container each execution ran in, from the `container.started` and
@@ -94,26 +96,13 @@ transitions:
             "its index lies under its own write prefix",
         );
         receipts.push(receipt);
-        dir.proctor(&[
-            "verify",
-            execution_id,
-            "--artifacts-root",
-            "artifacts",
-            "--registry-root",
-            &registry,
-            "--ledger",
-            "sqlite://ledger.db",
-        ])
-        .run()
-        .exits(0);
+        verify_execution(&dir, execution_id, &registry).exits(0);
     }
     run.check(
         receipts[0]["inputs_hash"] != receipts[1]["inputs_hash"],
         "each receipt hashes its own inputs",
     );
-    dir.proctor(&["ledger", "verify", "warm", "--ledger", "sqlite://ledger.db"])
-        .run()
-        .exits(0);
+    verify_chain(&dir, "warm").exits(0);
 }
 
 #[test]
@@ -282,15 +271,7 @@ fn ctrl_c_mid_plan_removes_busy_and_idle_warm_containers() {
         "hang was interrupted",
     );
     run.check(sweep.containers().is_empty(), "no container is left");
-    dir.proctor(&[
-        "ledger",
-        "verify",
-        "interrupted",
-        "--ledger",
-        "sqlite://ledger.db",
-    ])
-    .run()
-    .exits(0);
+    verify_chain(&dir, "interrupted").exits(0);
 }
 
 #[test]
