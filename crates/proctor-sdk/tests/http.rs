@@ -23,6 +23,11 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tracing_subscriber::layer::SubscriberExt;
 
+#[path = "http/cross_sdk.rs"]
+mod cross_sdk;
+#[path = "http/golden.rs"]
+mod golden;
+
 const REF: &str = "test/echo@1";
 
 /// Writes the files listed in `inputs.files`; reports what the context showed when

@@ -25,8 +25,9 @@ class JsonError(ValueError):
 
 
 def format_f64(value: float) -> str:
-    """`value` as serde_json (ryu) writes a float: the shortest digits that read back,
-    `1.0`, `0.001`, `1e16`, `1.5e-7`; non-finite values as `null`."""
+    """`value` as serde_json writes a float: the shortest digits that read back, in
+    decimal from 1e-5 to below 1e16 (`1.0`, `0.00001`), else `1e+16`, `1.5e-7`;
+    non-finite values as `null`."""
     if not math.isfinite(value):
         return "null"
     sign = "-" if math.copysign(1.0, value) < 0 else ""
@@ -48,9 +49,9 @@ def format_f64(value: float) -> str:
     elif -5 < kk <= 0:
         text = "0." + "0" * -kk + digits
     elif length == 1:
-        text = f"{digits}e{kk - 1}"
+        text = f"{digits}e{kk - 1:+d}"
     else:
-        text = f"{digits[0]}.{digits[1:]}e{kk - 1}"
+        text = f"{digits[0]}.{digits[1:]}e{kk - 1:+d}"
     return sign + text
 
 
