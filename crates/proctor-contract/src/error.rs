@@ -76,6 +76,7 @@ error_codes! {
     Evidence => ("ERR_EVIDENCE", "evidence does not match the run", 35),
     Abandoned => ("ERR_ABANDONED", "execution abandoned", 36),
     ProcessorBusy => ("ERR_PROCESSOR_BUSY", "processor busy", 37),
+    ArtifactMismatch => ("ERR_ARTIFACT_MISMATCH", "input artifact does not match its content id", 38),
     BudgetExceeded => ("ERR_BUDGET_EXCEEDED", "budget exceeded", 40),
     LeaseConflict => ("ERR_LEASE_CONFLICT", "write path leased by another execution", 41),
     Ledger => ("ERR_LEDGER", "ledger error", 42),

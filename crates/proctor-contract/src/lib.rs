@@ -6,6 +6,10 @@
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
+// One feature set per dependency across the workspace (.config/hakari.toml).
+use proctor_workspace_hack as _;
+
+mod artifact_input;
 mod digest;
 mod envelope;
 mod error;
@@ -22,6 +26,12 @@ mod receipt;
 mod redact;
 mod world_path;
 
+pub use artifact_input::{
+    ARTIFACT_KEY, ARTIFACT_SCHEMA_ID, ARTIFACT_SCHEMA_REF, ATTACH_KEY, ArtifactRead, ArtifactRef,
+    INPUTS_PREFIX, MAX_ATTACHMENT_NAME_BYTES, artifact_schema, attachment_path,
+    attachment_references, check_attachment_name, check_attachment_references, input_artifacts,
+    resolve_attachments,
+};
 pub use digest::{Digest, InvalidDigest};
 pub use envelope::{Envelope, ErrorBody, ErrorEnvelope, ErrorMeta, SuccessEnvelope, SuccessMeta};
 pub use error::{CanonError, EXIT_USAGE, ErrorCode};

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{EXECUTION_ID_PLACEHOLDER, Mode, ProcessorRef, UpstreamOutput, WorldPath};
+use crate::{
+    ArtifactRead, EXECUTION_ID_PLACEHOLDER, Mode, ProcessorRef, UpstreamOutput, WorldPath,
+};
 
 /// Named usage counters (tokens, milliseconds, calls).
 pub type Usage = BTreeMap<String, u64>;
@@ -43,6 +45,10 @@ pub struct Receipt {
     /// omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<UpstreamOutput>,
+    /// The input artifacts the provider read through its SDK's reader, each checked against
+    /// its content id: sorted by path, each once; omitted when none was read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts_read: Vec<ArtifactRead>,
 }
 
 impl Receipt {
@@ -89,6 +95,7 @@ mod tests {
             duration_ms,
             mode: Mode::Mock,
             upstream: Vec::new(),
+            artifacts_read: Vec::new(),
         }
     }
 
@@ -126,6 +133,7 @@ mod tests {
             assert!(value.get(field).is_some(), "{field}");
         }
         assert!(value.get("upstream").is_none());
+        assert!(value.get("artifacts_read").is_none());
         assert_eq!(serde_json::from_value::<Receipt>(value).unwrap(), a);
     }
 
@@ -146,5 +154,26 @@ mod tests {
         assert_eq!(value["upstream"][0]["cid"], "b3:ff");
         assert_eq!(a.stable_part()["upstream"], value["upstream"]);
         assert_eq!(serde_json::from_value::<Receipt>(value).unwrap(), a);
+    }
+
+    #[test]
+    fn artifacts_read_come_last_and_are_stable() {
+        let mut a = receipt("e1", 1);
+        a.artifacts_read = vec![ArtifactRead {
+            path: WorldPath::parse("/artifacts/inputs/b3:00/a.txt").unwrap(),
+            cid: "b3:00".to_owned(),
+        }];
+        let text = String::from_utf8(a.to_bytes()).unwrap();
+        assert!(
+            text.ends_with(
+                r#","mode":"mock","artifacts_read":[{"path":"/artifacts/inputs/b3:00/a.txt","cid":"b3:00"}]}"#
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            a.stable_part()["artifacts_read"],
+            serde_json::json!([{"path": "/artifacts/inputs/b3:00/a.txt", "cid": "b3:00"}])
+        );
+        assert_eq!(serde_json::from_slice::<Receipt>(&a.to_bytes()).unwrap(), a);
     }
 }

@@ -746,6 +746,7 @@ mod tests {
             payload,
             envelope,
         };
+            artifacts_read: Vec::new(),
         fixture.write("outputs/a.txt", output);
         fixture.write(INDEX_FILE, &index.to_bytes());
         fixture.write(RECEIPT_FILE, &receipt.to_bytes());

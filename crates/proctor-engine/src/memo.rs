@@ -389,6 +389,7 @@ mod tests {
             duration_ms: 3,
             mode: Mode::Mock,
             upstream: Vec::new(),
+            artifacts_read: Vec::new(),
         };
         write(&root, "/artifacts/o/e1/receipt.json", &receipt.to_bytes());
         write(

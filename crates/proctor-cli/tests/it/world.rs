@@ -100,6 +100,7 @@ fn write_execution(artifacts_root: &Path) -> Execution {
         duration_ms: 7,
         mode: Mode::Mock,
         upstream: Vec::new(),
+        artifacts_read: Vec::new(),
     };
     files.push((prefix.receipt_path(), receipt.to_bytes()));
     files.push((

@@ -149,6 +149,7 @@ mod tests {
             duration_ms: 3,
             mode: Mode::Mock,
             upstream: Vec::new(),
+            artifacts_read: Vec::new(),
         };
         let checks = ["receipt.execution", "ledger.execution", "image.pin"]
             .into_iter()

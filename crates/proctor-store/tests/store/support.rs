@@ -221,6 +221,7 @@ pub(crate) async fn write_execution(store: &dyn ArtifactStore) -> Execution {
         duration_ms: 7,
         mode: Mode::Mock,
         upstream: Vec::new(),
+        artifacts_read: Vec::new(),
     };
     let bytes = Bytes::from(receipt.to_bytes());
     store
