@@ -9,4 +9,7 @@ bash scripts/setup.sh
 if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL=0; fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The Python SDK with its test extra (the cross-SDK test in nextest runs it too), then its tests.
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore './sdk/python[test]'
+python3 -m pytest -q sdk/python
 cargo nextest run --workspace --locked --no-fail-fast
