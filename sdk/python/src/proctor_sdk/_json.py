@@ -101,6 +101,7 @@ def _write(value: Any, out: list[str], newline: str | None) -> None:
     if scalar is not None:
         out.append(scalar)
         return
+    items: list[tuple[str | None, Any]]
     if isinstance(value, Mapping):
         items = [(_key(key), item) for key, item in value.items()]
         open_, close = "{", "}"

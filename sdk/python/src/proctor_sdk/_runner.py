@@ -8,7 +8,7 @@ import asyncio
 import inspect
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -281,9 +281,9 @@ class Runner:
         """Gives back a slot taken by `claim_slot`."""
         self._busy -= 1
 
-    def detach(self, work: Any) -> asyncio.Task[Any]:
-        """Runs `work` (a coroutine) on its own task, kept until it ends: a dropped
-        connection never stops a run halfway."""
+    def detach(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Runs `work` on its own task, kept until it ends: a dropped connection never
+        stops a run halfway."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -468,7 +468,8 @@ class Runner:
         problem = _result_problem(result)
         if problem:
             raise _Failure(500, CanonError(ErrorCode.PROVIDER, f"the provider returned {problem}"))
-        return result  # type: ignore[return-value]
+        checked: ProviderResult = result
+        return checked
 
     def fail(
         self,
