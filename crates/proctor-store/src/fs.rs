@@ -1,20 +1,21 @@
 //! The local filesystem store: world path `/artifacts/x/y` is the file `{root}/x/y`, the
 //! layout processors see under `/artifacts`.
 //!
-//! Writes are atomic ([`proctor_fs::write_atomically`]), so a reader never sees a part, and
+//! Writes are atomic ([`proctor_fs::AtomicFile`]), so a reader never sees a part, and
 //! listings skip the writes in progress. Nothing below the root is followed through a
 //! symbolic link: a container that writes the root cannot make the host read or write
 //! elsewhere.
 
 use std::fs::{self, OpenOptions};
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use proctor_contract::{SelectorKind, WorldPath};
+use proctor_fs::AtomicFile;
 use tokio_util::io::ReaderStream;
 
 use crate::store::{canonical_from_relative, require};
@@ -38,6 +39,12 @@ impl FsStore {
     /// The directory that backs `/artifacts/`.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The file that backs the exact path `path` (`{root}/x/y` for `/artifacts/x/y`),
+    /// whether or not it exists.
+    pub fn file_path(&self, path: &WorldPath) -> PathBuf {
+        self.root.join(Self::below_root(path))
     }
 
     /// The path below the root (`x/y` for `/artifacts/x/y`, empty for `/artifacts/`).
@@ -134,14 +141,44 @@ fn io_error(operation: &'static str, path: &WorldPath, source: io::Error) -> Sto
 /// The mode of every file the store writes.
 const READ_ONLY_MODE: u32 = 0o444;
 
-/// Writes `bytes` to `target` atomically and read-only, creating its directory.
-fn write_read_only(target: &Path, bytes: &[u8]) -> io::Result<()> {
+/// How many bytes of a streamed put are gathered before they are written.
+const STREAM_WRITE_BYTES: usize = 1024 * 1024;
+
+/// The file that will back `world` once written: refused when a parent is a file.
+fn put_target(root: &Path, world: &WorldPath) -> Result<PathBuf, StoreError> {
+    let below = FsStore::below_root(world);
+    let parent = below.rsplit_once('/').map_or("", |(dir, _)| dir);
+    if let Entry::File(_) = inspect(root, parent, world)? {
+        return Err(io_error(
+            "put",
+            world,
+            io::Error::other("a parent is a file"),
+        ));
+    }
+    Ok(root.join(below))
+}
+
+/// Opens the atomic write of `target`, creating its directory.
+fn create_atomically(target: &Path) -> io::Result<AtomicFile> {
     let dir = target
         .parent()
         .ok_or_else(|| io::Error::other("target has no parent"))?;
     fs::create_dir_all(dir)?;
-    // Committed evidence is read-only: changing it is a new write, never an edit.
-    proctor_fs::write_atomically(target, bytes, Some(READ_ONLY_MODE))
+    AtomicFile::create(target)
+}
+
+/// Makes the written file read-only and puts it in place. Committed evidence is read-only:
+/// changing it is a new write, never an edit.
+fn commit_read_only(file: AtomicFile) -> io::Result<()> {
+    file.set_mode(READ_ONLY_MODE)?;
+    file.commit()
+}
+
+/// Writes `bytes` to `target` atomically and read-only, creating its directory.
+fn write_read_only(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = create_atomically(target)?;
+    file.write_all(bytes)?;
+    commit_read_only(file)
 }
 
 /// Collects every regular file below `dir` (whose world prefix is `prefix`), skipping
@@ -180,16 +217,49 @@ impl ArtifactStore for FsStore {
         let (root, world) = (self.root.clone(), path.clone());
         let size_bytes = bytes.len();
         Self::blocking("put", path, move || {
-            let below = Self::below_root(&world);
-            let parent = below.rsplit_once('/').map_or("", |(dir, _)| dir);
-            if let Entry::File(_) = inspect(&root, parent, &world)? {
-                return Err(io_error(
-                    "put",
-                    &world,
-                    io::Error::other("a parent is a file"),
-                ));
+            let target = put_target(&root, &world)?;
+            write_read_only(&target, &bytes).map_err(|e| io_error("put", &world, e))
+        })
+        .await?;
+        tracing::debug!(store = %self.location(), path = %path, size_bytes, "store.put");
+        Ok(())
+    }
+
+    async fn put_stream(&self, path: &WorldPath, mut stream: ByteStream) -> Result<(), StoreError> {
+        require(path, SelectorKind::Exact)?;
+        let (root, world) = (self.root.clone(), path.clone());
+        // Dropped on any error below, the file removes its temporary name.
+        let mut file = Self::blocking("put", path, move || {
+            let target = put_target(&root, &world)?;
+            create_atomically(&target).map_err(|e| io_error("put", &world, e))
+        })
+        .await?;
+        let mut size_bytes = 0u64;
+        let mut pending = BytesMut::new();
+        loop {
+            let next = stream.next().await.transpose()?;
+            if let Some(chunk) = &next {
+                size_bytes += chunk.len() as u64;
+                pending.extend_from_slice(chunk);
+                if pending.len() < STREAM_WRITE_BYTES {
+                    continue;
+                }
             }
-            write_read_only(&root.join(below), &bytes).map_err(|e| io_error("put", &world, e))
+            let part = pending.split().freeze();
+            let world = path.clone();
+            file = Self::blocking("put", path, move || {
+                file.write_all(&part)
+                    .map(|()| file)
+                    .map_err(|e| io_error("put", &world, e))
+            })
+            .await?;
+            if next.is_none() {
+                break;
+            }
+        }
+        let world = path.clone();
+        Self::blocking("put", path, move || {
+            commit_read_only(file).map_err(|e| io_error("put", &world, e))
         })
         .await?;
         tracing::debug!(store = %self.location(), path = %path, size_bytes, "store.put");

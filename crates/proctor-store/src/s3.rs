@@ -2,7 +2,8 @@
 //!
 //! The object key of world path `/artifacts/x/y` is `artifacts/x/y`, after the store's key
 //! prefix when it has one (`team/runs/artifacts/x/y`). A put is one `PutObject` request, which
-//! S3 makes visible whole or not at all. Plain `http://` endpoints are accepted on loopback
+//! S3 makes visible whole or not at all; a streamed put is a multipart upload, visible once
+//! it completes and aborted on any error. Plain `http://` endpoints are accepted on loopback
 //! only, so credentials never cross a network in clear text.
 
 use std::fmt;
@@ -15,11 +16,14 @@ use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
 use proctor_contract::{SelectorKind, WorldPath};
 
 use crate::store::{canonical_from_relative, require};
 use crate::{ArtifactStore, ByteStream, ObjectInfo, StoreError};
+
+/// How many parts of a streamed put are uploaded at once.
+const UPLOAD_CONCURRENCY: usize = 4;
 
 /// Everything needed to reach a bucket. `Debug` hides the secrets.
 #[derive(Clone)]
@@ -96,6 +100,8 @@ impl S3Store {
                 "the key prefix must be plain segments joined by `/`".to_owned()
             ));
         }
+        // object_store's HTTPS client uses the process-wide provider.
+        proctor_tls::install_crypto_provider();
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&options.bucket)
             .with_region(&options.region)
@@ -239,6 +245,45 @@ impl ArtifactStore for S3Store {
             .put(&self.key(path)?, PutPayload::from_bytes(bytes))
             .await
             .map_err(|e| self.map_error("put", path, e))?;
+        tracing::debug!(store = %self.location(), path = %path, size_bytes, "store.put");
+        Ok(())
+    }
+
+    async fn put_stream(&self, path: &WorldPath, mut stream: ByteStream) -> Result<(), StoreError> {
+        require(path, SelectorKind::Exact)?;
+        let upload = self
+            .inner
+            .put_multipart(&self.key(path)?)
+            .await
+            .map_err(|e| self.map_error("put", path, e))?;
+        let mut writer = WriteMultipart::new(upload);
+        let mut size_bytes = 0u64;
+        let written = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                size_bytes += chunk.len() as u64;
+                writer
+                    .wait_for_capacity(UPLOAD_CONCURRENCY)
+                    .await
+                    .map_err(|e| self.map_error("put", path, e))?;
+                writer.put(chunk);
+            }
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| self.map_error("put", path, e))?;
+            }
+            Err(error) => {
+                // Best effort: the error that stopped the upload matters more.
+                let _ = writer.abort().await;
+                return Err(error);
+            }
+        }
         tracing::debug!(store = %self.location(), path = %path, size_bytes, "store.put");
         Ok(())
     }

@@ -38,6 +38,11 @@ pub trait ArtifactStore: fmt::Debug + Send + Sync {
     /// Stores `bytes` at the exact path `path`, replacing what was there, atomically.
     async fn put(&self, path: &WorldPath, bytes: Bytes) -> Result<(), StoreError>;
 
+    /// Stores the bytes of `stream` at the exact path `path`, replacing what was there,
+    /// atomically: an error from the stream or the store leaves the old bytes or nothing,
+    /// never a part. Memory holds a part of the stream at a time, never all of it.
+    async fn put_stream(&self, path: &WorldPath, stream: ByteStream) -> Result<(), StoreError>;
+
     /// Reads the artifact at the exact path `path`.
     async fn get(&self, path: &WorldPath) -> Result<Bytes, StoreError>;
 

@@ -38,6 +38,7 @@ on_both_stores!(
     prefix_listing_follows_segments,
     unusual_names_round_trip,
     writes_are_atomic,
+    streamed_puts_are_whole_or_nothing,
     ls_and_cat,
     verify_passes_on_a_well_formed_execution,
     verify_catches_a_flipped_byte,

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use proctor_contract::{ErrorCode, OutputsIndex};
 use proctor_store::{
-    ArtifactStore, Check, FsStore, ObjectInfo, StoreError, VerifyReport, cat, ls, sync_execution,
-    verify_execution,
+    ArtifactStore, ByteStream, Check, FsStore, ObjectInfo, StoreError, VerifyReport, cat, ls,
+    sync_execution, verify_execution,
 };
 
 use crate::support::{Execution, path, write_execution};
@@ -175,6 +176,62 @@ pub(crate) async fn unusual_names_round_trip(store: Arc<dyn ArtifactStore>) {
             Bytes::from(raw.as_bytes().to_vec())
         );
     }
+}
+
+/// A stream of `chunks`, then `failure` when one is given.
+fn chunked(chunks: Vec<Bytes>, failure: Option<&str>) -> ByteStream {
+    let failure = failure.map(|why| StoreError::Io {
+        operation: "read",
+        path: "the source".to_owned(),
+        source: std::io::Error::other(why.to_owned()),
+    });
+    futures_util::stream::iter(chunks.into_iter().map(Ok).chain(failure.map(Err))).boxed()
+}
+
+pub(crate) async fn streamed_puts_are_whole_or_nothing(store: Arc<dyn ArtifactStore>) {
+    let target = path("/artifacts/streamed/blob");
+    // More than one multipart part (5 MiB) and more than one filesystem write (1 MiB).
+    let chunks: Vec<Bytes> = (0u8..7)
+        .map(|n| Bytes::from(vec![n; (1 << 20) + usize::from(n)]))
+        .collect();
+    let whole: Vec<u8> = chunks.iter().flat_map(|chunk| chunk.to_vec()).collect();
+    store
+        .put_stream(&target, chunked(chunks.clone(), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&target).await.unwrap(),
+        Bytes::from(whole.clone())
+    );
+    assert_eq!(
+        store.head(&target).await.unwrap().size_bytes,
+        whole.len() as u64
+    );
+
+    // A stream that fails midway replaces nothing and leaves nothing new.
+    let err = store
+        .put_stream(&target, chunked(chunks.clone(), Some("the file changed")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the file changed"), "{err}");
+    assert_eq!(store.get(&target).await.unwrap(), Bytes::from(whole));
+    let fresh = path("/artifacts/streamed/fresh");
+    store
+        .put_stream(&fresh, chunked(chunks, Some("cut short")))
+        .await
+        .unwrap_err();
+    assert!(store.get(&fresh).await.unwrap_err().is_not_found());
+    assert_eq!(
+        store.list(&path("/artifacts/streamed/")).await.unwrap(),
+        vec![info("/artifacts/streamed/blob", 7 * (1 << 20) + 21)]
+    );
+
+    let empty = path("/artifacts/streamed/empty");
+    store
+        .put_stream(&empty, chunked(vec![], None))
+        .await
+        .unwrap();
+    assert_eq!(store.get(&empty).await.unwrap(), Bytes::new());
 }
 
 pub(crate) async fn writes_are_atomic(store: Arc<dyn ArtifactStore>) {
