@@ -370,6 +370,26 @@ def test_a_run_over_the_limit_is_answered_busy_until_a_slot_frees() -> None:
         server.run_ok("fourth", "mock", {})
 
 
+def test_plain_providers_of_a_concurrent_processor_run_at_once() -> None:
+    together = threading.Barrier(3, timeout=60)
+
+    def meet(inputs: dict[str, Any], context: Context) -> ProviderResult:
+        together.wait()
+        return ProviderResult(outputs=[Output.text("met.txt", context.execution_id)])
+
+    with TestServer(Processor(ref=REF, provider=meet, concurrency=3)) as server:
+        answers: list[tuple[int, dict[str, Any]]] = []
+        clients = [
+            threading.Thread(target=lambda n=n: answers.append(server.run(f"c{n}", "mock", {})))
+            for n in range(3)
+        ]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+        assert sorted(status for status, _ in answers) == [200, 200, 200], answers
+
+
 def test_runs_wait_for_setup_and_are_busy_meanwhile() -> None:
     release = threading.Event()
 

@@ -9,6 +9,7 @@ import inspect
 import time
 import traceback
 from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -106,6 +107,10 @@ class Runner:
             if (value := config.var(name)) is not None
         )
         self.concurrency = config.concurrency or processor.concurrency
+        # One thread per run slot: a plain provider never waits for a thread.
+        self._provider_threads = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="provider"
+        )
         self._busy = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._readiness = "ready"
@@ -290,9 +295,10 @@ class Runner:
         return task
 
     async def drain(self) -> None:
-        """Waits for every detached run to end."""
+        """Waits for every detached run to end, then lets the provider threads go."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self._provider_threads.shutdown(wait=False)
 
     # Running.
 
@@ -454,7 +460,10 @@ class Runner:
             if _is_async(provider):
                 result = await provider(inputs, context)  # type: ignore[misc]
             else:
-                result = await asyncio.to_thread(provider, inputs, context)
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(
+                    self._provider_threads, provider, inputs, context
+                )
                 if inspect.isawaitable(result):
                     result = await result
         except ProviderError as error:
