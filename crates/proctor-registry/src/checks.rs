@@ -2,15 +2,20 @@
 //! against the environment, and the pinned image for a platform.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
-use proctor_contract::{CanonError, ErrorCode, PinnedReference, Platform};
+use proctor_contract::{
+    ARTIFACT_SCHEMA_ID, CanonError, ErrorCode, PinnedReference, Platform, artifact_schema,
+};
 use serde_json::Value;
 
 use crate::ProcessorSpec;
 
 /// Compiles an inputs JSON Schema, explaining why it is not one. Its top level must describe
 /// an object (`type: object`): an inputs payload is always a JSON object, whatever the
-/// processor.
+/// processor. It may refer to the input artifact fragment,
+/// [`proctor_contract::ARTIFACT_SCHEMA_REF`], and to nothing else outside itself: nothing
+/// is fetched.
 pub(crate) fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
     if schema.get("type").and_then(Value::as_str) != Some("object") {
         return Err(
@@ -18,7 +23,24 @@ pub(crate) fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, St
                 .to_owned(),
         );
     }
-    jsonschema::validator_for(schema).map_err(|error| error.to_string())
+    jsonschema::options()
+        .with_registry(shared_schemas())
+        .build(schema)
+        .map_err(|error| error.to_string())
+}
+
+/// The schemas every inputs schema may refer to: the input artifact document.
+fn shared_schemas() -> &'static jsonschema::Registry<'static> {
+    static SHARED: OnceLock<jsonschema::Registry<'static>> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        jsonschema::Registry::new()
+            .add(
+                ARTIFACT_SCHEMA_ID,
+                jsonschema::Resource::from_contents(artifact_schema()),
+            )
+            .and_then(jsonschema::RegistryBuilder::prepare)
+            .expect("the input artifact schema is a valid resource")
+    })
 }
 
 /// Why `instance` fails `validator`, naming the first failing JSON pointer; `None` when
@@ -149,6 +171,43 @@ mod tests {
         let spec = sample_spec();
         assert!(validate_inputs(&spec, &json!({"schema": "v1", "params": {}})).is_ok());
         assert!(validate_inputs(&spec, &json!({"schema": "v1", "params": {"n": 3}})).is_ok());
+    }
+
+    #[test]
+    fn inputs_schemas_may_say_a_property_is_an_artifact_of_some_media_types() {
+        let mut spec = sample_spec();
+        spec.inputs = json!({
+            "type": "object",
+            "properties": {
+                "doc": {"$ref": proctor_contract::ARTIFACT_SCHEMA_REF},
+                "text": {
+                    "$ref": proctor_contract::ARTIFACT_SCHEMA_REF,
+                    "properties": {"mime": {"enum": ["text/plain", "text/markdown"]}},
+                },
+            },
+        });
+        let artifact = |mime: &str| {
+            json!({
+                "$artifact": "/artifacts/inputs/b3:00/a.txt",
+                "cid": format!("b3:{}", "0".repeat(64)),
+                "mime": mime,
+            })
+        };
+        assert!(validate_inputs(&spec, &json!({"doc": artifact("image/png")})).is_ok());
+        assert!(validate_inputs(&spec, &json!({"text": artifact("text/markdown")})).is_ok());
+        for (inputs, pointer) in [
+            (json!({"text": artifact("image/png")}), "/text/mime"),
+            (json!({"doc": "inline"}), "/doc"),
+            (json!({"doc": {"$artifact": "/artifacts/a"}}), "/doc"),
+        ] {
+            let err = validate_inputs(&spec, &inputs).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Inputs, "{inputs}");
+            assert!(err.message().contains(&format!("at `{pointer}`")), "{err}");
+        }
+        let mut fetching = spec;
+        fetching.inputs["properties"]["x"] = json!({"$ref": "https://example.com/x.json"});
+        let err = validate_inputs(&fetching, &json!({})).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Registry, "{err}");
     }
 
     #[test]

@@ -343,7 +343,17 @@ impl RegistryEntry {
             yaml["image"],
             json!({"index": null, "platforms": {"amd64": null, "arm64": null}})
         );
-        let schema = jsonschema::validator_for(&yaml["inputs"]).expect("an inputs schema");
+        let shared = jsonschema::Registry::new()
+            .add(
+                proctor_contract::ARTIFACT_SCHEMA_ID,
+                jsonschema::Resource::from_contents(proctor_contract::artifact_schema()),
+            )
+            .and_then(jsonschema::RegistryBuilder::prepare)
+            .expect("the input artifact schema is a valid resource");
+        let schema = jsonschema::options()
+            .with_registry(&shared)
+            .build(&yaml["inputs"])
+            .expect("an inputs schema");
         for (name, example) in yaml["examples"].as_object().expect("an examples map") {
             assert!(schema.is_valid(&example["inputs"]), "example {name}");
         }
