@@ -729,6 +729,7 @@ mod tests {
             duration_ms: 1,
             mode: Mode::Mock,
             upstream: Vec::new(),
+            artifacts_read: Vec::new(),
         };
         let envelope = match proctor_contract::Envelope::success(
             ID,
@@ -746,7 +747,6 @@ mod tests {
             payload,
             envelope,
         };
-            artifacts_read: Vec::new(),
         fixture.write("outputs/a.txt", output);
         fixture.write(INDEX_FILE, &index.to_bytes());
         fixture.write(RECEIPT_FILE, &receipt.to_bytes());
