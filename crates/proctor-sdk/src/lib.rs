@@ -61,6 +61,7 @@
 mod artifacts;
 mod config;
 mod error;
+mod input_artifacts;
 #[cfg(feature = "openai")]
 pub mod openai;
 mod provider;

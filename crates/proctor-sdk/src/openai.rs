@@ -261,6 +261,7 @@ mod tests {
         match error {
             ProviderError::Failed(message) => message,
             ProviderError::Inputs(message) => panic!("not a provider failure: {message}"),
+            ProviderError::Canon(error) => panic!("not a provider failure: {error}"),
         }
     }
 

@@ -8,12 +8,15 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use proctor_contract::{InputsHash, Mode, ProcessorRef, Redactor, Usage};
+use proctor_contract::{
+    ArtifactRead, ArtifactRef, CanonError, InputsHash, Mode, ProcessorRef, Redactor, Usage,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::input_artifacts::ArtifactReader;
 use crate::setup::{SetupFuture, SetupLog, SetupStep};
 
 /// The future a [`Provider`] returns.
@@ -49,6 +52,11 @@ pub enum ProviderError {
     /// ([`Context::redactor`]).
     #[error("{0}")]
     Failed(String),
+    /// A canonical error the SDK raised for the provider, answered with its own code: an
+    /// input artifact that [`Context::read_artifact`] refused (`ERR_ARTIFACT_MISMATCH`,
+    /// `ERR_NOT_FOUND`, `ERR_INPUTS`).
+    #[error("{0}")]
+    Canon(CanonError),
 }
 
 impl ProviderError {
@@ -123,6 +131,7 @@ pub struct Context {
     inputs_hash: InputsHash,
     secrets: BTreeMap<String, String>,
     env: BTreeMap<String, String>,
+    artifacts: ArtifactReader,
 }
 
 impl Context {
@@ -146,7 +155,27 @@ impl Context {
             inputs_hash,
             secrets,
             env,
+            artifacts: ArtifactReader::default(),
         }
+    }
+
+    /// This context, reading the run's input artifacts with `artifacts`.
+    pub(crate) fn with_artifacts(self, artifacts: ArtifactReader) -> Context {
+        Context { artifacts, ..self }
+    }
+
+    /// The bytes of the input artifact `artifact` — a `$artifact` object of this run's
+    /// inputs, as [`ArtifactRef`] deserializes it — once they match its content id. A
+    /// mismatch is `ERR_ARTIFACT_MISMATCH`, never silently used; an artifact the inputs do
+    /// not name is `ERR_INPUTS`; a missing file is `ERR_NOT_FOUND`. What it hands over is
+    /// listed in the receipt's `artifacts_read`.
+    pub fn read_artifact(&self, artifact: &ArtifactRef) -> Result<Vec<u8>, ProviderError> {
+        self.artifacts.read(artifact).map_err(ProviderError::Canon)
+    }
+
+    /// The input artifacts read so far, for the receipt.
+    pub(crate) fn artifacts_read(&self) -> Vec<ArtifactRead> {
+        self.artifacts.reads()
     }
 
     /// The mode of this run.

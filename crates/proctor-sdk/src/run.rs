@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use proctor_contract::{
     CanonError, Envelope, ErrorCode, Health, HealthState, Mode, OutputsIndex, PAYLOAD_SCHEMA,
     Receipt, Redactor, RunPayload, SuccessMeta, WorldPath, WritePrefix, cid, env_fingerprint,
-    inputs_hash,
+    input_artifacts, inputs_hash,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::artifacts::{PlannedFile, check_layout, write_evidence};
 use crate::config::ENV_IMAGE_DIGEST;
+use crate::input_artifacts::ArtifactReader;
 use crate::setup::{Readiness, SetupLog};
 use crate::{Context, ProcessorDefinition, ProviderError, ServerConfig};
 
@@ -530,6 +531,8 @@ impl Runner {
             .filter_map(|name| Some((name.clone(), self.config.var(name)?.to_owned())))
             .collect();
         let hash = inputs_hash(&payload.inputs);
+        let artifacts = input_artifacts(&payload.inputs)
+            .map_err(|error| Failure::new(StatusCode::BAD_REQUEST, error))?;
         let context = Context::new(
             payload.execution_id.clone(),
             payload.processor_ref.clone(),
@@ -537,7 +540,11 @@ impl Runner {
             hash.clone(),
             secrets,
             env,
-        );
+        )
+        .with_artifacts(ArtifactReader::new(
+            self.config.artifacts_root.clone(),
+            artifacts,
+        ));
 
         progress(Stage::ProviderStarted);
         let result = AssertUnwindSafe(self.definition.provider().run(&context, payload.inputs))
@@ -555,6 +562,7 @@ impl Runner {
                     StatusCode::BAD_GATEWAY,
                     CanonError::new(ErrorCode::Provider, detail),
                 ),
+                ProviderError::Canon(error) => Failure::new(canon_status(error.code()), error),
             })?;
         progress(Stage::ProviderFinished);
 
@@ -598,6 +606,7 @@ impl Runner {
             duration_ms: 0,
             mode: payload.mode,
             upstream: payload.upstream,
+            artifacts_read: context.artifacts_read(),
         };
 
         let root = self.config.artifacts_root.clone();
@@ -630,6 +639,17 @@ impl Runner {
                 mode: payload.mode,
             },
         ))
+    }
+}
+
+/// The HTTP status of a canonical error the SDK raised for a provider: 400 for inputs it
+/// refused or could not find, 422 for an input artifact whose bytes do not match, 502
+/// otherwise.
+fn canon_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Inputs | ErrorCode::NotFound => StatusCode::BAD_REQUEST,
+        ErrorCode::ArtifactMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -16,7 +16,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 
 use proctor_contract::{
-    Envelope, ErrorCode, Mode, ProcessorRef, Receipt, SuccessEnvelope, WorldPath,
+    ArtifactRef, Envelope, ErrorCode, Mode, ProcessorRef, Receipt, SuccessEnvelope, WorldPath,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -190,6 +190,25 @@ impl TestServer {
     /// The file backing a world path.
     pub fn fs_path(&self, path: &WorldPath) -> PathBuf {
         artifacts::fs_path(self.artifacts_root(), path)
+    }
+
+    /// Stores `bytes` as the attachment file `file_name` would be stored
+    /// (`/artifacts/inputs/{cid}/{file_name}`) and returns its `$artifact` reference with
+    /// media type `mime`, for inputs that name an input artifact.
+    ///
+    /// # Panics
+    /// When the name cannot name an input artifact or the file cannot be written.
+    pub fn attach(&self, file_name: &str, bytes: &[u8], mime: &str) -> ArtifactRef {
+        let cid = proctor_contract::cid(bytes);
+        let path = proctor_contract::attachment_path(&cid, file_name).expect("a file name");
+        let file = self.fs_path(&path);
+        fs::create_dir_all(file.parent().expect("a directory")).expect("the inputs directory");
+        fs::write(&file, bytes).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+        ArtifactRef {
+            path,
+            cid,
+            mime: mime.to_owned(),
+        }
     }
 
     /// The bytes at a world path.
