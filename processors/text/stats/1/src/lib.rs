@@ -1,12 +1,14 @@
 //! text/stats@1: word, line and character counts of a text, plus its normalized form and
-//! a word-frequency table. Pure: `mock` and `real` give the same bytes.
+//! a word-frequency table. The text comes inline or as an attached UTF-8 file (an input
+//! artifact, read through the SDK's checked reader). Pure: `mock` and `real` give the same
+//! bytes.
 
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
 use std::collections::BTreeMap;
 
-use proctor_contract::Usage;
+use proctor_contract::{ArtifactRef, Usage};
 use proctor_sdk::{Context, ProcessorDefinition, ProviderError, ProviderOutput, ProviderResult};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,9 +32,34 @@ pub fn definition() -> ProcessorDefinition {
 #[serde(deny_unknown_fields)]
 struct Inputs {
     schema: String,
-    text: String,
+    text: Text,
     #[serde(default)]
     top_n: Option<usize>,
+}
+
+/// Where the text comes from.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Text {
+    /// The text itself.
+    Inline(String),
+    /// An attached file holding it, as UTF-8.
+    Attached(ArtifactRef),
+}
+
+impl Text {
+    /// The text, reading an attached file through the context's checked reader.
+    fn read(self, context: &Context) -> Result<String, ProviderError> {
+        match self {
+            Text::Inline(text) => Ok(text),
+            Text::Attached(artifact) => {
+                let bytes = context.read_artifact(&artifact)?;
+                String::from_utf8(bytes).map_err(|_| {
+                    ProviderError::inputs(format!("/text: `{}` is not UTF-8 text", artifact.path))
+                })
+            }
+        }
+    }
 }
 
 /// `stats.json`.
@@ -53,7 +80,7 @@ struct WordCount {
     count: usize,
 }
 
-fn provide(_: &Context, inputs: Value) -> Result<ProviderResult, ProviderError> {
+fn provide(context: &Context, inputs: Value) -> Result<ProviderResult, ProviderError> {
     let inputs: Inputs = serde_json::from_value(inputs).map_err(ProviderError::inputs)?;
     if inputs.schema != "v1" {
         return Err(ProviderError::inputs(format!(
@@ -61,13 +88,14 @@ fn provide(_: &Context, inputs: Value) -> Result<ProviderResult, ProviderError> 
             inputs.schema
         )));
     }
-    let normalized = normalize(&inputs.text);
+    let text = inputs.text.read(context)?;
+    let normalized = normalize(&text);
     let frequencies = word_frequencies(&normalized);
     let top_n = inputs.top_n.unwrap_or(DEFAULT_TOP_N);
     let stats = Stats {
-        chars: inputs.text.chars().count(),
-        bytes: inputs.text.len(),
-        lines: inputs.text.lines().count(),
+        chars: text.chars().count(),
+        bytes: text.len(),
+        lines: text.lines().count(),
         words: frequencies.iter().map(|entry| entry.count).sum(),
         unique_words: frequencies.len(),
         top_words: frequencies
@@ -90,7 +118,7 @@ fn provide(_: &Context, inputs: Value) -> Result<ProviderResult, ProviderError> 
             ProviderOutput::new("words.csv", csv.into_bytes(), "text/csv"),
         ],
         processor_info: format!("{PROCESSOR_REF} (unicode NFC, lowercase)"),
-        usage: Usage::from([("input_bytes".to_owned(), inputs.text.len() as u64)]),
+        usage: Usage::from([("input_bytes".to_owned(), text.len() as u64)]),
     })
 }
 

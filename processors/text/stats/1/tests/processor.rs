@@ -117,3 +117,56 @@ async fn unusable_inputs_are_err_inputs() {
     }
     assert!(server.listing().is_empty());
 }
+
+#[tokio::test]
+async fn an_attached_text_counts_as_the_inline_text_and_is_recorded_as_read() {
+    let server = start().await;
+    let smoke = registry().example("smoke");
+    let text = smoke["text"].as_str().unwrap();
+    let artifact = server.attach("smoke.txt", text.as_bytes(), "text/plain");
+    let attached = json!({"schema": "v1", "text": artifact.to_value()});
+    assert!(
+        registry()
+            .assert_agrees_with(&processor_text_stats::definition(), env!("CARGO_PKG_NAME"))
+            .is_valid(&attached)
+    );
+    let inline = server.run_ok("inline", Mode::Mock, smoke).await;
+    let from_file = server.run_ok("attached", Mode::Mock, attached).await;
+    let cids = |envelope: &proctor_contract::SuccessEnvelope| -> Vec<String> {
+        envelope.outputs.iter().map(|o| o.cid.clone()).collect()
+    };
+    assert_eq!(cids(&inline), cids(&from_file));
+    assert!(server.receipt(&inline).artifacts_read.is_empty());
+    assert_eq!(
+        server.receipt(&from_file).artifacts_read,
+        vec![artifact.read()]
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_attachment_is_refused_and_nothing_is_written() {
+    let server = start().await;
+    let artifact = server.attach("notes.txt", b"the original text\n", "text/plain");
+    std::fs::write(server.fs_path(&artifact.path), b"the tampered text\n").unwrap();
+    let inputs = json!({"schema": "v1", "text": artifact.to_value()});
+    let (status, code, message) = server.run_err("tampered", Mode::Mock, inputs).await;
+    assert_eq!((status, code.as_str()), (422, "ERR_ARTIFACT_MISMATCH"));
+    assert!(
+        message.starts_with("input artifact does not match its content id"),
+        "{message}"
+    );
+    assert!(
+        !server
+            .listing()
+            .iter()
+            .any(|path| path.starts_with("outputs")),
+        "{:?}",
+        server.listing()
+    );
+
+    let binary = server.attach("blob.txt", &[0xff, 0xfe], "text/plain");
+    let inputs = json!({"schema": "v1", "text": binary.to_value()});
+    let (status, code, message) = server.run_err("binary", Mode::Mock, inputs).await;
+    assert_eq!((status, code.as_str()), (400, "ERR_INPUTS"), "{message}");
+    assert!(message.contains("is not UTF-8 text"), "{message}");
+}
