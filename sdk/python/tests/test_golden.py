@@ -84,7 +84,8 @@ def test_runs(case: dict[str, Any], tmp_path: Path) -> None:
     assert status == expected["status"]
     if envelope["status"] == "error":
         assert envelope["error"]["code"] == expected["code"]
-        assert list(tmp_path.iterdir()) == []
+        stored = {tmp_path / stored["path"].removeprefix("/artifacts/") for stored in case.get("stored", [])}
+        assert {path for path in tmp_path.rglob("*") if path.is_file()} == stored
         return
     index_path = envelope["index_path"]
     root = tmp_path

@@ -528,3 +528,79 @@ def test_artifacts_root_is_the_one_given(tmp_path: Path) -> None:
     with TestServer(processor(), artifacts_root=tmp_path) as server:
         envelope = server.run_ok("given", "mock", {"files": [{"path": "a.txt", "text": "a"}]})
     assert (tmp_path / envelope["index_path"].removeprefix("/artifacts/")).is_file()
+
+
+def read_notes(inputs: dict[str, Any], context: Context) -> ProviderResult:
+    """Reads the input artifact `inputs.notes`, once or (with `twice`) twice."""
+    data = context.read_artifact(inputs["notes"])
+    if inputs.get("twice"):
+        data = context.read_artifact(inputs["notes"])
+    return ProviderResult(outputs=[Output("copy.txt", data, "text/plain")])
+
+
+def test_input_artifacts_are_read_checked_and_named_in_the_receipt() -> None:
+    with TestServer(Processor(ref=REF, provider=read_notes)) as server:
+        notes = server.attach("notes.txt", b"hello\n", "text/plain")
+        envelope = server.run_ok("a1", "mock", {"notes": notes, "twice": True})
+        assert server.output(envelope, "copy.txt") == b"hello\n"
+        receipt_bytes = server.read("/artifacts/execution/a1/receipt.json")
+        read = [{"path": notes["$artifact"], "cid": notes["cid"]}]
+        assert receipt_bytes.endswith(b',"mode":"mock","artifacts_read":' + dumps(read).encode() + b"}")
+        assert stable_part(server.receipt(envelope))["artifacts_read"] == read
+
+        server.fs_path(notes["$artifact"]).write_bytes(b"jello\n")
+        status, code, message = server.run_err("a2", "mock", {"notes": notes})
+        assert (status, code) == (422, "ERR_ARTIFACT_MISMATCH")
+        assert message.startswith(
+            "input artifact does not match its content id: `/artifacts/inputs/"
+        ), message
+        assert not server.fs_path("/artifacts/execution/a2/receipt.json").exists()
+
+
+def test_artifacts_outside_the_inputs_links_and_missing_files_are_refused() -> None:
+    with TestServer(Processor(ref=REF, provider=read_notes)) as server:
+        notes = server.attach("notes.txt", b"hello\n", "text/plain")
+        forged = {**notes, "mime": "text/csv"}
+
+        def refused(artifact: dict[str, str]) -> tuple[int, str]:
+            def forge(inputs: dict[str, Any], context: Context) -> ProviderResult:
+                context.read_artifact(artifact)
+                return ProviderResult()
+
+            with TestServer(Processor(ref=REF, provider=forge), artifacts_root=server.artifacts_root) as other:
+                return other.run_err("forged", "mock", {"notes": notes})[:2]
+
+        assert refused(forged) == (400, "ERR_INPUTS")
+        file = server.fs_path(notes["$artifact"])
+        moved = server.artifacts_root / "elsewhere"
+        file.rename(moved)
+        assert server.run_err("a3", "mock", {"notes": notes})[:2] == (400, "ERR_NOT_FOUND")
+        file.symlink_to(moved)
+        assert server.run_err("a4", "mock", {"notes": notes})[:2] == (400, "ERR_NOT_FOUND")
+        file.unlink()
+        file.mkdir()
+        assert server.run_err("a5", "mock", {"notes": notes})[:2] == (400, "ERR_NOT_FOUND")
+
+
+def test_malformed_artifact_objects_are_refused_before_the_provider_runs() -> None:
+    ran: list[bool] = []
+
+    def provider(inputs: dict[str, Any], context: Context) -> ProviderResult:
+        ran.append(True)
+        return ProviderResult()
+
+    good = {"$artifact": "/artifacts/inputs/x/a.txt", "cid": "b3:" + "0" * 64, "mime": "text/plain"}
+    with TestServer(Processor(ref=REF, provider=provider)) as server:
+        for inputs, fragment in [
+            ({"a": {**good, "extra": 1}}, "unknown field `extra`"),
+            ({"a": {**good, "cid": "b3:00"}}, "is not `b3:` and 64 lowercase hex digits"),
+            ({"a": {**good, "mime": "text"}}, "is not `type/subtype`"),
+            ({"a": {**good, "$artifact": "/artifacts/inputs/"}}, "must be an exact path"),
+            ({"a": [good, {**good, "cid": "b3:" + "1" * 64}]}, "is named with two content ids"),
+            ({"a": {key: value for key, value in good.items() if key != "mime"}}, "missing field `mime`"),
+        ]:
+            status, code, message = server.run_err("m", "mock", inputs)
+            assert (status, code) == (400, "ERR_INPUTS"), message
+            assert fragment in message, message
+        server.run_ok("ok", "mock", {"a": [good, good]})
+    assert ran == [True]

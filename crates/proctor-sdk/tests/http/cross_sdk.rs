@@ -12,7 +12,7 @@ use std::process::Command;
 use proctor_contract::{Envelope, Receipt};
 use serde_json::Value;
 
-use crate::golden::{golden_dir, run_case};
+use crate::golden::{golden_dir, run_case, stored_files};
 
 /// Every file under `root`, relative, with its bytes.
 fn files_under(root: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -79,12 +79,20 @@ async fn the_python_sdk_answers_and_writes_what_the_rust_sdk_does() {
         assert_eq!(*python_status, status, "{name}");
         let python_root = out.path().join(name);
         let python_files = files_under(&python_root);
+        let stored: Vec<String> = stored_files(case)
+            .into_iter()
+            .map(|(path, _)| path.strip_prefix("/artifacts/").unwrap().to_owned())
+            .collect();
         let success = match envelope {
             Envelope::Error(error) => {
                 let python_error = &python_envelope["error"];
                 assert_eq!(python_error["code"], error.error.code.as_str(), "{name}");
                 assert_eq!(python_error["message"], error.error.message, "{name}");
-                assert!(python_files.is_empty(), "{name}: {python_files:?}");
+                let written: Vec<&String> = python_files
+                    .keys()
+                    .filter(|file| !stored.contains(file))
+                    .collect();
+                assert!(written.is_empty(), "{name}: {written:?}");
                 continue;
             }
             Envelope::Success(success) => success,

@@ -8,7 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use proctor_contract::{
-    Envelope, ErrorCode, Redactor, Usage, WorldPath, WritePrefix, canonical_json, inputs_hash,
+    ArtifactRef, Envelope, ErrorCode, Redactor, Usage, WorldPath, WritePrefix, canonical_json,
+    inputs_hash,
 };
 use proctor_sdk::testing::TestServer;
 use proctor_sdk::{Context, ProcessorDefinition, ProviderOutput, ProviderResult};
@@ -181,6 +182,19 @@ fn result_of(spec: &Value) -> ProviderResult {
     }
 }
 
+/// The files a run case stores before it runs (input artifacts): world path and text.
+pub(crate) fn stored_files(case: &Value) -> Vec<(String, String)> {
+    case["stored"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|stored| {
+            let text = |key: &str| stored[key].as_str().unwrap().to_owned();
+            (text("path"), text("text"))
+        })
+        .collect()
+}
+
 fn names(case: &Value, key: &str) -> Vec<String> {
     case[key]
         .as_array()
@@ -195,7 +209,14 @@ fn names(case: &Value, key: &str) -> Vec<String> {
 /// (to read what the run wrote), the status and the envelope.
 pub(crate) async fn run_case(case: &Value) -> (TestServer, u16, Envelope) {
     let result = result_of(&case["result"]);
-    let provider = move |_: &Context, _: Value| Ok(result.clone());
+    let reads = names(&case["result"], "reads");
+    let provider = move |context: &Context, inputs: Value| {
+        for name in &reads {
+            let artifact: ArtifactRef = serde_json::from_value(inputs[name].clone()).unwrap();
+            context.read_artifact(&artifact)?;
+        }
+        Ok(result.clone())
+    };
     let definition = ProcessorDefinition::new(
         case["processor_ref"].as_str().unwrap().parse().unwrap(),
         provider,
@@ -213,6 +234,11 @@ pub(crate) async fn run_case(case: &Value) -> (TestServer, u16, Envelope) {
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
     let server = TestServer::start(definition, &env).await;
+    for stored in stored_files(case) {
+        let file = server.fs_path(&WorldPath::parse(&stored.0).unwrap());
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(file, stored.1).unwrap();
+    }
     let response = server
         .client()
         .post(server.url("/run"))
@@ -232,7 +258,12 @@ async fn expected_of_run(case: &Value) -> Value {
     let (server, status, envelope) = run_case(case).await;
     let success = match envelope {
         Envelope::Error(error) => {
-            assert!(server.listing().is_empty(), "{:?}", server.listing());
+            let written: Vec<String> = server
+                .listing()
+                .into_iter()
+                .filter(|name| !name.starts_with("inputs"))
+                .collect();
+            assert!(written.is_empty(), "{written:?}");
             return json!({"status": status, "code": error.error.code.as_str()});
         }
         Envelope::Success(success) => success,

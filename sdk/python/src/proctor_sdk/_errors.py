@@ -26,6 +26,8 @@ class ErrorCode(Enum):
     PROVIDER = ("ERR_PROVIDER", "provider failed")
     OUTPUT_WRITE = ("ERR_OUTPUT_WRITE", "output write failed")
     PROCESSOR_BUSY = ("ERR_PROCESSOR_BUSY", "processor busy")
+    ARTIFACT_MISMATCH = ("ERR_ARTIFACT_MISMATCH", "input artifact does not match its content id")
+    NOT_FOUND = ("ERR_NOT_FOUND", "artifact not found")
     INTERNAL = ("ERR_INTERNAL", "internal error")
 
     @property

@@ -73,9 +73,11 @@ class Receipt:
     duration_ms: int
     mode: str
     upstream: list[dict[str, str]]
+    artifacts_read: list[dict[str, str]]
 
     def to_json(self) -> dict[str, Any]:
-        """The receipt's fields in their wire order; `upstream` only when not empty."""
+        """The receipt's fields in their wire order; `upstream` and `artifacts_read` only
+        when not empty."""
         value: dict[str, Any] = {
             "execution_id": self.execution_id,
             "processor_ref": self.processor_ref,
@@ -92,6 +94,8 @@ class Receipt:
         }
         if self.upstream:
             value["upstream"] = self.upstream
+        if self.artifacts_read:
+            value["artifacts_read"] = self.artifacts_read
         return value
 
     def to_bytes(self) -> bytes:

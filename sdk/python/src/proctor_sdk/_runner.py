@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from ._artifacts import ArtifactReader, input_artifacts
 from ._config import ENV_IMAGE_DIGEST, ServerConfig
 from ._errors import CanonError, ErrorCode
 from ._evidence import (
@@ -28,8 +29,9 @@ from ._evidence import (
 from ._hashing import HASH_SCHEMA, cid, env_fingerprint, inputs_hash
 from ._json import JsonError, dumps, loads
 from ._log import log
-from ._paths import WritePrefix, execution_receipt_path, parse_processor_ref, parse_world_path
+from ._paths import WritePrefix, execution_receipt_path
 from ._redact import Redactor
+from ._serde import SerdeError, read_payload
 from .provider import Context, Mode, Output, Processor, ProviderError, ProviderResult, SetupLog
 
 #: The payload schema this SDK reads.
@@ -228,8 +230,8 @@ class Runner:
         if parse_error:
             raise _inputs_failure(400, f"body is not JSON: {parse_error}")
         try:
-            payload = _read_payload(parsed)
-        except _PayloadError as error:
+            payload = read_payload(parsed)
+        except SerdeError as error:
             raise _inputs_failure(400, f"run payload: {error}") from None
         if payload["schema"] != PAYLOAD_SCHEMA:
             raise _inputs_failure(
@@ -378,6 +380,10 @@ class Runner:
             if (value := self.config.var(name)) is not None
         }
         hashed = inputs_hash(accepted.inputs)
+        try:
+            artifacts = input_artifacts(accepted.inputs)
+        except CanonError as error:
+            raise _Failure(400, error) from None
         context = Context(
             execution_id=accepted.execution_id,
             processor_ref=self.processor.ref,
@@ -385,6 +391,7 @@ class Runner:
             inputs_hash=hashed,
             secrets=secrets,
             env=env,
+            artifacts=ArtifactReader(self.config.artifacts_root, artifacts),
         )
 
         progress("provider_started")
@@ -422,6 +429,7 @@ class Runner:
             duration_ms=0,
             mode=accepted.mode,
             upstream=accepted.upstream,
+            artifacts_read=context.artifacts_read(),
         )
 
         def stamp() -> bytes:
@@ -469,6 +477,8 @@ class Runner:
         except ProviderError as error:
             if error.kind == "inputs":
                 raise _inputs_failure(400, error.detail) from None
+            if error.canon is not None:
+                raise _Failure(_canon_status(error.canon.code), error.canon) from None
             raise _Failure(502, CanonError(ErrorCode.PROVIDER, error.detail)) from None
         except Exception as error:  # noqa: BLE001 - a provider's fault is an error envelope
             log("error", "process.panic", panic=traceback.format_exc())
@@ -513,6 +523,17 @@ class Runner:
             "meta": meta,
         }
         return Outcome(failure.status, envelope)
+
+
+def _canon_status(code: ErrorCode) -> int:
+    """The status of a canonical error the SDK raised for a provider: 400 for inputs it
+    refused or could not find, 422 for an input artifact whose bytes do not match, 502
+    otherwise."""
+    if code in (ErrorCode.INPUTS, ErrorCode.NOT_FOUND):
+        return 400
+    if code == ErrorCode.ARTIFACT_MISMATCH:
+        return 422
+    return 502
 
 
 def _is_async(function: Any) -> bool:
@@ -583,107 +604,3 @@ def _check_media_type(path: str, mime: str) -> None:
     valid = bool(slash and kind and sub) and all("!" <= c <= "~" or c == " " for c in mime)
     if not valid:
         raise CanonError(ErrorCode.PROVIDER, f"output `{path}` has invalid media type `{mime}`")
-
-
-# The payload, read as serde reads `RunPayload` from a JSON value: fields in the order
-# they appear, the first unknown or mistyped one refused, then missing ones in order.
-
-_PAYLOAD_FIELDS = ("schema", "execution_id", "ref", "mode", "inputs", "write_prefix", "upstream")
-_UPSTREAM_FIELDS = ("execution_id", "path", "cid")
-
-
-class _PayloadError(Exception):
-    """Why a JSON value is not a `RunPayload`."""
-
-
-def _unexpected(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean `{'true' if value else 'false'}`"
-    if isinstance(value, int):
-        return f"integer `{value}`"
-    if isinstance(value, float):
-        return f"floating point `{dumps(value)}`"
-    if isinstance(value, str):
-        return f"string {dumps(value)}"
-    if isinstance(value, list):
-        return "sequence"
-    return "map"
-
-
-def _invalid_type(value: Any, expected: str) -> _PayloadError:
-    return _PayloadError(f"invalid type: {_unexpected(value)}, expected {expected}")
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _invalid_type(value, "a string")
-    return value
-
-
-def _custom(read: Callable[[str], str], value: Any) -> str:
-    try:
-        return read(_string(value))
-    except CanonError as error:
-        raise _PayloadError(str(error)) from None
-
-
-def _fields(value: Any, name: str, known: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _invalid_type(value, f"struct {name}")
-    for key in value:
-        if key not in known:
-            expected = ", ".join(f"`{field}`" for field in known)
-            raise _PayloadError(f"unknown field `{key}`, expected one of {expected}")
-    return value
-
-
-def _read_payload(value: Any) -> dict[str, Any]:
-    fields = _fields(value, "RunPayload", _PAYLOAD_FIELDS)
-    payload: dict[str, Any] = {}
-    for key, item in fields.items():
-        if key in ("schema", "execution_id", "write_prefix"):
-            payload[key] = _string(item)
-        elif key == "ref":
-            payload[key] = _custom(parse_processor_ref, item)
-        elif key == "mode":
-            payload[key] = _read_mode(item)
-        elif key == "inputs":
-            payload[key] = item
-        else:
-            payload[key] = _read_upstream(item)
-    for key in _PAYLOAD_FIELDS[:-1]:
-        if key not in payload:
-            raise _PayloadError(f"missing field `{key}`")
-    payload.setdefault("upstream", [])
-    return payload
-
-
-def _read_mode(value: Any) -> Mode:
-    if not isinstance(value, str):
-        raise _invalid_type(value, "string or map")
-    if value == "mock":
-        return "mock"
-    if value == "real":
-        return "real"
-    raise _PayloadError(f"unknown variant `{value}`, expected `mock` or `real`")
-
-
-def _read_upstream(value: Any) -> list[dict[str, str]]:
-    if not isinstance(value, list):
-        raise _invalid_type(value, "a sequence")
-    upstream = []
-    for item in value:
-        fields = _fields(item, "UpstreamOutput", _UPSTREAM_FIELDS)
-        entry: dict[str, str] = {}
-        for key, field_value in fields.items():
-            if key == "path":
-                entry[key] = _custom(parse_world_path, field_value)
-            else:
-                entry[key] = _string(field_value)
-        for key in _UPSTREAM_FIELDS:
-            if key not in entry:
-                raise _PayloadError(f"missing field `{key}`")
-        upstream.append({key: entry[key] for key in _UPSTREAM_FIELDS})
-    return upstream

@@ -7,8 +7,11 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union
 
+from ._artifacts import ArtifactReader
+from ._errors import CanonError
 from ._json import JsonError, dumps
 from ._log import log
 from ._paths import parse_processor_ref
@@ -20,13 +23,21 @@ Mode = Literal["mock", "real"]
 
 class ProviderError(Exception):
     """Why a provider could not produce its outputs: unusable inputs (`ERR_INPUTS`, HTTP
-    400) or a failure of the provider or its upstream (`ERR_PROVIDER`, HTTP 502). The SDK
-    masks the processor's secret and pass-through values in the message."""
+    400) or a failure of the provider or its upstream (`ERR_PROVIDER`, HTTP 502) — or a
+    canonical error the SDK raised for it (`Context.read_artifact`), answered with its own
+    code. The SDK masks the processor's secret and pass-through values in the message."""
 
-    def __init__(self, kind: Literal["inputs", "failed"], detail: str) -> None:
+    def __init__(
+        self,
+        kind: Literal["inputs", "failed", "canon"],
+        detail: str,
+        canon: CanonError | None = None,
+    ) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
+        #: For `canon`: the canonical error.
+        self.canon = canon
 
     @classmethod
     def inputs(cls, detail: object) -> ProviderError:
@@ -97,8 +108,10 @@ class Context:
         inputs_hash: str,
         secrets: Mapping[str, str],
         env: Mapping[str, str],
+        artifacts: ArtifactReader | None = None,
     ) -> None:
         real = mode == "real"
+        self._artifacts = artifacts or ArtifactReader(Path("/artifacts"), [])
         self._execution_id = execution_id
         self._processor_ref = processor_ref
         self._mode: Mode = mode
@@ -143,6 +156,22 @@ class Context:
         """A fresh generator seeded from the inputs hash: the same inputs give the same
         stream on every run, so mock output drawn from it is byte-stable."""
         return random.Random(int(self._inputs_hash, 16))
+
+    def read_artifact(self, artifact: Mapping[str, Any]) -> bytes:
+        """The bytes of the input artifact `artifact` — a `$artifact` object of this run's
+        inputs — once they match its content id. A mismatch is `ERR_ARTIFACT_MISMATCH`
+        (HTTP 422), never silently used; an artifact the inputs do not name is
+        `ERR_INPUTS`; a missing file is `ERR_NOT_FOUND` (both HTTP 400). What it hands
+        over is listed in the receipt's `artifacts_read`."""
+        try:
+            return self._artifacts.read(artifact)
+        except CanonError as error:
+            raise ProviderError("canon", error.detail, error) from None
+
+    def artifacts_read(self) -> list[dict[str, str]]:
+        """The input artifacts read so far, sorted by path: the receipt's
+        `artifacts_read`."""
+        return self._artifacts.reads()
 
     def redactor(self) -> Redactor:
         """A redactor masking this run's secret and pass-through values (and every shape

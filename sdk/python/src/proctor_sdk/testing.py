@@ -33,6 +33,7 @@ from typing import Any
 
 from ._config import ServerConfig
 from ._evidence import fs_path
+from ._hashing import cid
 from ._json import dumps, loads
 from ._paths import execution_receipt_path, parse_world_path
 from ._server import Server, bind
@@ -234,6 +235,19 @@ class TestServer:
         receipt: dict[str, Any] = loads(data)
         return receipt
 
+    def attach(self, file_name: str, data: bytes, mime: str) -> dict[str, str]:
+        """Stores `data` as the attachment file `file_name` would be stored
+        (`/artifacts/inputs/{cid}/{file_name}`) and returns its `$artifact` object with
+        media type `mime`, for inputs that name an input artifact."""
+        content_id = cid(data)
+        raw = f"/artifacts/inputs/{content_id}/{file_name}"
+        path = parse_world_path(raw)
+        assert path == raw and "%" not in file_name, f"`{file_name}` cannot name an artifact"
+        file = self.fs_path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(data)
+        return {"$artifact": path, "cid": content_id, "mime": mime}
+
     def listing(self) -> list[str]:
         """Every file and directory under the artifacts root, relative, sorted."""
         root = self.artifacts_root
@@ -260,10 +274,13 @@ def result_of(spec: Mapping[str, Any]) -> ProviderResult:
 
 
 def processor_of(case: Mapping[str, Any]) -> Processor:
-    """A processor that answers every run with the case's provider result."""
+    """A processor that reads the input artifacts the case's result names under `reads`
+    (keys of the inputs), then answers with the case's provider result."""
     result = result_of(case["result"])
 
     def provider(inputs: dict[str, Any], context: Context) -> ProviderResult:
+        for name in case["result"].get("reads", []):
+            context.read_artifact(inputs[name])
         return result
 
     return Processor(
@@ -276,7 +293,12 @@ def processor_of(case: Mapping[str, Any]) -> Processor:
 
 def replay(case: Mapping[str, Any], artifacts_root: Path) -> tuple[int, dict[str, Any]]:
     """Runs a golden run case through this SDK, writing under `artifacts_root`: its
-    payload text posted to `/run` of a processor answering with its provider result."""
+    `stored` files put in place, then its payload text posted to `/run` of a processor
+    answering with its provider result."""
+    for stored in case.get("stored", []):
+        file = fs_path(artifacts_root, stored["path"])
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(stored["text"].encode("utf-8"))
     with TestServer(
         processor_of(case), case.get("environment", {}), artifacts_root=artifacts_root
     ) as server:
