@@ -134,6 +134,8 @@ class TestServer:
         self._server = Server(self.config, processor, listener)
         self._thread = threading.Thread(target=asyncio.run, args=(self._server.serve(),), daemon=True)
         self._thread.start()
+        # Answered once the server runs: from here on its log lines belong to the caller.
+        self.request("GET", "/healthz")
 
     def __enter__(self) -> TestServer:
         return self
