@@ -6,16 +6,11 @@ document with the same message."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from ._errors import CanonError
 from ._json import dumps
 from ._paths import parse_processor_ref, parse_world_path
-
-PAYLOAD_FIELDS = ("schema", "execution_id", "ref", "mode", "inputs", "write_prefix", "upstream")
-UPSTREAM_FIELDS = ("execution_id", "path", "cid")
-ARTIFACT_FIELDS = ("$artifact", "cid", "mime")
-
 
 class SerdeError(Exception):
     """Why a JSON value is not the document it should be."""
@@ -54,40 +49,65 @@ def _custom(read: Callable[[str], str], value: Any) -> str:
         raise SerdeError(str(error)) from None
 
 
-def _fields(value: Any, name: str, known: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
+#: A field of a struct: its name, how its value is read, and what it is when absent
+#: (`None`: required).
+_Field = tuple[str, Callable[[Any], Any], Optional[Callable[[], Any]]]
+
+
+def _read_struct(value: Any, name: str, fields: list[_Field]) -> dict[str, Any]:
+    """A struct from a JSON object (by name) or array (by position), as serde derives it."""
+    read: dict[str, Any] = {}
+    readers = {field: reader for field, reader, _ in fields}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key not in readers:
+                expected = ", ".join(f"`{field}`" for field, _, _ in fields)
+                raise SerdeError(f"unknown field `{key}`, expected one of {expected}")
+            read[key] = readers[key](item)
+        for field, _, default in fields:
+            if field not in read:
+                if default is None:
+                    raise SerdeError(f"missing field `{field}`")
+                read[field] = default()
+    elif isinstance(value, list):
+        for index, (field, reader, default) in enumerate(fields):
+            if index < len(value):
+                read[field] = reader(value[index])
+            elif default is None:
+                plural = "" if len(fields) == 1 else "s"
+                raise SerdeError(
+                    f"invalid length {len(value)}, expected struct {name} with "
+                    f"{len(fields)} element{plural}"
+                )
+            else:
+                read[field] = default()
+        if len(value) > len(fields):
+            raise SerdeError(f"invalid length {len(value)}, expected fewer elements in array")
+    else:
         raise _invalid_type(value, f"struct {name}")
-    for key in value:
-        if key not in known:
-            expected = ", ".join(f"`{field}`" for field in known)
-            raise SerdeError(f"unknown field `{key}`, expected one of {expected}")
+    return {field: read[field] for field, _, _ in fields}
+
+
+def _any(value: Any) -> Any:
     return value
-
-
-def _require(read: dict[str, Any], known: tuple[str, ...]) -> None:
-    for key in known:
-        if key not in read:
-            raise SerdeError(f"missing field `{key}`")
 
 
 def read_payload(value: Any) -> dict[str, Any]:
     """A `RunPayload`: `schema`, `execution_id`, `ref`, `mode`, `inputs`, `write_prefix`
     and `upstream` (empty when absent, its paths canonical)."""
-    payload: dict[str, Any] = {}
-    for key, item in _fields(value, "RunPayload", PAYLOAD_FIELDS).items():
-        if key in ("schema", "execution_id", "write_prefix"):
-            payload[key] = _string(item)
-        elif key == "ref":
-            payload[key] = _custom(parse_processor_ref, item)
-        elif key == "mode":
-            payload[key] = _read_mode(item)
-        elif key == "inputs":
-            payload[key] = item
-        else:
-            payload[key] = _read_upstream(item)
-    _require(payload, PAYLOAD_FIELDS[:-1])
-    payload.setdefault("upstream", [])
-    return payload
+    return _read_struct(
+        value,
+        "RunPayload",
+        [
+            ("schema", _string, None),
+            ("execution_id", _string, None),
+            ("ref", lambda item: _custom(parse_processor_ref, item), None),
+            ("mode", _read_mode, None),
+            ("inputs", _any, None),
+            ("write_prefix", _string, None),
+            ("upstream", _read_upstream, list),
+        ],
+    )
 
 
 def _read_mode(value: Any) -> Literal["mock", "real"]:
@@ -100,24 +120,28 @@ def _read_mode(value: Any) -> Literal["mock", "real"]:
     raise SerdeError(f"unknown variant `{value}`, expected `mock` or `real`")
 
 
+def _world_path(value: Any) -> str:
+    return _custom(parse_world_path, value)
+
+
 def _read_upstream(value: Any) -> list[dict[str, str]]:
     if not isinstance(value, list):
         raise _invalid_type(value, "a sequence")
-    upstream = []
-    for item in value:
-        entry: dict[str, str] = {}
-        for key, field in _fields(item, "UpstreamOutput", UPSTREAM_FIELDS).items():
-            entry[key] = _custom(parse_world_path, field) if key == "path" else _string(field)
-        _require(entry, UPSTREAM_FIELDS)
-        upstream.append({key: entry[key] for key in UPSTREAM_FIELDS})
-    return upstream
+    fields: list[_Field] = [
+        ("execution_id", _string, None),
+        ("path", _world_path, None),
+        ("cid", _string, None),
+    ]
+    return [_read_struct(item, "UpstreamOutput", fields) for item in value]
 
 
 def read_artifact_ref(value: Any) -> tuple[str, str, str]:
     """An `ArtifactRef` object `{"$artifact": path, "cid": …, "mime": …}` as (canonical
     path, cid, mime)."""
-    read: dict[str, str] = {}
-    for key, field in _fields(value, "ArtifactRef", ARTIFACT_FIELDS).items():
-        read[key] = _custom(parse_world_path, field) if key == "$artifact" else _string(field)
-    _require(read, ARTIFACT_FIELDS)
+    fields: list[_Field] = [
+        ("$artifact", _world_path, None),
+        ("cid", _string, None),
+        ("mime", _string, None),
+    ]
+    read = _read_struct(value, "ArtifactRef", fields)
     return read["$artifact"], read["cid"], read["mime"]
