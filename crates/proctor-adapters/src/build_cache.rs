@@ -12,12 +12,21 @@ use tokio::sync::OnceCell;
 
 use crate::image_build::BuiltImage;
 
-/// What a build is of: the workspace, the Cargo package and the platform.
+/// What a build is of: the workspace, the recipe and the platform.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct BuildKey {
     pub(crate) workspace_root: PathBuf,
-    pub(crate) cargo_package: String,
+    pub(crate) recipe: Recipe,
     pub(crate) platform: Platform,
+}
+
+/// How an image is made from source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Recipe {
+    /// The static binary of this Cargo package, assembled by `proctor-oci`.
+    Cargo(String),
+    /// The Dockerfile of the processor whose `registry.yaml` is in this directory.
+    Dockerfile(PathBuf),
 }
 
 /// The images an adapter built, by what they were built from.
@@ -56,7 +65,7 @@ mod tests {
     fn key(package: &str) -> BuildKey {
         BuildKey {
             workspace_root: PathBuf::from("/ws"),
-            cargo_package: package.to_owned(),
+            recipe: Recipe::Cargo(package.to_owned()),
             platform: Platform::Amd64,
         }
     }

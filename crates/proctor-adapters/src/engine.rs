@@ -19,6 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::OnceCell;
 
+use crate::dockerfile_build::{DockerfileBuild, build_dockerfile_image};
 use crate::image_build::{BuiltImage, ImageBuild, build_image};
 use crate::image_pin::{PinnedImage, ensure_pinned_image};
 
@@ -50,6 +51,12 @@ pub(crate) trait ContainerEngine: Send + Sync + fmt::Debug {
     fn build_image<'a>(
         &'a self,
         build: &'a ImageBuild<'a>,
+    ) -> BoxFuture<'a, Result<BuiltImage, CanonError>>;
+
+    /// Builds a processor's image from its Dockerfile.
+    fn build_dockerfile_image<'a>(
+        &'a self,
+        build: &'a DockerfileBuild<'a>,
     ) -> BoxFuture<'a, Result<BuiltImage, CanonError>>;
 
     /// Creates the container `name` from `body`.
@@ -183,6 +190,13 @@ impl ContainerEngine for BollardEngine {
         build: &'a ImageBuild<'a>,
     ) -> BoxFuture<'a, Result<BuiltImage, CanonError>> {
         Box::pin(async move { build_image(self.docker().await?, build).await })
+    }
+
+    fn build_dockerfile_image<'a>(
+        &'a self,
+        build: &'a DockerfileBuild<'a>,
+    ) -> BoxFuture<'a, Result<BuiltImage, CanonError>> {
+        Box::pin(async move { build_dockerfile_image(self.docker().await?, build).await })
     }
 
     fn create_container<'a>(

@@ -11,6 +11,9 @@
 //! Cargo's output and the engine's are captured, never written to stdout: their last lines
 //! explain an `ERR_BUILD`. A build whose run stops (cancelled, timed out) stops its compiler's
 //! process group rather than waiting for the compile.
+//!
+//! An entry whose `build` has no `cargo_package` is built by the container engine from its
+//! Dockerfile instead ([`crate::dockerfile_build`]), with the adapter's build arguments.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -22,7 +25,7 @@ use bollard::Docker;
 use bollard::query_parameters::{ImportImageOptionsBuilder, TagImageOptionsBuilder};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use proctor_contract::{CanonError, ErrorCode, Platform};
+use proctor_contract::{CanonError, ErrorCode, Platform, ProcessorRef};
 use proctor_oci::{ArchiveRequest, DockerArchive, build_docker_archive};
 use proctor_registry::ProcessorSpec;
 
@@ -36,7 +39,8 @@ const TAIL_LINES: usize = 20;
 pub struct ImageBuild<'a> {
     /// The processor's registry entry (its `build` section names the package and the port).
     pub spec: &'a ProcessorSpec,
-    /// The Cargo workspace root that builds `build.cargo_package`.
+    /// The workspace root: it compiles `build.cargo_package`, and holds the Python SDK and
+    /// the wheels cache for a Dockerfile build of a Python processor.
     pub workspace_root: &'a Path,
     /// The platform to build for.
     pub platform: Platform,
@@ -59,9 +63,14 @@ pub(crate) async fn build_image(
 ) -> Result<BuiltImage, CanonError> {
     let started = Instant::now();
     let processor_ref = &build.spec.processor_ref;
-    let repository = format!("proctor/{}", processor_ref.image_name());
-    let tag = format!("{repository}:{}", processor_ref.version());
-    let archive = assemble(build).await?;
+    let Some(cargo_package) = build.spec.build.cargo_package.as_deref() else {
+        return Err(build_error(format!(
+            "{processor_ref} has no build.cargo_package: it is built from its Dockerfile"
+        )));
+    };
+    let (repository, version) = image_tag(processor_ref);
+    let tag = format!("{repository}:{version}");
+    let archive = assemble(build, cargo_package).await?;
     let id = archive.config_digest;
     let loaded = !has_image(docker, &id).await?;
     if loaded {
@@ -75,7 +84,7 @@ pub(crate) async fn build_image(
     }
     let options = TagImageOptionsBuilder::default()
         .repo(&repository)
-        .tag(processor_ref.version())
+        .tag(version)
         .build();
     docker
         .tag_image(&id, Some(options))
@@ -96,9 +105,12 @@ pub(crate) async fn build_image(
 /// Compiles the binary and assembles the image, off the async runtime. Dropping the
 /// future (the run was cancelled or timed out) stops the compiler's process group; the
 /// blocking task reaps it.
-async fn assemble(build: &ImageBuild<'_>) -> Result<DockerArchive, CanonError> {
+async fn assemble(
+    build: &ImageBuild<'_>,
+    cargo_package: &str,
+) -> Result<DockerArchive, CanonError> {
     let processor_ref = build.spec.processor_ref.clone();
-    let package = build.spec.build.cargo_package.clone();
+    let package = cargo_package.to_owned();
     let port = build.spec.build.port;
     let workspace_root = build.workspace_root.to_path_buf();
     let platform = build.platform;
@@ -129,8 +141,17 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// The repository and tag a processor's built image carries: `proctor/<ns>-<name>` and its
+/// version.
+pub(crate) fn image_tag(processor_ref: &ProcessorRef) -> (String, &str) {
+    (
+        format!("proctor/{}", processor_ref.image_name()),
+        processor_ref.version(),
+    )
+}
+
 /// Whether the engine has an image with exactly this ID.
-async fn has_image(docker: &Docker, id: &str) -> Result<bool, CanonError> {
+pub(crate) async fn has_image(docker: &Docker, id: &str) -> Result<bool, CanonError> {
     match docker.inspect_image(id).await {
         Ok(image) => Ok(image.id.as_deref() == Some(id)),
         Err(error) if is_not_found(&error) => Ok(false),
@@ -159,16 +180,16 @@ async fn load(docker: &Docker, archive: Vec<u8>, tag: &str) -> Result<(), CanonE
     Ok(())
 }
 
-fn build_error(detail: String) -> CanonError {
+pub(crate) fn build_error(detail: String) -> CanonError {
     CanonError::new(ErrorCode::Build, detail)
 }
 
 /// The last [`TAIL_LINES`] lines of a tool's output.
 #[derive(Default)]
-struct Tail(VecDeque<String>);
+pub(crate) struct Tail(VecDeque<String>);
 
 impl Tail {
-    fn push(&mut self, line: &str) {
+    pub(crate) fn push(&mut self, line: &str) {
         if self.0.len() == TAIL_LINES {
             self.0.pop_front();
         }
@@ -176,7 +197,7 @@ impl Tail {
     }
 
     /// `"; last output:\n…"`, or nothing when there was none.
-    fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         if self.0.is_empty() {
             String::new()
         } else {

@@ -16,6 +16,7 @@
 mod build_cache;
 mod cleanup;
 mod container;
+mod dockerfile_build;
 mod engine;
 mod envelope_check;
 mod image_build;
@@ -41,6 +42,7 @@ use proctor_contract::{CanonError, Envelope, PinnedReference, RunPayload};
 use proctor_registry::ProcessorSpec;
 use tokio_util::sync::CancellationToken;
 
+pub use dockerfile_build::DockerfileBuilds;
 pub use image_build::{BuiltImage, ImageBuild};
 pub use local::{LABEL_EXECUTION_ID, LABEL_REF, LABEL_WARM, LocalAdapter};
 pub use modal::ModalAdapter;

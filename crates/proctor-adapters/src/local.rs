@@ -19,16 +19,18 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use proctor_contract::{CanonError, Envelope, ErrorCode, Health, ProcessorRef, Redactor};
+use proctor_registry::Registry;
 use tempfile::TempDir;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::build_cache::{BuildCache, BuildKey};
+use crate::build_cache::{BuildCache, BuildKey, Recipe};
 use crate::cleanup::ContainerGuard;
 use crate::container::{
     ContainerSettings, LocalOptions, Mounts, Network, NetworkOption, SOCKET_NAME, StagingMounts,
     create_body,
 };
+use crate::dockerfile_build::{DockerfileBuild, DockerfileBuilds};
 use crate::engine::{BollardEngine, ContainerEngine, Removal};
 // The image modules reach the engine's error helpers through this module.
 pub(crate) use crate::engine::{engine_error, is_not_found};
@@ -71,6 +73,8 @@ pub struct LocalAdapter {
     engine: Arc<dyn ContainerEngine>,
     builds: Arc<BuildCache>,
     warm: Option<Arc<WarmPool>>,
+    /// How processors without `build.cargo_package` are built; `None`: they are not.
+    dockerfile: Option<Arc<DockerfileBuilds>>,
 }
 
 /// The image a run starts from and the digest its envelope must report.
@@ -165,7 +169,17 @@ impl LocalAdapter {
             engine: Arc::new(BollardEngine::connect()?),
             builds: Arc::default(),
             warm: None,
+            dockerfile: None,
         })
+    }
+
+    /// This adapter, building processors without `build.cargo_package` from their
+    /// Dockerfile, found through `builds.registry_root`, with `builds.build_args`.
+    pub fn with_dockerfile_builds(self, builds: DockerfileBuilds) -> LocalAdapter {
+        LocalAdapter {
+            dockerfile: Some(Arc::new(builds)),
+            ..self
+        }
     }
 
     /// This adapter, keeping containers warm: a container serves later runs of the same
@@ -189,17 +203,60 @@ impl LocalAdapter {
         }
     }
 
-    /// Builds a processor's image from source; see [`ImageBuild`]. The returned ID can be
-    /// run with [`ImageSource::Local`]. A package is built once per adapter and platform:
-    /// later calls get that image, so sources changed meanwhile need a new adapter.
+    /// Builds a processor's image from source; see [`ImageBuild`]; one without
+    /// `build.cargo_package` from its Dockerfile, which needs
+    /// [`LocalAdapter::with_dockerfile_builds`]. The returned ID can be run with
+    /// [`ImageSource::Local`]. A package or Dockerfile is built once per adapter and
+    /// platform: later calls get that image, so sources changed meanwhile need a new
+    /// adapter.
     pub async fn build_image(&self, build: &ImageBuild<'_>) -> Result<BuiltImage, CanonError> {
+        let Some(package) = &build.spec.build.cargo_package else {
+            return self.build_dockerfile_image(build).await;
+        };
         let key = BuildKey {
             workspace_root: build.workspace_root.to_path_buf(),
-            cargo_package: build.spec.build.cargo_package.clone(),
+            recipe: Recipe::Cargo(package.clone()),
             platform: build.platform,
         };
         self.builds
             .get_or_build(key, || self.engine.build_image(build))
+            .await
+    }
+
+    /// Builds a processor's image from its Dockerfile (see [`crate::dockerfile_build`]).
+    async fn build_dockerfile_image(
+        &self,
+        build: &ImageBuild<'_>,
+    ) -> Result<BuiltImage, CanonError> {
+        let processor_ref = &build.spec.processor_ref;
+        let Some(settings) = &self.dockerfile else {
+            return Err(CanonError::new(
+                ErrorCode::Build,
+                format!(
+                    "{processor_ref} is built from its Dockerfile, and this adapter was given \
+                     no registry root to find it in"
+                ),
+            ));
+        };
+        let registry = Registry::load(&settings.registry_root)?;
+        let dir = registry.get(processor_ref)?.dir().to_path_buf();
+        let key = BuildKey {
+            workspace_root: build.workspace_root.to_path_buf(),
+            recipe: Recipe::Dockerfile(dir.clone()),
+            platform: build.platform,
+        };
+        self.builds
+            .get_or_build(key, || async {
+                let job = DockerfileBuild {
+                    processor_ref,
+                    build: &build.spec.build,
+                    dir: &dir,
+                    workspace_root: build.workspace_root,
+                    platform: build.platform,
+                    build_args: &settings.build_args,
+                };
+                self.engine.build_dockerfile_image(&job).await
+            })
             .await
     }
 
@@ -876,6 +933,7 @@ mod tests {
             engine: Arc::clone(engine) as Arc<dyn ContainerEngine>,
             builds: Arc::default(),
             warm: None,
+            dockerfile: None,
         }
     }
 

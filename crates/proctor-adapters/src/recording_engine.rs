@@ -20,6 +20,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::container::{SOCKET_DIR, SOCKET_NAME};
+use crate::dockerfile_build::DockerfileBuild;
 use crate::engine::{ContainerEngine, Removal};
 use crate::image_build::{BuiltImage, ImageBuild};
 use crate::image_pin::PinnedImage;
@@ -240,6 +241,13 @@ impl ContainerEngine for RecordingEngine {
     fn build_image<'a>(
         &'a self,
         _build: &'a ImageBuild<'a>,
+    ) -> BoxFuture<'a, Result<BuiltImage, CanonError>> {
+        Box::pin(async { Err(engine_failure("builds are not part of the double")) })
+    }
+
+    fn build_dockerfile_image<'a>(
+        &'a self,
+        _build: &'a DockerfileBuild<'a>,
     ) -> BoxFuture<'a, Result<BuiltImage, CanonError>> {
         Box::pin(async { Err(engine_failure("builds are not part of the double")) })
     }

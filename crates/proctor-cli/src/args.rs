@@ -2,6 +2,7 @@
 //! runs. Parsing here is pure: no file is read and no environment variable is consulted
 //! except the documented `env` fallbacks of flags.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -280,6 +281,10 @@ struct RunArgs {
     /// Build the image from source instead of running the pinned digest.
     #[arg(long)]
     build: bool,
+    /// A build argument of a Dockerfile build, as `docker build` takes it (repeatable), e.g.
+    /// `BASE_IMAGE=proctor-python-base:bookworm`.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", requires = "build", value_parser = parse_build_arg)]
+    build_args: Vec<(String, String)>,
     /// Where outputs go; must contain `{execution_id}` and lie under `/artifacts/`.
     #[arg(long, value_name = "P")]
     write_prefix: String,
@@ -442,6 +447,8 @@ pub(crate) struct RunConfig {
     pub(crate) adapter: AdapterKind,
     pub(crate) mode: Mode,
     pub(crate) build: bool,
+    /// `--build-arg`s; a key given twice keeps its last value.
+    pub(crate) build_args: BTreeMap<String, String>,
     /// `--write-prefix` before expansion.
     pub(crate) write_prefix: String,
     pub(crate) inputs: Inputs,
@@ -560,6 +567,14 @@ pub(crate) enum Config {
     Plan(PlanConfig),
 }
 
+/// `KEY=VALUE`, split at the first `=`; the key must not be empty.
+fn parse_build_arg(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{raw}` is not KEY=VALUE")),
+    }
+}
+
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("cannot make `{}` absolute", path.display()))
 }
@@ -578,6 +593,7 @@ impl Cli {
                     ModeArg::Real => Mode::Real,
                 },
                 build: run.build,
+                build_args: run.build_args.into_iter().collect(),
                 write_prefix: run.write_prefix,
                 inputs: match (run.inputs_json, run.inputs_file) {
                     (Some(json), _) => Inputs::Text(json),
@@ -757,6 +773,35 @@ mod tests {
         assert_eq!(run.timeout, Some(Duration::from_secs(5)));
         assert_eq!(run.adapter_options, serde_json::json!({"a": 1}));
         assert!(run.build);
+    }
+
+    #[test]
+    fn build_args_need_build_and_keep_the_last_value_of_a_key() {
+        assert!(run_config(&[]).build_args.is_empty());
+        let run = run_config(&[
+            "--build",
+            "--build-arg",
+            "BASE_IMAGE=a",
+            "--build-arg",
+            "EMPTY=",
+            "--build-arg",
+            "BASE_IMAGE=b=c",
+        ]);
+        assert_eq!(
+            run.build_args,
+            BTreeMap::from([
+                ("BASE_IMAGE".to_owned(), "b=c".to_owned()),
+                ("EMPTY".to_owned(), String::new()),
+            ])
+        );
+        for bad in [
+            &["--build-arg", "A=1"][..],
+            &["--build", "--build-arg", "=1"],
+            &["--build", "--build-arg", "A"],
+        ] {
+            let args: Vec<&str> = RUN.iter().chain(bad).copied().collect();
+            assert_eq!(parse(&args).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

@@ -117,8 +117,15 @@ fn show_text(entry: &RegisteredProcessor) -> String {
     line(
         "build:",
         format!(
-            "context {}, dockerfile {}, port {}, cargo package {}",
-            spec.build.context, spec.build.dockerfile, spec.build.port, spec.build.cargo_package
+            "context {}, dockerfile {}, port {}, {}",
+            spec.build.context,
+            spec.build.dockerfile,
+            spec.build.port,
+            match (&spec.build.cargo_package, &spec.build.python) {
+                (Some(package), _) => format!("cargo package {package}"),
+                (None, Some(python)) => format!("python {python}"),
+                (None, None) => "built by the container engine".to_owned(),
+            }
         ),
     );
     for platform in [Platform::Amd64, Platform::Arm64] {

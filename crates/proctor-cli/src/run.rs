@@ -13,7 +13,8 @@ pub(crate) async fn run(config: &RunConfig, cancel: &CancellationToken) -> RunOu
         ledger_url: config.ledger.url.clone(),
         env: crate::deploy_commands::host_env(),
         limits: config.limits,
-    });
+    })
+    .with_build_args(config.build_args.clone());
     let request = RunRequest {
         processor_ref: config.processor_ref.clone(),
         adapter: config.adapter,

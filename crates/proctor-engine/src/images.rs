@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use proctor_contract::{CanonError, Platform};
+use proctor_contract::{CanonError, ErrorCode, Platform};
 use proctor_oci::{BuildRequest, BuiltImage, layout_dir};
 use proctor_registry::RegisteredProcessor;
 
@@ -17,9 +17,19 @@ pub fn build_layout(
     show_progress: bool,
 ) -> Result<BuiltImage, CanonError> {
     let spec = entry.spec();
+    let Some(cargo_package) = spec.build.cargo_package.clone() else {
+        return Err(CanonError::new(
+            ErrorCode::Build,
+            format!(
+                "{} has no build.cargo_package: the container engine builds it from its \
+                 Dockerfile (`proctor run --build`), which `proctor build` does not do",
+                spec.processor_ref
+            ),
+        ));
+    };
     proctor_oci::build(&BuildRequest {
         processor_ref: spec.processor_ref.clone(),
-        cargo_package: spec.build.cargo_package.clone(),
+        cargo_package,
         port: spec.build.port,
         workspace_root: workspace_root.to_path_buf(),
         platforms: platforms.to_vec(),

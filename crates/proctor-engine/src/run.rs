@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use proctor_adapters::{
-    Adapter, ImageSource, Invocation, LocalAdapter, ModalAdapter, ResponseLimits, Staging,
-    host_platform,
+    Adapter, DockerfileBuilds, ImageSource, Invocation, LocalAdapter, ModalAdapter, ResponseLimits,
+    Staging, host_platform,
 };
 use proctor_contract::{
     CanonError, Envelope, ErrorCode, Mode, PAYLOAD_SCHEMA, ProcessorRef, Redactor, RunPayload,
@@ -217,6 +217,8 @@ pub struct Engine {
     ledger: OnceCell<Ledger>,
     local: std::sync::OnceLock<LocalAdapter>,
     warm_per_kind: Option<usize>,
+    /// The build arguments of Dockerfile builds (`--build-arg`).
+    build_args: BTreeMap<String, String>,
     /// Loaded again only when a `registry.yaml` changes, so runs do not each parse it.
     registry: RegistryCache,
 }
@@ -231,8 +233,16 @@ impl Engine {
             ledger: OnceCell::new(),
             local: std::sync::OnceLock::new(),
             warm_per_kind: None,
+            build_args: BTreeMap::new(),
             registry: RegistryCache::default(),
         }
+    }
+
+    /// This engine, building processors without `build.cargo_package` (`--build`) from
+    /// their Dockerfile with these build arguments (`KEY` → `VALUE`, as `--build-arg`
+    /// gives them), e.g. `BASE_IMAGE` naming a local base image.
+    pub fn with_build_args(self, build_args: BTreeMap<String, String>) -> Engine {
+        Engine { build_args, ..self }
     }
 
     /// This engine, keeping local containers warm: a container serves later runs of the
@@ -437,7 +447,11 @@ impl Engine {
                 let local = match self.local.get() {
                     Some(local) => local,
                     None => {
-                        let local = LocalAdapter::connect()?;
+                        let local =
+                            LocalAdapter::connect()?.with_dockerfile_builds(DockerfileBuilds {
+                                registry_root: self.config.registry_root.clone(),
+                                build_args: self.build_args.clone(),
+                            });
                         let _ = self.local.set(match self.warm_per_kind {
                             Some(per_kind) => local.with_warm_containers(per_kind, warm_owner()?),
                             None => local,

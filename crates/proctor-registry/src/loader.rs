@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use proctor_contract::{CanonError, ErrorCode, ProcessorRef, Redactor, WritePrefix};
 
 use crate::checks::{compile_schema, schema_violation};
-use crate::{ProcessorSpec, Runtime};
+use crate::{Build, ProcessorSpec, Runtime};
 
 /// The file name that declares one processor version.
 pub const REGISTRY_FILE: &str = "registry.yaml";
@@ -353,11 +353,39 @@ fn check_build(spec: &ProcessorSpec, dir: &Path) -> Result<(), String> {
             build.context
         ));
     }
-    if build.dockerfile.trim().is_empty() || build.cargo_package.trim().is_empty() {
-        return Err("build.dockerfile and build.cargo_package must not be empty".into());
+    if build.dockerfile.trim().is_empty() {
+        return Err("build.dockerfile must not be empty".into());
     }
     if build.port == 0 {
         return Err("build.port must not be 0".into());
+    }
+    match (&build.cargo_package, &build.python) {
+        (Some(_), Some(_)) => Err(
+            "build.cargo_package and build.python exclude each other: a processor is \
+                 either a Rust binary or a Python package"
+                .into(),
+        ),
+        (Some(package), None) if package.trim().is_empty() => {
+            Err("build.cargo_package must not be empty".into())
+        }
+        (None, Some(python)) => check_python_build(python, &dir.join(context)),
+        _ => Ok(()),
+    }
+}
+
+/// A Python build names a CPython `3.N` and has pinned requirements in its context.
+fn check_python_build(python: &str, context: &Path) -> Result<(), String> {
+    let minor = python.strip_prefix("3.").unwrap_or_default();
+    if minor.is_empty() || !minor.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "build.python `{python}` is not a CPython version such as `3.11`"
+        ));
+    }
+    let requirements = Build::PYTHON_REQUIREMENTS;
+    if !context.join(requirements).is_file() {
+        return Err(format!(
+            "build.python needs `{requirements}` in the build context"
+        ));
     }
     Ok(())
 }
@@ -536,6 +564,29 @@ mod tests {
     }
 
     #[test]
+    fn a_build_without_cargo_package_is_a_dockerfile_build() {
+        let dockerfile_only = SAMPLE_YAML.replace(", cargo_package: processor-text-stats", "");
+        let python = SAMPLE_YAML.replace("cargo_package: processor-text-stats", "python: '3.11'");
+        let root = root_with(&[
+            ("text/stats/1/registry.yaml", &dockerfile_only),
+            ("text/stats/2/registry.yaml", &python.replace("@1", "@2")),
+            ("text/stats/2/requirements.txt", "litellm==1.0.0\n"),
+        ]);
+        let registry = Registry::load(root.path()).unwrap();
+        let build = |version: &str| {
+            let entry = registry.get(&version.parse().unwrap()).unwrap();
+            entry.spec().build.clone()
+        };
+        let plain = build("text/stats@1");
+        assert_eq!((plain.cargo_package, plain.python), (None, None));
+        let python = build("text/stats@2");
+        assert_eq!(python.cargo_package, None);
+        assert_eq!(python.python.as_deref(), Some("3.11"));
+        let json = serde_json::to_value(&python).unwrap();
+        assert!(json.get("cargo_package").is_none(), "{json}");
+    }
+
+    #[test]
     fn unknown_refs_are_refused_with_the_known_ones() {
         let root = root_with(&[("text/stats/1/registry.yaml", SAMPLE_YAML)]);
         let registry = Registry::load(root.path()).unwrap();
@@ -582,6 +633,31 @@ mod tests {
             ),
             ("context: \".\"", "context: missing", "build.context"),
             ("port: 8000", "port: 0", "build.port"),
+            (
+                "cargo_package: processor-text-stats",
+                "cargo_package: ' '",
+                "build.cargo_package must not be empty",
+            ),
+            (
+                "cargo_package: processor-text-stats",
+                "cargo_package: processor-text-stats, python: '3.11'",
+                "exclude each other",
+            ),
+            (
+                "cargo_package: processor-text-stats",
+                "python: '3.11'",
+                "needs `requirements.txt` in the build context",
+            ),
+            (
+                "cargo_package: processor-text-stats",
+                "python: '3'",
+                "not a CPython version",
+            ),
+            (
+                "cargo_package: processor-text-stats",
+                "python: 3.x1",
+                "not a CPython version",
+            ),
             ("cpu: 0.5", "cpu: 0", "must be positive"),
             ("timeout_s: 30", "timeout_s: 0", "must be positive"),
             (

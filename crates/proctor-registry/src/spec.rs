@@ -40,7 +40,9 @@ pub struct ProcessorSpec {
     pub examples: BTreeMap<String, Example>,
 }
 
-/// How the image is built from source.
+/// How the image is built from source: with `cargo_package`, `proctor-oci` assembles it in
+/// code and the Dockerfile only documents it; without, the container engine builds the
+/// Dockerfile (with `python`, from wheels the host puts into the build context).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Build {
@@ -51,8 +53,19 @@ pub struct Build {
     /// The port the processor's HTTP server listens on inside the container.
     pub port: u16,
     /// The Cargo package whose statically linked binary the Dockerfile copies in as
-    /// `processor`.
-    pub cargo_package: String,
+    /// `processor`; absent for a processor the container engine builds from its Dockerfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cargo_package: Option<String>,
+    /// For a Dockerfile build of a Python processor, the CPython version (`3.11`) of its
+    /// base image: the host downloads wheels of the context's `requirements.txt` and of the
+    /// Python SDK for it into the build context's `wheels/`, so the build needs no network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+}
+
+impl Build {
+    /// The file of a Python processor's pinned requirements, in its build context.
+    pub const PYTHON_REQUIREMENTS: &'static str = "requirements.txt";
 }
 
 /// Pinned image references.
