@@ -12,4 +12,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The Python SDK with its test extra (the cross-SDK test in nextest runs it too), then its tests.
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore './sdk/python[test]'
 python3 -m pytest -q sdk/python
+# llm/litellm@2's tests, in a virtualenv of their own: litellm's dependencies stay out of python3.
+python3 -m venv target/py/litellm-2
+target/py/litellm-2/bin/pip install -q --disable-pip-version-check \
+  -r processors/llm/litellm/2/requirements.txt './sdk/python[test]'
+target/py/litellm-2/bin/python -m pytest -q -p no:cacheprovider \
+  -W 'ignore::UserWarning:pydantic._internal._generate_schema' processors/llm/litellm/2
 cargo nextest run --workspace --locked --no-fail-fast
