@@ -6,7 +6,8 @@
 //! the engine, and `ledger` the PostgreSQL server on 127.0.0.1:55432. `deploy` serves its own
 //! endpoints on 127.0.0.1. `image` and `lane` also need the OCI registry on 127.0.0.1:5000
 //! and the arm64 cross toolchain (see `oci`). `concurrent_plans` needs the engine and the
-//! PostgreSQL server.
+//! PostgreSQL server. `python_processor` needs the engine with the local Python base image
+//! (`scripts/python-base.sh`), the OCI registry, and `python3 -m pip` with PyPI.
 
 // Every test target of the package shares its dependencies; each uses some.
 #![allow(unused_crate_dependencies)]
@@ -26,6 +27,7 @@ mod memo;
 mod oci;
 mod plan;
 mod planners;
+mod python_processor;
 mod recover;
 mod registry;
 mod run;
