@@ -419,9 +419,8 @@ fn connect_tls(host: &str) -> Result<Docker, CanonError> {
         }
     }
     PrivateKeyDer::from_pem_file(&key).map_err(|error| unusable(&key, error.to_string()))?;
-    // bollard builds its TLS configuration with the process-wide rustls provider: install
-    // the one already linked (aws-lc-rs), unless the process installed one first.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // bollard builds its TLS configuration with the process-wide rustls provider.
+    proctor_tls::install_crypto_provider();
     Docker::connect_with_ssl(
         host,
         &key,

@@ -101,7 +101,7 @@ impl ModalAdapter {
     /// An adapter for the processors deployed on `target`, authenticating with `auth` when
     /// given. Redirects are never followed, so the credentials go to the endpoint only.
     pub fn new(target: ModalTarget, auth: Option<ProxyAuth>) -> Result<ModalAdapter, CanonError> {
-        let http = reqwest::Client::builder()
+        let http = proctor_tls::http_client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| {

@@ -143,7 +143,7 @@ impl ProcessorClient {
         endpoint: &Endpoint,
         limits: ResponseLimits,
     ) -> Result<ProcessorClient, CanonError> {
-        let builder = reqwest::Client::builder().no_proxy();
+        let builder = proctor_tls::http_client_builder().no_proxy();
         let (builder, base_url) = match endpoint {
             Endpoint::Socket(path) => (
                 builder.unix_socket(path.clone()),

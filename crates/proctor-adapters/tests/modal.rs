@@ -261,7 +261,7 @@ impl StandIn {
             .await
             .unwrap();
         run.docker.start_container(&name, None).await.unwrap();
-        let client = reqwest::Client::new();
+        let client = proctor_tls::http_client_builder().build().unwrap();
         let healthz = format!("http://127.0.0.1:{port}/healthz");
         for _ in 0..600 {
             if let Ok(answer) = client.get(&healthz).send().await
@@ -303,7 +303,7 @@ impl ProxyAuthFront {
     async fn start(upstream_port: u16) -> (String, Arc<ProxyAuthFront>) {
         let front = Arc::new(ProxyAuthFront {
             upstream_port,
-            client: reqwest::Client::new(),
+            client: proctor_tls::http_client_builder().build().unwrap(),
             seen: Mutex::new(Vec::new()),
         });
         let app = Router::new()

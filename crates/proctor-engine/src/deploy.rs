@@ -294,12 +294,14 @@ async fn drift_rows(
     let target = request.processors.target.modal(env)?;
     let auth = ProxyAuth::from_env(env)?;
     let specs = request.processors.specs()?;
-    let client = reqwest::Client::builder().build().map_err(|error| {
-        CanonError::new(
-            ErrorCode::ModalInvocation,
-            format!("cannot build the HTTP client: {error}"),
-        )
-    })?;
+    let client = proctor_tls::http_client_builder()
+        .build()
+        .map_err(|error| {
+            CanonError::new(
+                ErrorCode::ModalInvocation,
+                format!("cannot build the HTTP client: {error}"),
+            )
+        })?;
     check_drift(&specs, &target, auth.as_ref(), &client, request.timeout).await
 }
 

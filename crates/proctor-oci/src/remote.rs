@@ -32,6 +32,8 @@ impl Remote {
         } else {
             ClientProtocol::Https
         };
+        // oci-client's HTTPS client uses the process-wide provider.
+        proctor_tls::install_crypto_provider();
         let config = ClientConfig {
             protocol,
             connect_timeout: Some(CONNECT_TIMEOUT),

@@ -369,7 +369,13 @@ async fn pin_refuses_digests_absent_from_the_registry() {
         "http://{REGISTRY}/v2/{}/manifests/{arm64}",
         pushed.repository.path()
     );
-    let response = reqwest::Client::new().delete(url).send().await.unwrap();
+    let response = proctor_tls::http_client_builder()
+        .build()
+        .unwrap()
+        .delete(url)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
     let err = pin(&registry_yaml, &pushed.index_source())
         .await

@@ -222,7 +222,7 @@ fn client() -> reqwest::Result<reqwest::Client> {
     let bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
         .filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok());
-    reqwest::Client::builder()
+    proctor_tls::http_client_builder()
         .tls_certs_merge(bundled)
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)

@@ -73,7 +73,9 @@ impl TestServer {
             addr,
             processor_ref,
             artifacts,
-            client: reqwest::Client::new(),
+            client: proctor_tls::http_client_builder()
+                .build()
+                .expect("an HTTP client without settings builds"),
             _stop: stop,
         }
     }

@@ -565,7 +565,10 @@ async fn serve_on_stops_when_asked() {
             let _ = stopped.await;
         },
     ));
-    let health = reqwest::get(format!("http://{addr}/healthz"))
+    let client = proctor_tls::http_client_builder().build().unwrap();
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
         .await
         .unwrap();
     assert_eq!(
@@ -575,7 +578,9 @@ async fn serve_on_stops_when_asked() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
     assert!(
-        reqwest::get(format!("http://{addr}/healthz"))
+        client
+            .get(format!("http://{addr}/healthz"))
+            .send()
             .await
             .is_err()
     );
@@ -601,7 +606,7 @@ async fn serve_on_socket_answers_over_the_socket_and_removes_it_when_stopped() {
             .await
         }
     });
-    let client = reqwest::Client::builder()
+    let client = proctor_tls::http_client_builder()
         .unix_socket(socket.as_path())
         .build()
         .unwrap();

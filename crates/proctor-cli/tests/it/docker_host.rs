@@ -153,7 +153,7 @@ struct TlsRelay {
 
 impl TlsRelay {
     fn start(ca: &TestCa) -> TlsRelay {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         roots.add(ca.issuer.der().clone()).unwrap();
         let verifier =

@@ -13,15 +13,27 @@ use serde_json::Value;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("proctor-contract", &[]),
     ("proctor-fs", &[]),
+    ("proctor-tls", &[]),
     ("proctor-telemetry", &["proctor-contract"]),
     (
         "proctor-sdk",
-        &["proctor-contract", "proctor-fs", "proctor-telemetry"],
+        &[
+            "proctor-contract",
+            "proctor-fs",
+            "proctor-telemetry",
+            "proctor-tls",
+        ],
     ),
     ("proctor-registry", &["proctor-contract"]),
-    ("proctor-store", &["proctor-contract", "proctor-fs"]),
+    (
+        "proctor-store",
+        &["proctor-contract", "proctor-fs", "proctor-tls"],
+    ),
     ("proctor-ledger", &["proctor-contract"]),
-    ("proctor-oci", &["proctor-contract", "proctor-fs"]),
+    (
+        "proctor-oci",
+        &["proctor-contract", "proctor-fs", "proctor-tls"],
+    ),
     (
         "proctor-deploy",
         &["proctor-contract", "proctor-fs", "proctor-registry"],
@@ -33,6 +45,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "proctor-registry",
             "proctor-deploy",
             "proctor-oci",
+            "proctor-tls",
         ],
     ),
     (
@@ -47,6 +60,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "proctor-ledger",
             "proctor-deploy",
             "proctor-oci",
+            "proctor-tls",
         ],
     ),
     (

@@ -358,7 +358,7 @@ impl Bucket {
         AwsAuthorizer::new(&credential, "s3", REGION)
             .try_authorize(&mut request, None)
             .unwrap();
-        let http = HttpClient::new(reqwest::Client::new());
+        let http = HttpClient::new(proctor_tls::http_client_builder().build().unwrap());
         self.runtime
             .block_on(http.execute(request))
             .map(|response| response.status())

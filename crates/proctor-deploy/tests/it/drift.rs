@@ -113,7 +113,7 @@ async fn drift(
         specs,
         target,
         auth,
-        &reqwest::Client::new(),
+        &proctor_tls::http_client_builder().build().unwrap(),
         Duration::from_secs(2),
     )
     .await
@@ -314,7 +314,7 @@ async fn no_target_is_an_error_before_any_request() {
         &[spec("llm/litellm@1", Some(DIGEST))],
         &ModalTarget::default(),
         None,
-        &reqwest::Client::new(),
+        &proctor_tls::http_client_builder().build().unwrap(),
         Duration::from_secs(1),
     )
     .await

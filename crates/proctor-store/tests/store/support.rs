@@ -61,7 +61,7 @@ impl TestBucket {
         let bucket = TestBucket {
             name: format!("proctor-test-{}", uuid::Uuid::new_v4().simple()),
             endpoint: format!("http://{addr}"),
-            http: HttpClient::new(reqwest::Client::new()),
+            http: HttpClient::new(proctor_tls::http_client_builder().build().unwrap()),
             credential: AwsCredential {
                 key_id: KEY_ID.to_owned(),
                 secret_key: SECRET.to_owned(),
