@@ -18,7 +18,6 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use proctor_contract::Redactor;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::task::JoinHandle;
 
@@ -26,13 +25,11 @@ use crate::error::{LedgerError, Result};
 use crate::event::{Appended, Event, NewEvent, is_free};
 use crate::executions::fetch_plan_executions;
 use crate::group::{Write, WriteQueue, Written, is_transient};
+use crate::migrations;
 use crate::verify::{ChainReport, ChainVerifier, PlanAmounts, StoredRow, TableReplay};
 
 /// The ledger URL `proctor` uses when none is given: an SQLite file under `.proctor/`.
 pub const DEFAULT_LEDGER_URL: &str = "sqlite://.proctor/ledger.db";
-
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Characters escaped in an SQLite file path placed in a connection URL.
 const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
@@ -95,7 +92,7 @@ impl Ledger {
                     .map_err(|e| {
                         LedgerError::database(format!("connecting to {}", redact_url(&url)), e)
                     })?;
-                POSTGRES_MIGRATIONS.run(&pool).await?;
+                migrations::POSTGRES.migrator().await?.run(&pool).await?;
                 Ledger::from_pool(pool, Backend::Postgres)
             }
         };
@@ -459,8 +456,9 @@ async fn open_sqlite(path: &Path) -> Result<Ledger> {
     }
     // Two processes creating the same fresh ledger race to apply the migrations; the one
     // that loses sees them applied on its second try.
-    if SQLITE_MIGRATIONS.run(ledger.pool()).await.is_err() {
-        SQLITE_MIGRATIONS.run(ledger.pool()).await?;
+    let migrator = migrations::SQLITE.migrator().await?;
+    if migrator.run(ledger.pool()).await.is_err() {
+        migrator.run(ledger.pool()).await?;
     }
     Ok(ledger)
 }
@@ -597,9 +595,6 @@ mod tests {
         let sqlite = include_str!("../migrations/sqlite/0001_ledger.sql");
         let postgres = include_str!("../migrations/postgres/0001_ledger.sql");
         assert_eq!(dialect_free(sqlite), dialect_free(postgres));
-        assert_eq!(
-            SQLITE_MIGRATIONS.iter().count(),
-            POSTGRES_MIGRATIONS.iter().count()
-        );
+        assert_eq!(migrations::SQLITE.len(), migrations::POSTGRES.len());
     }
 }

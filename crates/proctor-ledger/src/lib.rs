@@ -34,6 +34,7 @@ mod group;
 mod leases;
 mod ledger;
 mod memo;
+mod migrations;
 mod recover;
 mod verify;
 
