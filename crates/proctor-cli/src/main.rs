@@ -12,6 +12,9 @@
 // The one crate that prints.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+// One feature set per dependency across the workspace (.config/hakari.toml).
+use proctor_workspace_hack as _;
+
 mod args;
 mod checkpoint_command;
 mod deploy_commands;

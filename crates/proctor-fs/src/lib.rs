@@ -10,6 +10,9 @@
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
+// One feature set per dependency across the workspace (.config/hakari.toml).
+use proctor_workspace_hack as _;
+
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};

@@ -14,6 +14,9 @@
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
+// One feature set per dependency across the workspace (.config/hakari.toml).
+use proctor_workspace_hack as _;
+
 use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};

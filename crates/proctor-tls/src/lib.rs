@@ -5,6 +5,9 @@
 //! fastest (no C toolchain beyond `cc`, no cmake), so `cargo tree -i aws-lc-rs` finds
 //! nothing; a process installs it before it builds its first client, through this crate.
 
+// One feature set per dependency across the workspace (.config/hakari.toml).
+use proctor_workspace_hack as _;
+
 /// Installs ring as the process-wide rustls crypto provider. Safe to call any number of
 /// times: the first call installs it, later ones find it there.
 pub fn install_crypto_provider() {

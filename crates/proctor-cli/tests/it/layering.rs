@@ -92,6 +92,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
 /// What processors and fixtures may depend on.
 const PROCESSOR_ALLOWED: &[&str] = &["proctor-contract", "proctor-sdk"];
 
+/// The feature-unifying package cargo-hakari keeps: every package depends on it, and it on
+/// no workspace package, so it is no layer.
+const WORKSPACE_HACK: &str = "proctor-workspace-hack";
+
 /// Workspace package → the workspace packages it depends on.
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
@@ -156,14 +160,16 @@ fn workspace() -> (Graph, BTreeSet<String>) {
             .iter()
             .filter(|dep| dep["kind"].as_str() != Some("dev"))
             .map(|dep| dep["name"].as_str().unwrap())
-            .filter(|dep| names.contains(dep))
+            .filter(|dep| names.contains(dep) && *dep != WORKSPACE_HACK)
             .map(str::to_owned)
             .collect();
         let manifest = Path::new(package["manifest_path"].as_str().unwrap());
         if processor_dirs.iter().any(|dir| manifest.starts_with(dir)) {
             processors.insert(name.clone());
         }
-        graph.insert(name, edges);
+        if name != WORKSPACE_HACK {
+            graph.insert(name, edges);
+        }
     }
     (graph, processors)
 }

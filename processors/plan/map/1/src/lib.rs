@@ -13,6 +13,9 @@
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
+// One feature set per dependency across the workspace (.config/hakari.toml).
+use proctor_workspace_hack as _;
+
 use proctor_contract::{Mode, ProcessorRef, Usage, WritePrefix};
 use proctor_sdk::{Context, ProcessorDefinition, ProviderError, ProviderOutput, ProviderResult};
 use serde::{Deserialize, Serialize};
