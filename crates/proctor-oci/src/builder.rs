@@ -13,7 +13,7 @@ use crate::docker_archive::docker_archive;
 use crate::image::{ImageSettings, image_index, platform_image, uncompressed_image};
 use crate::layout::write_layout;
 use crate::platform::Platform;
-use crate::progress::steps_bar;
+use crate::progress::{spinner, steps_bar};
 
 /// What to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,19 +81,15 @@ pub fn build(request: &BuildRequest) -> Result<BuiltImage, CanonError> {
     let mut images = Vec::new();
     let mut built = Vec::new();
     for platform in platforms {
-        bar.set_message(format!(
-            "compiling {} for {platform}",
-            request.cargo_package
-        ));
         let compile_started = Instant::now();
         let job = CompileJob {
             workspace_root: &request.workspace_root,
             cargo_package: &request.cargo_package,
             platform,
             cancel: None,
+            progress: &bar,
         };
-        // Cargo draws its own progress on stderr meanwhile.
-        let binary = bar.suspend(|| compile(job))?;
+        let binary = compile(job)?;
         let compile_time = compile_started.elapsed();
         bar.inc(1);
         bar.set_message(format!("assembling the {platform} image"));
@@ -168,12 +164,16 @@ pub struct DockerArchive {
 /// Errors: `ERR_BUILD`, as for [`build`].
 pub fn build_docker_archive(request: &ArchiveRequest<'_>) -> Result<DockerArchive, CanonError> {
     let compile_started = Instant::now();
+    let progress = spinner(true);
     let binary = compile(CompileJob {
         workspace_root: request.workspace_root,
         cargo_package: request.cargo_package,
         platform: request.platform,
         cancel: request.cancel,
-    })?;
+        progress: &progress,
+    });
+    progress.finish_and_clear();
+    let binary = binary?;
     let compile_time = compile_started.elapsed();
     let settings = ImageSettings {
         processor_ref: request.processor_ref,

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process_group};
 
+use indicatif::ProgressBar;
 use proctor_contract::{CanonError, ErrorCode};
 use serde::Deserialize;
 
@@ -50,6 +51,8 @@ pub(crate) struct CompileJob<'a> {
     pub(crate) platform: Platform,
     /// Set (by another thread) to stop the compile; `None` when nothing cancels it.
     pub(crate) cancel: Option<&'a AtomicBool>,
+    /// Where the compile reports the crates it has built (a hidden bar draws nothing).
+    pub(crate) progress: &'a ProgressBar,
 }
 
 /// A compiled binary: where cargo left it, and its content as read (and checked) once.
@@ -148,11 +151,24 @@ fn run_cargo(
         })
     });
     let mut executables = Vec::new();
+    let mut crates_built = 0;
+    job.progress.set_message(format!(
+        "compiling {} for {}",
+        job.cargo_package, job.platform
+    ));
     if let Some(stdout) = stdout {
         for line in BufReader::new(stdout).lines() {
             let line =
                 line.map_err(|err| build_error(job, format!("reading cargo output: {err}")))?;
-            if let Some(path) = executable_of(&line) {
+            let Some(artifact) = artifact_of(&line) else {
+                continue;
+            };
+            crates_built += 1;
+            job.progress.set_message(format!(
+                "compiling {} for {}: {crates_built} crates built, last {}",
+                job.cargo_package, job.platform, artifact.name
+            ));
+            if let Some(path) = artifact.executable {
                 executables.push(path);
             }
         }
@@ -321,7 +337,7 @@ fn build_error(job: CompileJob<'_>, detail: String) -> CanonError {
     )
 }
 
-/// One line of `cargo build --message-format=json`, reduced to what names a binary.
+/// One line of `cargo build --message-format=json`, reduced to what names an artifact.
 #[derive(Deserialize)]
 struct CargoMessage {
     reason: String,
@@ -333,20 +349,29 @@ struct CargoMessage {
 
 #[derive(Deserialize)]
 struct CargoTarget {
+    name: String,
     kind: Vec<String>,
 }
 
-/// The executable a `compiler-artifact` message announces for a `bin` target, if any.
-fn executable_of(line: &str) -> Option<PathBuf> {
+/// A crate cargo has built, from a `compiler-artifact` message.
+struct Artifact {
+    /// The target's name, e.g. `tokio`.
+    name: String,
+    /// The executable, for a `bin` target.
+    executable: Option<PathBuf>,
+}
+
+/// The artifact a `compiler-artifact` message announces, if the line is one.
+fn artifact_of(line: &str) -> Option<Artifact> {
     let message: CargoMessage = serde_json::from_str(line).ok()?;
-    let is_bin = message
+    let target = message
         .target
-        .is_some_and(|target| target.kind.iter().any(|k| k == "bin"));
-    if message.reason == "compiler-artifact" && is_bin {
-        message.executable
-    } else {
-        None
-    }
+        .filter(|_| message.reason == "compiler-artifact")?;
+    let is_bin = target.kind.iter().any(|k| k == "bin");
+    Some(Artifact {
+        name: target.name,
+        executable: message.executable.filter(|_| is_bin),
+    })
 }
 
 /// Checks that `bytes` is a 64-bit little-endian ELF executable for `platform` with no
@@ -434,14 +459,19 @@ mod tests {
     }
 
     #[test]
-    fn finds_bin_artifacts_only() {
-        let bin = r#"{"reason":"compiler-artifact","target":{"kind":["bin"]},"executable":"/t/p"}"#;
-        let lib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"]},"executable":null}"#;
+    fn counts_every_artifact_and_takes_executables_of_bins_only() {
+        let bin = r#"{"reason":"compiler-artifact","target":{"name":"p","kind":["bin"]},"executable":"/t/p"}"#;
+        let lib = r#"{"reason":"compiler-artifact","target":{"name":"tokio","kind":["lib"]},"executable":null}"#;
         let done = r#"{"reason":"build-finished","success":true}"#;
-        assert_eq!(executable_of(bin), Some(PathBuf::from("/t/p")));
-        assert_eq!(executable_of(lib), None);
-        assert_eq!(executable_of(done), None);
-        assert_eq!(executable_of("not json"), None);
+        let bin = artifact_of(bin).unwrap();
+        assert_eq!(
+            (bin.name.as_str(), bin.executable),
+            ("p", Some(PathBuf::from("/t/p")))
+        );
+        let lib = artifact_of(lib).unwrap();
+        assert_eq!((lib.name.as_str(), lib.executable), ("tokio", None));
+        assert!(artifact_of(done).is_none());
+        assert!(artifact_of("not json").is_none());
     }
 
     #[test]
@@ -454,6 +484,7 @@ mod tests {
             cargo_package: "p",
             platform: foreign,
             cancel: None,
+            progress: &ProgressBar::hidden(),
         };
         let command = cargo_command(job);
         let value = |key: String| {
@@ -492,6 +523,7 @@ mod tests {
             cargo_package: "p",
             platform: host,
             cancel: None,
+            progress: &ProgressBar::hidden(),
         };
         let command = cargo_command(job);
         assert!(

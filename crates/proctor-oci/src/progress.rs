@@ -15,6 +15,13 @@ pub(crate) fn steps_bar(total: u64, show: bool) -> ProgressBar {
     )
 }
 
+/// A spinner with a message, for work of unknown length (a compile).
+pub(crate) fn spinner(show: bool) -> ProgressBar {
+    let bar = bar(0, show, "{spinner} [{elapsed_precise}] {msg}");
+    bar.unset_length();
+    bar
+}
+
 /// A bar counting `total` bytes.
 pub(crate) fn bytes_bar(total: u64, show: bool) -> ProgressBar {
     bar(
