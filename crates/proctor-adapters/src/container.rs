@@ -23,6 +23,9 @@
 //! engine creates both mount points on the read-only root filesystem, where every other
 //! write fails; no other part of the World is mounted.
 //!
+//! What it may read of the World: its run's input artifacts ([`crate::InputFile`]), each
+//! bind-mounted read-only at its world path, and nothing else.
+//!
 //! A warm container ([`crate::warm`]), which serves several runs one after another, gets a
 //! private, initially empty directory at `/artifacts` instead; before each run the adapter
 //! creates that run's two directories in it, and after the envelope it moves them into the
@@ -40,7 +43,7 @@ use proctor_contract::{CanonError, ErrorCode, Mode, RunPayload, WritePrefix};
 use serde::Deserialize;
 
 use crate::local::{LABEL_EXECUTION_ID, LABEL_REF, LABEL_WARM};
-use crate::{Invocation, Staging};
+use crate::{InputFile, Invocation, Staging};
 
 /// Where the socket directory is mounted inside the container.
 pub(crate) const SOCKET_DIR: &str = "/run/proctor";
@@ -130,6 +133,8 @@ pub(crate) struct StagingMounts<'a> {
     execution_dir: &'a Path,
     /// `/artifacts/execution/{execution_id}`.
     execution_target: String,
+    /// The run's input artifacts, mounted read-only at their world paths.
+    input_files: &'a [InputFile],
 }
 
 impl<'a> StagingMounts<'a> {
@@ -166,6 +171,7 @@ impl<'a> StagingMounts<'a> {
             prefix_target: prefix.as_str().trim_end_matches('/').to_owned(),
             execution_dir: staging.execution_dir(),
             execution_target: execution.trim_end_matches('/').to_owned(),
+            input_files: staging.input_files(),
         })
     }
 }
@@ -224,10 +230,13 @@ pub(crate) fn create_body(settings: &ContainerSettings<'_>) -> ContainerCreateBo
             .map(|(name, value)| format!("{name}={value}")),
     );
     let mut mounts = match settings.mounts {
-        Mounts::Execution(staging) => vec![
+        Mounts::Execution(staging) => [
             bind_mount(staging.prefix_dir, &staging.prefix_target),
             bind_mount(staging.execution_dir, &staging.execution_target),
-        ],
+        ]
+        .into_iter()
+        .chain(staging.input_files.iter().map(read_only_mount))
+        .collect(),
         Mounts::Warm { dir, .. } => vec![bind_mount(dir, ARTIFACTS_ROOT)],
     };
     let mut host_config = HostConfig {
@@ -310,6 +319,14 @@ fn bind_mount(source: &Path, target: &str) -> Mount {
         typ: Some(MountType::BIND),
         read_only: Some(false),
         ..Mount::default()
+    }
+}
+
+/// An input artifact's file, read-only at its world path.
+fn read_only_mount(input: &InputFile) -> Mount {
+    Mount {
+        read_only: Some(true),
+        ..bind_mount(&input.source, input.path.as_str())
     }
 }
 
@@ -431,6 +448,29 @@ mod tests {
             }
             assert_eq!(mounts(&body(&invocation, network)), expected, "{network:?}");
         }
+    }
+
+    #[test]
+    fn input_artifacts_are_mounted_read_only_at_their_world_paths() {
+        let mut invocation = invocation(Mode::Mock);
+        let staging = Staging::create(&invocation.payload.execution_id)
+            .unwrap()
+            .with_input_files(vec![InputFile {
+                path: proctor_contract::WorldPath::parse("/artifacts/inputs/b3:00/a.txt").unwrap(),
+                source: "/world/inputs/b3:00/a.txt".into(),
+            }]);
+        invocation.staging = std::sync::Arc::new(staging);
+        let mounts = mounts(&body(&invocation, Network::None));
+        assert_eq!(mounts.len(), 4, "{mounts:?}");
+        assert_eq!(
+            mounts[2],
+            (
+                "/world/inputs/b3:00/a.txt".to_owned(),
+                "/artifacts/inputs/b3:00/a.txt".to_owned(),
+                true
+            )
+        );
+        assert!(mounts.iter().filter(|(_, _, read_only)| *read_only).count() == 1);
     }
 
     #[test]

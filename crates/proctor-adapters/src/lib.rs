@@ -50,7 +50,7 @@ pub use image_build::{BuiltImage, ImageBuild};
 pub use local::{LABEL_EXECUTION_ID, LABEL_REF, LABEL_WARM, LocalAdapter};
 pub use modal::ModalAdapter;
 pub use platform::host_platform;
-pub use staging::Staging;
+pub use staging::{InputFile, Staging};
 pub use transport::ResponseLimits;
 
 /// Where the image for a run comes from.

@@ -334,7 +334,13 @@ impl LocalAdapter {
         cancel: &CancellationToken,
     ) -> Result<Envelope, CanonError> {
         match &self.warm {
-            Some(pool) if invocation.spec.runtime.reuse && can_run_warm(&invocation.payload) => {
+            // A warm container's `/artifacts` outlives the run: input files are mounted
+            // into a container of the run's own only.
+            Some(pool)
+                if invocation.spec.runtime.reuse
+                    && invocation.staging.input_files().is_empty()
+                    && can_run_warm(&invocation.payload) =>
+            {
                 self.run_warm(pool, invocation, cancel).await
             }
             _ => self.invoke_cold(invocation, cancel).await,

@@ -18,7 +18,10 @@
 //! The processor runs inside Modal and writes its outputs, outputs index and receipts there
 //! (on the deployment's artifacts volume, or in its container's own storage without one),
 //! never on this host: [`Invocation::staging`] is not used. The checked envelope
-//! that comes back is the run's evidence on this side.
+//! that comes back is the run's evidence on this side. Input artifacts cannot reach a
+//! deployment yet (they are files of this host's World), so a run with any
+//! ([`Staging::input_files`](crate::Staging::input_files)) is refused with
+//! `ERR_MODAL_INVOCATION` before any request.
 //!
 //! # Proxy auth and secrets
 //!
@@ -134,6 +137,15 @@ impl ModalAdapter {
 
     /// Checks that need no network, then the conversation within the timeout.
     async fn run(&self, invocation: &Invocation) -> Result<Envelope, CanonError> {
+        if let Some(input) = invocation.staging.input_files().first() {
+            return Err(CanonError::new(
+                ErrorCode::ModalInvocation,
+                format!(
+                    "input artifact `{}` is a file of this host's World, which a Modal                      deployment cannot read yet; run with --adapter local",
+                    input.path
+                ),
+            ));
+        }
         let options = ModalOptions::parse(&invocation.options)?;
         let conversation = Conversation::new(self, invocation)?;
         tracing::info!(
@@ -638,6 +650,28 @@ mod tests {
         };
         let auth = auth.then(|| ProxyAuth::new("wk-token-id-value", "ws-token-secret-value"));
         ModalAdapter::new(target, auth).unwrap()
+    }
+
+    #[tokio::test]
+    async fn input_artifacts_are_refused_before_any_request() {
+        let mut invocation = pinned();
+        let staging = crate::Staging::create(&invocation.payload.execution_id)
+            .unwrap()
+            .with_input_files(vec![crate::InputFile {
+                path: proctor_contract::WorldPath::parse("/artifacts/inputs/b3:00/a.txt").unwrap(),
+                source: "/world/inputs/b3:00/a.txt".into(),
+            }]);
+        invocation.staging = std::sync::Arc::new(staging);
+        // No endpoint is reachable: the refusal comes before any request.
+        let error = adapter(true)
+            .invoke(&invocation, &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::ModalInvocation);
+        assert!(
+            error.message().contains("`/artifacts/inputs/b3:00/a.txt`"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -1,12 +1,15 @@
-//! Staging: the only host directories a run's container may write, and the user it runs as.
+//! Staging: the only host directories a run's container may write, the input files it may
+//! read, and the user it runs as.
 //!
 //! A [`Staging`] is one execution's fresh private directory (mode 0700) holding two
 //! subdirectories that proctor creates and hands to the container user: the container sees
 //! one writable at its expanded write prefix, the other at
-//! `/artifacts/execution/{execution_id}/`. Nothing else of the World is mounted, so a
-//! processor cannot touch another execution's evidence; the caller checks the staged files
-//! and commits them to the World's store once the envelope is back. The whole directory is
-//! removed when the [`Staging`] is dropped.
+//! `/artifacts/execution/{execution_id}/`. Besides them it sees the run's input artifacts
+//! ([`InputFile`]), each a read-only file at its world path. Nothing else of the World is
+//! mounted, so a processor cannot touch another execution's evidence; the caller checks the
+//! staged files and commits them to the World's store once the envelope is back. The whole
+//! directory is removed when the [`Staging`] is dropped; the input files are the World's and
+//! stay.
 //!
 //! Proctor changes the owner only of directories it created itself: the staging
 //! subdirectories and the socket directory.
@@ -21,6 +24,15 @@ const UNPRIVILEGED_ID: u32 = 65532;
 /// Mode of every directory proctor creates for a run: its owner only.
 pub(crate) const PRIVATE_MODE: u32 = 0o700;
 
+/// An input artifact a run's container sees, read-only, at its world path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// Its world path, where the container sees it.
+    pub path: WorldPath,
+    /// The host file that backs it in the World's store.
+    pub source: PathBuf,
+}
+
 /// One execution's staging area on the host; removed on drop.
 ///
 /// Create it before the [`Invocation`](crate::Invocation) and keep it until its files are
@@ -31,6 +43,7 @@ pub struct Staging {
     root: PathBuf,
     prefix_dir: PathBuf,
     execution_dir: PathBuf,
+    input_files: Vec<InputFile>,
 }
 
 impl Staging {
@@ -81,7 +94,21 @@ impl Staging {
             root: dir.keep(),
             prefix_dir,
             execution_dir,
+            input_files: Vec::new(),
         })
+    }
+
+    /// This area with `input_files`, the run's input artifacts, which its container sees
+    /// read-only at their world paths. A local run with input files always gets a container
+    /// of its own, never a warm one, whose `/artifacts` would outlive the run.
+    pub fn with_input_files(mut self, input_files: Vec<InputFile>) -> Staging {
+        self.input_files = input_files;
+        self
+    }
+
+    /// The run's input artifacts.
+    pub fn input_files(&self) -> &[InputFile] {
+        &self.input_files
     }
 
     /// The execution this area stages.
