@@ -78,6 +78,7 @@ async fn main() {
         reserve_micro_usd: 0,
         lane: None,
         upstream: Vec::new(),
+        attachments: Vec::new(),
         memo: true,
     };
     let cancel = CancellationToken::new();

@@ -39,8 +39,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use proctor_contract::{
-    CanonError, CidHasher, ErrorCode, HASH_SCHEMA, OutputEntry, OutputsIndex, Receipt, RunPayload,
-    SuccessEnvelope, WorldPath, WritePrefix, cid, inputs_hash,
+    ArtifactRead, ArtifactRef, CanonError, CidHasher, ErrorCode, HASH_SCHEMA, OutputEntry,
+    OutputsIndex, Receipt, RunPayload, SuccessEnvelope, WorldPath, WritePrefix, cid,
+    input_artifacts, inputs_hash,
 };
 use proctor_store::ArtifactStore;
 use tokio_util::sync::CancellationToken;
@@ -227,6 +228,10 @@ fn check_receipt(
             receipt.env_fingerprint == envelope.meta.env_fingerprint,
         ),
         ("upstream", receipt.upstream == payload.upstream),
+        (
+            "artifacts_read",
+            reads_are_inputs(&receipt.artifacts_read, payload),
+        ),
     ];
     let wrong: Vec<&str> = disagreements
         .iter()
@@ -241,6 +246,18 @@ fn check_receipt(
             wrong.join(", ")
         )))
     }
+}
+
+/// The receipt's `artifacts_read` are input artifacts of the payload, sorted by path, each
+/// once: a processor cannot claim to have read what it was not given.
+fn reads_are_inputs(reads: &[ArtifactRead], payload: &RunPayload) -> bool {
+    let inputs: Vec<ArtifactRead> = input_artifacts(&payload.inputs)
+        .unwrap_or_default()
+        .iter()
+        .map(ArtifactRef::read)
+        .collect();
+    reads.windows(2).all(|pair| pair[0].path < pair[1].path)
+        && reads.iter().all(|read| inputs.contains(read))
 }
 
 /// The staged files under `outputs/`, by canonical world path; anything else in the prefix
@@ -810,6 +827,35 @@ mod tests {
         unlisted.write("outputs/b.txt", b"extra");
         refused_with(&unlisted, ErrorCode::Evidence, "not indexed");
 
+        // A receipt may only say it read the run's own input artifacts.
+        let given = proctor_contract::ArtifactRef {
+            path: WorldPath::parse("/artifacts/inputs/b3:00/a.txt").unwrap(),
+            cid: cid(b"given"),
+            mime: "text/plain".to_owned(),
+        };
+        let claimed = |read: ArtifactRead| {
+            let mut fixture = fixture();
+            fixture.payload.inputs = json!({"schema": "v1", "text": given.to_value()});
+            let mut receipt: Receipt =
+                serde_json::from_slice(&fs::read(fixture.prefix.join(RECEIPT_FILE)).unwrap())
+                    .unwrap();
+            receipt.inputs_hash = inputs_hash(&fixture.payload.inputs).value;
+            receipt.artifacts_read = vec![read];
+            fixture.write(RECEIPT_FILE, &receipt.to_bytes());
+            fs::write(fixture.execution.join(RECEIPT_FILE), receipt.to_bytes()).unwrap();
+            fixture
+        };
+        assert!(claimed(given.read()).check().is_ok());
+        let forged = ArtifactRead {
+            cid: cid(b"other"),
+            ..given.read()
+        };
+        refused_with(
+            &claimed(forged),
+            ErrorCode::Evidence,
+            "disagrees with the run on artifacts_read",
+        );
+
         let outside = fixture();
         outside.write("elsewhere.txt", b"x");
         refused_with(&outside, ErrorCode::Evidence, "outside the declared layout");
@@ -983,6 +1029,11 @@ mod tests {
         }
         async fn put(&self, path: &WorldPath, bytes: Bytes) -> Result<(), StoreError> {
             let put = self.inner.put(path, bytes).await;
+            self.cancel.cancel();
+            put
+        }
+        async fn put_stream(&self, path: &WorldPath, stream: ByteStream) -> Result<(), StoreError> {
+            let put = self.inner.put_stream(path, stream).await;
             self.cancel.cancel();
             put
         }

@@ -15,6 +15,7 @@
 // One feature set per dependency across the workspace (.config/hakari.toml).
 use proctor_workspace_hack as _;
 
+mod attach;
 mod evidence;
 mod lane;
 mod memo;
@@ -23,6 +24,7 @@ mod recover;
 mod run;
 mod save;
 
+pub use attach::{Attachment, attachment_mime};
 pub use lane::{Lane, check_publish, check_run};
 pub use recover::{RecoverScope, RecoveredExecution, RecoveryReport, recover};
 pub use run::{

@@ -624,6 +624,7 @@ impl Steps<'_> {
             reserve_micro_usd: self.request.reserve_micro_usd,
             lane: Some(lane),
             upstream: Vec::new(),
+            attachments: Vec::new(),
             memo: false,
         };
         let execution_id = match self.engine.run(&request, self.cancel).await.envelope {

@@ -2,8 +2,9 @@
 //! adapter, the evidence check and commit, and the ledger record.
 //!
 //! Order: CI guard → lane rules ([`crate::check_run`]) → ref → registry → timeout (at most
-//! [`MAX_RUN_TIMEOUT`]) → inputs (JSON,
-//! then schema) → secrets (`real` only) → write prefix → image source (pinned digest unless
+//! [`MAX_RUN_TIMEOUT`]) → inputs (JSON, then attachments stored and input artifacts
+//! checked ([`crate::attach`]), then schema) → secrets (`real` only) → write prefix (apart
+//! from every input artifact) → image source (pinned digest unless
 //! `build`) → memo lookup (when asked: a verified earlier result answers the run, see
 //! [`crate::memo`]) → payload → ledger (start, budget reservation, write-prefix lease; see
 //! [`crate::record`]) → adapter → evidence ([`crate::evidence`]) → `save_dir`
@@ -115,6 +116,9 @@ pub struct RunRequest {
     /// The upstream outputs the inputs were resolved from, named in the payload and the
     /// receipt; empty outside a plan.
     pub upstream: Vec<UpstreamOutput>,
+    /// The files the inputs refer to as `{"$attach": NAME}`, stored in the World before the
+    /// run ([`crate::attach`]).
+    pub attachments: Vec<crate::Attachment>,
     /// Answer the run from the memo cache when an earlier successful execution with the
     /// same memo key still verifies (local adapter only; see [`crate::memo`]).
     pub memo: bool,
@@ -183,6 +187,9 @@ pub struct Limits {
     /// The most output files one execution may stage (default
     /// [`Limits::DEFAULT_MAX_OUTPUTS`]); more is `ERR_EVIDENCE`.
     pub max_outputs: u64,
+    /// The largest attached file, in bytes (default
+    /// [`Limits::DEFAULT_MAX_ATTACHMENT_BYTES`]); a larger one is `ERR_INPUTS`.
+    pub max_attachment_bytes: u64,
 }
 
 impl Limits {
@@ -194,6 +201,8 @@ impl Limits {
     pub const DEFAULT_MAX_OUTPUTS_TOTAL_BYTES: u64 = 1024 * 1024 * 1024;
     /// 10 000 files.
     pub const DEFAULT_MAX_OUTPUTS: u64 = 10_000;
+    /// 256 MiB.
+    pub const DEFAULT_MAX_ATTACHMENT_BYTES: u64 = 256 * 1024 * 1024;
 }
 
 impl Default for Limits {
@@ -204,6 +213,7 @@ impl Default for Limits {
             max_output_bytes: Limits::DEFAULT_MAX_OUTPUT_BYTES,
             max_outputs_total_bytes: Limits::DEFAULT_MAX_OUTPUTS_TOTAL_BYTES,
             max_outputs: Limits::DEFAULT_MAX_OUTPUTS,
+            max_attachment_bytes: Limits::DEFAULT_MAX_ATTACHMENT_BYTES,
         }
     }
 }
@@ -369,6 +379,8 @@ impl Engine {
         let spec = entry.spec();
         let timeout = run_timeout(request.timeout, &spec.runtime)?;
         let inputs = read_inputs(&request.inputs, self.config.limits.max_inputs_bytes)?;
+        let resolved = crate::attach::resolve_inputs(self, &request.attachments, inputs).await?;
+        let inputs = resolved.inputs;
         validate_inputs(spec, &inputs)?;
         let env = match request.mode {
             Mode::Real => self.real_mode_env(spec)?,
@@ -378,6 +390,7 @@ impl Engine {
         known_secrets.register_secret_values(env.values().cloned());
         *redactor = known_secrets.redactor();
         let write_prefix = WritePrefix::expand(&request.write_prefix, execution_id)?;
+        crate::attach::check_apart(&resolved.artifacts, &write_prefix, execution_id)?;
         let image = if request.build {
             ImageSource::Build {
                 workspace_root: workspace_root(&self.config.registry_root),
@@ -405,7 +418,9 @@ impl Engine {
         {
             return Ok(answered);
         }
-        let staging = Arc::new(Staging::create(execution_id)?);
+        let staging = Arc::new(Staging::create(execution_id)?.with_input_files(
+            crate::attach::input_files(&self.config.artifacts_root, &resolved.artifacts),
+        ));
         let invocation = Invocation {
             payload: RunPayload {
                 schema: PAYLOAD_SCHEMA.to_owned(),

@@ -3,7 +3,8 @@
 //!
 //! The storage half ([`proctor_store::verify_execution`]): both receipt copies exist and
 //! are byte-identical, the index lies where the receipt says, and every output re-hashes to
-//! its CID and size in the index. The ledger half: the execution is recorded and settled
+//! its CID and size in the index; then every input artifact the receipt says the provider
+//! read (`artifacts_read`) re-hashes to the content id it was read with (`input:{path}`). The ledger half: the execution is recorded and settled
 //! as a success, its plan's chain verifies, its settle event lies on the verified chain,
 //! the receipt's processor, mode, outputs index (path and content id), receipt content id
 //! and image digest match what the ledger recorded, and the outputs the ledger recorded
@@ -212,6 +213,9 @@ async fn verify_recorded(
 ) -> Result<VerifyReport, CanonError> {
     let stored = proctor_store::verify_execution(sources.store, execution_id).await?;
     let mut checks = Checks(stored.checks);
+    if let Some(receipt) = &stored.receipt {
+        input_checks(sources.store, receipt, &mut checks).await;
+    }
     let recorded = Recorded {
         sources,
         receipt: stored.receipt.as_ref(),
@@ -412,6 +416,25 @@ fn shown(value: Option<&str>) -> &str {
 /// The content id of a stored artifact, `None` when it cannot be read.
 async fn stored_cid(store: &dyn ArtifactStore, path: &WorldPath) -> Option<String> {
     store.get(path).await.ok().map(|bytes| cid(&bytes))
+}
+
+/// `input:{path}`: each input artifact the receipt says was read still has the bytes it was
+/// read with.
+async fn input_checks(store: &dyn ArtifactStore, receipt: &Receipt, checks: &mut Checks) {
+    for read in &receipt.artifacts_read {
+        let found = crate::attach::streamed_cid(store, &read.path).await;
+        let ok = found.as_deref() == Some(read.cid.as_str());
+        let detail = if ok {
+            format!("{}, as read", read.cid)
+        } else {
+            format!(
+                "{}; the provider read {}",
+                shown(found.as_deref()),
+                read.cid
+            )
+        };
+        checks.record(&format!("input:{}", read.path), ok, detail);
+    }
 }
 
 /// The receipt against the execution row and its settle event.

@@ -51,6 +51,7 @@ fn stats_request(text: &str) -> RunRequest {
         reserve_micro_usd: 0,
         lane: None,
         upstream: Vec::new(),
+        attachments: Vec::new(),
         memo: false,
     }
 }
