@@ -4,7 +4,10 @@
 //!
 //! For each transition, in admission order once everything it runs after succeeded or was
 //! skipped: its `$from` references resolve to the upstream outputs' bytes (read from the
-//! World and checked against the upstream outputs index) → its identity is computed → an
+//! World and checked against the upstream outputs index), or with `"as": "artifact"` to
+//! their `$artifact` objects (which the engine checks against the World before the run),
+//! and its attachments are stored in the World and their `$attach` references resolved
+//! ([`Engine::store_attachments`]) → its identity is computed → an
 //! earlier execution (or memo hit) with that identity that still verifies makes it
 //! `skipped` (`transition.skipped`) → its admission predicates (a false one: not started,
 //! `ERR_PREDICATE`) → `Engine::run` → its success predicates after a success envelope (a
@@ -29,11 +32,11 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use proctor_contract::{
-    AppliedTransition, CanonError, Envelope, ErrorBody, ErrorCode, LedgerEvent, OutputsIndex,
-    PROPOSAL_OUTPUT, PlanAppliedEvent, PlanProposedEvent, PredicateCheckEvent,
-    PredicateRegressedEvent, ResolvedReference, SelectorKind, TransitionRunEvent,
-    TransitionSkippedEvent, UpstreamOutput, WorldPath, WritePrefix, canonical_json, cid,
-    inputs_hash,
+    AppliedTransition, ArtifactRef, CanonError, Envelope, ErrorBody, ErrorCode, LedgerEvent,
+    OutputEntry, OutputsIndex, PROPOSAL_OUTPUT, PlanAppliedEvent, PlanProposedEvent,
+    PredicateCheckEvent, PredicateRegressedEvent, ResolvedReference, SelectorKind,
+    TransitionRunEvent, TransitionSkippedEvent, UpstreamOutput, WorldPath, WritePrefix,
+    canonical_json, cid, inputs_hash, resolve_attachments,
 };
 use proctor_engine::{
     CancellationToken, Engine, EvidenceSources, Inputs, RunRequest, verify_execution,
@@ -495,6 +498,13 @@ async fn run_transition(
         Ok(resolved) => resolved,
         Err(error) => return Finished::failed(error, None),
     };
+    let inputs = match cx.engine.store_attachments(&transition.attachments).await {
+        Ok(attached) => match resolve_attachments(&inputs, &attached) {
+            Ok(inputs) => inputs,
+            Err(error) => return Finished::failed(error, None),
+        },
+        Err(error) => return Finished::failed(error, None),
+    };
     let identity = identity(transition, &inputs, &resolved, cx.build);
     let resolved: Vec<ResolvedReference> = resolved.into_iter().map(|(_, r)| r).collect();
     match reusable(cx, transition, &identity).await {
@@ -559,6 +569,8 @@ async fn run_transition(
                 cid: reference.cid.clone(),
             })
             .collect(),
+        // Stored and resolved above, so that the identity covers their content ids.
+        attachments: Vec::new(),
         memo: transition.memo,
     };
     let outcome = cx.engine.run(&request, cx.cancel).await;
@@ -634,6 +646,7 @@ async fn propose(
     let reference = FromRef {
         transition: transition.id.clone(),
         path: PROPOSAL_OUTPUT.to_owned(),
+        as_artifact: false,
     };
     let (text, output) = read_output(cx.store, &reference, done, MAX_PLAN_BYTES as u64)
         .await
@@ -730,15 +743,15 @@ fn prefix_selector(template: &str) -> Option<WorldPath> {
     WorldPath::parse_kind(head, SelectorKind::Prefix).ok()
 }
 
-/// The transition's inputs with every reference replaced by the upstream output's text, and
-/// the references as resolved (each once, in document order).
+/// The transition's inputs with every reference replaced by the upstream output's text (or
+/// its `$artifact` object), and the references as resolved (each once, in document order).
 async fn resolve(
     store: &dyn ArtifactStore,
     transition: &Transition,
     upstream: &HashMap<String, Done>,
     max_bytes: u64,
 ) -> Result<(Value, Vec<(FromRef, ResolvedReference)>), CanonError> {
-    let mut texts: BTreeMap<FromRef, String> = BTreeMap::new();
+    let mut texts: BTreeMap<FromRef, Value> = BTreeMap::new();
     let mut resolved = Vec::new();
     for reference in &transition.references {
         if texts.contains_key(reference) {
@@ -750,14 +763,66 @@ async fn resolve(
                 format!("`{reference}`: its transition has not finished"),
             )
         })?;
-        let (text, output) = read_output(store, reference, done, max_bytes).await?;
-        texts.insert(reference.clone(), text);
+        let (value, output) = if reference.as_artifact {
+            let (artifact, output) = output_artifact(store, reference, done).await?;
+            (artifact.to_value(), output)
+        } else {
+            let (text, output) = read_output(store, reference, done, max_bytes).await?;
+            (Value::from(text), output)
+        };
+        texts.insert(reference.clone(), value);
         resolved.push((reference.clone(), output));
     }
     let inputs = replace_references(&transition.inputs, &mut |reference| {
-        Ok(Value::from(texts[reference].clone()))
+        Ok(texts[reference].clone())
     })?;
     Ok((inputs, resolved))
+}
+
+/// The `$artifact` object of the output `reference` names, as `done`'s outputs index
+/// records it; its bytes are not read here (the engine checks them before the run).
+async fn output_artifact(
+    store: &dyn ArtifactStore,
+    reference: &FromRef,
+    done: &Done,
+) -> Result<(ArtifactRef, ResolvedReference), CanonError> {
+    let entry = index_entry(store, reference, done).await?;
+    let artifact = ArtifactRef {
+        path: entry.path.clone(),
+        cid: entry.cid.clone(),
+        mime: entry.mime,
+    };
+    let resolved = ResolvedReference {
+        transition: reference.transition.clone(),
+        execution_id: done.execution_id.clone(),
+        path: entry.path,
+        cid: entry.cid,
+    };
+    Ok((artifact, resolved))
+}
+
+/// The entry of `done`'s outputs index for the output `reference` names.
+async fn index_entry(
+    store: &dyn ArtifactStore,
+    reference: &FromRef,
+    done: &Done,
+) -> Result<OutputEntry, CanonError> {
+    let index = store.get(&done.write_prefix.index_path()).await?;
+    let index = OutputsIndex::from_bytes(&index)?;
+    let path = done.write_prefix.output_path(&reference.path)?;
+    index
+        .outputs
+        .into_iter()
+        .find(|entry| entry.path == path)
+        .ok_or_else(|| {
+            CanonError::new(
+                ErrorCode::Inputs,
+                format!(
+                    "`$from` `{reference}`: execution `{}` has no output `{path}`",
+                    done.execution_id
+                ),
+            )
+        })
 }
 
 /// Reads the output `reference` names from `done`'s committed outputs, checked against its
@@ -768,22 +833,8 @@ async fn read_output(
     done: &Done,
     max_bytes: u64,
 ) -> Result<(String, ResolvedReference), CanonError> {
-    let index = store.get(&done.write_prefix.index_path()).await?;
-    let index = OutputsIndex::from_bytes(&index)?;
-    let path = done.write_prefix.output_path(&reference.path)?;
-    let entry = index
-        .outputs
-        .iter()
-        .find(|entry| entry.path == path)
-        .ok_or_else(|| {
-            CanonError::new(
-                ErrorCode::Inputs,
-                format!(
-                    "`$from` `{reference}`: execution `{}` has no output `{path}`",
-                    done.execution_id
-                ),
-            )
-        })?;
+    let entry = index_entry(store, reference, done).await?;
+    let path = entry.path.clone();
     if entry.size_bytes > max_bytes {
         return Err(CanonError::new(
             ErrorCode::Inputs,
@@ -1148,6 +1199,7 @@ mod tests {
             inputs: json!({}),
             after: Vec::new(),
             references: Vec::new(),
+            attachments: Vec::new(),
             reserve_micro_usd: 0,
             write_prefix: "/artifacts/p/{execution_id}/".into(),
             timeout: None,

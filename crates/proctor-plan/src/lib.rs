@@ -2,7 +2,7 @@
 //! the engine.
 //!
 //! A plan file names transitions, their inputs (which may reference upstream outputs with
-//! `$from`), their dependencies and their predicates. Loading checks the whole plan before
+//! `$from` and attached files with `$attach`), their dependencies and their predicates. Loading checks the whole plan before
 //! anything starts; applying runs ready transitions concurrently through
 //! `proctor_engine::Engine::run`, which does every per-run check and the ledger record.
 //!
@@ -33,5 +33,5 @@ pub use model::{
 pub use predicates::{
     MAX_JSON_BYTES, PREDICATE_IDS, Predicate, PredicateContext, PredicateSpec, Scope, Verdict,
 };
-pub use reference::{FROM_KEY, FromRef, MAX_REFERENCE_BYTES};
+pub use reference::{AS_KEY, FROM_KEY, FromRef, MAX_REFERENCE_BYTES};
 pub use status::{PlanStatus, TransitionStatus, status};

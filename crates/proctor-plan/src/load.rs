@@ -2,8 +2,11 @@
 //!
 //! Order: size → YAML or JSON → nesting depth → `schemas/plan.schema.json` → CI guard (any
 //! `real` transition with `CI` set is `ERR_CI_SAFETY`, the engine's rule) → unique ids →
-//! `after` and `$from` targets → no cycle → refs in the registry → inputs against each
-//! processor's schema with references stubbed by a string → write prefixes → secrets of
+//! `after` and `$from` targets → no cycle → refs in the registry → attachments (valid names,
+//! each referenced, every `$attach` naming one) → inputs against each processor's schema
+//! with `$from` references stubbed by a string (by an `$artifact` object for `"as":
+//! "artifact"`, and for `$attach`, whose media type is the file name's) → write prefixes →
+//! secrets of
 //! every `real` transition (`ERR_MISSING_SECRET`) → predicates. Every other refusal is
 //! `ERR_PLAN` naming the transition and what is wrong.
 
@@ -11,8 +14,14 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use proctor_contract::{CanonError, ErrorCode, Mode, ProcessorRef, WritePrefix, ci_guard, cid};
-use proctor_engine::{AdapterKind, EngineConfig, MAX_RUN_TIMEOUT};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use proctor_contract::{
+    ArtifactRef, CanonError, ErrorCode, Mode, ProcessorRef, WritePrefix, check_attachment_name,
+    check_attachment_references, ci_guard, cid, resolve_attachments,
+};
+use proctor_engine::{AdapterKind, Attachment, EngineConfig, MAX_RUN_TIMEOUT, attachment_mime};
 use proctor_registry::{Registry, check_secrets, validate_inputs};
 use serde_json::Value;
 
@@ -21,7 +30,7 @@ use crate::model::{
     DEFAULT_MAX_PARALLEL, DEFAULT_WRITE_PREFIX, Plan, PlanFile, Transition, TransitionSpec,
 };
 use crate::predicates::{Predicate, PredicateSpec, Scope};
-use crate::reference::{FROM_KEY, references, replace_references};
+use crate::reference::{references, replace_references};
 
 /// The largest plan file read, in bytes: 8 MiB.
 pub const MAX_PLAN_BYTES: usize = 8 * 1024 * 1024;
@@ -95,6 +104,12 @@ pub(crate) fn load_proposal(
     check_schema(&document, proposal_validator()).map_err(refused)?;
     let specs: Vec<TransitionSpec> = serde_json::from_value(document["transitions"].clone())
         .map_err(|e| refused(plan_error(format!("not transitions: {e}"))))?;
+    if let Some(attaching) = specs.iter().find(|spec| !spec.attach.is_empty()) {
+        return Err(refused(plan_error(format!(
+            "transition `{}`: a proposal cannot attach files of this host",
+            attaching.id
+        ))));
+    }
     let defaults = Defaults {
         plan: plan.key.clone(),
         mode: plan.default_mode,
@@ -118,7 +133,7 @@ pub(crate) fn load_proposal(
             transition.inputs = replace_references(&transition.inputs, &mut |reference| {
                 let mut reference = reference.clone();
                 reference.transition = namespaced(&reference.transition);
-                Ok(serde_json::json!({ FROM_KEY: reference.to_string() }))
+                Ok(reference.to_value())
             })?;
             if spec.write_prefix.is_none() {
                 transition.write_prefix = default_write_prefix(&plan.key, &transition.id);
@@ -324,7 +339,19 @@ fn check_transitions(
         let fail = |e: CanonError| in_transition(&spec.id, &e);
         let processor_ref: ProcessorRef = spec.processor_ref.parse().map_err(fail)?;
         let entry = registry.get(&processor_ref).map_err(fail)?;
-        let stubbed = replace_references(&spec.inputs, &mut |_| Ok(Value::from(REFERENCE_STUB)))?;
+        let attachments = attachments(spec).map_err(fail)?;
+        let stubbed = replace_references(&spec.inputs, &mut |reference| {
+            Ok(if reference.as_artifact {
+                artifact_stub(Path::new(&reference.path)).to_value()
+            } else {
+                Value::from(REFERENCE_STUB)
+            })
+        })?;
+        let attached: BTreeMap<String, ArtifactRef> = attachments
+            .iter()
+            .map(|a| (a.name.clone(), artifact_stub(&a.path)))
+            .collect();
+        let stubbed = resolve_attachments(&stubbed, &attached).map_err(fail)?;
         validate_inputs(entry.spec(), &stubbed).map_err(fail)?;
         let write_prefix = spec
             .write_prefix
@@ -357,6 +384,7 @@ fn check_transitions(
             inputs: spec.inputs.clone(),
             after,
             references: found,
+            attachments,
             reserve_micro_usd: spec.reserve_micro_usd,
             write_prefix,
             timeout,
@@ -367,6 +395,34 @@ fn check_transitions(
         });
     }
     Ok(transitions)
+}
+
+/// A transition's attachments, checked: valid names, and agreeing with its `$attach`
+/// references.
+fn attachments(spec: &TransitionSpec) -> Result<Vec<Attachment>, CanonError> {
+    for name in spec.attach.keys() {
+        check_attachment_name(name)?;
+    }
+    check_attachment_references(&spec.inputs, spec.attach.keys().map(String::as_str))?;
+    Ok(spec
+        .attach
+        .iter()
+        .map(|(name, path)| Attachment {
+            name: name.clone(),
+            path: PathBuf::from(path),
+        })
+        .collect())
+}
+
+/// What an input artifact that does not exist yet stands for while inputs are checked
+/// against a schema: a valid `$artifact` object with the media type of `file`'s name.
+fn artifact_stub(file: &Path) -> ArtifactRef {
+    let cid = format!("b3:{}", "0".repeat(64));
+    ArtifactRef {
+        path: proctor_contract::attachment_path(&cid, "stub").expect("a valid stub path"),
+        cid,
+        mime: attachment_mime(file),
+    }
 }
 
 #[cfg(test)]
@@ -643,6 +699,58 @@ transitions:
             admitted[1].write_prefix,
             "/artifacts/plans/demo/map/b/{execution_id}/"
         );
+        let artifact = proposal(
+            r#"[{"id": "a", "ref": "text/stats@1", "inputs": {"schema": "v1", "text": "x"}},
+                {"id": "b", "ref": "text/stats@1", "inputs": {"schema": "v1", "text": {"$from": "a:outputs/normalized.txt", "as": "artifact"}}}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            artifact[1].inputs["text"],
+            serde_json::json!({"$from": "map/a:outputs/normalized.txt", "as": "artifact"})
+        );
+    }
+
+    #[test]
+    fn attachments_agree_with_references_and_their_media_types_are_checked() {
+        let plan = r#"
+plan: files
+mode: mock
+transitions:
+  - id: file
+    ref: text/stats@1
+    attach: {doc: notes/today.txt}
+    inputs: {schema: v1, text: {$attach: doc}}
+  - id: upstream-file
+    ref: text/stats@1
+    inputs: {schema: v1, text: {$from: "file:outputs/normalized.txt", as: artifact}}
+"#;
+        let loaded = load(plan.as_bytes(), &config(&[])).unwrap();
+        let file = loaded.transition("file").unwrap();
+        assert_eq!(file.attachments.len(), 1);
+        assert_eq!(file.attachments[0].name, "doc");
+        assert_eq!(file.attachments[0].path, PathBuf::from("notes/today.txt"));
+        assert!(loaded.transition("upstream-file").unwrap().references[0].as_artifact);
+        for (changed, fragment) in [
+            (
+                plan.replace("{doc: notes", "{other: notes"),
+                "names no attachment",
+            ),
+            (
+                plan.replace(
+                    "attach: {doc: notes/today.txt}",
+                    "attach: {doc: a.txt, more: b.txt}",
+                ),
+                "never referenced",
+            ),
+            (plan.replace("today.txt", "today.png"), "at `/text`"),
+            (plan.replace("normalized.txt", "stats.json"), "at `/text`"),
+            (
+                plan.replace("{doc: notes", "{'a b': notes"),
+                "/transitions/0/attach",
+            ),
+        ] {
+            assert_plan_error(&changed, fragment);
+        }
     }
 
     #[test]
@@ -661,6 +769,10 @@ transitions:
             (
                 r#"[{"id": "a", "ref": "text/stats@1", "extra": 1}]"#,
                 "extra",
+            ),
+            (
+                r#"[{"id": "a", "ref": "text/stats@1", "attach": {"doc": "/etc/passwd"}, "inputs": {"schema": "v1", "text": {"$attach": "doc"}}}]"#,
+                "cannot attach files",
             ),
         ] {
             let err = proposal(transitions).unwrap_err();

@@ -1,10 +1,11 @@
 //! The plan model: the file as written ([`PlanFile`], [`TransitionSpec`]) and the plan
 //! after every load-time check ([`Plan`], [`Transition`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proctor_contract::{Mode, ProcessorRef};
-use proctor_engine::AdapterKind;
+use proctor_engine::{AdapterKind, Attachment};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -81,9 +82,14 @@ pub struct TransitionSpec {
     /// Its adapter; the plan's when absent.
     #[serde(default)]
     pub adapter: Option<AdapterKind>,
-    /// Its inputs, which may hold `$from` references.
+    /// Its inputs, which may hold `$from` references and `$attach` references.
     #[serde(default = "empty_object")]
     pub inputs: Value,
+    /// The files its inputs refer to as `{"$attach": NAME}`, by name: paths absolute or
+    /// relative to the directory proctor runs in. Plan files only: a proposal attaches
+    /// nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attach: BTreeMap<String, String>,
     /// Transitions it runs after, besides those its `$from` references name.
     #[serde(default)]
     pub after: Vec<String>,
@@ -179,6 +185,8 @@ pub struct Transition {
     pub after: Vec<String>,
     /// Its `$from` references, in document order.
     pub references: Vec<FromRef>,
+    /// The files its `$attach` references name, stored in the World when it is admitted.
+    pub attachments: Vec<Attachment>,
     /// The budget reserved before it runs.
     pub reserve_micro_usd: u64,
     /// Its write prefix template, `{execution_id}` still in it.

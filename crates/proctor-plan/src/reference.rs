@@ -2,7 +2,10 @@
 //! inputs names an output of the upstream transition `ID`, relative to its outputs directory.
 //!
 //! A reference implies a dependency on `ID`; at admission it resolves to the bytes of that
-//! output (see [`crate::apply`]). Parsing is strict: the id follows the transition-id rule
+//! output as UTF-8 text, or, written `{"$from": "ID:outputs/PATH", "as": "artifact"}`, to
+//! the output's `$artifact` object (world path, content id and media type, as its outputs
+//! index records them), which the processor reads like an attachment (see
+//! [`crate::apply`]). Parsing is strict: the id follows the transition-id rule
 //! (segments joined by `/` for a transition a planner proposed, namespaced under its id), the
 //! path has no empty, `.` or `..` segment and no backslash, so that it can only name a
 //! file below the upstream execution's outputs directory.
@@ -15,6 +18,10 @@ use serde_json::Value;
 /// The key that marks a reference object.
 pub const FROM_KEY: &str = "$from";
 
+/// The key beside [`FROM_KEY`] that chooses what a reference resolves to: `text` (the
+/// default) or `artifact`.
+pub const AS_KEY: &str = "as";
+
 /// The longest reference text accepted, in bytes.
 pub const MAX_REFERENCE_BYTES: usize = 1024;
 
@@ -25,6 +32,9 @@ pub struct FromRef {
     pub transition: String,
     /// The output's path below the upstream execution's `outputs/` directory.
     pub path: String,
+    /// Whether it resolves to the output's `$artifact` object (`"as": "artifact"`) rather
+    /// than its text.
+    pub as_artifact: bool,
 }
 
 impl FromRef {
@@ -63,7 +73,18 @@ impl FromRef {
         Ok(FromRef {
             transition: transition.to_owned(),
             path: path.to_owned(),
+            as_artifact: false,
         })
+    }
+
+    /// The reference object that reads back as this reference.
+    pub fn to_value(&self) -> Value {
+        let mut object =
+            serde_json::Map::from_iter([(FROM_KEY.to_owned(), self.to_string().into())]);
+        if self.as_artifact {
+            object.insert(AS_KEY.to_owned(), "artifact".into());
+        }
+        Value::Object(object)
     }
 }
 
@@ -82,8 +103,8 @@ pub(crate) fn is_transition_id(id: &str) -> bool {
 }
 
 /// The reference `value` is, if it is a reference object: `Ok(None)` for any other value,
-/// `ERR_PLAN` for an object that holds `$from` beside other keys or a `$from` that is not a
-/// valid reference string.
+/// `ERR_PLAN` for an object that holds `$from` beside keys other than `as`, an `as` other
+/// than `text` or `artifact`, or a `$from` that is not a valid reference string.
 pub(crate) fn as_reference(value: &Value) -> Result<Option<FromRef>, CanonError> {
     let Value::Object(object) = value else {
         return Ok(None);
@@ -91,19 +112,34 @@ pub(crate) fn as_reference(value: &Value) -> Result<Option<FromRef>, CanonError>
     let Some(reference) = object.get(FROM_KEY) else {
         return Ok(None);
     };
-    if object.len() != 1 {
+    if object.keys().any(|key| key != FROM_KEY && key != AS_KEY) {
         return Err(CanonError::new(
             ErrorCode::Plan,
-            "a `$from` object must hold no other key",
+            "a `$from` object must hold no other key than `as`",
         ));
     }
+    let as_artifact = match object.get(AS_KEY).map(|form| form.as_str()) {
+        None | Some(Some("text")) => false,
+        Some(Some("artifact")) => true,
+        Some(_) => {
+            return Err(CanonError::new(
+                ErrorCode::Plan,
+                "`as` beside `$from` must be `text` or `artifact`",
+            ));
+        }
+    };
     let text = reference.as_str().ok_or_else(|| {
         CanonError::new(
             ErrorCode::Plan,
             "`$from` must be a string `ID:outputs/PATH`",
         )
     })?;
-    FromRef::parse(text).map(Some)
+    FromRef::parse(text).map(|reference| {
+        Some(FromRef {
+            as_artifact,
+            ..reference
+        })
+    })
 }
 
 /// Every reference in `inputs`, in document order (duplicates kept).
@@ -204,6 +240,29 @@ mod tests {
         assert_eq!(
             replaced,
             json!({"schema": "v1", "params": {"messages": [{"content": "a"}]}, "more": ["b", 3]})
+        );
+    }
+
+    #[test]
+    fn a_reference_may_ask_for_the_outputs_artifact() {
+        let inputs = json!({
+            "a": {"$from": "up:outputs/x.txt", "as": "artifact"},
+            "b": {"$from": "up:outputs/x.txt", "as": "text"},
+            "c": {"$from": "up:outputs/x.txt"},
+        });
+        let found = references(&inputs).unwrap();
+        assert_eq!(
+            found.iter().map(|r| r.as_artifact).collect::<Vec<_>>(),
+            [true, false, false]
+        );
+        assert_eq!(found[0].to_value(), inputs["a"]);
+        assert_eq!(found[2].to_value(), inputs["c"]);
+        let bad = json!({"a": {"$from": "up:outputs/x.txt", "as": "bytes"}});
+        assert!(
+            references(&bad)
+                .unwrap_err()
+                .message()
+                .contains("`text` or `artifact`")
         );
     }
 
