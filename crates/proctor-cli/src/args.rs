@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use proctor_contract::Mode;
-use proctor_engine::{AdapterKind, DeployTarget, Inputs, Lane, Limits};
+use proctor_engine::{AdapterKind, Attachment, DeployTarget, Inputs, Lane, Limits};
 use serde_json::Value;
 
 mod lane_args;
@@ -378,6 +378,19 @@ struct RunArgs {
     /// `memo_source` names it) and start no container. Local adapter only.
     #[arg(long)]
     memo: bool,
+    /// A file the inputs refer to as `{"$attach": "NAME"}` (repeatable): stored once in the
+    /// World under its content id, and given to the processor read-only.
+    #[arg(long = "attach", value_name = "NAME=PATH")]
+    attach: Vec<Attachment>,
+    /// The largest file `--attach` takes, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "PROCTOR_MAX_ATTACHMENT_BYTES",
+        default_value_t = Limits::DEFAULT_MAX_ATTACHMENT_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_attachment_bytes: u64,
 }
 
 /// The run's limits, from their flags.
@@ -387,6 +400,7 @@ fn run_limits(run: &RunArgs) -> Limits {
         max_output_bytes: run.max_output_bytes,
         max_outputs_total_bytes: run.max_outputs_total_bytes,
         max_outputs: run.max_outputs,
+        max_attachment_bytes: run.max_attachment_bytes,
         ..Limits::default()
     };
     limits.responses.max_envelope_bytes = run.max_envelope_bytes;
@@ -468,6 +482,8 @@ pub(crate) struct RunConfig {
     pub(crate) lane: Option<Lane>,
     /// `--memo`.
     pub(crate) memo: bool,
+    /// `--attach`, in the order given.
+    pub(crate) attachments: Vec<Attachment>,
 }
 
 /// A validated `proctor registry …`.
@@ -613,6 +629,7 @@ impl Cli {
                 ledger: run.ledger.into_config(),
                 lane: run.lane,
                 memo: run.memo,
+                attachments: run.attach,
             })),
             Command::Registry(RegistryCommand::List { common }) => {
                 Config::Registry(RegistryConfig {
@@ -742,6 +759,35 @@ mod tests {
         match parse(&args).unwrap() {
             Config::Run(run) => *run,
             other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn attachments_are_repeated_name_path_pairs_with_a_size_limit() {
+        let run = run_config(&[]);
+        assert!(run.attachments.is_empty());
+        assert_eq!(
+            run.limits.max_attachment_bytes,
+            Limits::DEFAULT_MAX_ATTACHMENT_BYTES
+        );
+        let run = run_config(&[
+            "--attach",
+            "doc=notes.txt",
+            "--attach",
+            "img=a=b.png",
+            "--max-attachment-bytes",
+            "10",
+        ]);
+        let pairs: Vec<(&str, &str)> = run
+            .attachments
+            .iter()
+            .map(|a| (a.name.as_str(), a.path.to_str().unwrap()))
+            .collect();
+        assert_eq!(pairs, [("doc", "notes.txt"), ("img", "a=b.png")]);
+        assert_eq!(run.limits.max_attachment_bytes, 10);
+        for bad in [&["--attach", "doc"][..], &["--attach", "doc="]] {
+            let args: Vec<&str> = RUN.iter().chain(bad).copied().collect();
+            assert_eq!(parse(&args).unwrap_err().exit_code(), 2, "{bad:?}");
         }
     }
 

@@ -29,6 +29,7 @@ pub(crate) async fn run(config: &RunConfig, cancel: &CancellationToken) -> RunOu
         reserve_micro_usd: config.ledger.reserve_micro_usd,
         lane: config.lane,
         upstream: Vec::new(),
+        attachments: config.attachments.clone(),
         memo: config.memo,
     };
     let outcome = engine.run(&request, cancel).await;

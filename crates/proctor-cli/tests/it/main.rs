@@ -12,6 +12,7 @@
 // Every test target of the package shares its dependencies; each uses some.
 #![allow(unused_crate_dependencies)]
 
+mod attach;
 mod concurrent_plans;
 mod deploy;
 mod docker_host;
