@@ -207,12 +207,15 @@ fn a_base_image_that_cannot_be_had_fails_the_build_and_leaves_nothing() {
     );
 }
 
+/// The requests a [`FakeOpenAi`] received: each one's `Authorization` header and body.
+type SeenRequests = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 /// A fake OpenAI-compatible endpoint on an ephemeral 127.0.0.1 port, on a runtime of its
 /// own: `POST /v1/chat/completions` records each request's `Authorization` header and body
 /// and answers [`FakeOpenAi::REPLY`].
 struct FakeOpenAi {
     base_url: String,
-    seen: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    seen: SeenRequests,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -225,7 +228,7 @@ impl FakeOpenAi {
             .enable_all()
             .build()
             .unwrap();
-        let seen: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+        let seen: SeenRequests = Arc::default();
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(answer))
             .with_state(Arc::clone(&seen));
@@ -247,7 +250,7 @@ impl FakeOpenAi {
 }
 
 async fn answer(
-    State(seen): State<Arc<Mutex<Vec<(Option<String>, Value)>>>>,
+    State(seen): State<SeenRequests>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Json<Value> {
