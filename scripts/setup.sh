@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs and starts what proctor needs on a fresh Debian machine: a Docker engine and a
-# local OCI distribution registry. Idempotent: installs only what is missing and starts only
-# what does not answer. Usage: scripts/setup.sh
+# Installs and starts what proctor needs on a fresh Debian machine. Idempotent: installs
+# only what is missing and starts only what does not answer.
+#   scripts/setup.sh --engine   what the main job needs: the Docker engine and the static
+#                               C library processors link (the quick start)
+#   scripts/setup.sh            everything the test suite needs besides: an OCI registry,
+#                               S3, PostgreSQL, the arm64 cross toolchain, Python packages
 set -euo pipefail
 
 REGISTRY_ADDR="${PROCTOR_TEST_REGISTRY:-127.0.0.1:5000}"
@@ -9,17 +12,35 @@ STATE_DIR="${PROCTOR_SETUP_STATE:-/var/lib/proctor-setup}"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+case "${1:-}" in
+  "") engine_only=false ;;
+  --engine) engine_only=true ;;
+  *) log "usage: scripts/setup.sh [--engine]"; exit 2 ;;
+esac
+
+# apt_install PACKAGE...: with apt's own progress on a terminal, quietly otherwise.
+apt_install() {
+  log "installing $*"
+  export DEBIAN_FRONTEND=noninteractive
+  if [[ -t 2 ]]; then
+    apt-get update -q >&2
+    apt-get install -y -q --no-install-recommends -o Dpkg::Progress-Fancy=1 "$@" >&2
+  else
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  fi
+}
+
 need_packages=()
 command -v dockerd >/dev/null 2>&1 || need_packages+=(docker.io)
-command -v docker-registry >/dev/null 2>&1 || need_packages+=(docker-registry)
-command -v jq >/dev/null 2>&1 || need_packages+=(jq)
-command -v curl >/dev/null 2>&1 || need_packages+=(curl)
-if ((${#need_packages[@]})); then
-  log "installing ${need_packages[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+# Processors are static binaries: the static glibc.
+[[ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ]] || need_packages+=(libc6-dev)
+if ! $engine_only; then
+  command -v docker-registry >/dev/null 2>&1 || need_packages+=(docker-registry)
+  command -v jq >/dev/null 2>&1 || need_packages+=(jq)
+  command -v curl >/dev/null 2>&1 || need_packages+=(curl)
 fi
+if ((${#need_packages[@]})); then apt_install "${need_packages[@]}"; fi
 
 mkdir -p "$STATE_DIR"
 
@@ -47,6 +68,7 @@ if ! docker version >/dev/null 2>&1; then
   fi
 fi
 log "docker engine $(docker version --format '{{.Server.Version}}') answers"
+if $engine_only; then exit 0; fi
 
 if ! curl -fsS "http://$REGISTRY_ADDR/v2/" >/dev/null 2>&1; then
   log "starting docker-registry on $REGISTRY_ADDR"
@@ -83,10 +105,7 @@ s3_answers() { curl -sS -o /dev/null --max-time 2 "http://$S3_ADDR/"; }
 if ! s3_answers >/dev/null 2>&1; then
   if [[ ! -x "$MOTO_VENV/bin/moto_server" ]]; then
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-      log "installing python3-venv"
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq
-      apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+      apt_install python3 python3-venv
     fi
     log "installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
     rm -rf "$MOTO_VENV"
@@ -111,10 +130,7 @@ pg_bin_dir() { find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/nul
 pg_answers() { "$(pg_bin_dir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
 
 if [[ ! -x "$(pg_bin_dir)/initdb" ]]; then
-  log "installing postgresql"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  apt_install postgresql
 fi
 PG_BIN="$(pg_bin_dir)"
 
@@ -138,19 +154,13 @@ fi
 log "PostgreSQL answers at 127.0.0.1:$PG_PORT (user postgres, trust auth on loopback)"
 
 # --- Cross-compilation prerequisites for `proctor build` (linux/amd64 + linux/arm64) -------
-# Processor images are static binaries FROM scratch. The amd64 one needs the static glibc
-# (libc6-dev); the arm64 one is cross-compiled with the Rust target aarch64-unknown-linux-gnu,
+# Processor images are static binaries FROM scratch (the host's static glibc is installed
+# above); the arm64 one is cross-compiled with the Rust target aarch64-unknown-linux-gnu,
 # Debian's cross gcc (linker, and C compiler for crates that build C) and its static glibc.
 cross_packages=()
-[[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || cross_packages+=(libc6-dev)
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || cross_packages+=(gcc-aarch64-linux-gnu)
 [[ -f /usr/aarch64-linux-gnu/lib/libc.a ]] || cross_packages+=(libc6-dev-arm64-cross)
-if ((${#cross_packages[@]})); then
-  log "installing ${cross_packages[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${cross_packages[@]}" >/dev/null
-fi
+if ((${#cross_packages[@]})); then apt_install "${cross_packages[@]}"; fi
 if command -v rustup >/dev/null 2>&1 \
   && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
   log "adding the Rust target aarch64-unknown-linux-gnu"
@@ -162,10 +172,7 @@ log "cross toolchain for linux/arm64: aarch64-linux-gnu-gcc $(aarch64-linux-gnu-
 # Debian's own python3 refuses plain pip installs, hence the fallback.
 pip_install() { # pip_install REQUIREMENT
   if ! python3 -m pip --version >/dev/null 2>&1; then
-    log "installing python3-pip"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
+    apt_install python3 python3-pip
   fi
   log "installing $1"
   python3 -m pip install -q --disable-pip-version-check "$1" 2>/dev/null \
