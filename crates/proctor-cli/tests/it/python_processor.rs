@@ -7,7 +7,9 @@
 //! Needs the Docker engine with `proctor-python-base:bookworm` (`scripts/setup.sh`), the OCI
 //! registry on 127.0.0.1:5000, and `python3 -m pip` with PyPI for the first build's wheels.
 
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -18,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::local_adapter::{ContainerSweep, smoke_inputs};
 use crate::plan::verify_execution;
-use crate::util::{Run, TestDir, workspace_registry};
+use crate::util::{Proctor, Relay, Run, TestDir, workspace_registry};
 
 const PROCESSOR: &str = "llm/litellm@2";
 /// The local base image, as the tests pass it in.
@@ -35,7 +37,7 @@ enum Provider<'a> {
 }
 
 /// `proctor run --ref llm/litellm@2 --build --build-arg BUILD_ARG` with `inputs`, its
-/// container labelled for `sweep`.
+/// container labelled for `sweep`, run to its end; no container may be left.
 fn run(
     dir: &TestDir,
     sweep: &ContainerSweep,
@@ -43,6 +45,22 @@ fn run(
     inputs: &str,
     build_arg: &str,
 ) -> Run {
+    let run = command(dir, sweep, provider, inputs, build_arg).run();
+    run.check(
+        sweep.containers().is_empty(),
+        "no container may be left after the run",
+    );
+    run
+}
+
+/// The `proctor run` of [`run`], not started.
+fn command(
+    dir: &TestDir,
+    sweep: &ContainerSweep,
+    provider: &Provider<'_>,
+    inputs: &str,
+    build_arg: &str,
+) -> Proctor {
     let mut adapter_options: Value = serde_json::from_str(&sweep.adapter_options()).unwrap();
     let mode = match provider {
         Provider::Mock => "mock",
@@ -83,12 +101,7 @@ fn run(
     if let Provider::Real(base_url) = provider {
         command = command.env("OPENAI_BASE_URL", base_url);
     }
-    let run = command.run();
-    run.check(
-        sweep.containers().is_empty(),
-        "no container may be left after the run",
-    );
-    run
+    command
 }
 
 /// The committed bytes of the output at `path` below the run's outputs directory.
@@ -204,6 +217,50 @@ fn a_base_image_that_cannot_be_had_fails_the_build_and_leaves_nothing() {
     run.check(
         run.events("execution.fail").len() == 1,
         "the failed run is recorded as a failure",
+    );
+}
+
+/// Ctrl-C while the engine holds the image build unanswered (a relay in front of its
+/// socket): the run stops at once with `ERR_INTERRUPTED` and exit 130, leaving no
+/// container, and the ledger records the interruption.
+#[test]
+fn ctrl_c_during_the_dockerfile_build_interrupts_the_run() {
+    let sweep = ContainerSweep::new();
+    let dir = TestDir::new();
+    let relay = Relay::unix(&dir.path().join("engine.sock"), Some("/build?"), || {
+        UnixStream::connect("/var/run/docker.sock")
+    });
+    let inputs = smoke_inputs(&dir, PROCESSOR);
+    let mut started = command(&dir, &sweep, &Provider::Mock, &inputs, BASE_IMAGE_ARG)
+        .env("DOCKER_HOST", &relay.docker_host())
+        .start();
+    while !relay.held() {
+        assert!(
+            !started.has_ended(),
+            "the run ended before its build\n{}",
+            started.finish().report()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &started.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let run = started.finish();
+    run.exits(130);
+    let envelope = run.json();
+    run.check(
+        envelope["error"]["code"] == ErrorCode::Interrupted.as_str()
+            && envelope["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("llm/litellm@2 was cancelled")),
+        "the envelope says the run was interrupted",
+    );
+    run.check(sweep.containers().is_empty(), "no container is left");
+    run.check(
+        run.events("execution.fail").len() == 1,
+        "the interruption is recorded as a failure",
     );
 }
 
