@@ -220,6 +220,33 @@ fn a_base_image_that_cannot_be_had_fails_the_build_and_leaves_nothing() {
     );
 }
 
+/// `proctor build` assembles Rust processors only: a Dockerfile processor is refused before
+/// anything is written.
+#[test]
+fn proctor_build_refuses_a_dockerfile_processor() {
+    let dir = TestDir::new();
+    let root = workspace_registry().display().to_string();
+    let run = dir
+        .proctor(&[
+            "build",
+            "--ref",
+            PROCESSOR,
+            "--registry-root",
+            &root,
+            "--json",
+        ])
+        .run();
+    run.exits(ErrorCode::Build.exit_code());
+    let message = run.json()["error"]["message"].clone();
+    run.check(
+        message
+            .as_str()
+            .is_some_and(|message| message.contains("has no build.cargo_package")),
+        "the refusal says why",
+    );
+    run.check(dir.files().is_empty(), "nothing is written");
+}
+
 /// Ctrl-C while the engine holds the image build unanswered (a relay in front of its
 /// socket): the run stops at once with `ERR_INTERRUPTED` and exit 130, leaving no
 /// container, and the ledger records the interruption.
