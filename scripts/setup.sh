@@ -205,10 +205,5 @@ log "PyYAML $(python3 -c 'import yaml; print(yaml.__version__)') importable"
 # python:3.11-slim cannot be pulled here: scripts/python-base.sh builds a Debian bookworm one
 # with mmdebstrap from the host's apt sources and imports it as proctor-python-base:bookworm,
 # which the tests pass as --build-arg BASE_IMAGE. Skipped when the tag exists.
-if ! command -v mmdebstrap >/dev/null 2>&1; then
-  log "installing mmdebstrap"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
-fi
+command -v mmdebstrap >/dev/null 2>&1 || apt_install mmdebstrap
 bash "$(dirname "$0")/python-base.sh"
