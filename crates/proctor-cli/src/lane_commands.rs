@@ -90,6 +90,7 @@ fn report_json(report: &ChainReport) -> Value {
         "lane": report.lane.as_str(),
         "registry": report.registry.as_ref().map(ToString::to_string),
         "processors": report.processors,
+        "skipped": report.skipped,
         "steps": steps,
         "error": report.error.as_ref().map(error_json),
     })
@@ -101,6 +102,12 @@ fn report_text(report: &ChainReport) -> String {
         text.push_str(&format!(" (registry {registry})"));
     }
     text.push('\n');
+    for skipped in &report.skipped {
+        text.push_str(&format!(
+            "skipped {}: {}\n",
+            skipped.processor_ref, skipped.reason
+        ));
+    }
     let rows: Vec<[String; 4]> = report
         .steps
         .iter()
@@ -134,7 +141,7 @@ fn seconds(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use proctor_contract::{CanonError, ErrorCode};
-    use proctor_engine::{AcceptedProcessor, Lane, LaneStep, StepReport};
+    use proctor_engine::{AcceptedProcessor, Lane, LaneStep, SkippedProcessor, StepReport};
 
     use super::*;
 
@@ -157,6 +164,7 @@ mod tests {
             lane: Lane::Main,
             registry: Some("127.0.0.1:5000/proctor/lane".parse().unwrap()),
             processors: vec!["text/stats@1".parse().unwrap()],
+            skipped: Vec::new(),
             steps: vec![
                 settled,
                 StepOutcome {
@@ -215,6 +223,7 @@ mod tests {
         let json = report_json(&report());
         assert_eq!(json["lane"], "main");
         assert_eq!(json["processors"], json!(["text/stats@1"]));
+        assert_eq!(json["skipped"], json!([]));
         assert_eq!(json["steps"][0]["status"], "not run");
         let acceptance = &json["steps"][1];
         assert_eq!(acceptance["duration_ms"], 1234);
@@ -224,5 +233,22 @@ mod tests {
         );
         assert_eq!(json["steps"][2]["error"]["code"], "ERR_DEPLOY_TARGET");
         assert_eq!(json["error"]["code"], "ERR_DEPLOY_TARGET");
+    }
+
+    #[test]
+    fn skipped_processors_follow_the_header_and_are_in_the_json_report() {
+        let mut report = report();
+        report.skipped = vec![SkippedProcessor {
+            processor_ref: "llm/litellm@2".parse().unwrap(),
+            reason: "no build.cargo_package".to_owned(),
+        }];
+        let text = report_text(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "skipped llm/litellm@2: no build.cargo_package");
+        assert!(lines[2].starts_with("STEP"), "{text}");
+        assert_eq!(
+            report_json(&report)["skipped"],
+            json!([{"ref": "llm/litellm@2", "reason": "no build.cargo_package"}])
+        );
     }
 }

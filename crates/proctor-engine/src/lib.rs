@@ -46,6 +46,6 @@ pub use deploy::{
 pub use images::build_layout;
 pub use main_lane::{
     AcceptedProcessor, ChainReport, LaneChain, LaneRequest, LaneStep, MainLaneSettings,
-    PinnedProcessor, StepDetail, StepOutcome, StepReport, StepStatus, run_lane,
+    PinnedProcessor, SkippedProcessor, StepDetail, StepOutcome, StepReport, StepStatus, run_lane,
 };
 pub use verify::{EvidenceSources, VerifyReport, verify_execution};

@@ -6,6 +6,12 @@
 //!   the pins).
 //! - pr: **Smoke** — Acceptance's runs on images built from source.
 //!
+//! The main lane covers the processors Build & Pin can build, the Cargo ones
+//! (`build.cargo_package`). Given no processor list, it leaves every other one out and
+//! reports each, with its reason, in [`ChainReport::skipped`] and a `lane.processor.skipped`
+//! warning; one named in the list is refused with `ERR_BUILD` before any step. The pr lane
+//! covers every processor.
+//!
 //! Smoke and Acceptance runs go through [`Engine::run`] (`--lane <lane> --adapter local
 //! --mode mock`, built from source in the pr lane), which checks and commits each run's
 //! evidence; each run must then pass every check of [`verify_execution`] — the same
@@ -220,6 +226,16 @@ pub struct AcceptedProcessor {
     pub outputs: usize,
 }
 
+/// A processor the chain leaves out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedProcessor {
+    /// The processor.
+    #[serde(rename = "ref")]
+    pub processor_ref: ProcessorRef,
+    /// Why the chain cannot cover it.
+    pub reason: String,
+}
+
 /// What a settled step did, per processor.
 #[derive(Debug, Clone)]
 pub enum StepDetail {
@@ -284,6 +300,8 @@ pub struct ChainReport {
     pub registry: Option<RegistryTarget>,
     /// The processors, in order; empty when they could not be known.
     pub processors: Vec<ProcessorRef>,
+    /// The registry's processors the chain leaves out, in order, each with its reason.
+    pub skipped: Vec<SkippedProcessor>,
     /// Every step of the chain, in order.
     pub steps: Vec<StepOutcome>,
     /// The error that stopped the chain, if any.
@@ -334,11 +352,23 @@ async fn run_chain(
             LaneChain::Pr => None,
         },
         processors: Vec::new(),
+        skipped: Vec::new(),
         steps: Vec::new(),
         error: None,
     };
     match preflight(engine, request) {
-        Ok(processors) => report.processors = processors,
+        Ok(selection) => {
+            for skipped in &selection.skipped {
+                tracing::warn!(
+                    event = "lane.processor.skipped",
+                    lane = %lane,
+                    r#ref = %skipped.processor_ref,
+                    reason = %skipped.reason,
+                );
+            }
+            report.processors = selection.processors;
+            report.skipped = selection.skipped;
+        }
         Err(error) => {
             report.steps = chain
                 .iter()
@@ -379,9 +409,9 @@ async fn run_chain(
     report
 }
 
-/// The job's lane agrees, the step range is ordered, and the processors exist; returns
-/// them.
-fn preflight(engine: &Engine, request: &LaneRequest) -> Result<Vec<ProcessorRef>, CanonError> {
+/// The job's lane agrees, the step range is ordered, and the processors exist and suit the
+/// lane; returns them.
+fn preflight(engine: &Engine, request: &LaneRequest) -> Result<Selection, CanonError> {
     let lane = request.chain.lane();
     if let Some(job_lane) = request.job_lane
         && job_lane != lane
@@ -402,20 +432,66 @@ fn preflight(engine: &Engine, request: &LaneRequest) -> Result<Vec<ProcessorRef>
         ));
     }
     let registry = Registry::load(&engine.config().registry_root)?;
-    if request.processor_refs.is_empty() {
-        return Ok(registry
-            .iter()
-            .map(|entry| entry.spec().processor_ref.clone())
-            .collect());
+    select_processors(&registry, lane, &request.processor_refs)
+}
+
+/// The processors a chain covers, and those of the registry it leaves out.
+#[derive(Debug, Default, PartialEq)]
+struct Selection {
+    processors: Vec<ProcessorRef>,
+    skipped: Vec<SkippedProcessor>,
+}
+
+/// The processors of `registry` named by `raw_refs` (in order, each once), or, when it is
+/// empty, every processor `lane` can cover, the others skipped with their reasons. A named
+/// processor the lane cannot cover is refused with `ERR_BUILD`.
+fn select_processors(
+    registry: &Registry,
+    lane: Lane,
+    raw_refs: &[String],
+) -> Result<Selection, CanonError> {
+    let mut selection = Selection::default();
+    if raw_refs.is_empty() {
+        for entry in registry.iter() {
+            let processor_ref = entry.spec().processor_ref.clone();
+            match uncovered_reason(lane, entry.spec()) {
+                Some(reason) => selection.skipped.push(SkippedProcessor {
+                    processor_ref,
+                    reason,
+                }),
+                None => selection.processors.push(processor_ref),
+            }
+        }
+        return Ok(selection);
     }
-    let mut processors: Vec<ProcessorRef> = Vec::new();
-    for raw in &request.processor_refs {
-        let processor_ref = registry.get(&raw.parse()?)?.spec().processor_ref.clone();
-        if !processors.contains(&processor_ref) {
-            processors.push(processor_ref);
+    for raw in raw_refs {
+        let spec = registry.get(&raw.parse()?)?.spec();
+        if let Some(reason) = uncovered_reason(lane, spec) {
+            return Err(CanonError::new(
+                ErrorCode::Build,
+                format!(
+                    "{} cannot be in the {lane} lane: {reason}",
+                    spec.processor_ref
+                ),
+            ));
+        }
+        if !selection.processors.contains(&spec.processor_ref) {
+            selection.processors.push(spec.processor_ref.clone());
         }
     }
-    Ok(processors)
+    Ok(selection)
+}
+
+/// Why `lane`'s chain cannot cover `spec`'s processor, if it cannot: the main lane's Build &
+/// Pin compiles a Cargo package into images for both platforms, so a processor the container
+/// engine builds from its Dockerfile is outside it.
+fn uncovered_reason(lane: Lane, spec: &ProcessorSpec) -> Option<String> {
+    (lane == Lane::Main && spec.build.cargo_package.is_none()).then(|| {
+        "no build.cargo_package: the container engine builds it from its Dockerfile \
+         (`proctor run --build`), and Build & Pin builds and pins Cargo processors only, for \
+         linux/amd64 and linux/arm64"
+            .to_owned()
+    })
 }
 
 /// What every step works with.
@@ -725,6 +801,115 @@ mod tests {
         }
         assert!("build_pin".parse::<LaneStep>().is_err());
         assert!(LaneStep::BuildPin < LaneStep::Acceptance && LaneStep::Deploy < LaneStep::Drift);
+    }
+
+    /// A registry under `root` holding `text/stats@1` (a Cargo processor), `llm/litellm@2`
+    /// (built from its Dockerfile) and `text/upper@1` (a Cargo processor).
+    fn mixed_registry(root: &std::path::Path) -> Registry {
+        let cargo = "cargo_package: processor-x";
+        let python = "python: \"3.11\"";
+        for (processor_ref, build) in [
+            ("text/stats@1", cargo),
+            ("llm/litellm@2", python),
+            ("text/upper@1", cargo),
+        ] {
+            let processor_ref: ProcessorRef = processor_ref.parse().unwrap();
+            let dir = root
+                .join(processor_ref.namespace())
+                .join(processor_ref.name())
+                .join(processor_ref.version());
+            std::fs::create_dir_all(&dir).unwrap();
+            let yaml = format!(
+                "ref: {processor_ref}
+description: A processor.
+build: {{context: \".\", dockerfile: Dockerfile, port: 8000, {build}}}
+image: {{index: null, platforms: {{amd64: null, arm64: null}}}}
+runtime: {{cpu: 0.5, memory_gb: 0.25, timeout_s: 30, gpu: null}}
+inputs: {{type: object}}
+outputs: [{{path: out.json, mime: application/json}}]
+examples: {{smoke: {{description: Empty., inputs: {{}}}}}}
+"
+            );
+            std::fs::write(dir.join("registry.yaml"), yaml).unwrap();
+            if build == python {
+                std::fs::write(dir.join("requirements.txt"), "litellm==1.0.0\n").unwrap();
+            }
+        }
+        Registry::load(root).unwrap()
+    }
+
+    fn refs(raw: &[&str]) -> Vec<ProcessorRef> {
+        raw.iter().map(|raw| raw.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_main_lane_covers_cargo_processors_and_skips_the_rest_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = mixed_registry(dir.path());
+
+        let main = select_processors(&registry, Lane::Main, &[]).unwrap();
+        assert_eq!(main.processors, refs(&["text/stats@1", "text/upper@1"]));
+        assert_eq!(main.skipped.len(), 1);
+        let skipped = &main.skipped[0];
+        assert_eq!(skipped.processor_ref, "llm/litellm@2".parse().unwrap());
+        assert!(
+            skipped.reason.starts_with(
+                "no build.cargo_package: the container engine builds it from its Dockerfile"
+            ),
+            "{}",
+            skipped.reason
+        );
+        assert!(
+            skipped
+                .reason
+                .contains("Build & Pin builds and pins Cargo processors only")
+        );
+
+        // The pr lane builds every processor from source, Dockerfile ones included.
+        let pr = select_processors(&registry, Lane::Pr, &[]).unwrap();
+        assert_eq!(
+            pr,
+            Selection {
+                processors: refs(&["llm/litellm@2", "text/stats@1", "text/upper@1"]),
+                skipped: Vec::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_named_dockerfile_processor_is_refused_by_the_main_lane_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = mixed_registry(dir.path());
+        let named = |raw: &[&str]| raw.iter().map(|raw| raw.to_string()).collect::<Vec<_>>();
+
+        let refused = select_processors(
+            &registry,
+            Lane::Main,
+            &named(&["text/stats@1", "llm/litellm@2"]),
+        )
+        .unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::Build);
+        assert!(
+            refused
+                .message()
+                .contains("llm/litellm@2 cannot be in the main lane: no build.cargo_package"),
+            "{refused}"
+        );
+
+        let main = select_processors(
+            &registry,
+            Lane::Main,
+            &named(&["text/upper@1", "text/stats@1", "text/upper@1"]),
+        )
+        .unwrap();
+        assert_eq!(main.processors, refs(&["text/upper@1", "text/stats@1"]));
+        assert!(main.skipped.is_empty());
+
+        let pr = select_processors(&registry, Lane::Pr, &named(&["llm/litellm@2"])).unwrap();
+        assert_eq!(pr.processors, refs(&["llm/litellm@2"]));
+
+        let unknown = select_processors(&registry, Lane::Main, &named(&["nope/x@1"])).unwrap_err();
+        assert_eq!(unknown.code(), ErrorCode::UnknownProcessor);
     }
 
     #[test]
