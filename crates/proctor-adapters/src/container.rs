@@ -189,6 +189,12 @@ pub(crate) enum Mounts<'a> {
         /// The keeping process.
         owner: &'a str,
     },
+    /// A held container's private directory ([`crate::HeldContainer`]), mounted at
+    /// [`ARTIFACTS_ROOT`] as a warm container's is.
+    Held {
+        /// The directory.
+        dir: &'a Path,
+    },
 }
 
 /// Everything that shapes one run's container.
@@ -237,7 +243,7 @@ pub(crate) fn create_body(settings: &ContainerSettings<'_>) -> ContainerCreateBo
         .into_iter()
         .chain(staging.input_files.iter().map(read_only_mount))
         .collect(),
-        Mounts::Warm { dir, .. } => vec![bind_mount(dir, ARTIFACTS_ROOT)],
+        Mounts::Warm { dir, .. } | Mounts::Held { dir } => vec![bind_mount(dir, ARTIFACTS_ROOT)],
     };
     let mut host_config = HostConfig {
         security_opt: Some(vec!["no-new-privileges".to_owned()]),

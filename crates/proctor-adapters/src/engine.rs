@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::StreamExt;
@@ -99,6 +99,20 @@ pub(crate) trait ContainerEngine: Send + Sync + fmt::Debug {
 
     /// Resolves once the container `name` no longer exists (another party is removing it).
     fn removed<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), CanonError>>;
+
+    /// Sends `signal` (`SIGTERM`) to the main process of the container `name`.
+    fn signal<'a>(
+        &'a self,
+        name: &'a str,
+        signal: &'a str,
+    ) -> BoxFuture<'a, Result<(), CanonError>>;
+
+    /// The user the image `image` declares (its config's `User`), `None` when it declares
+    /// none.
+    fn image_user<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, CanonError>>;
 }
 
 /// The Docker engine at `DOCKER_HOST`, else the local socket. The API version is
@@ -355,9 +369,50 @@ impl ContainerEngine for BollardEngine {
             }
         })
     }
+
+    fn signal<'a>(
+        &'a self,
+        name: &'a str,
+        signal: &'a str,
+    ) -> BoxFuture<'a, Result<(), CanonError>> {
+        Box::pin(self.kill(name, signal))
+    }
+
+    fn image_user<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, CanonError>> {
+        Box::pin(self.configured_user(image))
+    }
 }
 
 impl BollardEngine {
+    /// Sends `signal` to the container `name`'s main process.
+    async fn kill(&self, name: &str, signal: &str) -> Result<(), CanonError> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        self.docker()
+            .await?
+            .kill_container(name, Some(options))
+            .await
+            .map_err(|error| engine_error(&format!("sending {signal} to container {name}"), error))
+    }
+
+    /// The `User` of the image `image`'s config, when set.
+    async fn configured_user(&self, image: &str) -> Result<Option<String>, CanonError> {
+        let details = self
+            .docker()
+            .await?
+            .inspect_image(image)
+            .await
+            .map_err(|error| engine_error(&format!("inspecting image {image}"), error))?;
+        Ok(details
+            .config
+            .and_then(|config| config.user)
+            .filter(|user| !user.is_empty()))
+    }
+
     /// The names of the containers `filter` (`label=value`) selects, stopped ones included.
     async fn list_labelled(&self, filter: String) -> Result<Vec<String>, CanonError> {
         let filters = std::collections::HashMap::from([("label", vec![filter])]);

@@ -22,6 +22,7 @@ mod container;
 mod dockerfile_build;
 mod engine;
 mod envelope_check;
+mod held;
 mod image_build;
 mod image_pin;
 mod local;
@@ -46,6 +47,7 @@ use proctor_registry::ProcessorSpec;
 use tokio_util::sync::CancellationToken;
 
 pub use dockerfile_build::DockerfileBuilds;
+pub use held::{HeldContainer, HttpAnswer};
 pub use image_build::{BuiltImage, ImageBuild};
 pub use local::{LABEL_EXECUTION_ID, LABEL_REF, LABEL_WARM, LocalAdapter};
 pub use modal::ModalAdapter;

@@ -35,6 +35,7 @@ use crate::engine::{BollardEngine, ContainerEngine, Removal};
 // The image modules reach the engine's error helpers through this module.
 pub(crate) use crate::engine::{engine_error, is_not_found};
 use crate::envelope_check::check_envelope;
+use crate::held::HeldContainer;
 use crate::image_build::{BuiltImage, ImageBuild};
 use crate::platform::host_platform;
 use crate::staging::{container_user, hand_over};
@@ -528,38 +529,16 @@ impl LocalAdapter {
         image: &ResolvedImage,
         stop: &Stop<'_>,
     ) -> Result<Slot, CanonError> {
-        let options = LocalOptions::parse(&invocation.options)?;
-        let network = run_network(&options, invocation)?;
         let root = WarmRoot::create(container_user()?)?;
         let mut resources = RunResources::default();
-        let healthy = async {
-            let endpoint = self
-                .start_container(
-                    invocation,
-                    &options,
-                    network,
-                    image,
-                    Mounts::Warm {
-                        dir: root.artifacts(),
-                        owner,
-                    },
-                    stop,
-                    &mut resources,
-                )
-                .await?;
-            let name = resources.container.as_ref().expect("started above").name();
-            let client = ProcessorClient::new(&endpoint, invocation.limits)?;
-            let mut exited = self.engine.exit_code(name);
-            stop.unless_stopped(async {
-                tokio::select! {
-                    health = self.wait_healthy(&client, name, invocation, &mut exited) => health,
-                    lost = self.engine_lost() => Err(lost),
-                }
-            })
+        let mounts = Mounts::Warm {
+            dir: root.artifacts(),
+            owner,
+        };
+        let healthy = self
+            .start_healthy(invocation, image, mounts, stop, &mut resources)
             .await
-            .map(|health| (client, health.concurrency.get()))
-        }
-        .await;
+            .map(|(client, health, _)| (client, health.concurrency.get()));
         match healthy {
             Ok((client, concurrency)) => {
                 let guard = resources.container.take().expect("started above");
@@ -578,6 +557,83 @@ impl LocalAdapter {
             }
             Err(error) => Err(with_cleanup_note(error, resources.remove_container().await)),
         }
+    }
+
+    /// Creates and starts a container for `invocation` with `mounts` (its guard and socket
+    /// directory go into `resources` first) and waits until it is healthy, racing `stop`
+    /// and the engine's liveness; gives its client, its health and its network.
+    async fn start_healthy(
+        &self,
+        invocation: &Invocation,
+        image: &ResolvedImage,
+        mounts: Mounts<'_>,
+        stop: &Stop<'_>,
+        resources: &mut RunResources,
+    ) -> Result<(ProcessorClient, Health, Network), CanonError> {
+        let options = LocalOptions::parse(&invocation.options)?;
+        let network = run_network(&options, invocation)?;
+        let endpoint = self
+            .start_container(
+                invocation, &options, network, image, mounts, stop, resources,
+            )
+            .await?;
+        let name = resources.container.as_ref().expect("started above").name();
+        let client = ProcessorClient::new(&endpoint, invocation.limits)?;
+        let mut exited = self.engine.exit_code(name);
+        let health = stop
+            .unless_stopped(async {
+                tokio::select! {
+                    health = self.wait_healthy(&client, name, invocation, &mut exited) => health,
+                    lost = self.engine_lost() => Err(lost),
+                }
+            })
+            .await?;
+        Ok((client, health, network))
+    }
+
+    /// Starts `invocation`'s processor in a container held for the caller, who speaks to
+    /// it directly ([`HeldContainer`]): resolved, hardened and networked as a run's
+    /// container, with a private directory at `/artifacts` as a warm container has, and
+    /// returned once healthy. Starting races `cancel` and, from creation on, the
+    /// invocation's timeout, which also bounds each later exchange. A container that does
+    /// not get healthy is removed; the error says what became of it.
+    pub async fn hold(
+        &self,
+        invocation: &Invocation,
+        cancel: &CancellationToken,
+    ) -> Result<HeldContainer, CanonError> {
+        let mut stop = Stop::new(cancel, &invocation.payload.processor_ref);
+        let image = stop.unless_stopped(self.resolve_image(invocation)).await?;
+        stop.start_clock(invocation.timeout);
+        let root = WarmRoot::create(container_user()?)?;
+        let mut resources = RunResources::default();
+        let mounts = Mounts::Held {
+            dir: root.artifacts(),
+        };
+        match self
+            .start_healthy(invocation, &image, mounts, &stop, &mut resources)
+            .await
+        {
+            Ok((client, health, network)) => Ok(HeldContainer {
+                engine: Arc::clone(&self.engine),
+                container: resources.container.take().expect("started above"),
+                socket_dir: resources.socket_dir.take(),
+                root,
+                client,
+                health,
+                image_id: image.image_id,
+                expected_digest: image.expected_digest,
+                network,
+                timeout: invocation.timeout,
+            }),
+            Err(error) => Err(with_cleanup_note(error, resources.remove_container().await)),
+        }
+    }
+
+    /// The ID (`sha256:…`) of the local image `image` names (a name, a tag or an ID), to
+    /// run with [`ImageSource::Local`].
+    pub async fn local_image_id(&self, image: &str) -> Result<String, CanonError> {
+        self.engine.image_id(image).await
     }
 
     /// One run on a warm container: its directories prepared, the payload posted, the

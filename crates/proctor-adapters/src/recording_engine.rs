@@ -355,6 +355,23 @@ impl ContainerEngine for RecordingEngine {
         // Removals land at once here.
         Box::pin(std::future::ready(Ok(())))
     }
+
+    fn signal<'a>(
+        &'a self,
+        _name: &'a str,
+        _signal: &'a str,
+    ) -> BoxFuture<'a, Result<(), CanonError>> {
+        // The processor stops as a signalled process does.
+        self.exit.send_replace(Some(143));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn image_user<'a>(
+        &'a self,
+        _image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, CanonError>> {
+        Box::pin(std::future::ready(Ok(Some("65532:65532".to_owned()))))
+    }
 }
 
 impl RecordingEngine {

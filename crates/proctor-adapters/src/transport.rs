@@ -251,6 +251,43 @@ impl ProcessorClient {
     }
 }
 
+impl ProcessorClient {
+    /// Sends `GET path`, or `POST path` with `body` as `(content type, bytes)`, and reads
+    /// the whole answer whatever its status — bounded as a `/healthz` answer for
+    /// `/healthz`, as an envelope otherwise — for a caller that judges answers itself.
+    pub(crate) async fn exchange(
+        &self,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(u16, Vec<u8>), TransportError> {
+        let url = format!("{}{path}", self.base_url);
+        let request = match body {
+            None => self.http.get(url),
+            Some((content_type, bytes)) => self
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes),
+        };
+        let failed = |why: String| TransportError(format!("{path}: {why}"));
+        let response = request
+            .send()
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let status = response.status().as_u16();
+        let answer = match path {
+            "/healthz" => Answer::Health,
+            _ => Answer::Envelope,
+        };
+        let body = self
+            .limits
+            .read_body(response, answer)
+            .await
+            .map_err(failed)?;
+        Ok((status, body))
+    }
+}
+
 /// The pauses before posting again a payload a processor answered busy: doubling from
 /// [`FIRST_BUSY_BACKOFF`] to [`MAX_BUSY_BACKOFF`].
 #[derive(Debug)]
