@@ -16,6 +16,7 @@ use serde_json::Value;
 mod lane_args;
 mod ledger_args;
 mod plan_args;
+mod processor_args;
 
 use lane_args::{BuildArgs, LaneCommand, PinArgs, PushArgs};
 pub(crate) use lane_args::{BuildConfig, ImageConfig, LaneConfig, PinConfig, PushConfig};
@@ -23,6 +24,8 @@ pub(crate) use ledger_args::{LedgerAction, LedgerConfig, RunLedgerConfig, Verify
 use ledger_args::{LedgerCommand, RunLedgerArgs, VerifyArgs};
 use plan_args::PlanCommand;
 pub(crate) use plan_args::{PlanApplyConfig, PlanConfig};
+use processor_args::ConformArgs;
+pub(crate) use processor_args::ConformConfig;
 
 /// Run containerized processors and keep checkable evidence of every run.
 ///
@@ -70,6 +73,8 @@ enum Command {
     /// Apply a plan (a graph of transitions gated by predicates), or show its state.
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Check that a processor image honours the container contract, check by named check.
+    Conform(Box<ConformArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -581,6 +586,7 @@ pub(crate) enum Config {
     Image(ImageConfig),
     Lane(Box<LaneConfig>),
     Plan(PlanConfig),
+    Conform(Box<ConformConfig>),
 }
 
 /// `KEY=VALUE`, split at the first `=`; the key must not be empty.
@@ -704,6 +710,7 @@ impl Cli {
             Command::Pin(pin) => Config::Image(pin.into_config()?),
             Command::Lane(lane) => Config::Lane(Box::new(lane.into_config()?)),
             Command::Plan(plan) => Config::Plan(plan.into_config()?),
+            Command::Conform(conform) => Config::Conform(Box::new(conform.into_config()?)),
         })
     }
 
@@ -728,6 +735,7 @@ impl Cli {
             Command::Pin(pin) => pin.format(),
             Command::Lane(lane) => lane.format(),
             Command::Plan(plan) => plan.format(),
+            Command::Conform(conform) => conform.format(),
         }
     }
 }

@@ -17,6 +17,7 @@ use proctor_workspace_hack as _;
 
 mod args;
 mod checkpoint_command;
+mod conform_command;
 mod deploy_commands;
 mod image_commands;
 mod lane_commands;
@@ -116,6 +117,11 @@ async fn act(config: Config) -> anyhow::Result<i32> {
         Config::Plan(plan) => {
             let stop = Stop::on_signals();
             let code = plan_command::execute(&plan, &stop.cancel).await?;
+            Ok(stop.exit_code().unwrap_or(code))
+        }
+        Config::Conform(conform) => {
+            let stop = Stop::on_signals();
+            let code = conform_command::execute(&conform, &stop.cancel).await?;
             Ok(stop.exit_code().unwrap_or(code))
         }
     }

@@ -34,7 +34,7 @@ struct OciRootArg {
 
 /// `--workspace-root`: the Cargo workspace that compiles processors.
 #[derive(Debug, Args)]
-struct WorkspaceRootArg {
+pub(super) struct WorkspaceRootArg {
     /// The Cargo workspace that compiles the processors (default: the nearest directory
     /// holding a `Cargo.lock` above the registry root).
     #[arg(long, value_name = "DIR", env = "PROCTOR_WORKSPACE_ROOT")]
@@ -42,7 +42,7 @@ struct WorkspaceRootArg {
 }
 
 impl WorkspaceRootArg {
-    fn resolve(&self, registry_root: &Path) -> anyhow::Result<PathBuf> {
+    pub(super) fn resolve(&self, registry_root: &Path) -> anyhow::Result<PathBuf> {
         match &self.workspace_root {
             Some(dir) => absolute(dir),
             None => Ok(proctor_engine::workspace_root(registry_root)),

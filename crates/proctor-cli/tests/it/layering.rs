@@ -74,9 +74,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "proctor-conform",
+        &[
+            "proctor-contract",
+            "proctor-fs",
+            "proctor-registry",
+            "proctor-adapters",
+        ],
+    ),
+    (
         "proctor-cli",
         &[
             "proctor-contract",
+            "proctor-conform",
             "proctor-telemetry",
             "proctor-engine",
             "proctor-plan",

@@ -14,6 +14,7 @@
 
 mod attach;
 mod concurrent_plans;
+mod conform;
 mod deploy;
 mod docker_host;
 mod evidence;

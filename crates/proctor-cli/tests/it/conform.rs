@@ -1,0 +1,295 @@
+//! `proctor conform` end to end: images built from source (`--build`,
+//! the compile path and build cache every `run --build` test shares), real containers on
+//! the Docker engine, the fixtures' faults chosen by their inputs.
+
+use proctor_contract::ErrorCode;
+use serde_json::json;
+
+use crate::util::{Run, TestDir, fixtures_registry, workspace_registry};
+
+/// Every check `proctor conform` reports, in order.
+const CHECKS: [&str; 13] = [
+    "healthz.json_with_digest",
+    "container.non_root",
+    "container.no_network_in_mock",
+    "run.envelope_valid",
+    "run.index_under_prefix",
+    "run.index_sorted_compact",
+    "run.cids_match",
+    "run.receipts_identical",
+    "mock.byte_stable",
+    "errors.canonical",
+    "stream.sse_valid",
+    "container.stops_on_sigterm",
+    "real.canary_secret_not_leaked",
+];
+
+/// `proctor conform REF --build --json` against `registry`, with `extra` flags.
+fn conform(dir: &TestDir, registry: &str, processor_ref: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "conform",
+        processor_ref,
+        "--build",
+        "--json",
+        "--registry-root",
+        registry,
+    ];
+    args.extend_from_slice(extra);
+    dir.proctor(&args).run()
+}
+
+/// The report's checks, name → (status, evidence), asserting they are all there in order.
+fn checks(run: &Run) -> Vec<(String, String, String)> {
+    let report = run.json();
+    let checks: Vec<(String, String, String)> = report["checks"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|check| {
+            let text = |key: &str| check[key].as_str().unwrap_or_default().to_owned();
+            (text("name"), text("status"), text("evidence"))
+        })
+        .collect();
+    let names: Vec<&str> = checks.iter().map(|(name, _, _)| name.as_str()).collect();
+    run.check(names == CHECKS, "every check, in order");
+    checks
+}
+
+/// The names of the checks with `status`.
+fn with_status(checks: &[(String, String, String)], status: &str) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|(_, seen, _)| seen == status)
+        .map(|(name, _, _)| name.clone())
+        .collect()
+}
+
+/// The evidence of check `name`.
+fn evidence<'a>(checks: &'a [(String, String, String)], name: &str) -> &'a str {
+    &checks.iter().find(|(seen, _, _)| seen == name).unwrap().2
+}
+
+/// Asserts a report that fails exactly `failing`, as `ERR_ACCEPTANCE` naming them.
+#[track_caller]
+fn fails_exactly(run: &Run, failing: &[&str]) -> Vec<(String, String, String)> {
+    run.exits(ErrorCode::Acceptance.exit_code());
+    let checks = checks(run);
+    run.check(
+        with_status(&checks, "fail") == failing,
+        &format!("exactly {failing:?} fail"),
+    );
+    let report = run.json();
+    run.check(report["ok"] == false, "the report is not ok");
+    let message = report["error"]["message"].as_str().unwrap_or_default();
+    run.check(
+        report["error"]["code"] == "ERR_ACCEPTANCE" && message.ends_with(&failing.join(", ")),
+        "ERR_ACCEPTANCE names the failed checks",
+    );
+    checks
+}
+
+/// Asserts a canonical error outside a run: its exit code, and `{"error":{"code","message"}}`
+/// with `detail` in the message.
+#[track_caller]
+fn refused(run: &Run, code: ErrorCode, detail: &str) {
+    run.exits(code.exit_code());
+    let error = &run.json()["error"];
+    let message = error["message"].as_str().unwrap_or_default();
+    run.check(
+        error["code"] == code.as_str()
+            && message.starts_with(code.fragment())
+            && message.contains(detail),
+        &format!("{code} naming {detail:?}"),
+    );
+}
+
+#[test]
+fn every_shipped_rust_processor_conforms() {
+    let dir = TestDir::new();
+    let registry = workspace_registry().display().to_string();
+    for processor_ref in [
+        "json/merge@1",
+        "llm/litellm@1",
+        "llm/planner@1",
+        "plan/map@1",
+        "text/stats@1",
+    ] {
+        let run = conform(&dir, &registry, processor_ref, &[]);
+        run.exits(0);
+        let checks = checks(&run);
+        run.check(with_status(&checks, "fail").is_empty(), "no check fails");
+        let has_secrets = processor_ref.starts_with("llm/");
+        let canary = if has_secrets {
+            "pass"
+        } else {
+            "not_applicable"
+        };
+        run.check(
+            checks[12].1 == canary,
+            "the canary check applies to processors with secrets only",
+        );
+        let report = run.json();
+        run.check(
+            report["ok"] == true && report.get("error").is_none(),
+            "an ok report without an error",
+        );
+        run.check(
+            report["image_digest"]
+                .as_str()
+                .is_some_and(|digest| digest.starts_with("sha256:")),
+            "the image digest is reported",
+        );
+    }
+    let human = dir
+        .proctor(&[
+            "conform",
+            "text/stats@1",
+            "--build",
+            "--registry-root",
+            &registry,
+        ])
+        .run();
+    human.exits(0);
+    human.check(
+        human.stdout.contains("✓ healthz.json_with_digest")
+            && human.stdout.contains("– real.canary_secret_not_leaked")
+            && human.stdout.ends_with("conforms: no check failed\n"),
+        "a human report marks each check",
+    );
+}
+
+/// The checks every run of the hand-written fixtures fails besides its fault: no
+/// `/run-stream`, refusals that are not error envelopes, and no reaction to SIGTERM.
+const FIXTURE_GAPS: [&str; 3] = [
+    "errors.canonical",
+    "stream.sse_valid",
+    "container.stops_on_sigterm",
+];
+
+#[test]
+fn an_index_outside_the_write_prefix_is_named() {
+    let dir = TestDir::new();
+    let inputs = json!({"schema": "v1", "fault": "bad_index_path"}).to_string();
+    let run = conform(
+        &dir,
+        &fixtures_registry(),
+        "testing/faulty@1",
+        &["--inputs-json", &inputs],
+    );
+    let checks = fails_exactly(
+        &run,
+        &[
+            "run.index_under_prefix",
+            "run.index_sorted_compact",
+            "run.receipts_identical",
+            "mock.byte_stable",
+            FIXTURE_GAPS[0],
+            FIXTURE_GAPS[1],
+            FIXTURE_GAPS[2],
+        ],
+    );
+    run.check(
+        evidence(&checks, "run.index_under_prefix").contains("/artifacts/elsewhere/outputs.json"),
+        "the evidence names the index path",
+    );
+    run.check(
+        evidence(&checks, "errors.canonical")
+            .contains("malformed_json: expected HTTP 400 ERR_INPUTS"),
+        "the evidence names the refusal",
+    );
+    run.check(
+        evidence(&checks, "container.stops_on_sigterm")
+            .contains("still running 10 s after SIGTERM"),
+        "the evidence says the container outlived SIGTERM",
+    );
+    run.check(
+        evidence(&checks, "real.canary_secret_not_leaked")
+            .starts_with("canary values of FAULTY_PASSTHROUGH, FAULTY_STARTUP appear in none"),
+        "pass-through variables get canaries too",
+    );
+}
+
+#[test]
+fn a_leaked_canary_is_named_with_where_it_leaked() {
+    let dir = TestDir::new();
+    let inputs = json!({"schema": "v1", "fault": "leak_secrets"}).to_string();
+    let run = conform(
+        &dir,
+        &fixtures_registry(),
+        "testing/faulty@1",
+        &["--inputs-json", &inputs],
+    );
+    let not_checked = [
+        "run.index_under_prefix",
+        "run.index_sorted_compact",
+        "run.cids_match",
+        "run.receipts_identical",
+    ];
+    let mut failing = vec!["container.no_network_in_mock", "run.envelope_valid"];
+    failing.extend(not_checked);
+    failing.extend(["mock.byte_stable"]);
+    failing.extend(FIXTURE_GAPS);
+    failing.push("real.canary_secret_not_leaked");
+    let checks = fails_exactly(&run, &failing);
+    let leaked = evidence(&checks, "real.canary_secret_not_leaked");
+    run.check(
+        leaked.contains("FAULTY_PASSTHROUGH's value in the /run answer (HTTP 502)")
+            && leaked.contains("FAULTY_PASSTHROUGH's value in the container log"),
+        "the evidence says where the canary leaked",
+    );
+    run.check(
+        evidence(&checks, "run.envelope_valid").contains("an error envelope (ERR_PROVIDER)"),
+        "an error envelope is not a valid run",
+    );
+}
+
+#[test]
+fn outputs_that_do_not_match_their_cids_are_named() {
+    let dir = TestDir::new();
+    let inputs = json!({"schema": "v1", "behaviour": "wrong_cid"}).to_string();
+    let run = conform(
+        &dir,
+        &fixtures_registry(),
+        "testing/hostile@1",
+        &["--inputs-json", &inputs],
+    );
+    let checks = fails_exactly(
+        &run,
+        &[
+            "run.cids_match",
+            FIXTURE_GAPS[0],
+            FIXTURE_GAPS[1],
+            FIXTURE_GAPS[2],
+        ],
+    );
+    run.check(
+        evidence(&checks, "run.cids_match").contains("a.txt: the file has"),
+        "the evidence names the output",
+    );
+}
+
+#[test]
+fn bad_requests_are_canonical_errors_that_start_nothing() {
+    let dir = TestDir::new();
+    let registry = workspace_registry().display().to_string();
+    let run = conform(&dir, &registry, "text/stats", &[]);
+    refused(&run, ErrorCode::ProcessorRef, "text/stats");
+    let run = conform(&dir, &registry, "text/stats@1", &["--example", "nope"]);
+    refused(
+        &run,
+        ErrorCode::Inputs,
+        "has no example `nope`; its examples: smoke, top_three",
+    );
+    let run = conform(&dir, &registry, "text/stats@1", &["--inputs-json", "{}"]);
+    refused(&run, ErrorCode::Inputs, "");
+    let pinned = dir
+        .proctor(&[
+            "conform",
+            "text/stats@1",
+            "--json",
+            "--registry-root",
+            &registry,
+        ])
+        .run();
+    refused(&pinned, ErrorCode::ImageUnpinned, "text/stats@1");
+}
