@@ -24,8 +24,8 @@ pub(crate) use ledger_args::{LedgerAction, LedgerConfig, RunLedgerConfig, Verify
 use ledger_args::{LedgerCommand, RunLedgerArgs, VerifyArgs};
 use plan_args::PlanCommand;
 pub(crate) use plan_args::{PlanApplyConfig, PlanConfig};
-use processor_args::ConformArgs;
-pub(crate) use processor_args::ConformConfig;
+use processor_args::{ConformArgs, NewArgs};
+pub(crate) use processor_args::{ConformConfig, NewConfig};
 
 /// Run containerized processors and keep checkable evidence of every run.
 ///
@@ -75,6 +75,8 @@ enum Command {
     Plan(PlanCommand),
     /// Check that a processor image honours the container contract, check by named check.
     Conform(Box<ConformArgs>),
+    /// Write a new processor, in Rust or Python, that passes `proctor conform` as it is.
+    New(NewArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -587,6 +589,7 @@ pub(crate) enum Config {
     Lane(Box<LaneConfig>),
     Plan(PlanConfig),
     Conform(Box<ConformConfig>),
+    New(NewConfig),
 }
 
 /// `KEY=VALUE`, split at the first `=`; the key must not be empty.
@@ -711,6 +714,7 @@ impl Cli {
             Command::Lane(lane) => Config::Lane(Box::new(lane.into_config()?)),
             Command::Plan(plan) => Config::Plan(plan.into_config()?),
             Command::Conform(conform) => Config::Conform(Box::new(conform.into_config()?)),
+            Command::New(new) => Config::New(new.into_config()?),
         })
     }
 
@@ -736,6 +740,7 @@ impl Cli {
             Command::Lane(lane) => lane.format(),
             Command::Plan(plan) => plan.format(),
             Command::Conform(conform) => conform.format(),
+            Command::New(new) => new.format(),
         }
     }
 }

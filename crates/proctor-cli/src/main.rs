@@ -22,6 +22,7 @@ mod deploy_commands;
 mod image_commands;
 mod lane_commands;
 mod ledger_commands;
+mod new_command;
 mod output;
 mod plan_command;
 mod registry_commands;
@@ -124,6 +125,7 @@ async fn act(config: Config) -> anyhow::Result<i32> {
             let code = conform_command::execute(&conform, &stop.cancel).await?;
             Ok(stop.exit_code().unwrap_or(code))
         }
+        Config::New(new) => new_command::execute(&new),
     }
 }
 

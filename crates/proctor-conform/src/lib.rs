@@ -1,5 +1,5 @@
 //! The processor author's kit: `proctor conform`, which says whether a processor image
-//! honours the container contract.
+//! honours the container contract, and `proctor new`, which writes a processor that does.
 //!
 //! # Conformance
 //!
@@ -28,12 +28,18 @@
 //! fails too, saying so. Any failure makes the report an `ERR_ACCEPTANCE`. The canary run
 //! gives the processor made-up values, never real secrets, and uses the network a `real`
 //! run gets.
+//!
+//! # Scaffold
+//!
+//! [`scaffold::new_processor`] writes `processors/NS/NAME/VERSION/` from the templates under
+//! this crate's `templates/`, for Rust or Python.
 
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
 mod checks;
 mod kit;
+pub mod scaffold;
 mod sse;
 
 use proctor_contract::CanonError;

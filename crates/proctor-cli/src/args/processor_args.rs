@@ -1,8 +1,9 @@
-//! Arguments of the processor author's commands, `conform`, and the validated
+//! Arguments of the processor author's commands, `conform` and `new`, and the validated
 //! configurations they become. Pure, like the rest of the argument parsing.
 
-use clap::{ArgGroup, Args};
+use clap::{ArgGroup, Args, ValueEnum};
 use proctor_conform::ImageChoice;
+use proctor_conform::scaffold::Lang;
 use serde_json::Value;
 
 use super::lane_args::WorkspaceRootArg;
@@ -41,10 +42,42 @@ pub(super) struct ConformArgs {
     workspace_root: WorkspaceRootArg,
 }
 
+/// A language of `proctor new`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LangArg {
+    Rust,
+    Python,
+}
+
+/// `proctor new`.
+#[derive(Debug, Args)]
+pub(super) struct NewArgs {
+    /// The new processor, `ns/name@version`.
+    #[arg(value_name = "REF")]
+    processor_ref: String,
+    /// The language it is written in.
+    #[arg(long, value_enum)]
+    lang: LangArg,
+    /// Print one line of JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    registry_root: RegistryRootArg,
+    #[command(flatten)]
+    workspace_root: WorkspaceRootArg,
+}
+
 /// A validated `proctor conform`.
 #[derive(Debug, Clone)]
 pub(crate) struct ConformConfig {
     pub(crate) request: proctor_conform::ConformRequest,
+    pub(crate) format: OutputFormat,
+}
+
+/// A validated `proctor new`.
+#[derive(Debug, Clone)]
+pub(crate) struct NewConfig {
+    pub(crate) request: proctor_conform::scaffold::NewRequest,
     pub(crate) format: OutputFormat,
 }
 
@@ -66,6 +99,28 @@ impl ConformArgs {
                 example: self.example,
                 inputs: self.inputs_json,
                 build_args: self.build_args.into_iter().collect(),
+            },
+            format: OutputFormat::from_flag(self.json),
+        })
+    }
+
+    pub(super) fn format(&self) -> OutputFormat {
+        OutputFormat::from_flag(self.json)
+    }
+}
+
+impl NewArgs {
+    pub(super) fn into_config(self) -> anyhow::Result<NewConfig> {
+        let registry_root = self.registry_root.resolve()?;
+        Ok(NewConfig {
+            request: proctor_conform::scaffold::NewRequest {
+                processor_ref: self.processor_ref,
+                lang: match self.lang {
+                    LangArg::Rust => Lang::Rust,
+                    LangArg::Python => Lang::Python,
+                },
+                workspace_root: self.workspace_root.resolve(&registry_root)?,
+                registry_root,
             },
             format: OutputFormat::from_flag(self.json),
         })
@@ -123,6 +178,24 @@ mod tests {
                 "--inputs-json",
                 "{}",
             ],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn new_needs_a_language() {
+        match parse(&["new", "acme/echo@1", "--lang", "python", "--json"]).unwrap() {
+            Config::New(config) => {
+                assert_eq!(config.request.lang, Lang::Python);
+                assert_eq!(config.format, OutputFormat::Json);
+                assert!(config.request.registry_root.ends_with("processors"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["new", "acme/echo@1"][..],
+            &["new", "acme/echo@1", "--lang", "go"],
         ] {
             assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
         }

@@ -1,9 +1,11 @@
-//! `proctor conform` end to end: images built from source (`--build`,
+//! `proctor conform` and `proctor new` end to end: images built from source (`--build`,
 //! the compile path and build cache every `run --build` test shares), real containers on
 //! the Docker engine, the fixtures' faults chosen by their inputs.
 
+use std::path::{Path, PathBuf};
+
 use proctor_contract::ErrorCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::util::{Run, TestDir, fixtures_registry, workspace_registry};
 
@@ -292,4 +294,159 @@ fn bad_requests_are_canonical_errors_that_start_nothing() {
         ])
         .run();
     refused(&pinned, ErrorCode::ImageUnpinned, "text/stats@1");
+}
+
+/// A copy of the workspace's sources (no `target/`, no `.git`) in `dir`, sharing the
+/// workspace's `target/` through a link: cargo finds every dependency already built, and a
+/// Python build its cached wheels.
+fn scratch_workspace(dir: &TestDir) -> PathBuf {
+    let source = workspace_registry().join("..");
+    let scratch = dir.path().join("workspace");
+    std::fs::create_dir(&scratch).unwrap();
+    for entry in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "crates",
+        "processors",
+        "fixtures",
+        "sdk",
+        "schemas",
+    ] {
+        copy_tree(&source.join(entry), &scratch.join(entry));
+    }
+    let target = Path::new(env!("CARGO_BIN_EXE_proctor"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap();
+    std::os::unix::fs::symlink(target, scratch.join("target")).unwrap();
+    scratch
+}
+
+/// Copies `from` to `to`, leaving out build output and hidden entries.
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_file() {
+        std::fs::copy(from, to).unwrap();
+        return;
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let name = entry.file_name();
+        let skipped = name.to_string_lossy().starts_with('.')
+            || ["target", "__pycache__"].contains(&name.to_string_lossy().as_ref());
+        if !skipped {
+            copy_tree(&entry.path(), &to.join(name));
+        }
+    }
+}
+
+/// A mock `--build` run of `processor_ref`'s smoke example from `registry`.
+fn mock_run(dir: &TestDir, registry: &str, processor_ref: &str, inputs: &Value) -> Run {
+    let inputs = inputs.to_string();
+    dir.proctor(&[
+        "run",
+        "--ref",
+        processor_ref,
+        "--adapter",
+        "local",
+        "--mode",
+        "mock",
+        "--build",
+        "--json",
+        "--write-prefix",
+        "/artifacts/outputs/new/{execution_id}",
+        "--inputs-json",
+        &inputs,
+        "--registry-root",
+        registry,
+        "--artifacts-root",
+        "artifacts",
+    ])
+    .run()
+}
+
+#[test]
+fn a_new_rust_processor_conforms_and_runs_as_written() {
+    let dir = TestDir::new();
+    let workspace = scratch_workspace(&dir);
+    let registry = workspace.join("processors").display().to_string();
+    let new = dir
+        .proctor(&[
+            "new",
+            "acme/wordcount@1",
+            "--lang",
+            "rust",
+            "--json",
+            "--registry-root",
+            &registry,
+        ])
+        .run();
+    new.exits(0);
+    let made = new.json();
+    new.check(
+        made["workspace_member"] == "processors/acme/wordcount/1"
+            && made["files"]
+                == json!([
+                    "registry.yaml",
+                    "Dockerfile",
+                    "Cargo.toml",
+                    "src/main.rs",
+                    "src/lib.rs",
+                    "tests/processor.rs"
+                ]),
+        "the package is written and joins the workspace",
+    );
+    let manifest = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(r#""processors/acme/wordcount/1"]"#),
+        "{manifest}"
+    );
+
+    let again = dir
+        .proctor(&[
+            "new",
+            "acme/wordcount@1",
+            "--lang",
+            "rust",
+            "--json",
+            "--registry-root",
+            &registry,
+        ])
+        .run();
+    refused(&again, ErrorCode::Registry, "already exists");
+    let bad = dir
+        .proctor(&[
+            "new",
+            "acme/WordCount@1",
+            "--lang",
+            "rust",
+            "--json",
+            "--registry-root",
+            &registry,
+        ])
+        .run();
+    refused(&bad, ErrorCode::ProcessorRef, "acme/WordCount@1");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap(),
+        manifest,
+        "refusals leave the workspace as it was"
+    );
+    assert!(!workspace.join("processors/acme/WordCount").exists());
+
+    let run = conform(&dir, &registry, "acme/wordcount@1", &[]);
+    run.exits(0);
+    let checks = checks(&run);
+    run.check(with_status(&checks, "fail").is_empty(), "no check fails");
+
+    let run = mock_run(
+        &dir,
+        &registry,
+        "acme/wordcount@1",
+        &json!({"schema": "v1", "text": "Hello from proctor."}),
+    );
+    run.exits(0);
+    let envelope = run.json();
+    run.check(
+        envelope["status"] == "success" && envelope["outputs"].as_array().map(Vec::len) == Some(1),
+        "a mock run writes the declared output",
+    );
 }
