@@ -9,7 +9,7 @@ use std::process::Command;
 use proctor_deploy::{
     ADD_PYTHON, FUNCTION_NAME, GeneratedApp, ModalNames, ModalTarget, generate_app,
 };
-use proctor_registry::{ProcessorSpec, REGISTRY_FILE, Registry};
+use proctor_registry::{Build, ProcessorSpec, REGISTRY_FILE, Registry};
 use serde_json::{Value, json};
 
 use crate::support::{DIGEST, pinned, spec};
@@ -62,6 +62,20 @@ fn pinned_registry(dir: &Path, specs: Vec<ProcessorSpec>) -> Registry {
             serde_yaml_ng::to_string(&spec).unwrap(),
         )
         .unwrap();
+        if spec.build.python.is_some() {
+            // A Python processor's entry loads only beside the pinned requirements in its
+            // build context: the shipped ones.
+            let requirements = Path::new(&spec.build.context).join(Build::PYTHON_REQUIREMENTS);
+            let shipped = workspace_root()
+                .join("processors")
+                .join(processor_ref.namespace())
+                .join(processor_ref.name())
+                .join(processor_ref.version())
+                .join(&requirements);
+            let copy = version_dir.join(&requirements);
+            std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+            std::fs::copy(shipped, copy).unwrap();
+        }
     }
     Registry::load(dir).unwrap()
 }
