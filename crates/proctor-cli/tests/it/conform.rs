@@ -26,6 +26,10 @@ const CHECKS: [&str; 13] = [
     "real.canary_secret_not_leaked",
 ];
 
+/// The build argument that builds a Python processor on the local base image set-up makes
+/// (its default base cannot be pulled here); a Cargo processor's build ignores it.
+const PYTHON_BASE: &[&str] = &["--build-arg", "BASE_IMAGE=proctor-python-base:bookworm"];
+
 /// `proctor conform REF --build --json` against `registry`, with `extra` flags.
 fn conform(dir: &TestDir, registry: &str, processor_ref: &str, extra: &[&str]) -> Run {
     let mut args = vec![
@@ -106,7 +110,7 @@ fn refused(run: &Run, code: ErrorCode, detail: &str) {
 }
 
 #[test]
-fn every_shipped_rust_processor_conforms() {
+fn every_shipped_processor_conforms() {
     let dir = TestDir::new();
     let registry = workspace_registry().display().to_string();
     for processor_ref in [
@@ -115,8 +119,9 @@ fn every_shipped_rust_processor_conforms() {
         "llm/planner@1",
         "plan/map@1",
         "text/stats@1",
+        "llm/litellm@2",
     ] {
-        let run = conform(&dir, &registry, processor_ref, &[]);
+        let run = conform(&dir, &registry, processor_ref, PYTHON_BASE);
         run.exits(0);
         let checks = checks(&run);
         run.check(with_status(&checks, "fail").is_empty(), "no check fails");
@@ -342,7 +347,7 @@ fn copy_tree(from: &Path, to: &Path) {
 /// A mock `--build` run of `processor_ref`'s smoke example from `registry`.
 fn mock_run(dir: &TestDir, registry: &str, processor_ref: &str, inputs: &Value) -> Run {
     let inputs = inputs.to_string();
-    dir.proctor(&[
+    let mut args = vec![
         "run",
         "--ref",
         processor_ref,
@@ -360,8 +365,9 @@ fn mock_run(dir: &TestDir, registry: &str, processor_ref: &str, inputs: &Value) 
         registry,
         "--artifacts-root",
         "artifacts",
-    ])
-    .run()
+    ];
+    args.extend_from_slice(PYTHON_BASE);
+    dir.proctor(&args).run()
 }
 
 #[test]
@@ -448,5 +454,50 @@ fn a_new_rust_processor_conforms_and_runs_as_written() {
     run.check(
         envelope["status"] == "success" && envelope["outputs"].as_array().map(Vec::len) == Some(1),
         "a mock run writes the declared output",
+    );
+}
+
+#[test]
+fn a_new_python_processor_conforms_and_runs_as_written() {
+    let dir = TestDir::new();
+    let workspace = scratch_workspace(&dir);
+    let registry = workspace.join("processors").display().to_string();
+    let manifest = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap();
+    let new = dir
+        .proctor(&[
+            "new",
+            "acme/wordcount@1",
+            "--lang",
+            "python",
+            "--json",
+            "--registry-root",
+            &registry,
+        ])
+        .run();
+    new.exits(0);
+    new.check(
+        new.json()["workspace_member"].is_null(),
+        "a Python processor is no workspace member",
+    );
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap(),
+        manifest
+    );
+
+    let run = conform(&dir, &registry, "acme/wordcount@1", PYTHON_BASE);
+    run.exits(0);
+    let checks = checks(&run);
+    run.check(with_status(&checks, "fail").is_empty(), "no check fails");
+
+    let run = mock_run(
+        &dir,
+        &registry,
+        "acme/wordcount@1",
+        &json!({"schema": "v1", "text": "Hello from proctor."}),
+    );
+    run.exits(0);
+    run.check(
+        run.json()["status"] == "success",
+        "a mock run of the new processor succeeds",
     );
 }
