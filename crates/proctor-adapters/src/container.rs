@@ -78,13 +78,16 @@ pub(crate) enum NetworkOption {
     Bridge,
     /// The host's network.
     Host,
+    /// No network at all, the processor answering on a unix socket as in `mock`: a `real`
+    /// run kept offline (the conformance kit's canary run).
+    None,
 }
 
 /// The local adapter's options (`--adapter-opts-json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LocalOptions {
-    /// `bridge` (default in `real`) or `host`; `real` mode only.
+    /// `bridge` (default in `real`), `host` or `none`; `real` mode only.
     #[serde(default)]
     pub(crate) network: Option<NetworkOption>,
     /// Extra container labels, e.g. `proctor.test=<id>`.
@@ -102,7 +105,7 @@ impl LocalOptions {
             CanonError::new(
                 ErrorCode::AdapterInvocation,
                 format!(
-                    "invalid local adapter options: {error}; known: network (bridge|host), labels"
+                    "invalid local adapter options: {error}; known: network (bridge|host|none), labels"
                 ),
             )
         })
@@ -563,9 +566,14 @@ mod tests {
             Some(NetworkOption::Bridge)
         );
         assert_eq!(default.network_option(Mode::Mock).unwrap(), None);
+        let offline = LocalOptions::parse(&json!({"network": "none"})).unwrap();
+        assert_eq!(
+            offline.network_option(Mode::Real).unwrap(),
+            Some(NetworkOption::None)
+        );
         for bad in [
             json!({"netwrk": "host"}),
-            json!({"network": "none"}),
+            json!({"network": "loopback"}),
             json!([1]),
         ] {
             let err = LocalOptions::parse(&bad).unwrap_err();

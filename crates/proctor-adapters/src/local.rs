@@ -945,7 +945,7 @@ fn not_removed(name: &str, failed: &CanonError) -> String {
 /// The network of `invocation`'s container, a free port picked for the host network.
 fn run_network(options: &LocalOptions, invocation: &Invocation) -> Result<Network, CanonError> {
     Ok(match options.network_option(invocation.payload.mode)? {
-        None => Network::None,
+        None | Some(NetworkOption::None) => Network::None,
         Some(NetworkOption::Bridge) => Network::Bridge,
         Some(NetworkOption::Host) => Network::Host {
             port: free_loopback_port()?,

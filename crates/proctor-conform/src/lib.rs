@@ -26,8 +26,9 @@
 //!
 //! A check that depends on an earlier one that failed (no success envelope, no container)
 //! fails too, saying so. Any failure makes the report an `ERR_ACCEPTANCE`. The canary run
-//! gives the processor made-up values, never real secrets, and uses the network a `real`
-//! run gets.
+//! gives the processor made-up values, never real secrets, in a container with no network
+//! at all (local adapter option `{"network": "none"}`): it reaches no upstream, so it is as
+//! hermetic as a mock run, under CI too.
 //!
 //! # Scaffold
 //!
