@@ -478,12 +478,138 @@ fn shipped_registry_files() -> Vec<(PathBuf, Vec<u8>)> {
     registry_files(&workspace_registry())
 }
 
+/// The refs of the processors below `root`, sorted: those Build & Pin builds (with a
+/// `build.cargo_package`), then those the container engine builds from their Dockerfile.
+fn refs_by_build(root: &Path) -> (Vec<String>, Vec<String>) {
+    let mut cargo = Vec::new();
+    let mut dockerfile = Vec::new();
+    for (_, bytes) in registry_files(root) {
+        let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&bytes).unwrap();
+        let processor_ref = yaml["ref"].as_str().unwrap().to_owned();
+        if yaml["build"]["cargo_package"].is_string() {
+            cargo.push(processor_ref);
+        } else {
+            dockerfile.push(processor_ref);
+        }
+    }
+    cargo.sort();
+    dockerfile.sort();
+    (cargo, dockerfile)
+}
+
+/// The reason the main lane gives for leaving a Dockerfile processor out.
+const NOT_BUILT_BY_BUILD_PIN: &str = "no build.cargo_package: the container engine builds it \
+                                      from its Dockerfile (`proctor run --build`), and Build & \
+                                      Pin builds and pins Cargo processors only";
+
+/// The refs of a JSON array of `{"ref": …}` records, sorted.
+fn sorted_refs(records: &Value) -> Vec<String> {
+    let mut refs: Vec<String> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| {
+            record
+                .as_str()
+                .unwrap_or_else(|| record["ref"].as_str().unwrap())
+                .to_owned()
+        })
+        .collect();
+    refs.sort();
+    refs
+}
+
 /// The pinned amd64 reference of each processor copy below `root`.
 fn amd64_pins(root: &Path) -> Vec<String> {
     registry_files(root)
         .iter()
         .filter_map(|(file, _)| pins_in(file).1.as_str().map(str::to_owned))
         .collect()
+}
+
+/// On the shipped processors, before any build: a Dockerfile processor named with `--ref`
+/// is refused with `ERR_BUILD`; with no list, the summary says which processors are left
+/// out and why, and a warning logs each.
+#[test]
+fn the_main_lane_refuses_a_named_dockerfile_processor_and_reports_those_it_leaves_out() {
+    let dir = TestDir::new();
+    let shipped = shipped_registry_files();
+    let (cargo, dockerfile) = refs_by_build(&workspace_registry());
+    let root = workspace_registry().display().to_string();
+
+    let run = lane(
+        &dir,
+        &[
+            "main",
+            "--ref",
+            "text/stats@1",
+            "--ref",
+            "llm/litellm@2",
+            "--registry-root",
+            &root,
+            "--json",
+        ],
+    )
+    .run();
+    fails_with_error(
+        &run,
+        ErrorCode::Build,
+        &format!("llm/litellm@2 cannot be in the main lane: {NOT_BUILT_BY_BUILD_PIN}"),
+    );
+    run.check(
+        statuses(&run.json())
+            == pairs(&[
+                ("build-pin", "not run"),
+                ("acceptance", "not run"),
+                ("deploy", "not run"),
+                ("drift", "not run"),
+            ]),
+        "no step runs",
+    );
+    logged_steps(&run, &[], &[]);
+    run.check(dir.files().is_empty(), "nothing written");
+
+    // No list, from Deploy with no target: the chain covers the Cargo processors and the
+    // summary names each one left out, under the header.
+    let run = lane(
+        &dir,
+        &["main", "--registry-root", &root, "--from", "deploy"],
+    )
+    .run();
+    run.exits(ErrorCode::DeployTarget.exit_code());
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    run.check(
+        lines[0]
+            == format!(
+                "lane main: {} (registry 127.0.0.1:5000/proctor/lane)",
+                cargo.join(", ")
+            ),
+        "the header lists the Cargo processors",
+    );
+    for (line, processor_ref) in lines[1..].iter().zip(&dockerfile) {
+        run.check(
+            line.starts_with(&format!(
+                "skipped {processor_ref}: {NOT_BUILT_BY_BUILD_PIN}"
+            )),
+            "a line per skipped processor, with the reason",
+        );
+    }
+    run.check(
+        lines[1 + dockerfile.len()].starts_with("STEP"),
+        "then the table",
+    );
+    let warned: Vec<Value> = json_events(&run, "lane.processor.skipped");
+    run.check(
+        warned.len() == dockerfile.len()
+            && warned
+                .iter()
+                .all(|line| line["level"] == "warn" && line["reason"].is_string()),
+        "a warning per skipped processor",
+    );
+    run.check(
+        shipped_registry_files() == shipped,
+        "the checked-in registry.yaml files are untouched",
+    );
 }
 
 #[test]
@@ -548,9 +674,49 @@ fn lane_main_on_a_clean_copy_pins_and_accepts_then_stops_at_deploy() {
         "one lane.start, one lane.fail",
     );
 
-    // Every processor of the copy is pinned to what was pushed, and acceptance ran those.
+    // Every Cargo processor of the copy is pinned to what was pushed, and acceptance ran
+    // those; each Dockerfile processor (llm/litellm@2 among them) is reported as left out,
+    // with the reason, logged, and stays unpinned.
+    let (cargo, dockerfile) = refs_by_build(&processors);
+    run.check(
+        dockerfile
+            .iter()
+            .any(|processor_ref| processor_ref == "llm/litellm@2"),
+        "a Dockerfile processor is shipped",
+    );
+    run.check(
+        sorted_refs(&report["processors"]) == cargo,
+        "every shipped Cargo processor",
+    );
+    run.check(
+        sorted_refs(&report["skipped"]) == dockerfile,
+        "every Dockerfile processor skipped",
+    );
+    for skipped in report["skipped"].as_array().unwrap() {
+        run.check(
+            skipped["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.starts_with(NOT_BUILT_BY_BUILD_PIN)),
+            "the reason",
+        );
+    }
+    let warned: Vec<Value> = json_events(&run, "lane.processor.skipped")
+        .iter()
+        .map(|line| line["ref"].clone())
+        .collect();
+    run.check(
+        sorted_refs(&Value::from(warned)) == dockerfile,
+        "a warning per skipped processor",
+    );
+    for processor_ref in &dockerfile {
+        let (ns_name, version) = processor_ref.split_once('@').unwrap();
+        let file = processors.join(ns_name).join(version).join("registry.yaml");
+        run.check(
+            pins_in(&file) == (Value::Null, Value::Null, Value::Null),
+            "a skipped processor stays unpinned",
+        );
+    }
     let refs = report["processors"].as_array().unwrap();
-    run.check(refs.len() == shipped.len(), "every shipped processor");
     let pinned = &report["steps"][0]["processors"];
     let accepted = &report["steps"][1]["processors"];
     for (index, processor_ref) in refs.iter().enumerate() {
