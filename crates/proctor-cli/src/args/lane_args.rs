@@ -151,7 +151,7 @@ pub(super) enum LaneCommand {
 #[derive(Debug, Args)]
 struct LaneCommonArgs {
     /// A processor, `ns/name@version`; repeat for several (default: every processor in the
-    /// registry).
+    /// registry for `pr`, every Cargo processor for `main`, which names those it leaves out).
     #[arg(long = "ref", value_name = "REF")]
     processor_refs: Vec<String>,
     /// Must name the same lane as the command when given; `PROCTOR_LANE` set for a whole
