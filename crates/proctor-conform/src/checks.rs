@@ -18,14 +18,26 @@ const EXCERPT_CHARS: usize = 240;
 /// A check's verdict: the evidence, on the passing or the failing side.
 pub(crate) type Verdict = Result<String, String>;
 
-/// The first [`EXCERPT_CHARS`] characters of `bytes` as text, marked when cut.
+/// The first [`EXCERPT_CHARS`] characters of `bytes` as text, marked when cut, with
+/// control characters escaped (`\n`, `\u{1b}`): a processor's answer can neither break
+/// the report's lines nor drive the terminal that shows it.
 pub(crate) fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim_end();
-    match text.char_indices().nth(EXCERPT_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
+    let (kept, cut) = match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => (&text[..cut], "…"),
+        None => (text, ""),
+    };
+    let mut quoted = String::with_capacity(kept.len() + cut.len());
+    for character in kept.chars() {
+        if character.is_control() {
+            quoted.extend(character.escape_default());
+        } else {
+            quoted.push(character);
+        }
     }
+    quoted.push_str(cut);
+    quoted
 }
 
 /// `/healthz` answered 200 with a health document that is `ok`, names `processor_ref` and
@@ -620,6 +632,15 @@ mod tests {
             upstream: Vec::new(),
             artifacts_read: Vec::new(),
         }
+    }
+
+    #[test]
+    fn excerpts_escape_control_characters_and_mark_the_cut() {
+        assert_eq!(excerpt(b"ok\x1b[2J\nnext\n"), "ok\\u{1b}[2J\\nnext");
+        let long = "é".repeat(EXCERPT_CHARS + 1);
+        let quoted = excerpt(long.as_bytes());
+        assert_eq!(quoted.chars().count(), EXCERPT_CHARS + 1);
+        assert!(quoted.ends_with("é…"));
     }
 
     #[test]
