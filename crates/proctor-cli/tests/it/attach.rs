@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::ledger::sqlite_url;
 use crate::local_adapter::ContainerSweep;
 use crate::plan::{apply_in, transition, verify_execution, verify_execution_on};
-use crate::util::{Run, TestDir, fixtures_registry, workspace_registry};
+use crate::util::{Run, TestDir, fixtures_registry, mock_build_run_args, workspace_registry};
 
 /// The text every test attaches.
 const NOTES: &str = "The quick brown fox.\nThe lazy dog sleeps.\n";
@@ -29,27 +29,13 @@ fn run(
 ) -> Run {
     let inputs = inputs.to_string();
     let options = sweep.adapter_options();
-    let mut args = vec![
-        "run",
-        "--ref",
+    let mut args = mock_build_run_args(
         processor_ref,
-        "--adapter",
-        "local",
-        "--mode",
-        "mock",
-        "--build",
-        "--write-prefix",
-        "/artifacts/outputs/attach/{execution_id}/",
-        "--inputs-json",
-        &inputs,
-        "--adapter-opts-json",
-        &options,
-        "--registry-root",
         registry,
-        "--artifacts-root",
-        "artifacts",
-        "--json",
-    ];
+        "/artifacts/outputs/attach/{execution_id}/",
+        &inputs,
+    );
+    args.extend(["--adapter-opts-json", &options, "--json"]);
     args.extend_from_slice(extra);
     let run = dir.proctor(&args).run();
     run.check(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use proctor_contract::ErrorCode;
 use serde_json::{Value, json};
 
-use crate::util::{Run, TestDir, fixtures_registry, workspace_registry};
+use crate::util::{Run, TestDir, fixtures_registry, mock_build_run_args, workspace_registry};
 
 /// Every check `proctor conform` reports, in order.
 const CHECKS: [&str; 13] = [
@@ -347,25 +347,13 @@ fn copy_tree(from: &Path, to: &Path) {
 /// A mock `--build` run of `processor_ref`'s smoke example from `registry`.
 fn mock_run(dir: &TestDir, registry: &str, processor_ref: &str, inputs: &Value) -> Run {
     let inputs = inputs.to_string();
-    let mut args = vec![
-        "run",
-        "--ref",
+    let mut args = mock_build_run_args(
         processor_ref,
-        "--adapter",
-        "local",
-        "--mode",
-        "mock",
-        "--build",
-        "--json",
-        "--write-prefix",
-        "/artifacts/outputs/new/{execution_id}",
-        "--inputs-json",
-        &inputs,
-        "--registry-root",
         registry,
-        "--artifacts-root",
-        "artifacts",
-    ];
+        "/artifacts/outputs/new/{execution_id}",
+        &inputs,
+    );
+    args.push("--json");
     args.extend_from_slice(PYTHON_BASE);
     dir.proctor(&args).run()
 }

@@ -12,7 +12,7 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOpt
 use proctor_contract::{Envelope, ErrorCode, OutputsIndex, cid};
 use serde_json::{Value, json};
 
-use crate::util::{Run, TestDir, workspace_registry};
+use crate::util::{Run, TestDir, mock_build_run_args, workspace_registry};
 
 /// The label key every test container carries.
 const TEST_LABEL: &str = "proctor.test";
@@ -109,26 +109,13 @@ fn mock_run(dir: &TestDir, sweep: &ContainerSweep, processor_ref: &str, extra: &
     let inputs = smoke_inputs(dir, processor_ref);
     let root = workspace_registry().display().to_string();
     let options = sweep.adapter_options();
-    let mut args = vec![
-        "run",
-        "--ref",
+    let mut args = mock_build_run_args(
         processor_ref,
-        "--adapter",
-        "local",
-        "--mode",
-        "mock",
-        "--build",
-        "--write-prefix",
-        "/artifacts/outputs/demo/{execution_id}",
-        "--inputs-json",
-        &inputs,
-        "--adapter-opts-json",
-        &options,
-        "--registry-root",
         &root,
-        "--artifacts-root",
-        "artifacts",
-    ];
+        "/artifacts/outputs/demo/{execution_id}",
+        &inputs,
+    );
+    args.extend(["--adapter-opts-json", &options]);
     args.extend_from_slice(extra);
     let run = dir.proctor(&args).run();
     run.check(

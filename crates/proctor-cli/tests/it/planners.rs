@@ -9,35 +9,20 @@ use proctor_contract::{OutputsIndex, ProcessorRef, cid};
 use serde_json::{Value, json};
 
 use crate::local_adapter::{ContainerSweep, smoke_inputs};
-use crate::util::{Run, TestDir, workspace_registry};
+use crate::util::{Run, TestDir, mock_build_run_args, workspace_registry};
 
 /// A mock `--build` run of a workspace processor with `inputs`, printing one JSON envelope.
 fn mock_run(dir: &TestDir, sweep: &ContainerSweep, processor_ref: &str, inputs: &str) -> Run {
     let root = workspace_registry().display().to_string();
     let options = sweep.adapter_options();
-    let run = dir
-        .proctor(&[
-            "run",
-            "--ref",
-            processor_ref,
-            "--adapter",
-            "local",
-            "--mode",
-            "mock",
-            "--build",
-            "--write-prefix",
-            "/artifacts/outputs/planners/{execution_id}",
-            "--inputs-json",
-            inputs,
-            "--adapter-opts-json",
-            &options,
-            "--registry-root",
-            &root,
-            "--artifacts-root",
-            "artifacts",
-            "--json",
-        ])
-        .run();
+    let mut args = mock_build_run_args(
+        processor_ref,
+        &root,
+        "/artifacts/outputs/planners/{execution_id}",
+        inputs,
+    );
+    args.extend(["--adapter-opts-json", &options, "--json"]);
+    let run = dir.proctor(&args).run();
     run.exits(0);
     run.check(
         sweep.containers().is_empty(),

@@ -26,6 +26,35 @@ pub(crate) fn workspace_registry() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processors")
 }
 
+/// The arguments of a `proctor run` of `processor_ref` from `registry`, built from source and
+/// run by the local adapter in `mock` mode on `inputs`, its outputs under `write_prefix` in
+/// the test directory's `artifacts`; callers add the rest.
+pub(crate) fn mock_build_run_args<'a>(
+    processor_ref: &'a str,
+    registry: &'a str,
+    write_prefix: &'a str,
+    inputs: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--ref",
+        processor_ref,
+        "--adapter",
+        "local",
+        "--mode",
+        "mock",
+        "--build",
+        "--write-prefix",
+        write_prefix,
+        "--inputs-json",
+        inputs,
+        "--registry-root",
+        registry,
+        "--artifacts-root",
+        "artifacts",
+    ]
+}
+
 /// The registry of the fixture processors, `fixtures/processors`.
 pub(crate) fn fixtures_registry() -> String {
     workspace_registry()
