@@ -22,6 +22,7 @@ mod mode;
 mod payload;
 mod platform;
 mod processor_ref;
+mod progress;
 mod receipt;
 mod redact;
 mod world_path;
@@ -54,6 +55,7 @@ pub use payload::{
 };
 pub use platform::{Platform, UnknownPlatform};
 pub use processor_ref::ProcessorRef;
+pub use progress::{Progress, ProgressEvent, ProgressTask, ProgressUnit, TaskId};
 pub use receipt::{Receipt, Usage};
 pub use redact::Redactor;
 pub use world_path::{
