@@ -94,6 +94,7 @@ error_codes! {
     Plan => ("ERR_PLAN", "invalid plan", 100),
     Predicate => ("ERR_PREDICATE", "predicate not satisfied", 101),
     Proposal => ("ERR_PROPOSAL", "invalid plan proposal", 102),
+    Doctor => ("ERR_DOCTOR", "doctor check failed", 110),
     Internal => ("ERR_INTERNAL", "internal error", 1),
 }
 
