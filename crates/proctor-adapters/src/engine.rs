@@ -173,6 +173,15 @@ impl BollardEngine {
             .await
             .map_err(unreachable)
     }
+
+    /// The engine's own account of itself (`GET /version`).
+    pub(crate) async fn version(&self) -> Result<bollard::models::SystemVersion, CanonError> {
+        self.docker()
+            .await?
+            .version()
+            .await
+            .map_err(|error| engine_error("reading its version", error))
+    }
 }
 
 impl ContainerEngine for BollardEngine {

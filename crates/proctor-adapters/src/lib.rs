@@ -21,6 +21,7 @@ mod cleanup;
 mod container;
 mod dockerfile_build;
 mod engine;
+mod engine_version;
 mod envelope_check;
 mod held;
 mod image_build;
@@ -47,6 +48,7 @@ use proctor_registry::ProcessorSpec;
 use tokio_util::sync::CancellationToken;
 
 pub use dockerfile_build::DockerfileBuilds;
+pub use engine_version::{EngineVersion, engine_version};
 pub use held::{HeldContainer, HttpAnswer};
 pub use image_build::{BuiltImage, ImageBuild};
 pub use local::{LABEL_EXECUTION_ID, LABEL_REF, LABEL_WARM, LocalAdapter};
