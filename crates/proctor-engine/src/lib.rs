@@ -34,6 +34,7 @@ pub use run::{
 pub use tokio_util::sync::CancellationToken;
 
 mod deploy;
+mod doctor;
 mod error_json;
 mod images;
 mod main_lane;
@@ -48,4 +49,5 @@ pub use main_lane::{
     AcceptedProcessor, ChainReport, LaneChain, LaneRequest, LaneStep, MainLaneSettings,
     PinnedProcessor, SkippedProcessor, StepDetail, StepOutcome, StepReport, StepStatus, run_lane,
 };
+pub use doctor::{CheckStatus, DoctorCheck, DoctorReport, DoctorRequest, doctor};
 pub use verify::{EvidenceSources, VerifyReport, verify_execution};
