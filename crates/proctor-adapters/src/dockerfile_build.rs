@@ -28,7 +28,7 @@ use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use proctor_contract::{CanonError, Platform, ProcessorRef};
+use proctor_contract::{CanonError, Platform, ProcessorRef, Progress, ProgressUnit};
 use proctor_registry::Build;
 
 use crate::image_build::{BuiltImage, Tail, build_error, has_image, image_tag};
@@ -75,6 +75,8 @@ pub(crate) struct DockerfileBuild<'a> {
     pub(crate) platform: Platform,
     /// `--build-arg` values (`ARG`s of the Dockerfile).
     pub(crate) build_args: &'a BTreeMap<String, String>,
+    /// Hears of each build step (`Step N/M`) and each line of the engine's output.
+    pub(crate) progress: &'a Progress,
 }
 
 /// Builds the image with the engine behind `docker` and returns its ID and tag.
@@ -113,6 +115,11 @@ pub(crate) async fn build_dockerfile_image(
     let context_bytes = context.len();
     let mut output = Tail::default();
     let mut image_id = None;
+    let task = job.progress.start(
+        format!("building {tag} from its Dockerfile"),
+        ProgressUnit::Steps,
+        None,
+    );
     let mut stream = docker.build_image(
         options,
         None,
@@ -128,12 +135,19 @@ pub(crate) async fn build_dockerfile_image(
         let lines = info.stream.iter().flat_map(|text| text.lines());
         for line in lines.filter(|line| !line.trim().is_empty()) {
             tracing::debug!(event = "image.build.output", line = %line);
+            task.output(line);
+            if let Some(total) = build_step_total(line) {
+                task.set_total(total);
+                task.advance(1);
+                task.message(line);
+            }
             output.push(line);
         }
         if let Some(id) = info.aux.and_then(|aux| aux.id) {
             image_id = Some(id);
         }
     }
+    drop(task);
     let Some(id) = image_id else {
         return Err(build_error(format!(
             "docker build of {tag} named no image{}",
@@ -154,6 +168,16 @@ pub(crate) async fn build_dockerfile_image(
         duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     );
     Ok(BuiltImage { id, tag })
+}
+
+/// `M` of a classic builder's `Step N/M : INSTRUCTION` line, which starts step `N`.
+fn build_step_total(line: &str) -> Option<u64> {
+    let (_, total) = line
+        .strip_prefix("Step ")?
+        .split_once(" :")?
+        .0
+        .split_once('/')?;
+    total.parse().ok()
 }
 
 /// The pip platform tags of manylinux wheels that run on `platform` under glibc 2.36.
@@ -558,6 +582,14 @@ mod tests {
             key(),
             "another Python, other wheels"
         );
+    }
+
+    #[test]
+    fn build_steps_come_from_the_classic_builders_step_lines() {
+        assert_eq!(build_step_total("Step 2/7 : COPY . /app"), Some(7));
+        assert_eq!(build_step_total("Step 10/12 :"), Some(12));
+        assert_eq!(build_step_total(" ---> Running in 1f2e"), None);
+        assert_eq!(build_step_total("Step x : nothing"), None);
     }
 
     #[test]

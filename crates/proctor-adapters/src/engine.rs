@@ -14,7 +14,7 @@ use bollard::query_parameters::{
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use proctor_contract::{CanonError, ErrorCode, PinnedReference, Redactor};
+use proctor_contract::{CanonError, ErrorCode, PinnedReference, Progress, Redactor};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::OnceCell;
@@ -45,12 +45,14 @@ pub(crate) trait ContainerEngine: Send + Sync + fmt::Debug {
     fn ensure_pinned_image<'a>(
         &'a self,
         reference: &'a PinnedReference,
+        progress: &'a Progress,
     ) -> BoxFuture<'a, Result<PinnedImage, CanonError>>;
 
     /// Builds a processor's image from source.
     fn build_image<'a>(
         &'a self,
         build: &'a ImageBuild<'a>,
+        progress: &'a Progress,
     ) -> BoxFuture<'a, Result<BuiltImage, CanonError>>;
 
     /// Builds a processor's image from its Dockerfile.
@@ -204,15 +206,19 @@ impl ContainerEngine for BollardEngine {
     fn ensure_pinned_image<'a>(
         &'a self,
         reference: &'a PinnedReference,
+        progress: &'a Progress,
     ) -> BoxFuture<'a, Result<PinnedImage, CanonError>> {
-        Box::pin(async move { ensure_pinned_image(self.docker().await?, reference).await })
+        Box::pin(
+            async move { ensure_pinned_image(self.docker().await?, reference, progress).await },
+        )
     }
 
     fn build_image<'a>(
         &'a self,
         build: &'a ImageBuild<'a>,
+        progress: &'a Progress,
     ) -> BoxFuture<'a, Result<BuiltImage, CanonError>> {
-        Box::pin(async move { build_image(self.docker().await?, build).await })
+        Box::pin(async move { build_image(self.docker().await?, build, progress).await })
     }
 
     fn build_dockerfile_image<'a>(

@@ -9,7 +9,7 @@
 //! ID is not loaded again; either way it is tagged `proctor/<ns>-<name>:<version>`.
 //!
 //! Cargo's output and the engine's are captured, never written to stdout: their last lines
-//! explain an `ERR_BUILD`. A build whose run stops (cancelled, timed out) stops its compiler's
+//! explain an `ERR_BUILD`, and the compile reports to the caller's progress. A build whose run stops (cancelled, timed out) stops its compiler's
 //! process group rather than waiting for the compile.
 //!
 //! An entry whose `build` has no `cargo_package` is built by the container engine from its
@@ -25,7 +25,7 @@ use bollard::Docker;
 use bollard::query_parameters::{ImportImageOptionsBuilder, TagImageOptionsBuilder};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use proctor_contract::{CanonError, ErrorCode, Platform, ProcessorRef};
+use proctor_contract::{CanonError, ErrorCode, Platform, ProcessorRef, Progress};
 use proctor_oci::{ArchiveRequest, DockerArchive, build_docker_archive};
 use proctor_registry::ProcessorSpec;
 
@@ -56,10 +56,12 @@ pub struct BuiltImage {
     pub tag: String,
 }
 
-/// Builds the processor's image and makes sure the engine behind `docker` has it, tagged.
+/// Builds the processor's image and makes sure the engine behind `docker` has it, tagged;
+/// the compile reports to `progress`.
 pub(crate) async fn build_image(
     docker: &Docker,
     build: &ImageBuild<'_>,
+    progress: &Progress,
 ) -> Result<BuiltImage, CanonError> {
     let started = Instant::now();
     let processor_ref = &build.spec.processor_ref;
@@ -70,7 +72,7 @@ pub(crate) async fn build_image(
     };
     let (repository, version) = image_tag(processor_ref);
     let tag = format!("{repository}:{version}");
-    let archive = assemble(build, cargo_package).await?;
+    let archive = assemble(build, cargo_package, progress).await?;
     let id = archive.config_digest;
     let loaded = !has_image(docker, &id).await?;
     if loaded {
@@ -108,6 +110,7 @@ pub(crate) async fn build_image(
 async fn assemble(
     build: &ImageBuild<'_>,
     cargo_package: &str,
+    progress: &Progress,
 ) -> Result<DockerArchive, CanonError> {
     let processor_ref = build.spec.processor_ref.clone();
     let package = cargo_package.to_owned();
@@ -117,6 +120,7 @@ async fn assemble(
     tracing::info!(event = "image.compile", package = %package, platform = %platform);
     let stop = StopOnDrop::default();
     let cancel = Arc::clone(&stop.0);
+    let progress = progress.clone();
     tokio::task::spawn_blocking(move || {
         build_docker_archive(&ArchiveRequest {
             processor_ref: &processor_ref,
@@ -125,6 +129,7 @@ async fn assemble(
             workspace_root: &workspace_root,
             platform,
             cancel: Some(&cancel),
+            progress: &progress,
         })
     })
     .await

@@ -1,10 +1,14 @@
 //! Running a pinned image: `REGISTRY/REPO@sha256:…`, pulled by digest when absent locally,
-//! and verified to carry that digest before any container starts.
+//! and verified to carry that digest before any container starts. A pull reports its bytes
+//! (each layer's download, as the engine tells them) to the caller's progress.
+
+use std::collections::BTreeMap;
 
 use bollard::Docker;
+use bollard::models::CreateImageInfo;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
-use proctor_contract::{CanonError, ErrorCode, PinnedReference};
+use proctor_contract::{CanonError, ErrorCode, PinnedReference, Progress, ProgressUnit};
 
 use crate::local::{engine_error, is_not_found};
 
@@ -22,6 +26,7 @@ pub(crate) struct PinnedImage {
 pub(crate) async fn ensure_pinned_image(
     docker: &Docker,
     pinned: &PinnedReference,
+    progress: &Progress,
 ) -> Result<PinnedImage, CanonError> {
     if pinned.digest().is_placeholder() {
         return Err(CanonError::new(
@@ -35,7 +40,7 @@ pub(crate) async fn ensure_pinned_image(
     let image = match docker.inspect_image(reference).await {
         Ok(image) => image,
         Err(error) if is_not_found(&error) => {
-            pull(docker, reference).await?;
+            pull(docker, reference, progress).await?;
             docker.inspect_image(reference).await.map_err(|error| {
                 engine_error(&format!("inspecting pulled image {reference}"), error)
             })?
@@ -63,20 +68,153 @@ pub(crate) async fn ensure_pinned_image(
     Ok(PinnedImage { image_id, digest })
 }
 
-/// Pulls `reference` by digest.
-async fn pull(docker: &Docker, reference: &str) -> Result<(), CanonError> {
+/// Pulls `reference` by digest, reporting the bytes downloaded to `progress`.
+async fn pull(docker: &Docker, reference: &str, progress: &Progress) -> Result<(), CanonError> {
     tracing::info!(event = "image.pull", reference = %reference);
     let options = CreateImageOptionsBuilder::default()
         .from_image(reference)
         .build();
-    let mut progress = docker.create_image(Some(options), None, None);
-    while let Some(item) = progress.next().await {
-        item.map_err(|error| {
+    let task = progress.start(format!("pulling {reference}"), ProgressUnit::Bytes, None);
+    let mut tally = PullTally::default();
+    let mut stream = docker.create_image(Some(options), None, None);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|error| {
             CanonError::new(
                 ErrorCode::AdapterInvocation,
                 format!("pulling {reference} failed: {error}"),
             )
         })?;
+        let (total, arrived) = tally.observe(&info);
+        if let Some(total) = total {
+            task.set_total(total);
+        }
+        if arrived > 0 {
+            task.advance(arrived);
+        }
+        if let (Some(layer), Some(status)) = (&info.id, &info.status)
+            && status != DOWNLOADING
+        {
+            task.message(format!("{layer}: {status}"));
+        }
     }
     Ok(())
+}
+
+/// The engine's status of a layer whose download is under way, with its bytes.
+const DOWNLOADING: &str = "Downloading";
+/// The engine's status of a layer whose download is done.
+const DOWNLOAD_COMPLETE: &str = "Download complete";
+
+/// A pull's bytes, from the engine's progress messages: per layer, its download size (known
+/// once the download starts) and how much of it has arrived.
+#[derive(Debug, Default)]
+struct PullTally {
+    /// Layer id → (bytes arrived, bytes in all).
+    layers: BTreeMap<String, (u64, u64)>,
+}
+
+impl PullTally {
+    /// Takes one progress message; returns the pull's new total when it changed, and the
+    /// bytes that arrived since the previous message.
+    fn observe(&mut self, info: &CreateImageInfo) -> (Option<u64>, u64) {
+        let (Some(layer), Some(status)) = (&info.id, info.status.as_deref()) else {
+            return (None, 0);
+        };
+        let before = self.total();
+        let arrived = match status {
+            DOWNLOADING => {
+                let detail = info.progress_detail.as_ref();
+                let bytes = |value: Option<i64>| value.and_then(|v| u64::try_from(v).ok());
+                let current = detail.and_then(|d| bytes(d.current)).unwrap_or(0);
+                let size = detail.and_then(|d| bytes(d.total));
+                let (seen, total) = self.layers.entry(layer.clone()).or_default();
+                if let Some(size) = size {
+                    *total = size.max(*total);
+                }
+                let arrived = current.saturating_sub(*seen);
+                *seen = (*seen).max(current);
+                arrived
+            }
+            DOWNLOAD_COMPLETE => match self.layers.get_mut(layer) {
+                Some((seen, total)) => {
+                    let arrived = total.saturating_sub(*seen);
+                    *seen = *total;
+                    arrived
+                }
+                None => 0,
+            },
+            _ => 0,
+        };
+        let after = self.total();
+        ((after != before).then_some(after), arrived)
+    }
+
+    fn total(&self) -> u64 {
+        self.layers.values().map(|(_, total)| total).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::ProgressDetail;
+
+    use super::*;
+
+    fn message(layer: &str, status: &str, bytes: Option<(i64, i64)>) -> CreateImageInfo {
+        CreateImageInfo {
+            id: Some(layer.to_owned()),
+            status: Some(status.to_owned()),
+            progress_detail: bytes.map(|(current, total)| ProgressDetail {
+                current: Some(current),
+                total: Some(total),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pull_counts_each_layer_download_once() {
+        let mut tally = PullTally::default();
+        let seen: Vec<(Option<u64>, u64)> = [
+            message("a", "Pulling fs layer", None),
+            message("a", DOWNLOADING, Some((100, 1000))),
+            message("b", DOWNLOADING, Some((50, 500))),
+            message("a", DOWNLOADING, Some((600, 1000))),
+            message("a", DOWNLOAD_COMPLETE, None),
+            // Extraction has bytes too; they were counted as they arrived.
+            message("a", "Extracting", Some((1000, 1000))),
+            message("b", DOWNLOAD_COMPLETE, None),
+            message("b", "Pull complete", None),
+            message("c", "Already exists", None),
+        ]
+        .iter()
+        .map(|info| tally.observe(info))
+        .collect();
+        assert_eq!(
+            seen,
+            [
+                (None, 0),
+                (Some(1000), 100),
+                (Some(1500), 50),
+                (None, 500),
+                (None, 400),
+                (None, 0),
+                (None, 450),
+                (None, 0),
+                (None, 0),
+            ]
+        );
+        let arrived: u64 = seen.iter().map(|(_, arrived)| arrived).sum();
+        assert_eq!(arrived, tally.total());
+    }
+
+    #[test]
+    fn messages_without_a_layer_count_nothing() {
+        let mut tally = PullTally::default();
+        let digest = CreateImageInfo {
+            status: Some("Digest: sha256:…".to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(tally.observe(&digest), (None, 0));
+    }
 }

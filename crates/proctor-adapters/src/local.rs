@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use proctor_contract::{CanonError, Envelope, ErrorCode, Health, ProcessorRef, Redactor};
+use proctor_contract::{CanonError, Envelope, ErrorCode, Health, ProcessorRef, Progress, Redactor};
 use proctor_registry::Registry;
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -76,6 +76,8 @@ pub struct LocalAdapter {
     warm: Option<Arc<WarmPool>>,
     /// How processors without `build.cargo_package` are built; `None`: they are not.
     dockerfile: Option<Arc<DockerfileBuilds>>,
+    /// Where image builds and pulls report their progress.
+    progress: Progress,
 }
 
 /// The image a run starts from and the digest its envelope must report.
@@ -171,7 +173,14 @@ impl LocalAdapter {
             builds: Arc::default(),
             warm: None,
             dockerfile: None,
+            progress: Progress::none(),
         })
+    }
+
+    /// This adapter, reporting its image builds (compile, Dockerfile steps) and pulls (bytes)
+    /// to `progress`.
+    pub fn with_progress(self, progress: Progress) -> LocalAdapter {
+        LocalAdapter { progress, ..self }
     }
 
     /// This adapter, building processors without `build.cargo_package` from their
@@ -220,7 +229,7 @@ impl LocalAdapter {
             platform: build.platform,
         };
         self.builds
-            .get_or_build(key, || self.engine.build_image(build))
+            .get_or_build(key, || self.engine.build_image(build, &self.progress))
             .await
     }
 
@@ -255,6 +264,7 @@ impl LocalAdapter {
                     workspace_root: build.workspace_root,
                     platform: build.platform,
                     build_args: &settings.build_args,
+                    progress: &self.progress,
                 };
                 self.engine.build_dockerfile_image(&job).await
             })
@@ -721,7 +731,10 @@ impl LocalAdapter {
                 })
             }
             ImageSource::Pinned { reference } => {
-                let pinned = self.engine.ensure_pinned_image(reference).await?;
+                let pinned = self
+                    .engine
+                    .ensure_pinned_image(reference, &self.progress)
+                    .await?;
                 Ok(ResolvedImage {
                     image_id: pinned.image_id,
                     expected_digest: pinned.digest,
@@ -996,6 +1009,7 @@ mod tests {
             builds: Arc::default(),
             warm: None,
             dockerfile: None,
+            progress: Progress::none(),
         }
     }
 

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use bollard::models::ContainerCreateBody;
 use futures_util::future::BoxFuture;
 use proctor_contract::{
-    CanonError, Envelope, ErrorCode, Health, PinnedReference, ProcessorRef, RunPayload,
+    CanonError, Envelope, ErrorCode, Health, PinnedReference, ProcessorRef, Progress, RunPayload,
     SuccessMeta, WritePrefix,
 };
 use tokio::sync::{Notify, watch};
@@ -234,6 +234,7 @@ impl ContainerEngine for RecordingEngine {
     fn ensure_pinned_image<'a>(
         &'a self,
         _reference: &'a PinnedReference,
+        _progress: &'a Progress,
     ) -> BoxFuture<'a, Result<PinnedImage, CanonError>> {
         Box::pin(async { Err(engine_failure("pins are not part of the double")) })
     }
@@ -241,6 +242,7 @@ impl ContainerEngine for RecordingEngine {
     fn build_image<'a>(
         &'a self,
         _build: &'a ImageBuild<'a>,
+        _progress: &'a Progress,
     ) -> BoxFuture<'a, Result<BuiltImage, CanonError>> {
         Box::pin(async { Err(engine_failure("builds are not part of the double")) })
     }

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::args::{DeployConfig, DriftConfig, OutputFormat, SecretsPlanConfig};
 use crate::output::{emit, table};
+use crate::progress::{ProgressOptions, reporter};
 
 /// The process environment, UTF-8 variables only. The target, the proxy-auth tokens, the
 /// `modal` client (which runs with exactly this environment) and the values of the
@@ -67,7 +68,8 @@ pub(crate) async fn deploy(config: &DeployConfig) -> anyhow::Result<i32> {
         dry_run: config.dry_run,
         project_root: config.project_root.clone(),
     };
-    let report = proctor_engine::deploy(&request, &host_env()).await;
+    let progress = reporter(ProgressOptions::for_output(config.format));
+    let report = proctor_engine::deploy(&request, &host_env(), &progress).await;
     emit(&match config.format {
         OutputFormat::Json => json_line(&report)?,
         OutputFormat::Human => deploy_text(&report),

@@ -4,6 +4,7 @@
 //! module picks the processor, the layout and the index to pin, and prints the result.
 //!
 //! Under `--json`, stdout carries one line: the result, or `{"error":{"code","message"}}`.
+//! On a terminal, and not under `--json`, builds and pushes show their progress.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::args::{BuildConfig, ImageConfig, OutputFormat, PinConfig, PushConfig};
 use crate::output::{emit, print_error, table};
+use crate::progress::{ProgressOptions, reporter};
 use proctor_engine::{build_layout, check_publish};
 
 /// Runs the command; returns the exit code (a canonical error's, or 0).
@@ -144,7 +146,7 @@ fn build_command(config: &BuildConfig) -> Result<Report, CanonError> {
         &config.platforms,
         &config.oci_root,
         &config.workspace_root,
-        config.format == OutputFormat::Human,
+        &reporter(ProgressOptions::for_output(config.format)),
     )?;
     let rows: Vec<[String; 3]> = built
         .platforms
@@ -179,7 +181,7 @@ async fn push_command(config: &PushConfig) -> Result<Report, CanonError> {
     let pushed = proctor_oci::push(
         &layout_dir(&config.oci_root, &processor_ref),
         &config.registry,
-        config.format == OutputFormat::Human,
+        &reporter(ProgressOptions::for_output(config.format)),
     )
     .await?;
     let mut text = format!(

@@ -15,9 +15,10 @@ use crate::args::{LaneConfig, OutputFormat};
 use crate::deploy_commands::host_env;
 use crate::image_commands::{built_json, pins_json, pushed_json};
 use crate::output::{emit, error_json, table};
+use crate::progress::{ProgressOptions, reporter};
 
 /// Runs the lane's chain and prints its report; returns the exit code (the stopping
-/// error's, or 0).
+/// error's, or 0). On a terminal its steps, builds, pushes and deploys show progress.
 pub(crate) async fn execute(
     config: &LaneConfig,
     cancel: &CancellationToken,
@@ -28,7 +29,8 @@ pub(crate) async fn execute(
         ledger_url: config.ledger_url.clone(),
         env: host_env(),
         limits: Limits::default(),
-    });
+    })
+    .with_progress(reporter(ProgressOptions::for_output(config.format)));
     let report = run_lane(&engine, &config.request, cancel).await;
     engine.close().await;
     match config.format {

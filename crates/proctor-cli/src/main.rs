@@ -25,6 +25,7 @@ mod ledger_commands;
 mod new_command;
 mod output;
 mod plan_command;
+mod progress;
 mod registry_commands;
 mod run;
 mod verify_command;

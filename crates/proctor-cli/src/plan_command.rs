@@ -1,15 +1,15 @@
 //! `proctor plan apply|status|graph`: the validated configuration becomes one library call
-//! of `proctor-plan`, and its result is printed. Progress lines of `apply` go to stderr;
-//! under `--json`, stdout carries the one report line.
-
-use std::io::{self, Write as _};
+//! of `proctor-plan`, and its result is printed. On a terminal, `apply` shows the plan's
+//! progress and a line per settled transition on stderr; under `--json`, stdout carries the
+//! one report line.
 
 use proctor_contract::{CanonError, ErrorCode};
 use proctor_engine::{CancellationToken, Engine, EngineConfig, Limits};
-use proctor_plan::{ApplyOptions, PlanReport, TransitionReport, TransitionState};
+use proctor_plan::{ApplyOptions, PlanReport};
 
 use crate::args::{OutputFormat, PlanApplyConfig, PlanConfig};
 use crate::output::{emit, print_error, table};
+use crate::progress::{ProgressOptions, reporter};
 
 /// Runs a plan command; returns the exit code.
 pub(crate) async fn execute(
@@ -92,7 +92,8 @@ async fn execute_apply(
         ledger_url: config.ledger_url.clone(),
         env: crate::deploy_commands::host_env(),
         limits: Limits::default(),
-    });
+    })
+    .with_progress(reporter(ProgressOptions::for_output(config.format)));
     let engine = match config.warm_per_image {
         0 => engine,
         per_image => engine.with_warm_containers(per_image),
@@ -160,33 +161,9 @@ async fn apply(
         build: config.build,
         adapter_options: config.adapter_options.clone(),
     };
-    let human = config.format == OutputFormat::Human;
-    let progress = move |report: &TransitionReport| {
-        if human {
-            // Progress is best effort: a closed stderr does not stop the plan.
-            let _ = writeln!(io::stderr().lock(), "{}", progress_line(report));
-        }
-    };
-    proctor_plan::apply(engine, &plan, &options, cancel, &progress)
+    proctor_plan::apply(engine, &plan, &options, cancel)
         .await
         .map(Applied::Report)
-}
-
-/// One line per settled transition, e.g. `✓ stats succeeded (e-123)`.
-fn progress_line(report: &TransitionReport) -> String {
-    let mark = match report.state {
-        TransitionState::Succeeded | TransitionState::Skipped => "✓",
-        TransitionState::Failed => "✗",
-        TransitionState::NotStarted | TransitionState::Pending => "·",
-    };
-    let mut line = format!("{mark} {} {}", report.id, report.state.as_str());
-    if let Some(execution_id) = &report.execution_id {
-        line.push_str(&format!(" ({execution_id})"));
-    }
-    if let Some(error) = &report.error {
-        line.push_str(&format!(": {}", error.message));
-    }
-    line
 }
 
 /// The report for people: a table of transitions, then the outcome.

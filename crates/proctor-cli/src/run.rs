@@ -3,9 +3,10 @@
 use proctor_engine::{CancellationToken, Engine, EngineConfig, RunOutcome, RunRequest};
 
 use crate::args::RunConfig;
+use crate::progress::{ProgressOptions, reporter};
 
 /// Runs one processor as configured through the engine; never fails outright: every
-/// failure is an error envelope.
+/// failure is an error envelope. Its image build or pull shows progress on a terminal.
 pub(crate) async fn run(config: &RunConfig, cancel: &CancellationToken) -> RunOutcome {
     let engine = Engine::new(EngineConfig {
         registry_root: config.registry_root.clone(),
@@ -14,7 +15,8 @@ pub(crate) async fn run(config: &RunConfig, cancel: &CancellationToken) -> RunOu
         env: crate::deploy_commands::host_env(),
         limits: config.limits,
     })
-    .with_build_args(config.build_args.clone());
+    .with_build_args(config.build_args.clone())
+    .with_progress(reporter(ProgressOptions::for_output(config.format)));
     let request = RunRequest {
         processor_ref: config.processor_ref.clone(),
         adapter: config.adapter,

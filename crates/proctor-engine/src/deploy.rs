@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use proctor_contract::{CanonError, Digest, ErrorCode, PinnedReference, ProcessorRef};
+use proctor_contract::{
+    CanonError, Digest, ErrorCode, PinnedReference, ProcessorRef, Progress, ProgressUnit,
+};
 use proctor_deploy::{
     DriftRow, Endpoint, GeneratedApp, ModalCli, ModalTarget, ProxyAuth, SecretInventory,
     SecretPresence, SecretsPlan, check_drift, drift_verdict, generate_app,
@@ -169,9 +171,14 @@ impl AppOutcome {
 /// unpinned entry writes nothing — then, unless a dry run, deploys each in turn; the first
 /// failure stops it. `env` is the host environment: the target, the `modal` client (which
 /// runs with exactly this environment) and the registry's pass-through `env` values.
-pub async fn deploy(request: &DeployRequest, env: &BTreeMap<String, String>) -> DeployReport {
+/// `progress` hears of each app deployed.
+pub async fn deploy(
+    request: &DeployRequest,
+    env: &BTreeMap<String, String>,
+    progress: &Progress,
+) -> DeployReport {
     let mut apps = Vec::new();
-    let error = deploy_apps(request, env, &mut apps).await.err();
+    let error = deploy_apps(request, env, &mut apps, progress).await.err();
     DeployReport {
         target: request.processors.target,
         dry_run: request.dry_run,
@@ -186,6 +193,7 @@ async fn deploy_apps(
     request: &DeployRequest,
     env: &BTreeMap<String, String>,
     apps: &mut Vec<AppOutcome>,
+    progress: &Progress,
 ) -> Result<(), CanonError> {
     let target = request.processors.target.modal(env)?;
     let generated = request
@@ -213,9 +221,22 @@ async fn deploy_apps(
         return Ok(());
     }
     let cli = ModalCli::discover(env)?;
+    let task = progress.start(
+        format!("deploying to {}", request.processors.target),
+        ProgressUnit::Items,
+        Some(written.len() as u64),
+    );
     for ((app, file), outcome) in written.iter().zip(apps.iter_mut()) {
+        task.message(format!("modal deploy {}", app.names.app));
         cli.deploy(app, file, &target).await?;
         outcome.deployed = true;
+        task.advance(1);
+        task.note(format!(
+            "deployed {} as {} ({})",
+            app.processor_ref,
+            app.names.app,
+            app.deploy_tag()
+        ));
     }
     Ok(())
 }

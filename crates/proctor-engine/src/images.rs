@@ -3,18 +3,19 @@
 
 use std::path::Path;
 
-use proctor_contract::{CanonError, ErrorCode, Platform};
+use proctor_contract::{CanonError, ErrorCode, Platform, Progress};
 use proctor_oci::{BuildRequest, BuiltImage, layout_dir};
 use proctor_registry::RegisteredProcessor;
 
 /// Builds `entry`'s image for `platforms` into its layout under `oci_root`, compiling in
-/// the Cargo workspace at `workspace_root`. Blocks while cargo compiles.
+/// the Cargo workspace at `workspace_root`, reporting to `progress`. Blocks while cargo
+/// compiles.
 pub fn build_layout(
     entry: &RegisteredProcessor,
     platforms: &[Platform],
     oci_root: &Path,
     workspace_root: &Path,
-    show_progress: bool,
+    progress: &Progress,
 ) -> Result<BuiltImage, CanonError> {
     let spec = entry.spec();
     let Some(cargo_package) = spec.build.cargo_package.clone() else {
@@ -27,13 +28,15 @@ pub fn build_layout(
             ),
         ));
     };
-    proctor_oci::build(&BuildRequest {
-        processor_ref: spec.processor_ref.clone(),
-        cargo_package,
-        port: spec.build.port,
-        workspace_root: workspace_root.to_path_buf(),
-        platforms: platforms.to_vec(),
-        layout_dir: layout_dir(oci_root, &spec.processor_ref),
-        show_progress,
-    })
+    proctor_oci::build(
+        &BuildRequest {
+            processor_ref: spec.processor_ref.clone(),
+            cargo_package,
+            port: spec.build.port,
+            workspace_root: workspace_root.to_path_buf(),
+            platforms: platforms.to_vec(),
+            layout_dir: layout_dir(oci_root, &spec.processor_ref),
+        },
+        progress,
+    )
 }

@@ -32,7 +32,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use proctor_contract::{CanonError, Envelope, ErrorCode, Mode, Platform, ProcessorRef};
+use proctor_contract::{
+    CanonError, Envelope, ErrorCode, Mode, Platform, ProcessorRef, ProgressUnit,
+};
 use proctor_deploy::DriftRow;
 use proctor_oci::{BuiltImage, Pins, PushedImage, RegistryTarget};
 use proctor_registry::{ProcessorSpec, Registry};
@@ -193,8 +195,6 @@ pub struct LaneRequest {
     pub plan: String,
     /// The budget each smoke run reserves, in micro-USD.
     pub reserve_micro_usd: u64,
-    /// Draw progress bars for builds and pushes (on a terminal only).
-    pub show_progress: bool,
 }
 
 /// A processor built, pushed and pinned by Build & Pin.
@@ -384,13 +384,19 @@ async fn run_chain(
         processors: &report.processors,
         cancel,
     };
+    let is_selected = |step: &LaneStep| match &request.chain {
+        LaneChain::Main(main) => (main.from..=main.until).contains(step),
+        LaneChain::Pr => true,
+    };
+    let task = engine.progress().start(
+        format!("lane {lane}"),
+        ProgressUnit::Steps,
+        Some(chain.iter().filter(|step| is_selected(step)).count() as u64),
+    );
     let mut outcomes = Vec::with_capacity(chain.len());
     let mut stopped = None;
     for &step in chain {
-        let selected = match &request.chain {
-            LaneChain::Main(main) => (main.from..=main.until).contains(&step),
-            LaneChain::Pr => true,
-        };
+        let selected = is_selected(&step);
         if !selected || stopped.is_some() {
             let status = if selected {
                 StepStatus::Skipped
@@ -400,7 +406,9 @@ async fn run_chain(
             outcomes.push(StepOutcome::new(step, status));
             continue;
         }
+        task.message(step.as_str());
         let outcome = steps.run(step).await;
+        task.advance(1);
         stopped = outcome.error.clone();
         outcomes.push(outcome);
     }
@@ -586,12 +594,13 @@ impl Steps<'_> {
     /// digest of that push.
     async fn build_pin(&self, main: &MainLaneSettings) -> Result<StepReport, CanonError> {
         let registry = Registry::load(&self.engine.config().registry_root)?;
-        let show_progress = self.request.show_progress;
+        let progress = self.engine.progress();
         let mut pinned = Vec::with_capacity(self.processors.len());
         for processor_ref in self.processors {
             let entry = registry.get(processor_ref)?.clone();
             let file = entry.file();
             let (oci_root, workspace_root) = (main.oci_root.clone(), main.workspace_root.clone());
+            let build_progress = progress.clone();
             // Cargo compiles for minutes: off the runtime's worker threads.
             let built = tokio::task::spawn_blocking(move || {
                 build_layout(
@@ -599,13 +608,12 @@ impl Steps<'_> {
                     &Platform::ALL,
                     &oci_root,
                     &workspace_root,
-                    show_progress,
+                    &build_progress,
                 )
             })
             .await
             .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))?;
-            let pushed =
-                proctor_oci::push(&built.layout_dir, &main.registry, show_progress).await?;
+            let pushed = proctor_oci::push(&built.layout_dir, &main.registry, progress).await?;
             let pins = proctor_oci::pin(&file, &pushed.index_source()).await?;
             tracing::info!(
                 event = "lane.build_pin.pinned",
@@ -740,7 +748,7 @@ impl Steps<'_> {
             dry_run: false,
             project_root: main.project_root.clone(),
         };
-        let report = deploy(&request, env).await;
+        let report = deploy(&request, env, self.engine.progress()).await;
         if let Some(error) = report.error {
             return Err(error);
         }

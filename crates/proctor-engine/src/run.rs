@@ -27,8 +27,8 @@ use proctor_adapters::{
     Staging, host_platform,
 };
 use proctor_contract::{
-    CanonError, Envelope, ErrorCode, Mode, PAYLOAD_SCHEMA, ProcessorRef, Redactor, RunPayload,
-    UpstreamOutput, WritePrefix, ci_guard,
+    CanonError, Envelope, ErrorCode, Mode, PAYLOAD_SCHEMA, ProcessorRef, Progress, Redactor,
+    RunPayload, UpstreamOutput, WritePrefix, ci_guard,
 };
 use proctor_ledger::Ledger;
 use proctor_registry::{
@@ -231,6 +231,8 @@ pub struct Engine {
     build_args: BTreeMap<String, String>,
     /// Loaded again only when a `registry.yaml` changes, so runs do not each parse it.
     registry: RegistryCache,
+    /// Where image builds, pulls, pushes and deploys report their progress.
+    progress: Progress,
 }
 
 impl Engine {
@@ -245,7 +247,19 @@ impl Engine {
             warm_per_kind: None,
             build_args: BTreeMap::new(),
             registry: RegistryCache::default(),
+            progress: Progress::none(),
         }
+    }
+
+    /// This engine, reporting the progress of long work — a run's image build (the compile)
+    /// or pull (its bytes), a lane's builds, pushes and deploys — to `progress`.
+    pub fn with_progress(self, progress: Progress) -> Engine {
+        Engine { progress, ..self }
+    }
+
+    /// Where long work reports its progress.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// This engine, building processors without `build.cargo_package` (`--build`) from
@@ -462,11 +476,12 @@ impl Engine {
                 let local = match self.local.get() {
                     Some(local) => local,
                     None => {
-                        let local =
-                            LocalAdapter::connect()?.with_dockerfile_builds(DockerfileBuilds {
+                        let local = LocalAdapter::connect()?
+                            .with_dockerfile_builds(DockerfileBuilds {
                                 registry_root: self.config.registry_root.clone(),
                                 build_args: self.build_args.clone(),
-                            });
+                            })
+                            .with_progress(self.progress.clone());
                         let _ = self.local.set(match self.warm_per_kind {
                             Some(per_kind) => local.with_warm_containers(per_kind, warm_owner()?),
                             None => local,

@@ -6,14 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use proctor_contract::{CanonError, ErrorCode, ProcessorRef};
+use proctor_contract::{CanonError, ErrorCode, ProcessorRef, Progress, ProgressUnit};
 
 use crate::compile::{CompileJob, compile};
 use crate::docker_archive::docker_archive;
 use crate::image::{ImageSettings, image_index, platform_image, uncompressed_image};
 use crate::layout::write_layout;
 use crate::platform::Platform;
-use crate::progress::{spinner, steps_bar};
 
 /// What to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +29,6 @@ pub struct BuildRequest {
     pub platforms: Vec<Platform>,
     /// The OCI image layout directory to write, see [`crate::layout_dir`].
     pub layout_dir: PathBuf,
-    /// Draw a progress bar on stderr (only when stderr is a terminal).
-    pub show_progress: bool,
 }
 
 /// A built multi-arch image, written as an OCI image layout.
@@ -61,10 +58,12 @@ pub struct BuiltPlatform {
 /// Compiles `request.cargo_package` as a static binary for each platform and writes the
 /// image layout: per platform a single-layer image (`/processor`, user 65532, the port
 /// exposed), plus an image index listing them. The same sources give the same digests.
+/// `progress` hears of each step (compile, assemble per platform, then the layout) and of
+/// each compile's crates.
 ///
 /// Errors: `ERR_BUILD` with cargo's failure, a missing toolchain (and its fix), or a
 /// binary that is not statically linked for its platform.
-pub fn build(request: &BuildRequest) -> Result<BuiltImage, CanonError> {
+pub fn build(request: &BuildRequest, progress: &Progress) -> Result<BuiltImage, CanonError> {
     let mut platforms = request.platforms.clone();
     platforms.sort();
     platforms.dedup();
@@ -73,7 +72,11 @@ pub fn build(request: &BuildRequest) -> Result<BuiltImage, CanonError> {
     }
     let started = Instant::now();
     tracing::info!(event = "oci.build.start", processor_ref = %request.processor_ref);
-    let bar = steps_bar(platforms.len() as u64 * 2 + 1, request.show_progress);
+    let steps = progress.start(
+        format!("building {}", request.processor_ref),
+        ProgressUnit::Steps,
+        Some(platforms.len() as u64 * 2 + 1),
+    );
     let settings = ImageSettings {
         processor_ref: &request.processor_ref,
         port: request.port,
@@ -87,14 +90,15 @@ pub fn build(request: &BuildRequest) -> Result<BuiltImage, CanonError> {
             cargo_package: &request.cargo_package,
             platform,
             cancel: None,
-            progress: &bar,
+            progress,
         };
+        steps.message(format!("compiling for {platform}"));
         let binary = compile(job)?;
         let compile_time = compile_started.elapsed();
-        bar.inc(1);
-        bar.set_message(format!("assembling the {platform} image"));
+        steps.advance(1);
+        steps.message(format!("assembling the {platform} image"));
         let image = platform_image(&binary.bytes, platform, settings)?;
-        bar.inc(1);
+        steps.advance(1);
         tracing::info!(
             event = "oci.build.platform",
             platform = %platform,
@@ -109,11 +113,11 @@ pub fn build(request: &BuildRequest) -> Result<BuiltImage, CanonError> {
         });
         images.push(image);
     }
-    bar.set_message("writing the image layout");
+    steps.message("writing the image layout");
     let index = image_index(&images)?;
     write_layout(&request.layout_dir, &request.processor_ref, &index, &images)?;
-    bar.inc(1);
-    bar.finish_and_clear();
+    steps.advance(1);
+    drop(steps);
     tracing::info!(
         event = "oci.build.settle",
         processor_ref = %request.processor_ref,
@@ -143,6 +147,8 @@ pub struct ArchiveRequest<'a> {
     /// Set from another thread to stop the compile: the compiler's process group is
     /// stopped and the build fails with `ERR_INTERRUPTED`.
     pub cancel: Option<&'a AtomicBool>,
+    /// Where the compile reports the crates it has built and cargo's own output.
+    pub progress: &'a Progress,
 }
 
 /// One platform's image, packed for `docker load`.
@@ -164,16 +170,13 @@ pub struct DockerArchive {
 /// Errors: `ERR_BUILD`, as for [`build`].
 pub fn build_docker_archive(request: &ArchiveRequest<'_>) -> Result<DockerArchive, CanonError> {
     let compile_started = Instant::now();
-    let progress = spinner(true);
     let binary = compile(CompileJob {
         workspace_root: request.workspace_root,
         cargo_package: request.cargo_package,
         platform: request.platform,
         cancel: request.cancel,
-        progress: &progress,
-    });
-    progress.finish_and_clear();
-    let binary = binary?;
+        progress: request.progress,
+    })?;
     let compile_time = compile_started.elapsed();
     let settings = ImageSettings {
         processor_ref: request.processor_ref,

@@ -3,9 +3,10 @@
 //!
 //! This is the one place proctor compiles a processor: `proctor build` uses it for both
 //! platforms, and `proctor run --build` (through `build_docker_archive`) for the host's.
-//! Cargo's JSON messages (read from stdout) name the binary; its human output is captured,
-//! never printed: each line goes to the `debug` log and the last lines explain an
-//! `ERR_BUILD`.
+//! Cargo's JSON messages (read from stdout) name the binary and count the crates built; its
+//! human output is captured, never printed: each line goes to the `debug` log and to the
+//! compile's progress task as output (the caller decides whether to show it), and the last
+//! lines explain an `ERR_BUILD`.
 //!
 //! Cargo runs in a process group of its own, so a compile can be stopped as a whole: once
 //! the job's cancellation flag is set, the group (cargo, rustc, build scripts) gets SIGTERM,
@@ -25,8 +26,7 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process_group};
 
-use indicatif::ProgressBar;
-use proctor_contract::{CanonError, ErrorCode};
+use proctor_contract::{CanonError, ErrorCode, Progress, ProgressTask, ProgressUnit};
 use serde::Deserialize;
 
 use crate::platform::{Platform, is_host};
@@ -51,8 +51,8 @@ pub(crate) struct CompileJob<'a> {
     pub(crate) platform: Platform,
     /// Set (by another thread) to stop the compile; `None` when nothing cancels it.
     pub(crate) cancel: Option<&'a AtomicBool>,
-    /// Where the compile reports the crates it has built (a hidden bar draws nothing).
-    pub(crate) progress: &'a ProgressBar,
+    /// Where the compile reports the crates it has built and cargo's own output.
+    pub(crate) progress: &'a Progress,
 }
 
 /// A compiled binary: where cargo left it, and its content as read (and checked) once.
@@ -77,15 +77,21 @@ pub(crate) fn compile(job: CompileJob<'_>) -> Result<CompiledBinary, CanonError>
     let output = (child.stdout.take(), child.stderr.take());
     let group = CompilerGroup::new(child);
     let (finished, done) = mpsc::channel::<()>();
+    let task = job.progress.start(
+        format!("compiling {} for {}", job.cargo_package, job.platform),
+        ProgressUnit::Items,
+        None,
+    );
     let outcome = std::thread::scope(|scope| {
         if let Some(cancel) = job.cancel {
             let group = &group;
             scope.spawn(move || group.stop_on(cancel, done));
         }
-        let outcome = run_cargo(job, output, &group);
+        let outcome = run_cargo(job, output, &group, &task);
         drop(finished);
         outcome
     });
+    drop(task);
     if job
         .cancel
         .is_some_and(|cancel| cancel.load(Ordering::SeqCst))
@@ -131,55 +137,60 @@ pub(crate) fn compile(job: CompileJob<'_>) -> Result<CompiledBinary, CanonError>
 /// What a finished cargo said: its status, the executables it announced and its last lines.
 type CargoRun = (ExitStatus, Vec<PathBuf>, VecDeque<String>);
 
-/// Reads cargo's output (stdout, stderr) to its end and reaps cargo.
+/// Reads cargo's output (stdout, stderr) to its end and reaps cargo; `task` counts the
+/// crates built, names the last one, and hears each line of cargo's human output.
 fn run_cargo(
     job: CompileJob<'_>,
     (stdout, stderr): (Option<ChildStdout>, Option<ChildStderr>),
     group: &CompilerGroup,
+    task: &ProgressTask,
 ) -> Result<CargoRun, CanonError> {
-    let diagnostics = stderr.map(|stderr| {
-        std::thread::spawn(move || {
-            let mut tail = VecDeque::with_capacity(TAIL_LINES);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                tracing::debug!(event = "image.compile.output", line = %line);
-                if tail.len() == TAIL_LINES {
-                    tail.pop_front();
+    std::thread::scope(|scope| {
+        let diagnostics = stderr.map(|stderr| {
+            scope.spawn(move || {
+                let mut tail = VecDeque::with_capacity(TAIL_LINES);
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    tracing::debug!(event = "image.compile.output", line = %line);
+                    task.output(line.as_str());
+                    if tail.len() == TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
                 }
-                tail.push_back(line);
-            }
-            tail
-        })
-    });
-    let mut executables = Vec::new();
-    let mut crates_built = 0;
-    job.progress.set_message(format!(
-        "compiling {} for {}",
-        job.cargo_package, job.platform
-    ));
-    if let Some(stdout) = stdout {
-        for line in BufReader::new(stdout).lines() {
-            let line =
-                line.map_err(|err| build_error(job, format!("reading cargo output: {err}")))?;
-            let Some(artifact) = artifact_of(&line) else {
-                continue;
-            };
-            crates_built += 1;
-            job.progress.set_message(format!(
-                "compiling {} for {}: {crates_built} crates built, last {}",
-                job.cargo_package, job.platform, artifact.name
-            ));
-            if let Some(path) = artifact.executable {
-                executables.push(path);
+                tail
+            })
+        });
+        let mut executables = Vec::new();
+        let mut crates_built = 0;
+        if let Some(stdout) = stdout {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.map_err(|err| {
+                    // Its stderr reader, in this scope, ends once cargo does.
+                    group.signal(Signal::KILL);
+                    build_error(job, format!("reading cargo output: {err}"))
+                })?;
+                let Some(artifact) = artifact_of(&line) else {
+                    continue;
+                };
+                crates_built += 1;
+                task.advance(1);
+                task.message(format!(
+                    "{crates_built} crates built, last {}",
+                    artifact.name
+                ));
+                if let Some(path) = artifact.executable {
+                    executables.push(path);
+                }
             }
         }
-    }
-    let status = group
-        .reap()
-        .map_err(|err| build_error(job, format!("waiting for cargo: {err}")))?;
-    let tail = diagnostics
-        .and_then(|thread| thread.join().ok())
-        .unwrap_or_default();
-    Ok((status, executables, tail))
+        let status = group
+            .reap()
+            .map_err(|err| build_error(job, format!("waiting for cargo: {err}")))?;
+        let tail = diagnostics
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or_default();
+        Ok((status, executables, tail))
+    })
 }
 
 /// Cargo as the leader of its own process group, until it is reaped; dropped unreaped
@@ -484,7 +495,7 @@ mod tests {
             cargo_package: "p",
             platform: foreign,
             cancel: None,
-            progress: &ProgressBar::hidden(),
+            progress: &Progress::none(),
         };
         let command = cargo_command(job);
         let value = |key: String| {
@@ -523,7 +534,7 @@ mod tests {
             cargo_package: "p",
             platform: host,
             cancel: None,
-            progress: &ProgressBar::hidden(),
+            progress: &Progress::none(),
         };
         let command = cargo_command(job);
         assert!(

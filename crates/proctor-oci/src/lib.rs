@@ -13,8 +13,8 @@
 //! image, config digest included, that `build` writes for the host platform.
 //!
 //! **Architecture Invariant:** this crate talks to registries through the distribution API
-//! (oci-client) and to cargo; it never drives a container engine and never prints — progress
-//! bars go to stderr, and only on a terminal. Credentials are never logged.
+//! (oci-client) and to cargo; it never drives a container engine and never prints: it reports progress
+//! through the caller's [`proctor_contract::Progress`]. Credentials are never logged.
 
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
@@ -31,7 +31,6 @@ mod layout;
 mod pin;
 mod pin_file;
 mod platform;
-mod progress;
 mod push;
 mod remote;
 mod target;

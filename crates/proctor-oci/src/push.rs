@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use oci_client::RegistryOperation;
-use proctor_contract::{CanonError, ErrorCode, ImageRepository, ProcessorRef};
+use proctor_contract::{
+    CanonError, ErrorCode, ImageRepository, ProcessorRef, Progress, ProgressUnit,
+};
 use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +17,6 @@ use crate::image::Blob;
 use crate::layout::read_layout;
 use crate::pin::{IndexReference, IndexSource};
 use crate::platform::Platform;
-use crate::progress::bytes_bar;
 use crate::remote::{Remote, registry_error};
 use crate::target::{DistributionReference, RegistryTarget};
 
@@ -81,15 +82,15 @@ impl PushedImage {
 
 /// Pushes the image layout at `layout_dir` to its repository under `target`: each platform's
 /// layer and config blobs (skipping those the registry already has), each platform manifest by
-/// digest, then the image index tagged with the processor version. Draws a progress bar on
-/// stderr when `show_progress` is set and stderr is a terminal.
+/// digest, then the image index tagged with the processor version. `progress` hears of the
+/// bytes pushed, a blob the registry already has counting as pushed.
 ///
 /// Errors: `ERR_REGISTRY_UNREACHABLE` when the registry does not answer (checked before any
 /// upload), `ERR_PUSH` for a missing or corrupt layout or a refused upload.
 pub async fn push(
     layout_dir: &Path,
     target: &RegistryTarget,
-    show_progress: bool,
+    progress: &Progress,
 ) -> Result<PushedImage, CanonError> {
     let started = Instant::now();
     let image = read_layout(layout_dir)?;
@@ -109,8 +110,11 @@ pub async fn push(
         .await?;
     tracing::info!(event = "oci.push.start", repository = %repository, tag = %image.tag);
 
-    let bar = bytes_bar(image.total_bytes(), show_progress);
-    bar.set_message(format!("pushing {repository}:{}", image.tag));
+    let bytes = progress.start(
+        format!("pushing {repository}:{}", image.tag),
+        ProgressUnit::Bytes,
+        Some(image.total_bytes()),
+    );
     let mut platforms = BTreeMap::new();
     for stored in &image.manifests {
         let reference = repository.by_digest(stored.manifest.digest.as_ref());
@@ -127,15 +131,15 @@ pub async fn push(
                     .await
                     .map_err(|err| registry_error(ErrorCode::Push, &reference, &err))?;
             }
-            bar.inc(blob.size());
+            bytes.advance(blob.size());
         }
         push_manifest(&remote, &reference, &stored.manifest).await?;
-        bar.inc(stored.manifest.size());
+        bytes.advance(stored.manifest.size());
         platforms.insert(stored.platform, stored.manifest.digest.to_string());
     }
     push_manifest(&remote, &tag_reference, &image.index).await?;
-    bar.inc(image.index.size());
-    bar.finish_and_clear();
+    bytes.advance(image.index.size());
+    drop(bytes);
 
     let pushed = PushedImage {
         processor_ref: image.processor_ref,

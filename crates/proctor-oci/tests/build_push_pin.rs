@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bollard::Docker;
 use bollard::query_parameters::{CreateImageOptions, RemoveImageOptions};
@@ -22,7 +22,9 @@ use futures_util::{FutureExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use proctor_contract::{ErrorCode, Platform, ProcessorRef};
+use proctor_contract::{
+    ErrorCode, Platform, ProcessorRef, Progress, ProgressEvent, ProgressUnit, TaskId,
+};
 use proctor_oci::{
     BuildRequest, BuiltImage, IndexReference, IndexSource, PushedImage, RegistryTarget, build,
     layout_dir, pin, push,
@@ -56,43 +58,120 @@ fn build_settings() -> (String, u16) {
     (package, port)
 }
 
-fn build_into(layout: &Path) -> BuiltImage {
+/// A [`Progress`] that keeps every event it hears.
+fn recording() -> (Progress, Arc<Mutex<Vec<ProgressEvent>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let progress = Progress::new(move |event| sink.lock().unwrap().push(event));
+    (progress, events)
+}
+
+/// The tasks started in `events`: id, label, unit and total, in order.
+fn started(events: &[ProgressEvent]) -> Vec<(TaskId, String, ProgressUnit, Option<u64>)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            ProgressEvent::Started {
+                task,
+                label,
+                unit,
+                total,
+            } => Some((*task, label.clone(), *unit, *total)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How far `task` advanced in `events`.
+fn advanced(events: &[ProgressEvent], task: TaskId) -> u64 {
+    events
+        .iter()
+        .map(|event| match event {
+            ProgressEvent::Advanced { task: t, by } if *t == task => *by,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Whether every task started in `events` finished, each once, as its last event.
+fn all_finished(events: &[ProgressEvent]) -> bool {
+    started(events).iter().all(|(task, ..)| {
+        let of_task: Vec<&ProgressEvent> = events
+            .iter()
+            .filter(|event| task_of(event) == *task)
+            .collect();
+        of_task
+            .iter()
+            .filter(|event| matches!(event, ProgressEvent::Finished { .. }))
+            .count()
+            == 1
+            && matches!(of_task.last(), Some(ProgressEvent::Finished { .. }))
+    })
+}
+
+fn task_of(event: &ProgressEvent) -> TaskId {
+    match event {
+        ProgressEvent::Started { task, .. }
+        | ProgressEvent::Total { task, .. }
+        | ProgressEvent::Advanced { task, .. }
+        | ProgressEvent::Message { task, .. }
+        | ProgressEvent::Note { task, .. }
+        | ProgressEvent::Output { task, .. }
+        | ProgressEvent::Finished { task } => *task,
+    }
+}
+
+fn build_into(layout: &Path, progress: &Progress) -> BuiltImage {
     let (cargo_package, port) = build_settings();
     let processor_ref: ProcessorRef = PROCESSOR_REF.parse().unwrap();
-    build(&BuildRequest {
-        processor_ref,
-        cargo_package,
-        port,
-        workspace_root: workspace_root(),
-        platforms: Platform::ALL.to_vec(),
-        layout_dir: layout.to_owned(),
-        show_progress: false,
-    })
+    build(
+        &BuildRequest {
+            processor_ref,
+            cargo_package,
+            port,
+            workspace_root: workspace_root(),
+            platforms: Platform::ALL.to_vec(),
+            layout_dir: layout.to_owned(),
+        },
+        progress,
+    )
     .unwrap()
 }
 
 struct SharedBuild {
     _root: tempfile::TempDir,
     image: BuiltImage,
+    /// What the build reported.
+    events: Vec<ProgressEvent>,
+}
+
+/// Both platforms of text/stats@1, built once per test binary, with what the build
+/// reported.
+fn shared_build_reported() -> &'static SharedBuild {
+    static BUILT: OnceLock<SharedBuild> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = tempfile::tempdir().unwrap();
+        let layout = layout_dir(root.path(), &PROCESSOR_REF.parse().unwrap());
+        let (progress, events) = recording();
+        let image = build_into(&layout, &progress);
+        for platform in &image.platforms {
+            eprintln!(
+                "compiled {} in {:?}",
+                platform.platform, platform.compile_time
+            );
+        }
+        let events = events.lock().unwrap().clone();
+        SharedBuild {
+            _root: root,
+            image,
+            events,
+        }
+    })
 }
 
 /// Both platforms of text/stats@1, built once per test binary.
 fn shared_build() -> &'static BuiltImage {
-    static BUILT: OnceLock<SharedBuild> = OnceLock::new();
-    &BUILT
-        .get_or_init(|| {
-            let root = tempfile::tempdir().unwrap();
-            let layout = layout_dir(root.path(), &PROCESSOR_REF.parse().unwrap());
-            let image = build_into(&layout);
-            for platform in &image.platforms {
-                eprintln!(
-                    "compiled {} in {:?}",
-                    platform.platform, platform.compile_time
-                );
-            }
-            SharedBuild { _root: root, image }
-        })
-        .image
+    &shared_build_reported().image
 }
 
 /// A registry target with an owner no other test uses.
@@ -175,7 +254,9 @@ async fn build_push_pin_then_docker_pulls_the_pinned_digests() {
     );
     let target = unique_target();
     let push_started = std::time::Instant::now();
-    let pushed = push(&built.layout_dir, &target, false).await.unwrap();
+    let pushed = push(&built.layout_dir, &target, &Progress::none())
+        .await
+        .unwrap();
     eprintln!(
         "pushed {} in {:?}",
         pushed.repository,
@@ -284,10 +365,77 @@ async fn build_push_pin_then_docker_pulls_the_pinned_digests() {
     }
 }
 
+#[test]
+fn build_reports_its_steps_and_each_compile() {
+    let events = &shared_build_reported().events;
+    let tasks = started(events);
+    let (package, _) = build_settings();
+    let (steps, label, unit, total) = &tasks[0];
+    assert_eq!(
+        (label.as_str(), *unit, *total),
+        ("building text/stats@1", ProgressUnit::Steps, Some(5)),
+        "{tasks:?}"
+    );
+    assert_eq!(advanced(events, *steps), 5);
+    let compiles: Vec<_> = tasks[1..].iter().collect();
+    assert_eq!(
+        compiles
+            .iter()
+            .map(|(_, label, unit, total)| (label.clone(), *unit, *total))
+            .collect::<Vec<_>>(),
+        Platform::ALL
+            .iter()
+            .map(|platform| (
+                format!("compiling {package} for {platform}"),
+                ProgressUnit::Items,
+                None
+            ))
+            .collect::<Vec<_>>()
+    );
+    for (compile, ..) in compiles {
+        // Each crate cargo built (fresh or not) counts, the last one named; cargo's own
+        // output (at least its `Finished` line) is passed on.
+        assert!(advanced(events, *compile) >= 1);
+        assert!(events.iter().any(|event| matches!(
+            event,
+            ProgressEvent::Message { task, text }
+                if task == compile && text.contains("crates built, last ")
+        )));
+        assert!(events.iter().any(|event| matches!(
+            event,
+            ProgressEvent::Output { task, line } if task == compile && line.contains("Finished")
+        )));
+    }
+    assert!(all_finished(events), "{events:?}");
+}
+
+#[tokio::test]
+async fn push_reports_every_byte_of_the_layout() {
+    let built = shared_build();
+    let (progress, events) = recording();
+    let pushed = push(&built.layout_dir, &unique_target(), &progress)
+        .await
+        .unwrap();
+    let events = events.lock().unwrap().clone();
+    let tasks = started(&events);
+    let [(task, label, unit, Some(total))] = tasks.as_slice() else {
+        panic!("one push task with a total: {tasks:?}");
+    };
+    assert_eq!(label, &format!("pushing {}:1", pushed.repository));
+    assert_eq!(*unit, ProgressUnit::Bytes);
+    let layout_bytes: u64 = std::fs::read_dir(built.layout_dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(*total, layout_bytes);
+    assert_eq!(advanced(&events, *task), *total);
+    assert!(all_finished(&events), "{events:?}");
+}
+
 #[tokio::test]
 async fn pin_refuses_an_index_without_arm64_and_leaves_the_file_alone() {
     let built = shared_build();
-    let pushed = push(&built.layout_dir, &unique_target(), false)
+    let pushed = push(&built.layout_dir, &unique_target(), &Progress::none())
         .await
         .unwrap();
     let amd64 = &pushed.platforms[&Platform::Amd64];
@@ -348,7 +496,7 @@ async fn pin_refuses_an_index_without_arm64_and_leaves_the_file_alone() {
 #[tokio::test]
 async fn pin_refuses_digests_absent_from_the_registry() {
     let built = shared_build();
-    let pushed = push(&built.layout_dir, &unique_target(), false)
+    let pushed = push(&built.layout_dir, &unique_target(), &Progress::none())
         .await
         .unwrap();
     let (_dir, registry_yaml, before) = registry_yaml_copy();
@@ -402,9 +550,16 @@ async fn a_registry_that_is_down_is_unreachable_for_push_and_pin() {
         .parse()
         .unwrap();
 
-    let err = push(&built.layout_dir, &target, false).await.unwrap_err();
+    let (progress, events) = recording();
+    let err = push(&built.layout_dir, &target, &progress)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::RegistryUnreachable);
     assert!(err.message().starts_with("registry unreachable"), "{err}");
+    assert!(
+        events.lock().unwrap().is_empty(),
+        "a push refused before any upload reports nothing"
+    );
 
     let (_dir, registry_yaml, before) = registry_yaml_copy();
     let source = IndexSource {
@@ -447,8 +602,8 @@ async fn pin_refuses_a_registry_yaml_out_of_shape_before_any_network_work() {
 #[test]
 fn building_twice_gives_byte_identical_layouts() {
     let root = tempfile::tempdir().unwrap();
-    let first = build_into(&root.path().join("first"));
-    let second = build_into(&root.path().join("second"));
+    let first = build_into(&root.path().join("first"), &Progress::none());
+    let second = build_into(&root.path().join("second"), &Progress::none());
     assert_eq!(second.index_digest, first.index_digest);
     let digests = |image: &BuiltImage| {
         image

@@ -34,7 +34,7 @@ use futures_util::stream::FuturesUnordered;
 use proctor_contract::{
     AppliedTransition, ArtifactRef, CanonError, Envelope, ErrorBody, ErrorCode, LedgerEvent,
     OutputEntry, OutputsIndex, PROPOSAL_OUTPUT, PlanAppliedEvent, PlanProposedEvent,
-    PredicateCheckEvent, PredicateRegressedEvent, ResolvedReference, SelectorKind,
+    PredicateCheckEvent, PredicateRegressedEvent, ProgressUnit, ResolvedReference, SelectorKind,
     TransitionRunEvent, TransitionSkippedEvent, UpstreamOutput, WorldPath, WritePrefix,
     canonical_json, cid, inputs_hash, resolve_attachments,
 };
@@ -209,15 +209,16 @@ struct Context<'a> {
     chains: ChainCache,
 }
 
-/// Applies `plan` through `engine`; `progress` hears of each transition as it settles. Fails
-/// outright only when the ledger cannot be read or written before the first transition;
-/// every transition's failure is in the report.
+/// Applies `plan` through `engine`. The engine's [`Engine::progress`] hears of the plan as
+/// one task counting transitions settled (the total grows as planners propose more), with a
+/// note per transition as it settles (`✓ stats succeeded (e-123)`). Fails outright only when
+/// the ledger cannot be read or written before the first transition; every transition's
+/// failure is in the report.
 pub async fn apply(
     engine: &Engine,
     plan: &Plan,
     options: &ApplyOptions,
     cancel: &CancellationToken,
-    progress: &(dyn Fn(&TransitionReport) + Sync),
 ) -> Result<PlanReport, CanonError> {
     let ledger = engine.ledger().await?;
     if let Some(budget) = plan.budget_micro_usd {
@@ -254,6 +255,15 @@ pub async fn apply(
     for transition in &plan.transitions {
         graph.add(transition.clone());
     }
+    let task = engine.progress().start(
+        format!("applying plan {}", plan.key),
+        ProgressUnit::Items,
+        Some(graph.transitions.len() as u64),
+    );
+    let settled = |report: &TransitionReport| {
+        task.advance(1);
+        task.note(settled_line(report));
+    };
     let mut done: HashMap<String, Done> = HashMap::new();
     let mut first_error: Option<ErrorBody> = None;
     let mut stopping = false;
@@ -281,7 +291,7 @@ pub async fn apply(
                                 transition.id
                             ),
                         )));
-                        progress(report);
+                        settled(report);
                         continue;
                     }
                     Readiness::Ready => {}
@@ -304,12 +314,15 @@ pub async fn apply(
         report.state = finished.state;
         report.execution_id = finished.execution_id;
         report.error = finished.error.as_ref().map(body);
-        progress(&graph.reports[i]);
+        settled(&graph.reports[i]);
         if let Some(d) = finished.done {
             done.insert(id.clone(), d);
         }
-        for transition in finished.proposed {
-            graph.add(transition);
+        if !finished.proposed.is_empty() {
+            for transition in finished.proposed {
+                graph.add(transition);
+            }
+            task.set_total(graph.transitions.len() as u64);
         }
         let mut failure = finished.error;
         let (now, regressions) = check_invariants(&cx, Some(&id), &invariants).await;
@@ -346,7 +359,7 @@ pub async fn apply(
             first_error = Some(body(&why));
         }
         report.error = Some(body(&why));
-        progress(report);
+        settled(report);
     }
     Ok(PlanReport {
         plan: plan.key.clone(),
@@ -355,6 +368,23 @@ pub async fn apply(
         transitions: reports,
         error: first_error,
     })
+}
+
+/// One line for a settled transition, e.g. `✓ stats succeeded (e-123)`.
+fn settled_line(report: &TransitionReport) -> String {
+    let mark = match report.state {
+        TransitionState::Succeeded | TransitionState::Skipped => "✓",
+        TransitionState::Failed => "✗",
+        TransitionState::NotStarted | TransitionState::Pending => "·",
+    };
+    let mut line = format!("{mark} {} {}", report.id, report.state.as_str());
+    if let Some(execution_id) = &report.execution_id {
+        line.push_str(&format!(" ({execution_id})"));
+    }
+    if let Some(error) = &report.error {
+        line.push_str(&format!(": {}", error.message));
+    }
+    line
 }
 
 fn body(error: &CanonError) -> ErrorBody {
@@ -984,6 +1014,36 @@ mod tests {
     use proctor_store::FsStore;
 
     use super::*;
+
+    #[test]
+    fn a_settled_transition_is_one_line_with_its_mark_execution_and_error() {
+        let report = |state, execution_id: Option<&str>, error: Option<&str>| TransitionReport {
+            id: "stats".to_owned(),
+            processor_ref: "text/stats@1".to_owned(),
+            state,
+            execution_id: execution_id.map(str::to_owned),
+            error: error.map(|message| ErrorBody {
+                code: ErrorCode::Plan,
+                message: message.to_owned(),
+            }),
+        };
+        assert_eq!(
+            settled_line(&report(TransitionState::Succeeded, Some("e-1"), None)),
+            "✓ stats succeeded (e-1)"
+        );
+        assert_eq!(
+            settled_line(&report(TransitionState::Failed, Some("e-2"), Some("boom"))),
+            "✗ stats failed (e-2): boom"
+        );
+        assert_eq!(
+            settled_line(&report(
+                TransitionState::NotStarted,
+                None,
+                Some("after a failure")
+            )),
+            "· stats not_started: after a failure"
+        );
+    }
 
     /// A World holding one execution `e1` under `/artifacts/p/e1/` whose index lists
     /// `outputs/a.txt` (`text`), `outputs/bin` (non-UTF-8) and `outputs/changed.txt`

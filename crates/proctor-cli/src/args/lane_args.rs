@@ -349,7 +349,6 @@ impl LaneCommonArgs {
                     .unwrap_or_else(|| Value::Object(Default::default())),
                 plan: ledger.plan,
                 reserve_micro_usd: ledger.reserve_micro_usd,
-                show_progress: format == OutputFormat::Human,
             },
             format,
             registry_root: self.registry_root.resolve()?,
@@ -469,7 +468,6 @@ mod tests {
                     (request.plan.as_str(), request.reserve_micro_usd),
                     ("default", 0)
                 );
-                assert!(request.show_progress);
                 let LaneChain::Main(main) = &request.chain else {
                     panic!("{request:?}")
                 };
@@ -506,7 +504,7 @@ mod tests {
                     (request.chain.lane(), request.job_lane),
                     (Lane::Pr, Some(Lane::Pr))
                 );
-                assert!(request.processor_refs.is_empty() && !request.show_progress);
+                assert!(request.processor_refs.is_empty());
                 assert_eq!(lane.format, OutputFormat::Json);
                 assert!(lane.registry_root.is_absolute() && lane.artifacts_root.is_absolute());
             }
