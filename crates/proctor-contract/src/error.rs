@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Exit code for command-line usage errors (bad flags, unknown values).
+/// Exit code for command-line usage errors (bad flags, unknown values): `ERR_USAGE`'s.
 pub const EXIT_USAGE: i32 = 2;
 
 macro_rules! error_codes {
@@ -96,6 +96,7 @@ error_codes! {
     Proposal => ("ERR_PROPOSAL", "invalid plan proposal", 102),
     Doctor => ("ERR_DOCTOR", "doctor check failed", 110),
     Internal => ("ERR_INTERNAL", "internal error", 1),
+    Usage => ("ERR_USAGE", "invalid command line", 2),
 }
 
 impl fmt::Display for ErrorCode {
@@ -153,7 +154,7 @@ mod tests {
             assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
             assert!(code.as_str().starts_with("ERR_"));
             assert!(exits.insert(code.exit_code()), "exit code reused by {code}");
-            assert_ne!(code.exit_code(), EXIT_USAGE);
+            assert_eq!(code.exit_code() == EXIT_USAGE, code == ErrorCode::Usage);
             assert_ne!(code.exit_code(), 0);
         }
     }
