@@ -1,5 +1,6 @@
-//! Structured JSON logging: one JSON object per line on stderr, every string field
-//! redacted.
+//! Logging on stderr, every string field redacted: one JSON object per line, or short
+//! status lines for people ([`LogFormat`]), filtered by a targets filter
+//! ([`LogSettings::filter`], e.g. `info,proctor_engine=debug`).
 //!
 //! The redactor knows the secret-looking variables of the environment from the start
 //! ([`redactor_from_env`]); a run's own secret and pass-through values are added while the
@@ -28,6 +29,7 @@ use time::format_description::well_known::Rfc3339;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
 /// The process-wide secrets, read by the subscriber [`init`] installs.
@@ -88,13 +90,57 @@ pub fn known_secrets() -> KnownSecrets {
 ///
 /// A second call only adds `redactor`'s values (the first subscriber stays).
 pub fn init(redactor: Redactor, max_level: Level) -> KnownSecrets {
+    let settings = LogSettings {
+        format: LogFormat::Json,
+        filter: Targets::new().with_default(max_level),
+        write_line: None,
+    };
+    init_with(redactor, settings)
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line: `ts`, `level`, `target`, then the event's fields.
+    Json,
+    /// A short status line per event (`Compiling text-stats for linux/amd64`), warnings and
+    /// errors prefixed as such.
+    Human,
+}
+
+/// What [`init_with`] installs.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// The line format.
+    pub format: LogFormat,
+    /// Which events are written; see [`parse_filter`].
+    pub filter: Targets,
+    /// Writes one finished line (with its newline); `None` writes to stderr. A caller that
+    /// draws on stderr passes a writer that keeps its drawing intact.
+    pub write_line: Option<fn(&str)>,
+}
+
+/// A targets filter from its text: comma-separated `LEVEL` or `TARGET=LEVEL` directives,
+/// as in `RUST_LOG` (`warn`, `info,proctor_engine=debug`). A target matches every target
+/// it is a prefix of (`proctor` covers `proctor_engine`).
+pub fn parse_filter(text: &str) -> Result<Targets, String> {
+    text.parse::<Targets>()
+        .map_err(|error| format!("`{text}` is not a log filter: {error}"))
+}
+
+/// Like [`init`], with the line format, filter and writer of `settings`.
+pub fn init_with(redactor: Redactor, settings: LogSettings) -> KnownSecrets {
     let secrets = known_secrets();
     secrets.merge(&redactor);
-    let layer = JsonLines {
+    let layer = Lines {
         secrets: secrets.clone(),
-        max_level,
-        sink: Sink::Stderr,
-    };
+        format: settings.format,
+        sink: match settings.write_line {
+            Some(write_line) => Sink::Line(write_line),
+            None => Sink::Stderr,
+        },
+    }
+    .with_filter(settings.filter);
     let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
     secrets
 }
@@ -127,21 +173,32 @@ fn redactor_for_vars(
 
 enum Sink {
     Stderr,
+    Line(fn(&str)),
     #[cfg(test)]
     Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>),
 }
 
-struct JsonLines {
+impl Sink {
+    fn write(&self, line: &str) {
+        match self {
+            Sink::Stderr => {
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+            Sink::Line(write_line) => write_line(line),
+            #[cfg(test)]
+            Sink::Buffer(buffer) => buffer.lock().unwrap().extend_from_slice(line.as_bytes()),
+        }
+    }
+}
+
+/// The layer writing every event it is given as one line.
+struct Lines {
     secrets: KnownSecrets,
-    max_level: Level,
+    format: LogFormat,
     sink: Sink,
 }
 
-impl<S: Subscriber> Layer<S> for JsonLines {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
-        *metadata.level() <= self.max_level
-    }
-
+impl<S: Subscriber> Layer<S> for Lines {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let metadata = event.metadata();
         let mut fields = Map::new();
@@ -162,15 +219,80 @@ impl<S: Subscriber> Layer<S> for JsonLines {
             fields: &mut fields,
             redactor: &redactor,
         });
-        let mut line = serde_json::to_vec(&Value::Object(fields)).unwrap_or_default();
-        line.push(b'\n');
-        match &self.sink {
-            Sink::Stderr => {
-                let _ = std::io::stderr().lock().write_all(&line);
+        let mut line = match self.format {
+            LogFormat::Json => Value::Object(fields).to_string(),
+            LogFormat::Human => human_line(*metadata.level(), &fields),
+        };
+        line.push('\n');
+        self.sink.write(&line);
+    }
+}
+
+/// An event as a status line: a sentence for the events people follow (a compile, a
+/// build, a pull, a container, an execution), else its message or name with its fields.
+fn human_line(level: Level, fields: &Map<String, Value>) -> String {
+    let field = |name: &str| match fields.get(name) {
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+        None => "?".to_owned(),
+    };
+    let took = fields
+        .get("duration_ms")
+        .and_then(Value::as_u64)
+        .map(|ms| format!(" in {}", human_duration(ms)))
+        .unwrap_or_default();
+    let event = fields.get("event").and_then(Value::as_str).unwrap_or("");
+    let text = match event {
+        "execution.start" => format!(
+            "Running {} ({} mode, {} adapter)",
+            field("ref"),
+            field("mode"),
+            field("adapter")
+        ),
+        "execution.settle" => format!("Finished {}{took}", field("ref")),
+        // A `message` field is recorded as `msg`.
+        "execution.fail" => format!("{}: {}", field("code"), field("msg")),
+        "image.compile" => format!("Compiling {} for {}", field("package"), field("platform")),
+        "image.built" => format!("Built image {}{took}", field("tag")),
+        "image.pull" => format!("Pulling {}", field("reference")),
+        "container.started" => format!("Started container {}", field("container")),
+        "container.reused" => format!("Reusing container {}", field("container")),
+        _ => {
+            let mut text = match fields.get("msg") {
+                Some(Value::String(message)) => message.clone(),
+                _ => event.to_owned(),
+            };
+            let details: Vec<String> = fields
+                .iter()
+                .filter(|(name, _)| {
+                    !["ts", "level", "target", "event", "msg"].contains(&name.as_str())
+                })
+                .map(|(name, value)| match value {
+                    Value::String(text) => format!("{name}={text}"),
+                    other => format!("{name}={other}"),
+                })
+                .collect();
+            if !details.is_empty() {
+                text = format!("{text} ({})", details.join(", "));
             }
-            #[cfg(test)]
-            Sink::Buffer(buffer) => buffer.lock().unwrap().extend_from_slice(&line),
+            text
         }
+    };
+    match level {
+        Level::ERROR => format!("error: {text}"),
+        Level::WARN => format!("warning: {text}"),
+        Level::INFO => text,
+        Level::DEBUG => format!("debug: {text}"),
+        Level::TRACE => format!("trace: {text}"),
+    }
+}
+
+/// `840ms`, `12.3s`, `2m05s`.
+fn human_duration(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, ms % 60_000 / 1000),
     }
 }
 
@@ -230,20 +352,88 @@ mod tests {
 
     use super::*;
 
-    fn capture(secrets: &KnownSecrets, emit: impl FnOnce()) -> Vec<Value> {
+    fn capture_text(
+        secrets: &KnownSecrets,
+        format: LogFormat,
+        filter: &str,
+        emit: impl FnOnce(),
+    ) -> String {
         let buffer = Arc::new(Mutex::new(Vec::new()));
-        let layer = JsonLines {
+        let layer = Lines {
             secrets: secrets.clone(),
-            max_level: Level::INFO,
+            format,
             sink: Sink::Buffer(buffer.clone()),
-        };
+        }
+        .with_filter(parse_filter(filter).unwrap());
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit);
         let bytes = buffer.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn capture(secrets: &KnownSecrets, emit: impl FnOnce()) -> Vec<Value> {
+        capture_text(secrets, LogFormat::Json, "info", emit)
             .lines()
             .map(|line| serde_json::from_str(line).expect("every line is JSON"))
             .collect()
+    }
+
+    #[test]
+    fn human_lines_are_sentences_for_known_events_and_redacted() {
+        let secrets = KnownSecrets::default();
+        secrets.merge(&Redactor::new(["hunter2-value".to_owned()]));
+        let text = capture_text(&secrets, LogFormat::Human, "info", || {
+            tracing::info!(
+                event = "image.compile",
+                package = "text-stats",
+                platform = "linux/amd64"
+            );
+            tracing::info!(
+                event = "image.built",
+                tag = "proctor/x:1",
+                duration_ms = 12_300u64
+            );
+            tracing::warn!(
+                event = "odd.thing",
+                token = "hunter2-value",
+                "something odd"
+            );
+            tracing::error!(
+                event = "execution.fail",
+                code = "ERR_TIMEOUT",
+                message = "execution timed out"
+            );
+            tracing::debug!("filtered out");
+        });
+        assert_eq!(
+            text,
+            "Compiling text-stats for linux/amd64\n\
+             Built image proctor/x:1 in 12.3s\n\
+             warning: something odd (token=[REDACTED])\n\
+             error: ERR_TIMEOUT: execution timed out\n"
+        );
+    }
+
+    #[test]
+    fn the_filter_selects_levels_per_target_prefix() {
+        let text = capture_text(
+            &KnownSecrets::default(),
+            LogFormat::Human,
+            "error,proctor=debug",
+            || {
+                tracing::debug!(target: "proctor_engine::run", "kept");
+                tracing::info!(target: "hyper::client", "dropped");
+                tracing::error!(target: "hyper::client", "kept too");
+            },
+        );
+        assert_eq!(text, "debug: kept\nerror: kept too\n");
+        assert!(parse_filter("info,=").is_err() || parse_filter("nonsense=level").is_err());
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(human_duration(840), "840ms");
+        assert_eq!(human_duration(12_345), "12.3s");
+        assert_eq!(human_duration(125_000), "2m05s");
     }
 
     #[test]
