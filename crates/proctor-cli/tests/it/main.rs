@@ -29,6 +29,7 @@ mod memo;
 mod oci;
 mod plan;
 mod planners;
+mod progress;
 mod python_processor;
 mod recover;
 mod registry;
