@@ -85,18 +85,25 @@ pub(crate) async fn build_dockerfile_image(
     job: &DockerfileBuild<'_>,
 ) -> Result<BuiltImage, CanonError> {
     let started = Instant::now();
+    let (repository, version) = image_tag(job.processor_ref);
+    let tag = format!("{repository}:{version}");
+    let task = job.progress.start(
+        format!("building {tag} from its Dockerfile"),
+        ProgressUnit::Steps,
+        None,
+    );
     let context_dir = job.dir.join(&job.build.context);
     let wheels = match &job.build.python {
         Some(python) => {
+            task.message("fetching the Python wheels");
             Some(python_wheels(job.workspace_root, &context_dir, python, job.platform).await?)
         }
         None => None,
     };
+    task.message("packing the build context");
     let context = tokio::task::spawn_blocking(move || context_tar(&context_dir, wheels.as_deref()))
         .await
         .map_err(|error| build_error(format!("the build context task failed: {error}")))??;
-    let (repository, version) = image_tag(job.processor_ref);
-    let tag = format!("{repository}:{version}");
     let build_args: HashMap<&str, &str> = job
         .build_args
         .iter()
@@ -115,11 +122,6 @@ pub(crate) async fn build_dockerfile_image(
     let context_bytes = context.len();
     let mut output = Tail::default();
     let mut image_id = None;
-    let task = job.progress.start(
-        format!("building {tag} from its Dockerfile"),
-        ProgressUnit::Steps,
-        None,
-    );
     let mut stream = docker.build_image(
         options,
         None,
