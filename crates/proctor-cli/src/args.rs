@@ -34,8 +34,90 @@ pub(crate) use processor_args::{ConformConfig, NewConfig};
 #[derive(Debug, Parser)]
 #[command(name = "proctor", version)]
 pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Flags every command takes, before or after its name.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// Print exactly one line of JSON on stdout (the envelope for `run`), and JSON log lines
+    /// on stderr.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log lines on stderr: `human` (short status lines) or `json` (one object per line).
+    /// Default: `human` on a terminal, `json` otherwise or under `--json`.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// More log detail (repeatable: `-v` debug, `-vv` trace); `-v` also shows cargo's own
+    /// output while a processor compiles. `PROCTOR_LOG` (an env filter, e.g.
+    /// `proctor_engine=debug`) overrides both.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Errors only on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// The project root, holding `processors/` and `.proctor/` (default: the nearest
+    /// directory upward from the working directory that holds either, else the working
+    /// directory).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "PROCTOR_WORKSPACE_ROOT"
+    )]
+    pub(crate) workspace_root: Option<PathBuf>,
+}
+
+/// How log lines on stderr look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Short status lines for people.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How loud stderr is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Verbosity {
+    /// `-q`: errors only.
+    Quiet,
+    /// Status lines and warnings.
+    Normal,
+    /// `-v`: debug detail, and cargo's own output while compiling.
+    Verbose,
+    /// `-vv`: everything.
+    Trace,
+}
+
+impl GlobalArgs {
+    /// The stdout format.
+    pub(crate) fn output_format(&self) -> OutputFormat {
+        OutputFormat::from_flag(self.json)
+    }
+
+    /// The log line format: as asked, else JSON under `--json` or when stderr is not a
+    /// terminal.
+    pub(crate) fn log_format(&self, stderr_is_terminal: bool) -> LogFormat {
+        match self.log_format {
+            Some(format) => format,
+            None if self.json || !stderr_is_terminal => LogFormat::Json,
+            None => LogFormat::Human,
+        }
+    }
+
+    /// `-q`, `-v` and `-vv`.
+    pub(crate) fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, 1) => Verbosity::Verbose,
+            (false, _) => Verbosity::Trace,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,9 +180,6 @@ enum RegistryCommand {
 
 #[derive(Debug, Args)]
 struct RegistryArgs {
-    /// Print one line of JSON instead of a table.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     registry_root: RegistryRootArg,
 }
@@ -109,37 +188,29 @@ struct RegistryArgs {
 #[derive(Debug, Args)]
 struct RegistryRootArg {
     /// The registry root holding `<ns>/<name>/<version>/registry.yaml`.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "PROCTOR_REGISTRY_ROOT",
-        default_value = "./processors"
-    )]
-    registry_root: PathBuf,
+    /// (default: `processors/` in the project root).
+    #[arg(long, value_name = "DIR", env = "PROCTOR_REGISTRY_ROOT")]
+    registry_root: Option<PathBuf>,
 }
 
 impl RegistryRootArg {
-    fn resolve(&self) -> anyhow::Result<PathBuf> {
-        absolute(&self.registry_root)
+    fn resolve(&self, globals: &Globals) -> anyhow::Result<PathBuf> {
+        globals.path_or_default(self.registry_root.as_deref(), "processors")
     }
 }
 
 /// `--artifacts-root`, shared by `run` and the default store of `world`.
 #[derive(Debug, Args)]
 struct ArtifactsRootArg {
-    /// Host directory backing the world's `/artifacts/`.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "PROCTOR_ARTIFACTS_ROOT",
-        default_value = "./.proctor/artifacts"
-    )]
-    artifacts_root: PathBuf,
+    /// Host directory backing the world's `/artifacts/` (default: `.proctor/artifacts/` in
+    /// the project root).
+    #[arg(long, value_name = "DIR", env = "PROCTOR_ARTIFACTS_ROOT")]
+    artifacts_root: Option<PathBuf>,
 }
 
 impl ArtifactsRootArg {
-    fn resolve(&self) -> anyhow::Result<PathBuf> {
-        absolute(&self.artifacts_root)
+    fn resolve(&self, globals: &Globals) -> anyhow::Result<PathBuf> {
+        globals.path_or_default(self.artifacts_root.as_deref(), ".proctor/artifacts")
     }
 }
 
@@ -153,9 +224,6 @@ enum WorldCommand {
         selector: String,
         #[command(flatten)]
         store: StoreArgs,
-        /// Print one line of JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Write the bytes of one artifact to stdout, as stored.
     Cat {
@@ -177,9 +245,6 @@ enum WorldCommand {
         from: Option<String>,
         #[command(flatten)]
         artifacts_root: ArtifactsRootArg,
-        /// Print one line of JSON instead of a summary.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -196,8 +261,8 @@ struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn resolve(&self) -> anyhow::Result<StoreLocation> {
-        store_location(self.store.as_deref(), &self.artifacts_root)
+    fn resolve(&self, globals: &Globals) -> anyhow::Result<StoreLocation> {
+        store_location(self.store.as_deref(), &self.artifacts_root, globals)
     }
 }
 
@@ -205,10 +270,11 @@ impl StoreArgs {
 fn store_location(
     given: Option<&str>,
     artifacts_root: &ArtifactsRootArg,
+    globals: &Globals,
 ) -> anyhow::Result<StoreLocation> {
     Ok(match given {
         Some(location) => StoreLocation::Url(location.to_owned()),
-        None => StoreLocation::ArtifactsRoot(artifacts_root.resolve()?),
+        None => StoreLocation::ArtifactsRoot(artifacts_root.resolve(globals)?),
     })
 }
 
@@ -229,9 +295,6 @@ struct DeployArgs {
     /// Write and print the generated app without deploying it.
     #[arg(long)]
     dry_run: bool,
-    /// Print one line of JSON instead of the app source or a summary.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     registry_root: RegistryRootArg,
 }
@@ -247,9 +310,6 @@ struct DriftArgs {
     /// Seconds to wait for each endpoint's `/healthz`.
     #[arg(long, value_name = "S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
-    /// Print one line of JSON instead of a table.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     registry_root: RegistryRootArg,
 }
@@ -265,9 +325,6 @@ enum SecretsCommand {
         /// The processor, `ns/name@version` (default: every processor in the registry).
         #[arg(long = "ref", value_name = "REF")]
         processor_ref: Option<String>,
-        /// Print one line of JSON instead of a table.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         registry_root: RegistryRootArg,
     },
@@ -364,9 +421,6 @@ struct RunArgs {
     /// 604800, 7 days).
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
-    /// Print only the envelope, as one line of JSON, on stdout.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     artifacts_root: ArtifactsRootArg,
     #[command(flatten)]
@@ -460,6 +514,58 @@ impl OutputFormat {
     }
 }
 
+/// The global flags as every command's configuration needs them.
+#[derive(Debug, Clone)]
+pub(crate) struct Globals {
+    pub(crate) format: OutputFormat,
+    /// Absolute: `--workspace-root`, else [`find_project_root`] from the working directory.
+    pub(crate) project_root: PathBuf,
+    /// `--workspace-root` / `PROCTOR_WORKSPACE_ROOT`, absolute, when given.
+    workspace_root: Option<PathBuf>,
+}
+
+impl Globals {
+    /// Resolves the global flags; finds the project root when none is given.
+    fn new(global: &GlobalArgs) -> anyhow::Result<Globals> {
+        let workspace_root = global.workspace_root.as_deref().map(absolute).transpose()?;
+        let project_root = match &workspace_root {
+            Some(root) => root.clone(),
+            None => find_project_root(&absolute(Path::new("."))?),
+        };
+        Ok(Globals {
+            format: global.output_format(),
+            project_root,
+            workspace_root,
+        })
+    }
+
+    /// `given` made absolute, else `default` below the project root.
+    fn path_or_default(&self, given: Option<&Path>, default: &str) -> anyhow::Result<PathBuf> {
+        match given {
+            Some(path) => absolute(path),
+            None => Ok(self.project_root.join(default)),
+        }
+    }
+
+    /// The Cargo workspace that compiles processors: `--workspace-root`, else the nearest
+    /// directory holding a `Cargo.lock` above the registry root.
+    fn cargo_workspace(&self, registry_root: &Path) -> PathBuf {
+        self.workspace_root
+            .clone()
+            .unwrap_or_else(|| proctor_engine::workspace_root(registry_root))
+    }
+}
+
+/// The project root, found as cargo and git find theirs: the nearest of `start` and its
+/// ancestors that holds `processors/` or `.proctor/`; `start` itself when none does.
+pub(crate) fn find_project_root(start: &Path) -> PathBuf {
+    start
+        .ancestors()
+        .find(|dir| dir.join("processors").is_dir() || dir.join(".proctor").is_dir())
+        .unwrap_or(start)
+        .to_path_buf()
+}
+
 /// A validated `proctor run`.
 #[derive(Debug, Clone)]
 pub(crate) struct RunConfig {
@@ -527,6 +633,8 @@ pub(crate) enum WorldConfig {
         /// The path as given; parsed as a world path when the command runs.
         path: String,
         store: StoreLocation,
+        /// JSON: the bytes inside one line of JSON instead of as they are.
+        format: OutputFormat,
     },
     /// `world sync`.
     Sync {
@@ -607,6 +715,8 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 impl Cli {
     /// The validated configuration.
     pub(crate) fn into_config(self) -> anyhow::Result<Config> {
+        let globals = Globals::new(&self.global)?;
+        let format = globals.format;
         Ok(match self.command {
             Command::Run(run) => Config::Run(Box::new(RunConfig {
                 // Read first: the fields below move out of `run`.
@@ -631,11 +741,11 @@ impl Cli {
                     .adapter_opts_json
                     .unwrap_or_else(|| Value::Object(Default::default())),
                 timeout: run.timeout.map(Duration::from_secs),
-                format: OutputFormat::from_flag(run.json),
-                artifacts_root: run.artifacts_root.resolve()?,
-                registry_root: run.registry_root.resolve()?,
+                format,
+                artifacts_root: run.artifacts_root.resolve(&globals)?,
+                registry_root: run.registry_root.resolve(&globals)?,
                 save_dir: run.save_dir,
-                ledger: run.ledger.into_config(),
+                ledger: run.ledger.into_config(&globals),
                 lane: run.lane,
                 memo: run.memo,
                 attachments: run.attach,
@@ -643,8 +753,8 @@ impl Cli {
             Command::Registry(RegistryCommand::List { common }) => {
                 Config::Registry(RegistryConfig {
                     show: None,
-                    format: OutputFormat::from_flag(common.json),
-                    registry_root: common.registry_root.resolve()?,
+                    format,
+                    registry_root: common.registry_root.resolve(&globals)?,
                 })
             }
             Command::Registry(RegistryCommand::Show {
@@ -652,96 +762,67 @@ impl Cli {
                 common,
             }) => Config::Registry(RegistryConfig {
                 show: Some(processor_ref),
-                format: OutputFormat::from_flag(common.json),
-                registry_root: common.registry_root.resolve()?,
+                format,
+                registry_root: common.registry_root.resolve(&globals)?,
             }),
-            Command::World(WorldCommand::Ls {
-                selector,
-                store,
-                json,
-            }) => Config::World(WorldConfig::Ls {
-                selector,
-                store: store.resolve()?,
-                format: OutputFormat::from_flag(json),
-            }),
+            Command::World(WorldCommand::Ls { selector, store }) => {
+                Config::World(WorldConfig::Ls {
+                    selector,
+                    store: store.resolve(&globals)?,
+                    format,
+                })
+            }
             Command::World(WorldCommand::Cat { path, store }) => Config::World(WorldConfig::Cat {
                 path,
-                store: store.resolve()?,
+                store: store.resolve(&globals)?,
+                format,
             }),
             Command::World(WorldCommand::Sync {
                 execution_id,
                 to,
                 from,
                 artifacts_root,
-                json,
             }) => Config::World(WorldConfig::Sync {
                 execution_id,
-                from: store_location(from.as_deref(), &artifacts_root)?,
+                from: store_location(from.as_deref(), &artifacts_root, &globals)?,
                 to: StoreLocation::Url(to),
-                format: OutputFormat::from_flag(json),
+                format,
             }),
             Command::Deploy(deploy) => Config::Deploy(DeployConfig {
                 target: deploy.target,
                 processor_ref: deploy.processor_ref,
                 dry_run: deploy.dry_run,
-                format: OutputFormat::from_flag(deploy.json),
-                registry_root: deploy.registry_root.resolve()?,
-                project_root: absolute(Path::new("."))?,
+                format,
+                registry_root: deploy.registry_root.resolve(&globals)?,
+                project_root: globals.project_root.clone(),
             }),
             Command::Drift(drift) => Config::Drift(DriftConfig {
                 target: drift.target,
                 processor_ref: drift.processor_ref,
                 timeout: Duration::from_secs(drift.timeout),
-                format: OutputFormat::from_flag(drift.json),
-                registry_root: drift.registry_root.resolve()?,
+                format,
+                registry_root: drift.registry_root.resolve(&globals)?,
             }),
             Command::Secrets(SecretsCommand::Plan {
                 target,
                 processor_ref,
-                json,
                 registry_root,
             }) => Config::SecretsPlan(SecretsPlanConfig {
                 target,
                 processor_ref,
-                format: OutputFormat::from_flag(json),
-                registry_root: registry_root.resolve()?,
+                format,
+                registry_root: registry_root.resolve(&globals)?,
             }),
-            Command::Ledger(ledger) => Config::Ledger(ledger.into_config()),
-            Command::Verify(verify) => Config::Verify(Box::new(verify.into_config()?)),
-            Command::Build(build) => Config::Image(build.into_config()?),
-            Command::Push(push) => Config::Image(push.into_config()?),
-            Command::Pin(pin) => Config::Image(pin.into_config()?),
-            Command::Lane(lane) => Config::Lane(Box::new(lane.into_config()?)),
-            Command::Plan(plan) => Config::Plan(plan.into_config()?),
-            Command::Conform(conform) => Config::Conform(Box::new(conform.into_config()?)),
-            Command::New(new) => Config::New(new.into_config()?),
+            Command::Ledger(ledger) => Config::Ledger(ledger.into_config(&globals)),
+            Command::Verify(verify) => Config::Verify(Box::new(verify.into_config(&globals)?)),
+            Command::Build(build) => Config::Image(build.into_config(&globals)?),
+            Command::Push(push) => Config::Image(push.into_config(&globals)?),
+            Command::Pin(pin) => Config::Image(pin.into_config(&globals)?),
+            Command::Lane(lane) => Config::Lane(Box::new(lane.into_config(&globals)?)),
+            Command::Plan(plan) => Config::Plan(plan.into_config(&globals)?),
+            Command::Conform(conform) => Config::Conform(Box::new(conform.into_config(&globals)?)),
+            Command::New(new) => Config::New(new.into_config(&globals)?),
         })
-    }
-
-    /// The output format asked for, known even when the configuration is not valid.
-    pub(crate) fn format(&self) -> OutputFormat {
-        match &self.command {
-            Command::Run(run) => OutputFormat::from_flag(run.json),
-            Command::Registry(RegistryCommand::List { common })
-            | Command::Registry(RegistryCommand::Show { common, .. }) => {
-                OutputFormat::from_flag(common.json)
-            }
-            Command::World(WorldCommand::Ls { json, .. })
-            | Command::World(WorldCommand::Sync { json, .. })
-            | Command::Secrets(SecretsCommand::Plan { json, .. }) => OutputFormat::from_flag(*json),
-            Command::World(WorldCommand::Cat { .. }) => OutputFormat::Human,
-            Command::Deploy(deploy) => OutputFormat::from_flag(deploy.json),
-            Command::Drift(drift) => OutputFormat::from_flag(drift.json),
-            Command::Ledger(ledger) => ledger.format(),
-            Command::Verify(verify) => verify.format(),
-            Command::Build(build) => build.format(),
-            Command::Push(push) => push.format(),
-            Command::Pin(pin) => pin.format(),
-            Command::Lane(lane) => lane.format(),
-            Command::Plan(plan) => plan.format(),
-            Command::Conform(conform) => conform.format(),
-            Command::New(new) => new.format(),
-        }
     }
 }
 
@@ -963,7 +1044,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse(&["world", "cat", "/artifacts/a", "--store", "s3://b/p"]).unwrap() {
-            Config::World(WorldConfig::Cat { path, store }) => {
+            Config::World(WorldConfig::Cat { path, store, .. }) => {
                 assert_eq!(path, "/artifacts/a");
                 assert_eq!(store, StoreLocation::Url("s3://b/p".into()));
             }

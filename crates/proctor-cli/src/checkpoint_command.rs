@@ -18,23 +18,21 @@ use serde_json::json;
 
 use crate::args::OutputFormat;
 use crate::ledger_commands::hash_prefix;
+use crate::output::json_report;
 
 /// Writes a new key pair: the private key at `out`, the public key at `out.pub`.
 pub(crate) fn keygen(out: &Path, format: OutputFormat) -> Result<(String, i32), CanonError> {
     let public = CheckpointSigningKey::generate(out)?.public_key();
     let public_path = public_key_path(out);
-    tracing::info!(event = "ledger.keygen", key_id = %public.key_id());
+    tracing::info!(event = "ledger.keygen", key_id = %public.key_id(), "wrote a new signing key");
     let text = match format {
-        OutputFormat::Json => format!(
-            "{}\n",
-            json!({
-                "ok": true,
-                "private_key_path": out,
-                "public_key_path": public_path,
-                "public_key": public.to_pem(),
-                "key_id": public.key_id(),
-            })
-        ),
+        OutputFormat::Json => json_report(&json!({
+            "ok": true,
+            "private_key_path": out,
+            "public_key_path": public_path,
+            "public_key": public.to_pem(),
+            "key_id": public.key_id(),
+        })),
         OutputFormat::Human => format!(
             "private key: {} (mode 0600; keep it out of the ledger)\n\
              public key:  {}\n\
@@ -57,7 +55,7 @@ pub(crate) async fn checkpoint(
     let key = CheckpointSigningKey::read(key_path)?;
     let signed = ledger.checkpoint(&key).await?;
     let text = match format {
-        OutputFormat::Json => format!("{}\n", json!({"ok": true, "checkpoint": signed})),
+        OutputFormat::Json => json_report(&json!({"ok": true, "checkpoint": signed})),
         OutputFormat::Human => {
             let mut text = format!(
                 "checkpoint {} of {} plans, signed by key {}\n",

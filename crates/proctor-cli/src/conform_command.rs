@@ -8,7 +8,7 @@ use proctor_conform::{ConformReport, Status, conform};
 use proctor_engine::CancellationToken;
 
 use crate::args::{ConformConfig, OutputFormat};
-use crate::output::{emit, print_error};
+use crate::output::{emit, json_report, print_error};
 
 /// Runs `proctor conform`; returns the exit code (0, `ERR_ACCEPTANCE`'s, or another
 /// canonical error's when no check could start).
@@ -33,7 +33,7 @@ pub(crate) async fn execute(
 
 fn render(report: &ConformReport, format: OutputFormat) -> serde_json::Result<String> {
     Ok(match format {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string(report)?),
+        OutputFormat::Json => json_report(report),
         OutputFormat::Human => {
             let mut text = String::new();
             let _ = writeln!(

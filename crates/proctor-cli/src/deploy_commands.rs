@@ -13,10 +13,9 @@ use proctor_engine::{
     DeployReport, DeployRequest, DeployTarget, DriftReport, DriftRequest, SecretsPlanReport,
     TargetedProcessors,
 };
-use serde::Serialize;
 
 use crate::args::{DeployConfig, DriftConfig, OutputFormat, SecretsPlanConfig};
-use crate::output::{emit, table};
+use crate::output::{emit, json_report, table};
 use crate::progress::{ProgressOptions, reporter};
 
 /// The process environment, UTF-8 variables only. The target, the proxy-auth tokens, the
@@ -52,9 +51,6 @@ fn exit_code(error: Option<&CanonError>) -> i32 {
 }
 
 /// A report as one line of JSON.
-fn json_line(report: &impl Serialize) -> serde_json::Result<String> {
-    Ok(format!("{}\n", serde_json::to_string(report)?))
-}
 
 /// `proctor deploy`: generates and writes every selected app, then deploys each in turn
 /// unless `--dry-run`. Returns the exit code.
@@ -71,7 +67,7 @@ pub(crate) async fn deploy(config: &DeployConfig) -> anyhow::Result<i32> {
     let progress = reporter(ProgressOptions::for_output(config.format));
     let report = proctor_engine::deploy(&request, &host_env(), &progress).await;
     emit(&match config.format {
-        OutputFormat::Json => json_line(&report)?,
+        OutputFormat::Json => json_report(&report),
         OutputFormat::Human => deploy_text(&report),
     })?;
     Ok(exit_code(report.error.as_ref()))
@@ -138,7 +134,7 @@ pub(crate) async fn drift(config: &DriftConfig) -> anyhow::Result<i32> {
     };
     let report = proctor_engine::drift(&request, &host_env()).await;
     emit(&match config.format {
-        OutputFormat::Json => json_line(&report)?,
+        OutputFormat::Json => json_report(&report),
         OutputFormat::Human => drift_text(&report),
     })?;
     Ok(exit_code(report.error.as_ref()))
@@ -187,7 +183,7 @@ pub(crate) async fn secrets_plan(config: &SecretsPlanConfig) -> anyhow::Result<i
     );
     let report = proctor_engine::secrets_plan(&request, &host_env()).await;
     emit(&match config.format {
-        OutputFormat::Json => json_line(&report)?,
+        OutputFormat::Json => json_report(&report),
         OutputFormat::Human => secrets_text(&report),
     })?;
     Ok(exit_code(report.error.as_ref()))

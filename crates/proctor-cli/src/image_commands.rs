@@ -17,7 +17,7 @@ use proctor_registry::{RegisteredProcessor, Registry};
 use serde_json::{Value, json};
 
 use crate::args::{BuildConfig, ImageConfig, OutputFormat, PinConfig, PushConfig};
-use crate::output::{emit, print_error, table};
+use crate::output::{emit, json_report, print_error, table};
 use crate::progress::{ProgressOptions, reporter};
 use proctor_engine::{build_layout, check_publish};
 
@@ -35,7 +35,7 @@ pub(crate) async fn execute(config: &ImageConfig) -> anyhow::Result<i32> {
     match result {
         Ok(report) => {
             match format {
-                OutputFormat::Json => emit(&format!("{}\n", report.json))?,
+                OutputFormat::Json => emit(&json_report(&report.json))?,
                 OutputFormat::Human => emit(&report.text)?,
             }
             Ok(0)

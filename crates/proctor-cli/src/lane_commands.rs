@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::args::{LaneConfig, OutputFormat};
 use crate::deploy_commands::host_env;
 use crate::image_commands::{built_json, pins_json, pushed_json};
-use crate::output::{emit, error_json, table};
+use crate::output::{emit, error_json, json_report, table};
 use crate::progress::{ProgressOptions, reporter};
 
 /// Runs the lane's chain and prints its report; returns the exit code (the stopping
@@ -34,7 +34,7 @@ pub(crate) async fn execute(
     let report = run_lane(&engine, &config.request, cancel).await;
     engine.close().await;
     match config.format {
-        OutputFormat::Json => emit(&format!("{}\n", report_json(&report)))?,
+        OutputFormat::Json => emit(&json_report(&report_json(&report)))?,
         OutputFormat::Human => emit(&report_text(&report))?,
     }
     Ok(report

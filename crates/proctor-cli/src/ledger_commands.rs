@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::args::{LedgerAction, LedgerConfig, OutputFormat};
 use crate::checkpoint_command;
-use crate::output::{emit, error_json, print_error, table};
+use crate::output::{emit, error_json, json_report, print_error, table};
 
 /// How many hex characters of a hash the human views show.
 const HASH_PREFIX_LEN: usize = 12;
@@ -103,7 +103,7 @@ async fn recover(
         .find_map(|execution| execution.containers_error.as_ref())
         .map_or(0, |error| error.code.exit_code());
     let text = match format {
-        OutputFormat::Json => format!("{}\n", json!(report)),
+        OutputFormat::Json => json_report(&report),
         OutputFormat::Human if report.executions.is_empty() => {
             "no abandoned execution\n".to_owned()
         }
@@ -198,7 +198,7 @@ async fn show(
         }
     }
     let text = match format {
-        OutputFormat::Json => format!("{}\n", json!({"plan": plan, "events": events})),
+        OutputFormat::Json => json_report(&json!({"plan": plan, "events": events})),
         OutputFormat::Human => {
             let mut text = plan_summary(&plan);
             let rows: Vec<[String; 4]> = events
@@ -299,7 +299,7 @@ async fn verify(
             if let Some(error) = &first_break {
                 body["error"] = error_json(error);
             }
-            format!("{body}\n")
+            json_report(&body)
         }
         OutputFormat::Human => {
             let mut text = String::new();
@@ -356,7 +356,7 @@ async fn budget(
         .ok_or_else(|| CanonError::new(ErrorCode::Ledger, format!("plan `{plan_key}` vanished")))?;
     tracing::info!(event = "ledger.budget", plan = %plan_key, budget_micro_usd, seq = appended.seq);
     let text = match format {
-        OutputFormat::Json => format!("{}\n", json!({"plan": plan, "seq": appended.seq})),
+        OutputFormat::Json => json_report(&json!({"plan": plan, "seq": appended.seq})),
         OutputFormat::Human => plan_summary(&plan),
     };
     Ok((text, 0))

@@ -1,11 +1,13 @@
 //! `proctor`: run containerized processors and keep checkable evidence.
 //!
 //! Arguments are parsed into a validated [`args::Config`] first; only then does anything
-//! run. Exit codes: 0 success, 1 internal error, 2 usage error ([`EXIT_USAGE`]), and each
-//! canonical error's own code (10 and above), also for a processor's error envelope.
+//! run. Exit codes: 0 success, 1 internal error, 2 usage error ([`EXIT_USAGE`]), each
+//! canonical error's own code (10 and above), also for a processor's error envelope, and
+//! 128 + the signal's number for a command a signal stopped (130 for Ctrl-C).
 //!
-//! **Architecture Invariant:** only this crate prints. Logs are JSON lines on stderr; under
-//! `--json`, stdout carries exactly one line.
+//! **Architecture Invariant:** only this crate prints. Logs go to stderr: status lines on a
+//! terminal, JSON lines otherwise. Under `--json`, stdout carries exactly one line, errors
+//! included (`{"status":"error","error":{"code","message"}}`, or `run`'s error envelope).
 
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
@@ -31,6 +33,7 @@ mod run;
 mod verify_command;
 mod world_commands;
 
+use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -40,7 +43,7 @@ use proctor_contract::{CanonError, EXIT_USAGE, ErrorCode};
 use proctor_engine::CancellationToken;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::args::{Cli, Config, OutputFormat};
+use crate::args::{Cli, Config, LogFormat, OutputFormat, Verbosity};
 
 /// Exit code for failures outside the error canon (e.g. stdout cannot be written).
 const EXIT_INTERNAL: i32 = 1;
@@ -51,18 +54,37 @@ const EXIT_BY_SIGNAL: i32 = 128;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => {
-            let code = if error.use_stderr() { EXIT_USAGE } else { 0 };
-            // Help and version text go to stdout; a closed pipe there is not an error.
-            let _ = error.print();
-            return exit_code(code);
+        Err(error) => return usage_error(&error),
+    };
+    let format = cli.global.output_format();
+    let log_filter = match std::env::var("PROCTOR_LOG") {
+        Ok(text) => proctor_telemetry::parse_filter(&text),
+        Err(_) => proctor_telemetry::parse_filter(match cli.global.verbosity() {
+            Verbosity::Quiet => "error",
+            Verbosity::Normal => "info",
+            Verbosity::Verbose => "info,proctor=debug",
+            Verbosity::Trace => "debug,proctor=trace",
+        }),
+    };
+    let log_filter = match log_filter {
+        Ok(filter) => filter,
+        Err(why) => {
+            let error = CanonError::new(ErrorCode::Usage, format!("PROCTOR_LOG: {why}"));
+            let _ = output::print_error(&error, format);
+            return exit_code(EXIT_USAGE);
         }
     };
-    proctor_telemetry::init(
+    proctor_telemetry::init_with(
         proctor_telemetry::redactor_from_env(&[]),
-        tracing::Level::INFO,
+        proctor_telemetry::LogSettings {
+            format: match cli.global.log_format(std::io::stderr().is_terminal()) {
+                LogFormat::Human => proctor_telemetry::LogFormat::Human,
+                LogFormat::Json => proctor_telemetry::LogFormat::Json,
+            },
+            filter: log_filter,
+            write_line: None,
+        },
     );
-    let format = cli.format();
     let acted = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,12 +104,38 @@ fn main() -> ExitCode {
         Ok(code) => exit_code(code),
         Err(error) => {
             tracing::error!(event = "cli.error", error = %format!("{error:#}"));
-            if format == OutputFormat::Human {
-                eprintln!("error: {error:#}");
+            let error = CanonError::new(ErrorCode::Internal, format!("{error:#}"));
+            match format {
+                OutputFormat::Json => {
+                    let _ = output::print_error(&error, format);
+                }
+                OutputFormat::Human => eprintln!("error: {}", error.message()),
             }
             exit_code(EXIT_INTERNAL)
         }
     }
+}
+
+/// Help and version text on stdout (exit 0); any other parse failure is a usage error
+/// (exit 2), written by clap on stderr and, under `--json`, as the error shape on stdout.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    // Help and version text go to stdout; a closed pipe there is not an error.
+    let _ = error.print();
+    if !error.use_stderr() {
+        return exit_code(0);
+    }
+    let json_asked = std::env::args_os()
+        .skip(1)
+        .take_while(|arg| arg != "--")
+        .any(|arg| arg == "--json");
+    if json_asked {
+        let rendered = error.render().to_string();
+        let first_line = rendered.lines().next().unwrap_or_default();
+        let detail = first_line.trim_start_matches("error: ");
+        let error = CanonError::new(ErrorCode::Usage, detail);
+        let _ = output::print_error(&error, OutputFormat::Json);
+    }
+    exit_code(EXIT_USAGE)
 }
 
 /// Acts on a validated configuration; returns the exit code.

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use proctor_contract::{CanonError, Envelope};
+use proctor_contract::{CanonError, Envelope, ErrorCode};
 
 use crate::args::OutputFormat;
 use proctor_engine::RunOutcome;
@@ -32,11 +32,33 @@ pub(crate) fn print_run(outcome: &RunOutcome, format: OutputFormat) -> io::Resul
     }
 }
 
-/// Prints a canonical error outside a run: `{"error":{"code","message"}}` or one line.
+/// One line of JSON for a command's report: the report as it serializes, with `"status"`
+/// added when it has none — `"error"` when it carries an error, else `"ok"` — so every
+/// failure under `--json` has the one shape `{"status":"error","error":{"code","message"}}`.
+pub(crate) fn json_report(report: &impl serde::Serialize) -> String {
+    let mut value = serde_json::to_value(report).unwrap_or_else(|error| {
+        let error = CanonError::new(
+            ErrorCode::Internal,
+            format!("report not serializable: {error}"),
+        );
+        serde_json::json!({"status": "error", "error": error_json(&error)})
+    });
+    if let serde_json::Value::Object(fields) = &mut value
+        && !fields.contains_key("status")
+    {
+        let failed = fields.get("error").is_some_and(|error| !error.is_null());
+        let status = if failed { "error" } else { "ok" };
+        fields.insert("status".to_owned(), status.into());
+    }
+    format!("{value}\n")
+}
+
+/// Prints a canonical error outside a run: `{"status":"error","error":{"code","message"}}`
+/// or one line.
 pub(crate) fn print_error(error: &CanonError, format: OutputFormat) -> io::Result<()> {
     match format {
         OutputFormat::Json => {
-            let body = serde_json::json!({"error": error_json(error)});
+            let body = serde_json::json!({"status": "error", "error": error_json(error)});
             emit(&format!("{body}\n"))
         }
         OutputFormat::Human => emit(&format!("error: {error}\n")),

@@ -8,7 +8,7 @@ use proctor_engine::{CancellationToken, Engine, EngineConfig, Limits};
 use proctor_plan::{ApplyOptions, PlanReport};
 
 use crate::args::{OutputFormat, PlanApplyConfig, PlanConfig};
-use crate::output::{emit, print_error, table};
+use crate::output::{emit, json_report, print_error, table};
 use crate::progress::{ProgressOptions, reporter};
 
 /// Runs a plan command; returns the exit code.
@@ -31,7 +31,7 @@ pub(crate) async fn execute(
                 }
             };
             match format {
-                OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string(&status)?))?,
+                OutputFormat::Json => emit(&json_report(&status))?,
                 OutputFormat::Human => {
                     let rows: Vec<[String; 4]> = status
                         .transitions
@@ -62,13 +62,21 @@ pub(crate) async fn execute(
             key,
             format,
             ledger_url,
+            output,
         } => match read_status(key, ledger_url).await {
             Ok(status) => {
-                emit(&status.render(*format))?;
+                let graph = status.render(*format);
+                emit(&match output {
+                    OutputFormat::Human => graph,
+                    OutputFormat::Json => format!(
+                        "{}\n",
+                        serde_json::json!({"status": "ok", "plan": key, "graph": graph})
+                    ),
+                })?;
                 Ok(0)
             }
             Err(error) => {
-                print_error(&error, OutputFormat::Human)?;
+                print_error(&error, *output)?;
                 Ok(error.code().exit_code())
             }
         },
@@ -107,7 +115,7 @@ async fn execute_apply(
         }
         Ok(Applied::Report(report)) => {
             match config.format {
-                OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string(&report)?))?,
+                OutputFormat::Json => emit(&json_report(&report))?,
                 OutputFormat::Human => emit(&summary(&report))?,
             }
             Ok(report.exit_code())

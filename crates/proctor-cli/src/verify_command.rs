@@ -13,7 +13,7 @@ use proctor_store::{ArtifactStore, FsStore};
 
 use crate::args::{OutputFormat, StoreLocation, VerifyConfig};
 use crate::ledger_commands::open_existing;
-use crate::output::{emit, print_error};
+use crate::output::{emit, json_report, print_error};
 
 /// The widest check name the human report pads the others to.
 const NAME_COLUMN_MAX: usize = 24;
@@ -55,7 +55,7 @@ async fn verify(config: &VerifyConfig) -> Result<VerifyReport, CanonError> {
 
 fn render(report: &VerifyReport, format: OutputFormat) -> serde_json::Result<String> {
     Ok(match format {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string(report)?),
+        OutputFormat::Json => json_report(report),
         OutputFormat::Human => {
             let mut text = String::new();
             let _ = writeln!(text, "execution: {}", report.execution_id);
@@ -153,12 +153,22 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["execution_id", "ok", "store", "ledger", "plan", "checks"]
+            [
+                "execution_id",
+                "ok",
+                "store",
+                "ledger",
+                "plan",
+                "checks",
+                "status"
+            ]
         );
+        assert_eq!(json["status"], "ok");
         let json: serde_json::Value =
             serde_json::from_str(&render(&report(&[("b", false)]), OutputFormat::Json).unwrap())
                 .unwrap();
         assert_eq!(json["ok"], false);
+        assert_eq!(json["status"], "error");
         assert_eq!(json["error"]["code"], "ERR_VERIFY");
         assert_eq!(json["error"]["message"], "verification failed: e1: b");
     }

@@ -9,6 +9,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use proctor_contract::{CanonError, WorldPath};
 use proctor_store::{ArtifactStore, FsStore, ObjectInfo, SyncReport};
 use serde_json::json;
@@ -42,7 +44,11 @@ pub(crate) async fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
                 Err(error) => fail(&error, *format),
             }
         }
-        WorldConfig::Cat { path, store } => {
+        WorldConfig::Cat {
+            path,
+            store,
+            format,
+        } => {
             let read = async {
                 let store = open(store)?;
                 let path = WorldPath::parse(path)?;
@@ -51,16 +57,22 @@ pub(crate) async fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
                     .map_err(CanonError::from)
             }
             .await;
-            match read {
-                Ok(bytes) => {
+            match (read, format) {
+                (Ok(bytes), OutputFormat::Human) => {
                     emit_bytes(&bytes)?;
                     Ok(0)
                 }
-                Err(error) => {
+                (Ok(bytes), OutputFormat::Json) => {
+                    emit(&format!("{}\n", cat_json(path, &bytes)))?;
+                    Ok(0)
+                }
+                // Stdout carries the artifact's bytes; the error goes beside them.
+                (Err(error), OutputFormat::Human) => {
                     log_failure(&error);
                     print_error_on_stderr(&error);
                     Ok(error.code().exit_code())
                 }
+                (Err(error), OutputFormat::Json) => fail(&error, OutputFormat::Json),
             }
         }
         WorldConfig::Sync {
@@ -88,6 +100,17 @@ pub(crate) async fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
             }
         }
     }
+}
+
+/// `world cat --json`: the artifact's path, size and bytes (as text when they are UTF-8,
+/// else base64) in one line.
+fn cat_json(path: &str, bytes: &[u8]) -> serde_json::Value {
+    let mut body = json!({"status": "ok", "path": path, "size_bytes": bytes.len()});
+    match std::str::from_utf8(bytes) {
+        Ok(text) => body["text"] = json!(text),
+        Err(_) => body["base64"] = json!(BASE64_STANDARD.encode(bytes)),
+    }
+    body
 }
 
 /// Logs and prints `error`; answers its exit code.

@@ -3,7 +3,7 @@
 //! become. Like the rest of the argument parsing this is pure: only the documented `env`
 //! fallbacks are read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
@@ -13,40 +13,24 @@ use proctor_oci::RegistryTarget;
 use serde_json::Value;
 
 use super::ledger_args::RunLedgerArgs;
-use super::{ArtifactsRootArg, OutputFormat, RegistryRootArg, absolute, parse_json_object};
+use super::{ArtifactsRootArg, Globals, OutputFormat, RegistryRootArg, parse_json_object};
 
 /// The registry `proctor lane main` pushes to when neither `--registry` nor
 /// `PROCTOR_LANE_REGISTRY` names one: the loopback registry `scripts/setup.sh` starts.
-const DEFAULT_LANE_REGISTRY: &str = "127.0.0.1:5000/proctor/lane";
+pub(super) const DEFAULT_LANE_REGISTRY: &str = "127.0.0.1:5000/proctor/lane";
 
 /// `--oci-root`: where built image layouts live.
 #[derive(Debug, Args)]
 struct OciRootArg {
-    /// Directory holding the built image layouts, one per processor version.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "PROCTOR_OCI_ROOT",
-        default_value = "./.proctor/oci"
-    )]
-    oci_root: PathBuf,
+    /// Directory holding the built image layouts, one per processor version (default:
+    /// `.proctor/oci/` in the project root).
+    #[arg(long, value_name = "DIR", env = "PROCTOR_OCI_ROOT")]
+    oci_root: Option<PathBuf>,
 }
 
-/// `--workspace-root`: the Cargo workspace that compiles processors.
-#[derive(Debug, Args)]
-pub(super) struct WorkspaceRootArg {
-    /// The Cargo workspace that compiles the processors (default: the nearest directory
-    /// holding a `Cargo.lock` above the registry root).
-    #[arg(long, value_name = "DIR", env = "PROCTOR_WORKSPACE_ROOT")]
-    workspace_root: Option<PathBuf>,
-}
-
-impl WorkspaceRootArg {
-    pub(super) fn resolve(&self, registry_root: &Path) -> anyhow::Result<PathBuf> {
-        match &self.workspace_root {
-            Some(dir) => absolute(dir),
-            None => Ok(proctor_engine::workspace_root(registry_root)),
-        }
+impl OciRootArg {
+    fn resolve(&self, globals: &Globals) -> anyhow::Result<PathBuf> {
+        globals.path_or_default(self.oci_root.as_deref(), ".proctor/oci")
     }
 }
 
@@ -60,7 +44,7 @@ fn parse_platforms(raw: &str) -> Result<PlatformList, String> {
         .map_err(|e| e.to_string())
 }
 
-fn parse_registry_target(raw: &str) -> Result<RegistryTarget, String> {
+pub(super) fn parse_registry_target(raw: &str) -> Result<RegistryTarget, String> {
     raw.parse()
         .map_err(|e: proctor_oci::InvalidRegistry| e.to_string())
 }
@@ -79,15 +63,10 @@ pub(super) struct BuildArgs {
         value_parser = parse_platforms
     )]
     platform: PlatformList,
-    /// Print one line of JSON instead of a summary.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     registry_root: RegistryRootArg,
     #[command(flatten)]
     oci_root: OciRootArg,
-    #[command(flatten)]
-    workspace_root: WorkspaceRootArg,
 }
 
 /// `proctor push`.
@@ -104,9 +83,6 @@ pub(super) struct PushArgs {
     /// The lane; the pr lane never pushes.
     #[arg(long, env = "PROCTOR_LANE", value_parser = super::lane_parser())]
     lane: Option<Lane>,
-    /// Print one line of JSON instead of a summary.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     oci_root: OciRootArg,
 }
@@ -125,9 +101,6 @@ pub(super) struct PinArgs {
     /// The lane; the pr lane never pins.
     #[arg(long, env = "PROCTOR_LANE", value_parser = super::lane_parser())]
     lane: Option<Lane>,
-    /// Print one line of JSON instead of a summary.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     registry_root: RegistryRootArg,
     #[command(flatten)]
@@ -161,9 +134,6 @@ struct LaneCommonArgs {
     /// Adapter options for every smoke run, a JSON object (as `run --adapter-opts-json`).
     #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
     adapter_opts_json: Option<Value>,
-    /// Print one line of JSON instead of the summary table.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     registry_root: RegistryRootArg,
     #[command(flatten)]
@@ -203,8 +173,6 @@ pub(super) struct LaneMainArgs {
     until: LaneStep,
     #[command(flatten)]
     oci_root: OciRootArg,
-    #[command(flatten)]
-    workspace_root: WorkspaceRootArg,
 }
 
 /// `--from` and `--until`: the main chain's steps, by name (`build-pin`, `acceptance`,
@@ -280,65 +248,50 @@ pub(crate) struct LaneConfig {
 
 impl BuildArgs {
     /// The validated configuration.
-    pub(super) fn into_config(self) -> anyhow::Result<ImageConfig> {
-        let registry_root = self.registry_root.resolve()?;
+    pub(super) fn into_config(self, globals: &Globals) -> anyhow::Result<ImageConfig> {
+        let registry_root = self.registry_root.resolve(globals)?;
         Ok(ImageConfig::Build(BuildConfig {
             processor_ref: self.processor_ref,
             platforms: self.platform.0,
-            format: OutputFormat::from_flag(self.json),
-            workspace_root: self.workspace_root.resolve(&registry_root)?,
+            format: globals.format,
+            workspace_root: globals.cargo_workspace(&registry_root),
             registry_root,
-            oci_root: absolute(&self.oci_root.oci_root)?,
+            oci_root: self.oci_root.resolve(globals)?,
         }))
-    }
-
-    /// The output format asked for.
-    pub(super) fn format(&self) -> OutputFormat {
-        OutputFormat::from_flag(self.json)
     }
 }
 
 impl PushArgs {
     /// The validated configuration.
-    pub(super) fn into_config(self) -> anyhow::Result<ImageConfig> {
+    pub(super) fn into_config(self, globals: &Globals) -> anyhow::Result<ImageConfig> {
         Ok(ImageConfig::Push(PushConfig {
             processor_ref: self.processor_ref,
             registry: self.registry,
             lane: self.lane,
-            format: OutputFormat::from_flag(self.json),
-            oci_root: absolute(&self.oci_root.oci_root)?,
+            format: globals.format,
+            oci_root: self.oci_root.resolve(globals)?,
         }))
-    }
-
-    /// The output format asked for.
-    pub(super) fn format(&self) -> OutputFormat {
-        OutputFormat::from_flag(self.json)
     }
 }
 
 impl PinArgs {
     /// The validated configuration.
-    pub(super) fn into_config(self) -> anyhow::Result<ImageConfig> {
+    pub(super) fn into_config(self, globals: &Globals) -> anyhow::Result<ImageConfig> {
         Ok(ImageConfig::Pin(PinConfig {
             processor_ref: self.processor_ref,
             registry: self.registry,
             lane: self.lane,
-            format: OutputFormat::from_flag(self.json),
-            registry_root: self.registry_root.resolve()?,
-            oci_root: absolute(&self.oci_root.oci_root)?,
+            format: globals.format,
+            registry_root: self.registry_root.resolve(globals)?,
+            oci_root: self.oci_root.resolve(globals)?,
         }))
-    }
-
-    /// The output format asked for.
-    pub(super) fn format(&self) -> OutputFormat {
-        OutputFormat::from_flag(self.json)
     }
 }
 
 impl LaneCommonArgs {
-    fn into_config(self, chain: LaneChain) -> anyhow::Result<LaneConfig> {
-        let format = OutputFormat::from_flag(self.json);
-        let ledger = self.ledger.into_config();
+    fn into_config(self, chain: LaneChain, globals: &Globals) -> anyhow::Result<LaneConfig> {
+        let format = globals.format;
+        let ledger = self.ledger.into_config(globals);
         Ok(LaneConfig {
             request: LaneRequest {
                 chain,
@@ -351,8 +304,8 @@ impl LaneCommonArgs {
                 reserve_micro_usd: ledger.reserve_micro_usd,
             },
             format,
-            registry_root: self.registry_root.resolve()?,
-            artifacts_root: self.artifacts_root.resolve()?,
+            registry_root: self.registry_root.resolve(globals)?,
+            artifacts_root: self.artifacts_root.resolve(globals)?,
             ledger_url: ledger.url,
         })
     }
@@ -360,31 +313,22 @@ impl LaneCommonArgs {
 
 impl LaneCommand {
     /// The validated configuration.
-    pub(super) fn into_config(self) -> anyhow::Result<LaneConfig> {
+    pub(super) fn into_config(self, globals: &Globals) -> anyhow::Result<LaneConfig> {
         match self {
-            LaneCommand::Pr(args) => args.common.into_config(LaneChain::Pr),
+            LaneCommand::Pr(args) => args.common.into_config(LaneChain::Pr, globals),
             LaneCommand::Main(args) => {
-                let registry_root = args.common.registry_root.resolve()?;
+                let registry_root = args.common.registry_root.resolve(globals)?;
                 let main = MainLaneSettings {
                     registry: args.registry,
                     from: args.from,
                     until: args.until,
-                    oci_root: absolute(&args.oci_root.oci_root)?,
-                    workspace_root: args.workspace_root.resolve(&registry_root)?,
-                    project_root: absolute(Path::new("."))?,
+                    oci_root: args.oci_root.resolve(globals)?,
+                    workspace_root: globals.cargo_workspace(&registry_root),
+                    project_root: globals.project_root.clone(),
                 };
-                args.common.into_config(LaneChain::Main(main))
+                args.common.into_config(LaneChain::Main(main), globals)
             }
         }
-    }
-
-    /// The output format asked for.
-    pub(super) fn format(&self) -> OutputFormat {
-        let common = match self {
-            LaneCommand::Pr(args) => &args.common,
-            LaneCommand::Main(args) => &args.common,
-        };
-        OutputFormat::from_flag(common.json)
     }
 }
 

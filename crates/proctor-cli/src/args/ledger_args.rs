@@ -7,20 +7,28 @@ use clap::{Args, Subcommand};
 use proctor_engine::RecoverScope;
 use proctor_ledger::DEFAULT_LEDGER_URL;
 
-use super::{ArtifactsRootArg, OutputFormat, RegistryRootArg, StoreLocation, store_location};
+use super::{
+    ArtifactsRootArg, Globals, OutputFormat, RegistryRootArg, StoreLocation, store_location,
+};
 
 /// `--ledger`, shared by `run`, `ledger …`, `verify` and `plan …`.
 #[derive(Debug, Args)]
 pub(super) struct LedgerUrlArg {
     /// The ledger: `sqlite://PATH` (relative to the working directory; `sqlite:///abs` for
-    /// an absolute path) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
-    #[arg(
-        long = "ledger",
-        value_name = "URL",
-        env = "PROCTOR_LEDGER_URL",
-        default_value = DEFAULT_LEDGER_URL
-    )]
-    pub(super) url: String,
+    /// an absolute path) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (default:
+    /// `.proctor/ledger.db` in the project root).
+    #[arg(long = "ledger", value_name = "URL", env = "PROCTOR_LEDGER_URL")]
+    pub(super) url: Option<String>,
+}
+
+impl LedgerUrlArg {
+    /// The URL given, else the project's SQLite ledger.
+    pub(super) fn resolve(self, globals: &Globals) -> String {
+        self.url.unwrap_or_else(|| {
+            let relative = DEFAULT_LEDGER_URL.trim_start_matches("sqlite://");
+            format!("sqlite://{}", globals.project_root.join(relative).display())
+        })
+    }
 }
 
 /// The ledger flags of `proctor run`.
@@ -40,9 +48,9 @@ pub(super) struct RunLedgerArgs {
 
 impl RunLedgerArgs {
     /// The validated configuration.
-    pub(super) fn into_config(self) -> RunLedgerConfig {
+    pub(super) fn into_config(self, globals: &Globals) -> RunLedgerConfig {
         RunLedgerConfig {
-            url: self.ledger.url,
+            url: self.ledger.resolve(globals),
             plan: self.plan,
             reserve_micro_usd: self.reserve_micro_usd,
         }
@@ -56,9 +64,6 @@ pub(super) enum LedgerCommand {
     Show {
         /// The plan, e.g. `default`.
         plan: String,
-        /// Print one line of JSON instead of a table.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         ledger: LedgerUrlArg,
     },
@@ -71,9 +76,6 @@ pub(super) enum LedgerCommand {
         /// it) or the PEM text itself. Without it, checkpoints are not checked.
         #[arg(long, value_name = "PATH_OR_PEM", env = "PROCTOR_LEDGER_PUBLIC_KEY")]
         public_key: Option<String>,
-        /// Print one line of JSON instead of a report.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         ledger: LedgerUrlArg,
     },
@@ -84,9 +86,6 @@ pub(super) enum LedgerCommand {
         /// outside the ledger.
         #[arg(long, value_name = "PATH", env = "PROCTOR_LEDGER_SIGNING_KEY")]
         key: PathBuf,
-        /// Print one line of JSON instead of a summary.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         ledger: LedgerUrlArg,
     },
@@ -96,9 +95,6 @@ pub(super) enum LedgerCommand {
         /// Where to write the private key.
         #[arg(long, value_name = "PATH")]
         out: PathBuf,
-        /// Print one line of JSON instead of a summary.
-        #[arg(long)]
-        json: bool,
     },
     /// Settle the executions left running by a process that is gone from this host (killed,
     /// crashed, rebooted): remove their containers, release their leases and reservations,
@@ -110,9 +106,6 @@ pub(super) enum LedgerCommand {
         /// way to settle one whose process ran on another host.
         #[arg(long, value_name = "ID", conflicts_with = "plan")]
         execution: Option<String>,
-        /// Print one line of JSON instead of a report.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         ledger: LedgerUrlArg,
     },
@@ -126,9 +119,6 @@ pub(super) enum LedgerCommand {
         /// Remove the budget: the plan has no limit.
         #[arg(long, conflicts_with = "set")]
         unset: bool,
-        /// Print one line of JSON instead of a summary.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         ledger: LedgerUrlArg,
     },
@@ -136,30 +126,25 @@ pub(super) enum LedgerCommand {
 
 impl LedgerCommand {
     /// The validated configuration.
-    pub(super) fn into_config(self) -> LedgerConfig {
-        let (action, json, ledger) = match self {
-            LedgerCommand::Show { plan, json, ledger } => {
-                (LedgerAction::Show { plan }, json, ledger)
-            }
+    pub(super) fn into_config(self, globals: &Globals) -> LedgerConfig {
+        let (action, ledger) = match self {
+            LedgerCommand::Show { plan, ledger } => (LedgerAction::Show { plan }, ledger),
             LedgerCommand::Verify {
                 plan,
                 public_key,
-                json,
                 ledger,
-            } => (LedgerAction::Verify { plan, public_key }, json, ledger),
-            LedgerCommand::Checkpoint { key, json, ledger } => {
-                (LedgerAction::Checkpoint { key }, json, ledger)
-            }
+            } => (LedgerAction::Verify { plan, public_key }, ledger),
+            LedgerCommand::Checkpoint { key, ledger } => (LedgerAction::Checkpoint { key }, ledger),
             // keygen opens no ledger.
-            LedgerCommand::Keygen { out, json } => (
+            LedgerCommand::Keygen { out } => (
                 LedgerAction::Keygen { out },
-                json,
-                LedgerUrlArg { url: String::new() },
+                LedgerUrlArg {
+                    url: Some(String::new()),
+                },
             ),
             LedgerCommand::Recover {
                 plan,
                 execution,
-                json,
                 ledger,
             } => {
                 let scope = match (execution, plan) {
@@ -167,39 +152,25 @@ impl LedgerCommand {
                     (None, Some(plan)) => RecoverScope::Plan(plan),
                     (None, None) => RecoverScope::AllPlans,
                 };
-                (LedgerAction::Recover { scope }, json, ledger)
+                (LedgerAction::Recover { scope }, ledger)
             }
             LedgerCommand::Budget {
                 plan,
                 set,
                 unset: _,
-                json,
                 ledger,
             } => (
                 LedgerAction::Budget {
                     plan,
                     budget_micro_usd: set,
                 },
-                json,
                 ledger,
             ),
         };
         LedgerConfig {
             action,
-            url: ledger.url,
-            format: OutputFormat::from_flag(json),
-        }
-    }
-
-    /// The output format asked for.
-    pub(super) fn format(&self) -> OutputFormat {
-        match self {
-            LedgerCommand::Show { json, .. }
-            | LedgerCommand::Verify { json, .. }
-            | LedgerCommand::Checkpoint { json, .. }
-            | LedgerCommand::Keygen { json, .. }
-            | LedgerCommand::Recover { json, .. }
-            | LedgerCommand::Budget { json, .. } => OutputFormat::from_flag(*json),
+            url: ledger.resolve(globals),
+            format: globals.format,
         }
     }
 }
@@ -213,9 +184,6 @@ pub(super) struct VerifyArgs {
     /// `s3://bucket/prefix?endpoint=URL` (default: the artifacts root).
     #[arg(long, value_name = "URL")]
     store: Option<String>,
-    /// Print one line of JSON instead of a report.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     ledger: LedgerUrlArg,
     #[command(flatten)]
@@ -226,19 +194,14 @@ pub(super) struct VerifyArgs {
 
 impl VerifyArgs {
     /// The validated configuration.
-    pub(super) fn into_config(self) -> anyhow::Result<VerifyConfig> {
+    pub(super) fn into_config(self, globals: &Globals) -> anyhow::Result<VerifyConfig> {
         Ok(VerifyConfig {
-            store: store_location(self.store.as_deref(), &self.artifacts_root)?,
-            registry_root: self.registry_root.resolve()?,
-            ledger_url: self.ledger.url,
-            format: OutputFormat::from_flag(self.json),
+            store: store_location(self.store.as_deref(), &self.artifacts_root, globals)?,
+            registry_root: self.registry_root.resolve(globals)?,
+            ledger_url: self.ledger.resolve(globals),
+            format: globals.format,
             execution_id: self.execution_id,
         })
-    }
-
-    /// The output format asked for.
-    pub(super) fn format(&self) -> OutputFormat {
-        OutputFormat::from_flag(self.json)
     }
 }
 
@@ -320,7 +283,13 @@ mod tests {
             Config::Ledger(config) => {
                 assert!(matches!(config.action, LedgerAction::Show { plan } if plan == "p1"));
                 assert_eq!(config.format, OutputFormat::Json);
-                assert_eq!(config.url, DEFAULT_LEDGER_URL);
+                // The default ledger is the project root's, whatever the working directory.
+                let project_root =
+                    crate::args::find_project_root(&std::env::current_dir().unwrap());
+                assert_eq!(
+                    config.url,
+                    format!("sqlite://{}/.proctor/ledger.db", project_root.display())
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use proctor_plan::GraphFormat;
 
 use super::ledger_args::LedgerUrlArg;
-use super::{ArtifactsRootArg, OutputFormat, RegistryRootArg};
+use super::{ArtifactsRootArg, Globals, OutputFormat, RegistryRootArg};
 
 /// `proctor plan …`.
 #[derive(Debug, Subcommand)]
@@ -20,9 +20,6 @@ pub(super) enum PlanCommand {
     Status {
         /// The plan key.
         key: String,
-        /// Print one line of JSON instead of a table.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         ledger: LedgerUrlArg,
     },
@@ -62,9 +59,6 @@ pub(super) struct ApplyArgs {
     /// Adapter-specific options for every transition, a JSON object.
     #[arg(long, value_name = "JSON", value_parser = super::parse_json_object)]
     adapter_opts_json: Option<serde_json::Value>,
-    /// Print one line of JSON (the plan report) on stdout; no progress lines.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     artifacts_root: ArtifactsRootArg,
     #[command(flatten)]
@@ -96,6 +90,8 @@ pub(crate) enum PlanConfig {
         key: String,
         format: GraphFormat,
         ledger_url: String,
+        /// JSON: the graph's text inside one line of JSON.
+        output: OutputFormat,
     },
 }
 
@@ -119,7 +115,7 @@ pub(crate) struct PlanApplyConfig {
 
 impl PlanCommand {
     /// The validated configuration.
-    pub(super) fn into_config(self) -> anyhow::Result<PlanConfig> {
+    pub(super) fn into_config(self, globals: &Globals) -> anyhow::Result<PlanConfig> {
         Ok(match self {
             PlanCommand::Apply(apply) => PlanConfig::Apply(Box::new(PlanApplyConfig {
                 file: apply.file,
@@ -130,15 +126,15 @@ impl PlanCommand {
                 adapter_options: apply
                     .adapter_opts_json
                     .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
-                format: OutputFormat::from_flag(apply.json),
-                artifacts_root: apply.artifacts_root.resolve()?,
-                registry_root: apply.registry_root.resolve()?,
-                ledger_url: apply.ledger.url,
+                format: globals.format,
+                artifacts_root: apply.artifacts_root.resolve(globals)?,
+                registry_root: apply.registry_root.resolve(globals)?,
+                ledger_url: apply.ledger.resolve(globals),
             })),
-            PlanCommand::Status { key, json, ledger } => PlanConfig::Status {
+            PlanCommand::Status { key, ledger } => PlanConfig::Status {
                 key,
-                format: OutputFormat::from_flag(json),
-                ledger_url: ledger.url,
+                format: globals.format,
+                ledger_url: ledger.resolve(globals),
             },
             PlanCommand::Graph {
                 key,
@@ -150,17 +146,9 @@ impl PlanCommand {
                     GraphFormatArg::Mermaid => GraphFormat::Mermaid,
                     GraphFormatArg::Dot => GraphFormat::Dot,
                 },
-                ledger_url: ledger.url,
+                ledger_url: ledger.resolve(globals),
+                output: globals.format,
             },
         })
-    }
-
-    /// The output format asked for.
-    pub(super) fn format(&self) -> OutputFormat {
-        match self {
-            PlanCommand::Apply(apply) => OutputFormat::from_flag(apply.json),
-            PlanCommand::Status { json, .. } => OutputFormat::from_flag(*json),
-            PlanCommand::Graph { .. } => OutputFormat::Human,
-        }
     }
 }

@@ -6,8 +6,7 @@ use proctor_conform::ImageChoice;
 use proctor_conform::scaffold::Lang;
 use serde_json::Value;
 
-use super::lane_args::WorkspaceRootArg;
-use super::{OutputFormat, RegistryRootArg, parse_build_arg, parse_json_object};
+use super::{Globals, OutputFormat, RegistryRootArg, parse_build_arg, parse_json_object};
 
 /// `proctor conform`.
 #[derive(Debug, Args)]
@@ -33,13 +32,8 @@ pub(super) struct ConformArgs {
     /// Inputs to use instead of the example's, as JSON text.
     #[arg(long, value_name = "JSON", value_parser = parse_json_object, conflicts_with = "example")]
     inputs_json: Option<Value>,
-    /// Print one line of JSON instead of a report.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     registry_root: RegistryRootArg,
-    #[command(flatten)]
-    workspace_root: WorkspaceRootArg,
 }
 
 /// A language of `proctor new`.
@@ -58,13 +52,8 @@ pub(super) struct NewArgs {
     /// The language it is written in.
     #[arg(long, value_enum)]
     lang: LangArg,
-    /// Print one line of JSON instead of a summary.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     registry_root: RegistryRootArg,
-    #[command(flatten)]
-    workspace_root: WorkspaceRootArg,
 }
 
 /// A validated `proctor conform`.
@@ -82,12 +71,12 @@ pub(crate) struct NewConfig {
 }
 
 impl ConformArgs {
-    pub(super) fn into_config(self) -> anyhow::Result<ConformConfig> {
-        let registry_root = self.registry_root.resolve()?;
+    pub(super) fn into_config(self, globals: &Globals) -> anyhow::Result<ConformConfig> {
+        let registry_root = self.registry_root.resolve(globals)?;
         let image = match (self.image, self.build) {
             (Some(image), _) => ImageChoice::Image(image),
             (None, true) => ImageChoice::Build {
-                workspace_root: self.workspace_root.resolve(&registry_root)?,
+                workspace_root: globals.cargo_workspace(&registry_root),
             },
             (None, false) => ImageChoice::Pinned,
         };
@@ -100,18 +89,14 @@ impl ConformArgs {
                 inputs: self.inputs_json,
                 build_args: self.build_args.into_iter().collect(),
             },
-            format: OutputFormat::from_flag(self.json),
+            format: globals.format,
         })
-    }
-
-    pub(super) fn format(&self) -> OutputFormat {
-        OutputFormat::from_flag(self.json)
     }
 }
 
 impl NewArgs {
-    pub(super) fn into_config(self) -> anyhow::Result<NewConfig> {
-        let registry_root = self.registry_root.resolve()?;
+    pub(super) fn into_config(self, globals: &Globals) -> anyhow::Result<NewConfig> {
+        let registry_root = self.registry_root.resolve(globals)?;
         Ok(NewConfig {
             request: proctor_conform::scaffold::NewRequest {
                 processor_ref: self.processor_ref,
@@ -119,15 +104,11 @@ impl NewArgs {
                     LangArg::Rust => Lang::Rust,
                     LangArg::Python => Lang::Python,
                 },
-                workspace_root: self.workspace_root.resolve(&registry_root)?,
+                workspace_root: globals.cargo_workspace(&registry_root),
                 registry_root,
             },
-            format: OutputFormat::from_flag(self.json),
+            format: globals.format,
         })
-    }
-
-    pub(super) fn format(&self) -> OutputFormat {
-        OutputFormat::from_flag(self.json)
     }
 }
 

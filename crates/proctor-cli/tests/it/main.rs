@@ -13,6 +13,7 @@
 #![allow(unused_crate_dependencies)]
 
 mod attach;
+mod cli_output;
 mod concurrent_plans;
 mod conform;
 mod deploy;
