@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# The test runner, on a machine that has only Rust and Debian.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "[test] installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest
+fi
 # A CI run builds once from a fresh clone: incremental caches would only cost disk and time.
 if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL=0; fi
 cargo fmt --all --check
