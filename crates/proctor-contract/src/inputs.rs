@@ -16,12 +16,17 @@ pub struct InvalidInputs(String);
 /// Parses an inputs payload: JSON text whose top level is an object and in which no object
 /// holds a key twice (the error names the repeated key's JSON pointer).
 pub fn parse_inputs(json: &[u8]) -> Result<Map<String, Value>, InvalidInputs> {
+    inputs_object(parse_json_value(json)?)
+}
+
+/// Parses one JSON value of any kind in which no object holds a key twice (the error names
+/// the repeated key's JSON pointer): the rule of [`parse_inputs`] for a part of a payload.
+pub fn parse_json_value(json: &[u8]) -> Result<Value, InvalidInputs> {
     let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let value = UniqueKeys { pointer: "" }
+    UniqueKeys { pointer: "" }
         .deserialize(&mut deserializer)
         .and_then(|value| deserializer.end().map(|()| value))
-        .map_err(|e| InvalidInputs(format!("not JSON without duplicate keys: {e}")))?;
-    inputs_object(value)
+        .map_err(|e| InvalidInputs(format!("not JSON without duplicate keys: {e}")))
 }
 
 /// An already parsed inputs payload as an object; any other JSON value is refused, naming
@@ -153,6 +158,18 @@ mod tests {
         );
         let escaped = refusal(r#"{"a":1,"\u0061":2}"#);
         assert!(escaped.contains("duplicate key at `/a`"), "{escaped}");
+    }
+
+    #[test]
+    fn json_values_of_any_kind_parse_but_never_with_a_key_twice() {
+        assert_eq!(parse_json_value(b"[1,\"a\"]").unwrap(), json!([1, "a"]));
+        assert_eq!(parse_json_value(b" 2.5 ").unwrap(), json!(2.5));
+        let twice = parse_json_value(br#"[{"k":1,"k":2}]"#).unwrap_err();
+        assert!(
+            twice.to_string().contains("duplicate key at `/0/k`"),
+            "{twice}"
+        );
+        assert!(parse_json_value(b"1 2").is_err());
     }
 
     #[test]

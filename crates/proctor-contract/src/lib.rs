@@ -41,7 +41,7 @@ pub use hashing::{
 };
 pub use image_reference::{ImageRepository, InvalidReference, PinnedReference};
 pub use index::{OutputEntry, OutputsIndex};
-pub use inputs::{InvalidInputs, inputs_object, parse_inputs};
+pub use inputs::{InvalidInputs, inputs_object, parse_inputs, parse_json_value};
 pub use ledger_event::{
     AppliedTransition, BudgetReserveEvent, BudgetSetEvent, BudgetSettleEvent, EventKind,
     ExecutionFailureEvent, ExecutionMemoEvent, ExecutionOwner, ExecutionStartEvent,
