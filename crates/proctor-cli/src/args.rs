@@ -13,11 +13,14 @@ use proctor_contract::Mode;
 use proctor_engine::{AdapterKind, Attachment, DeployTarget, Inputs, Lane, Limits};
 use serde_json::Value;
 
+mod doctor_args;
 mod lane_args;
 mod ledger_args;
 mod plan_args;
 mod processor_args;
 
+use doctor_args::DoctorArgs;
+pub(crate) use doctor_args::DoctorConfig;
 use lane_args::{BuildArgs, LaneCommand, PinArgs, PushArgs};
 pub(crate) use lane_args::{BuildConfig, ImageConfig, LaneConfig, PinConfig, PushConfig};
 pub(crate) use ledger_args::{LedgerAction, LedgerConfig, RunLedgerConfig, VerifyConfig};
@@ -159,6 +162,9 @@ enum Command {
     Conform(Box<ConformArgs>),
     /// Write a new processor, in Rust or Python, that passes `proctor conform` as it is.
     New(NewArgs),
+    /// Check this machine: container engine, OCI registry, ledger, artifacts root, each
+    /// processor's pins and secrets (by name), Modal; with what to do about each failure.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -698,6 +704,7 @@ pub(crate) enum Config {
     Plan(PlanConfig),
     Conform(Box<ConformConfig>),
     New(NewConfig),
+    Doctor(DoctorConfig),
 }
 
 /// `KEY=VALUE`, split at the first `=`; the key must not be empty.
@@ -822,6 +829,7 @@ impl Cli {
             Command::Plan(plan) => Config::Plan(plan.into_config(&globals)?),
             Command::Conform(conform) => Config::Conform(Box::new(conform.into_config(&globals)?)),
             Command::New(new) => Config::New(new.into_config(&globals)?),
+            Command::Doctor(doctor) => Config::Doctor(doctor.into_config(&globals)?),
         })
     }
 }

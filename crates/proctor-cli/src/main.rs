@@ -21,6 +21,7 @@ mod args;
 mod checkpoint_command;
 mod conform_command;
 mod deploy_commands;
+mod doctor_command;
 mod image_commands;
 mod lane_commands;
 mod ledger_commands;
@@ -175,6 +176,7 @@ async fn act(config: Config) -> anyhow::Result<i32> {
             Ok(stop.exit_code().unwrap_or(code))
         }
         Config::New(new) => new_command::execute(&new),
+        Config::Doctor(doctor) => doctor_command::execute(&doctor).await,
     }
 }
 

@@ -18,6 +18,7 @@ mod concurrent_plans;
 mod conform;
 mod deploy;
 mod docker_host;
+mod doctor;
 mod evidence;
 mod image;
 mod ipv6_pin;
