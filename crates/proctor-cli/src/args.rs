@@ -165,6 +165,19 @@ enum Command {
     /// Check this machine: container engine, OCI registry, ledger, artifacts root, each
     /// processor's pins and secrets (by name), Modal; with what to do about each failure.
     Doctor(DoctorArgs),
+    /// Print the shell completion script: `proctor completions bash > …` (see the README).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page, in roff: `proctor man | man -l -` (see the README).
+    Man {
+        /// The page: `proctor` (the default), or a command's, as the SUBCOMMANDS sections
+        /// name them (`proctor-ledger-verify`, or `ledger-verify`).
+        #[arg(value_name = "PAGE", default_value = "proctor", value_parser = crate::completions_command::parse_man_page)]
+        page: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -705,6 +718,14 @@ pub(crate) enum Config {
     Conform(Box<ConformConfig>),
     New(NewConfig),
     Doctor(DoctorConfig),
+    Completions {
+        shell: clap_complete::Shell,
+        format: OutputFormat,
+    },
+    Man {
+        page: String,
+        format: OutputFormat,
+    },
 }
 
 /// `KEY=VALUE`, split at the first `=`; the key must not be empty.
@@ -830,6 +851,8 @@ impl Cli {
             Command::Conform(conform) => Config::Conform(Box::new(conform.into_config(&globals)?)),
             Command::New(new) => Config::New(new.into_config(&globals)?),
             Command::Doctor(doctor) => Config::Doctor(doctor.into_config(&globals)?),
+            Command::Completions { shell } => Config::Completions { shell, format },
+            Command::Man { page } => Config::Man { page, format },
         })
     }
 }

@@ -19,6 +19,7 @@ use proctor_workspace_hack as _;
 
 mod args;
 mod checkpoint_command;
+mod completions_command;
 mod conform_command;
 mod deploy_commands;
 mod doctor_command;
@@ -177,6 +178,8 @@ async fn act(config: Config) -> anyhow::Result<i32> {
         }
         Config::New(new) => new_command::execute(&new),
         Config::Doctor(doctor) => doctor_command::execute(&doctor).await,
+        Config::Completions { shell, format } => completions_command::completions(shell, format),
+        Config::Man { page, format } => completions_command::man(&page, format),
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod attach;
 mod cli_output;
+mod completions;
 mod concurrent_plans;
 mod conform;
 mod deploy;
