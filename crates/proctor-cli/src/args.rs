@@ -350,13 +350,17 @@ enum SecretsCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("inputs").required(true).args(["inputs_json", "inputs_file"])))]
+#[command(group(ArgGroup::new("processor").required(true).args(["processor_ref", "ref_flag"])))]
+#[command(group(ArgGroup::new("inputs").args(["inputs_json", "inputs_file", "example"])))]
 struct RunArgs {
     /// The processor, `ns/name@version` (e.g. `llm/litellm@1`).
+    #[arg(value_name = "REF")]
+    processor_ref: Option<String>,
+    /// The processor, as the positional `REF` (for scripts).
     #[arg(long = "ref", value_name = "REF")]
-    processor_ref: String,
+    ref_flag: Option<String>,
     /// Where the processor runs: `local` or `modal`.
-    #[arg(long, value_parser = adapter_parser())]
+    #[arg(long, value_parser = adapter_parser(), default_value = "local")]
     adapter: AdapterKind,
     /// `mock` is hermetic and deterministic; `real` uses secrets and the network.
     #[arg(long, value_enum, default_value_t = ModeArg::Mock)]
@@ -366,17 +370,27 @@ struct RunArgs {
     build: bool,
     /// A build argument of a Dockerfile build, as `docker build` takes it (repeatable), e.g.
     /// `BASE_IMAGE=proctor-python-base:bookworm`.
-    #[arg(long = "build-arg", value_name = "KEY=VALUE", requires = "build", value_parser = parse_build_arg)]
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", requires = "build", value_parser = parse_key_value)]
     build_args: Vec<(String, String)>,
-    /// Where outputs go; must contain `{execution_id}` and lie under `/artifacts/`.
+    /// Where outputs go; must contain `{execution_id}` and lie under `/artifacts/`
+    /// (default: `/artifacts/outputs/NS/NAME/VERSION/{execution_id}/`).
     #[arg(long, value_name = "P")]
-    write_prefix: String,
+    write_prefix: Option<String>,
     /// The inputs payload as JSON text.
     #[arg(long, value_name = "JSON")]
     inputs_json: Option<String>,
-    /// A file holding the inputs payload as JSON.
+    /// A file holding the inputs payload as JSON; `-` reads it from stdin.
     #[arg(long, value_name = "FILE")]
     inputs_file: Option<PathBuf>,
+    /// The inputs of the registry entry's example of this name (`proctor registry show REF`
+    /// lists them). With no inputs flag at all, the `smoke` example's.
+    #[arg(long, value_name = "NAME")]
+    example: Option<String>,
+    /// Sets `params.KEY` in the inputs (repeatable; a key given twice keeps the last), as
+    /// `cog predict -i` does: VALUE is read as JSON when it is JSON (`3`, `true`, `[1]`,
+    /// `{"a":1}`, `"7"`), else taken as a string.
+    #[arg(short = 'i', long = "input", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    params: Vec<(String, String)>,
     /// The largest inputs payload read from `--inputs-json` or `--inputs-file`, in bytes.
     #[arg(
         long,
@@ -588,16 +602,18 @@ pub(crate) fn find_project_root(start: &Path) -> PathBuf {
 /// A validated `proctor run`.
 #[derive(Debug, Clone)]
 pub(crate) struct RunConfig {
-    /// `--ref` as given; parsed after the CI guard.
+    /// `REF` (or `--ref`) as given; parsed after the CI guard.
     pub(crate) processor_ref: String,
     pub(crate) adapter: AdapterKind,
     pub(crate) mode: Mode,
     pub(crate) build: bool,
     /// `--build-arg`s; a key given twice keeps its last value.
     pub(crate) build_args: BTreeMap<String, String>,
-    /// `--write-prefix` before expansion.
-    pub(crate) write_prefix: String,
+    /// `--write-prefix` before expansion; `None` for the ref's default.
+    pub(crate) write_prefix: Option<String>,
     pub(crate) inputs: Inputs,
+    /// `-i KEY=VALUE`s; a key given twice keeps its last value.
+    pub(crate) params: BTreeMap<String, String>,
     /// `--max-inputs-bytes` / `PROCTOR_MAX_INPUTS_BYTES`.
     pub(crate) limits: Limits,
     pub(crate) adapter_options: Value,
@@ -728,8 +744,8 @@ pub(crate) enum Config {
     },
 }
 
-/// `KEY=VALUE`, split at the first `=`; the key must not be empty.
-fn parse_build_arg(raw: &str) -> Result<(String, String), String> {
+/// `KEY=VALUE` (`--build-arg`, `-i`), split at the first `=`; the key must not be empty.
+fn parse_key_value(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("`{raw}` is not KEY=VALUE")),
@@ -749,7 +765,10 @@ impl Cli {
             Command::Run(run) => Config::Run(Box::new(RunConfig {
                 // Read first: the fields below move out of `run`.
                 limits: run_limits(&run),
-                processor_ref: run.processor_ref,
+                processor_ref: run
+                    .processor_ref
+                    .or(run.ref_flag)
+                    .context("a processor REF is required")?,
                 adapter: run.adapter,
                 mode: match run.mode {
                     ModeArg::Mock => Mode::Mock,
@@ -758,13 +777,14 @@ impl Cli {
                 build: run.build,
                 build_args: run.build_args.into_iter().collect(),
                 write_prefix: run.write_prefix,
-                inputs: match (run.inputs_json, run.inputs_file) {
-                    (Some(json), _) => Inputs::Text(json),
-                    (None, Some(file)) => Inputs::File(file),
-                    (None, None) => {
-                        anyhow::bail!("one of --inputs-json and --inputs-file is required")
-                    }
+                inputs: match (run.inputs_json, run.inputs_file, run.example) {
+                    (Some(json), _, _) => Inputs::Text(json),
+                    (None, Some(file), _) if file.as_os_str() == "-" => Inputs::Stdin,
+                    (None, Some(file), _) => Inputs::File(file),
+                    (None, None, Some(name)) => Inputs::Example(name),
+                    (None, None, None) => Inputs::NotGiven,
                 },
+                params: run.params.into_iter().collect(),
                 adapter_options: run
                     .adapter_opts_json
                     .unwrap_or_else(|| Value::Object(Default::default())),
@@ -1040,10 +1060,101 @@ mod tests {
         assert_eq!(with(&["--adapter-opts-json", "[1]"]), 2);
         assert_eq!(with(&["--adapter-opts-json", "{"]), 2);
         assert_eq!(with(&["--inputs-file", "x.json"]), 2);
+        assert_eq!(with(&["--example", "smoke"]), 2);
+        assert_eq!(with(&["--adapter", "aws"]), 2);
+    }
+
+    /// `proctor run` with `args` only.
+    fn short_run(args: &[&str]) -> Result<RunConfig, clap::Error> {
+        let argv: Vec<&str> = ["run"].iter().chain(args).copied().collect();
+        parse(&argv).map(|config| match config {
+            Config::Run(run) => *run,
+            other => panic!("not a run: {other:?}"),
+        })
+    }
+
+    #[test]
+    fn a_run_needs_only_its_ref_positional_or_flag() {
+        for args in [&["llm/litellm@1"][..], &["--ref", "llm/litellm@1"]] {
+            let run = short_run(args).unwrap();
+            assert_eq!(run.processor_ref, "llm/litellm@1");
+            assert_eq!(run.adapter, AdapterKind::Local);
+            assert_eq!(run.mode, Mode::Mock);
+            assert_eq!(run.write_prefix, None);
+            assert_eq!(run.inputs, Inputs::NotGiven);
+            assert!(run.params.is_empty());
+        }
+        let run = short_run(&[
+            "a/b@1",
+            "--adapter",
+            "modal",
+            "--write-prefix",
+            "/artifacts/x/{execution_id}",
+        ])
+        .unwrap();
+        assert_eq!(run.adapter, AdapterKind::Modal);
         assert_eq!(
-            parse(&["run", "--ref", "a/b@1"]).unwrap_err().exit_code(),
-            2
+            run.write_prefix.as_deref(),
+            Some("/artifacts/x/{execution_id}")
         );
+        for bad in [&[][..], &["a/b@1", "--ref", "a/b@1"], &["a/b@1", "c/d@1"]] {
+            assert_eq!(short_run(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn inputs_come_from_one_source_and_params_go_on_top() {
+        let inputs = |args: &[&str]| {
+            let args: Vec<&str> = ["a/b@1"].iter().chain(args).copied().collect();
+            short_run(&args).map(|run| run.inputs)
+        };
+        assert_eq!(
+            inputs(&["--example", "chat"]).unwrap(),
+            Inputs::Example("chat".into())
+        );
+        assert_eq!(inputs(&["--inputs-file", "-"]).unwrap(), Inputs::Stdin);
+        assert_eq!(
+            inputs(&["--inputs-file", "./-"]).unwrap(),
+            Inputs::File("./-".into())
+        );
+        assert_eq!(
+            inputs(&["--inputs-json", "{}"]).unwrap(),
+            Inputs::Text("{}".into())
+        );
+        for bad in [
+            &["--example", "chat", "--inputs-json", "{}"][..],
+            &["--example", "chat", "--inputs-file", "-"],
+            &["--inputs-json", "{}", "--inputs-file", "-"],
+        ] {
+            assert_eq!(inputs(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+
+        let run = short_run(&[
+            "a/b@1",
+            "--example",
+            "chat",
+            "-i",
+            "n=1",
+            "-i",
+            "model=m=2",
+            "--input",
+            "n=[3]",
+            "-i",
+            "empty=",
+        ])
+        .unwrap();
+        assert_eq!(run.inputs, Inputs::Example("chat".into()));
+        assert_eq!(
+            run.params,
+            BTreeMap::from([
+                ("empty".to_owned(), String::new()),
+                ("model".to_owned(), "m=2".to_owned()),
+                ("n".to_owned(), "[3]".to_owned()),
+            ])
+        );
+        for bad in [&["a/b@1", "-i", "n"][..], &["a/b@1", "-i", "=1"]] {
+            assert_eq!(short_run(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub(crate) async fn run(config: &RunConfig, cancel: &CancellationToken) -> RunOu
         build: config.build,
         write_prefix: config.write_prefix.clone(),
         inputs: config.inputs.clone(),
+        params: config.params.clone(),
         adapter_options: config.adapter_options.clone(),
         timeout: config.timeout,
         save_dir: config.save_dir.clone(),

@@ -66,11 +66,12 @@ async fn main() {
         adapter: AdapterKind::Local,
         mode: Mode::Mock,
         build: true,
-        write_prefix: "/artifacts/bench/{execution_id}/".to_owned(),
+        write_prefix: Some("/artifacts/bench/{execution_id}/".to_owned()),
         inputs: Inputs::Value(json!({
             "schema": "v1",
             "text": "The quick brown fox jumps over the lazy dog. The dog sleeps."
         })),
+        params: BTreeMap::new(),
         adapter_options: json!({"labels": {"proctor.bench": label}}),
         timeout: None,
         save_dir: None,

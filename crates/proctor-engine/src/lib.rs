@@ -17,6 +17,7 @@ use proctor_workspace_hack as _;
 
 mod attach;
 mod evidence;
+mod inputs;
 mod lane;
 mod memo;
 mod record;
@@ -25,10 +26,11 @@ mod run;
 mod save;
 
 pub use attach::{Attachment, attachment_mime};
+pub use inputs::{DEFAULT_EXAMPLE, Inputs};
 pub use lane::{Lane, check_publish, check_run};
 pub use recover::{RecoverScope, RecoveredExecution, RecoveryReport, recover};
 pub use run::{
-    AdapterKind, Engine, EngineConfig, Inputs, Limits, MAX_RUN_TIMEOUT, RunOutcome, RunRequest,
+    AdapterKind, Engine, EngineConfig, Limits, MAX_RUN_TIMEOUT, RunOutcome, RunRequest,
     workspace_root,
 };
 pub use tokio_util::sync::CancellationToken;
@@ -44,10 +46,10 @@ pub use deploy::{
     AppOutcome, DeployReport, DeployRequest, DeployTarget, DriftReport, DriftRequest,
     SecretsPlanReport, TargetedProcessors, deploy, drift, secrets_plan,
 };
+pub use doctor::{CheckStatus, DoctorCheck, DoctorReport, DoctorRequest, doctor};
 pub use images::build_layout;
 pub use main_lane::{
     AcceptedProcessor, ChainReport, LaneChain, LaneRequest, LaneStep, MainLaneSettings,
     PinnedProcessor, SkippedProcessor, StepDetail, StepOutcome, StepReport, StepStatus, run_lane,
 };
-pub use doctor::{CheckStatus, DoctorCheck, DoctorReport, DoctorRequest, doctor};
 pub use verify::{EvidenceSources, VerifyReport, verify_execution};

@@ -2,8 +2,9 @@
 //! adapter, the evidence check and commit, and the ledger record.
 //!
 //! Order: CI guard → lane rules ([`crate::check_run`]) → ref → registry → timeout (at most
-//! [`MAX_RUN_TIMEOUT`]) → inputs (JSON, then attachments stored and input artifacts
-//! checked ([`crate::attach`]), then schema) → secrets (`real` only) → write prefix (apart
+//! [`MAX_RUN_TIMEOUT`]) → inputs (the payload from its source or the registry's examples,
+//! with `params` set on top ([`crate::inputs`]), then attachments stored and input
+//! artifacts checked ([`crate::attach`]), then schema) → secrets (`real` only) → write prefix (apart
 //! from every input artifact) → image source (pinned digest unless
 //! `build`) → memo lookup (when asked: a verified earlier result answers the run, see
 //! [`crate::memo`]) → payload → ledger (start, budget reservation, write-prefix lease; see
@@ -14,7 +15,6 @@
 //! payloads) goes through a redactor that knows the values of the run's secrets.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -39,6 +39,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use crate::inputs::{Inputs, resolve_inputs};
 use crate::lane::{Lane, check_run};
 
 /// The adapter that runs a request; `local` or `modal` in plan files and reports.
@@ -75,17 +76,6 @@ impl FromStr for AdapterKind {
     }
 }
 
-/// Where a run's inputs come from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Inputs {
-    /// JSON text, as `--inputs-json` gives it.
-    Text(String),
-    /// A file holding JSON, as `--inputs-file` names it.
-    File(PathBuf),
-    /// An already parsed value (plans, servers).
-    Value(Value),
-}
-
 /// Everything one execution needs besides the World it runs in.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -97,10 +87,15 @@ pub struct RunRequest {
     pub mode: Mode,
     /// Build the image from source and run it by image ID instead of the pinned digest.
     pub build: bool,
-    /// The write prefix before expansion; must contain `{execution_id}`.
-    pub write_prefix: String,
+    /// The write prefix before expansion; must contain `{execution_id}`. `None`: the ref's
+    /// default, `/artifacts/outputs/{ns}/{name}/{version}/{execution_id}/`
+    /// ([`ProcessorRef::default_write_prefix`]).
+    pub write_prefix: Option<String>,
     /// The inputs payload.
     pub inputs: Inputs,
+    /// Keys set in the payload's `params` object over what `inputs` holds, as `-i key=value`
+    /// gives them: each value is read as JSON when it is JSON, else taken as a string.
+    pub params: BTreeMap<String, String>,
     /// Adapter-specific options (`null` for none).
     pub adapter_options: Value,
     /// Overrides the processor's `runtime.timeout_s`.
@@ -392,7 +387,12 @@ impl Engine {
         let entry = registry.get(&processor_ref)?;
         let spec = entry.spec();
         let timeout = run_timeout(request.timeout, &spec.runtime)?;
-        let inputs = read_inputs(&request.inputs, self.config.limits.max_inputs_bytes)?;
+        let inputs = Value::Object(resolve_inputs(
+            &request.inputs,
+            &request.params,
+            spec,
+            self.config.limits.max_inputs_bytes,
+        )?);
         let resolved = crate::attach::resolve_inputs(self, &request.attachments, inputs).await?;
         let inputs = resolved.inputs;
         validate_inputs(spec, &inputs)?;
@@ -403,7 +403,10 @@ impl Engine {
         let known_secrets = proctor_telemetry::known_secrets();
         known_secrets.register_secret_values(env.values().cloned());
         *redactor = known_secrets.redactor();
-        let write_prefix = WritePrefix::expand(&request.write_prefix, execution_id)?;
+        let write_prefix = match &request.write_prefix {
+            Some(template) => WritePrefix::expand(template, execution_id)?,
+            None => WritePrefix::expand(&processor_ref.default_write_prefix(), execution_id)?,
+        };
         crate::attach::check_apart(&resolved.artifacts, &write_prefix, execution_id)?;
         let image = if request.build {
             ImageSource::Build {
@@ -564,53 +567,6 @@ fn run_timeout(requested: Option<Duration>, runtime: &Runtime) -> Result<Duratio
     }
 }
 
-/// The inputs payload: a JSON object with no key twice at any depth, at most `max_bytes`
-/// whatever its source (a file is never read past it, whatever kind of file it is; a parsed
-/// value is measured as JSON). Anything else is `ERR_INPUTS` naming what is wrong.
-fn read_inputs(source: &Inputs, max_bytes: u64) -> Result<Value, CanonError> {
-    let invalid = |why: String| CanonError::new(ErrorCode::Inputs, why);
-    let too_large = |origin: &str| {
-        invalid(format!(
-            "{origin} is larger than {max_bytes} bytes; raise --max-inputs-bytes \
-             (PROCTOR_MAX_INPUTS_BYTES) to allow it"
-        ))
-    };
-    let (bytes, origin) = match source {
-        Inputs::Value(value) => {
-            let size = serde_json::to_vec(value).map_or(u64::MAX, |bytes| bytes.len() as u64);
-            if size > max_bytes {
-                return Err(too_large("the inputs payload"));
-            }
-            return proctor_contract::inputs_object(value.clone())
-                .map(Value::Object)
-                .map_err(|why| invalid(format!("inputs: {why}")));
-        }
-        Inputs::Text(text) => {
-            let origin = "--inputs-json".to_owned();
-            if u64::try_from(text.len()).map_or(true, |len| len > max_bytes) {
-                return Err(too_large(&origin));
-            }
-            (text.as_bytes().to_vec(), origin)
-        }
-        Inputs::File(path) => {
-            let origin = format!("--inputs-file `{}`", path.display());
-            let cannot_read = |e: std::io::Error| invalid(format!("cannot read {origin}: {e}"));
-            let file = std::fs::File::open(path).map_err(cannot_read)?;
-            let mut bytes = Vec::new();
-            file.take(max_bytes.saturating_add(1))
-                .read_to_end(&mut bytes)
-                .map_err(cannot_read)?;
-            if u64::try_from(bytes.len()).map_or(true, |len| len > max_bytes) {
-                return Err(too_large(&origin));
-            }
-            (bytes, origin)
-        }
-    };
-    proctor_contract::parse_inputs(&bytes)
-        .map(Value::Object)
-        .map_err(|why| invalid(format!("{origin}: {why}")))
-}
-
 /// The Cargo workspace that builds processors: the nearest ancestor of the registry root
 /// holding a `Cargo.lock`, else the registry root's parent.
 pub fn workspace_root(registry_root: &Path) -> PathBuf {
@@ -624,16 +580,7 @@ pub fn workspace_root(registry_root: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    fn refusal(source: &Inputs, max_bytes: u64) -> String {
-        let err = read_inputs(source, max_bytes).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::Inputs, "{err}");
-        assert!(err.message().starts_with("invalid inputs payload"), "{err}");
-        err.message()
-    }
 
     #[test]
     fn timeouts_above_seven_days_are_refused_naming_their_source() {
@@ -657,53 +604,6 @@ mod tests {
         let err = run_timeout(None, &runtime(max.as_secs() + 1)).unwrap_err();
         assert_eq!(err.code(), ErrorCode::Registry);
         assert!(err.message().contains("runtime.timeout_s"), "{err}");
-    }
-
-    #[test]
-    fn inputs_are_a_json_object_from_any_source() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("inputs.json");
-        std::fs::write(&file, r#"{"schema":"v1","params":{}}"#).unwrap();
-        let expected = json!({"schema": "v1", "params": {}});
-        for source in [
-            Inputs::Text(r#"{"schema":"v1","params":{}}"#.to_owned()),
-            Inputs::File(file),
-            Inputs::Value(expected.clone()),
-        ] {
-            assert_eq!(read_inputs(&source, 64).unwrap(), expected);
-        }
-    }
-
-    #[test]
-    fn duplicate_keys_and_non_objects_are_refused_from_every_source() {
-        let duplicated = Inputs::Text(r#"{"params":{"n":1,"n":2}}"#.to_owned());
-        assert!(refusal(&duplicated, 64).contains(
-            "--inputs-json: not JSON without duplicate keys: duplicate key at `/params/n`"
-        ));
-        let array = Inputs::Text("[1]".to_owned());
-        assert!(refusal(&array, 64).contains("must be a JSON object, not an array"));
-        let value = Inputs::Value(json!("text"));
-        assert!(refusal(&value, 64).contains("must be a JSON object, not a string"));
-    }
-
-    #[test]
-    fn inputs_past_the_limit_are_refused_and_files_are_read_only_up_to_it() {
-        let text = Inputs::Text(r#"{"a":"0123456789"}"#.to_owned());
-        assert!(read_inputs(&text, 18).is_ok());
-        assert!(refusal(&text, 17).contains("--inputs-json is larger than 17 bytes"));
-        let value = Inputs::Value(json!({"a": "0123456789"}));
-        assert!(read_inputs(&value, 18).is_ok());
-        assert!(refusal(&value, 17).contains("the inputs payload is larger than 17 bytes"));
-        let zero = refusal(
-            &Inputs::File("/dev/zero".into()),
-            Limits::DEFAULT_MAX_INPUTS_BYTES,
-        );
-        assert!(
-            zero.contains("--inputs-file `/dev/zero` is larger than 8388608 bytes"),
-            "{zero}"
-        );
-        let missing = refusal(&Inputs::File("/nonexistent/inputs.json".into()), 64);
-        assert!(missing.contains("cannot read --inputs-file"), "{missing}");
     }
 
     #[test]

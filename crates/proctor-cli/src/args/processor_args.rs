@@ -6,7 +6,7 @@ use proctor_conform::ImageChoice;
 use proctor_conform::scaffold::Lang;
 use serde_json::Value;
 
-use super::{Globals, OutputFormat, RegistryRootArg, parse_build_arg, parse_json_object};
+use super::{Globals, OutputFormat, RegistryRootArg, parse_json_object, parse_key_value};
 
 /// `proctor conform`.
 #[derive(Debug, Args)]
@@ -24,7 +24,7 @@ pub(super) struct ConformArgs {
     build: bool,
     /// A build argument of a Dockerfile build (repeatable), e.g.
     /// `BASE_IMAGE=proctor-python-base:bookworm`.
-    #[arg(long = "build-arg", value_name = "KEY=VALUE", requires = "build", value_parser = parse_build_arg)]
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", requires = "build", value_parser = parse_key_value)]
     build_args: Vec<(String, String)>,
     /// The example of `registry.yaml` whose inputs the runs use.
     #[arg(long, value_name = "NAME", default_value = "smoke")]
