@@ -40,7 +40,7 @@ pub(crate) async fn ensure_pinned_image(
     let image = match docker.inspect_image(reference).await {
         Ok(image) => image,
         Err(error) if is_not_found(&error) => {
-            pull(docker, reference, progress).await?;
+            pull(docker, pinned, progress).await?;
             docker.inspect_image(reference).await.map_err(|error| {
                 engine_error(&format!("inspecting pulled image {reference}"), error)
             })?
@@ -68,13 +68,26 @@ pub(crate) async fn ensure_pinned_image(
     Ok(PinnedImage { image_id, digest })
 }
 
-/// Pulls `reference` by digest, reporting the bytes downloaded to `progress`.
-async fn pull(docker: &Docker, reference: &str, progress: &Progress) -> Result<(), CanonError> {
+/// Pulls `pinned` by digest, reporting the bytes downloaded to `progress`.
+async fn pull(
+    docker: &Docker,
+    pinned: &PinnedReference,
+    progress: &Progress,
+) -> Result<(), CanonError> {
+    let reference = pinned.to_string();
     tracing::info!(event = "image.pull", reference = %reference);
     let options = CreateImageOptionsBuilder::default()
-        .from_image(reference)
+        .from_image(&reference)
         .build();
-    let task = progress.start(format!("pulling {reference}"), ProgressUnit::Bytes, None);
+    // The repository's last segment and the digest's first 12 digits: short enough for a
+    // terminal line.
+    let name = pinned.repository().rsplit('/').next().unwrap_or_default();
+    let short_digest = pinned.digest().hex().get(..12).unwrap_or_default();
+    let task = progress.start(
+        format!("pulling {name}@{short_digest}"),
+        ProgressUnit::Bytes,
+        None,
+    );
     let mut tally = PullTally::default();
     let mut stream = docker.create_image(Some(options), None, None);
     while let Some(item) = stream.next().await {
@@ -91,10 +104,8 @@ async fn pull(docker: &Docker, reference: &str, progress: &Progress) -> Result<(
         if arrived > 0 {
             task.advance(arrived);
         }
-        if let (Some(layer), Some(status)) = (&info.id, &info.status)
-            && status != DOWNLOADING
-        {
-            task.message(format!("{layer}: {status}"));
+        if let Some(layer) = tally.layer_status(&info) {
+            task.message(layer);
         }
     }
     Ok(())
@@ -147,6 +158,16 @@ impl PullTally {
         };
         let after = self.total();
         ((after != before).then_some(after), arrived)
+    }
+
+    /// `STATUS LAYER` of a message about a layer this pull counts, except the download's
+    /// byte counts, which the task's position shows.
+    fn layer_status(&self, info: &CreateImageInfo) -> Option<String> {
+        let (Some(layer), Some(status)) = (&info.id, info.status.as_deref()) else {
+            return None;
+        };
+        (status != DOWNLOADING && self.layers.contains_key(layer))
+            .then(|| format!("{status} {layer}"))
     }
 
     fn total(&self) -> u64 {
@@ -206,6 +227,21 @@ mod tests {
         );
         let arrived: u64 = seen.iter().map(|(_, arrived)| arrived).sum();
         assert_eq!(arrived, tally.total());
+        assert_eq!(
+            tally
+                .layer_status(&message("a", "Pull complete", None))
+                .as_deref(),
+            Some("Pull complete a")
+        );
+        // Neither the download's byte counts nor the reference's own lines are layer news.
+        assert_eq!(
+            tally.layer_status(&message("a", DOWNLOADING, Some((1, 2)))),
+            None
+        );
+        assert_eq!(
+            tally.layer_status(&message("sha256:ab", "Pulling from x/y", None)),
+            None
+        );
     }
 
     #[test]

@@ -117,9 +117,12 @@ impl Drawing {
                 unit,
                 total,
             } => {
-                let bar = self.bars.add(ProgressBar::no_length());
-                bar.set_prefix(label);
+                // Hidden until added, and styled first: never drawn on its own or in the
+                // default style.
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+                    .with_prefix(label);
                 restyle(&bar, unit, total);
+                let bar = self.bars.add(bar);
                 bar.enable_steady_tick(TICK);
                 tasks.insert(task, Task { bar, unit });
             }
@@ -161,18 +164,19 @@ fn restyle(bar: &ProgressBar, unit: ProgressUnit, total: Option<u64>) {
 }
 
 /// How a task looks: a bar once its total is known (bytes for a bytes task, a count for
-/// the others), a spinner with what it has done so far until then.
+/// the others), a spinner with what it has done so far until then; the message is cut to
+/// the terminal's width.
 fn template(unit: ProgressUnit, known_total: bool) -> &'static str {
     match (unit, known_total) {
         (ProgressUnit::Bytes, true) => {
-            "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}"
+            "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {wide_msg}"
         }
-        (ProgressUnit::Bytes, false) => "{spinner} {prefix} {bytes} {msg}",
+        (ProgressUnit::Bytes, false) => "{spinner} {prefix} {bytes} {wide_msg}",
         (ProgressUnit::Steps | ProgressUnit::Items, true) => {
-            "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg}"
+            "{spinner} {prefix} [{bar:30}] {pos}/{len} {wide_msg}"
         }
         (ProgressUnit::Steps | ProgressUnit::Items, false) => {
-            "{spinner} {prefix} [{elapsed}] {msg}"
+            "{spinner} {prefix} [{elapsed}] {wide_msg}"
         }
     }
 }
