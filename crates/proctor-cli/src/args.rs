@@ -609,6 +609,8 @@ pub(crate) struct RunConfig {
     pub(crate) build: bool,
     /// `--build-arg`s; a key given twice keeps its last value.
     pub(crate) build_args: BTreeMap<String, String>,
+    /// The Cargo workspace that compiles the processor for `--build` (absolute).
+    pub(crate) cargo_workspace: PathBuf,
     /// `--write-prefix` before expansion; `None` for the ref's default.
     pub(crate) write_prefix: Option<String>,
     pub(crate) inputs: Inputs,
@@ -765,6 +767,7 @@ impl Cli {
             Command::Run(run) => Config::Run(Box::new(RunConfig {
                 // Read first: the fields below move out of `run`.
                 limits: run_limits(&run),
+                cargo_workspace: globals.cargo_workspace(&run.registry_root.resolve(&globals)?),
                 processor_ref: run
                     .processor_ref
                     .or(run.ref_flag)
@@ -1154,6 +1157,41 @@ mod tests {
         );
         for bad in [&["a/b@1", "-i", "n"][..], &["a/b@1", "-i", "=1"]] {
             assert_eq!(short_run(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn build_runs_compile_in_the_workspace_root_when_one_is_given() {
+        let run = short_run(&["a/b@1", "--registry-root", "/r/processors"]).unwrap();
+        assert_eq!(
+            run.cargo_workspace,
+            proctor_engine::workspace_root(Path::new("/r/processors"))
+        );
+        let run = short_run(&["a/b@1", "--workspace-root", "ws", "--build"]).unwrap();
+        assert!(run.cargo_workspace.is_absolute() && run.cargo_workspace.ends_with("ws"));
+        assert!(run.registry_root.ends_with("ws/processors"));
+        match parse(&[
+            "plan",
+            "apply",
+            "p.yaml",
+            "--build",
+            "--workspace-root",
+            "ws",
+        ])
+        .unwrap()
+        {
+            Config::Plan(PlanConfig::Apply(apply)) => {
+                assert!(
+                    apply.cargo_workspace.is_absolute() && apply.cargo_workspace.ends_with("ws")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["lane", "pr", "--workspace-root", "ws"]).unwrap() {
+            Config::Lane(lane) => {
+                assert!(lane.cargo_workspace.is_absolute() && lane.cargo_workspace.ends_with("ws"));
+            }
+            other => panic!("{other:?}"),
         }
     }
 

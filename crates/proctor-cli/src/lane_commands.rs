@@ -30,6 +30,7 @@ pub(crate) async fn execute(
         env: host_env(),
         limits: Limits::default(),
     })
+    .with_cargo_workspace(config.cargo_workspace.clone())
     .with_progress(reporter(ProgressOptions::for_output(config.format)));
     let report = run_lane(&engine, &config.request, cancel).await;
     engine.close().await;

@@ -101,6 +101,7 @@ async fn execute_apply(
         env: crate::deploy_commands::host_env(),
         limits: Limits::default(),
     })
+    .with_cargo_workspace(config.cargo_workspace.clone())
     .with_progress(reporter(ProgressOptions::for_output(config.format)));
     let engine = match config.warm_per_image {
         0 => engine,

@@ -16,6 +16,7 @@ pub(crate) async fn run(config: &RunConfig, cancel: &CancellationToken) -> RunOu
         limits: config.limits,
     })
     .with_build_args(config.build_args.clone())
+    .with_cargo_workspace(config.cargo_workspace.clone())
     .with_progress(reporter(ProgressOptions::for_output(config.format)));
     let request = RunRequest {
         processor_ref: config.processor_ref.clone(),

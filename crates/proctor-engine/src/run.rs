@@ -224,6 +224,8 @@ pub struct Engine {
     warm_per_kind: Option<usize>,
     /// The build arguments of Dockerfile builds (`--build-arg`).
     build_args: BTreeMap<String, String>,
+    /// The Cargo workspace that compiles a processor for a `build` run.
+    cargo_workspace: PathBuf,
     /// Loaded again only when a `registry.yaml` changes, so runs do not each parse it.
     registry: RegistryCache,
     /// Where image builds, pulls, pushes and deploys report their progress.
@@ -235,6 +237,7 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         let store = Arc::new(FsStore::new(&config.artifacts_root));
         Engine {
+            cargo_workspace: workspace_root(&config.registry_root),
             config,
             store,
             ledger: OnceCell::new(),
@@ -262,6 +265,16 @@ impl Engine {
     /// gives them), e.g. `BASE_IMAGE` naming a local base image.
     pub fn with_build_args(self, build_args: BTreeMap<String, String>) -> Engine {
         Engine { build_args, ..self }
+    }
+
+    /// This engine, compiling processors for `build` runs in the Cargo workspace at
+    /// `cargo_workspace` (`--workspace-root`) instead of the one [`workspace_root`] finds
+    /// above the registry root.
+    pub fn with_cargo_workspace(self, cargo_workspace: PathBuf) -> Engine {
+        Engine {
+            cargo_workspace,
+            ..self
+        }
     }
 
     /// This engine, keeping local containers warm: a container serves later runs of the
@@ -410,7 +423,7 @@ impl Engine {
         crate::attach::check_apart(&resolved.artifacts, &write_prefix, execution_id)?;
         let image = if request.build {
             ImageSource::Build {
-                workspace_root: workspace_root(&self.config.registry_root),
+                workspace_root: self.cargo_workspace.clone(),
             }
         } else {
             ImageSource::Pinned {
@@ -567,8 +580,8 @@ fn run_timeout(requested: Option<Duration>, runtime: &Runtime) -> Result<Duratio
     }
 }
 
-/// The Cargo workspace that builds processors: the nearest ancestor of the registry root
-/// holding a `Cargo.lock`, else the registry root's parent.
+/// The Cargo workspace that builds processors by default: the nearest ancestor of the
+/// registry root holding a `Cargo.lock`, else the registry root's parent.
 pub fn workspace_root(registry_root: &Path) -> PathBuf {
     let parent = registry_root.parent().unwrap_or(registry_root);
     parent

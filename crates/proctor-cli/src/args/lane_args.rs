@@ -242,6 +242,8 @@ pub(crate) struct LaneConfig {
     pub(crate) registry_root: PathBuf,
     /// Absolute.
     pub(crate) artifacts_root: PathBuf,
+    /// The Cargo workspace that compiles the `pr` lane's processors (absolute).
+    pub(crate) cargo_workspace: PathBuf,
     /// `--ledger`.
     pub(crate) ledger_url: String,
 }
@@ -304,6 +306,7 @@ impl LaneCommonArgs {
                 reserve_micro_usd: ledger.reserve_micro_usd,
             },
             format,
+            cargo_workspace: globals.cargo_workspace(&self.registry_root.resolve(globals)?),
             registry_root: self.registry_root.resolve(globals)?,
             artifacts_root: self.artifacts_root.resolve(globals)?,
             ledger_url: ledger.url,

@@ -110,6 +110,8 @@ pub(crate) struct PlanApplyConfig {
     pub(crate) artifacts_root: PathBuf,
     /// Absolute.
     pub(crate) registry_root: PathBuf,
+    /// The Cargo workspace that compiles processors for `--build` (absolute).
+    pub(crate) cargo_workspace: PathBuf,
     pub(crate) ledger_url: String,
 }
 
@@ -128,6 +130,7 @@ impl PlanCommand {
                     .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
                 format: globals.format,
                 artifacts_root: apply.artifacts_root.resolve(globals)?,
+                cargo_workspace: globals.cargo_workspace(&apply.registry_root.resolve(globals)?),
                 registry_root: apply.registry_root.resolve(globals)?,
                 ledger_url: apply.ledger.resolve(globals),
             })),
