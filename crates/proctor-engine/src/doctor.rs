@@ -16,7 +16,7 @@ use bytes::Bytes;
 use proctor_adapters::engine_version;
 use proctor_contract::{CanonError, ErrorCode, ImageRepository, Platform, Redactor, WorldPath};
 use proctor_deploy::{ModalCli, ModalTarget, ProxyAuth};
-use proctor_ledger::{ChainReport, Ledger};
+use proctor_ledger::{ChainReport, CheckpointPublicKey, CheckpointReport, Ledger, LedgerError};
 use proctor_oci::RegistryTarget;
 use proctor_registry::{ProcessorSpec, Registry, pinned_image};
 use proctor_store::{ArtifactStore, FsStore};
@@ -39,6 +39,9 @@ pub struct DoctorRequest {
     pub artifacts_root: PathBuf,
     /// The ledger URL, as `proctor run` takes it.
     pub ledger_url: String,
+    /// The Ed25519 public key (a PEM file or its text) the ledger's checkpoints are signed
+    /// with; without it checkpoints are not checked.
+    pub ledger_public_key: Option<String>,
     /// The OCI registry images are pushed to and pinned from.
     pub oci_registry: RegistryTarget,
     /// The environment: secrets are looked up by name here, Modal's settings read, and
@@ -128,7 +131,7 @@ pub async fn doctor(request: &DoctorRequest) -> DoctorReport {
     let (engine, registry, ledger, artifacts, modal_python) = tokio::join!(
         engine_check(),
         oci_registry_check(&request.oci_registry),
-        ledger_check(&request.ledger_url),
+        ledger_check(&request.ledger_url, request.ledger_public_key.as_deref()),
         artifacts_check(&request.artifacts_root),
         modal_python_check(&request.env),
     );
@@ -228,9 +231,10 @@ fn chain(error: &dyn StdError) -> String {
     text
 }
 
-/// The ledger opens and every plan's chain verifies; an SQLite ledger that does not exist
-/// yet is a warning, not created.
-async fn ledger_check(url: &str) -> DoctorCheck {
+/// The ledger opens and every plan's chain verifies, and with `public_key` every chain still
+/// holds the head its latest signed checkpoint names; an SQLite ledger that does not exist yet
+/// is a warning, not created.
+async fn ledger_check(url: &str, public_key: Option<&str>) -> DoctorCheck {
     const NAME: &str = "ledger";
     let shown = Redactor::default().redact(url).into_owned();
     if let Some(file) = sqlite_file(url).filter(|file| !file.exists()) {
@@ -243,42 +247,74 @@ async fn ledger_check(url: &str) -> DoctorCheck {
     }
     let verified = tokio::time::timeout(LEDGER_TIMEOUT, async {
         let ledger = Ledger::open(url).await?;
-        let reports = ledger.verify_all().await;
+        let verified = verify_ledger(&ledger, public_key).await;
         ledger.close().await;
-        reports
+        verified
     })
     .await;
-    match verified {
-        Err(_) => DoctorCheck::fail(
-            NAME,
-            format!("{shown} gave no answer within {LEDGER_TIMEOUT:?}"),
-            "check that the database behind --ledger / PROCTOR_LEDGER_URL is up",
-        ),
-        Ok(Err(error)) => DoctorCheck::fail(
-            NAME,
-            CanonError::from(error).message(),
-            "check --ledger / PROCTOR_LEDGER_URL (sqlite://PATH or \
-             postgres://USER@HOST:PORT/DB) and that its database is up",
-        ),
-        Ok(Ok(reports)) => match reports.iter().find_map(ChainReport::to_error) {
-            Some(error) => DoctorCheck::fail(
+    let (reports, checkpoint) = match verified {
+        Ok(Ok(verified)) => verified,
+        Err(_) => {
+            return DoctorCheck::fail(
                 NAME,
-                error.message(),
-                format!(
-                    "`proctor ledger verify --ledger {shown}` shows every break; restore the \
-                     ledger from a backup"
-                ),
-            ),
-            None => DoctorCheck::ok(
+                format!("{shown} gave no answer within {LEDGER_TIMEOUT:?}"),
+                "check that the database behind --ledger / PROCTOR_LEDGER_URL is up",
+            );
+        }
+        Ok(Err(error)) => {
+            return DoctorCheck::fail(
                 NAME,
-                format!(
-                    "{shown}: {} plans, {} events verified",
-                    reports.len(),
-                    reports.iter().map(|report| report.verified).sum::<u64>()
-                ),
+                CanonError::from(error).message(),
+                "check --ledger / PROCTOR_LEDGER_URL (sqlite://PATH or \
+                 postgres://USER@HOST:PORT/DB), --public-key, and that the database is up",
+            );
+        }
+    };
+    let broken = reports
+        .iter()
+        .find_map(ChainReport::to_error)
+        .or_else(|| checkpoint.as_ref()?.to_error());
+    if let Some(error) = broken {
+        let key = if public_key.is_some() {
+            " --public-key KEY"
+        } else {
+            ""
+        };
+        return DoctorCheck::fail(
+            NAME,
+            error.message(),
+            format!(
+                "`proctor ledger verify --ledger {shown}{key}` shows every break; restore the \
+                 ledger from a backup"
             ),
-        },
+        );
     }
+    let mut detail = format!(
+        "{shown}: {} plans, {} events verified",
+        reports.len(),
+        reports.iter().map(|report| report.verified).sum::<u64>()
+    );
+    if let Some(seq) = checkpoint.and_then(|checkpoint| checkpoint.seq) {
+        detail.push_str(&format!(", checkpoint {seq} holds"));
+    }
+    DoctorCheck::ok(NAME, detail)
+}
+
+/// Every plan's chain report, and with `public_key` the latest checkpoint's.
+async fn verify_ledger(
+    ledger: &Ledger,
+    public_key: Option<&str>,
+) -> Result<(Vec<ChainReport>, Option<CheckpointReport>), LedgerError> {
+    let reports = ledger.verify_all().await?;
+    let checkpoint = match public_key {
+        Some(key) => Some(
+            ledger
+                .verify_checkpoint(&CheckpointPublicKey::parse(key)?, None)
+                .await?,
+        ),
+        None => None,
+    };
+    Ok((reports, checkpoint))
 }
 
 /// The file of an `sqlite://PATH` ledger URL.
@@ -544,6 +580,8 @@ async fn modal_python_check(env: &BTreeMap<String, String>) -> DoctorCheck {
 
 #[cfg(test)]
 mod tests {
+    use proctor_ledger::CheckpointSigningKey;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -760,14 +798,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ledger.db");
         let url = format!("sqlite://{}", file.display());
-        let check = ledger_check(&url).await;
+        let check = ledger_check(&url, None).await;
         assert_eq!(check.status, CheckStatus::Warn, "{check:?}");
         assert!(!file.exists());
 
         let ledger = Ledger::open(&url).await.unwrap();
         ledger.set_budget("default", Some(5)).await.unwrap();
         ledger.close().await;
-        let check = ledger_check(&url).await;
+        let check = ledger_check(&url, None).await;
         assert_eq!(check.status, CheckStatus::Ok, "{check:?}");
         assert!(
             check.detail.ends_with(": 1 plans, 1 events verified"),
@@ -775,8 +813,48 @@ mod tests {
             check.detail
         );
 
-        let check = ledger_check("mysql://nobody@127.0.0.1/x").await;
+        let check = ledger_check("mysql://nobody@127.0.0.1/x", None).await;
         assert_eq!(check.status, CheckStatus::Fail, "{check:?}");
+    }
+
+    #[tokio::test]
+    async fn with_a_public_key_the_checkpoint_must_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let signer = CheckpointSigningKey::generate(&dir.path().join("key")).unwrap();
+        let public_key = signer.public_key().to_pem();
+        let ledger = Ledger::open(&url).await.unwrap();
+        ledger.set_budget("default", Some(5)).await.unwrap();
+
+        let check = ledger_check(&url, Some(&public_key)).await;
+        assert_eq!(
+            check.status,
+            CheckStatus::Fail,
+            "no checkpoint yet: {check:?}"
+        );
+        assert!(
+            check.fix.unwrap().contains("--public-key KEY"),
+            "the fix checks the checkpoint too"
+        );
+
+        ledger.checkpoint(&signer).await.unwrap();
+        ledger.close().await;
+        let check = ledger_check(&url, Some(&public_key)).await;
+        assert_eq!(check.status, CheckStatus::Ok, "{check:?}");
+        assert!(
+            check.detail.ends_with(", checkpoint 1 holds"),
+            "{}",
+            check.detail
+        );
+
+        let other = CheckpointSigningKey::generate(&dir.path().join("other")).unwrap();
+        let check = ledger_check(&url, Some(&other.public_key().to_pem())).await;
+        assert_eq!(check.status, CheckStatus::Fail, "{check:?}");
+        assert!(
+            check.detail.starts_with("ledger chain broken: "),
+            "{}",
+            check.detail
+        );
     }
 
     #[test]

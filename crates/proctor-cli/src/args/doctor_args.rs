@@ -28,6 +28,10 @@ pub(super) struct DoctorArgs {
     artifacts_root: ArtifactsRootArg,
     #[command(flatten)]
     ledger: LedgerUrlArg,
+    /// Also check that every chain still holds the head of the ledger's latest signed
+    /// checkpoint, with this Ed25519 public key (as `ledger verify --public-key`).
+    #[arg(long, value_name = "PATH_OR_PEM", env = "PROCTOR_LEDGER_PUBLIC_KEY")]
+    public_key: Option<String>,
 }
 
 /// A validated `proctor doctor`.
@@ -46,6 +50,7 @@ impl DoctorArgs {
                 registry_root: self.registry_root.resolve(globals)?,
                 artifacts_root: self.artifacts_root.resolve(globals)?,
                 ledger_url: self.ledger.resolve(globals),
+                ledger_public_key: self.public_key,
                 oci_registry: self.registry,
                 env: Default::default(),
             },

@@ -231,3 +231,42 @@ fn a_tampered_ledger_fails_the_ledger_check() {
     );
     assert_eq!(check(&report, "engine")["status"], "ok");
 }
+
+#[test]
+fn with_a_public_key_the_ledger_checkpoint_is_checked() {
+    let dir = project();
+    dir.proctor(&["ledger", "keygen", "--out", "key"])
+        .run()
+        .exits(0);
+    dir.proctor(&["ledger", "checkpoint", "--key", "key"])
+        .run()
+        .exits(0);
+    let run = dir
+        .proctor(&["doctor", "--json", "--public-key", "key.pub"])
+        .run();
+    run.exits(0);
+    let report = run.json();
+    let ledger = check(&report, "ledger");
+    assert_eq!(ledger["status"], "ok", "{ledger}");
+    assert!(
+        ledger["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with(", checkpoint 1 holds"),
+        "{ledger}"
+    );
+    execute_sql(&sqlite_url(&dir), "DELETE FROM checkpoints");
+    let run = dir
+        .proctor(&["doctor", "--json"])
+        .env("PROCTOR_LEDGER_PUBLIC_KEY", "key.pub")
+        .run();
+    let report = fails_checks(&run, "ledger");
+    let ledger = check(&report, "ledger");
+    assert!(
+        ledger["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("ledger chain broken: "),
+        "{ledger}"
+    );
+}
