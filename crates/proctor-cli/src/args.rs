@@ -487,6 +487,53 @@ struct RunArgs {
     max_attachment_bytes: u64,
 }
 
+impl RunArgs {
+    /// The validated configuration.
+    fn into_config(self, globals: &Globals) -> anyhow::Result<RunConfig> {
+        let limits = run_limits(&self);
+        let artifacts_root = self.artifacts_root.resolve(globals)?;
+        let registry_root = self.registry_root.resolve(globals)?;
+        let ledger = self.ledger.into_config(globals);
+        Ok(RunConfig {
+            processor_ref: self
+                .processor_ref
+                .or(self.ref_flag)
+                .context("a processor REF is required")?,
+            adapter: self.adapter,
+            mode: match self.mode {
+                ModeArg::Mock => Mode::Mock,
+                ModeArg::Real => Mode::Real,
+            },
+            build: self.build,
+            build_args: self.build_args.into_iter().collect(),
+            cargo_workspace: globals.cargo_workspace(&registry_root),
+            write_prefix: self.write_prefix,
+            inputs: match (self.inputs_json, self.inputs_file, self.example) {
+                (Some(json), _, _) => Inputs::Text(json),
+                (None, Some(file), _) if file.as_os_str() == "-" => Inputs::Stdin,
+                (None, Some(file), _) => Inputs::File(file),
+                (None, None, Some(name)) => Inputs::Example(name),
+                (None, None, None) => Inputs::NotGiven,
+            },
+            params: self.params.into_iter().collect(),
+            limits,
+            adapter_options: self
+                .adapter_opts_json
+                .unwrap_or_else(|| Value::Object(Default::default())),
+            timeout: self.timeout.map(Duration::from_secs),
+            format: globals.format,
+            evidence_flags: evidence_flags(globals, &artifacts_root, &ledger.url, &registry_root)?,
+            artifacts_root,
+            registry_root,
+            save_dir: self.save_dir,
+            ledger,
+            lane: self.lane,
+            memo: self.memo,
+            attachments: self.attach,
+        })
+    }
+}
+
 /// The run's limits, from their flags.
 fn run_limits(run: &RunArgs) -> Limits {
     let mut limits = Limits {
@@ -625,6 +672,9 @@ pub(crate) struct RunConfig {
     pub(crate) artifacts_root: PathBuf,
     /// Absolute.
     pub(crate) registry_root: PathBuf,
+    /// What `verify` and `world cat` need to be told to find this run's evidence
+    /// ([`evidence_flags`]), as `(flag, value)`.
+    pub(crate) evidence_flags: Vec<(&'static str, String)>,
     pub(crate) save_dir: Option<PathBuf>,
     /// Where and how the run is recorded.
     pub(crate) ledger: RunLedgerConfig,
@@ -746,6 +796,40 @@ pub(crate) enum Config {
     },
 }
 
+/// The flags that point `proctor verify` and `proctor world cat` at a run's evidence: each
+/// of `--artifacts-root`, `--ledger` and `--registry-root` whose value is not the project's
+/// default, in that order. A ledger URL that may hold credentials (`user:pass@host`) is left
+/// out, so that none is ever printed.
+fn evidence_flags(
+    globals: &Globals,
+    artifacts_root: &Path,
+    ledger_url: &str,
+    registry_root: &Path,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let mut flags = Vec::new();
+    if artifacts_root
+        != (ArtifactsRootArg {
+            artifacts_root: None,
+        })
+        .resolve(globals)?
+    {
+        flags.push(("--artifacts-root", artifacts_root.display().to_string()));
+    }
+    let default_ledger = ledger_args::LedgerUrlArg { url: None }.resolve(globals);
+    if ledger_url != default_ledger && !ledger_url.contains('@') {
+        flags.push(("--ledger", ledger_url.to_owned()));
+    }
+    if registry_root
+        != (RegistryRootArg {
+            registry_root: None,
+        })
+        .resolve(globals)?
+    {
+        flags.push(("--registry-root", registry_root.display().to_string()));
+    }
+    Ok(flags)
+}
+
 /// `KEY=VALUE` (`--build-arg`, `-i`), split at the first `=`; the key must not be empty.
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
@@ -764,43 +848,7 @@ impl Cli {
         let globals = Globals::new(&self.global)?;
         let format = globals.format;
         Ok(match self.command {
-            Command::Run(run) => Config::Run(Box::new(RunConfig {
-                // Read first: the fields below move out of `run`.
-                limits: run_limits(&run),
-                cargo_workspace: globals.cargo_workspace(&run.registry_root.resolve(&globals)?),
-                processor_ref: run
-                    .processor_ref
-                    .or(run.ref_flag)
-                    .context("a processor REF is required")?,
-                adapter: run.adapter,
-                mode: match run.mode {
-                    ModeArg::Mock => Mode::Mock,
-                    ModeArg::Real => Mode::Real,
-                },
-                build: run.build,
-                build_args: run.build_args.into_iter().collect(),
-                write_prefix: run.write_prefix,
-                inputs: match (run.inputs_json, run.inputs_file, run.example) {
-                    (Some(json), _, _) => Inputs::Text(json),
-                    (None, Some(file), _) if file.as_os_str() == "-" => Inputs::Stdin,
-                    (None, Some(file), _) => Inputs::File(file),
-                    (None, None, Some(name)) => Inputs::Example(name),
-                    (None, None, None) => Inputs::NotGiven,
-                },
-                params: run.params.into_iter().collect(),
-                adapter_options: run
-                    .adapter_opts_json
-                    .unwrap_or_else(|| Value::Object(Default::default())),
-                timeout: run.timeout.map(Duration::from_secs),
-                format,
-                artifacts_root: run.artifacts_root.resolve(&globals)?,
-                registry_root: run.registry_root.resolve(&globals)?,
-                save_dir: run.save_dir,
-                ledger: run.ledger.into_config(&globals),
-                lane: run.lane,
-                memo: run.memo,
-                attachments: run.attach,
-            })),
+            Command::Run(run) => Config::Run(Box::new(run.into_config(&globals)?)),
             Command::Registry(RegistryCommand::List { common }) => {
                 Config::Registry(RegistryConfig {
                     show: None,
@@ -1158,6 +1206,36 @@ mod tests {
         for bad in [&["a/b@1", "-i", "n"][..], &["a/b@1", "-i", "=1"]] {
             assert_eq!(short_run(bad).unwrap_err().exit_code(), 2, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn runs_name_the_flags_that_find_their_evidence_unless_they_are_defaults() {
+        let flags = |args: &[&str]| {
+            let args: Vec<&str> = ["a/b@1"].iter().chain(args).copied().collect();
+            short_run(&args).unwrap().evidence_flags
+        };
+        assert!(flags(&[]).is_empty());
+        assert!(flags(&["--workspace-root", "ws"]).is_empty());
+        let given = flags(&[
+            "--artifacts-root",
+            "/a",
+            "--ledger",
+            "sqlite:///l.db",
+            "--registry-root",
+            "/r",
+        ]);
+        assert_eq!(
+            given,
+            [
+                ("--artifacts-root", "/a".to_owned()),
+                ("--ledger", "sqlite:///l.db".to_owned()),
+                ("--registry-root", "/r".to_owned()),
+            ]
+        );
+        assert!(
+            flags(&["--ledger", "postgres://u:secret@h/db"]).is_empty(),
+            "credentials are never printed"
+        );
     }
 
     #[test]

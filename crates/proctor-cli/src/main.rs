@@ -146,7 +146,7 @@ async fn act(config: Config) -> anyhow::Result<i32> {
         Config::Run(run) => {
             let stop = Stop::on_signals();
             let outcome = run::run(&run, &stop.cancel).await;
-            output::print_run(&outcome, run.format)?;
+            output::print_run(&outcome, &run)?;
             // A signal that came too late to stop the run leaves its outcome's exit code.
             Ok(match stop.exit_code() {
                 Some(code) if outcome.was_interrupted() => code,

@@ -7,8 +7,9 @@ use std::io::{self, Write};
 
 use proctor_contract::{CanonError, Envelope, ErrorCode};
 
-use crate::args::OutputFormat;
+use crate::args::{OutputFormat, RunConfig};
 use proctor_engine::RunOutcome;
+use proctor_store::FsStore;
 
 /// Writes `text` to stdout; a broken pipe is not an error.
 pub(crate) fn emit(text: &str) -> io::Result<()> {
@@ -24,11 +25,12 @@ pub(crate) fn emit_bytes(bytes: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Prints a run's envelope: one JSON line, or a summary.
-pub(crate) fn print_run(outcome: &RunOutcome, format: OutputFormat) -> io::Result<()> {
-    match format {
+/// Prints a run's envelope: one JSON line, or a summary that says where the outputs are on
+/// this host (below the run's artifacts root).
+pub(crate) fn print_run(outcome: &RunOutcome, config: &RunConfig) -> io::Result<()> {
+    match config.format {
         OutputFormat::Json => emit(&format!("{}\n", outcome.envelope.to_json_line())),
-        OutputFormat::Human => emit(&run_summary(outcome)),
+        OutputFormat::Human => emit(&run_summary(outcome, config)),
     }
 }
 
@@ -102,7 +104,12 @@ pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> 
     text
 }
 
-fn run_summary(outcome: &RunOutcome) -> String {
+/// A run for people: its status, execution and image; each output's world path, size and
+/// type with, below it, the file on this host (the artifacts root backs `/artifacts/`); the
+/// index; and the commands worth running next, with the flags that find this run's
+/// evidence.
+fn run_summary(outcome: &RunOutcome, config: &RunConfig) -> String {
+    let store = FsStore::new(&config.artifacts_root);
     let mut text = String::new();
     match &outcome.envelope {
         Envelope::Success(success) => {
@@ -124,10 +131,27 @@ fn run_summary(outcome: &RunOutcome) -> String {
                     output.size_bytes,
                     output.mime
                 );
+                let host = store.file_path(&output.path);
+                let _ = writeln!(text, "    on this host: {}", host.display());
             }
             let _ = writeln!(text, "index:        {}", success.index_path);
             if let Some(saved_to) = &outcome.saved_to {
                 let _ = writeln!(text, "saved to:     {}", saved_to.display());
+            }
+            let flags = |only_store: bool| {
+                config
+                    .evidence_flags
+                    .iter()
+                    .filter(move |(flag, _)| !only_store || *flag == "--artifacts-root")
+                    .flat_map(|(flag, value)| [*flag, value.as_str()])
+            };
+            let verify = ["proctor", "verify", &success.execution_id];
+            let verify = command_line(verify.into_iter().chain(flags(false)));
+            let _ = writeln!(text, "next:         {verify}");
+            if let Some(output) = success.outputs.first() {
+                let cat = ["proctor", "world", "cat", output.path.as_str()];
+                let cat = command_line(cat.into_iter().chain(flags(true)));
+                let _ = writeln!(text, "              {cat}");
             }
         }
         Envelope::Error(error) => {
@@ -141,4 +165,11 @@ fn run_summary(outcome: &RunOutcome) -> String {
         }
     }
     text
+}
+
+/// `words` as one shell command line, each quoted where the shell needs it.
+fn command_line<'a>(words: impl IntoIterator<Item = &'a str>) -> String {
+    let words: Vec<&str> = words.into_iter().collect();
+    // Only a NUL byte cannot be quoted, and no path or id printed here holds one.
+    shlex::try_join(words.iter().copied()).unwrap_or_else(|_| words.join(" "))
 }
