@@ -50,8 +50,6 @@ fn exit_code(error: Option<&CanonError>) -> i32 {
     error.map_or(0, |error| error.code().exit_code())
 }
 
-/// A report as one line of JSON.
-
 /// `proctor deploy`: generates and writes every selected app, then deploys each in turn
 /// unless `--dry-run`. Returns the exit code.
 pub(crate) async fn deploy(config: &DeployConfig) -> anyhow::Result<i32> {
