@@ -126,6 +126,9 @@ fn a_run_on_a_terminal_says_what_it_does() {
 enum Expect {
     Success,
     Fails(ErrorCode),
+    /// Depends on the machine (`doctor`): one JSON line either way, the error shape when
+    /// it fails.
+    Either,
 }
 
 #[test]
@@ -269,6 +272,9 @@ fn every_command_prints_one_json_line_and_one_error_shape() {
             ],
             Expect::Fails(ErrorCode::UnknownProcessor),
         ),
+        (vec!["completions", "bash"], Expect::Success),
+        (vec!["man"], Expect::Success),
+        (vec!["doctor", "--registry-root", registry], Expect::Either),
         (
             vec!["run", "--no-such-flag"],
             Expect::Fails(ErrorCode::Usage),
@@ -301,6 +307,12 @@ fn every_command_prints_one_json_line_and_one_error_shape() {
                         .is_some_and(|message| message.contains(code.fragment())) =>
             {
                 failures.push(format!("expected {code}:\n{}", run.report()));
+            }
+            Expect::Either
+                if (run.code == 0) != (body["status"] == "ok")
+                    || (run.code != 0 && !body["error"]["code"].is_string()) =>
+            {
+                failures.push(format!("a success or the error shape:\n{}", run.report()));
             }
             _ => {}
         }
