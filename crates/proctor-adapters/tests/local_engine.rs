@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::query_parameters::{
@@ -19,7 +19,8 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use proctor_adapters::{Adapter, ImageSource, Invocation, LocalAdapter, Staging};
 use proctor_contract::{
-    CanonError, Envelope, ErrorCode, Mode, OutputsIndex, PinnedReference, Receipt, cid,
+    CanonError, Envelope, ErrorCode, Mode, OutputsIndex, PinnedReference, Progress, ProgressEvent,
+    ProgressUnit, Receipt, cid,
 };
 use serde_json::json;
 use support::{
@@ -506,8 +507,12 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
         Mode::Mock,
         json!({"schema": "v1"}),
     );
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let progress = Progress::new(move |event| sink.lock().unwrap().push(event));
     let envelope = LocalAdapter::connect()
         .unwrap()
+        .with_progress(progress)
         .invoke(&invocation, &CancellationToken::new())
         .await
         .unwrap();
@@ -516,6 +521,20 @@ async fn pinned_image_is_pulled_by_digest_and_run() {
     };
     assert_eq!(success.meta.image_digest, pinned.digest().to_string());
     assert!(run.containers().await.is_empty());
+    // The pull is one bytes task, finished once the image is there.
+    let events = events.lock().unwrap().clone();
+    let short_digest = &pinned.digest().hex()[..12];
+    let Some(ProgressEvent::Started { task, .. }) = events.first().filter(|event| {
+        matches!(event, ProgressEvent::Started { label, unit: ProgressUnit::Bytes, .. }
+            if *label == format!("pulling faulty@{short_digest}"))
+    }) else {
+        panic!("no pull task: {events:?}")
+    };
+    assert_eq!(
+        events.last(),
+        Some(&ProgressEvent::Finished { task: *task }),
+        "{events:?}"
+    );
     let untag = RemoveImageOptionsBuilder::default().noprune(true).build();
     let _ = run.docker.remove_image(&reference, Some(untag), None).await;
 }
