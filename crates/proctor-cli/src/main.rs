@@ -84,7 +84,7 @@ fn main() -> ExitCode {
                 LogFormat::Json => proctor_telemetry::LogFormat::Json,
             },
             filter: log_filter,
-            write_line: None,
+            write_line: Some(progress::print_above),
         },
     );
     let acted = tokio::runtime::Builder::new_multi_thread()

@@ -51,9 +51,11 @@ fn bars() -> &'static MultiProgress {
     })
 }
 
-/// Writes `line` on stderr above the bars, which are drawn again below it. Best effort: a
-/// closed stderr loses the line and nothing else.
+/// Writes `line` (with or without its newline) on stderr above the bars, which are drawn
+/// again below it; log lines go through it too. Best effort: a closed stderr loses the line
+/// and nothing else.
 pub(crate) fn print_above(line: &str) {
+    let line = line.strip_suffix('\n').unwrap_or(line);
     bars().suspend(|| {
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     });
