@@ -1,5 +1,7 @@
 //! Writing world paths onto the directory that backs `/artifacts/`: every file atomically
-//! ([`proctor_fs::write_atomically`]), and all files or none.
+//! ([`proctor_fs::write_atomically`]), and all files or none; or, for a run configured with
+//! the World's object store, into that store under the same world paths
+//! ([`write_evidence_to_store`]).
 //!
 //! World path `/artifacts/x/y` is the file `{root}/x/y`, its canonical text taken verbatim.
 
@@ -8,7 +10,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use proctor_contract::{CanonError, ErrorCode, Facet, WorldPath};
+use proctor_store::ArtifactStore;
 
 /// A file to write: where in the world, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +122,62 @@ pub(crate) fn write_evidence<T>(
         journal.roll_back();
     }
     written
+}
+
+/// Puts the layout's files into `store`, in order, then calls `receipt` — once they are all
+/// stored — for the receipt's bytes and puts them at each receipt path; returns what
+/// `receipt` returned beside its bytes. Each put is atomic (an object is visible whole or
+/// not at all), so a reader finding the receipts finds everything before them. On the
+/// first failure (or `receipt`'s error), deletes what this call put; a failed put is
+/// reported as `ERR_OUTPUT_WRITE`.
+pub(crate) async fn write_evidence_to_store<T>(
+    store: &dyn ArtifactStore,
+    layout: Layout,
+    receipt: impl FnOnce() -> Result<(Vec<u8>, T), CanonError>,
+) -> Result<T, CanonError> {
+    let mut put: Vec<WorldPath> = Vec::new();
+    let written = async {
+        let files = layout
+            .files
+            .into_iter()
+            .map(|file| (file.path, Bytes::from(file.bytes)));
+        put_each(store, files, &mut put).await?;
+        let (bytes, made) = receipt()?;
+        let bytes = Bytes::from(bytes);
+        let receipts = layout
+            .receipt_paths
+            .into_iter()
+            .map(|path| (path, bytes.clone()));
+        put_each(store, receipts, &mut put).await?;
+        Ok(made)
+    }
+    .await;
+    if written.is_err() {
+        for path in put.iter().rev() {
+            if let Err(error) = store.delete(path).await {
+                tracing::warn!(event = "artifacts.rollback_failed", path = %path, %error);
+            }
+        }
+    }
+    written
+}
+
+/// Puts each object, recording each path put in `put`.
+async fn put_each(
+    store: &dyn ArtifactStore,
+    objects: impl IntoIterator<Item = (WorldPath, Bytes)>,
+    put: &mut Vec<WorldPath>,
+) -> Result<(), CanonError> {
+    for (path, bytes) in objects {
+        store.put(&path, bytes).await.map_err(|error| {
+            CanonError::new(
+                ErrorCode::OutputWrite,
+                format!("`{path}` in {}: {error}", store.location()),
+            )
+        })?;
+        put.push(path);
+    }
+    Ok(())
 }
 
 /// Writes each file, recording what it changed in `journal`.
@@ -260,6 +320,53 @@ mod tests {
                 "x/r.json"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn the_store_gets_every_file_then_the_receipts_or_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = proctor_store::FsStore::new(root.path());
+        let files = vec![
+            planned("/artifacts/o/outputs/a.txt", b"a"),
+            planned("/artifacts/o/outputs.json", b"[]"),
+        ];
+        let receipts = [
+            "/artifacts/o/receipt.json",
+            "/artifacts/execution/e/receipt.json",
+        ];
+        let written = layout(files.clone(), &receipts).unwrap();
+        let probe = store.clone();
+        let seen = write_evidence_to_store(&store, written, move || {
+            // The receipt is made once every other file is stored.
+            Ok((b"r".to_vec(), probe.file_path(&files[0].path).is_file()))
+        })
+        .await
+        .unwrap();
+        assert!(seen);
+        assert_eq!(
+            listing(root.path()),
+            [
+                "execution",
+                "execution/e",
+                "execution/e/receipt.json",
+                "o",
+                "o/outputs",
+                "o/outputs.json",
+                "o/outputs/a.txt",
+                "o/receipt.json",
+            ]
+        );
+
+        let fresh = tempfile::tempdir().unwrap();
+        let store = proctor_store::FsStore::new(fresh.path());
+        let refused = layout(vec![planned("/artifacts/p/outputs/a.txt", b"a")], &receipts).unwrap();
+        let clock = || Err(CanonError::new(ErrorCode::Internal, "no clock"));
+        let err = write_evidence_to_store::<()>(&store, refused, clock)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Internal);
+        let everything = WorldPath::parse("/artifacts/").unwrap();
+        assert!(store.list(&everything).await.unwrap().is_empty());
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub const ENV_ARTIFACTS_ROOT: &str = "PROCTOR_ARTIFACTS_ROOT";
 /// How many `/run` and `/run-stream` requests the processor serves at once, overriding
 /// what its `main` declares ([`crate::ProcessorDefinition::with_concurrency`]); at least 1.
 pub const ENV_CONCURRENCY: &str = "PROCTOR_CONCURRENCY";
+/// The World's object store the run's evidence is written to instead of the directory
+/// behind `/artifacts/`: `s3://bucket[/key/prefix][?endpoint=URL&region=R]`, with
+/// credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (see
+/// [`proctor_store::open_with_env`]). Set by a Modal deployment, whose container storage
+/// nobody else can read.
+pub const ENV_STORE_URL: &str = "PROCTOR_STORE_URL";
 /// The port a processor listens on when [`ENV_PORT`] is unset.
 pub const DEFAULT_PORT: u16 = 8000;
 
@@ -49,6 +55,8 @@ pub struct ServerConfig {
     pub artifacts_root: PathBuf,
     /// [`ENV_CONCURRENCY`]: overrides the processor's declared concurrency when set.
     pub concurrency: Option<NonZeroU32>,
+    /// [`ENV_STORE_URL`]: the object store evidence is written to, when set.
+    pub store_url: Option<String>,
     /// The process environment; secrets and pass-through variables are taken from it in
     /// `real` mode only.
     pub environment: BTreeMap<String, String>,
@@ -95,12 +103,14 @@ impl ServerConfig {
                     .map_err(|e| invalid(ENV_CONCURRENCY, raw, format!("{e}; at least 1")))
             })
             .transpose()?;
+        let store_url = var(ENV_STORE_URL).cloned();
         Ok(ServerConfig {
             bind,
             port,
             image_digest,
             artifacts_root,
             concurrency,
+            store_url,
             environment,
         })
     }
@@ -140,6 +150,7 @@ impl fmt::Debug for ServerConfig {
             .field("image_digest", &self.image_digest)
             .field("artifacts_root", &self.artifacts_root)
             .field("concurrency", &self.concurrency)
+            .field("store_url", &self.store_url)
             .field(
                 "environment",
                 &format_args!("[{} variables]", self.environment.len()),
@@ -167,6 +178,7 @@ mod tests {
         assert!(config.runtime_limits().is_empty());
         assert_eq!(config.artifacts_root, PathBuf::from("/artifacts"));
         assert_eq!(config.concurrency, None);
+        assert_eq!(config.store_url, None);
     }
 
     #[test]
@@ -177,6 +189,7 @@ mod tests {
             ("PROCTOR_IMAGE_DIGEST", "sha256:ab"),
             ("PROCTOR_ARTIFACTS_ROOT", "/tmp/a"),
             ("PROCTOR_CONCURRENCY", "3"),
+            ("PROCTOR_STORE_URL", "s3://world/team"),
             ("PROCTOR_CPU", "0.5"),
             ("PROCTOR_MEMORY_GB", "2"),
             ("PROCTOR_GPU", "A100"),
@@ -184,6 +197,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.concurrency.map(NonZeroU32::get), Some(3));
+        assert_eq!(config.store_url.as_deref(), Some("s3://world/team"));
         assert_eq!(config.socket_addr().to_string(), "127.0.0.1:9001");
         assert_eq!(config.image_digest.as_deref(), Some("sha256:ab"));
         assert_eq!(

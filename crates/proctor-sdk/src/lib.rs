@@ -20,7 +20,7 @@
 //! ```
 //!
 //! The HTTP contract (`PROCTOR_PORT`, `PROCTOR_BIND`, `PROCTOR_IMAGE_DIGEST`,
-//! `PROCTOR_ARTIFACTS_ROOT`, and the runtime limits `PROCTOR_CPU`, `PROCTOR_MEMORY_GB`,
+//! `PROCTOR_ARTIFACTS_ROOT`, `PROCTOR_STORE_URL`, and the runtime limits `PROCTOR_CPU`, `PROCTOR_MEMORY_GB`,
 //! `PROCTOR_GPU` that the env fingerprint names; with `PROCTOR_SOCKET` set, served on that
 //! unix socket instead of a port):
 //! - Without `PROCTOR_IMAGE_DIGEST` nothing runs: `/healthz` answers `setup_failed` with a
@@ -53,7 +53,11 @@
 //! **Architecture Invariant:** the SDK, not the adapter, writes every file of a run —
 //! outputs under `{write_prefix}outputs/`, `{write_prefix}outputs.json`, and the receipt
 //! at `{write_prefix}receipt.json` and `/artifacts/execution/{execution_id}/receipt.json` —
-//! each atomically, and all of them or none.
+//! each atomically, and all of them or none. With `PROCTOR_STORE_URL` set (a Modal
+//! deployment) they go to that object store under the same world paths instead of the
+//! directory behind `/artifacts/`: one put per object (visible whole or not at all), the
+//! receipts last, and what was put removed again when a later put fails. A store that
+//! cannot be opened is a failed set-up: `/healthz` says why and every run is refused.
 
 // Unit tests share the dev-dependencies of the integration tests.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
@@ -76,7 +80,7 @@ pub mod testing;
 
 pub use config::{
     DEFAULT_PORT, ENV_ARTIFACTS_ROOT, ENV_BIND, ENV_CONCURRENCY, ENV_CPU, ENV_GPU,
-    ENV_IMAGE_DIGEST, ENV_MEMORY_GB, ENV_PORT, ENV_SOCKET, ServerConfig,
+    ENV_IMAGE_DIGEST, ENV_MEMORY_GB, ENV_PORT, ENV_SOCKET, ENV_STORE_URL, ServerConfig,
 };
 pub use error::SdkError;
 pub use provider::{

@@ -14,17 +14,20 @@ use proctor_contract::{
     Receipt, Redactor, RunPayload, SuccessMeta, WorldPath, WritePrefix, cid, env_fingerprint,
     input_artifacts, inputs_hash,
 };
+use proctor_store::ArtifactStore;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::artifacts::{PlannedFile, check_layout, write_evidence};
-use crate::config::ENV_IMAGE_DIGEST;
+use crate::artifacts::{PlannedFile, check_layout, write_evidence, write_evidence_to_store};
+use crate::config::{ENV_IMAGE_DIGEST, ENV_STORE_URL};
 use crate::input_artifacts::ArtifactReader;
 use crate::setup::{Readiness, SetupLog};
 use crate::{Context, ProcessorDefinition, ProviderError, ServerConfig};
 
+/// The store credentials an error must never carry.
+const STORE_SECRETS: [&str; 2] = ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
 /// Longest accepted execution id.
 const MAX_EXECUTION_ID_BYTES: usize = 128;
 /// Longest detail of an error envelope's message, in bytes, counted after redaction.
@@ -122,6 +125,9 @@ pub(crate) struct Runner {
     slots: Arc<Semaphore>,
     /// What the set-up step left.
     readiness: RwLock<Readiness>,
+    /// The World's object store evidence is written to ([`ENV_STORE_URL`]); the directory
+    /// behind `/artifacts/` without one.
+    store: Option<Arc<dyn ArtifactStore>>,
 }
 
 impl Runner {
@@ -132,15 +138,25 @@ impl Runner {
                 .required_secrets()
                 .iter()
                 .chain(definition.passthrough_env())
+                .map(String::as_str)
+                .chain(STORE_SECRETS)
                 .filter_map(|name| config.var(name))
                 .map(str::to_owned),
         );
         let concurrency = config.concurrency.unwrap_or(definition.concurrency());
-        let readiness = match (&config.image_digest, definition.setup()) {
-            (None, _) => Readiness::Failed(vec![missing_digest().detail().to_owned()]),
-            (Some(_), Some(_)) => Readiness::Starting,
-            (Some(_), None) => Readiness::Ready,
+        let store = config.store_url.as_deref().map(|location| {
+            proctor_store::open_with_env(location, |name| config.var(name).map(str::to_owned))
+                .map_err(|error| format!("{ENV_STORE_URL}: {error}"))
+        });
+        let readiness = match (&config.image_digest, &store, definition.setup()) {
+            (None, _, _) => Readiness::Failed(vec![missing_digest().detail().to_owned()]),
+            (Some(_), Some(Err(why)), _) => {
+                Readiness::Failed(vec![redactor.redact(why).into_owned()])
+            }
+            (Some(_), _, Some(_)) => Readiness::Starting,
+            (Some(_), _, None) => Readiness::Ready,
         };
+        let store = store.and_then(Result::ok);
         Runner {
             config,
             definition,
@@ -148,6 +164,7 @@ impl Runner {
             concurrency,
             slots: Arc::new(Semaphore::new(concurrency.get() as usize)),
             readiness: RwLock::new(readiness),
+            store,
         }
     }
 
@@ -609,23 +626,29 @@ impl Runner {
             artifacts_read: context.artifacts_read(),
         };
 
-        let root = self.config.artifacts_root.clone();
-        let duration_ms = tokio::task::spawn_blocking(move || {
-            write_evidence(&root, layout, move || {
-                // Stamped once the outputs and the index are on disk.
-                receipt.duration_ms = duration_ms(started);
-                receipt.timestamp_utc = timestamp_utc()?;
-                Ok((receipt.to_bytes(), receipt.duration_ms))
-            })
-        })
-        .await
-        .map_err(|e| {
-            invalid_output(CanonError::new(
-                ErrorCode::OutputWrite,
-                format!("writer stopped: {e}"),
-            ))
-        })?
-        .map_err(invalid_output)?;
+        // Stamped once the outputs and the index are written.
+        let stamp = move || {
+            receipt.duration_ms = duration_ms(started);
+            receipt.timestamp_utc = timestamp_utc()?;
+            Ok((receipt.to_bytes(), receipt.duration_ms))
+        };
+        let duration_ms = match &self.store {
+            Some(store) => write_evidence_to_store(store.as_ref(), layout, stamp)
+                .await
+                .map_err(invalid_output)?,
+            None => {
+                let root = self.config.artifacts_root.clone();
+                tokio::task::spawn_blocking(move || write_evidence(&root, layout, stamp))
+                    .await
+                    .map_err(|e| {
+                        invalid_output(CanonError::new(
+                            ErrorCode::OutputWrite,
+                            format!("writer stopped: {e}"),
+                        ))
+                    })?
+                    .map_err(invalid_output)?
+            }
+        };
         progress(Stage::OutputsWritten);
 
         Ok(Envelope::success(

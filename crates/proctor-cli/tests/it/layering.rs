@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "proctor-contract",
             "proctor-fs",
+            "proctor-store",
             "proctor-telemetry",
             "proctor-tls",
         ],
