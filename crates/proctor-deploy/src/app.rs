@@ -103,7 +103,10 @@ pub fn runtime_env(runtime: &Runtime) -> Vec<(&'static str, String)> {
 /// `requires_proxy_auth=True`, the convention's label). The function sets the container
 /// contract's `PROCTOR_IMAGE_DIGEST`, `PROCTOR_PORT`, `PROCTOR_ARTIFACTS_ROOT`
 /// ([`EPHEMERAL_ARTIFACTS_ROOT`], or the artifacts volume at [`VOLUME_ARTIFACTS_ROOT`]) and
-/// the runtime limits ([`runtime_env`]), and starts `/processor`.
+/// the runtime limits ([`runtime_env`]), and starts `/processor`. With the target's World
+/// store ([`ModalTarget::world_store`]) it also sets `PROCTOR_STORE_URL`, so the processor
+/// writes its evidence there, and attaches the store's credentials secret
+/// ([`ModalTarget::store_secret_name`]).
 ///
 /// `pass_env` holds values for the registry's non-secret `env` names; those present are
 /// baked into the app's environment, others are ignored.
@@ -148,6 +151,9 @@ pub fn generate_app(
     env.insert("PROCTOR_IMAGE_DIGEST", image_digest.to_string());
     env.insert("PROCTOR_PORT", spec.build.port.to_string());
     env.extend(runtime_env(&spec.runtime));
+    if let Some(store) = &target.world_store {
+        env.insert(ModalTarget::ENV_WORLD_STORE, store.clone());
+    }
 
     let mut source = String::new();
     let mut line = |text: &str| {
@@ -194,10 +200,16 @@ pub fn generate_app(
         "    gpu={},",
         resources.gpu.as_deref().map_or("None".to_owned(), py_str)
     ));
+    let store_secret = target
+        .world_store
+        .as_ref()
+        .map(|_| target.store_secret_name());
     let secrets: Vec<String> = spec
         .secrets
         .required
         .iter()
+        .map(String::as_str)
+        .chain(store_secret)
         .map(|name| format!("modal.Secret.from_name({})", py_str(name)))
         .collect();
     line(&format!("    secrets=[{}],", secrets.join(", ")));
@@ -398,6 +410,27 @@ examples: {{smoke: {{inputs: {{schema: v1, params: {{}}}}}}}}
         assert!(source.contains(
             "    volumes={ARTIFACTS_ROOT: modal.Volume.from_name(\"proctor-artifacts\", create_if_missing=True)},"
         ));
+    }
+
+    #[test]
+    fn a_world_store_is_passed_as_env_with_its_credentials_secret() {
+        let target = ModalTarget {
+            world_store: Some("s3://world/team".into()),
+            ..ModalTarget::default()
+        };
+        let source = generate_app(&litellm_spec(), &target, &BTreeMap::new())
+            .unwrap()
+            .source;
+        assert!(source.contains("\"PROCTOR_STORE_URL\": \"s3://world/team\""));
+        assert!(source.contains(
+            "    secrets=[modal.Secret.from_name(\"OPENAI_API_KEY\"), \
+             modal.Secret.from_name(\"proctor-world-store\")],\n"
+        ));
+        let without = generate_app(&litellm_spec(), &ModalTarget::default(), &BTreeMap::new())
+            .unwrap()
+            .source;
+        assert!(!without.contains("PROCTOR_STORE_URL"));
+        assert!(!without.contains("proctor-world-store"));
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub struct ModalTarget {
     /// A Modal volume mounted at `/artifacts` to keep outputs and receipts; without it the
     /// processor writes them to `/tmp/artifacts`, which lives as long as its container.
     pub artifacts_volume: Option<String>,
+    /// The World's S3-compatible store (`s3://bucket[/prefix][?endpoint=URL]`) deployed
+    /// processors write their evidence to, where proctor checks it after each run.
+    pub world_store: Option<String>,
+    /// The Modal secret holding the store's `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`; [`ModalTarget::DEFAULT_STORE_SECRET`] when unset.
+    pub store_secret: Option<String>,
 }
 
 impl ModalTarget {
@@ -47,6 +53,13 @@ impl ModalTarget {
     pub const ENV_REGISTRY_SECRET: &'static str = "PROCTOR_MODAL_REGISTRY_SECRET";
     /// Variable naming the artifacts volume.
     pub const ENV_ARTIFACTS_VOLUME: &'static str = "PROCTOR_MODAL_ARTIFACTS_VOLUME";
+    /// Variable naming the World's store: the one the engine checks evidence in, and the
+    /// one a deployed processor writes to (the same variable in its container).
+    pub const ENV_WORLD_STORE: &'static str = "PROCTOR_STORE_URL";
+    /// Variable naming the Modal secret with the store's credentials.
+    pub const ENV_STORE_SECRET: &'static str = "PROCTOR_MODAL_STORE_SECRET";
+    /// The Modal secret with the store's credentials, by convention.
+    pub const DEFAULT_STORE_SECRET: &'static str = "proctor-world-store";
 
     /// Reads the target from `PROCTOR_MODAL_*` variables (empty values count as unset) and
     /// checks it; an invalid value is `ERR_DEPLOY_TARGET` naming the variable.
@@ -71,6 +84,8 @@ impl ModalTarget {
             base_url: get(Self::ENV_BASE_URL),
             registry_secret: get(Self::ENV_REGISTRY_SECRET),
             artifacts_volume: get(Self::ENV_ARTIFACTS_VOLUME),
+            world_store: get(Self::ENV_WORLD_STORE),
+            store_secret: get(Self::ENV_STORE_SECRET),
         };
         target.validate()?;
         Ok(target)
@@ -99,6 +114,7 @@ impl ModalTarget {
         for (variable, name) in [
             (Self::ENV_REGISTRY_SECRET, &self.registry_secret),
             (Self::ENV_ARTIFACTS_VOLUME, &self.artifacts_volume),
+            (Self::ENV_STORE_SECRET, &self.store_secret),
         ] {
             if let Some(name) = name
                 && !is_object_name(name)
@@ -117,6 +133,14 @@ impl ModalTarget {
                 &format!("host prefix `{prefix}` is longer than {MAX_HOST_PREFIX} characters"),
             ));
         }
+        if let Some(store) = &self.world_store
+            && !store.starts_with("s3://")
+        {
+            return Err(invalid(
+                Self::ENV_WORLD_STORE,
+                "must be an s3:// location: a deployment cannot reach this host's files",
+            ));
+        }
         if let Some(base_url) = &self.base_url
             && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
         {
@@ -126,6 +150,13 @@ impl ModalTarget {
             ));
         }
         Ok(())
+    }
+
+    /// The Modal secret with the World store's credentials.
+    pub fn store_secret_name(&self) -> &str {
+        self.store_secret
+            .as_deref()
+            .unwrap_or(Self::DEFAULT_STORE_SECRET)
     }
 
     /// `<workspace>[-<env>]` as it appears before `--` in endpoint hosts: lowercased, every
@@ -213,6 +244,21 @@ mod tests {
         assert_eq!(target.host_prefix().as_deref(), Some("acme-labs-staging"));
         assert_eq!(target.registry_secret.as_deref(), Some("ghcr-pull"));
         assert_eq!(target.artifacts_volume, None, "empty values count as unset");
+        assert_eq!(target.store_secret_name(), "proctor-world-store");
+
+        let target = ModalTarget::from_env(&env(&[
+            (
+                "PROCTOR_STORE_URL",
+                "s3://world/team?endpoint=https://s3.example",
+            ),
+            ("PROCTOR_MODAL_STORE_SECRET", "team-store"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            target.world_store.as_deref(),
+            Some("s3://world/team?endpoint=https://s3.example")
+        );
+        assert_eq!(target.store_secret_name(), "team-store");
 
         let target = ModalTarget::from_env(&env(&[
             ("PROCTOR_MODAL_WORKSPACE", "acme"),
@@ -238,6 +284,14 @@ mod tests {
             (
                 &[("PROCTOR_MODAL_WORKSPACE", "a b")],
                 "PROCTOR_MODAL_WORKSPACE",
+            ),
+            (
+                &[("PROCTOR_STORE_URL", "/var/world")],
+                "PROCTOR_STORE_URL must be an s3:// location",
+            ),
+            (
+                &[("PROCTOR_MODAL_STORE_SECRET", "a b")],
+                "PROCTOR_MODAL_STORE_SECRET",
             ),
             (
                 &[("PROCTOR_MODAL_ENVIRONMENT", "en-x")],

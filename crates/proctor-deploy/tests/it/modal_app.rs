@@ -154,11 +154,18 @@ fn assert_app_matches(
         "{context}"
     );
     assert_eq!(summary["gpu"], json!(runtime.gpu), "{context}");
-    assert_eq!(
-        summary["secrets"],
-        json!(spec.secrets.required),
-        "{context}"
-    );
+    let store_secret = target
+        .world_store
+        .as_ref()
+        .map(|_| target.store_secret_name().to_owned());
+    let secrets: Vec<String> = spec
+        .secrets
+        .required
+        .iter()
+        .cloned()
+        .chain(store_secret)
+        .collect();
+    assert_eq!(summary["secrets"], json!(secrets), "{context}");
     let env = &summary["env"];
     assert_eq!(
         env["PROCTOR_IMAGE_DIGEST"],
@@ -274,6 +281,35 @@ fn registry_secret_volume_gpu_and_pass_through_env_survive_the_import() {
         summary["secrets"],
         json!(["OPENAI_API_KEY", "ANOTHER_TOKEN"])
     );
+}
+
+#[test]
+fn the_world_store_and_its_secret_survive_the_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec("text/stats@1", Some(DIGEST));
+    let store = "s3://proctor-world/team/runs?endpoint=https://s3.eu-west-1.amazonaws.com";
+    for (store_secret, expected_secret) in [
+        (None, "proctor-world-store"),
+        (Some("team-store"), "team-store"),
+    ] {
+        let target = ModalTarget {
+            workspace: Some("acme".into()),
+            world_store: Some(store.into()),
+            store_secret: store_secret.map(str::to_owned),
+            ..ModalTarget::default()
+        };
+        let app = generate_app(&spec, &target, &BTreeMap::new()).unwrap();
+        let file = app.write(dir.path()).unwrap();
+        let summary = introspect(&file, dir.path()).unwrap();
+        assert_app_matches(&summary, &spec, &app, &target);
+        assert_eq!(summary["env"]["PROCTOR_STORE_URL"], store);
+        let secrets = summary["secrets"].as_array().unwrap();
+        assert_eq!(
+            secrets.last(),
+            Some(&json!(expected_secret)),
+            "attached last"
+        );
+    }
 }
 
 #[test]
