@@ -28,6 +28,15 @@
 //! meanwhile. It reads each output again, a few at a time ([`COMMIT_CONCURRENCY`]), and
 //! puts it only if it still has the checked bytes, so memory holds a few outputs, never
 //! all of them.
+//!
+//! A run on a remote adapter (Modal) has no staging area here: its processor wrote its
+//! evidence into the World's object store itself. [`check_in_store`] applies the same rules
+//! to what the store holds below the write prefix — layout (only the indexed outputs, the
+//! index and the receipt), the canonical index listing the envelope's outputs, each output's
+//! size (from the listing, within the limits, before any is read) and content id (hashed as
+//! it streams), both receipts byte-identical and agreeing with the run — and commits
+//! nothing: the evidence is already where it belongs. A missing or altered object is
+//! `ERR_EVIDENCE`, as it would be in a staging area.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -124,6 +133,178 @@ impl CheckedEvidence {
 
 fn refused(detail: impl Into<String>) -> CanonError {
     CanonError::new(ErrorCode::Evidence, detail)
+}
+
+/// The content ids a store check found: the index's and the receipt's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredEvidence {
+    /// The content id of `outputs.json`.
+    pub(crate) index_cid: String,
+    /// The content id of the receipt (both copies are the same bytes).
+    pub(crate) receipt_cid: String,
+}
+
+/// Checks the evidence a remote processor wrote into `store` against the payload and the
+/// envelope, within `limits` (see the module docs).
+pub(crate) async fn check_in_store(
+    store: &dyn ArtifactStore,
+    payload: &RunPayload,
+    envelope: &SuccessEnvelope,
+    limits: &Limits,
+) -> Result<StoredEvidence, CanonError> {
+    if envelope.meta.mode != payload.mode {
+        return Err(refused(format!(
+            "the envelope claims mode={}, the run was mode={}",
+            envelope.meta.mode, payload.mode
+        )));
+    }
+    check_declared_outputs(&envelope.outputs, limits)?;
+    let prefix = WritePrefix::from_expanded(&payload.write_prefix)?;
+    let unreadable = |path: &WorldPath, error| stored_unreadable(store, path, error);
+    let below = WorldPath::parse(prefix.as_str())?;
+    let listed = store
+        .list(&below)
+        .await
+        .map_err(|error| unreadable(&below, error))?;
+    let mut sizes: BTreeMap<WorldPath, u64> = BTreeMap::new();
+    for object in listed {
+        let path = object.path;
+        if path != prefix.index_path() && path != prefix.receipt_path() {
+            let name = path
+                .as_str()
+                .strip_prefix(prefix.as_str())
+                .unwrap_or_default();
+            if !name.starts_with("outputs/") {
+                return Err(refused(format!(
+                    "`{path}` is outside the declared layout (outputs/, outputs.json, receipt.json)"
+                )));
+            }
+        }
+        sizes.insert(path, object.size_bytes);
+    }
+
+    let index_path = prefix.index_path();
+    let index_bytes = read_stored(store, &index_path, &sizes).await?;
+    let index = OutputsIndex::from_bytes(&index_bytes)?;
+    if index.to_bytes() != index_bytes.as_ref() {
+        return Err(refused(format!(
+            "`{index_path}` is not the canonical index (compact JSON, sorted by path)"
+        )));
+    }
+    if index.outputs != envelope.outputs {
+        return Err(refused(format!(
+            "`{index_path}` does not list the envelope's outputs"
+        )));
+    }
+    for entry in &index.outputs {
+        match sizes.get(&entry.path) {
+            Some(size) if *size == entry.size_bytes => {}
+            Some(_) => {
+                return Err(refused(format!(
+                    "`{}` does not match its size and content id in the index",
+                    entry.path
+                )));
+            }
+            None => {
+                return Err(refused(format!(
+                    "`{}` is indexed but was not written to {}",
+                    entry.path,
+                    store.location()
+                )));
+            }
+        }
+    }
+    let indexed: BTreeSet<&WorldPath> = index.outputs.iter().map(|entry| &entry.path).collect();
+    if let Some(unlisted) = sizes.keys().find(|path| {
+        **path != index_path && **path != prefix.receipt_path() && !indexed.contains(path)
+    }) {
+        return Err(refused(format!("`{unlisted}` was written but not indexed")));
+    }
+    for entry in &index.outputs {
+        let found = stored_cid(store, &entry.path, entry.size_bytes)
+            .await
+            .map_err(|error| unreadable(&entry.path, error))?;
+        if found.as_deref() != Some(entry.cid.as_str()) {
+            return Err(refused(format!(
+                "`{}` does not match its size and content id in the index",
+                entry.path
+            )));
+        }
+    }
+
+    let receipt_path = prefix.receipt_path();
+    let execution_receipt = WorldPath::execution_receipt(&payload.execution_id)?;
+    let receipt_bytes = read_stored(store, &receipt_path, &sizes).await?;
+    let receipt_copy = store
+        .get(&execution_receipt)
+        .await
+        .map_err(|error| unreadable(&execution_receipt, error))?;
+    if receipt_bytes != receipt_copy {
+        return Err(refused(format!(
+            "`{receipt_path}` and `{execution_receipt}` differ"
+        )));
+    }
+    check_receipt(&receipt_bytes, &prefix, payload, envelope)?;
+    Ok(StoredEvidence {
+        index_cid: cid(&index_bytes),
+        receipt_cid: cid(&receipt_bytes),
+    })
+}
+
+/// The refusal for an object of `store` that cannot be read: missing, or a failed read.
+fn stored_unreadable(
+    store: &dyn ArtifactStore,
+    path: &WorldPath,
+    error: proctor_store::StoreError,
+) -> CanonError {
+    if error.is_not_found() {
+        refused(format!("`{path}` was not written to {}", store.location()))
+    } else {
+        refused(format!(
+            "cannot read `{path}` in {}: {error}",
+            store.location()
+        ))
+    }
+}
+
+/// The bytes of a record (index, receipt) at `path`, refused unread when the listing gave
+/// it more than [`MAX_RECORD_FILE_BYTES`]; missing from the listing is not written.
+async fn read_stored(
+    store: &dyn ArtifactStore,
+    path: &WorldPath,
+    sizes: &BTreeMap<WorldPath, u64>,
+) -> Result<Bytes, CanonError> {
+    match sizes.get(path) {
+        None => Err(refused(format!(
+            "`{path}` was not written to {}",
+            store.location()
+        ))),
+        Some(size) if *size > MAX_RECORD_FILE_BYTES => Err(refused(format!(
+            "`{path}` is {size} bytes, over the {MAX_RECORD_FILE_BYTES}-byte limit of a record"
+        ))),
+        Some(_) => store
+            .get(path)
+            .await
+            .map_err(|error| stored_unreadable(store, path, error)),
+    }
+}
+
+/// The content id of the object at `path`, hashed as it streams; `None` when it holds more
+/// than `size_bytes` bytes (it changed since it was listed).
+async fn stored_cid(
+    store: &dyn ArtifactStore,
+    path: &WorldPath,
+    size_bytes: u64,
+) -> Result<Option<String>, proctor_store::StoreError> {
+    let mut stream = store.get_stream(path).await?;
+    let mut hasher = CidHasher::default();
+    while let Some(chunk) = stream.next().await {
+        hasher.update(&chunk?);
+        if hasher.len() > size_bytes {
+            return Ok(None);
+        }
+    }
+    Ok((hasher.len() == size_bytes).then(|| hasher.finish()))
 }
 
 /// Checks the staged evidence of a success against the payload and the envelope, within
@@ -316,11 +497,8 @@ fn check_output_limits(
 }
 
 /// The outputs a remote adapter's envelope declares are within `limits`, by their declared
-/// sizes: their files stay where the processor ran.
-pub(crate) fn check_declared_outputs(
-    outputs: &[OutputEntry],
-    limits: &Limits,
-) -> Result<(), CanonError> {
+/// sizes, before any of them is read from the store.
+fn check_declared_outputs(outputs: &[OutputEntry], limits: &Limits) -> Result<(), CanonError> {
     check_output_count(outputs.len(), limits)?;
     check_output_sizes(
         outputs
@@ -782,6 +960,73 @@ mod tests {
         let checked = fixture().check().unwrap();
         assert_eq!(checked.paths().count(), 4);
         assert!(checked.index_cid().starts_with("b3:"));
+    }
+
+    /// The fixture's evidence committed to a fresh filesystem store, as a remote processor
+    /// would have written it there.
+    async fn stored(fixture: &Fixture) -> (tempfile::TempDir, FsStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path());
+        let checked = fixture.check().unwrap();
+        commit(&store, &checked, &CancellationToken::new())
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    async fn check_stored(
+        fixture: &Fixture,
+        store: &FsStore,
+    ) -> Result<StoredEvidence, CanonError> {
+        check_in_store(
+            store,
+            &fixture.payload,
+            &fixture.envelope,
+            &Limits::default(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn evidence_in_the_store_is_checked_like_staged_evidence() {
+        let fixture = fixture();
+        let checked = fixture.check().unwrap();
+        let (_dir, store) = stored(&fixture).await;
+        let found = check_stored(&fixture, &store).await.unwrap();
+        assert_eq!(found.index_cid, checked.index_cid());
+        assert_eq!(found.receipt_cid, checked.receipt_cid());
+
+        let prefix = WritePrefix::from_expanded(&fixture.payload.write_prefix).unwrap();
+        let output = prefix.output_path("a.txt").unwrap();
+        let cases: [(&str, WorldPath, Option<&[u8]>); 5] = [
+            ("size and content id", output.clone(), Some(b"HELLO")),
+            ("was not written to file://", output, None),
+            (
+                "was not written to file://",
+                WorldPath::execution_receipt(ID).unwrap(),
+                None,
+            ),
+            (
+                "is outside the declared layout",
+                WorldPath::parse(&format!("{prefix}extra.txt")).unwrap(),
+                Some(b"x"),
+            ),
+            (
+                "was written but not indexed",
+                prefix.output_path("b.txt").unwrap(),
+                Some(b"x"),
+            ),
+        ];
+        for (fragment, path, bytes) in cases {
+            let (_dir, store) = stored(&fixture).await;
+            match bytes {
+                Some(bytes) => store.put(&path, Bytes::from_static(bytes)).await.unwrap(),
+                None => store.delete(&path).await.unwrap(),
+            }
+            let error = check_stored(&fixture, &store).await.unwrap_err();
+            assert_eq!(error.code(), ErrorCode::Evidence, "{error}");
+            assert!(error.message().contains(fragment), "{fragment}: {error}");
+        }
     }
 
     #[test]

@@ -24,8 +24,8 @@
 //!   adapter spend nothing.
 //! - **Success evidence.** The success settle records the index path and the content ids of
 //!   the committed `outputs.json` and `receipt.json`, so `proctor verify` can tie the files
-//!   to the chain (the modal adapter's artifacts stay in Modal: the index id comes from the
-//!   envelope, and no receipt id is recorded). A pinned run records its pinned digest at
+//!   to the chain; a Modal run's files are checked where its processor wrote them, in the
+//!   World's store ([`evidence::check_in_store`]), and recorded the same way. A pinned run records its pinned digest at
 //!   start; a `build` run records none (its image ID is known only at settle).
 //! - **Redaction.** Every payload recorded passes the run's redactor first (the ledger
 //!   applies it to whole payloads before they are hashed), so no secret value and no
@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use proctor_adapters::{ImageSource, Invocation};
 use proctor_contract::{
-    CanonError, Envelope, ErrorCode, Mode, OutputsIndex, Redactor, SuccessEnvelope, WorldPath, cid,
+    CanonError, Envelope, ErrorCode, Mode, Redactor, SuccessEnvelope, WorldPath,
 };
 use proctor_ledger::{ExecutionSettle, ExecutionStart, LeaseGuard, Ledger, NewEvent, Outcome};
 use tokio_util::sync::CancellationToken;
@@ -287,11 +287,14 @@ impl Recorder<'_> {
         let limits = &self.engine.config().limits;
         let (outputs_index_cid, receipt_cid) = match self.request.adapter {
             AdapterKind::Modal => {
-                evidence::check_declared_outputs(&success.outputs, limits)?;
-                let index = OutputsIndex {
-                    outputs: success.outputs.clone(),
-                };
-                (cid(&index.to_bytes()), None)
+                let stored = evidence::check_in_store(
+                    self.engine.store().as_ref(),
+                    &self.invocation.payload,
+                    success,
+                    limits,
+                )
+                .await?;
+                (stored.index_cid, Some(stored.receipt_cid))
             }
             AdapterKind::Local => {
                 let staging = &self.invocation.staging;

@@ -30,6 +30,7 @@ use proctor_contract::{
     CanonError, Envelope, ErrorCode, Mode, PAYLOAD_SCHEMA, ProcessorRef, Progress, Redactor,
     RunPayload, UpstreamOutput, WritePrefix, ci_guard,
 };
+use proctor_deploy::ModalTarget;
 use proctor_ledger::Ledger;
 use proctor_registry::{
     ProcessorSpec, RegistryCache, Runtime, check_secrets, pinned_image, validate_inputs,
@@ -219,6 +220,9 @@ impl Default for Limits {
 pub struct Engine {
     config: EngineConfig,
     store: Arc<dyn ArtifactStore>,
+    /// Why the World's store named by `PROCTOR_STORE_URL` could not be opened; every run
+    /// is refused with it.
+    store_error: Option<CanonError>,
     ledger: OnceCell<Ledger>,
     local: std::sync::OnceLock<LocalAdapter>,
     warm_per_kind: Option<usize>,
@@ -233,13 +237,32 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine over `config`; nothing is opened yet.
+    /// An engine over `config`; nothing is opened yet. Its World store is the one
+    /// `PROCTOR_STORE_URL` names in `config.env` (e.g. `s3://bucket/prefix?endpoint=URL`,
+    /// credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, as
+    /// [`proctor_store::open_with_env`] reads them), where Modal runs write their evidence
+    /// and local runs commit theirs; without it, the filesystem at `artifacts_root`.
     pub fn new(config: EngineConfig) -> Engine {
-        let store = Arc::new(FsStore::new(&config.artifacts_root));
+        let local: Arc<dyn ArtifactStore> = Arc::new(FsStore::new(&config.artifacts_root));
+        let world = config
+            .env
+            .get(ModalTarget::ENV_WORLD_STORE)
+            .filter(|location| !location.is_empty())
+            .map(|location| {
+                proctor_store::open_with_env(location, |name| {
+                    config.env.get(name).filter(|v| !v.is_empty()).cloned()
+                })
+            });
+        let (store, store_error) = match world {
+            None => (local, None),
+            Some(Ok(world)) => (world, None),
+            Some(Err(error)) => (local, Some(CanonError::from(error))),
+        };
         Engine {
             cargo_workspace: workspace_root(&config.registry_root),
             config,
             store,
+            store_error,
             ledger: OnceCell::new(),
             local: std::sync::OnceLock::new(),
             warm_per_kind: None,
@@ -395,6 +418,9 @@ impl Engine {
     ) -> Result<(Envelope, Option<PathBuf>), CanonError> {
         ci_guard(request.mode, self.env("CI"))?;
         check_run(request.lane, request.mode, request.build)?;
+        if let Some(error) = &self.store_error {
+            return Err(error.clone());
+        }
         let processor_ref: ProcessorRef = request.processor_ref.parse()?;
         let registry = self.registry.get(&self.config.registry_root)?;
         let entry = registry.get(&processor_ref)?;
@@ -617,6 +643,68 @@ mod tests {
         let err = run_timeout(None, &runtime(max.as_secs() + 1)).unwrap_err();
         assert_eq!(err.code(), ErrorCode::Registry);
         assert!(err.message().contains("runtime.timeout_s"), "{err}");
+    }
+
+    fn engine_with(env: &[(&str, &str)]) -> Engine {
+        Engine::new(EngineConfig {
+            registry_root: "processors".into(),
+            artifacts_root: "/tmp/proctor-artifacts".into(),
+            ledger_url: "sqlite::memory:".to_owned(),
+            env: env
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            limits: Limits::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn the_world_store_is_the_one_proctor_store_url_names() {
+        assert_eq!(
+            engine_with(&[]).store().location(),
+            "file:///tmp/proctor-artifacts"
+        );
+        let s3 = engine_with(&[
+            (
+                "PROCTOR_STORE_URL",
+                "s3://world/team?endpoint=http://127.0.0.1:9",
+            ),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret-value"),
+        ]);
+        assert_eq!(
+            s3.store().location(),
+            "s3://world/team?endpoint=http://127.0.0.1:9"
+        );
+        // A store that cannot be opened refuses every run before any other work.
+        let broken = engine_with(&[("PROCTOR_STORE_URL", "s3://world/team")]);
+        let request = RunRequest {
+            processor_ref: "text/stats@1".to_owned(),
+            adapter: AdapterKind::Modal,
+            mode: Mode::Mock,
+            build: false,
+            write_prefix: None,
+            inputs: crate::Inputs::Value(serde_json::json!({})),
+            params: BTreeMap::new(),
+            adapter_options: Value::Null,
+            timeout: None,
+            save_dir: None,
+            plan: "default".to_owned(),
+            reserve_micro_usd: 0,
+            lane: None,
+            upstream: Vec::new(),
+            attachments: Vec::new(),
+            memo: false,
+        };
+        let outcome = broken.run(&request, &CancellationToken::new()).await;
+        let Envelope::Error(error) = outcome.envelope else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(error.error.code, ErrorCode::MissingSecret);
+        assert!(
+            error.error.message.contains("AWS_ACCESS_KEY_ID"),
+            "{error:?}"
+        );
     }
 
     #[test]
