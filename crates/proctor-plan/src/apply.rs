@@ -39,7 +39,7 @@ use proctor_contract::{
     canonical_json, cid, inputs_hash, resolve_attachments,
 };
 use proctor_engine::{
-    CancellationToken, Engine, EvidenceSources, Inputs, RunRequest, verify_execution,
+    AdapterKind, CancellationToken, Engine, EvidenceSources, Inputs, RunRequest, verify_execution,
 };
 use proctor_ledger::{ChainCache, ExecutionStatus, Ledger, NewEvent};
 use proctor_store::ArtifactStore;
@@ -57,7 +57,9 @@ use crate::reference::{FromRef, replace_references};
 pub struct ApplyOptions {
     /// Overrides the plan's `policy.max_parallel` (1..=64).
     pub max_parallel: Option<u32>,
-    /// Build every image from source instead of running the pinned digest.
+    /// Build the images of local transitions from source instead of running their pinned
+    /// digests; Modal transitions run their pins whatever this says (Modal runs pinned
+    /// images only).
     pub build: bool,
     /// Adapter-specific options for every transition (`null` for none).
     pub adapter_options: Value,
@@ -535,7 +537,8 @@ async fn run_transition(
         },
         Err(error) => return Finished::failed(error, None),
     };
-    let identity = identity(transition, &inputs, &resolved, cx.build);
+    let build = cx.build && transition.adapter == AdapterKind::Local;
+    let identity = identity(transition, &inputs, &resolved, build);
     let resolved: Vec<ResolvedReference> = resolved.into_iter().map(|(_, r)| r).collect();
     match reusable(cx, transition, &identity).await {
         Ok(Some(done)) => return done,
@@ -582,7 +585,7 @@ async fn run_transition(
         processor_ref: transition.processor_ref.to_string(),
         adapter: transition.adapter,
         mode: transition.mode,
-        build: cx.build,
+        build,
         write_prefix: Some(transition.write_prefix.clone()),
         inputs: Inputs::Value(inputs),
         params: Default::default(),
