@@ -76,10 +76,15 @@ fn main() -> ExitCode {
             return exit_code(EXIT_USAGE);
         }
     };
+    let log_format = cli.global.log_format(std::io::stderr().is_terminal());
+    progress::configure(progress::StderrSettings {
+        verbosity: cli.global.verbosity(),
+        log_format,
+    });
     proctor_telemetry::init_with(
         proctor_telemetry::redactor_from_env(&[]),
         proctor_telemetry::LogSettings {
-            format: match cli.global.log_format(std::io::stderr().is_terminal()) {
+            format: match log_format {
                 LogFormat::Human => proctor_telemetry::LogFormat::Human,
                 LogFormat::Json => proctor_telemetry::LogFormat::Json,
             },

@@ -14,7 +14,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use proctor_contract::{Progress, ProgressEvent, ProgressUnit, TaskId};
 
-use crate::args::OutputFormat;
+use crate::args::{LogFormat, OutputFormat, Verbosity};
 
 /// How often a bar or spinner is redrawn while nothing is reported.
 const TICK: Duration = Duration::from_millis(120);
@@ -29,13 +29,46 @@ pub(crate) struct ProgressOptions {
 }
 
 impl ProgressOptions {
-    /// Bars for a command whose output is `format`: drawn only for people (not `--json`)
-    /// and only when stderr is a terminal.
+    /// Bars for a command whose output is `format`: drawn only for people (not `--json`),
+    /// only when stderr is a terminal, and not under `-q`; cargo's own output at `-v`.
     pub(crate) fn for_output(format: OutputFormat) -> ProgressOptions {
+        let stderr = stderr_settings();
         ProgressOptions {
-            draw: format == OutputFormat::Human && std::io::stderr().is_terminal(),
-            cargo_output: false,
+            draw: format == OutputFormat::Human
+                && std::io::stderr().is_terminal()
+                && stderr.verbosity > Verbosity::Quiet,
+            cargo_output: stderr.verbosity >= Verbosity::Verbose,
         }
+    }
+}
+
+/// How stderr is set up for this process (`-v`/`-q`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StderrSettings {
+    pub(crate) verbosity: Verbosity,
+    pub(crate) log_format: LogFormat,
+}
+
+static STDERR_SETTINGS: OnceLock<StderrSettings> = OnceLock::new();
+
+/// Records how stderr is set up; `main` calls it once, before any command runs.
+pub(crate) fn configure(settings: StderrSettings) {
+    let _ = STDERR_SETTINGS.set(settings);
+}
+
+fn stderr_settings() -> StderrSettings {
+    STDERR_SETTINGS.get().copied().unwrap_or(StderrSettings {
+        verbosity: Verbosity::Normal,
+        log_format: LogFormat::Json,
+    })
+}
+
+/// Writes one of a task's lines (cargo's output, a note) where log lines go: above the
+/// bars, or as a JSON log line when stderr carries JSON.
+fn print_task_line(line: &str) {
+    match stderr_settings().log_format {
+        LogFormat::Human => print_above(line),
+        LogFormat::Json => tracing::info!(event = "progress.line", line),
     }
 }
 
@@ -67,7 +100,7 @@ pub(crate) fn reporter(options: ProgressOptions) -> Progress {
     if !options.draw && !options.cargo_output {
         return Progress::none();
     }
-    let drawing = Drawing::new(options, bars().clone(), Box::new(print_above));
+    let drawing = Drawing::new(options, bars().clone(), Box::new(print_task_line));
     Progress::new(move |event| drawing.show(event))
 }
 

@@ -115,8 +115,8 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// Which events are written; see [`parse_filter`].
     pub filter: Targets,
-    /// Writes one finished line (with its newline); `None` writes to stderr. A caller that
-    /// draws on stderr passes a writer that keeps its drawing intact.
+    /// Writes one finished line (without its newline); `None` writes to stderr. A caller
+    /// that draws on stderr passes a writer that keeps its drawing intact.
     pub write_line: Option<fn(&str)>,
 }
 
@@ -179,14 +179,19 @@ enum Sink {
 }
 
 impl Sink {
+    /// Writes `line` and a newline.
     fn write(&self, line: &str) {
         match self {
             Sink::Stderr => {
-                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
             }
             Sink::Line(write_line) => write_line(line),
             #[cfg(test)]
-            Sink::Buffer(buffer) => buffer.lock().unwrap().extend_from_slice(line.as_bytes()),
+            Sink::Buffer(buffer) => {
+                let mut buffer = buffer.lock().unwrap();
+                buffer.extend_from_slice(line.as_bytes());
+                buffer.push(b'\n');
+            }
         }
     }
 }
@@ -219,11 +224,10 @@ impl<S: Subscriber> Layer<S> for Lines {
             fields: &mut fields,
             redactor: &redactor,
         });
-        let mut line = match self.format {
+        let line = match self.format {
             LogFormat::Json => Value::Object(fields).to_string(),
             LogFormat::Human => human_line(*metadata.level(), &fields),
         };
-        line.push('\n');
         self.sink.write(&line);
     }
 }
