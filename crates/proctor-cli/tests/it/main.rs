@@ -7,7 +7,8 @@
 //! endpoints on 127.0.0.1. `image` and `lane` also need the OCI registry on 127.0.0.1:5000
 //! and the arm64 cross toolchain (see `oci`). `concurrent_plans` needs the engine and the
 //! PostgreSQL server. `python_processor` needs the engine with the local Python base image
-//! (`scripts/python-base.sh`), the OCI registry, and `python3 -m pip` with PyPI.
+//! (`scripts/python-base.sh`), the OCI registry, and `python3 -m pip` with PyPI. `first_run`
+//! needs what `local_adapter` needs.
 
 // Every test target of the package shares its dependencies; each uses some.
 #![allow(unused_crate_dependencies)]
@@ -21,6 +22,7 @@ mod deploy;
 mod docker_host;
 mod doctor;
 mod evidence;
+mod first_run;
 mod image;
 mod ipv6_pin;
 mod lane;

@@ -160,6 +160,7 @@ impl TestDir {
         Proctor {
             command,
             dir: self.path().to_path_buf(),
+            stdin: None,
         }
     }
 }
@@ -168,6 +169,8 @@ impl TestDir {
 pub(crate) struct Proctor {
     command: Command,
     dir: PathBuf,
+    /// What its stdin reads, when not empty.
+    stdin: Option<Vec<u8>>,
 }
 
 impl Proctor {
@@ -177,9 +180,34 @@ impl Proctor {
         self
     }
 
+    /// Runs it in `dir` (a subdirectory of the test's directory, say) instead.
+    pub(crate) fn current_dir(mut self, dir: &Path) -> Proctor {
+        self.command.current_dir(dir);
+        self
+    }
+
+    /// Gives it `bytes` on stdin.
+    pub(crate) fn stdin(mut self, bytes: &[u8]) -> Proctor {
+        self.command.stdin(Stdio::piped());
+        self.stdin = Some(bytes.to_vec());
+        self
+    }
+
     /// Runs it to completion.
     pub(crate) fn run(mut self) -> Run {
-        let output = self.command.output().unwrap();
+        let output = match self.stdin.take() {
+            None => self.command.output().unwrap(),
+            Some(bytes) => {
+                use std::io::Write as _;
+                self.command.stdout(Stdio::piped()).stderr(Stdio::piped());
+                let mut child = self.command.spawn().unwrap();
+                let mut stdin = child.stdin.take().unwrap();
+                // A command that stops reading early closes the pipe: not the test's failure.
+                let _ = stdin.write_all(&bytes);
+                drop(stdin);
+                child.wait_with_output().unwrap()
+            }
+        };
         Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
