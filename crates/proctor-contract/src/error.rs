@@ -86,6 +86,7 @@ error_codes! {
     Pin => ("ERR_PIN", "pin refused", 52),
     Deploy => ("ERR_DEPLOY", "deploy failed", 60),
     DeployTarget => ("ERR_DEPLOY_TARGET", "no deploy target configured", 61),
+    DeployValidation => ("ERR_DEPLOY_VALIDATION", "deployment failed validation", 62),
     Store => ("ERR_STORE", "artifact store error", 70),
     NotFound => ("ERR_NOT_FOUND", "artifact not found", 71),
     Lane => ("ERR_LANE", "lane rule violated", 80),
