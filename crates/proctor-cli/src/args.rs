@@ -311,11 +311,16 @@ struct DeployArgs {
     /// The processor, `ns/name@version` (default: every processor in the registry).
     #[arg(long = "ref", value_name = "REF")]
     processor_ref: Option<String>,
-    /// Write and print the generated app without deploying it.
+    /// Write and print the generated app without deploying it (nor validating it).
     #[arg(long)]
     dry_run: bool,
     #[command(flatten)]
     registry_root: RegistryRootArg,
+    // The World and the ledger that record each new deployment's mock smoke run.
+    #[command(flatten)]
+    artifacts_root: ArtifactsRootArg,
+    #[command(flatten)]
+    ledger: RunLedgerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -744,6 +749,10 @@ pub(crate) struct DeployConfig {
     pub(crate) registry_root: PathBuf,
     /// The directory generated apps are written below (the current one), absolute.
     pub(crate) project_root: PathBuf,
+    /// Absolute.
+    pub(crate) artifacts_root: PathBuf,
+    /// How the validation runs are recorded.
+    pub(crate) ledger: RunLedgerConfig,
 }
 
 /// A validated `proctor drift`.
@@ -894,6 +903,8 @@ impl Cli {
                 format,
                 registry_root: deploy.registry_root.resolve(&globals)?,
                 project_root: globals.project_root.clone(),
+                artifacts_root: deploy.artifacts_root.resolve(&globals)?,
+                ledger: deploy.ledger.into_config(&globals),
             }),
             Command::Drift(drift) => Config::Drift(DriftConfig {
                 target: drift.target,

@@ -2,7 +2,8 @@
 //! request, calls the engine's function of the same name ([`proctor_engine::deploy()`],
 //! [`proctor_engine::drift()`], [`proctor_engine::secrets_plan()`]) with the host
 //! environment, and prints the report — one JSON line, or text for people ending with the
-//! error that stopped the command.
+//! error that stopped the command. `deploy` validates each new deployment with a mock smoke
+//! run, recorded in the World and ledger its flags name, as `proctor run` records a run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,8 +11,9 @@ use std::path::Path;
 use proctor_contract::CanonError;
 use proctor_deploy::{DriftRow, SecretPurpose, SecretsPlan};
 use proctor_engine::{
-    DeployReport, DeployRequest, DeployTarget, DriftReport, DriftRequest, SecretsPlanReport,
-    TargetedProcessors,
+    CancellationToken, DeployReport, DeployRequest, DeployTarget, DriftReport, DriftRequest,
+    Engine, EngineConfig, Limits, SecretsPlanReport, TargetedProcessors, Validation,
+    ValidationRuns, ValidationStatus,
 };
 
 use crate::args::{DeployConfig, DriftConfig, OutputFormat, SecretsPlanConfig};
@@ -50,9 +52,12 @@ fn exit_code(error: Option<&CanonError>) -> i32 {
     error.map_or(0, |error| error.code().exit_code())
 }
 
-/// `proctor deploy`: generates and writes every selected app, then deploys each in turn
-/// unless `--dry-run`. Returns the exit code.
-pub(crate) async fn deploy(config: &DeployConfig) -> anyhow::Result<i32> {
+/// `proctor deploy`: generates and writes every selected app, then deploys each in turn and
+/// validates it unless `--dry-run`; `cancel` stops a validation run. Returns the exit code.
+pub(crate) async fn deploy(
+    config: &DeployConfig,
+    cancel: &CancellationToken,
+) -> anyhow::Result<i32> {
     let request = DeployRequest {
         processors: targeted(
             config.target,
@@ -61,9 +66,22 @@ pub(crate) async fn deploy(config: &DeployConfig) -> anyhow::Result<i32> {
         ),
         dry_run: config.dry_run,
         project_root: config.project_root.clone(),
+        validation: ValidationRuns {
+            plan: config.ledger.plan.clone(),
+            reserve_micro_usd: config.ledger.reserve_micro_usd,
+            lane: None,
+        },
     };
-    let progress = reporter(ProgressOptions::for_output(config.format));
-    let report = proctor_engine::deploy(&request, &host_env(), &progress).await;
+    let engine = Engine::new(EngineConfig {
+        registry_root: config.registry_root.clone(),
+        artifacts_root: config.artifacts_root.clone(),
+        ledger_url: config.ledger.url.clone(),
+        env: host_env(),
+        limits: Limits::default(),
+    })
+    .with_progress(reporter(ProgressOptions::for_output(config.format)));
+    let report = proctor_engine::deploy(&engine, &request, cancel).await;
+    engine.close().await;
     emit(&match config.format {
         OutputFormat::Json => json_report(&report),
         OutputFormat::Human => deploy_text(&report),
@@ -94,7 +112,7 @@ fn deploy_table(report: &DeployReport) -> String {
     let Some(first) = report.apps.first() else {
         return String::new();
     };
-    let rows: Vec<[String; 5]> = report
+    let rows: Vec<[String; 6]> = report
         .apps
         .iter()
         .map(|app| {
@@ -107,6 +125,9 @@ fn deploy_table(report: &DeployReport) -> String {
                 } else {
                     "not deployed".to_owned()
                 },
+                app.validation
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), validation_cell),
                 app.endpoint.clone().unwrap_or_else(|| "-".to_owned()),
             ]
         })
@@ -115,8 +136,23 @@ fn deploy_table(report: &DeployReport) -> String {
     format!(
         "apps written under {}\n{}",
         dir.display(),
-        table(["REF", "APP", "TAG", "STATUS", "ENDPOINT"], &rows)
+        table(
+            ["REF", "APP", "TAG", "STATUS", "VALIDATION", "ENDPOINT"],
+            &rows
+        )
     )
+}
+
+/// `ok <execution>` or `failed <execution> (<check>)`; why it failed is the error line.
+fn validation_cell(validation: &Validation) -> String {
+    match validation.status {
+        ValidationStatus::Ok => format!("ok {}", validation.execution_id),
+        ValidationStatus::Failed => format!(
+            "failed {} ({})",
+            validation.execution_id,
+            validation.check.unwrap_or("run")
+        ),
+    }
 }
 
 /// `proctor drift`: each deployment's `/healthz` digest against its pin. Exits non-zero on

@@ -69,6 +69,7 @@ fn detail_json(detail: &StepDetail) -> Value {
                     "tag": app.tag,
                     "file": app.file,
                     "image_digest": app.image_digest,
+                    "validation": app.validation,
                 })
             })
             .collect(),

@@ -160,7 +160,11 @@ async fn act(config: Config) -> anyhow::Result<i32> {
         }
         Config::Registry(registry) => Ok(registry_commands::execute(&registry)?),
         Config::World(world) => world_commands::execute(&world).await,
-        Config::Deploy(deploy) => deploy_commands::deploy(&deploy).await,
+        Config::Deploy(deploy) => {
+            let stop = Stop::on_signals();
+            let code = deploy_commands::deploy(&deploy, &stop.cancel).await?;
+            Ok(stop.exit_code().unwrap_or(code))
+        }
         Config::Drift(drift) => deploy_commands::drift(&drift).await,
         Config::SecretsPlan(plan) => deploy_commands::secrets_plan(&plan).await,
         Config::Ledger(ledger) => ledger_commands::execute(&ledger).await,

@@ -8,6 +8,13 @@
 //! written), a deployment that does not answer `/healthz` fails drift, and secrets whose
 //! presence cannot be listed fail the secrets plan. Each report carries the error that ended
 //! it next to what was done before.
+//!
+//! A deploy is validated: once `modal deploy` of a processor returns, its `examples.smoke`
+//! inputs run in mock mode through the Modal adapter against the new deployment, as
+//! `proctor run --adapter modal --mode mock` runs them ([`Engine::run`]: the adapter's
+//! `/healthz` digest and envelope checks, the evidence check, the ledger record), and the
+//! envelope must report the pinned digest. Anything else is `ERR_DEPLOY_VALIDATION` naming
+//! the check and the execution.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,7 +23,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use proctor_contract::{
-    CanonError, Digest, ErrorCode, PinnedReference, ProcessorRef, Progress, ProgressUnit,
+    CanonError, Digest, Envelope, ErrorBody, ErrorCode, Mode, PinnedReference, ProcessorRef,
+    ProgressUnit,
 };
 use proctor_deploy::{
     DriftRow, Endpoint, GeneratedApp, ModalCli, ModalTarget, ProxyAuth, SecretInventory,
@@ -25,6 +33,13 @@ use proctor_deploy::{
 use proctor_registry::{ProcessorSpec, Registry};
 use serde::ser::SerializeMap as _;
 use serde::{Serialize, Serializer};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::{AdapterKind, Engine, Inputs, Lane, RunRequest};
+
+/// The example whose inputs validate a new deployment.
+pub(crate) const SMOKE_EXAMPLE: &str = "smoke";
 
 /// Where processors are deployed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -105,6 +120,20 @@ pub struct DeployRequest {
     pub dry_run: bool,
     /// The directory generated apps are written below (`.proctor/deploy/…`).
     pub project_root: PathBuf,
+    /// How the validation runs of new deployments are recorded.
+    pub validation: ValidationRuns,
+}
+
+/// How the validation run of each new deployment is recorded in the ledger, as `proctor
+/// run`'s ledger flags record a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationRuns {
+    /// The ledger plan recording the runs.
+    pub plan: String,
+    /// The budget each run reserves, in micro-USD (mock runs spend nothing).
+    pub reserve_micro_usd: u64,
+    /// The lane whose rules the runs follow, when the deploy is a lane's step.
+    pub lane: Option<Lane>,
 }
 
 /// What [`deploy`] did.
@@ -145,8 +174,96 @@ pub struct AppOutcome {
     pub endpoint: Option<String>,
     /// Whether the target confirmed the deployment.
     pub deployed: bool,
+    /// The mock smoke run against the new deployment; `None` when it was not deployed.
+    pub validation: Option<Validation>,
     /// The app's Python source.
     pub source: String,
+}
+
+/// The mock smoke run that validated (or failed) one new deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Validation {
+    /// The execution, as the ledger records it.
+    pub execution_id: String,
+    /// `ok` or `failed`.
+    pub status: ValidationStatus,
+    /// The check that failed: `digest` (the deployment runs another image than the pin),
+    /// `evidence` (its evidence does not match the run), `envelope`, or `run` (the run
+    /// through the Modal adapter failed: unreachable, refused envelope, provider error).
+    pub check: Option<&'static str>,
+    /// Why it failed: the check's canonical error.
+    pub why: Option<String>,
+}
+
+/// Whether a deployment passed its validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationStatus {
+    /// The smoke run succeeded on the pinned digest.
+    Ok,
+    /// A check failed.
+    Failed,
+}
+
+impl Validation {
+    /// The validation of `processor_ref`'s deployment from the envelope of its smoke run:
+    /// a success must report `pinned`; an error names the check its code belongs to.
+    fn judge(processor_ref: &ProcessorRef, pinned: &Digest, envelope: &Envelope) -> Validation {
+        let (execution_id, failure) = match envelope {
+            Envelope::Success(success) => {
+                let reported = &success.meta.image_digest;
+                let failure = (*reported != pinned.to_string()).then(|| {
+                    let error = CanonError::new(
+                        ErrorCode::ImageDrift,
+                        format!("{processor_ref} answered from {reported}, the pin is {pinned}"),
+                    );
+                    ("digest", error.to_string())
+                });
+                (&success.execution_id, failure)
+            }
+            Envelope::Error(error) => (
+                &error.execution_id,
+                Some((failed_check(&error.error), error_line(&error.error))),
+            ),
+        };
+        Validation {
+            execution_id: execution_id.clone(),
+            status: match failure {
+                None => ValidationStatus::Ok,
+                Some(_) => ValidationStatus::Failed,
+            },
+            check: failure.as_ref().map(|(check, _)| *check),
+            why: failure.map(|(_, why)| why),
+        }
+    }
+
+    /// `ERR_DEPLOY_VALIDATION` for a failed validation of `processor_ref`'s deployment.
+    fn error(&self, processor_ref: &ProcessorRef) -> Option<CanonError> {
+        let why = self.why.as_deref()?;
+        Some(CanonError::new(
+            ErrorCode::DeployValidation,
+            format!(
+                "{processor_ref}, execution {}: the {} check failed: {why}",
+                self.execution_id,
+                self.check.unwrap_or("run")
+            ),
+        ))
+    }
+}
+
+/// The check of a deployment a failed smoke run's code belongs to.
+fn failed_check(error: &ErrorBody) -> &'static str {
+    match error.code {
+        ErrorCode::ImageDrift | ErrorCode::ImageUnpinned => "digest",
+        ErrorCode::Envelope | ErrorCode::OutputDuplicate => "envelope",
+        ErrorCode::Evidence => "evidence",
+        _ => "run",
+    }
+}
+
+/// `CODE: message` of an envelope's error.
+fn error_line(error: &ErrorBody) -> String {
+    format!("{}: {}", error.code, error.message)
 }
 
 impl AppOutcome {
@@ -162,23 +279,26 @@ impl AppOutcome {
             file,
             endpoint,
             deployed: false,
+            validation: None,
             source: app.source,
         }
     }
 }
 
 /// Generates and writes every selected app — all generated before any is written, so one
-/// unpinned entry writes nothing — then, unless a dry run, deploys each in turn; the first
-/// failure stops it. `env` is the host environment: the target, the `modal` client (which
-/// runs with exactly this environment) and the registry's pass-through `env` values.
-/// `progress` hears of each app deployed.
+/// unpinned entry writes nothing — then, unless a dry run, deploys each in turn and
+/// validates the new deployment with a mock run of its smoke example through `engine`
+/// (whose registry root is the request's); the first failure stops it. The target, the
+/// `modal` client (which runs with exactly this environment) and the registry's
+/// pass-through `env` values come from the engine's host environment; its progress hears
+/// of each app deployed and validated, and `cancel` stops the validation runs.
 pub async fn deploy(
+    engine: &Engine,
     request: &DeployRequest,
-    env: &BTreeMap<String, String>,
-    progress: &Progress,
+    cancel: &CancellationToken,
 ) -> DeployReport {
     let mut apps = Vec::new();
-    let error = deploy_apps(request, env, &mut apps, progress).await.err();
+    let error = deploy_apps(engine, request, &mut apps, cancel).await.err();
     DeployReport {
         target: request.processors.target,
         dry_run: request.dry_run,
@@ -190,11 +310,12 @@ pub async fn deploy(
 /// Generates, writes and (unless a dry run) deploys; `apps` keeps what was done even when a
 /// later step fails.
 async fn deploy_apps(
+    engine: &Engine,
     request: &DeployRequest,
-    env: &BTreeMap<String, String>,
     apps: &mut Vec<AppOutcome>,
-    progress: &Progress,
+    cancel: &CancellationToken,
 ) -> Result<(), CanonError> {
+    let env = &engine.config().env;
     let target = request.processors.target.modal(env)?;
     let generated = request
         .processors
@@ -221,7 +342,7 @@ async fn deploy_apps(
         return Ok(());
     }
     let cli = ModalCli::discover(env)?;
-    let task = progress.start(
+    let task = engine.progress().start(
         format!("deploying to {}", request.processors.target),
         ProgressUnit::Items,
         Some(written.len() as u64),
@@ -230,15 +351,65 @@ async fn deploy_apps(
         task.message(format!("modal deploy {}", app.names.app));
         cli.deploy(app, file, &target).await?;
         outcome.deployed = true;
+        task.message(format!("validating {}", app.names.app));
+        let validation = validate(engine, &request.validation, app, cancel).await;
+        tracing::info!(
+            event = "deploy.validate",
+            r#ref = %app.processor_ref,
+            execution_id = %validation.execution_id,
+            ok = validation.status == ValidationStatus::Ok,
+        );
+        let failed = validation.error(&app.processor_ref);
+        outcome.validation = Some(validation);
+        if let Some(error) = failed {
+            return Err(error);
+        }
         task.advance(1);
         task.note(format!(
-            "deployed {} as {} ({})",
+            "deployed {} as {} ({}), smoke run validated",
             app.processor_ref,
             app.names.app,
             app.deploy_tag()
         ));
     }
     Ok(())
+}
+
+/// Runs `app`'s processor on its smoke example in mock mode through the Modal adapter,
+/// writing under `/artifacts/deploy/<target>/<ns>-<name>-<version>/{execution_id}`, and
+/// judges the envelope.
+async fn validate(
+    engine: &Engine,
+    runs: &ValidationRuns,
+    app: &GeneratedApp,
+    cancel: &CancellationToken,
+) -> Validation {
+    let processor_ref = &app.processor_ref;
+    let request = RunRequest {
+        processor_ref: processor_ref.to_string(),
+        adapter: AdapterKind::Modal,
+        mode: Mode::Mock,
+        build: false,
+        write_prefix: Some(format!(
+            "/artifacts/deploy/{}/{}-{}/{{execution_id}}",
+            DeployTarget::Modal,
+            processor_ref.image_name(),
+            processor_ref.version()
+        )),
+        inputs: Inputs::Example(SMOKE_EXAMPLE.to_owned()),
+        params: BTreeMap::new(),
+        adapter_options: Value::Null,
+        timeout: None,
+        save_dir: None,
+        plan: runs.plan.clone(),
+        reserve_micro_usd: runs.reserve_micro_usd,
+        lane: runs.lane,
+        upstream: Vec::new(),
+        attachments: Vec::new(),
+        memo: false,
+    };
+    let outcome = engine.run(&request, cancel).await;
+    Validation::judge(processor_ref, &app.image_digest, &outcome.envelope)
 }
 
 /// What keeps `target` from taking deployments that can be checked afterwards: an endpoint

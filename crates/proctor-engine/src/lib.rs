@@ -44,7 +44,8 @@ mod verify;
 
 pub use deploy::{
     AppOutcome, DeployReport, DeployRequest, DeployTarget, DriftReport, DriftRequest,
-    SecretsPlanReport, TargetedProcessors, deploy, drift, secrets_plan,
+    SecretsPlanReport, TargetedProcessors, Validation, ValidationRuns, ValidationStatus, deploy,
+    drift, secrets_plan,
 };
 pub use doctor::{CheckStatus, DoctorCheck, DoctorReport, DoctorRequest, doctor};
 pub use images::build_layout;

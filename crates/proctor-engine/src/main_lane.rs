@@ -2,8 +2,9 @@
 //!
 //! - main: **Build & Pin** (both platforms → push → pin in `registry.yaml`) → **Acceptance**
 //!   (two mock runs of each processor's `examples.smoke` inputs against the pinned images)
-//!   → **Deploy** (the pins, to the deploy target) → **Drift** (what the target runs against
-//!   the pins).
+//!   → **Deploy** (the pins, to the deploy target, each new deployment validated by a mock
+//!   smoke run through the Modal adapter) → **Drift** (what the target runs against the
+//!   pins).
 //! - pr: **Smoke** — Acceptance's runs on images built from source.
 //!
 //! The main lane covers the processors Build & Pin can build, the Cargo ones
@@ -44,8 +45,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::acceptance::{CheckedRun, check_stable, checked_run, run_error};
 use crate::deploy::{
-    AppOutcome, DeployRequest, DeployTarget, DriftRequest, TargetedProcessors, deploy, drift,
-    unready_target,
+    AppOutcome, DeployRequest, DeployTarget, DriftRequest, SMOKE_EXAMPLE, TargetedProcessors,
+    ValidationRuns, deploy, drift, unready_target,
 };
 use crate::images::build_layout;
 use crate::verify::{EvidenceSources, verify_execution};
@@ -53,8 +54,6 @@ use crate::{AdapterKind, Engine, Inputs, Lane, RunRequest};
 
 /// How long Drift waits for each deployment's `/healthz`.
 const DRIFT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The example each processor's smoke runs use.
-const SMOKE_EXAMPLE: &str = "smoke";
 
 /// A step of a lane's chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -730,7 +729,9 @@ impl Steps<'_> {
 
     /// Deploy: every processor's pin to the deploy target, once the target can take
     /// deployments whose endpoints Drift can then ask; otherwise `ERR_DEPLOY_TARGET` before
-    /// anything is written.
+    /// anything is written. Each new deployment is validated by a mock run of its smoke
+    /// example through the Modal adapter, recorded on the lane's plan
+    /// (`ERR_DEPLOY_VALIDATION` when it fails).
     async fn deploy(&self, main: &MainLaneSettings) -> Result<StepReport, CanonError> {
         let targeted = self.targeted();
         let env = &self.engine.config().env;
@@ -748,13 +749,22 @@ impl Steps<'_> {
             processors: targeted,
             dry_run: false,
             project_root: main.project_root.clone(),
+            validation: ValidationRuns {
+                plan: self.request.plan.clone(),
+                reserve_micro_usd: self.request.reserve_micro_usd,
+                lane: Some(Lane::Main),
+            },
         };
-        let report = deploy(&request, env, self.engine.progress()).await;
+        let report = deploy(self.engine, &request, self.cancel).await;
         if let Some(error) = report.error {
             return Err(error);
         }
         Ok(StepReport {
-            summary: format!("{} deployed to {}", list(self.processors), report.target),
+            summary: format!(
+                "{} deployed to {}, each validated by a mock smoke run",
+                list(self.processors),
+                report.target
+            ),
             detail: StepDetail::Deploy(report.apps),
         })
     }

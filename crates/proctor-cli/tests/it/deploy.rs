@@ -7,20 +7,26 @@
 //!   test drops it;
 //! - where a test needs the `modal` client to answer, a stand-in script named `modal` is put
 //!   first on `PATH`: it records its arguments and answers like the client. Without it (and
-//!   without credentials) the real rule applies: no deploy, `ERR_DEPLOY_TARGET`.
+//!   without credentials) the real rule applies: no deploy, `ERR_DEPLOY_TARGET`;
+//! - a deploy's validation run meets a real `text/stats@1` container standing in for the new
+//!   deployment (the image `proctor run --build` loads, on a loopback port with host
+//!   networking; needs the Docker engine), or the axum endpoints answering a wrong envelope.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use proctor_contract::ErrorCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::util::{Proctor, Run, TestDir, workspace_registry};
 
@@ -306,16 +312,29 @@ fn deploy_hands_the_written_app_to_the_modal_client() {
         "text/stats@1",
         "--json",
     ];
+    // The endpoint is Modal's own; a proxy nobody listens on keeps the validation run on
+    // this host, where it fails.
     let run = with_stand_in(&dir, &bin, &args)
         .env("PROCTOR_MODAL_WORKSPACE", "acme")
         .env("PROCTOR_MODAL_ENVIRONMENT", "staging")
+        .env(
+            "HTTPS_PROXY",
+            &format!("http://127.0.0.1:{}", closed_port()),
+        )
         .run();
-    run.exits(0);
+    run.exits(ErrorCode::DeployValidation.exit_code());
     let report = run.json();
     let app = &report["apps"][0];
+    run.check(app["deployed"] == true, "deployed");
     run.check(
-        app["deployed"] == true && report["error"].is_null(),
-        "deployed",
+        app["validation"]["status"] == "failed"
+            && app["validation"]["check"] == "run"
+            && app["validation"]["execution_id"].is_string(),
+        "its validation run failed",
+    );
+    run.check(
+        report["error"]["code"] == "ERR_DEPLOY_VALIDATION",
+        "never reported deployed and working",
     );
     run.check(
         app["endpoint"] == "https://acme-staging--text-stats-v1.modal.run",
@@ -345,13 +364,289 @@ fn deploy_hands_the_written_app_to_the_modal_client() {
     run.check(report["apps"][0]["deployed"] == false, "not deployed");
 }
 
+/// A loopback port nobody listens on right now.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `text/stats@1` container standing in for its new Modal deployment: the image
+/// `proctor run --build` loads, serving on a loopback port with host networking as the
+/// deployment serves behind its endpoint, reporting `digest` as Modal's start would, and
+/// writing its evidence into `dir`'s World (`artifacts/`). Removed on drop.
+struct ProcessorStandIn {
+    container: String,
+    /// `PROCTOR_MODAL_BASE_URL` reaching it.
+    base_url: String,
+}
+
+impl ProcessorStandIn {
+    fn start(dir: &TestDir, digest: &str) -> ProcessorStandIn {
+        let registry = workspace_registry();
+        let built = dir
+            .proctor(&[
+                "run",
+                "--ref",
+                "text/stats@1",
+                "--adapter",
+                "local",
+                "--mode",
+                "mock",
+                "--build",
+                "--registry-root",
+                registry.to_str().unwrap(),
+                "--artifacts-root",
+                "built",
+                "--json",
+            ])
+            .run();
+        built.exits(0);
+        let artifacts = dir.path().join("artifacts");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        // Root in the test runs the processor as its image's non-root user, which owns the
+        // World's directory then; anyone else runs it as themselves.
+        let me = std::fs::metadata("/proc/self").unwrap();
+        let user = if me.uid() == 0 {
+            std::os::unix::fs::chown(&artifacts, Some(65532), Some(65532)).unwrap();
+            "65532:65532".to_owned()
+        } else {
+            format!("{}:{}", me.uid(), me.gid())
+        };
+        let port = closed_port();
+        let output = Command::new("docker")
+            .args([
+                "run",
+                "--detach",
+                "--rm",
+                "--network",
+                "host",
+                "--read-only",
+            ])
+            .args(["--cap-drop", "ALL", "--security-opt", "no-new-privileges"])
+            .args(["--user", &user, "--label", "proctor.test=deploy-validation"])
+            .arg("--volume")
+            .arg(format!("{}:/artifacts", artifacts.display()))
+            .args(["--env", "PROCTOR_BIND=127.0.0.1"])
+            .args(["--env", &format!("PROCTOR_PORT={port}")])
+            .args(["--env", &format!("PROCTOR_IMAGE_DIGEST=sha256:{digest}")])
+            .args(["--env", "PROCTOR_ARTIFACTS_ROOT=/artifacts"])
+            .arg("proctor/text-stats:1")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "docker run: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stand_in = ProcessorStandIn {
+            container: String::from_utf8(output.stdout).unwrap().trim().to_owned(),
+            base_url: format!("http://127.0.0.1:{port}"),
+        };
+        // Listening before the deploy, as a deployment is once `modal deploy` returns.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the stand-in never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stand_in
+    }
+}
+
+impl Drop for ProcessorStandIn {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "--force", &self.container])
+            .output();
+    }
+}
+
+#[test]
+fn deploy_validates_the_new_deployment_with_a_mock_smoke_run() {
+    let (dir, _, _) = pinned_registry();
+    let (bin, log) = stand_in_modal(&dir, "[]", 0);
+    let stand_in = ProcessorStandIn::start(&dir, DIGEST);
+    let deploy = |dir: &TestDir, extra: &[&str]| {
+        let mut args = vec!["deploy", "--target", "modal", "--ref", "text/stats@1"];
+        args.extend_from_slice(extra);
+        with_stand_in(dir, &bin, &args)
+            .env("PROCTOR_MODAL_BASE_URL", &stand_in.base_url)
+            .run()
+    };
+
+    // A healthy deployment of the pin: its smoke run succeeds and is recorded.
+    let run = deploy(&dir, &["--json"]);
+    run.exits(0);
+    let report = run.json();
+    let app = &report["apps"][0];
+    let validation = &app["validation"];
+    run.check(
+        app["deployed"] == true && report["error"].is_null(),
+        "deployed",
+    );
+    run.check(
+        validation["status"] == "ok"
+            && validation["check"].is_null()
+            && validation["why"].is_null(),
+        "validated",
+    );
+    let execution_id = validation["execution_id"].as_str().unwrap();
+    run.check(
+        std::fs::read_to_string(&log).unwrap().starts_with(
+            "deploy
+",
+        ),
+        "deployed before it was validated",
+    );
+    let settled = run.events("execution.settle");
+    run.check(
+        settled.len() == 1
+            && settled[0]["execution_id"] == execution_id
+            && settled[0]["adapter"] == "modal"
+            && settled[0]["mode"] == "mock",
+        "one mock run through the Modal adapter",
+    );
+    run.check(
+        settled[0]["index_path"]
+            == format!("/artifacts/deploy/modal/text-stats-1/{execution_id}/outputs.json"),
+        "under the deploy's write prefix",
+    );
+    run.check(
+        dir.path()
+            .join(format!(
+                "artifacts/deploy/modal/text-stats-1/{execution_id}/receipt.json"
+            ))
+            .is_file(),
+        "the stand-in wrote the run's evidence",
+    );
+    let validated = run.events("deploy.validate");
+    run.check(
+        validated.len() == 1 && validated[0]["ok"] == true,
+        "one deploy.validate log line",
+    );
+
+    // People see the validation in the table.
+    let run = deploy(&dir, &[]);
+    run.exits(0);
+    let row: Vec<&str> = run
+        .stdout
+        .lines()
+        .nth(2)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    run.check(
+        row.len() == 7 && row[3] == "deployed" && row[4] == "ok" && row[5].len() == 36,
+        "deployed, validation ok with its execution",
+    );
+
+    // A deployment that reports another digest than the pin fails the digest check.
+    let drifted = TestDir::new();
+    copy_shipped(
+        &drifted,
+        "text/stats/1",
+        Some(&pin("text-stats", OTHER_DIGEST)),
+    );
+    let run = deploy(&drifted, &[]);
+    run.exits(ErrorCode::DeployValidation.exit_code());
+    run.check(
+        run.stdout.contains(" (digest) "),
+        "the failed check in the table",
+    );
+    let error = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("error: "))
+        .unwrap_or_default();
+    run.check(
+        error.starts_with(
+            "error: ERR_DEPLOY_VALIDATION: deployment failed validation: text/stats@1, execution ",
+        ) && error.contains(": the digest check failed: ERR_IMAGE_DRIFT: image digest mismatch"),
+        "names the processor, the check and the canonical error",
+    );
+
+    // --dry-run validates nothing.
+    let run = deploy(&dir, &["--dry-run", "--json"]);
+    run.exits(0);
+    run.check(
+        run.json()["apps"][0]["validation"].is_null() && run.events("execution.start").is_empty(),
+        "no run",
+    );
+}
+
+/// A run endpoint answering every payload with a success envelope whose index is outside
+/// the run's write prefix.
+async fn misplaced_index(axum::Json(payload): axum::Json<Value>) -> Response {
+    axum::Json(json!({
+        "status": "success",
+        "execution_id": payload["execution_id"],
+        "outputs": [],
+        "index_path": "/artifacts/elsewhere/outputs.json",
+        "meta": {
+            "image_digest": format!("sha256:{DIGEST}"),
+            "env_fingerprint": "",
+            "duration_ms": 1,
+            "mode": "mock",
+        },
+    }))
+    .into_response()
+}
+
+#[test]
+fn deploy_fails_a_deployment_that_answers_a_wrong_envelope() {
+    let (dir, _, _) = pinned_registry();
+    let (bin, _) = stand_in_modal(&dir, "[]", 0);
+    let endpoints = Endpoints::serve(Answers::from([(STATS_LABEL, ("text/stats@1", DIGEST))]));
+    let run = with_stand_in(
+        &dir,
+        &bin,
+        &[
+            "deploy",
+            "--target",
+            "modal",
+            "--ref",
+            "text/stats@1",
+            "--json",
+        ],
+    )
+    .env("PROCTOR_MODAL_BASE_URL", &endpoints.base_url)
+    .run();
+    run.exits(ErrorCode::DeployValidation.exit_code());
+    let report = run.json();
+    let validation = &report["apps"][0]["validation"];
+    run.check(
+        report["apps"][0]["deployed"] == true
+            && validation["status"] == "failed"
+            && validation["check"] == "run",
+        "the run check failed",
+    );
+    // The adapter refuses the envelope with its own code, as for any run.
+    let why = validation["why"].as_str().unwrap();
+    run.check(
+        why.starts_with("ERR_MODAL_INVOCATION: modal invocation failed: POST ")
+            && why.contains("invalid index_path root: /artifacts/elsewhere/outputs.json"),
+        "says what was wrong",
+    );
+    run.check(
+        report["error"]["code"] == "ERR_DEPLOY_VALIDATION"
+            && report["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("the run check failed: ERR_MODAL_INVOCATION"),
+        "the named error",
+    );
+}
+
 /// How the endpoint server answers `/healthz` for one label: `(ref, digest hex)`.
 type Answers = BTreeMap<&'static str, (&'static str, &'static str)>;
 /// `(Modal-Key, Modal-Secret)` of each request.
 type Seen = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
 
 /// Deployed endpoints standing in on 127.0.0.1: `GET /{label}/healthz` answers like a
-/// processor started from the label's digest; unknown labels get 404. Stops on drop.
+/// processor started from the label's digest; unknown labels get 404; `POST /{label}/run`
+/// answers a wrong envelope ([`misplaced_index`]). Stops on drop.
 struct Endpoints {
     /// `PROCTOR_MODAL_BASE_URL` routing each processor to its label.
     base_url: String,
@@ -413,6 +708,7 @@ impl Endpoints {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let app = axum::Router::new()
                     .route("/{label}/healthz", get(healthz))
+                    .route("/{label}/run", post(misplaced_index))
                     .with_state(state);
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async {

@@ -113,7 +113,10 @@ fn lane_rules_hold_for_run_before_any_other_check() {
     // PROCTOR_LANE names a lane, never a mode.
     for value in ["real", "mock", "Main"] {
         let run = run_in_lane(&dir, &[], &[("PROCTOR_LANE", value)]);
-        run.exits(2).check(run.stdout.is_empty(), "a usage error");
+        run.exits(2).check(
+            run.json()["error"]["code"] == "ERR_USAGE",
+            "a usage error, in the one error shape under --json",
+        );
         run.check(run.stderr.contains("--lane"), "names the flag");
     }
 
@@ -420,7 +423,8 @@ fn deploy_needs_a_target_and_drift_compares_with_the_pin() {
         "no app written",
     );
 
-    // A target (stand-in client, endpoints on loopback) that runs the pin: both settle.
+    // A target (stand-in client, endpoints on loopback) whose deployment answers `/healthz`
+    // but takes no run: Deploy deploys, its validation run fails, Drift is not reached.
     let path = stand_in_modal(&dir);
     let pinned_digest = digest_of(PINNED);
     let endpoints = HealthEndpoints::serve(&pinned_digest);
@@ -433,23 +437,23 @@ fn deploy_needs_a_target_and_drift_compares_with_the_pin() {
     let mut json_args = from_deploy.to_vec();
     json_args.push("--json");
     let run = configured(lane(&dir, &json_args), &endpoints.base_url).run();
-    run.exits(0);
+    run.exits(ErrorCode::DeployValidation.exit_code());
     let report = run.json();
     run.check(
         statuses(&report)
             == pairs(&[
                 ("build-pin", "not run"),
                 ("acceptance", "not run"),
-                ("deploy", "settled"),
-                ("drift", "settled"),
+                ("deploy", "failed"),
+                ("drift", "skipped"),
             ]),
-        "deploy and drift settle",
+        "deploy fails its validation",
     );
-    run.check(report["error"].is_null(), "no error");
-    let drift = &report["steps"][3]["processors"][0];
+    let message = report["error"]["message"].as_str().unwrap();
     run.check(
-        drift["status"] == "ok" && drift["deployed"] == pinned_digest,
-        "the deployment runs the pin",
+        message.starts_with("deployment failed validation: text/stats@1, execution ")
+            && message.contains("the run check failed: ERR_MODAL_INVOCATION"),
+        "names the processor, the execution and the check",
     );
     run.check(
         dir.path()
@@ -457,13 +461,36 @@ fn deploy_needs_a_target_and_drift_compares_with_the_pin() {
             .is_file(),
         "the app is written",
     );
-    logged_steps(&run, &["deploy", "drift"], &[true, true]);
+    logged_steps(&run, &["deploy"], &[false]);
+
+    // Drift alone: the deployment runs the pin.
+    let from_drift = [
+        "main",
+        "--registry-root",
+        "processors",
+        "--from",
+        "drift",
+        "--json",
+    ];
+    let run = configured(lane(&dir, &from_drift), &endpoints.base_url).run();
+    run.exits(0);
+    let report = run.json();
+    run.check(
+        statuses(&report)[3] == ("drift".to_owned(), "settled".to_owned()),
+        "drift settles",
+    );
+    let drift = &report["steps"][3]["processors"][0];
+    run.check(
+        drift["status"] == "ok" && drift["deployed"] == pinned_digest,
+        "the deployment runs the pin",
+    );
+    logged_steps(&run, &["drift"], &[true]);
     drop(endpoints);
 
     // A deployment running another image: Drift fails with its code.
     let other = format!("sha256:{}", "9".repeat(64));
     let endpoints = HealthEndpoints::serve(&other);
-    let run = configured(lane(&dir, &json_args), &endpoints.base_url).run();
+    let run = configured(lane(&dir, &from_drift), &endpoints.base_url).run();
     run.exits(ErrorCode::ImageDrift.exit_code());
     let report = run.json();
     run.check(report["error"]["code"] == "ERR_IMAGE_DRIFT", "the code");
