@@ -106,8 +106,8 @@ pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> 
 
 /// A run for people: its status, execution and image; each output's world path, size and
 /// type with, below it, the file on this host (the artifacts root backs `/artifacts/`); the
-/// index; and the commands worth running next, with the flags that find this run's
-/// evidence.
+/// index; and the commands worth running next (`world cat` of a text output when there is
+/// one), with the flags that find this run's evidence.
 fn run_summary(outcome: &RunOutcome, config: &RunConfig) -> String {
     let store = FsStore::new(&config.artifacts_root);
     let mut text = String::new();
@@ -148,7 +148,9 @@ fn run_summary(outcome: &RunOutcome, config: &RunConfig) -> String {
             let verify = ["proctor", "verify", &success.execution_id];
             let verify = command_line(verify.into_iter().chain(flags(false)));
             let _ = writeln!(text, "next:         {verify}");
-            if let Some(output) = success.outputs.first() {
+            // A text output reads best on a terminal.
+            let readable = success.outputs.iter().find(|o| o.mime.starts_with("text/"));
+            if let Some(output) = readable.or(success.outputs.first()) {
                 let cat = ["proctor", "world", "cat", output.path.as_str()];
                 let cat = command_line(cat.into_iter().chain(flags(true)));
                 let _ = writeln!(text, "              {cat}");
