@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up the container engine, build proctor, build the
-# example processor's image from source, run it in mock mode in a real container, print the
-# envelope. Each long step shows its progress on a terminal; the end says what each took.
+# example processor's image from source, run it in mock mode in a real container, and say
+# where its outputs are. Each long step shows its progress on a terminal; the end says what
+# each took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,17 +27,15 @@ step() { # step NAME COMMAND...: runs the command and records how long it took
   timings+=("$(printf '  %-34s %4d s' "$name" $((SECONDS - started)))")
 }
 
-# stdout carries the run's envelope only.
+# stdout carries the run's summary only.
 build_image() { "$proctor" build --ref llm/litellm@1 --platform "$platform" >&2; }
 
 step "set-up (container engine)" bash scripts/setup.sh --engine
 step "build proctor" cargo build --release --locked --target "$host" -p proctor-cli
 step "build the llm/litellm@1 image" build_image
-step "run llm/litellm@1 (mock)" "$proctor" run \
-  --ref llm/litellm@1 --adapter local --mode mock --build \
-  --write-prefix '/artifacts/outputs/demo/{execution_id}' \
-  --inputs-json '{"schema":"v1","params":{}}' \
-  --json
+# The defaults: the local adapter, mock mode, the smoke example's inputs, outputs under
+# /artifacts/outputs/llm/litellm/1/{execution_id}/.
+step "run llm/litellm@1 (mock)" "$proctor" run llm/litellm@1 --build
 
 {
   printf '\nquick start: %d s in all\n' "$SECONDS"
