@@ -1258,7 +1258,6 @@ mod tests {
         );
         let run = short_run(&["a/b@1", "--workspace-root", "ws", "--build"]).unwrap();
         assert!(run.cargo_workspace.is_absolute() && run.cargo_workspace.ends_with("ws"));
-        assert!(run.registry_root.ends_with("ws/processors"));
         match parse(&[
             "plan",
             "apply",
