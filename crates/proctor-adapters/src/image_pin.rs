@@ -1,14 +1,19 @@
 //! Running a pinned image: `REGISTRY/REPO@sha256:…`, pulled by digest when absent locally,
 //! and verified to carry that digest before any container starts. A pull reports its bytes
-//! (each layer's download, as the engine tells them) to the caller's progress.
+//! (each layer's download, as the engine tells them) to the caller's progress, and hands
+//! the engine the registry's credentials as `proctor push` finds them
+//! ([`proctor_oci::registry_credential`]: the `PROCTOR_REGISTRY_*` variables, the docker
+//! config's `auths`, `credHelpers` and `credsStore`).
 
 use std::collections::BTreeMap;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::models::CreateImageInfo;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 use proctor_contract::{CanonError, ErrorCode, PinnedReference, Progress, ProgressUnit};
+use proctor_oci::{RegistryCredential, registry_credential};
 
 use crate::local::{engine_error, is_not_found};
 
@@ -75,10 +80,17 @@ async fn pull(
     progress: &Progress,
 ) -> Result<(), CanonError> {
     let reference = pinned.to_string();
-    tracing::info!(event = "image.pull", reference = %reference);
+    let host = pinned.host();
+    let (credential, source) = registry_credential(host, ErrorCode::AdapterInvocation)?;
+    tracing::info!(
+        event = "image.pull",
+        reference = %reference,
+        credentials = source.as_str(),
+    );
     let options = CreateImageOptionsBuilder::default()
         .from_image(&reference)
         .build();
+    let credentials = credential.map(|credential| engine_credentials(host, credential));
     // The repository's last segment and the digest's first 12 digits: short enough for a
     // terminal line.
     let name = pinned.repository().rsplit('/').next().unwrap_or_default();
@@ -89,7 +101,7 @@ async fn pull(
         None,
     );
     let mut tally = PullTally::default();
-    let mut stream = docker.create_image(Some(options), None, None);
+    let mut stream = docker.create_image(Some(options), None, credentials);
     while let Some(item) = stream.next().await {
         let info = item.map_err(|error| {
             CanonError::new(
@@ -109,6 +121,24 @@ async fn pull(
         }
     }
     Ok(())
+}
+
+/// `credential` as the engine takes it for a pull from `host` (`X-Registry-Auth`).
+fn engine_credentials(host: &str, credential: RegistryCredential) -> DockerCredentials {
+    let serveraddress = Some(host.to_owned());
+    match credential {
+        RegistryCredential::Basic { username, password } => DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            serveraddress,
+            ..DockerCredentials::default()
+        },
+        RegistryCredential::IdentityToken(token) => DockerCredentials {
+            identitytoken: Some(token),
+            serveraddress,
+            ..DockerCredentials::default()
+        },
+    }
 }
 
 /// The engine's status of a layer whose download is under way, with its bytes.

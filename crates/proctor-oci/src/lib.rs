@@ -39,7 +39,9 @@ pub use builder::{
     ArchiveRequest, BuildRequest, BuiltImage, BuiltPlatform, DockerArchive, build,
     build_docker_archive,
 };
-pub use credentials::{PASSWORD_ENV, USERNAME_ENV};
+pub use credentials::{
+    CredentialSource, PASSWORD_ENV, RegistryCredential, USERNAME_ENV, registry_credential,
+};
 pub use image::REF_LABEL;
 pub use layout::layout_dir;
 pub use pin::{IndexReference, IndexSource, Pins, pin, resolve_pins};

@@ -72,7 +72,7 @@ pub struct Pins {
 /// its config and its layers resolve in the registry.
 pub async fn resolve_pins(source: &IndexSource) -> Result<Pins, CanonError> {
     let refuse = |detail: String| CanonError::new(ErrorCode::Pin, format!("{source}: {detail}"));
-    let remote = Remote::new(&source.repository);
+    let remote = Remote::new(&source.repository, ErrorCode::Pin)?;
     let reference = source.reference();
     remote
         .check(&reference, RegistryOperation::Pull, ErrorCode::Pin)

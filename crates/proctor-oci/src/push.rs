@@ -103,7 +103,7 @@ pub async fn push(
             ),
         )
     })?;
-    let remote = Remote::new(&repository);
+    let remote = Remote::new(&repository, ErrorCode::Push)?;
     let tag_reference = repository.by_tag(&image.tag);
     remote
         .check(&tag_reference, RegistryOperation::Push, ErrorCode::Push)

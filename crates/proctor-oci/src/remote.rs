@@ -11,7 +11,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use proctor_contract::{CanonError, ErrorCode, ImageRepository};
 
-use crate::credentials::registry_auth;
+use crate::credentials::{PASSWORD_ENV, RegistryCredential, USERNAME_ENV, registry_credential};
 
 /// How long to wait for a TCP connection before calling the registry unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,8 +25,13 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    /// A client for `repository`'s host, with the credentials found for it.
-    pub(crate) fn new(repository: &ImageRepository) -> Remote {
+    /// A client for `repository`'s host, with the credentials found for it; a credential
+    /// helper that fails, or one that gives an identity token (which the distribution
+    /// client cannot exchange), is `context`.
+    pub(crate) fn new(
+        repository: &ImageRepository,
+        context: ErrorCode,
+    ) -> Result<Remote, CanonError> {
         let protocol = if repository.is_loopback() {
             ClientProtocol::Http
         } else {
@@ -42,16 +47,32 @@ impl Remote {
             platform_resolver: None,
             ..ClientConfig::default()
         };
-        let (auth, source) = registry_auth(repository.host());
+        let host = repository.host();
+        let (credential, source) = registry_credential(host, context)?;
+        let auth = match credential {
+            None => RegistryAuth::Anonymous,
+            Some(RegistryCredential::Basic { username, password }) => {
+                RegistryAuth::Basic(username, password)
+            }
+            Some(RegistryCredential::IdentityToken(_)) => {
+                return Err(CanonError::new(
+                    context,
+                    format!(
+                        "the docker config gives an identity token for {host}, which pushes and \
+                         pins cannot use; set {USERNAME_ENV} and {PASSWORD_ENV}"
+                    ),
+                ));
+            }
+        };
         tracing::debug!(
-            registry = repository.host(),
-            credentials = source,
+            registry = host,
+            credentials = source.as_str(),
             "oci.registry.client"
         );
-        Remote {
+        Ok(Remote {
             client: Client::new(config),
             auth,
-        }
+        })
     }
 
     /// Checks that the registry answers (and authenticates) before any other request.

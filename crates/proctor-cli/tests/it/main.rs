@@ -4,11 +4,13 @@
 //! also needs the Docker engine that `scripts/setup.sh` starts, and `world` its S3-compatible
 //! server on 127.0.0.1:9000; neither is skipped without them. `ledger` and `verify` also need
 //! the engine, and `ledger` the PostgreSQL server on 127.0.0.1:55432. `deploy` serves its own
-//! endpoints on 127.0.0.1. `image` and `lane` also need the OCI registry on 127.0.0.1:5000
-//! and the arm64 cross toolchain (see `oci`). `concurrent_plans` needs the engine and the
-//! PostgreSQL server. `python_processor` needs the engine with the local Python base image
-//! (`scripts/python-base.sh`), the OCI registry, and `python3 -m pip` with PyPI. `first_run`
-//! needs what `local_adapter` needs.
+//! endpoints on 127.0.0.1 and runs a processor container on the engine. `image` and `lane`
+//! also need the OCI registry on 127.0.0.1:5000 and the arm64 cross toolchain (see `oci`).
+//! `concurrent_plans` needs the engine and the PostgreSQL server. `python_processor` needs
+//! the engine with the local Python base image (`scripts/python-base.sh`), the OCI registry,
+//! and `python3 -m pip` with PyPI. `first_run` needs what `local_adapter` needs.
+//! `registry_auth` starts its own `docker-registry` with Basic auth, and needs the engine and
+//! the cross toolchain too.
 
 // Every test target of the package shares its dependencies; each uses some.
 #![allow(unused_crate_dependencies)]
@@ -38,6 +40,7 @@ mod progress;
 mod python_processor;
 mod recover;
 mod registry;
+mod registry_auth;
 mod run;
 mod secrets;
 mod signals;
