@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use proctor_contract::{CanonError, ErrorCode};
 use proctor_registry::ProcessorSpec;
+
+use crate::deploy::SMOKE_EXAMPLE;
 use serde_json::{Map, Value};
 
 /// Where a run's inputs come from.
@@ -24,12 +26,9 @@ pub enum Inputs {
     Value(Value),
     /// The inputs of the registry entry's example of this name, as `--example` names it.
     Example(String),
-    /// None given: the registry entry's [`DEFAULT_EXAMPLE`], when it has one.
+    /// None given: the registry entry's `smoke` example, when it has one.
     NotGiven,
 }
-
-/// The example whose inputs a run given none uses.
-pub const DEFAULT_EXAMPLE: &str = "smoke";
 
 /// The payload of a run of `spec`: a JSON object with no key twice at any depth, at most
 /// `max_bytes` whatever its source (a file or stdin is never read past it, whatever kind of
@@ -58,9 +57,9 @@ pub(crate) fn resolve_inputs(
             return with_params(object_within(inputs, max_bytes)?, params);
         }
         Inputs::NotGiven => {
-            let Some(inputs) = example(DEFAULT_EXAMPLE) else {
+            let Some(inputs) = example(SMOKE_EXAMPLE) else {
                 return Err(invalid(format!(
-                    "no inputs given and {} has no `{DEFAULT_EXAMPLE}` example; give them \
+                    "no inputs given and {} has no `{SMOKE_EXAMPLE}` example; give them \
                      with --inputs-json JSON, --inputs-file FILE (`-` for stdin) or \
                      --example NAME (its examples: {})",
                     spec.processor_ref,
@@ -201,7 +200,7 @@ mod tests {
         let top_three = resolve(&Inputs::Example("top_three".into())).unwrap();
         assert_eq!(top_three, spec.examples["top_three"].inputs);
         let smoke = resolve(&Inputs::NotGiven).unwrap();
-        assert_eq!(smoke, spec.examples[DEFAULT_EXAMPLE].inputs);
+        assert_eq!(smoke, spec.examples[SMOKE_EXAMPLE].inputs);
 
         let unknown = resolve(&Inputs::Example("nope".into())).unwrap_err();
         assert_eq!(unknown.code(), ErrorCode::Inputs);
@@ -213,7 +212,7 @@ mod tests {
         );
 
         let mut without_smoke = spec.clone();
-        without_smoke.examples.remove(DEFAULT_EXAMPLE);
+        without_smoke.examples.remove(SMOKE_EXAMPLE);
         let none = resolve_inputs(&Inputs::NotGiven, &BTreeMap::new(), &without_smoke, 1 << 20)
             .unwrap_err();
         assert_eq!(none.code(), ErrorCode::Inputs);

@@ -26,7 +26,7 @@ mod run;
 mod save;
 
 pub use attach::{Attachment, attachment_mime};
-pub use inputs::{DEFAULT_EXAMPLE, Inputs};
+pub use inputs::Inputs;
 pub use lane::{Lane, check_publish, check_run};
 pub use recover::{RecoverScope, RecoveredExecution, RecoveryReport, recover};
 pub use run::{
