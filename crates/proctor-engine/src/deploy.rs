@@ -677,6 +677,68 @@ mod tests {
         );
     }
 
+    fn success(image_digest: &str) -> Envelope {
+        let body = serde_json::json!({
+            "status": "success",
+            "execution_id": "e1",
+            "outputs": [],
+            "index_path": "/artifacts/deploy/modal/text-stats-1/e1/outputs.json",
+            "meta": {
+                "image_digest": image_digest,
+                "env_fingerprint": "",
+                "duration_ms": 1,
+                "mode": "mock",
+            },
+        });
+        Envelope::from_slice(body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_validation_needs_a_success_from_the_pinned_digest() {
+        let processor_ref: ProcessorRef = "text/stats@1".parse().unwrap();
+        let pinned: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+
+        let ok = Validation::judge(&processor_ref, &pinned, &success(&pinned.to_string()));
+        assert_eq!(
+            (ok.status, ok.check, ok.why.as_deref()),
+            (ValidationStatus::Ok, None, None)
+        );
+        assert_eq!(ok.execution_id, "e1");
+        assert_eq!(ok.error(&processor_ref), None);
+
+        let other = format!("sha256:{}", "cd".repeat(32));
+        let drifted = Validation::judge(&processor_ref, &pinned, &success(&other));
+        assert_eq!(drifted.status, ValidationStatus::Failed);
+        assert_eq!(drifted.check, Some("digest"));
+        let error = drifted.error(&processor_ref).unwrap();
+        assert_eq!(error.code(), ErrorCode::DeployValidation);
+        assert_eq!(
+            error.message(),
+            format!(
+                "deployment failed validation: text/stats@1, execution e1: the digest check \
+                 failed: ERR_IMAGE_DRIFT: image digest mismatch: text/stats@1 answered from \
+                 {other}, the pin is {pinned}"
+            )
+        );
+
+        for (code, check) in [
+            (ErrorCode::ImageDrift, "digest"),
+            (ErrorCode::Evidence, "evidence"),
+            (ErrorCode::Envelope, "envelope"),
+            (ErrorCode::ModalInvocation, "run"),
+            (ErrorCode::Inputs, "run"),
+        ] {
+            let failed = Envelope::error("e2", &CanonError::new(code, "x"), Mode::Mock, 1, None);
+            let validation = Validation::judge(&processor_ref, &pinned, &failed);
+            assert_eq!(validation.check, Some(check), "{code}");
+            assert_eq!(
+                validation.why.as_deref(),
+                Some(format!("{code}: {}: x", code.fragment()).as_str())
+            );
+            assert_eq!(validation.execution_id, "e2");
+        }
+    }
+
     #[test]
     fn deploy_targets_are_named() {
         assert_eq!("modal".parse(), Ok(DeployTarget::Modal));
