@@ -62,9 +62,10 @@ pub(crate) struct GlobalArgs {
     /// Errors only on stderr.
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// The project root, holding `processors/` and `.proctor/` (default: the nearest
-    /// directory upward from the working directory that holds either, else the working
-    /// directory).
+    /// The Cargo workspace that compiles processors, for every command that builds
+    /// (default: the nearest directory holding a `Cargo.lock` above the registry root). The
+    /// project root — where `processors/` and `.proctor/` are — is found upward from the
+    /// working directory, as cargo and git find theirs.
     #[arg(
         long,
         global = true,
@@ -603,7 +604,7 @@ impl OutputFormat {
 #[derive(Debug, Clone)]
 pub(crate) struct Globals {
     pub(crate) format: OutputFormat,
-    /// Absolute: `--workspace-root`, else [`find_project_root`] from the working directory.
+    /// Absolute: [`find_project_root`] from the working directory.
     pub(crate) project_root: PathBuf,
     /// `--workspace-root` / `PROCTOR_WORKSPACE_ROOT`, absolute, when given.
     workspace_root: Option<PathBuf>,
@@ -613,10 +614,7 @@ impl Globals {
     /// Resolves the global flags; finds the project root when none is given.
     fn new(global: &GlobalArgs) -> anyhow::Result<Globals> {
         let workspace_root = global.workspace_root.as_deref().map(absolute).transpose()?;
-        let project_root = match &workspace_root {
-            Some(root) => root.clone(),
-            None => find_project_root(&absolute(Path::new("."))?),
-        };
+        let project_root = find_project_root(&absolute(Path::new("."))?);
         Ok(Globals {
             format: global.output_format(),
             project_root,

@@ -199,8 +199,8 @@ fn mode_comes_from_the_flag_only_and_bad_values_are_usage_errors() {
     for mode in ["dry", "REAL", ""] {
         let run = proctor_run(&dir, &[("--mode", mode)], &[]);
         run.exits(2).check(
-            run.stdout.is_empty(),
-            "usage errors print nothing on stdout",
+            run.json()["error"]["code"] == "ERR_USAGE",
+            "under --json a usage error is the one error shape on stdout",
         );
         run.check(
             run.stderr.contains("--mode"),
