@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use proctor_contract::{CanonError, ErrorCode};
 use proctor_registry::ProcessorSpec;
+use serde_json::{Map, Value};
 
 use crate::deploy::SMOKE_EXAMPLE;
-use serde_json::{Map, Value};
 
 /// Where a run's inputs come from.
 #[derive(Debug, Clone, PartialEq)]
