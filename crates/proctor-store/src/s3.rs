@@ -16,7 +16,10 @@ use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
+use object_store::{
+    Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    WriteMultipart,
+};
 use proctor_contract::{SelectorKind, WorldPath};
 
 use crate::store::{canonical_from_relative, require};
@@ -100,9 +103,15 @@ impl S3Store {
                 "the key prefix must be plain segments joined by `/`".to_owned()
             ));
         }
-        // object_store's HTTPS client uses the process-wide provider.
+        // object_store's HTTPS client uses the process-wide provider, and trusts the bundled
+        // Mozilla roots on top of the system's: a processor's image has no certificate store.
         proctor_tls::install_crypto_provider();
+        let client_options = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter_map(|der| Certificate::from_der(der.as_ref()).ok())
+            .fold(ClientOptions::new(), ClientOptions::with_root_certificate);
         let mut builder = AmazonS3Builder::new()
+            .with_client_options(client_options)
             .with_bucket_name(&options.bucket)
             .with_region(&options.region)
             .with_access_key_id(&options.access_key_id)
