@@ -33,6 +33,7 @@ mod ledger;
 mod limits;
 mod local_adapter;
 mod memo;
+mod modal_store;
 mod oci;
 mod plan;
 mod planners;

@@ -23,8 +23,8 @@ use crate::util::{Run, TestDir};
 
 /// Credentials the test server accepts (it checks none); passed to `proctor` as the
 /// environment a user would set.
-const KEY_ID: &str = "proctor-cli-test";
-const SECRET: &str = "proctor-cli-test-secret";
+pub(crate) const KEY_ID: &str = "proctor-cli-test";
+pub(crate) const SECRET: &str = "proctor-cli-test-secret";
 const REGION: &str = "us-east-1";
 /// The key prefixes tests use inside a bucket; a dropped [`Bucket`] empties each.
 const KEY_PREFIXES: [&str; 2] = ["runs", "mirror"];
@@ -279,14 +279,14 @@ fn s3_addr() -> String {
 }
 
 /// A bucket created for one test, emptied and deleted on drop.
-struct Bucket {
+pub(crate) struct Bucket {
     name: String,
-    runtime: tokio::runtime::Runtime,
+    pub(crate) runtime: tokio::runtime::Runtime,
 }
 
 impl Bucket {
     /// Creates a uniquely named bucket; panics loudly when no server answers.
-    fn create() -> Bucket {
+    pub(crate) fn create() -> Bucket {
         let addr = s3_addr();
         let socket: SocketAddr = addr.parse().expect("PROCTOR_TEST_S3 is host:port");
         if let Err(error) = TcpStream::connect_timeout(&socket, Duration::from_secs(5)) {
@@ -312,7 +312,7 @@ impl Bucket {
     }
 
     /// The store location a user would give, with key prefix `runs`.
-    fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         self.location_below(KEY_PREFIXES[0])
     }
 
@@ -330,7 +330,7 @@ impl Bucket {
     }
 
     /// The bucket's store with key prefix `runs`, with the test credentials.
-    fn store(&self) -> std::sync::Arc<dyn ArtifactStore> {
+    pub(crate) fn store(&self) -> std::sync::Arc<dyn ArtifactStore> {
         self.store_below(KEY_PREFIXES[0])
     }
 
@@ -388,7 +388,7 @@ impl Drop for Bucket {
 }
 
 /// `proctor` with the S3 credentials set.
-fn with_credentials(command: crate::util::Proctor) -> crate::util::Proctor {
+pub(crate) fn with_credentials(command: crate::util::Proctor) -> crate::util::Proctor {
     command
         .env("AWS_ACCESS_KEY_ID", KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
