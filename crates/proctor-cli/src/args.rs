@@ -273,8 +273,8 @@ enum WorldCommand {
 struct StoreArgs {
     /// The store: `file:///abs/dir`, a directory, or `s3://bucket/prefix?endpoint=URL`
     /// (credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`). Default: the
-    /// artifacts root.
-    #[arg(long, value_name = "URL")]
+    /// World's store that runs use, `PROCTOR_STORE_URL`, else the artifacts root.
+    #[arg(long, value_name = "URL", env = "PROCTOR_STORE_URL")]
     store: Option<String>,
     #[command(flatten)]
     artifacts_root: ArtifactsRootArg,

@@ -181,8 +181,9 @@ pub(super) struct VerifyArgs {
     /// The execution to verify.
     execution_id: String,
     /// The store holding its artifacts: `file:///abs/dir`, a directory, or
-    /// `s3://bucket/prefix?endpoint=URL` (default: the artifacts root).
-    #[arg(long, value_name = "URL")]
+    /// `s3://bucket/prefix?endpoint=URL` (default: the World's store that runs use,
+    /// `PROCTOR_STORE_URL`, else the artifacts root).
+    #[arg(long, value_name = "URL", env = "PROCTOR_STORE_URL")]
     store: Option<String>,
     #[command(flatten)]
     ledger: LedgerUrlArg,
