@@ -15,11 +15,13 @@
 //!
 //! # Where the artifacts are
 //!
-//! The processor runs inside Modal and writes its outputs, outputs index and receipts there
-//! (on the deployment's artifacts volume, or in its container's own storage without one),
-//! never on this host: [`Invocation::staging`] is not used. The checked envelope
-//! that comes back is the run's evidence on this side. Input artifacts cannot reach a
-//! deployment yet (they are files of this host's World), so a run with any
+//! The processor runs inside Modal and writes its outputs, outputs index and receipts
+//! straight into the World's S3-compatible store (its deployment sets `PROCTOR_STORE_URL`
+//! and attaches the store's credentials secret, see `proctor_deploy::generate_app`), under
+//! the same world paths as a local run; never on this host: [`Invocation::staging`] is not
+//! used. The adapter brings back the checked envelope; the engine then checks the evidence
+//! in the store before it records a success. Input artifacts cannot reach a deployment yet
+//! (the processor reads them from files), so a run with any
 //! ([`Staging::input_files`](crate::Staging::input_files)) is refused with
 //! `ERR_MODAL_INVOCATION` before any request.
 //!
@@ -141,7 +143,8 @@ impl ModalAdapter {
             return Err(CanonError::new(
                 ErrorCode::ModalInvocation,
                 format!(
-                    "input artifact `{}` is a file of this host's World, which a Modal                      deployment cannot read yet; run with --adapter local",
+                    "input artifact `{}` is read from a file, which a Modal deployment cannot \
+                     read yet; run with --adapter local",
                     input.path
                 ),
             ));
