@@ -390,7 +390,9 @@ fn a_modal_run_writes_its_evidence_to_the_s3_store_where_it_verifies_until_tampe
         .exits(0);
 }
 
-/// A plan mixing local and Modal transitions, each reading the other's output.
+/// A plan mixing local and Modal transitions, each reading the other's output; `there` and
+/// `beside` run on Modal at once (the stand-in serves one run at a time: the other is told
+/// it is busy and posts again).
 const MIXED: &str = r#"
 plan: mixed
 mode: mock
@@ -404,6 +406,10 @@ transitions:
     ref: text/stats@1
     adapter: modal
     inputs: {schema: v1, text: {$from: "here:outputs/normalized.txt"}}
+  - id: beside
+    ref: text/stats@1
+    adapter: modal
+    inputs: {schema: v1, text: {$from: "here:outputs/words.csv"}}
   - id: back
     ref: text/stats@1
     adapter: local
@@ -443,7 +449,7 @@ fn a_plan_mixing_local_and_modal_transitions_references_across_them_and_verifies
     applied.exits(0);
     let report = applied.json();
     applied.check(report["ok"] == true, "the plan succeeded");
-    for id in ["here", "there", "back"] {
+    for id in ["here", "there", "beside", "back"] {
         let transition = crate::plan::transition(&report, id);
         applied.check(
             transition["state"] == "succeeded",
@@ -460,7 +466,7 @@ fn a_plan_mixing_local_and_modal_transitions_references_across_them_and_verifies
         .into_iter()
         .filter(|payload| payload["kind"] == "transition.run")
         .collect();
-    for (reader, source) in [("there", "here"), ("back", "there")] {
+    for (reader, source) in [("there", "here"), ("beside", "here"), ("back", "there")] {
         let read = resolved
             .iter()
             .find(|payload| payload["transition"] == reader)
