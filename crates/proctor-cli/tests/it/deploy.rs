@@ -470,6 +470,9 @@ fn deploy_validates_the_new_deployment_with_a_mock_smoke_run() {
     let stand_in = ProcessorStandIn::start(&dir, DIGEST);
     let deploy = |dir: &TestDir, extra: &[&str]| {
         let mut args = vec!["deploy", "--target", "modal", "--ref", "text/stats@1"];
+        if !extra.contains(&"--artifacts-root") {
+            args.extend(["--artifacts-root", "artifacts"]);
+        }
         args.extend_from_slice(extra);
         with_stand_in(dir, &bin, &args)
             .env("PROCTOR_MODAL_BASE_URL", &stand_in.base_url)
@@ -540,6 +543,19 @@ fn deploy_validates_the_new_deployment_with_a_mock_smoke_run() {
     run.check(
         row.len() == 7 && row[3] == "deployed" && row[4] == "ok" && row[5].len() == 36,
         "deployed, validation ok with its execution",
+    );
+
+    // Evidence the deployment wrote outside this World fails the evidence check.
+    let run = deploy(&dir, &["--artifacts-root", "elsewhere", "--json"]);
+    run.exits(ErrorCode::DeployValidation.exit_code());
+    let validation = &run.json()["apps"][0]["validation"];
+    run.check(
+        validation["check"] == "evidence"
+            && validation["why"]
+                .as_str()
+                .unwrap()
+                .starts_with("ERR_EVIDENCE: evidence does not match the run"),
+        "the evidence check failed",
     );
 
     // A deployment that reports another digest than the pin fails the digest check.
