@@ -40,7 +40,7 @@ use proctor_contract::{
 };
 use proctor_store::{ArtifactStore, ByteStream, FsStore, StoreError};
 use serde_json::Value;
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::Engine;
 
@@ -177,6 +177,66 @@ pub(crate) fn input_files(artifacts_root: &Path, artifacts: &[ArtifactRef]) -> V
             source: world.file_path(&artifact.path),
         })
         .collect()
+}
+
+/// Copies of `artifacts` fetched from the World's `store` into the directory `fetched`, for
+/// the local adapter to mount read-only when the World is not a directory of this host (an
+/// S3 store): each streamed to its own file and checked against its content id on the way
+/// (`ERR_ARTIFACT_MISMATCH` otherwise).
+pub(crate) async fn fetch_input_files(
+    store: &dyn ArtifactStore,
+    artifacts: &[ArtifactRef],
+    fetched: &Path,
+) -> Result<Vec<InputFile>, CanonError> {
+    let mut files = Vec::with_capacity(artifacts.len());
+    for (number, artifact) in artifacts.iter().enumerate() {
+        let source = fetched.join(number.to_string());
+        let unreadable = |why: String| {
+            invalid(format!(
+                "input artifact `{}` cannot be fetched from {}: {why}",
+                artifact.path,
+                store.location()
+            ))
+        };
+        let mut stream = store
+            .get_stream(&artifact.path)
+            .await
+            .map_err(|error| unreadable(error.to_string()))?;
+        let mut file = tokio::fs::File::create(&source)
+            .await
+            .map_err(|error| unreadable(error.to_string()))?;
+        let mut hasher = CidHasher::default();
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|error| unreadable(error.to_string()))?
+        {
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|error| unreadable(error.to_string()))?;
+        }
+        file.flush()
+            .await
+            .map_err(|error| unreadable(error.to_string()))?;
+        let found = hasher.finish();
+        if found != artifact.cid {
+            return Err(CanonError::new(
+                ErrorCode::ArtifactMismatch,
+                format!(
+                    "`{}` is {found} in {}; the inputs name {}",
+                    artifact.path,
+                    store.location(),
+                    artifact.cid
+                ),
+            ));
+        }
+        files.push(InputFile {
+            path: artifact.path.clone(),
+            source,
+        });
+    }
+    Ok(files)
 }
 
 /// Stores one attachment once; see the module documentation.
@@ -373,6 +433,38 @@ mod tests {
         let error = result.unwrap_err();
         assert_eq!(error.code(), ErrorCode::Inputs, "{error}");
         error.message()
+    }
+
+    #[tokio::test]
+    async fn input_artifacts_are_fetched_from_the_store_checked_against_their_cid() {
+        let world = tempfile::tempdir().unwrap();
+        let store = FsStore::new(world.path());
+        let path = WorldPath::parse("/artifacts/o/e1/outputs/a.txt").unwrap();
+        store
+            .put(&path, bytes::Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        let artifact = ArtifactRef {
+            path: path.clone(),
+            cid: cid(b"hello"),
+            mime: "text/plain".to_owned(),
+        };
+        let fetched = tempfile::tempdir().unwrap();
+        let files = fetch_input_files(&store, std::slice::from_ref(&artifact), fetched.path())
+            .await
+            .unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, path);
+        assert_eq!(std::fs::read(&files[0].source).unwrap(), b"hello");
+
+        let changed = ArtifactRef {
+            cid: cid(b"other"),
+            ..artifact
+        };
+        let error = fetch_input_files(&store, &[changed], fetched.path())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::ArtifactMismatch, "{error}");
     }
 
     #[test]

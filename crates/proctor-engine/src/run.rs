@@ -223,6 +223,8 @@ pub struct Engine {
     /// Why the World's store named by `PROCTOR_STORE_URL` could not be opened; every run
     /// is refused with it.
     store_error: Option<CanonError>,
+    /// `PROCTOR_STORE_URL`, when it names the World's store instead of the artifacts root.
+    world_store: Option<String>,
     ledger: OnceCell<Ledger>,
     local: std::sync::OnceLock<LocalAdapter>,
     warm_per_kind: Option<usize>,
@@ -244,15 +246,16 @@ impl Engine {
     /// and local runs commit theirs; without it, the filesystem at `artifacts_root`.
     pub fn new(config: EngineConfig) -> Engine {
         let local: Arc<dyn ArtifactStore> = Arc::new(FsStore::new(&config.artifacts_root));
-        let world = config
+        let world_store = config
             .env
             .get(ModalTarget::ENV_WORLD_STORE)
             .filter(|location| !location.is_empty())
-            .map(|location| {
-                proctor_store::open_with_env(location, |name| {
-                    config.env.get(name).filter(|v| !v.is_empty()).cloned()
-                })
-            });
+            .cloned();
+        let world = world_store.as_deref().map(|location| {
+            proctor_store::open_with_env(location, |name| {
+                config.env.get(name).filter(|v| !v.is_empty()).cloned()
+            })
+        });
         let (store, store_error) = match world {
             None => (local, None),
             Some(Ok(world)) => (world, None),
@@ -263,6 +266,7 @@ impl Engine {
             config,
             store,
             store_error,
+            world_store,
             ledger: OnceCell::new(),
             local: std::sync::OnceLock::new(),
             warm_per_kind: None,
@@ -474,9 +478,35 @@ impl Engine {
         {
             return Ok(answered);
         }
-        let staging = Arc::new(Staging::create(execution_id)?.with_input_files(
-            crate::attach::input_files(&self.config.artifacts_root, &resolved.artifacts),
-        ));
+        // A local container mounts its input artifacts from files of this host: the World's
+        // own when it is the artifacts root, else copies fetched from the World's store,
+        // removed once the run ends.
+        let fetched = match (&self.world_store, request.adapter) {
+            (Some(_), AdapterKind::Local) if !resolved.artifacts.is_empty() => Some(
+                tempfile::Builder::new()
+                    .prefix("proctor-inputs-")
+                    .tempdir()
+                    .map_err(|error| {
+                        CanonError::new(
+                            ErrorCode::Internal,
+                            format!("cannot make a directory for input artifacts: {error}"),
+                        )
+                    })?,
+            ),
+            _ => None,
+        };
+        let input_files = match &fetched {
+            Some(dir) => {
+                crate::attach::fetch_input_files(
+                    self.store.as_ref(),
+                    &resolved.artifacts,
+                    dir.path(),
+                )
+                .await?
+            }
+            None => crate::attach::input_files(&self.config.artifacts_root, &resolved.artifacts),
+        };
+        let staging = Arc::new(Staging::create(execution_id)?.with_input_files(input_files));
         let invocation = Invocation {
             payload: RunPayload {
                 schema: PAYLOAD_SCHEMA.to_owned(),

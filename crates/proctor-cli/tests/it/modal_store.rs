@@ -390,9 +390,10 @@ fn a_modal_run_writes_its_evidence_to_the_s3_store_where_it_verifies_until_tampe
         .exits(0);
 }
 
-/// A plan mixing local and Modal transitions, each reading the other's output; `there` and
-/// `beside` run on Modal at once (the stand-in serves one run at a time: the other is told
-/// it is busy and posts again).
+/// A plan mixing local and Modal transitions, each reading the other's output (`back` as an
+/// input artifact, fetched from the store for its container); `there` and `beside` run on
+/// Modal at once (the stand-in serves one run at a time: the other is told it is busy and
+/// posts again).
 const MIXED: &str = r#"
 plan: mixed
 mode: mock
@@ -413,7 +414,7 @@ transitions:
   - id: back
     ref: text/stats@1
     adapter: local
-    inputs: {schema: v1, text: {$from: "there:outputs/normalized.txt"}, top_n: 3}
+    inputs: {schema: v1, text: {$from: "there:outputs/normalized.txt", as: artifact}, top_n: 3}
 "#;
 
 #[test]
@@ -458,6 +459,24 @@ fn a_plan_mixing_local_and_modal_transitions_references_across_them_and_verifies
         let execution_id = transition["execution_id"].as_str().unwrap();
         verify(&dir, &bucket, execution_id).exits(0);
     }
+    // `back`'s container read the Modal output as a file, and its receipt says so.
+    let back = crate::plan::transition(&report, "back")["execution_id"].clone();
+    let receipt_path = WorldPath::execution_receipt(back.as_str().unwrap()).unwrap();
+    let receipt: Value = serde_json::from_slice(
+        &bucket
+            .runtime
+            .block_on(bucket.store().get(&receipt_path))
+            .unwrap(),
+    )
+    .unwrap();
+    let read = receipt["artifacts_read"][0]["path"]
+        .as_str()
+        .unwrap_or_default();
+    let there = crate::plan::transition(&report, "there")["execution_id"].clone();
+    applied.check(
+        read.contains(there.as_str().unwrap()) && read.ends_with("/outputs/normalized.txt"),
+        "back read there's output as an artifact",
+    );
     in_world(&dir, &bucket, &["ledger", "verify", "mixed"])
         .run()
         .exits(0);
