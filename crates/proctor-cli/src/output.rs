@@ -30,7 +30,13 @@ pub(crate) fn emit_bytes(bytes: &[u8]) -> io::Result<()> {
 pub(crate) fn print_run(outcome: &RunOutcome, config: &RunConfig) -> io::Result<()> {
     match config.format {
         OutputFormat::Json => emit(&format!("{}\n", outcome.envelope.to_json_line())),
-        OutputFormat::Human => emit(&run_summary(outcome, config)),
+        OutputFormat::Human => {
+            // The World's store the run committed to, read as the engine read it.
+            let world_store = crate::deploy_commands::host_env()
+                .remove(proctor_deploy::ModalTarget::ENV_WORLD_STORE)
+                .filter(|location| !location.is_empty());
+            emit(&run_summary(outcome, config, world_store.as_deref()))
+        }
     }
 }
 
@@ -105,10 +111,11 @@ pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> 
 }
 
 /// A run for people: its status, execution and image; each output's world path, size and
-/// type with, below it, the file on this host (the artifacts root backs `/artifacts/`); the
+/// type with, below it, the file on this host (the artifacts root backs `/artifacts/`), or,
+/// when the World is a store elsewhere (`world_store`), that store's URL once; the
 /// index; and the commands worth running next (`world cat` of a text output when there is
 /// one), with the flags that find this run's evidence.
-fn run_summary(outcome: &RunOutcome, config: &RunConfig) -> String {
+fn run_summary(outcome: &RunOutcome, config: &RunConfig, world_store: Option<&str>) -> String {
     let store = FsStore::new(&config.artifacts_root);
     let mut text = String::new();
     match &outcome.envelope {
@@ -131,8 +138,13 @@ fn run_summary(outcome: &RunOutcome, config: &RunConfig) -> String {
                     output.size_bytes,
                     output.mime
                 );
-                let host = store.file_path(&output.path);
-                let _ = writeln!(text, "    on this host: {}", host.display());
+                if world_store.is_none() {
+                    let host = store.file_path(&output.path);
+                    let _ = writeln!(text, "    on this host: {}", host.display());
+                }
+            }
+            if let Some(location) = world_store {
+                let _ = writeln!(text, "store:        {location}");
             }
             let _ = writeln!(text, "index:        {}", success.index_path);
             if let Some(saved_to) = &outcome.saved_to {
