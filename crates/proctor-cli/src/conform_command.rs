@@ -18,7 +18,7 @@ pub(crate) async fn execute(
 ) -> anyhow::Result<i32> {
     match conform(&config.request, cancel).await {
         Ok(report) => {
-            emit(&render(&report, config.format)?)?;
+            emit(&render(&report, config.format))?;
             Ok(report
                 .error
                 .as_ref()
@@ -31,8 +31,8 @@ pub(crate) async fn execute(
     }
 }
 
-fn render(report: &ConformReport, format: OutputFormat) -> serde_json::Result<String> {
-    Ok(match format {
+fn render(report: &ConformReport, format: OutputFormat) -> String {
+    match format {
         OutputFormat::Json => json_report(report),
         OutputFormat::Human => {
             let mut text = String::new();
@@ -66,5 +66,5 @@ fn render(report: &ConformReport, format: OutputFormat) -> serde_json::Result<St
             }
             text
         }
-    })
+    }
 }

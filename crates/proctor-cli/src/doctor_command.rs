@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::args::{DoctorConfig, OutputFormat};
 use crate::deploy_commands::host_env;
-use crate::output::{emit, error_json};
+use crate::output::{emit, error_json, json_report};
 
 /// Runs `proctor doctor` with the process environment; returns the exit code (0, or
 /// `ERR_DOCTOR`'s when a check failed).
@@ -30,14 +30,11 @@ pub(crate) async fn execute(config: &DoctorConfig) -> anyhow::Result<i32> {
 fn render(report: &DoctorReport, error: Option<&CanonError>, format: OutputFormat) -> String {
     match format {
         OutputFormat::Json => {
-            let mut body = json!({
-                "status": if error.is_some() { "error" } else { "ok" },
-                "checks": report.checks,
-            });
+            let mut body = json!({"checks": report.checks});
             if let Some(error) = error {
                 body["error"] = error_json(error);
             }
-            format!("{body}\n")
+            json_report(&body)
         }
         OutputFormat::Human => {
             let mut text = String::new();

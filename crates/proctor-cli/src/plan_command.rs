@@ -68,10 +68,9 @@ pub(crate) async fn execute(
                 let graph = status.render(*format);
                 emit(&match output {
                     OutputFormat::Human => graph,
-                    OutputFormat::Json => format!(
-                        "{}\n",
-                        serde_json::json!({"status": "ok", "plan": key, "graph": graph})
-                    ),
+                    OutputFormat::Json => {
+                        json_report(&serde_json::json!({"plan": key, "graph": graph}))
+                    }
                 })?;
                 Ok(0)
             }

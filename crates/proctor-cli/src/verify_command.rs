@@ -23,7 +23,7 @@ const NAME_COLUMN_MAX: usize = 24;
 pub(crate) async fn execute(config: &VerifyConfig) -> anyhow::Result<i32> {
     match verify(config).await {
         Ok(report) => {
-            emit(&render(&report, config.format)?)?;
+            emit(&render(&report, config.format))?;
             Ok(report
                 .error
                 .as_ref()
@@ -53,8 +53,8 @@ async fn verify(config: &VerifyConfig) -> Result<VerifyReport, CanonError> {
     report
 }
 
-fn render(report: &VerifyReport, format: OutputFormat) -> serde_json::Result<String> {
-    Ok(match format {
+fn render(report: &VerifyReport, format: OutputFormat) -> String {
+    match format {
         OutputFormat::Json => json_report(report),
         OutputFormat::Human => {
             let mut text = String::new();
@@ -92,7 +92,7 @@ fn render(report: &VerifyReport, format: OutputFormat) -> serde_json::Result<Str
             }
             text
         }
-    })
+    }
 }
 
 #[cfg(test)]
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn human_reports_mark_each_check() {
         let failing = report(&[("alpha", true), ("b", false)]);
-        let text = render(&failing, OutputFormat::Human).unwrap();
+        let text = render(&failing, OutputFormat::Human);
         assert!(text.contains("✓ alpha  d\n"), "{text}");
         assert!(text.contains("✗ b      d\n"), "{text}");
         assert!(
@@ -136,15 +136,14 @@ mod tests {
         );
         assert!(text.contains("ledger:    sqlite, plan `default`"), "{text}");
         let passing = report(&[("a", true)]);
-        let text = render(&passing, OutputFormat::Human).unwrap();
+        let text = render(&passing, OutputFormat::Human);
         assert!(text.ends_with("verified: all 1 checks passed\n"), "{text}");
     }
 
     #[test]
     fn json_reports_carry_the_error_only_when_a_check_failed() {
         let json: serde_json::Value =
-            serde_json::from_str(&render(&report(&[("a", true)]), OutputFormat::Json).unwrap())
-                .unwrap();
+            serde_json::from_str(&render(&report(&[("a", true)]), OutputFormat::Json)).unwrap();
         let keys: Vec<&str> = json
             .as_object()
             .unwrap()
@@ -165,8 +164,7 @@ mod tests {
         );
         assert_eq!(json["status"], "ok");
         let json: serde_json::Value =
-            serde_json::from_str(&render(&report(&[("b", false)]), OutputFormat::Json).unwrap())
-                .unwrap();
+            serde_json::from_str(&render(&report(&[("b", false)]), OutputFormat::Json)).unwrap();
         assert_eq!(json["ok"], false);
         assert_eq!(json["status"], "error");
         assert_eq!(json["error"]["code"], "ERR_VERIFY");

@@ -16,7 +16,7 @@ use proctor_store::{ArtifactStore, FsStore, ObjectInfo, SyncReport};
 use serde_json::json;
 
 use crate::args::{OutputFormat, StoreLocation, WorldConfig};
-use crate::output::{emit, emit_bytes, print_error, print_error_on_stderr, table};
+use crate::output::{emit, emit_bytes, json_report, print_error, print_error_on_stderr, table};
 
 /// Runs a `world` command; returns the exit code (a canonical error's, or 0).
 pub(crate) async fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
@@ -63,7 +63,7 @@ pub(crate) async fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
                     Ok(0)
                 }
                 (Ok(bytes), OutputFormat::Json) => {
-                    emit(&format!("{}\n", cat_json(path, &bytes)))?;
+                    emit(&json_report(&cat_json(path, &bytes)))?;
                     Ok(0)
                 }
                 // Stdout carries the artifact's bytes; the error goes beside them.
@@ -105,7 +105,7 @@ pub(crate) async fn execute(config: &WorldConfig) -> anyhow::Result<i32> {
 /// `world cat --json`: the artifact's path, size and bytes (as text when they are UTF-8,
 /// else base64) in one line.
 fn cat_json(path: &str, bytes: &[u8]) -> serde_json::Value {
-    let mut body = json!({"status": "ok", "path": path, "size_bytes": bytes.len()});
+    let mut body = json!({"path": path, "size_bytes": bytes.len()});
     match std::str::from_utf8(bytes) {
         Ok(text) => body["text"] = json!(text),
         Err(_) => body["base64"] = json!(BASE64_STANDARD.encode(bytes)),
