@@ -144,6 +144,10 @@ fn run_summary(outcome: &RunOutcome, config: &RunConfig, world_store: Option<&st
                 }
             }
             if let Some(location) = world_store {
+                // A URL may carry credentials (`https://user:password@…`): masked.
+                let location = proctor_telemetry::known_secrets()
+                    .redactor()
+                    .redact(location);
                 let _ = writeln!(text, "store:        {location}");
             }
             let _ = writeln!(text, "index:        {}", success.index_path);
