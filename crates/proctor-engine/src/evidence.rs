@@ -762,7 +762,11 @@ pub(crate) async fn commit(
     // the index follows them, and the receipts come last, so an interrupted commit never
     // leaves evidence that looks complete.
     let mut written: Vec<&WorldPath> = Vec::new();
-    let outputs = futures_util::stream::iter(&evidence.outputs)
+    // Collected first: a stream mapping through a closure would make the commit's future
+    // (and so `Engine::run`'s) not `Send`, a known limit of the compiler's lifetime checks.
+    let puts: Vec<_> = evidence
+        .outputs
+        .iter()
         .map(|output| async move {
             if cancel.is_cancelled() {
                 return (&output.path, Err(interrupted()));
@@ -776,6 +780,8 @@ pub(crate) async fn commit(
             };
             (&output.path, put)
         })
+        .collect();
+    let outputs = futures_util::stream::iter(puts)
         .buffer_unordered(COMMIT_CONCURRENCY)
         .collect()
         .await;

@@ -353,8 +353,27 @@ impl Engine {
     }
 
     /// Runs one execution; never fails outright: every failure becomes an error envelope.
+    /// The future is `Send`, so a server can spawn runs on a multi-threaded runtime.
     pub async fn run(&self, request: &RunRequest, cancel: &CancellationToken) -> RunOutcome {
-        let execution_id = uuid::Uuid::new_v4().to_string();
+        self.run_as(&Engine::new_execution_id(), request, cancel)
+            .await
+    }
+
+    /// A fresh execution id (a random UUID), for a caller that must name an execution
+    /// before it runs, as a server answering a submission does.
+    pub fn new_execution_id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// [`Engine::run`] under `execution_id`, which the caller made with
+    /// [`Engine::new_execution_id`] and uses for no other run.
+    pub async fn run_as(
+        &self,
+        execution_id: &str,
+        request: &RunRequest,
+        cancel: &CancellationToken,
+    ) -> RunOutcome {
+        let execution_id = execution_id.to_owned();
         let started = Instant::now();
         tracing::info!(
             event = "execution.start",
@@ -726,7 +745,13 @@ mod tests {
             attachments: Vec::new(),
             memo: false,
         };
-        let outcome = broken.run(&request, &CancellationToken::new()).await;
+        let cancel = CancellationToken::new();
+        let run = broken.run(&request, &cancel);
+        // A server spawns runs on a multi-threaded runtime: the future must be `Send`.
+        fn spawnable<F: Send>(future: F) -> F {
+            future
+        }
+        let outcome = spawnable(run).await;
         let Envelope::Error(error) = outcome.envelope else {
             panic!("expected a refusal")
         };
