@@ -96,6 +96,11 @@ error_codes! {
     Predicate => ("ERR_PREDICATE", "predicate not satisfied", 101),
     Proposal => ("ERR_PROPOSAL", "invalid plan proposal", 102),
     Doctor => ("ERR_DOCTOR", "doctor check failed", 110),
+    Unauthorized => ("ERR_UNAUTHORIZED", "missing or wrong token", 120),
+    Serve => ("ERR_SERVE", "server failed", 121),
+    UnknownExecution => ("ERR_UNKNOWN_EXECUTION", "execution not found", 122),
+    UnknownPlan => ("ERR_UNKNOWN_PLAN", "plan not found", 123),
+    Conflict => ("ERR_CONFLICT", "request conflicts with the resource's state", 124),
     Internal => ("ERR_INTERNAL", "internal error", 1),
     Usage => ("ERR_USAGE", "invalid command line", 2),
 }

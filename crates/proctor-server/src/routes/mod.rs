@@ -1,0 +1,44 @@
+//! The HTTP surface: which paths exist and which need the token. Each module owns its
+//! paths and hands back a [`Router`] of them.
+
+mod dashboard;
+mod events;
+mod executions;
+mod openapi;
+mod plans;
+mod processors;
+mod session;
+mod submit;
+mod world;
+
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+
+use crate::AppState;
+use crate::http::{require_token, security_headers};
+
+/// Every route: `/healthz` and the login page open, everything else behind the token, and
+/// the security headers on all of it.
+pub(crate) fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .merge(dashboard::router())
+        .merge(submit::router())
+        .merge(executions::router())
+        .merge(world::router())
+        .merge(plans::router())
+        .merge(processors::router())
+        .merge(events::router())
+        .merge(openapi::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(session::router())
+        .merge(protected)
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// `GET /healthz`: the server answers; no token needed.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
