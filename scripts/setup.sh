@@ -39,6 +39,9 @@ if ! $engine_only; then
   command -v docker-registry >/dev/null 2>&1 || need_packages+=(docker-registry)
   command -v jq >/dev/null 2>&1 || need_packages+=(jq)
   command -v curl >/dev/null 2>&1 || need_packages+=(curl)
+  # Headless Chromium and its WebDriver server: the dashboard's browser tests.
+  command -v chromium >/dev/null 2>&1 || need_packages+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need_packages+=(chromium-driver)
 fi
 if ((${#need_packages[@]})); then apt_install "${need_packages[@]}"; fi
 
