@@ -248,7 +248,7 @@ pub(crate) async fn settle_in(
 const SELECT_PLAN: &str = "SELECT key, budget_micro_usd, reserved_micro_usd, spent_micro_usd, \
      head_seq, head_hash, created_at FROM plans";
 
-fn plan_from_row(row: &sqlx::any::AnyRow) -> Result<Plan> {
+pub(crate) fn plan_from_row(row: &sqlx::any::AnyRow) -> Result<Plan> {
     use sqlx::Row;
     let budget: Option<i64> = row
         .try_get("budget_micro_usd")

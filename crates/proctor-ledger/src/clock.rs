@@ -39,6 +39,14 @@ impl Timestamp {
         )
     }
 
+    /// An RFC 3339 time from outside (any offset, any precision), in the stored form, so
+    /// that it compares with stored times as text; `None` when it is not RFC 3339.
+    pub(crate) fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(Timestamp::from_datetime)
+    }
+
     /// The stored text.
     pub(crate) fn as_str(&self) -> &str {
         &self.0
@@ -59,6 +67,21 @@ mod tests {
         let at = Timestamp::from_datetime(time::macros::datetime!(2026-01-02 03:04:05.6789 +02:00));
         assert_eq!(at.as_str(), "2026-01-02T01:04:05.678Z");
         assert_eq!(Timestamp::now().as_str().len(), 24);
+    }
+
+    #[test]
+    fn rfc3339_from_outside_takes_the_stored_form() {
+        let at = Timestamp::parse_rfc3339("2026-01-02T03:04:05+02:00").unwrap();
+        assert_eq!(at.as_str(), "2026-01-02T01:04:05.000Z");
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-01-02T03:04:05.123456Z")
+                .unwrap()
+                .as_str(),
+            "2026-01-02T03:04:05.123Z"
+        );
+        for bad in ["", "2026-01-02", "yesterday", "2026-01-02T03:04:05"] {
+            assert!(Timestamp::parse_rfc3339(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -494,11 +494,11 @@ pub(crate) async fn fetch_plan_executions(
     rows.iter().map(execution_from_row).collect()
 }
 
-const SELECT_EXECUTION: &str = "SELECT execution_id, plan, processor_ref, mode, write_prefix, \
+pub(crate) const SELECT_EXECUTION: &str = "SELECT execution_id, plan, processor_ref, mode, write_prefix, \
      status, image_digest, error_code, reserved_micro_usd, spent_micro_usd, started_at, \
      settled_at FROM executions";
 
-fn execution_from_row(row: &AnyRow) -> Result<Execution> {
+pub(crate) fn execution_from_row(row: &AnyRow) -> Result<Execution> {
     use sqlx::Row;
     let mode = text(row, "mode")?;
     let spent: Option<i64> = row

@@ -38,6 +38,7 @@ mod leases;
 mod ledger;
 mod memo;
 mod migrations;
+mod query;
 mod recover;
 mod verify;
 
@@ -56,6 +57,7 @@ pub use executions::{
 pub use leases::{Lease, LeaseGuard, selectors_overlap};
 pub use ledger::{Backend, DEFAULT_LEDGER_URL, Ledger};
 pub use memo::{MemoHit, MemoSource};
+pub use query::{ErrorCodeFilter, ExecutionPage, ExecutionQuery, PlanHead, PlanSummary};
 pub use recover::{
     OwnerLiveness, RunningExecution, SettledAbandoned, abandoned_error, owner_liveness,
     process_start_time, this_process,

@@ -9,6 +9,7 @@
 
 mod checkpoints;
 mod group_commit;
+mod queries;
 mod support;
 
 use std::collections::HashSet;
