@@ -1,9 +1,253 @@
-//! TODO(owner): see the module list in `routes/mod.rs`.
+//! The dashboard's login: `GET /login` (the form), `POST /login` (the token, form-encoded,
+//! traded for the session cookie), `POST /logout` (the cookie cleared) and `GET /login.css`.
+//! These paths are public; the cookie they set carries the token itself, so the token file
+//! stays the one secret and a rotation logs every browser out.
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use http::StatusCode;
+use http::header::{self, HeaderValue};
 
 use crate::AppState;
+use crate::http::SESSION_COOKIE;
 
+/// The login page; [`ERROR_MARKER`] is where a refusal's message goes.
+const LOGIN_HTML: &str = include_str!("../../assets/login.html");
+/// The login page's style sheet (the dashboard's own is behind the token).
+const LOGIN_CSS: &str = include_str!("../../assets/login.css");
+/// The placeholder in [`LOGIN_HTML`] replaced by [`LOGIN_ERROR`] after a wrong token.
+const ERROR_MARKER: &str = "<!-- login-error -->";
+/// What a wrong token is told: fixed text, nothing of the request echoed.
+const LOGIN_ERROR: &str = r#"<p class="error" role="alert" data-testid="login-error">That is not this server's token. Copy it again from <code>.proctor/serve-token</code>.</p>"#;
+
+/// The public routes of the login.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
+        .route("/login", get(login_page).post(log_in))
+        .route("/logout", post(log_out))
+        .route("/login.css", get(login_css))
+}
+
+/// `GET /login`: the form.
+async fn login_page() -> Html<&'static str> {
+    Html(LOGIN_HTML)
+}
+
+/// `GET /login.css`.
+async fn login_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        LOGIN_CSS,
+    )
+        .into_response()
+}
+
+/// `POST /login` with `token=...`: the right token is set as the session cookie and the
+/// browser sent to the dashboard; anything else gets the form again with an error, 401.
+async fn log_in(State(state): State<AppState>, body: Bytes) -> Response {
+    let presented = url::form_urlencoded::parse(&body)
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.trim().to_owned());
+    let cookie = presented
+        .filter(|token| state.token.accepts(token))
+        .and_then(|token| {
+            HeaderValue::from_str(&format!(
+                "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+            ))
+            .ok()
+        });
+    match cookie {
+        Some(cookie) => {
+            let mut response = Redirect::to("/").into_response();
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            response
+        }
+        None => {
+            tracing::info!(event = "serve.login_refused");
+            (
+                StatusCode::UNAUTHORIZED,
+                Html(LOGIN_HTML.replacen(ERROR_MARKER, LOGIN_ERROR, 1)),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `POST /logout`: the session cookie cleared, back to the form.
+async fn log_out() -> Response {
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+        ))
+        .expect("the cookie's name is ASCII"),
+    );
+    response
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use http::Request;
+    use http_body_util::BodyExt;
+    use proctor_engine::{Engine, EngineConfig, Limits};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{Shared, jobs, token};
+
+    /// A server's state over a ledger, a World and a token file in `dir`, and the token.
+    pub(crate) async fn state_in(dir: &std::path::Path) -> (AppState, String) {
+        let engine = Arc::new(Engine::new(EngineConfig {
+            registry_root: dir.join("processors"),
+            artifacts_root: dir.join("artifacts"),
+            ledger_url: format!("sqlite://{}", dir.join("ledger.db").display()),
+            env: Default::default(),
+            limits: Limits::default(),
+        }));
+        let ledger = engine.ledger().await.unwrap().clone();
+        let (token, shown) = token::TokenFile::load_or_create(&dir.join(".proctor")).unwrap();
+        let state = AppState(Arc::new(Shared {
+            engine: Arc::clone(&engine),
+            ledger,
+            token,
+            jobs: jobs::Jobs::new(engine, 1),
+        }));
+        (state, shown.unwrap())
+    }
+
+    /// The whole router's answer to `request`, with its body as text.
+    pub(crate) async fn send(state: &AppState, request: Request<Body>) -> (Response, String) {
+        let response = crate::routes::router(state.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (Response::from_parts(parts, Body::empty()), text)
+    }
+
+    fn header(response: &Response, name: header::HeaderName) -> &str {
+        response
+            .headers()
+            .get(&name)
+            .map_or("", |v| v.to_str().unwrap())
+    }
+
+    fn login_with(body: String) -> Request<Body> {
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_right_token_sets_the_session_cookie_and_opens_the_dashboard() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, token) = state_in(dir.path()).await;
+        let (response, _) = send(&state, login_with(format!("token={token}"))).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(header(&response, header::LOCATION), "/");
+        assert_eq!(
+            header(&response, header::SET_COOKIE),
+            format!("proctor_token={token}; HttpOnly; SameSite=Strict; Path=/")
+        );
+
+        let (page, html) = send(
+            &state,
+            Request::get("/")
+                .header(header::ACCEPT, "text/html")
+                .header(header::COOKIE, format!("proctor_token={token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(html.contains("/assets/app.js"), "{html}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_token_gets_the_form_again_with_an_error_and_no_cookie() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, token) = state_in(dir.path()).await;
+        let first = if token.starts_with('0') { '1' } else { '0' };
+        let wrong = format!("{first}{}", &token[1..]);
+        for body in [
+            format!("token={wrong}"),
+            "token=".to_owned(),
+            String::new(),
+            format!("other={token}"),
+            "token=%3Cscript%3E".to_owned(),
+        ] {
+            let (response, html) = send(&state, login_with(body.clone())).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{body}");
+            assert!(
+                response.headers().get(header::SET_COOKIE).is_none(),
+                "{body}"
+            );
+            assert!(html.contains(r#"data-testid="login-error""#), "{body}");
+            assert!(html.contains(r#"data-testid="token-input""#), "{body}");
+            assert!(
+                !html.contains("<script>"),
+                "nothing of the request is echoed"
+            );
+            assert!(!html.contains(&wrong), "nothing of the request is echoed");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_login_page_is_public_and_carries_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _) = state_in(dir.path()).await;
+        let (page, html) = send(&state, Request::get("/login").body(Body::empty()).unwrap()).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(
+            header(&page, header::CONTENT_TYPE),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(
+            header(&page, header::CONTENT_SECURITY_POLICY),
+            crate::http::CONTENT_SECURITY_POLICY
+        );
+        assert!(!html.contains(r#"data-testid="login-error""#));
+        assert!(html.contains(r#"href="/login.css""#));
+        let (css, text) = send(
+            &state,
+            Request::get("/login.css").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(css.status(), StatusCode::OK);
+        assert_eq!(
+            header(&css, header::CONTENT_TYPE),
+            "text/css; charset=utf-8"
+        );
+        assert_eq!(text, LOGIN_CSS);
+    }
+
+    #[tokio::test]
+    async fn logging_out_clears_the_cookie() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _) = state_in(dir.path()).await;
+        let (response, _) = send(
+            &state,
+            Request::post("/logout").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(header(&response, header::LOCATION), "/login");
+        let cookie = header(&response, header::SET_COOKIE);
+        assert!(cookie.starts_with("proctor_token=;"), "{cookie}");
+        assert!(cookie.contains("Max-Age=0"), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("Path=/"),
+            "{cookie}"
+        );
+    }
 }
