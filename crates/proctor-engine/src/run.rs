@@ -340,11 +340,17 @@ impl Engine {
 
     /// Removes the warm containers, then closes the ledger's connections.
     pub async fn close(self) {
-        if let Some(local) = self.local.get() {
-            local.close_warm().await;
-        }
+        self.close_warm().await;
         if let Some(ledger) = self.ledger.into_inner() {
             ledger.close().await;
+        }
+    }
+
+    /// Removes the warm containers, for an owner that shares the engine and so cannot
+    /// [`Engine::close`] it; the ledger's connections close when the last owner drops it.
+    pub async fn close_warm(&self) {
+        if let Some(local) = self.local.get() {
+            local.close_warm().await;
         }
     }
 
