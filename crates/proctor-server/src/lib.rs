@@ -26,9 +26,11 @@ mod routes;
 mod token;
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use proctor_contract::{CanonError, ErrorCode};
 use proctor_engine::{CancellationToken, Engine, EngineConfig};
@@ -70,10 +72,15 @@ pub struct Listening {
     pub new_token: Option<String>,
 }
 
-/// Serves until `shutdown` is cancelled, then shuts down gracefully: new submissions are
-/// refused, running executions and plans are cancelled (their containers removed, the
-/// ledger recording how each ended), and the engine is closed. `on_listening` is called
-/// once the socket is bound.
+/// How long in-flight requests may take to finish once the server shuts down; a client
+/// still holding a response after that (a stalled download) is cut off.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` is cancelled, then shuts down gracefully: new connections and
+/// submissions are refused, queued runs are dropped, running executions and plans are
+/// cancelled (their containers removed, the ledger recording how each ended) while
+/// in-flight requests finish and event streams end, and the engine is closed, its warm
+/// containers removed. `on_listening` is called once the socket is bound.
 pub async fn serve(
     config: ServeConfig,
     shutdown: CancellationToken,
@@ -89,26 +96,25 @@ pub async fn serve(
     };
     let engine = Arc::new(engine);
     let ledger = engine.ledger().await?.clone();
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .map_err(|e| {
-            CanonError::new(
-                ErrorCode::Serve,
-                format!("cannot bind {}: {e}", config.addr),
-            )
-        })?;
-    let addr = listener.local_addr().map_err(|e| {
+    let cannot_bind = |e: std::io::Error| {
         CanonError::new(
             ErrorCode::Serve,
             format!("cannot bind {}: {e}", config.addr),
         )
-    })?;
+    };
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(cannot_bind)?;
+    let addr = listener.local_addr().map_err(cannot_bind)?;
+    // Cancelled by the caller's token, or by the server itself should it stop on its own.
+    let stop = shutdown.child_token();
     let jobs = jobs::Jobs::new(Arc::clone(&engine), config.max_running);
     let state = AppState(Arc::new(Shared {
         engine: Arc::clone(&engine),
         ledger,
         token,
         jobs: jobs.clone(),
+        shutdown: stop.clone(),
     }));
     on_listening(&Listening {
         addr,
@@ -117,17 +123,44 @@ pub async fn serve(
     });
     tracing::info!(event = "serve.listening", addr = %addr);
     let app = routes::router(state);
-    let stopped = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopped.cancelled().await })
-        .await
-        .map_err(|e| CanonError::new(ErrorCode::Serve, format!("server failed: {e}")))?;
-    let report = jobs.shut_down().await;
+    let stopped = stop.clone();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(async move { stopped.cancelled().await });
+    let serving = async {
+        let drain_timeout = async {
+            stop.cancelled().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        };
+        let served = tokio::select! {
+            served = server.into_future() => served
+                .map_err(|e| CanonError::new(ErrorCode::Serve, format!("server failed: {e}"))),
+            () = drain_timeout => {
+                tracing::warn!(
+                    event = "serve.drain_timeout",
+                    seconds = DRAIN_TIMEOUT.as_secs(),
+                    "requests still in flight after the drain were cut off"
+                );
+                Ok(())
+            }
+        };
+        stop.cancel();
+        served
+    };
+    let stopping = async {
+        stop.cancelled().await;
+        tracing::info!(
+            event = "serve.shutdown",
+            "refusing submissions; cancelling jobs"
+        );
+        jobs.shut_down().await
+    };
+    let (served, report) = tokio::join!(serving, stopping);
     match Arc::try_unwrap(engine) {
         Ok(engine) => engine.close().await,
-        Err(_) => tracing::warn!(event = "serve.engine_still_shared"),
+        // Only a request cut off by the drain timeout still holds it.
+        Err(engine) => engine.close_warm().await,
     }
-    Ok(report)
+    served.map(|()| report)
 }
 
 /// What every handler reads.
@@ -144,6 +177,8 @@ pub(crate) struct Shared {
     pub(crate) token: token::TokenFile,
     /// Submitted runs and plans.
     pub(crate) jobs: jobs::Jobs,
+    /// Cancelled when the server shuts down: long responses (event streams) end on it.
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl std::ops::Deref for AppState {
