@@ -560,6 +560,7 @@ fn now() -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
     use proctor_engine::{AdapterKind, EngineConfig, Inputs};
@@ -568,6 +569,11 @@ pub(crate) mod tests {
 
     /// An engine over an empty World in `dir`, whose registry holds `text/stats@1` alone.
     pub(crate) fn engine(dir: &Path) -> Arc<Engine> {
+        engine_with_env(dir, Default::default())
+    }
+
+    /// [`engine`], seeing `env` as the host environment.
+    pub(crate) fn engine_with_env(dir: &Path, env: BTreeMap<String, String>) -> Arc<Engine> {
         let registry_root = dir.join("processors");
         let entry = registry_root.join("text/stats/1");
         std::fs::create_dir_all(&entry).unwrap();
@@ -578,7 +584,7 @@ pub(crate) mod tests {
             registry_root,
             artifacts_root: dir.join("artifacts"),
             ledger_url: format!("sqlite://{}", dir.join("ledger.db").display()),
-            env: Default::default(),
+            env,
             limits: Default::default(),
         }))
     }
@@ -779,8 +785,8 @@ pub(crate) mod tests {
         );
         release(fifo).await;
         let report = shutting_down.await.unwrap();
-        assert_eq!(report.dropped_queued, [queued.clone()]);
-        assert_eq!(report.cancelled_executions, [running.clone()]);
+        assert_eq!(report.dropped_queued, [queued.as_str()]);
+        assert_eq!(report.cancelled_executions, [running.as_str()]);
         assert!(report.cancelled_plans.is_empty());
         assert!(jobs.run(&running).unwrap().state.is_finished());
         assert_eq!(jobs.run(&queued).unwrap().state, JobState::Cancelled);
