@@ -18,6 +18,7 @@ mod lane_args;
 mod ledger_args;
 mod plan_args;
 mod processor_args;
+mod serve_args;
 
 use doctor_args::DoctorArgs;
 pub(crate) use doctor_args::DoctorConfig;
@@ -29,6 +30,8 @@ use plan_args::PlanCommand;
 pub(crate) use plan_args::{PlanApplyConfig, PlanConfig};
 use processor_args::{ConformArgs, NewArgs};
 pub(crate) use processor_args::{ConformConfig, NewConfig};
+pub(crate) use serve_args::ServeConfig;
+use serve_args::ServeArgs;
 
 /// Run containerized processors and keep checkable evidence of every run.
 ///
@@ -166,6 +169,10 @@ enum Command {
     /// Check this machine: container engine, OCI registry, ledger, artifacts root, each
     /// processor's pins and secrets (by name), Modal; with what to do about each failure.
     Doctor(DoctorArgs),
+    /// Serve the World over HTTP: a JSON API under /v1 (runs, plans, executions, outputs,
+    /// the ledger, drift, live events) and a dashboard, on loopback, behind the token in
+    /// `.proctor/serve-token`.
+    Serve(Box<ServeArgs>),
     /// Print the shell completion script: `proctor completions bash > …` (see the README).
     Completions {
         /// The shell.
@@ -793,6 +800,7 @@ pub(crate) enum Config {
     Conform(Box<ConformConfig>),
     New(NewConfig),
     Doctor(DoctorConfig),
+    Serve(Box<ServeConfig>),
     Completions {
         shell: clap_complete::Shell,
         format: OutputFormat,
@@ -931,6 +939,7 @@ impl Cli {
             Command::Conform(conform) => Config::Conform(Box::new(conform.into_config(&globals)?)),
             Command::New(new) => Config::New(new.into_config(&globals)?),
             Command::Doctor(doctor) => Config::Doctor(doctor.into_config(&globals)?),
+            Command::Serve(serve) => Config::Serve(Box::new(serve.into_config(&globals)?)),
             Command::Completions { shell } => Config::Completions { shell, format },
             Command::Man { page } => Config::Man { page, format },
         })

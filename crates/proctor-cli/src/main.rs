@@ -32,6 +32,7 @@ mod plan_command;
 mod progress;
 mod registry_commands;
 mod run;
+mod serve_command;
 mod verify_command;
 mod world_commands;
 
@@ -187,6 +188,11 @@ async fn act(config: Config) -> anyhow::Result<i32> {
         }
         Config::New(new) => new_command::execute(&new),
         Config::Doctor(doctor) => doctor_command::execute(&doctor).await,
+        Config::Serve(serve) => {
+            // A stop signal is the server's graceful shutdown: a clean one exits 0.
+            let stop = Stop::on_signals();
+            serve_command::execute(&serve, &stop.cancel).await
+        }
         Config::Completions { shell, format } => completions_command::completions(shell, format),
         Config::Man { page, format } => completions_command::man(&page, format),
     }

@@ -84,6 +84,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "proctor-server",
+        &[
+            "proctor-contract",
+            "proctor-fs",
+            "proctor-registry",
+            "proctor-store",
+            "proctor-ledger",
+            "proctor-engine",
+            "proctor-plan",
+        ],
+    ),
+    (
         "proctor-cli",
         &[
             "proctor-contract",
@@ -91,6 +103,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "proctor-telemetry",
             "proctor-engine",
             "proctor-plan",
+            "proctor-server",
             "proctor-registry",
             "proctor-store",
             "proctor-ledger",
