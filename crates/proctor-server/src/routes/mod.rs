@@ -9,6 +9,8 @@ mod plans;
 mod processors;
 mod session;
 mod submit;
+#[cfg(test)]
+mod test_support;
 mod world;
 
 use axum::routing::get;
@@ -16,6 +18,41 @@ use axum::{Json, Router, middleware};
 
 use crate::AppState;
 use crate::http::{require_token, security_headers};
+
+/// Every route the server answers, as (method, path in the router's syntax): the OpenAPI
+/// document (`/v1/openapi.json`) describes exactly these, and the router serves each (both
+/// checked by the tests in `openapi.rs`).
+#[cfg(test)]
+pub(crate) const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/login.css"),
+    ("GET", "/"),
+    ("GET", "/executions"),
+    ("GET", "/executions/{id}"),
+    ("GET", "/plans"),
+    ("GET", "/plans/{key}"),
+    ("GET", "/ledger"),
+    ("GET", "/ledger/{plan}"),
+    ("GET", "/processors"),
+    ("GET", "/assets/{file}"),
+    ("POST", "/v1/runs"),
+    ("GET", "/v1/executions"),
+    ("GET", "/v1/executions/{id}"),
+    ("POST", "/v1/executions/{id}/cancel"),
+    ("GET", "/v1/world/{*path}"),
+    ("POST", "/v1/plans"),
+    ("GET", "/v1/plans"),
+    ("GET", "/v1/plans/{key}"),
+    ("POST", "/v1/plans/{key}/cancel"),
+    ("GET", "/v1/plans/{key}/chain"),
+    ("GET", "/v1/processors"),
+    ("GET", "/v1/drift"),
+    ("GET", "/v1/events"),
+    ("GET", "/v1/openapi.json"),
+];
 
 /// Every route: `/healthz` and the login page open, everything else behind the token, and
 /// the security headers on all of it.
