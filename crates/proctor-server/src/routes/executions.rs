@@ -11,8 +11,8 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use proctor_contract::{
-    CanonError, Envelope, ErrorCode, LedgerEvent, Mode, OutputEntry, OutputsIndex, Receipt,
-    SuccessMeta, WorldPath,
+    CanonError, Envelope, ErrorCode, ExecutionMemoEvent, LedgerEvent, Mode, OutputEntry,
+    OutputsIndex, Receipt, SuccessMeta, WorldPath,
 };
 use proctor_engine::{EvidenceSources, verify_execution};
 use proctor_ledger::{ErrorCodeFilter, Event, Execution, ExecutionQuery, ExecutionStatus, Ledger};
@@ -86,6 +86,24 @@ impl ExecutionSummary {
             error_code: text_at("/error/code"),
             started_at: None,
             settled_at: None,
+            write_prefix: None,
+        }
+    }
+}
+
+impl ExecutionSummary {
+    /// A memo hit: succeeded when it was recorded, with the image its source ran.
+    fn of_memo_hit(event: &Event, hit: &ExecutionMemoEvent) -> ExecutionSummary {
+        ExecutionSummary {
+            execution_id: event.execution_id.clone().unwrap_or_default(),
+            processor_ref: hit.processor_ref.clone(),
+            plan: event.plan.clone(),
+            mode: hit.mode,
+            state: JobState::Succeeded,
+            image_digest: Some(hit.image_digest.clone()),
+            error_code: None,
+            started_at: Some(event.created_at.clone()),
+            settled_at: Some(event.created_at.clone()),
             write_prefix: None,
         }
     }
@@ -244,30 +262,35 @@ async fn detail(
         .await
         .map_err(CanonError::from)?;
     let job = state.jobs.run(&execution_id);
-    let summary = match (row, &job) {
-        (Some(row), _) => ExecutionSummary::of_row(row),
-        (None, Some(job)) => ExecutionSummary::of_job(job),
-        (None, None) => {
+    let events = ledger
+        .events_for_execution(&execution_id)
+        .await
+        .map_err(CanonError::from)?;
+    let memo = memo_event(&events);
+    let summary = match (row, &job, &memo) {
+        (Some(row), _, _) => ExecutionSummary::of_row(row),
+        (None, Some(job), _) => ExecutionSummary::of_job(job),
+        (None, None, Some((event, hit))) => ExecutionSummary::of_memo_hit(event, hit),
+        (None, None, None) => {
             return Err(ApiError(CanonError::new(
                 ErrorCode::UnknownExecution,
                 format!("`{execution_id}`"),
             )));
         }
     };
-    let events = ledger
-        .events_for_execution(&execution_id)
-        .await
-        .map_err(CanonError::from)?;
+    // Nothing was recorded of a run refused before its start: there is nothing to verify.
+    let recorded = !events.is_empty();
     let settled = settle_event(&events);
     let store = state.engine.store().as_ref();
     let receipt = read_json(store, WorldPath::execution_receipt(&execution_id).ok()).await;
-    let index_path = match (&settled, job.as_ref().and_then(|job| job.envelope.as_ref())) {
+    let job_envelope = job.as_ref().and_then(|job| job.envelope.as_ref());
+    let index_path = match (&settled, &memo) {
         (Some(LedgerEvent::ExecutionSettleSuccess(success)), _) => Some(success.index_path.clone()),
-        (_, Some(envelope)) => envelope
-            .get("index_path")
+        (_, Some((_, hit))) => Some(hit.index_path.clone()),
+        _ => job_envelope
+            .and_then(|envelope| envelope.get("index_path"))
             .and_then(Value::as_str)
             .map(str::to_owned),
-        _ => None,
     };
     let outputs = outputs_of(store, index_path.as_deref(), &events).await;
     let envelope = match job.and_then(|job| job.envelope) {
@@ -276,6 +299,7 @@ async fn detail(
     };
     let verification = match summary.state {
         JobState::Queued | JobState::Running => Value::Null,
+        _ if !recorded => Value::Null,
         _ => verification(&state, ledger, &execution_id).await,
     };
     Ok(Json(json!({
@@ -287,6 +311,15 @@ async fn detail(
         "verification": verification,
         "events": events.iter().map(ledger_event_json).collect::<Vec<_>>(),
     })))
+}
+
+/// The execution's `execution.memo` event and its payload, when it is a memo hit (answered
+/// by an earlier execution's outputs, with no execution row of its own).
+fn memo_event(events: &[Event]) -> Option<(&Event, ExecutionMemoEvent)> {
+    events.iter().find_map(|event| match event.ledger_event() {
+        Ok(LedgerEvent::ExecutionMemo(hit)) => Some((event, hit)),
+        _ => None,
+    })
 }
 
 /// The typed payload of the execution's settle event, if it is settled.
@@ -419,8 +452,9 @@ mod tests {
         }
     }
 
-    /// `e1`: a success with its output, index and both receipts in the store.
-    async fn record_success(server: &TestServer) -> OutputEntry {
+    /// `e1`: a success with its output, index and both receipts in the store; its output
+    /// and the content ids of its index and receipt.
+    async fn record_success(server: &TestServer) -> (OutputEntry, String, String) {
         let ledger = server.ledger();
         ledger.record_start(&start("e1", "default")).await.unwrap();
         let bytes = br#"{"words":2}"#;
@@ -474,13 +508,13 @@ mod tests {
             })
             .await
             .unwrap();
-        output
+        (output, cid(&index), cid(&receipt))
     }
 
     #[tokio::test]
     async fn a_recorded_success_is_shown_with_its_evidence_and_verification() {
         let server = TestServer::new().await;
-        let output = record_success(&server).await;
+        let (output, _, _) = record_success(&server).await;
         let (status, body) = server.get_json("/v1/executions/e1").await;
         assert_eq!(status, http::StatusCode::OK, "{body}");
         let execution = &body["execution"];
@@ -604,6 +638,60 @@ mod tests {
         assert_eq!(running["verification"], Value::Null);
         assert_eq!(running["envelope"], Value::Null);
         assert_eq!(running["execution"]["settled_at"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn a_memo_hit_is_shown_with_its_sources_outputs_and_verification() {
+        let server = TestServer::new().await;
+        let (output, index_cid, receipt_cid) = record_success(&server).await;
+        let hit = ExecutionMemoEvent {
+            processor_ref: "text/stats@1".to_owned(),
+            mode: Mode::Mock,
+            image_digest: format!("sha256:{}", "a".repeat(64)),
+            inputs_hash: cid(b"{}"),
+            memo_key: "key".to_owned(),
+            source_execution_id: "e1".to_owned(),
+            source_plan: "default".to_owned(),
+            index_path: format!("{PREFIX}outputs.json"),
+            outputs_index_cid: index_cid,
+            receipt_cid,
+        };
+        server
+            .ledger()
+            .record_memo_hit("default", "h1", &hit)
+            .await
+            .unwrap();
+        let (status, body) = server.get_json("/v1/executions/h1").await;
+        assert_eq!(status, http::StatusCode::OK, "{body}");
+        assert_eq!(body["execution"]["state"], "succeeded");
+        assert_eq!(body["execution"]["ref"], "text/stats@1");
+        assert_eq!(body["outputs"], json!([output]));
+        assert_eq!(body["events"][0]["kind"], "execution.memo");
+        let checks = body["verification"]["checks"].as_array().unwrap();
+        assert!(
+            checks.iter().any(|check| check["name"] == "memo.hit"),
+            "{checks:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_refused_before_its_start_has_its_envelope_and_nothing_to_verify() {
+        let server = TestServer::new().await;
+        let mut changes = server.state.jobs.subscribe();
+        let mut submit = server.authorized(http::Method::POST, "/v1/runs");
+        *submit.body_mut() = axum::body::Body::from(r#"{"ref":"no/such@1","mode":"mock"}"#);
+        let answer = server.send(submit).await;
+        assert_eq!(answer.status(), http::StatusCode::ACCEPTED);
+        let answer: Value = serde_json::from_slice(&TestServer::body(answer).await).unwrap();
+        let id = answer["execution_id"].as_str().unwrap();
+        while changes.recv().await.unwrap().state != JobState::Failed {}
+        let (status, body) = server.get_json(&format!("/v1/executions/{id}")).await;
+        assert_eq!(status, http::StatusCode::OK, "{body}");
+        assert_eq!(body["execution"]["state"], "failed");
+        assert_eq!(body["execution"]["error_code"], "ERR_UNKNOWN_PROCESSOR");
+        assert_eq!(body["envelope"]["error"]["code"], "ERR_UNKNOWN_PROCESSOR");
+        assert_eq!(body["verification"], Value::Null);
+        assert_eq!(body["events"], json!([]));
     }
 
     #[tokio::test]
