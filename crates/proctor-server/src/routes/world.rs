@@ -57,7 +57,12 @@ async fn world_file(
         }
     }
     let mime = mime_guess::from_path(path.as_str()).first_or_octet_stream();
-    if let Ok(value) = HeaderValue::from_str(mime.essence_str()) {
+    // Text is UTF-8, as processors write it; a browser would otherwise guess.
+    let content_type = match mime.type_() {
+        mime_guess::mime::TEXT => format!("{}; charset=utf-8", mime.essence_str()),
+        _ => mime.essence_str().to_owned(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&content_type) {
         headers.insert(header::CONTENT_TYPE, value);
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size_bytes));
@@ -240,7 +245,10 @@ mod tests {
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().get(header::ETAG).is_none());
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "text/plain");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
         assert!(
             response
                 .headers()
