@@ -304,6 +304,17 @@ mod tests {
         assert!(!text.contains("demo:1"), "{text}");
         assert!(text.find("demo:2") < text.find("demo:3"), "{text}");
 
+        // A reconnecting client resumes after the last id it saw.
+        let mut resumed = server.authorized(Method::GET, "/v1/events?plan=demo");
+        resumed
+            .headers_mut()
+            .insert("last-event-id", "demo:2".parse().unwrap());
+        let response = server.send(resumed).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let text = read_until(&mut body, &["id: demo:3"]).await;
+        assert!(!text.contains("demo:2"), "{text}");
+
         let (status, refused) = server.get_json("/v1/events?after=3").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(refused["error"]["code"], "ERR_INPUTS");
