@@ -654,6 +654,35 @@ pub(crate) mod tests {
         seen
     }
 
+    #[test]
+    fn only_the_latest_ended_runs_are_kept() {
+        let mut book = Book::default();
+        let ids: Vec<String> = (0..=KEPT_FINISHED_RUNS).map(|n| n.to_string()).collect();
+        for id in &ids {
+            book.runs.insert(
+                id.clone(),
+                RunEntry {
+                    job: RunJob {
+                        execution_id: id.clone(),
+                        processor_ref: "a/b@1".to_owned(),
+                        plan: "default".to_owned(),
+                        mode: Mode::Mock,
+                        state: JobState::Failed,
+                        submitted_at: now(),
+                        envelope: None,
+                    },
+                    request: None,
+                    cancel: CancellationToken::new(),
+                },
+            );
+            retire(&mut book, id);
+        }
+        assert_eq!(book.runs.len(), KEPT_FINISHED_RUNS);
+        assert_eq!(book.finished.len(), KEPT_FINISHED_RUNS);
+        assert!(!book.runs.contains_key("0"), "the oldest is forgotten");
+        assert!(book.runs.contains_key("1") && book.runs.contains_key(&ids[KEPT_FINISHED_RUNS]));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_start_in_submission_order_within_the_slots() {
         let dir = tempfile::tempdir().unwrap();
