@@ -6,6 +6,8 @@
 //! this server, not started), `running`, `succeeded`, `failed`, or `cancelled` (a failure
 //! settled as `ERR_INTERRUPTED`, or a submission cancelled before it started).
 
+use std::collections::HashSet;
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
@@ -208,6 +210,8 @@ async fn list(
         Vec::new()
     };
     let queued_count = queued.len() as u64;
+    // A run that starts while this answer is made is listed once, as queued.
+    let queued_ids: HashSet<String> = queued.iter().map(|q| q.execution_id.clone()).collect();
     let mut executions: Vec<ExecutionSummary> = queued
         .into_iter()
         .skip(usize::try_from(offset).unwrap_or(usize::MAX))
@@ -224,7 +228,12 @@ async fn list(
             .await
             .map_err(CanonError::from)?;
         if query.limit > 0 {
-            executions.extend(page.executions.into_iter().map(ExecutionSummary::of_row));
+            executions.extend(
+                page.executions
+                    .into_iter()
+                    .filter(|row| !queued_ids.contains(&row.execution_id))
+                    .map(ExecutionSummary::of_row),
+            );
         }
         queued_count + page.total
     };
