@@ -188,3 +188,69 @@ impl std::ops::Deref for AppState {
         &self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// One HTTP/1.1 request over a fresh connection; the whole answer as text.
+    async fn request(addr: SocketAddr, head: &str, body: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_serves_until_its_token_is_cancelled_then_stops_listening() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = jobs::tests::engine(dir.path());
+        let config = ServeConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            engine: engine.config().clone(),
+            cargo_workspace: dir.path().to_path_buf(),
+            build_args: BTreeMap::new(),
+            state_dir: dir.path().join(".proctor"),
+            max_running: 2,
+            warm_per_kind: 1,
+        };
+        let shutdown = CancellationToken::new();
+        let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(serve(config, shutdown.clone(), move |listening| {
+            let _ = listening_tx.send(listening.clone());
+        }));
+        let listening = listening_rx.await.unwrap();
+        let token = listening
+            .new_token
+            .clone()
+            .expect("a first start shows its token");
+        assert!(listening.token_file.ends_with(".proctor/serve-token"));
+
+        let health = request(listening.addr, "GET /healthz HTTP/1.1", "").await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let submitted = request(
+            listening.addr,
+            &format!("POST /v1/runs HTTP/1.1\r\nAuthorization: Bearer {token}"),
+            r#"{"ref":"nope/missing@1","mode":"mock"}"#,
+        )
+        .await;
+        assert!(submitted.starts_with("HTTP/1.1 202"), "{submitted}");
+
+        shutdown.cancel();
+        let report = server.await.unwrap().unwrap();
+        assert!(report.dropped_queued.is_empty() && report.cancelled_plans.is_empty());
+        assert!(
+            tokio::net::TcpStream::connect(listening.addr)
+                .await
+                .is_err(),
+            "nothing listens after the shutdown"
+        );
+    }
+}
