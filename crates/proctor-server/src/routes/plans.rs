@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use proctor_contract::{CanonError, ErrorCode};
 use proctor_ledger::ChainReport;
-use proctor_plan::{PlanStatus, TransitionState};
+use proctor_plan::{PlanReport, PlanStatus, TransitionState};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -84,8 +84,15 @@ async fn detail(
         },
         None => None,
     };
+    let report = job
+        .as_ref()
+        .filter(|job| !is_applying(Some(job)))
+        .and_then(|job| job.report.as_ref());
+    let mut status = status;
+    if let (Some(status), Some(report)) = (status.as_mut(), report) {
+        settle_pending(status, report);
+    }
     let plan_state = plan_state(job.as_ref(), status.as_ref());
-    let report = job.as_ref().and_then(|job| job.report.as_ref());
     let error = job
         .as_ref()
         .and_then(|job| job.error.as_ref())
@@ -101,6 +108,25 @@ async fn detail(
         "report": report,
         "error": error,
     })))
+}
+
+/// A transition the chain shows `pending` (no run recorded) after this server's apply of
+/// the same file ended was never admitted: it takes the state the apply's report gives it
+/// (`not_started`, or `failed` when refused at admission).
+fn settle_pending(status: &mut PlanStatus, report: &PlanReport) {
+    if report.plan_cid != status.plan_cid {
+        return;
+    }
+    for transition in &mut status.transitions {
+        if transition.state != TransitionState::Pending {
+            continue;
+        }
+        if let Some(ended) = report.transitions.iter().find(|t| t.id == transition.id) {
+            transition.state = ended.state;
+            transition.execution_id.clone_from(&ended.execution_id);
+            transition.error.clone_from(&ended.error);
+        }
+    }
 }
 
 /// `applying` while this server applies it; else how this server's last apply ended; else
@@ -201,7 +227,9 @@ mod tests {
     use http::StatusCode;
     use proctor_contract::{AppliedTransition, LedgerEvent, PlanAppliedEvent, TransitionRunEvent};
     use proctor_ledger::NewEvent;
+    use proctor_plan::{TransitionReport, TransitionStatus};
 
+    use super::*;
     use crate::routes::test_support::TestServer;
 
     /// `demo`: a plan applied with `a` and `b` after it, and `a` recorded as run by `e1`.
@@ -274,6 +302,55 @@ mod tests {
         assert_eq!(budgeted["transitions"], serde_json::json!([]));
         assert_eq!(budgeted["plan_cid"], serde_json::Value::Null);
         assert_eq!(budgeted["state"], "idle");
+    }
+
+    #[test]
+    fn transitions_never_admitted_take_the_ended_applys_states() {
+        let pending = |id: &str| TransitionStatus {
+            id: id.to_owned(),
+            processor_ref: "text/stats@1".to_owned(),
+            after: Vec::new(),
+            state: TransitionState::Pending,
+            execution_id: None,
+            error: None,
+        };
+        let mut status = PlanStatus {
+            plan: "demo".to_owned(),
+            plan_cid: "b3:plan".to_owned(),
+            transitions: vec![
+                TransitionStatus {
+                    state: TransitionState::Failed,
+                    execution_id: Some("e1".to_owned()),
+                    ..pending("a")
+                },
+                pending("b"),
+            ],
+        };
+        let ended = |id: &str, state| TransitionReport {
+            id: id.to_owned(),
+            processor_ref: "text/stats@1".to_owned(),
+            state,
+            execution_id: None,
+            error: None,
+        };
+        let mut report = PlanReport {
+            plan: "demo".to_owned(),
+            plan_cid: "b3:other".to_owned(),
+            ok: false,
+            transitions: vec![
+                ended("a", TransitionState::Failed),
+                ended("b", TransitionState::NotStarted),
+            ],
+            error: None,
+        };
+        // Another file's report says nothing of this graph.
+        settle_pending(&mut status, &report);
+        assert_eq!(status.transitions[1].state, TransitionState::Pending);
+        report.plan_cid = "b3:plan".to_owned();
+        settle_pending(&mut status, &report);
+        assert_eq!(status.transitions[1].state, TransitionState::NotStarted);
+        assert_eq!(status.transitions[0].execution_id.as_deref(), Some("e1"));
+        assert_eq!(plan_state(None, Some(&status)), "failed");
     }
 
     #[tokio::test]
