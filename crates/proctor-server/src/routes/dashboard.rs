@@ -110,7 +110,8 @@ mod tests {
     use http::{Request, StatusCode};
 
     use super::*;
-    use crate::routes::session::tests::{send, state_in};
+    use crate::routes::session::tests::exchange;
+    use crate::routes::test_support::TestServer;
 
     fn get_with_cookie(path: &str, token: &str) -> Request<Body> {
         Request::get(path)
@@ -122,8 +123,8 @@ mod tests {
 
     #[tokio::test]
     async fn every_dashboard_path_serves_the_page_with_the_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        let (state, token) = state_in(dir.path()).await;
+        let server = TestServer::new().await;
+        let token = &server.token;
         for path in [
             "/",
             "/executions",
@@ -134,14 +135,14 @@ mod tests {
             "/ledger/default",
             "/processors",
         ] {
-            let (response, html) = send(&state, get_with_cookie(path, &token)).await;
-            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let (response, html) = exchange(&server, get_with_cookie(path, token)).await;
+            assert_eq!(response.status, StatusCode::OK, "{path}");
             assert_eq!(
-                response.headers()[header::CONTENT_TYPE],
+                response.headers[header::CONTENT_TYPE],
                 "text/html; charset=utf-8"
             );
             assert_eq!(
-                response.headers()[header::CONTENT_SECURITY_POLICY],
+                response.headers[header::CONTENT_SECURITY_POLICY],
                 crate::http::CONTENT_SECURITY_POLICY,
                 "{path}"
             );
@@ -151,47 +152,43 @@ mod tests {
 
     #[tokio::test]
     async fn a_browser_without_the_token_is_sent_to_the_login() {
-        let dir = tempfile::tempdir().unwrap();
-        let (state, _) = state_in(dir.path()).await;
+        let server = TestServer::new().await;
         for (path, cookie) in [("/", None), ("/plans/demo", Some("proctor_token=wrong"))] {
             let mut request = Request::get(path).header(header::ACCEPT, "text/html");
             if let Some(cookie) = cookie {
                 request = request.header(header::COOKIE, cookie);
             }
-            let (response, _) = send(&state, request.body(Body::empty()).unwrap()).await;
-            assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
-            assert_eq!(response.headers()[header::LOCATION], "/login");
+            let (response, _) = exchange(&server, request.body(Body::empty()).unwrap()).await;
+            assert_eq!(response.status, StatusCode::SEE_OTHER, "{path}");
+            assert_eq!(response.headers[header::LOCATION], "/login");
         }
-        let (script, body) = send(
-            &state,
+        let (script, body) = exchange(
+            &server,
             Request::get("/assets/app.js").body(Body::empty()).unwrap(),
         )
         .await;
-        assert_eq!(script.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(script.status, StatusCode::UNAUTHORIZED);
         assert!(body.contains("ERR_UNAUTHORIZED"), "{body}");
     }
 
     #[tokio::test]
     async fn assets_come_with_their_content_types_and_unknown_ones_are_404() {
-        let dir = tempfile::tempdir().unwrap();
-        let (state, token) = state_in(dir.path()).await;
+        let server = TestServer::new().await;
+        let token = &server.token;
         for asset in ASSETS {
-            let (response, body) = send(
-                &state,
-                get_with_cookie(&format!("/assets/{}", asset.name), &token),
+            let (response, body) = exchange(
+                &server,
+                get_with_cookie(&format!("/assets/{}", asset.name), token),
             )
             .await;
-            assert_eq!(response.status(), StatusCode::OK, "{}", asset.name);
+            assert_eq!(response.status, StatusCode::OK, "{}", asset.name);
             assert_eq!(
-                response.headers()[header::CONTENT_TYPE],
+                response.headers[header::CONTENT_TYPE],
                 asset.content_type,
                 "{}",
                 asset.name
             );
-            assert_eq!(
-                response.headers()[header::X_CONTENT_TYPE_OPTIONS],
-                "nosniff"
-            );
+            assert_eq!(response.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
             assert_eq!(body, asset.body);
         }
         for missing in [
@@ -199,8 +196,8 @@ mod tests {
             "/assets/..%2Fsession.rs",
             "/assets/index.html",
         ] {
-            let (response, body) = send(&state, get_with_cookie(missing, &token)).await;
-            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{missing}");
+            let (response, body) = exchange(&server, get_with_cookie(missing, token)).await;
+            assert_eq!(response.status, StatusCode::NOT_FOUND, "{missing}");
             assert!(body.contains("ERR_NOT_FOUND"), "{missing}: {body}");
         }
     }

@@ -91,54 +91,22 @@ async fn log_out() -> Response {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::sync::Arc;
-
     use axum::body::Body;
     use http::Request;
-    use http_body_util::BodyExt;
-    use proctor_engine::{Engine, EngineConfig, Limits};
-    use tower::ServiceExt;
+    use http::response::Parts;
 
     use super::*;
-    use crate::{Shared, jobs, token};
+    use crate::routes::test_support::TestServer;
 
-    /// A server's state over a ledger, a World and a token file in `dir`, and the token.
-    pub(crate) async fn state_in(dir: &std::path::Path) -> (AppState, String) {
-        let engine = Arc::new(Engine::new(EngineConfig {
-            registry_root: dir.join("processors"),
-            artifacts_root: dir.join("artifacts"),
-            ledger_url: format!("sqlite://{}", dir.join("ledger.db").display()),
-            env: Default::default(),
-            limits: Limits::default(),
-        }));
-        let ledger = engine.ledger().await.unwrap().clone();
-        let (token, shown) = token::TokenFile::load_or_create(&dir.join(".proctor")).unwrap();
-        let state = AppState(Arc::new(Shared {
-            engine: Arc::clone(&engine),
-            ledger,
-            token,
-            jobs: jobs::Jobs::new(engine, 1),
-        }));
-        (state, shown.unwrap())
+    /// The server's answer to `request`: its status and headers, and its body as text.
+    pub(crate) async fn exchange(server: &TestServer, request: Request<Body>) -> (Parts, String) {
+        let (parts, body) = server.send(request).await.into_parts();
+        let body = TestServer::body(Response::new(body)).await;
+        (parts, String::from_utf8(body).unwrap())
     }
 
-    /// The whole router's answer to `request`, with its body as text.
-    pub(crate) async fn send(state: &AppState, request: Request<Body>) -> (Response, String) {
-        let response = crate::routes::router(state.clone())
-            .oneshot(request)
-            .await
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        let bytes = body.collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        (Response::from_parts(parts, Body::empty()), text)
-    }
-
-    fn header(response: &Response, name: header::HeaderName) -> &str {
-        response
-            .headers()
-            .get(&name)
-            .map_or("", |v| v.to_str().unwrap())
+    fn header(parts: &Parts, name: header::HeaderName) -> &str {
+        parts.headers.get(&name).map_or("", |v| v.to_str().unwrap())
     }
 
     fn login_with(body: String) -> Request<Body> {
@@ -150,18 +118,18 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn the_right_token_sets_the_session_cookie_and_opens_the_dashboard() {
-        let dir = tempfile::tempdir().unwrap();
-        let (state, token) = state_in(dir.path()).await;
-        let (response, _) = send(&state, login_with(format!("token={token}"))).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let server = TestServer::new().await;
+        let token = &server.token;
+        let (response, _) = exchange(&server, login_with(format!("token={token}"))).await;
+        assert_eq!(response.status, StatusCode::SEE_OTHER);
         assert_eq!(header(&response, header::LOCATION), "/");
         assert_eq!(
             header(&response, header::SET_COOKIE),
             format!("proctor_token={token}; HttpOnly; SameSite=Strict; Path=/")
         );
 
-        let (page, html) = send(
-            &state,
+        let (page, html) = exchange(
+            &server,
             Request::get("/")
                 .header(header::ACCEPT, "text/html")
                 .header(header::COOKIE, format!("proctor_token={token}"))
@@ -169,14 +137,14 @@ pub(crate) mod tests {
                 .unwrap(),
         )
         .await;
-        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.status, StatusCode::OK);
         assert!(html.contains("/assets/app.js"), "{html}");
     }
 
     #[tokio::test]
     async fn a_wrong_token_gets_the_form_again_with_an_error_and_no_cookie() {
-        let dir = tempfile::tempdir().unwrap();
-        let (state, token) = state_in(dir.path()).await;
+        let server = TestServer::new().await;
+        let token = &server.token;
         let first = if token.starts_with('0') { '1' } else { '0' };
         let wrong = format!("{first}{}", &token[1..]);
         for body in [
@@ -186,12 +154,9 @@ pub(crate) mod tests {
             format!("other={token}"),
             "token=%3Cscript%3E".to_owned(),
         ] {
-            let (response, html) = send(&state, login_with(body.clone())).await;
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{body}");
-            assert!(
-                response.headers().get(header::SET_COOKIE).is_none(),
-                "{body}"
-            );
+            let (response, html) = exchange(&server, login_with(body.clone())).await;
+            assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{body}");
+            assert!(response.headers.get(header::SET_COOKIE).is_none(), "{body}");
             assert!(html.contains(r#"data-testid="login-error""#), "{body}");
             assert!(html.contains(r#"data-testid="token-input""#), "{body}");
             assert!(
@@ -204,10 +169,10 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn the_login_page_is_public_and_carries_the_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        let (state, _) = state_in(dir.path()).await;
-        let (page, html) = send(&state, Request::get("/login").body(Body::empty()).unwrap()).await;
-        assert_eq!(page.status(), StatusCode::OK);
+        let server = TestServer::new().await;
+        let (page, html) =
+            exchange(&server, Request::get("/login").body(Body::empty()).unwrap()).await;
+        assert_eq!(page.status, StatusCode::OK);
         assert_eq!(
             header(&page, header::CONTENT_TYPE),
             "text/html; charset=utf-8"
@@ -218,12 +183,12 @@ pub(crate) mod tests {
         );
         assert!(!html.contains(r#"data-testid="login-error""#));
         assert!(html.contains(r#"href="/login.css""#));
-        let (css, text) = send(
-            &state,
+        let (css, text) = exchange(
+            &server,
             Request::get("/login.css").body(Body::empty()).unwrap(),
         )
         .await;
-        assert_eq!(css.status(), StatusCode::OK);
+        assert_eq!(css.status, StatusCode::OK);
         assert_eq!(
             header(&css, header::CONTENT_TYPE),
             "text/css; charset=utf-8"
@@ -233,14 +198,13 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn logging_out_clears_the_cookie() {
-        let dir = tempfile::tempdir().unwrap();
-        let (state, _) = state_in(dir.path()).await;
-        let (response, _) = send(
-            &state,
+        let server = TestServer::new().await;
+        let (response, _) = exchange(
+            &server,
             Request::post("/logout").body(Body::empty()).unwrap(),
         )
         .await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(response.status, StatusCode::SEE_OTHER);
         assert_eq!(header(&response, header::LOCATION), "/login");
         let cookie = header(&response, header::SET_COOKIE);
         assert!(cookie.starts_with("proctor_token=;"), "{cookie}");
