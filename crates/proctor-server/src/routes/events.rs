@@ -14,10 +14,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
-use futures_util::Stream;
-use http::HeaderMap;
+use http::{HeaderMap, header};
 use proctor_contract::{CanonError, ErrorCode};
 use proctor_engine::CancellationToken;
 use proctor_ledger::{Event, Ledger};
@@ -68,7 +68,7 @@ async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
     params: Result<Query<EventParams>, QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let Query(params) = params.map_err(|rejection| bad_query(&rejection))?;
     let plan = params.plan.filter(|plan| !plan.is_empty());
     let resume = headers
@@ -112,9 +112,13 @@ async fn events(
     };
     let stream = futures_util::stream::unfold(follower, |mut follower| async move {
         let event = follower.next().await?;
-        Some((Ok(event), follower))
+        Some((Ok::<_, Infallible>(event), follower))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    // Like every response, never stored (the stream's own default is `no-cache`).
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+    ))
 }
 
 /// What one stream has sent and still has to send.
