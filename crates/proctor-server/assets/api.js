@@ -95,7 +95,7 @@ export function listen(params, onEvent, onOpen = () => {}) {
   }
   return () => {
     source.close();
-    setLive("offline");
+    setLive("paused");
   };
 }
 

@@ -428,7 +428,7 @@ export function events(list, testid = "ledger-event") {
               ? link(`/executions/${encodeURIComponent(event.execution_id)}`, event.execution_id, { class: "mono" })
               : "—",
           ),
-          el("td", {}, time(event.at)),
+          el("td", {}, time(event.at || event.created_at)),
           el("td", {}, short(event.this_hash, 12)),
           el("td", {}, el("details", {}, el("summary", { text: "payload" }), pretty(event.payload))),
         ),

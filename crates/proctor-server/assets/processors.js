@@ -42,9 +42,9 @@ export function processorsPage(main) {
             el("td", { "data-platform": "amd64" }, short(p.pins && p.pins.amd64, 26)),
             el("td", { "data-platform": "arm64" }, short(p.pins && p.pins.arm64, 26)),
             el("td", { testid: "processor-pinned" }, tick(p.pinned)),
-            el("td", { text: (p.secrets || []).join(", ") || "—" }),
+            el("td", {}, (p.secrets || []).length ? p.secrets.map((name) => el("code", { class: "secret-name", text: name })) : "—"),
             el("td", { text: (p.examples || []).join(", ") || "—" }),
-            el("td", {}, link(`/${query({ run: p.ref })}`, "Run…")),
+            el("td", { class: "nowrap" }, link(`/${query({ run: p.ref })}`, "Run…")),
           ),
         ),
       );
