@@ -148,6 +148,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_routes_the_document_marks_public_are_the_ones_open_without_the_token() {
+        let server = TestServer::new().await;
+        let document: Value = serde_json::from_str(DOCUMENT).unwrap();
+        for (method, path) in ROUTES {
+            let operation = &document["paths"][openapi_path(path)][method.to_lowercase()];
+            let public = operation["security"] == serde_json::json!([]);
+            let uri = concrete(path);
+            let mut request =
+                server.authorized(Method::from_bytes(method.as_bytes()).unwrap(), &uri);
+            request.headers_mut().remove(header::AUTHORIZATION);
+            let response = server.send(request).await;
+            let status = response.status();
+            let body = TestServer::body(response).await;
+            let refused = serde_json::from_slice::<Value>(&body)
+                .is_ok_and(|body| body["error"]["code"] == "ERR_UNAUTHORIZED");
+            assert_eq!(
+                refused, !public,
+                "{method} {uri}: {status}, documented public: {public}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn the_document_is_served_as_json() {
         let server = TestServer::new().await;
         let (status, body) = server.get_json("/v1/openapi.json").await;
