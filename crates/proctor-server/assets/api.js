@@ -121,7 +121,7 @@ function build(node, attrs, children) {
     else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
     else node.setAttribute(name, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -152,11 +152,11 @@ export function pretty(value, attrs = {}) {
   return el("pre", { ...attrs, class: "json", text: JSON.stringify(value, null, 2) });
 }
 
-/** A timestamp in the reader's local time, the RFC 3339 original in its title. */
+/** A timestamp in UTC to the second, as the ledger and the CLI name it; the original in its title. */
 export function time(iso) {
   if (!iso) return el("span", { class: "muted", text: "—" });
   const date = new Date(iso);
-  const text = Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+  const text = Number.isNaN(date.getTime()) ? iso : `${date.toISOString().slice(0, 19).replace("T", " ")} UTC`;
   return el("time", { datetime: iso, title: iso, text });
 }
 

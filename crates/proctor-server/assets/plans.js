@@ -177,11 +177,13 @@ export function planPage(main, key) {
       plan.error ? errorBox(`${plan.error.code || ""} ${plan.error.message || JSON.stringify(plan.error)}`) : "",
       section(
         "Graph",
-        el(
-          "div",
-          { class: "dag-scroll" },
-          drawDag(transitions, (t) => navigate(`/executions/${encodeURIComponent(t.execution_id)}`)),
-        ),
+        transitions.length
+          ? el(
+              "div",
+              { class: "dag-scroll" },
+              drawDag(transitions, (t) => navigate(`/executions/${encodeURIComponent(t.execution_id)}`)),
+            )
+          : el("p", { class: "muted", text: "No plan file was applied under this key; its executions are in the ledger chain." }),
       ),
       section("Transitions", transitionTable(transitions)),
       plan.report ? section("Last apply by this server", pretty(plan.report, { testid: "plan-report" })) : "",
