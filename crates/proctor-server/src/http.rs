@@ -112,7 +112,7 @@ pub(crate) async fn require_token(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|accept| accept.contains("text/html"));
     if wants_page {
-        return Redirect::to("/login").into_response();
+        return Redirect::to(&login_location(request.uri())).into_response();
     }
     let mut response = ApiError(CanonError::new(
         ErrorCode::Unauthorized,
@@ -123,6 +123,18 @@ pub(crate) async fn require_token(
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
+}
+
+/// Where a browser without the token is sent from `page`: the login, told to lead back to
+/// the page (`/login?next=PAGE`; `/login` alone from the front page).
+fn login_location(page: &http::Uri) -> String {
+    match page.path_and_query().map(|target| target.as_str()) {
+        None | Some("/") => "/login".to_owned(),
+        Some(target) => format!(
+            "/login?next={}",
+            url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>()
+        ),
+    }
 }
 
 /// Whether a browser's request comes from a page of this server: its `Origin` (or, when

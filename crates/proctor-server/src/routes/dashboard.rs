@@ -153,14 +153,21 @@ mod tests {
     #[tokio::test]
     async fn a_browser_without_the_token_is_sent_to_the_login() {
         let server = TestServer::new().await;
-        for (path, cookie) in [("/", None), ("/plans/demo", Some("proctor_token=wrong"))] {
+        for (path, cookie, login) in [
+            ("/", None, "/login"),
+            (
+                "/plans/demo",
+                Some("proctor_token=wrong"),
+                "/login?next=%2Fplans%2Fdemo",
+            ),
+        ] {
             let mut request = Request::get(path).header(header::ACCEPT, "text/html");
             if let Some(cookie) = cookie {
                 request = request.header(header::COOKIE, cookie);
             }
             let (response, _) = exchange(&server, request.body(Body::empty()).unwrap()).await;
             assert_eq!(response.status, StatusCode::SEE_OTHER, "{path}");
-            assert_eq!(response.headers[header::LOCATION], "/login");
+            assert_eq!(response.headers[header::LOCATION], login);
         }
         let (script, body) = exchange(
             &server,

@@ -5,7 +5,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use http::StatusCode;
@@ -46,8 +46,9 @@ async fn login_css() -> Response {
 }
 
 /// `POST /login` with `token=...`: the right token is set as the session cookie and the
-/// browser sent to the dashboard; anything else gets the form again with an error, 401.
-async fn log_in(State(state): State<AppState>, body: Bytes) -> Response {
+/// browser sent to the page it came for (`?next=`, which the form posts back) or the
+/// dashboard; anything else gets the form again with an error, 401.
+async fn log_in(State(state): State<AppState>, RawQuery(query): RawQuery, body: Bytes) -> Response {
     let presented = url::form_urlencoded::parse(&body)
         .find(|(name, _)| name == "token")
         .map(|(_, value)| value.trim().to_owned());
@@ -61,7 +62,8 @@ async fn log_in(State(state): State<AppState>, body: Bytes) -> Response {
         });
     match cookie {
         Some(cookie) => {
-            let mut response = Redirect::to("/").into_response();
+            let target = query.as_deref().and_then(page_to_return_to);
+            let mut response = Redirect::to(target.as_deref().unwrap_or("/")).into_response();
             response.headers_mut().insert(header::SET_COOKIE, cookie);
             response
         }
@@ -74,6 +76,20 @@ async fn log_in(State(state): State<AppState>, body: Bytes) -> Response {
                 .into_response()
         }
     }
+}
+
+/// The dashboard page a login's `next` names: a path of this server (never another origin,
+/// `//host` or `/\\host`, nor an API path), printable ASCII only.
+fn page_to_return_to(query: &str) -> Option<String> {
+    let (_, next) =
+        url::form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "next")?;
+    let local = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/v1/")
+        && !next.contains('\\')
+        && next.len() <= 2048
+        && next.bytes().all(|byte| byte.is_ascii_graphic());
+    local.then(|| next.into_owned())
 }
 
 /// `POST /logout`: the session cookie cleared, back to the form.
@@ -139,6 +155,54 @@ pub(crate) mod tests {
         .await;
         assert_eq!(page.status, StatusCode::OK);
         assert!(html.contains("/assets/app.js"), "{html}");
+    }
+
+    #[tokio::test]
+    async fn a_login_leads_back_to_the_page_the_browser_came_for() {
+        let server = TestServer::new().await;
+        let token = &server.token;
+        let (sent, _) = exchange(
+            &server,
+            Request::get("/executions/abc?tab=receipt")
+                .header(header::ACCEPT, "text/html")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(sent.status, StatusCode::SEE_OTHER);
+        let login = header(&sent, header::LOCATION).to_owned();
+        assert_eq!(login, "/login?next=%2Fexecutions%2Fabc%3Ftab%3Dreceipt");
+
+        // The form has no action: it posts back to the address it was shown at.
+        let post = |uri: &str, token: &str| {
+            Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={token}")))
+                .unwrap()
+        };
+        let (wrong, html) = exchange(&server, post(&login, "wrong")).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert!(html.contains(r#"<form method="post" autocomplete="off">"#));
+        let (back, _) = exchange(&server, post(&login, token)).await;
+        assert_eq!(back.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            header(&back, header::LOCATION),
+            "/executions/abc?tab=receipt"
+        );
+
+        for elsewhere in [
+            "next=%2F%2Fevil.test%2F",
+            "next=%2F%5Cevil.test",
+            "next=https%3A%2F%2Fevil.test%2F",
+            "next=%2Fv1%2Fruns",
+            "next=%2Fa%20b",
+            "next=",
+            "other=%2Fplans",
+        ] {
+            let (answer, _) = exchange(&server, post(&format!("/login?{elsewhere}"), token)).await;
+            assert_eq!(answer.status, StatusCode::SEE_OTHER, "{elsewhere}");
+            assert_eq!(header(&answer, header::LOCATION), "/", "{elsewhere}");
+        }
     }
 
     #[tokio::test]
