@@ -42,6 +42,8 @@ function show() {
       main.append(errorBox(`A malformed address: ${path}`));
       return;
     }
+    const heading = nav.charAt(0).toUpperCase() + nav.slice(1);
+    document.title = [...decoded, heading, "proctor"].join(" · ");
     stopPage = page(main, ...decoded) || (() => {});
     return;
   }
