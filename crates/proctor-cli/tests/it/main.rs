@@ -10,7 +10,7 @@
 //! the engine with the local Python base image (`scripts/python-base.sh`), the OCI registry,
 //! and `python3 -m pip` with PyPI. `first_run` needs what `local_adapter` needs.
 //! `registry_auth` starts its own `docker-registry` with Basic auth, and needs the engine and
-//! the cross toolchain too.
+//! the cross toolchain too. `serve` starts `proctor serve` and runs containers on the engine.
 
 // Every test target of the package shares its dependencies; each uses some.
 #![allow(unused_crate_dependencies)]
@@ -44,6 +44,7 @@ mod registry;
 mod registry_auth;
 mod run;
 mod secrets;
+mod serve;
 mod signals;
 mod util;
 mod verify;

@@ -231,6 +231,20 @@ impl Proctor {
     }
 }
 
+impl Proctor {
+    /// Starts a long-running command (a server) without waiting: its stdout piped for the
+    /// caller to read as it goes, its stderr appended to `log` so that it never fills a pipe.
+    pub(crate) fn spawn_logging_to(mut self, log: &Path) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        self.command.stdout(Stdio::piped()).stderr(log);
+        self.command.spawn().unwrap()
+    }
+}
+
 /// A `proctor` command running in the background.
 pub(crate) struct Started {
     child: std::process::Child,
