@@ -10,7 +10,8 @@
 //! the engine with the local Python base image (`scripts/python-base.sh`), the OCI registry,
 //! and `python3 -m pip` with PyPI. `first_run` needs what `local_adapter` needs.
 //! `registry_auth` starts its own `docker-registry` with Basic auth, and needs the engine and
-//! the cross toolchain too. `serve` starts `proctor serve` and runs containers on the engine.
+//! the cross toolchain too. `serve` starts `proctor serve` and runs containers on the engine;
+//! `serve_browser` also needs Debian's `chromium` and `chromium-driver`.
 
 // Every test target of the package shares its dependencies; each uses some.
 #![allow(unused_crate_dependencies)]
@@ -45,6 +46,7 @@ mod registry_auth;
 mod run;
 mod secrets;
 mod serve;
+mod serve_browser;
 mod signals;
 mod util;
 mod verify;
