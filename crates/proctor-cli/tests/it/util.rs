@@ -21,6 +21,19 @@ const PASSED_THROUGH: &[&str] = &[
     "DOCKER_HOST",
 ];
 
+/// `program` with the clean environment every `proctor` command of the tests gets: a
+/// script that runs `proctor` and the builds it starts.
+pub(crate) fn clean_command(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear().stdin(Stdio::null());
+    for name in PASSED_THROUGH {
+        if let Ok(value) = std::env::var(name) {
+            command.env(name, value);
+        }
+    }
+    command
+}
+
 /// The workspace's own registry root.
 pub(crate) fn workspace_registry() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processors")
