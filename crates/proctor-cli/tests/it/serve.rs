@@ -319,6 +319,15 @@ impl EventStream {
         );
         seen
     }
+
+    /// Asserts that the server ends the stream (after whatever events it still sends).
+    pub(crate) async fn ends(&mut self) {
+        let ended = tokio::time::timeout(PROCESS_WAIT, async {
+            while self.receiver.recv().await.is_some() {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the event stream was never ended");
+    }
 }
 
 /// Reads the first line of the child's stdout, waiting at most [`PROCESS_WAIT`].
@@ -585,6 +594,26 @@ async fn a_submitted_run_is_streamed_succeeds_verifies_and_its_outputs_download(
     let receipt: Value = serde_json::from_slice(&receipt.bytes().await.unwrap()).unwrap();
     assert_eq!(receipt, detail["receipt"]);
 
+    // A stream opened later replays the plan's events after the seq it names.
+    let mut replay = server.events("?plan=default&after=0").await;
+    let replayed = replay
+        .until(|e| {
+            e.event == "ledger"
+                && e.data["execution_id"] == id.as_str()
+                && e.data["kind"] == "execution.settle.success"
+        })
+        .await;
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .filter(|e| e.event == "ledger")
+        .map(|e| e.data["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "{seqs:?}"
+    );
+
     // The list, filtered.
     let listed = server
         .get_json("/v1/executions?ref=text/stats@1&state=succeeded")
@@ -610,6 +639,7 @@ async fn a_submitted_run_is_streamed_succeeds_verifies_and_its_outputs_download(
     );
 
     assert_eq!(server.stop(), 0, "{}", server.log());
+    stream.ends().await;
     assert!(
         containers_of(&id).await.is_empty(),
         "no container may be left"
