@@ -30,8 +30,8 @@ use plan_args::PlanCommand;
 pub(crate) use plan_args::{PlanApplyConfig, PlanConfig};
 use processor_args::{ConformArgs, NewArgs};
 pub(crate) use processor_args::{ConformConfig, NewConfig};
-pub(crate) use serve_args::ServeConfig;
 use serve_args::ServeArgs;
+pub(crate) use serve_args::ServeConfig;
 
 /// Run containerized processors and keep checkable evidence of every run.
 ///
