@@ -27,8 +27,8 @@ use proctor_adapters::{
     Staging, host_platform,
 };
 use proctor_contract::{
-    CanonError, Envelope, ErrorCode, Mode, PAYLOAD_SCHEMA, ProcessorRef, Progress, Redactor,
-    RunPayload, UpstreamOutput, WritePrefix, ci_guard,
+    ArtifactRef, CanonError, Envelope, ErrorCode, Mode, PAYLOAD_SCHEMA, ProcessorRef, Progress,
+    Redactor, RunPayload, UpstreamOutput, WritePrefix, ci_guard,
 };
 use proctor_deploy::ModalTarget;
 use proctor_ledger::Ledger;
@@ -212,6 +212,18 @@ impl Default for Limits {
             max_attachment_bytes: Limits::DEFAULT_MAX_ATTACHMENT_BYTES,
         }
     }
+}
+
+/// What a run's checks resolved before any work ([`Engine::admit`]).
+struct Admitted {
+    processor_ref: ProcessorRef,
+    spec: ProcessorSpec,
+    timeout: Duration,
+    inputs: Value,
+    artifacts: Vec<ArtifactRef>,
+    env: BTreeMap<String, String>,
+    write_prefix: WritePrefix,
+    image: ImageSource,
 }
 
 /// Runs executions against one World. Cheap to share behind an [`Arc`]; the ledger and the
@@ -437,14 +449,21 @@ impl Engine {
         RunOutcome { envelope, saved_to }
     }
 
-    /// The checks, in order, then the recorded run.
-    async fn execute(
+    /// Every check a run makes before any work, in the run's order — CI guard, lane rules,
+    /// ref, registry, timeout, inputs (attachments stored), schema, secrets, write prefix,
+    /// image source — for a caller that refuses a bad request at once rather than in its
+    /// envelope, as a server answering a submission does. [`Engine::run_as`] makes the same
+    /// checks again; nothing is recorded and no container is started.
+    pub async fn admit(&self, request: &RunRequest, execution_id: &str) -> Result<(), CanonError> {
+        self.admission(request, execution_id).await.map(drop)
+    }
+
+    /// The checks before any work, in order, and what they resolved.
+    async fn admission(
         &self,
         request: &RunRequest,
         execution_id: &str,
-        redactor: &mut Redactor,
-        cancel: &CancellationToken,
-    ) -> Result<(Envelope, Option<PathBuf>), CanonError> {
+    ) -> Result<Admitted, CanonError> {
         ci_guard(request.mode, self.env("CI"))?;
         check_run(request.lane, request.mode, request.build)?;
         if let Some(error) = &self.store_error {
@@ -468,9 +487,6 @@ impl Engine {
             Mode::Real => self.real_mode_env(spec)?,
             Mode::Mock => BTreeMap::new(),
         };
-        let known_secrets = proctor_telemetry::known_secrets();
-        known_secrets.register_secret_values(env.values().cloned());
-        *redactor = known_secrets.redactor();
         let write_prefix = match &request.write_prefix {
             Some(template) => WritePrefix::expand(template, execution_id)?,
             None => WritePrefix::expand(&processor_ref.default_write_prefix(), execution_id)?,
@@ -485,6 +501,40 @@ impl Engine {
                 reference: pinned_image(spec, host_platform()?)?,
             }
         };
+        Ok(Admitted {
+            processor_ref,
+            spec: spec.clone(),
+            timeout,
+            inputs,
+            artifacts: resolved.artifacts,
+            env,
+            write_prefix,
+            image,
+        })
+    }
+
+    /// The checks, in order, then the recorded run.
+    async fn execute(
+        &self,
+        request: &RunRequest,
+        execution_id: &str,
+        redactor: &mut Redactor,
+        cancel: &CancellationToken,
+    ) -> Result<(Envelope, Option<PathBuf>), CanonError> {
+        let Admitted {
+            processor_ref,
+            spec,
+            timeout,
+            inputs,
+            artifacts,
+            env,
+            write_prefix,
+            image,
+        } = self.admission(request, execution_id).await?;
+        let spec = &spec;
+        let known_secrets = proctor_telemetry::known_secrets();
+        known_secrets.register_secret_values(env.values().cloned());
+        *redactor = known_secrets.redactor();
         if let Some(save_dir) = &request.save_dir {
             crate::save::check_destination(&self.config.artifacts_root, save_dir)?;
         }
@@ -507,7 +557,7 @@ impl Engine {
         // own when it is the artifacts root, else copies fetched from the World's store,
         // removed once the run ends.
         let fetched = match (&self.world_store, request.adapter) {
-            (Some(_), AdapterKind::Local) if !resolved.artifacts.is_empty() => Some(
+            (Some(_), AdapterKind::Local) if !artifacts.is_empty() => Some(
                 tempfile::Builder::new()
                     .prefix("proctor-inputs-")
                     .tempdir()
@@ -522,14 +572,10 @@ impl Engine {
         };
         let input_files = match &fetched {
             Some(dir) => {
-                crate::attach::fetch_input_files(
-                    self.store.as_ref(),
-                    &resolved.artifacts,
-                    dir.path(),
-                )
-                .await?
+                crate::attach::fetch_input_files(self.store.as_ref(), &artifacts, dir.path())
+                    .await?
             }
-            None => crate::attach::input_files(&self.config.artifacts_root, &resolved.artifacts),
+            None => crate::attach::input_files(&self.config.artifacts_root, &artifacts),
         };
         let staging = Arc::new(Staging::create(execution_id)?.with_input_files(input_files));
         let invocation = Invocation {
