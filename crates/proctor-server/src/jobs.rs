@@ -566,8 +566,10 @@ pub(crate) mod tests {
     use proctor_engine::{AdapterKind, EngineConfig, Inputs};
 
     use super::*;
+    use crate::routes::test_support::UNREACHABLE_PIN;
 
-    /// An engine over an empty World in `dir`, whose registry holds `text/stats@1` alone.
+    /// An engine over an empty World in `dir`, whose registry holds `text/stats@1` alone,
+    /// pinned by [`UNREACHABLE_PIN`].
     pub(crate) fn engine(dir: &Path) -> Arc<Engine> {
         engine_with_env(dir, Default::default())
     }
@@ -579,7 +581,10 @@ pub(crate) mod tests {
         std::fs::create_dir_all(&entry).unwrap();
         let source = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../processors/text/stats/1/registry.yaml");
-        std::fs::copy(source, entry.join("registry.yaml")).unwrap();
+        let (unpinned, pinned) = UNREACHABLE_PIN;
+        let yaml = std::fs::read_to_string(source).unwrap();
+        assert!(yaml.contains(unpinned), "{yaml}");
+        std::fs::write(entry.join("registry.yaml"), yaml.replace(unpinned, pinned)).unwrap();
         Arc::new(Engine::new(EngineConfig {
             registry_root,
             artifacts_root: dir.join("artifacts"),

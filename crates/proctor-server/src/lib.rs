@@ -238,7 +238,7 @@ mod tests {
         let submitted = request(
             listening.addr,
             &format!("POST /v1/runs HTTP/1.1\r\nAuthorization: Bearer {token}"),
-            r#"{"ref":"nope/missing@1","mode":"mock"}"#,
+            crate::routes::test_support::FAILING_RUN,
         )
         .await;
         assert!(submitted.starts_with("HTTP/1.1 202"), "{submitted}");

@@ -211,7 +211,7 @@ mod tests {
     use http_body_util::BodyExt as _;
     use proctor_ledger::NewEvent;
 
-    use crate::routes::test_support::TestServer;
+    use crate::routes::test_support::{FAILING_RUN, TestServer, UNREACHABLE_PIN};
 
     /// Reads `body` until its text holds every one of `wanted`, and returns the text.
     async fn read_until(body: &mut Body, wanted: &[&str]) -> String {
@@ -264,8 +264,9 @@ mod tests {
         );
 
         // A run of this server that fails at once: each of its job changes is streamed.
+        server.add_processor("text/stats/1", &[UNREACHABLE_PIN]);
         let mut submit = server.authorized(Method::POST, "/v1/runs");
-        *submit.body_mut() = Body::from(r#"{"ref":"no/such@1","mode":"mock"}"#);
+        *submit.body_mut() = Body::from(FAILING_RUN);
         submit
             .headers_mut()
             .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());

@@ -684,15 +684,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_run_refused_before_its_start_has_its_envelope_and_nothing_to_verify() {
+    async fn a_run_that_ended_before_the_ledger_knew_it_has_its_envelope_and_nothing_to_verify() {
         let server = TestServer::new().await;
         let mut changes = server.state.jobs.subscribe();
-        let mut submit = server.authorized(http::Method::POST, "/v1/runs");
-        *submit.body_mut() = axum::body::Body::from(r#"{"ref":"no/such@1","mode":"mock"}"#);
-        let answer = server.send(submit).await;
-        assert_eq!(answer.status(), http::StatusCode::ACCEPTED);
-        let answer: Value = serde_json::from_slice(&TestServer::body(answer).await).unwrap();
-        let id = answer["execution_id"].as_str().unwrap();
+        // Submissions are admitted first (an unknown processor is a 404 at once); a job the
+        // ledger never recorded is one that failed between its admission and its start.
+        let id = proctor_engine::Engine::new_execution_id();
+        server
+            .state
+            .jobs
+            .submit_run(
+                id.clone(),
+                crate::jobs::tests::request("no/such@1", proctor_engine::Inputs::NotGiven),
+            )
+            .unwrap();
+        let id = id.as_str();
         while changes.recv().await.unwrap().state != JobState::Failed {}
         let (status, body) = server.get_json(&format!("/v1/executions/{id}")).await;
         assert_eq!(status, http::StatusCode::OK, "{body}");

@@ -10,7 +10,7 @@ mod processors;
 mod session;
 mod submit;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod world;
 
 use axum::routing::get;

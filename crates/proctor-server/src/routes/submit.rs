@@ -3,9 +3,11 @@
 //!
 //! A body is read whole (up to a limit) and parsed here, so that every problem with it —
 //! not JSON, a key given twice, an unknown or missing field, a bad value — is one
-//! `400 ERR_INPUTS` naming it. What a submission can be refused for without the registry
-//! (the CI guard, the ref's syntax, the write prefix) is refused at once; the rest is the
-//! engine's, in the background, and ends in the run's envelope and ledger record.
+//! `400 ERR_INPUTS` naming it. A run is then admitted by the engine's own checks, in the
+//! run's order (`Engine::admit`: CI guard, ref, registry, inputs and their schema, secrets,
+//! write prefix, image pin), so a request that could never run is refused at once with its
+//! canonical code; what happens after (the container, the evidence) ends in the run's
+//! envelope and ledger record.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::routing::post;
 use http::StatusCode;
-use proctor_contract::{CanonError, ErrorCode, Mode, ProcessorRef, WritePrefix, ci_guard};
+use proctor_contract::{CanonError, ErrorCode, Mode};
 use proctor_engine::{AdapterKind, Engine, Inputs, Limits, RunRequest};
 use proctor_ledger::ExecutionStatus;
 use proctor_plan::{ApplyOptions, MAX_PLAN_BYTES};
@@ -110,7 +112,8 @@ async fn submit_run(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body: RunBody = parse_body(body)?;
     let execution_id = Engine::new_execution_id();
-    let request = run_request(body, &execution_id, &state.engine.config().env)?;
+    let request = run_request(body)?;
+    state.engine.admit(&request, &execution_id).await?;
     state.jobs.submit_run(execution_id.clone(), request)?;
     Ok((
         StatusCode::ACCEPTED,
@@ -122,15 +125,9 @@ async fn submit_run(
     ))
 }
 
-/// The engine's request for a run body, after the checks that need no registry, in the
-/// engine's order: the CI guard, the ref, the inputs' source, the write prefix.
-fn run_request(
-    body: RunBody,
-    execution_id: &str,
-    env: &BTreeMap<String, String>,
-) -> Result<RunRequest, CanonError> {
-    ci_guard(body.mode, env.get("CI").map(String::as_str))?;
-    body.processor_ref.parse::<ProcessorRef>()?;
+/// The engine's request for a run body: one source of inputs at most, a timeout of a
+/// second or more.
+fn run_request(body: RunBody) -> Result<RunRequest, CanonError> {
     let inputs = match (body.inputs, body.example) {
         (Some(_), Some(_)) => {
             return Err(invalid("give `inputs` or `example`, not both"));
@@ -142,9 +139,6 @@ fn run_request(
         (None, Some(name)) => Inputs::Example(name),
         (None, None) => Inputs::NotGiven,
     };
-    if let Some(template) = &body.write_prefix {
-        WritePrefix::expand(template, execution_id)?;
-    }
     let timeout = match body.timeout_s {
         Some(0) => return Err(invalid("`timeout_s` must be at least 1")),
         seconds => seconds.map(Duration::from_secs),
@@ -327,6 +321,7 @@ mod tests {
     use super::*;
     use crate::jobs::tests::engine_with_env;
     use crate::jobs::{JobState, Jobs};
+    use crate::routes::test_support::FAILING_RUN;
     use crate::{Shared, token};
 
     async fn state(dir: &Path, env: &[(&str, &str)]) -> AppState {
@@ -393,7 +388,7 @@ mod tests {
         let state = state(dir.path(), &[]).await;
         let (status, body) = post_run(
             &state,
-            r#"{"ref":"nope/missing@1","mode":"mock","params":{"k":"v"},"timeout_s":5}"#,
+            r#"{"ref":"text/stats@1","mode":"mock","adapter":"modal","inputs":{"schema":"v1","text":"hi"},"timeout_s":5}"#,
         )
         .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -401,7 +396,7 @@ mod tests {
         let id = body["execution_id"].as_str().unwrap();
         assert_eq!(body["links"]["self"], format!("/v1/executions/{id}"));
         let job = state.jobs.run(id).unwrap();
-        assert_eq!(job.processor_ref, "nope/missing@1");
+        assert_eq!(job.processor_ref, "text/stats@1");
         assert_eq!(job.plan, DEFAULT_RUN_PLAN);
     }
 
@@ -456,10 +451,36 @@ mod tests {
         assert_refused(&refused, StatusCode::BAD_REQUEST, "ERR_PROCESSOR_REF", "");
         let refused = post_run(
             &state,
-            r#"{"ref":"a/b@1","mode":"mock","write_prefix":"/artifacts/fixed/"}"#,
+            r#"{"ref":"text/stats@1","mode":"mock","adapter":"modal","write_prefix":"/artifacts/fixed/"}"#,
         )
         .await;
         assert_refused(&refused, StatusCode::BAD_REQUEST, "ERR_WRITE_PREFIX", "");
+        assert!(state.jobs.queued_runs().is_empty(), "nothing was queued");
+    }
+
+    #[tokio::test]
+    async fn a_run_that_could_never_start_is_refused_at_once_with_the_engines_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path(), &[]).await;
+        let unknown = post_run(&state, r#"{"ref":"no/such@1","mode":"mock"}"#).await;
+        assert_refused(
+            &unknown,
+            StatusCode::NOT_FOUND,
+            "ERR_UNKNOWN_PROCESSOR",
+            "no/such@1",
+        );
+        let example = post_run(
+            &state,
+            r#"{"ref":"text/stats@1","mode":"mock","example":"huge"}"#,
+        )
+        .await;
+        assert_refused(&example, StatusCode::BAD_REQUEST, "ERR_INPUTS", "smoke");
+        let schema = post_run(
+            &state,
+            r#"{"ref":"text/stats@1","mode":"mock","inputs":{"schema":"v1","text":3}}"#,
+        )
+        .await;
+        assert_refused(&schema, StatusCode::BAD_REQUEST, "ERR_INPUTS", "text");
         assert!(state.jobs.queued_runs().is_empty(), "nothing was queued");
     }
 
@@ -469,7 +490,7 @@ mod tests {
         let state = state(dir.path(), &[("CI", "true")]).await;
         let refused = post_run(&state, r#"{"ref":"not a ref","mode":"real"}"#).await;
         assert_refused(&refused, StatusCode::FORBIDDEN, "ERR_CI_SAFETY", "CI=true");
-        let (status, _) = post_run(&state, r#"{"ref":"a/b@1","mode":"mock"}"#).await;
+        let (status, _) = post_run(&state, FAILING_RUN).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         let plan = answer(post_plan(&state, &plan_body("real", "")).await).await;
         assert_refused(&plan, StatusCode::FORBIDDEN, "ERR_CI_SAFETY", "CI=true");
@@ -480,7 +501,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = state(dir.path(), &[]).await;
         state.jobs.clone().shut_down().await;
-        let refused = post_run(&state, r#"{"ref":"a/b@1","mode":"mock"}"#).await;
+        let refused = post_run(&state, FAILING_RUN).await;
         assert_refused(
             &refused,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -509,7 +530,7 @@ mod tests {
             "no-such-execution",
         );
         let mut changes = state.jobs.subscribe();
-        let (_, body) = post_run(&state, r#"{"ref":"nope/missing@1","mode":"mock"}"#).await;
+        let (_, body) = post_run(&state, FAILING_RUN).await;
         let id = body["execution_id"].as_str().unwrap();
         while !changes.recv().await.unwrap().state.is_finished() {}
         assert_eq!(state.jobs.run(id).unwrap().state, JobState::Failed);

@@ -18,6 +18,18 @@ use tower::ServiceExt as _;
 
 use crate::{AppState, Shared, jobs, token};
 
+/// Pins `text/stats@1` (an edit of its `registry.yaml`) to an image in a registry that
+/// does not answer: its runs pass every check before any work.
+pub(crate) const UNREACHABLE_PIN: (&str, &str) = (
+    "{amd64: null, arm64: null}",
+    "{amd64: 127.0.0.1:9/text-stats@sha256:5c1e8e3b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6, \
+     arm64: 127.0.0.1:9/text-stats@sha256:5c1e8e3b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6}",
+);
+
+/// A run of `text/stats@1` pinned by [`UNREACHABLE_PIN`] that is admitted, recorded, and
+/// fails at once in the background with no container: Modal is not configured.
+pub(crate) const FAILING_RUN: &str = r#"{"ref":"text/stats@1","mode":"mock","adapter":"modal"}"#;
+
 /// A router over a World in a temporary directory.
 pub(crate) struct TestServer {
     pub(crate) state: AppState,
