@@ -58,6 +58,12 @@ impl Timestamp {
     }
 }
 
+/// Now, as the ledger writes its timestamps (`2026-01-02T03:04:05.678Z`), for callers that
+/// show times beside the ledger's, such as a server's submission times.
+pub fn now_timestamp() -> String {
+    Timestamp::now().into_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,7 @@ pub use checkpoint::{
     CheckpointSigningKey, CheckpointStatement, HeadCheck, HeadMismatch, SignedCheckpoint,
     public_key_path,
 };
+pub use clock::now_timestamp;
 pub use error::{LedgerError, Result};
 pub use event::{Appended, Event, GENESIS_HASH, NewEvent};
 pub use executions::{

@@ -18,9 +18,6 @@ use proctor_engine::{CancellationToken, Engine, RunOutcome, RunRequest};
 use proctor_plan::{ApplyOptions, Plan, PlanReport};
 use serde::Serialize;
 use serde_json::Value;
-use time::OffsetDateTime;
-use time::format_description::FormatItem;
-use time::macros::format_description;
 use tokio::sync::{broadcast, watch};
 
 /// Finished runs whose job (state, envelope) stays in memory; older ones are read from the
@@ -30,10 +27,6 @@ pub(crate) const KEPT_FINISHED_RUNS: usize = 10_000;
 /// The most runs waiting for a slot at once; a submission beyond is refused (`ERR_SERVE`)
 /// until some have started.
 pub(crate) const MAX_QUEUED_RUNS: usize = 10_000;
-
-/// The ledger's timestamp format: UTC RFC 3339 with milliseconds.
-const TIMESTAMP: &[FormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// How the server's shutdown ended the work it had.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -292,7 +285,7 @@ impl Jobs {
             plan: request.plan.clone(),
             mode: request.mode,
             state: JobState::Queued,
-            submitted_at: now(),
+            submitted_at: proctor_ledger::now_timestamp(),
             envelope: None,
         };
         book.runs.insert(
@@ -550,14 +543,6 @@ fn shutting_down() -> CanonError {
     )
 }
 
-/// Now, as the ledger writes its timestamps.
-fn now() -> String {
-    // The format has no fallible component for years 0..=9999.
-    OffsetDateTime::now_utc()
-        .format(TIMESTAMP)
-        .unwrap_or_else(|_| "9999-12-31T23:59:59.999Z".to_owned())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::BTreeMap;
@@ -673,7 +658,7 @@ pub(crate) mod tests {
                         plan: "default".to_owned(),
                         mode: Mode::Mock,
                         state: JobState::Failed,
-                        submitted_at: now(),
+                        submitted_at: proctor_ledger::now_timestamp(),
                         envelope: None,
                     },
                     request: None,
