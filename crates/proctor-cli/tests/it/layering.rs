@@ -9,6 +9,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::util::workspace_cargo;
+
 /// What each crate may depend on, mirroring ARCHITECTURE.md.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("proctor-contract", &[]),
@@ -121,7 +123,7 @@ const PROCESSOR_ALLOWED: &[&str] = &["proctor-contract", "proctor-sdk"];
 const WORKSPACE_HACK: &str = "proctor-workspace-hack";
 
 /// Workspace package → the workspace packages it depends on.
-type Graph = BTreeMap<String, BTreeSet<String>>;
+pub(crate) type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// Every edge of `graph` the allow-list does not grant, and every package it does not
 /// name; `is_processor` tells the packages the processor rule covers.
@@ -147,26 +149,9 @@ fn violations(graph: &Graph, is_processor: impl Fn(&str) -> bool) -> Vec<String>
 }
 
 /// The workspace graph and the processor and fixture packages, from `cargo metadata`.
-fn workspace() -> (Graph, BTreeSet<String>) {
-    let workspace_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = std::process::Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .current_dir(&workspace_root)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+pub(crate) fn workspace() -> (Graph, BTreeSet<String>) {
+    let metadata = workspace_cargo(&["metadata", "--format-version", "1", "--no-deps"]);
+    let metadata: Value = serde_json::from_str(&metadata).unwrap();
     let packages = metadata["packages"].as_array().unwrap();
     let names: BTreeSet<&str> = packages
         .iter()

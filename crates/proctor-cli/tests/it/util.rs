@@ -34,6 +34,23 @@ pub(crate) fn clean_command(program: &str) -> Command {
     command
 }
 
+/// `cargo ARGS`, offline, at the workspace root: its stdout, once it succeeded.
+pub(crate) fn workspace_cargo(args: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args(args)
+        .arg("--offline")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// The workspace's own registry root.
 pub(crate) fn workspace_registry() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processors")
