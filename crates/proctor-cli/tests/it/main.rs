@@ -47,6 +47,7 @@ mod run;
 mod secrets;
 mod serve;
 mod serve_browser;
+mod shared_build;
 mod signals;
 mod util;
 mod verify;
