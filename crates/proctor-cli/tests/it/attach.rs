@@ -9,8 +9,8 @@ use std::os::unix::fs::symlink;
 use proctor_contract::{ErrorCode, Receipt, cid, inputs_hash};
 use serde_json::{Value, json};
 
+use crate::engine::ContainerSweep;
 use crate::ledger::sqlite_url;
-use crate::local_adapter::ContainerSweep;
 use crate::plan::{apply_in, transition, verify_execution, verify_execution_on};
 use crate::util::{Run, TestDir, fixtures_registry, mock_build_run_args, workspace_registry};
 

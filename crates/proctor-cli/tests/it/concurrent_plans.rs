@@ -6,8 +6,8 @@
 
 use serde_json::Value;
 
+use crate::engine::ContainerSweep;
 use crate::ledger::PostgresDatabase;
-use crate::local_adapter::ContainerSweep;
 use crate::plan::apply_command;
 use crate::util::{Run, Started, TestDir, workspace_registry};
 

@@ -21,7 +21,7 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
 
-use crate::local_adapter::ContainerSweep;
+use crate::engine::ContainerSweep;
 use crate::util::{Relay, TestDir, workspace_registry};
 
 /// The engine's socket, as `scripts/setup.sh` starts it.

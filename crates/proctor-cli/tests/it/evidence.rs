@@ -20,8 +20,8 @@ use proctor_contract::ErrorCode;
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Connection as _};
 
+use crate::engine::ContainerSweep;
 use crate::ledger::{block_on, sqlite_url};
-use crate::local_adapter::ContainerSweep;
 use crate::util::{Run, TestDir, fixtures_registry};
 
 /// The write prefix of every run, below the artifacts root `artifacts`.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use proctor_contract::{ErrorCode, OutputsIndex, cid};
 use serde_json::Value;
 
-use crate::local_adapter::ContainerSweep;
+use crate::engine::ContainerSweep;
 use crate::util::{Run, TestDir, workspace_registry};
 
 /// A project directory and the subdirectory its commands run in.

@@ -12,9 +12,10 @@ use bollard::Docker;
 use proctor_contract::{Digest, ErrorCode, Platform};
 use serde_json::Value;
 
+use crate::engine::image_present;
 use crate::oci::{
-    EngineCleanup, closed_target, copy_processors, digest_of, fails_with_error, image_present,
-    json_events, pins_in, unique_target, workspace_root,
+    EngineCleanup, closed_target, copy_processors, digest_of, fails_with_error, json_events,
+    pins_in, unique_target, workspace_root,
 };
 use crate::util::{TestDir, workspace_registry};
 

@@ -16,7 +16,8 @@ use proctor_ledger::Ledger;
 use serde_json::Value;
 use sqlx::{AnyConnection, Connection};
 
-use crate::local_adapter::{ContainerSweep, smoke_inputs};
+use crate::engine::ContainerSweep;
+use crate::local_adapter::smoke_inputs;
 use crate::util::{FIXTURE_YAML, Proctor, Run, TestDir, workspace_registry};
 
 /// The default ledger of a test directory, as `--ledger` would name it.

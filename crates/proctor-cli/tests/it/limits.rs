@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use proctor_contract::ErrorCode;
 use serde_json::{Value, json};
 
+use crate::engine::ContainerSweep;
 use crate::evidence::ledger_outcome;
-use crate::local_adapter::ContainerSweep;
 use crate::util::{Run, TestDir, fixtures_registry};
 
 /// The write prefix of every run, below the artifacts root `artifacts`.

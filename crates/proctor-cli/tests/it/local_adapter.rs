@@ -5,87 +5,11 @@
 //! `--adapter-opts-json`); a [`ContainerSweep`] checks none is left after each run and
 //! force-removes any that is when dropped, so no container outlives its test.
 
-use std::collections::HashMap;
-
-use bollard::Docker;
-use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use proctor_contract::{Envelope, ErrorCode, OutputsIndex, cid};
 use serde_json::{Value, json};
 
+use crate::engine::ContainerSweep;
 use crate::util::{Run, TestDir, mock_build_run_args, workspace_registry};
-
-/// The label key every test container carries.
-const TEST_LABEL: &str = "proctor.test";
-
-/// Owns a unique label value; lists and removes the containers carrying it.
-pub(crate) struct ContainerSweep {
-    label: String,
-}
-
-impl ContainerSweep {
-    pub(crate) fn new() -> ContainerSweep {
-        ContainerSweep {
-            label: format!("cli-{}", uuid::Uuid::new_v4()),
-        }
-    }
-
-    /// `--adapter-opts-json` that labels the run's container.
-    pub(crate) fn adapter_options(&self) -> String {
-        json!({"labels": {TEST_LABEL: self.label}}).to_string()
-    }
-
-    /// Runs `work` against the engine on a private runtime.
-    fn with_engine<T: Send + 'static>(
-        work: impl FnOnce(Docker) -> futures_util::future::BoxFuture<'static, T> + Send + 'static,
-    ) -> T {
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let docker = Docker::connect_with_local_defaults().unwrap();
-                let docker = docker.negotiate_version().await.unwrap();
-                work(docker).await
-            })
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// IDs of the containers carrying the label, stopped ones included.
-    pub(crate) fn containers(&self) -> Vec<String> {
-        let filter = format!("{TEST_LABEL}={}", self.label);
-        ContainerSweep::with_engine(move |docker| {
-            Box::pin(async move {
-                let filters = HashMap::from([("label", vec![filter])]);
-                let options = ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build();
-                let listed = docker.list_containers(Some(options)).await.unwrap();
-                listed
-                    .into_iter()
-                    .filter_map(|container| container.id)
-                    .collect()
-            })
-        })
-    }
-}
-
-impl Drop for ContainerSweep {
-    fn drop(&mut self) {
-        let leftovers = self.containers();
-        ContainerSweep::with_engine(move |docker| {
-            Box::pin(async move {
-                for id in leftovers {
-                    let force = RemoveContainerOptionsBuilder::default().force(true).build();
-                    let _ = docker.remove_container(&id, Some(force)).await;
-                }
-            })
-        });
-    }
-}
 
 /// The `smoke` example inputs of a workspace processor, as `proctor registry show` gives them.
 pub(crate) fn smoke_inputs(dir: &TestDir, processor_ref: &str) -> String {

@@ -24,6 +24,7 @@ mod conform;
 mod deploy;
 mod docker_host;
 mod doctor;
+mod engine;
 mod evidence;
 mod first_run;
 mod image;

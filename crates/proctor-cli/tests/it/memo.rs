@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use proctor_contract::ErrorCode;
 use serde_json::Value;
 
+use crate::engine::ContainerSweep;
 use crate::ledger::PostgresDatabase;
-use crate::local_adapter::ContainerSweep;
 use crate::plan::{
     apply_in, containers_started, ledger_events, transition, verify_chain, verify_execution_on,
 };

@@ -6,24 +6,18 @@
 //! Needs: the OCI registry at 127.0.0.1:5000 and the Docker engine that `scripts/setup.sh`
 //! starts, and the arm64 cross toolchain it installs.
 
-use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use bollard::Docker;
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptions,
-};
 use proctor_contract::{ErrorCode, PinnedReference};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::engine::{ContainerSweep, remove_image};
 use crate::util::{Run, TestDir, workspace_registry};
 
 /// The loopback registry `scripts/setup.sh` starts.
 pub(crate) const REGISTRY: &str = "127.0.0.1:5000";
-/// The container label key every test container carries.
-const TEST_LABEL: &str = "proctor.test";
 
 /// The Cargo workspace root, which compiles the processors.
 pub(crate) fn workspace_root() -> PathBuf {
@@ -144,63 +138,24 @@ pub(crate) fn fails_with_error(run: &Run, code: ErrorCode, detail: &str) -> Stri
     message
 }
 
-/// Runs `work` against the engine on a private runtime (tests are synchronous).
-fn with_engine<T: Send + 'static>(
-    work: impl FnOnce(Docker) -> futures_util::future::BoxFuture<'static, T> + Send + 'static,
-) -> T {
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let docker = Docker::connect_with_local_defaults().unwrap();
-            let docker = docker.negotiate_version().await.unwrap();
-            work(docker).await
-        })
-    })
-    .join()
-    .unwrap()
-}
-
-/// Whether the engine has an image for `reference`.
-pub(crate) fn image_present(reference: &str) -> bool {
-    let reference = reference.to_owned();
-    with_engine(move |docker| {
-        Box::pin(async move { docker.inspect_image(&reference).await.is_ok() })
-    })
-}
-
-/// Removes the engine's image reference `reference`, if present.
-fn remove_image(reference: &str) {
-    let reference = reference.to_owned();
-    with_engine(move |docker| {
-        Box::pin(async move {
-            let _ = docker
-                .remove_image(&reference, None::<RemoveImageOptions>, None)
-                .await;
-        })
-    });
-}
-
-/// Owns a unique container label and a list of pulled image references; on drop, removes
-/// the containers carrying the label and the images.
+/// A [`ContainerSweep`] plus a list of pulled image references; on drop, removes the
+/// containers carrying its label, then the images.
 pub(crate) struct EngineCleanup {
-    label: String,
+    sweep: ContainerSweep,
     images: Mutex<Vec<String>>,
 }
 
 impl EngineCleanup {
     pub(crate) fn new() -> EngineCleanup {
         EngineCleanup {
-            label: format!("cli-{}", uuid::Uuid::new_v4()),
+            sweep: ContainerSweep::new(),
             images: Mutex::new(Vec::new()),
         }
     }
 
     /// `--adapter-opts-json` that labels every container a run starts.
     pub(crate) fn adapter_options(&self) -> String {
-        json!({"labels": {TEST_LABEL: self.label}}).to_string()
+        self.sweep.adapter_options()
     }
 
     /// Removes `reference` now if the engine has it, and again when dropped (a run is
@@ -212,35 +167,14 @@ impl EngineCleanup {
 
     /// IDs of the containers carrying the label, stopped ones included.
     pub(crate) fn containers(&self) -> Vec<String> {
-        let filter = format!("{TEST_LABEL}={}", self.label);
-        with_engine(move |docker| {
-            Box::pin(async move {
-                let filters = HashMap::from([("label", vec![filter])]);
-                let options = ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build();
-                let listed = docker.list_containers(Some(options)).await.unwrap();
-                listed
-                    .into_iter()
-                    .filter_map(|container| container.id)
-                    .collect()
-            })
-        })
+        self.sweep.containers()
     }
 }
 
 impl Drop for EngineCleanup {
     fn drop(&mut self) {
-        let leftovers = self.containers();
-        with_engine(move |docker| {
-            Box::pin(async move {
-                for id in leftovers {
-                    let force = RemoveContainerOptionsBuilder::default().force(true).build();
-                    let _ = docker.remove_container(&id, Some(force)).await;
-                }
-            })
-        });
+        // Containers first: an image a container uses cannot be removed.
+        self.sweep.remove_containers();
         for reference in self.images.lock().unwrap().iter() {
             remove_image(reference);
         }

@@ -8,7 +8,7 @@ use std::path::Path;
 use proctor_contract::ErrorCode;
 use serde_json::Value;
 
-use crate::local_adapter::ContainerSweep;
+use crate::engine::ContainerSweep;
 use crate::util::{Proctor, Run, TestDir, fixtures_registry, workspace_registry};
 
 /// A two-level plan: `stats` measures a text, `again` measures `stats`' normalized text

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use proctor_contract::{OutputsIndex, ProcessorRef, cid};
 use serde_json::{Value, json};
 
-use crate::local_adapter::{ContainerSweep, smoke_inputs};
+use crate::engine::ContainerSweep;
+use crate::local_adapter::smoke_inputs;
 use crate::util::{Run, TestDir, mock_build_run_args, workspace_registry};
 
 /// A mock `--build` run of a workspace processor with `inputs`, printing one JSON envelope.

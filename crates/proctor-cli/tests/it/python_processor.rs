@@ -18,7 +18,8 @@ use axum::routing::post;
 use proctor_contract::{Envelope, ErrorCode};
 use serde_json::{Value, json};
 
-use crate::local_adapter::{ContainerSweep, smoke_inputs};
+use crate::engine::ContainerSweep;
+use crate::local_adapter::smoke_inputs;
 use crate::plan::verify_execution;
 use crate::util::{Proctor, Relay, Run, TestDir, workspace_registry};
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::engine::ContainerSweep;
 use crate::ledger::{events_of, ledger_json};
-use crate::local_adapter::ContainerSweep;
 use crate::util::{TestDir, workspace_registry};
 
 /// The label carrying the execution id on every run's container

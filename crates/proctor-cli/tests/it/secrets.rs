@@ -10,8 +10,8 @@
 use proctor_contract::ErrorCode;
 use sqlx::{AnyConnection, Connection, Row};
 
+use crate::engine::ContainerSweep;
 use crate::ledger::{block_on, sqlite_url};
-use crate::local_adapter::ContainerSweep;
 use crate::util::{Run, TestDir, workspace_registry};
 
 /// The value the run gives `FAULTY_PASSTHROUGH`.

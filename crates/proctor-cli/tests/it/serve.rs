@@ -7,21 +7,19 @@
 //!
 //! Needs the Docker engine of `scripts/setup.sh` at `/var/run/docker.sock`.
 
-use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures_util::StreamExt as _;
 use proctor_contract::ErrorCode;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::engine::{connect, labelled_containers};
 use crate::ledger::{events_of, kinds_of, ledger_json};
 use crate::util::{TestDir, clean_command, fixtures_registry, workspace_registry};
 
@@ -390,15 +388,11 @@ fn wait_until_exit(child: &mut Child, limit: Duration) -> Option<Option<i32>> {
 
 /// The containers (stopped ones included) labelled with `execution_id`.
 pub(crate) async fn containers_of(execution_id: &str) -> Vec<String> {
-    let docker = Docker::connect_with_local_defaults().unwrap();
-    let docker = docker.negotiate_version().await.unwrap();
-    let filters = HashMap::from([("label", vec![format!("{EXECUTION_LABEL}={execution_id}")])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let listed = docker.list_containers(Some(options)).await.unwrap();
-    listed.into_iter().filter_map(|c| c.id).collect()
+    labelled_containers(
+        &connect().await,
+        format!("{EXECUTION_LABEL}={execution_id}"),
+    )
+    .await
 }
 
 /// Polls until a container labelled with `execution_id` exists (the run reached its

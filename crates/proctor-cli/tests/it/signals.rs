@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use proctor_contract::ErrorCode;
 
+use crate::engine::ContainerSweep;
 use crate::ledger::{events_of, kinds_of, ledger_json};
-use crate::local_adapter::ContainerSweep;
 use crate::util::{FIXTURE_YAML, Relay, Run, Started, TestDir, fixtures_registry};
 
 /// The engine's socket, as `scripts/setup.sh` starts it.

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use proctor_contract::{ErrorCode, cid};
 use serde_json::Value;
 
+use crate::engine::ContainerSweep;
 use crate::ledger::{events_of, execute_sql, fails_plainly, sqlite_url};
-use crate::local_adapter::{ContainerSweep, smoke_inputs};
+use crate::local_adapter::smoke_inputs;
 use crate::util::{Run, TestDir, workspace_registry};
 
 /// `proctor verify ID --json` in `dir` with the workspace registry; its exit code and

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::engine::ContainerSweep;
 use crate::ledger::ledger_json;
-use crate::local_adapter::ContainerSweep;
 use crate::plan::{
     apply_command, apply_in, containers_started, transition, verify_chain, verify_execution,
 };
