@@ -61,8 +61,14 @@ if [[ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ]]; then
   printf '\n==> %s, alongside the build; its log: %s\n' "$setup_name" "$setup_log" >&2
   setup_in_background &
   setup_pid=$!
-  # A failed build still leaves the set-up to finish rather than stopping apt midway.
-  trap 'wait "$setup_pid" 2>/dev/null || true' EXIT
+  # A failed build still lets the set-up finish rather than stopping apt midway.
+  finish_setup() {
+    if kill -0 "$setup_pid" 2>/dev/null; then
+      printf '\n==> waiting for the set-up to finish; its log: %s\n' "$setup_log" >&2
+    fi
+    wait "$setup_pid" 2>/dev/null || true
+  }
+  trap finish_setup EXIT
 else
   step "$setup_name" bash scripts/setup.sh --engine
   setup_pid=""
