@@ -18,8 +18,9 @@ processor_package=processor-llm-litellm
 # target, flags, profile and target directory, so the processor's build compiles only the
 # processor's own crates.
 export "CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$host")_RUSTFLAGS=-C target-feature=+crt-static"
-proctor="target/$host/release/proctor"
-mkdir -p target
+target_dir="${CARGO_TARGET_DIR:-target}"
+proctor="$target_dir/$host/release/proctor"
+mkdir -p "$target_dir"
 
 timings=()
 record() { timings+=("$(printf '  %-48s %4d s' "$1" "$2")"); }
@@ -35,8 +36,8 @@ step() { # step NAME COMMAND...: runs the command and records how long it took
 # output goes to a log, shown live if the build ends first. The static link needs the
 # static C library, so without it the set-up runs first.
 setup_name="set-up (container engine)"
-setup_log=target/quickstart-setup.log
-setup_seconds=target/quickstart-setup.seconds
+setup_log="$target_dir/quickstart-setup.log"
+setup_seconds="$target_dir/quickstart-setup.seconds"
 setup_in_background() {
   local started=$SECONDS status=0
   bash scripts/setup.sh --engine >"$setup_log" 2>&1 || status=$?

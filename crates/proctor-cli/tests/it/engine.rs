@@ -15,6 +15,8 @@ use serde_json::json;
 
 /// The label key every test container carries.
 const TEST_LABEL: &str = "proctor.test";
+/// The label key the local adapter puts on a run's container: the execution id.
+pub(crate) const EXECUTION_LABEL: &str = "proctor.execution_id";
 
 /// The engine, its API version negotiated.
 pub(crate) async fn connect() -> Docker {
@@ -49,6 +51,11 @@ fn with_engine<T: Send + 'static>(
     })
     .join()
     .unwrap()
+}
+
+/// [`labelled_containers`] for the synchronous tests.
+pub(crate) fn containers_labelled(label: String) -> Vec<String> {
+    with_engine(move |docker| Box::pin(async move { labelled_containers(&docker, label).await }))
 }
 
 /// Whether the engine has an image for `reference`.
@@ -90,10 +97,7 @@ impl ContainerSweep {
 
     /// IDs of the containers carrying the label, stopped ones included.
     pub(crate) fn containers(&self) -> Vec<String> {
-        let label = format!("{TEST_LABEL}={}", self.label);
-        with_engine(move |docker| {
-            Box::pin(async move { labelled_containers(&docker, label).await })
-        })
+        containers_labelled(format!("{TEST_LABEL}={}", self.label))
     }
 
     /// Force-removes the containers carrying the label.

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use proctor_contract::{ErrorCode, OutputsIndex, cid};
 use serde_json::Value;
 
-use crate::engine::ContainerSweep;
-use crate::util::{Run, TestDir, workspace_registry};
+use crate::engine::{ContainerSweep, EXECUTION_LABEL, containers_labelled};
+use crate::util::{Run, TestDir, clean_command, workspace_registry};
 
 /// A project directory and the subdirectory its commands run in.
 struct Project {
@@ -289,4 +289,80 @@ fn build_runs_compile_in_the_workspace_root_given() {
             .starts_with("the quick brown fox"),
         "built in the workspace given, run on the project's World",
     );
+}
+
+/// README's first command, `scripts/quickstart.sh`, end to end: it builds proctor and the
+/// example processor in release, runs `llm/litellm@1` in mock mode in a container, prints
+/// the run's summary on stdout and each step's time on stderr, compiles no crate twice,
+/// and the run it made verifies and left no container. Its World is the test's directory; its cargo target directory is its own
+/// (kept under the workspace's), so the suite's processor builds never wait on its lock.
+#[test]
+fn the_quick_start_ends_with_a_verified_mock_run_and_each_steps_time() {
+    let dir = TestDir::new();
+    let workspace = workspace_registry().join("..");
+    let artifacts = dir.path().join("artifacts").display().to_string();
+    let ledger = format!("sqlite://{}/ledger.db", dir.path().display());
+    let output = clean_command("bash")
+        .arg(workspace.join("scripts/quickstart.sh"))
+        .env("CARGO_TARGET_DIR", workspace.join("target/quickstart"))
+        .env("PROCTOR_ARTIFACTS_ROOT", &artifacts)
+        .env("PROCTOR_LEDGER_URL", &ledger)
+        .env("PROCTOR_OCI_ROOT", dir.path().join("oci"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("status:       success (mock mode)"),
+        "{stdout}"
+    );
+    let mut compiled: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("Compiling "))
+        .collect();
+    compiled.sort_unstable();
+    let compiles = compiled.len();
+    compiled.dedup();
+    assert_eq!(
+        compiled.len(),
+        compiles,
+        "a crate compiled twice:\n{stderr}"
+    );
+    let steps = stderr.rsplit("\nquick start: ").next().unwrap();
+    for step in [
+        "set-up (container engine)",
+        "build proctor and the llm/litellm@1 processor",
+        "build the llm/litellm@1 image",
+        "run llm/litellm@1 (mock)",
+    ] {
+        assert!(
+            steps
+                .lines()
+                .any(|line| line.contains(step) && line.ends_with(" s")),
+            "no time for {step:?}:\n{steps}"
+        );
+    }
+    let id = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("execution id: "))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .trim();
+    dir.proctor(&[
+        "verify",
+        id,
+        "--artifacts-root",
+        &artifacts,
+        "--ledger",
+        &ledger,
+    ])
+    .run()
+    .exits(0);
+    assert!(containers_labelled(format!("{EXECUTION_LABEL}={id}")).is_empty());
 }

@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::engine::{connect, labelled_containers};
+use crate::engine::{EXECUTION_LABEL, connect, labelled_containers};
 use crate::ledger::{events_of, kinds_of, ledger_json};
 use crate::util::{TestDir, clean_command, fixtures_registry, workspace_registry};
 
@@ -30,8 +30,6 @@ pub(crate) const RUN_WAIT: Duration = Duration::from_secs(900);
 const PROCESS_WAIT: Duration = Duration::from_secs(120);
 /// How often a poll asks again.
 const POLL_EVERY: Duration = Duration::from_millis(100);
-/// The label carrying the execution id on every run's container (`proctor-adapters`).
-const EXECUTION_LABEL: &str = "proctor.execution_id";
 
 /// A `proctor serve` process in its own project directory, with the token it printed.
 /// Dropping it stops the server (SIGTERM, then SIGKILL if it does not exit in time).
