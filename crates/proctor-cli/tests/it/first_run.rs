@@ -13,7 +13,7 @@ use proctor_contract::{ErrorCode, OutputsIndex, cid};
 use serde_json::Value;
 
 use crate::engine::{ContainerSweep, EXECUTION_LABEL, containers_labelled};
-use crate::util::{Run, TestDir, clean_command, workspace_registry};
+use crate::util::{Run, TestDir, clean_command, script_output, workspace_registry};
 
 /// A project directory and the subdirectory its commands run in.
 struct Project {
@@ -302,23 +302,14 @@ fn the_quick_start_ends_with_a_verified_mock_run_and_each_steps_time() {
     let workspace = workspace_registry().join("..");
     let artifacts = dir.path().join("artifacts").display().to_string();
     let ledger = format!("sqlite://{}/ledger.db", dir.path().display());
-    let output = clean_command("bash")
+    let mut command = clean_command("bash");
+    command
         .arg(workspace.join("scripts/quickstart.sh"))
         .env("CARGO_TARGET_DIR", workspace.join("target/quickstart"))
         .env("PROCTOR_ARTIFACTS_ROOT", &artifacts)
         .env("PROCTOR_LEDGER_URL", &ledger)
-        .env("PROCTOR_OCI_ROOT", dir.path().join("oci"))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}\n{stderr}",
-        output.status
-    );
+        .env("PROCTOR_OCI_ROOT", dir.path().join("oci"));
+    let (stdout, stderr) = script_output(command);
     assert!(
         stdout.contains("status:       success (mock mode)"),
         "{stdout}"

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::{EXECUTION_LABEL, connect, labelled_containers};
 use crate::ledger::{events_of, kinds_of, ledger_json};
-use crate::util::{TestDir, clean_command, fixtures_registry, workspace_registry};
+use crate::util::{TestDir, clean_command, fixtures_registry, script_output, workspace_registry};
 
 /// The longest wait for a run or a plan to end: the first run of a test compiles its
 /// processor, from a cold target directory on a fresh CI machine.
@@ -1116,20 +1116,11 @@ async fn bad_submissions_are_refused_and_real_runs_under_ci_too() {
 #[test]
 fn the_load_check_completes_200_concurrent_submissions_with_none_lost() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/serve-load.sh");
-    let output = clean_command("bash")
+    let mut command = clean_command("bash");
+    command
         .arg(&script)
-        .env("PROCTOR_BIN", env!("CARGO_BIN_EXE_proctor"))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}\n{stderr}",
-        output.status
-    );
+        .env("PROCTOR_BIN", env!("CARGO_BIN_EXE_proctor"));
+    let (stdout, _) = script_output(command);
     assert!(
         stdout.contains("runs: 200 submitted, 200 distinct ids, 200 succeeded"),
         "{stdout}"

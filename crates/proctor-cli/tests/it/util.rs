@@ -34,6 +34,19 @@ pub(crate) fn clean_command(program: &str) -> Command {
     command
 }
 
+/// Runs `command` (a script) to its end: its stdout and stderr, once it succeeded.
+pub(crate) fn script_output(mut command: Command) -> (String, String) {
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{stderr}",
+        output.status
+    );
+    (stdout, stderr)
+}
+
 /// `cargo ARGS`, offline, at the workspace root: its stdout, once it succeeded.
 pub(crate) fn workspace_cargo(args: &[&str]) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
