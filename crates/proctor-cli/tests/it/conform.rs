@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use proctor_contract::ErrorCode;
 use serde_json::{Value, json};
 
-use crate::util::{Run, TestDir, fixtures_registry, mock_build_run_args, workspace_registry};
+use crate::util::{
+    Run, TestDir, fixtures_registry, mock_build_run_args, workspace_registry, workspace_root,
+};
 
 /// Every check `proctor conform` reports, in order.
 const CHECKS: [&str; 13] = [
@@ -305,7 +307,7 @@ fn bad_requests_are_canonical_errors_that_start_nothing() {
 /// workspace's `target/` through a link: cargo finds every dependency already built, and a
 /// Python build its cached wheels.
 fn scratch_workspace(dir: &TestDir) -> PathBuf {
-    let source = workspace_registry().join("..");
+    let source = workspace_root();
     let scratch = dir.path().join("workspace");
     std::fs::create_dir(&scratch).unwrap();
     for entry in [

@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use proctor_contract::ErrorCode;
 use serde_json::{Value, json};
 
-use crate::util::{Proctor, Run, TestDir, workspace_registry};
+use crate::util::{Proctor, Run, TestDir, successful_output, workspace_registry};
 
 /// A fake but well-formed image digest (64 hex, not a placeholder).
 const DIGEST: &str = "3f1c9e0b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
@@ -416,7 +416,8 @@ impl ProcessorStandIn {
             format!("{}:{}", me.uid(), me.gid())
         };
         let port = closed_port();
-        let output = Command::new("docker")
+        let mut docker_run = Command::new("docker");
+        docker_run
             .args([
                 "run",
                 "--detach",
@@ -433,16 +434,10 @@ impl ProcessorStandIn {
             .args(["--env", &format!("PROCTOR_PORT={port}")])
             .args(["--env", &format!("PROCTOR_IMAGE_DIGEST=sha256:{digest}")])
             .args(["--env", "PROCTOR_ARTIFACTS_ROOT=/artifacts"])
-            .arg("proctor/text-stats:1")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "docker run: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .arg("proctor/text-stats:1");
+        let (container, _) = successful_output(docker_run);
         let stand_in = ProcessorStandIn {
-            container: String::from_utf8(output.stdout).unwrap().trim().to_owned(),
+            container: container.trim().to_owned(),
             base_url: format!("http://127.0.0.1:{port}"),
         };
         // Listening before the deploy, as a deployment is once `modal deploy` returns.

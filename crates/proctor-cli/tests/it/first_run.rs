@@ -13,7 +13,9 @@ use proctor_contract::{ErrorCode, OutputsIndex, cid};
 use serde_json::Value;
 
 use crate::engine::{ContainerSweep, EXECUTION_LABEL, containers_labelled};
-use crate::util::{Run, TestDir, clean_command, script_output, workspace_registry};
+use crate::util::{
+    Run, TestDir, clean_command, successful_output, workspace_registry, workspace_root,
+};
 
 /// A project directory and the subdirectory its commands run in.
 struct Project {
@@ -262,7 +264,7 @@ fn build_runs_compile_in_the_workspace_root_given() {
         project.dir.path().display()
     );
     let artifacts = project.artifacts().display().to_string();
-    let workspace = workspace_registry().join("..").display().to_string();
+    let workspace = workspace_root().display().to_string();
     let flags = [
         "--registry-root",
         &registry,
@@ -294,12 +296,13 @@ fn build_runs_compile_in_the_workspace_root_given() {
 /// README's first command, `scripts/quickstart.sh`, end to end: it builds proctor and the
 /// example processor in release, runs `llm/litellm@1` in mock mode in a container, prints
 /// the run's summary on stdout and each step's time on stderr, compiles no crate twice,
-/// and the run it made verifies and left no container. Its World is the test's directory; its cargo target directory is its own
-/// (kept under the workspace's), so the suite's processor builds never wait on its lock.
+/// and the run it made verifies and left no container. Its World is the test's directory;
+/// its cargo target directory is its own (kept under the workspace's), so the suite's
+/// processor builds never wait on its lock.
 #[test]
 fn the_quick_start_ends_with_a_verified_mock_run_and_each_steps_time() {
     let dir = TestDir::new();
-    let workspace = workspace_registry().join("..");
+    let workspace = workspace_root();
     let artifacts = dir.path().join("artifacts").display().to_string();
     let ledger = format!("sqlite://{}/ledger.db", dir.path().display());
     let mut command = clean_command("bash");
@@ -309,7 +312,7 @@ fn the_quick_start_ends_with_a_verified_mock_run_and_each_steps_time() {
         .env("PROCTOR_ARTIFACTS_ROOT", &artifacts)
         .env("PROCTOR_LEDGER_URL", &ledger)
         .env("PROCTOR_OCI_ROOT", dir.path().join("oci"));
-    let (stdout, stderr) = script_output(command);
+    let (stdout, stderr) = successful_output(command);
     assert!(
         stdout.contains("status:       success (mock mode)"),
         "{stdout}"

@@ -15,9 +15,9 @@ use serde_json::Value;
 use crate::engine::image_present;
 use crate::oci::{
     EngineCleanup, closed_target, copy_processors, digest_of, fails_with_error, json_events,
-    pins_in, unique_target, workspace_root,
+    pins_in, unique_target,
 };
-use crate::util::{TestDir, workspace_registry};
+use crate::util::{TestDir, workspace_registry, workspace_root};
 
 const STATS: &str = "text/stats@1";
 const STATS_YAML: &str = "text/stats/1/registry.yaml";

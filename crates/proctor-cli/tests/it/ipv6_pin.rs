@@ -10,10 +10,8 @@ use std::net::TcpStream;
 
 use proctor_contract::ErrorCode;
 
-use crate::oci::{
-    EngineCleanup, REGISTRY, copy_processors, pins_in, unique_target, workspace_root,
-};
-use crate::util::{Relay, TestDir};
+use crate::oci::{EngineCleanup, REGISTRY, copy_processors, pins_in, unique_target};
+use crate::util::{Relay, TestDir, workspace_root};
 
 const STATS: &str = "text/stats@1";
 const STATS_YAML: &str = "text/stats/1/registry.yaml";

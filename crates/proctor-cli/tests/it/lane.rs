@@ -18,10 +18,11 @@ use serde_json::Value;
 
 use crate::oci::{
     EngineCleanup, copy_processors, digest_of, fails_with_error, json_events, pins_in,
-    registry_files, unique_target, workspace_root,
+    registry_files, unique_target,
 };
 use crate::util::{
     FIXTURE_YAML, PINNED, Proctor, Run, TestDir, fixture_pinned_to, workspace_registry,
+    workspace_root,
 };
 
 /// `proctor run` of the fixture `text/stats@1` with `extra` flags and `env`.

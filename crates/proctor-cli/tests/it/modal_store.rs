@@ -11,7 +11,6 @@
 //! has its own bucket ([`Bucket`]), emptied and deleted on drop, and removes its container.
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,18 +23,13 @@ use proctor_contract::{ErrorCode, WorldPath};
 use proctor_store::ArtifactStore;
 use serde_json::{Value, json};
 
-use crate::util::{Proctor, Run, TestDir, workspace_registry};
+use crate::util::{Proctor, Run, TestDir, successful_output, workspace_registry, workspace_root};
 use crate::world::{Bucket, with_credentials};
 
 /// The pinned digest the stand-in reports, as a deployment of the pin would.
 const DIGEST: &str = "5d41402abc4b2a76b9719d911017c592ae2f5d6e0e3c7d0d9b7e6b3c2a1f0e9d";
 /// The text the local transitions measure.
 const TEXT: &str = "The quick brown fox. The lazy dog.";
-
-/// The repository root: the Cargo workspace that compiles `text/stats@1`.
-fn repository_root() -> PathBuf {
-    workspace_registry().join("..").canonicalize().unwrap()
-}
 
 /// Copies the shipped `text/stats@1` entry into `dir`'s `processors/`, pinned to [`DIGEST`].
 fn pinned_registry(dir: &TestDir) {
@@ -64,7 +58,7 @@ fn in_world(dir: &TestDir, bucket: &Bucket, args: &[&str]) -> Proctor {
 /// A mock run of `text/stats@1` on `text` through `adapter`; a local one builds its image.
 fn run_stats(dir: &TestDir, bucket: &Bucket, adapter: &str, text: &str, base_url: &str) -> Run {
     let inputs = json!({"schema": "v1", "text": text}).to_string();
-    let root = repository_root();
+    let root = workspace_root();
     let mut args = vec![
         "run",
         "--ref",
@@ -158,7 +152,8 @@ impl StandIn {
             .local_addr()
             .unwrap()
             .port();
-        let output = Command::new("docker")
+        let mut docker_run = Command::new("docker");
+        docker_run
             .args([
                 "run",
                 "--detach",
@@ -181,16 +176,10 @@ impl StandIn {
                 "--env",
                 &format!("AWS_SECRET_ACCESS_KEY={}", crate::world::SECRET),
             ])
-            .arg("proctor/text-stats:1")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "docker run: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .arg("proctor/text-stats:1");
+        let (container, _) = successful_output(docker_run);
         let stand_in = StandIn {
-            container: String::from_utf8(output.stdout).unwrap().trim().to_owned(),
+            container: container.trim().to_owned(),
             port,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -427,7 +416,7 @@ fn a_plan_mixing_local_and_modal_transitions_references_across_them_and_verifies
     success(&built);
     let stand_in = StandIn::start(&bucket);
     let plan = dir.write("plan.yaml", MIXED);
-    let root = repository_root();
+    let root = workspace_root();
     let applied = in_world(
         &dir,
         &bucket,

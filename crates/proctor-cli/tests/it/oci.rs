@@ -19,15 +19,6 @@ use crate::util::{Run, TestDir, workspace_registry};
 /// The loopback registry `scripts/setup.sh` starts.
 pub(crate) const REGISTRY: &str = "127.0.0.1:5000";
 
-/// The Cargo workspace root, which compiles the processors.
-pub(crate) fn workspace_root() -> PathBuf {
-    workspace_registry()
-        .parent()
-        .unwrap()
-        .canonicalize()
-        .unwrap()
-}
-
 /// A registry target `127.0.0.1:5000/t<random>/proctor` no other test uses.
 pub(crate) fn unique_target() -> String {
     let owner = uuid::Uuid::new_v4().simple().to_string();

@@ -4,8 +4,8 @@
 
 use proctor_contract::Platform;
 
-use crate::oci::{unique_target, workspace_root};
-use crate::util::{Run, TestDir, workspace_registry};
+use crate::oci::unique_target;
+use crate::util::{Run, TestDir, workspace_registry, workspace_root};
 
 const STATS: &str = "text/stats@1";
 

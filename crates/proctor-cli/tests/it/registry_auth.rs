@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 use proctor_contract::ErrorCode;
 use serde_json::json;
 
-use crate::oci::{
-    EngineCleanup, copy_processors, fails_with_error, json_events, pins_in, workspace_root,
-};
-use crate::util::{Proctor, TestDir};
+use crate::oci::{EngineCleanup, copy_processors, fails_with_error, json_events, pins_in};
+use crate::util::{Proctor, TestDir, workspace_root};
 
 /// The one account the registry knows.
 const USERNAME: &str = "proctor";

@@ -21,7 +21,10 @@ use tokio::sync::mpsc;
 
 use crate::engine::{EXECUTION_LABEL, connect, labelled_containers};
 use crate::ledger::{events_of, kinds_of, ledger_json};
-use crate::util::{TestDir, clean_command, fixtures_registry, script_output, workspace_registry};
+use crate::util::{
+    TestDir, clean_command, fixtures_registry, successful_output, workspace_registry,
+    workspace_root,
+};
 
 /// The longest wait for a run or a plan to end: the first run of a test compiles its
 /// processor, from a cold target directory on a fresh CI machine.
@@ -1115,12 +1118,12 @@ async fn bad_submissions_are_refused_and_real_runs_under_ci_too() {
 /// so the suite runs the load check itself.
 #[test]
 fn the_load_check_completes_200_concurrent_submissions_with_none_lost() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/serve-load.sh");
+    let script = workspace_root().join("scripts/serve-load.sh");
     let mut command = clean_command("bash");
     command
         .arg(&script)
         .env("PROCTOR_BIN", env!("CARGO_BIN_EXE_proctor"));
-    let (stdout, _) = script_output(command);
+    let (stdout, _) = successful_output(command);
     assert!(
         stdout.contains("runs: 200 submitted, 200 distinct ids, 200 succeeded"),
         "{stdout}"

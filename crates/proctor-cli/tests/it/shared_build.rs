@@ -5,10 +5,9 @@
 //! dependency change that breaks it, and a second TLS crypto provider in the lock.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use crate::layering::workspace;
-use crate::util::workspace_cargo;
+use crate::util::{workspace_cargo, workspace_root};
 
 /// Package (`name vX.Y.Z`, with its path for workspace members) → the features
 /// `cargo tree` resolves for it in a build of `package` alone, for the host target.
@@ -66,9 +65,7 @@ fn every_processor_resolves_the_crates_it_shares_with_proctor_as_proctor_does() 
 
 #[test]
 fn the_lock_holds_one_tls_crypto_provider() {
-    let lock =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock"))
-            .unwrap();
+    let lock = std::fs::read_to_string(workspace_root().join("Cargo.lock")).unwrap();
     assert!(lock.contains("name = \"ring\""));
     for provider in ["aws-lc-rs", "aws-lc-sys"] {
         assert!(

@@ -34,14 +34,14 @@ pub(crate) fn clean_command(program: &str) -> Command {
     command
 }
 
-/// Runs `command` (a script) to its end: its stdout and stderr, once it succeeded.
-pub(crate) fn script_output(mut command: Command) -> (String, String) {
+/// Runs `command` to its end: its stdout and stderr, once it succeeded.
+pub(crate) fn successful_output(mut command: Command) -> (String, String) {
     let output = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
-        "{}\n{stdout}\n{stderr}",
+        "{command:?}: {}\n{stdout}\n{stderr}",
         output.status
     );
     (stdout, stderr)
@@ -49,19 +49,21 @@ pub(crate) fn script_output(mut command: Command) -> (String, String) {
 
 /// `cargo ARGS`, offline, at the workspace root: its stdout, once it succeeded.
 pub(crate) fn workspace_cargo(args: &[&str]) -> String {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cargo
         .args(args)
         .arg("--offline")
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "cargo {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+        .current_dir(workspace_root());
+    successful_output(cargo).0
+}
+
+/// The Cargo workspace root, which compiles the processors.
+pub(crate) fn workspace_root() -> PathBuf {
+    workspace_registry()
+        .parent()
+        .unwrap()
+        .canonicalize()
+        .unwrap()
 }
 
 /// The workspace's own registry root.
